@@ -1,0 +1,143 @@
+package batch
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config holds the engine's settings. The zero value of every field means
+// its default; call WithDefaults to see them filled in.
+type Config struct {
+	// Immediate sends every request alone as soon as it arrives, the baseline
+	// batching is measured against (USE_BATCHED_CLIENT=false). Default false.
+	Immediate bool
+	// MaxBatchSize is the most requests in one fetch and one call. Default 50.
+	MaxBatchSize int
+	// Interval is how often whatever waits is sent. Default 1h.
+	Interval time.Duration
+	// MaxWait is the longest a request waits before its batch is sent
+	// whatever its size. Default 5m.
+	MaxWait time.Duration
+	// PollInterval is how often the lane's backlog is read to decide whether
+	// a batch is due. Default 250ms.
+	PollInterval time.Duration
+	// MaxDeliver is how many deliveries a request gets before it is ended as
+	// an error result and a dead letter. Default 5.
+	MaxDeliver int
+	// MaxRequestBytes is the largest request body accepted. Default 64 KiB.
+	MaxRequestBytes int
+	// MaxInflight is how many batches may be in calls at once, per lane.
+	// Default 4.
+	MaxInflight int
+	// CallTimeout bounds one provider call. Default 2m.
+	CallTimeout time.Duration
+	// AckWait is the broker's redelivery timer for the consumer; the engine
+	// reports progress every AckWait/3 while a request is in a call.
+	// Default 60s.
+	AckWait time.Duration
+	// RetryBackoff is the delay before the first retry of a failed request;
+	// it doubles with each attempt up to RetryMaxBackoff, with jitter.
+	// Defaults 1s and 1m.
+	RetryBackoff    time.Duration
+	RetryMaxBackoff time.Duration
+	// ShutdownTimeout is how long Run lets in-flight calls finish after its
+	// context ends; requests not done by then are handed back to the broker.
+	// Default 30s.
+	ShutdownTimeout time.Duration
+	// DefaultModel is used for requests that name no model. Required.
+	DefaultModel string
+	// RequestSubjects and UrgentSubjects are the subject filters of the two
+	// lanes; the topic of a request is what their > wildcard covers.
+	// Defaults "ai.requests.>" and "ai.urgent.>".
+	RequestSubjects []string
+	UrgentSubjects  []string
+	// ResultPrefix is where results go without a Batch-Reply-To header:
+	// <ResultPrefix>.<topic>. Default "ai.results".
+	ResultPrefix string
+	// DeadPrefix is where dead letters go: <DeadPrefix>.<topic>.
+	// Default "ai.dead".
+	DeadPrefix string
+}
+
+// WithDefaults returns c with every unset field given its default.
+func (c Config) WithDefaults() Config {
+	setDefault(&c.MaxBatchSize, 50)
+	setDefault(&c.Interval, time.Hour)
+	setDefault(&c.MaxWait, 5*time.Minute)
+	setDefault(&c.PollInterval, 250*time.Millisecond)
+	setDefault(&c.MaxDeliver, 5)
+	setDefault(&c.MaxRequestBytes, 64<<10)
+	setDefault(&c.MaxInflight, 4)
+	setDefault(&c.CallTimeout, 2*time.Minute)
+	setDefault(&c.AckWait, 60*time.Second)
+	setDefault(&c.RetryBackoff, time.Second)
+	setDefault(&c.RetryMaxBackoff, time.Minute)
+	setDefault(&c.ShutdownTimeout, 30*time.Second)
+	setDefault(&c.ResultPrefix, "ai.results")
+	setDefault(&c.DeadPrefix, "ai.dead")
+	if len(c.RequestSubjects) == 0 {
+		c.RequestSubjects = []string{"ai.requests.>"}
+	}
+	if len(c.UrgentSubjects) == 0 {
+		c.UrgentSubjects = []string{"ai.urgent.>"}
+	}
+	return c
+}
+
+func setDefault[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
+}
+
+// Validate reports every setting that is out of range, naming the field and
+// what is allowed. It expects defaults to be filled in.
+func (c Config) Validate() error {
+	var errs []error
+	positive := func(name string, v int) {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("%s is %d, want a whole number of 1 or more", name, v))
+		}
+	}
+	positiveDur := func(name string, d time.Duration) {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s is %s, want a duration above 0", name, d))
+		}
+	}
+	positive("MaxBatchSize", c.MaxBatchSize)
+	positive("MaxDeliver", c.MaxDeliver)
+	positive("MaxRequestBytes", c.MaxRequestBytes)
+	positive("MaxInflight", c.MaxInflight)
+	positiveDur("Interval", c.Interval)
+	positiveDur("MaxWait", c.MaxWait)
+	positiveDur("PollInterval", c.PollInterval)
+	positiveDur("CallTimeout", c.CallTimeout)
+	positiveDur("AckWait", c.AckWait)
+	positiveDur("RetryBackoff", c.RetryBackoff)
+	positiveDur("ShutdownTimeout", c.ShutdownTimeout)
+	if c.RetryMaxBackoff < c.RetryBackoff {
+		errs = append(errs, fmt.Errorf("RetryMaxBackoff (%s) is below RetryBackoff (%s)", c.RetryMaxBackoff, c.RetryBackoff))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("AckWait is %s, want at least 1s so progress reports reach the broker in time", c.AckWait))
+	}
+	if c.DefaultModel == "" {
+		errs = append(errs, errors.New("DefaultModel is empty, want the model for requests that name none"))
+	}
+	if c.ResultPrefix == "" || c.DeadPrefix == "" {
+		errs = append(errs, errors.New("ResultPrefix and DeadPrefix must not be empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// RedeliveryWindow is the longest time between a request's first delivery
+// and its last, when nothing crashes: every attempt may hold the request for
+// a call and a publish, and wait out the longest backoff. The results and
+// dead-letter streams keep their duplicate windows at least this long so a
+// redelivered request never stores a second result.
+func (c Config) RedeliveryWindow() time.Duration {
+	hold := max(c.AckWait, c.CallTimeout+c.AckWait)
+	return time.Duration(c.MaxDeliver) * (hold + c.RetryMaxBackoff)
+}

@@ -1,0 +1,433 @@
+package batch_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
+	"github.com/aibatch/aibatch/provider/openaitest"
+)
+
+func TestThousandRequestsInTwentyCalls(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.fake.Shuffle(true)
+	reqs := inputs("ai.requests.demo", "observation", 1000)
+	b.publish(t, reqs...)
+	b.start(t, testConfig())
+
+	got := b.waitResults(t, 1000, 60*time.Second)
+	b.waitDrained(t, 10*time.Second)
+	for i := range reqs {
+		id := "observation-" + strconv.Itoa(i)
+		r, ok := got[id]
+		if !ok {
+			t.Fatalf("no result for %s", id)
+		}
+		want := openaitest.Answer("observation " + strconv.Itoa(i))
+		if r.Status != batch.StatusOK || r.Output != want {
+			t.Fatalf("result %s = %q (%s), want %q", id, r.Output, r.Status, want)
+		}
+		if r.subject != "ai.results.demo" || r.Batch.Trigger != batch.TriggerSize || r.Batch.Size != 50 || r.Attempts != 1 {
+			t.Fatalf("result %s: subject %s, batch %+v, attempts %d", id, r.subject, r.Batch, r.Attempts)
+		}
+	}
+	if calls := b.fake.Calls(); calls > 20 {
+		t.Fatalf("provider calls = %d, want at most 20", calls)
+	}
+	if s := b.engine.Stats(); s.ResultsOK != 1000 || s.APICalls != 20 {
+		t.Fatalf("stats = %+v", s)
+	}
+}
+
+func TestTriggers(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		cfg     func(*batch.Config)
+		subject string
+		force   bool
+		want    batch.Trigger
+	}{
+		{name: "interval", cfg: func(c *batch.Config) { c.Interval = 300 * time.Millisecond }, subject: "ai.requests.t", want: batch.TriggerInterval},
+		{name: "max_wait", cfg: func(c *batch.Config) { c.MaxWait = 300 * time.Millisecond }, subject: "ai.requests.t", want: batch.TriggerMaxWait},
+		{name: "urgent", subject: "ai.urgent.t", want: batch.TriggerUrgent},
+		{name: "forced", subject: "ai.requests.t", force: true, want: batch.TriggerForced},
+		{name: "immediate", cfg: func(c *batch.Config) { c.Immediate = true }, subject: "ai.requests.t", want: batch.TriggerImmediate},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			cfg := testConfig()
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			b.start(t, cfg)
+			b.publish(t, inputs(tt.subject, tt.name, 3)...)
+			if tt.force {
+				// Nothing else is due for an hour: only the force sends.
+				jetstreamtest.Eventually(t, 5*time.Second, "stream holds 3", func() bool {
+					return jetstreamtest.Count(t, b.js, b.topo.RequestStream) == 3
+				})
+				rep, err := b.engine.Flush(context.Background())
+				if err != nil || rep.Requests != 3 || rep.Batches != 1 {
+					t.Fatalf("Flush = %+v, %v; want 3 requests in 1 batch", rep, err)
+				}
+			}
+			got := b.waitResults(t, 3, 10*time.Second)
+			for id, r := range got {
+				if r.Batch.Trigger != tt.want {
+					t.Fatalf("%s: trigger %q, want %q", id, r.Batch.Trigger, tt.want)
+				}
+				if r.Output != openaitest.Answer(strings.Replace(id, "-", " ", 1)) {
+					t.Fatalf("%s: output %q", id, r.Output)
+				}
+			}
+			wantCalls := int64(1)
+			if tt.want == batch.TriggerImmediate {
+				wantCalls = 3
+			}
+			if tt.want == batch.TriggerUrgent {
+				// Urgent requests arriving a moment apart may take two calls.
+				wantCalls = b.fake.Calls()
+			}
+			if b.fake.Calls() != wantCalls {
+				t.Fatalf("calls = %d, want %d", b.fake.Calls(), wantCalls)
+			}
+		})
+	}
+}
+
+func TestSizeTriggerWaitsForAFullBatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 10
+	b.start(t, cfg)
+	b.publish(t, inputs("ai.requests.t", "first", 9)...)
+	// Nine of ten: nothing is due. Let the scheduler poll a few times.
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if b.fake.Calls() != 0 {
+			t.Fatalf("a batch of 9 was sent before MaxBatchSize 10 was reached")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.publish(t, inputs("ai.requests.t", "last", 1)...)
+	got := b.waitResults(t, 10, 10*time.Second)
+	for _, r := range got {
+		if r.Batch.Trigger != batch.TriggerSize || r.Batch.Size != 10 {
+			t.Fatalf("batch %+v, want size trigger with 10", r.Batch)
+		}
+	}
+}
+
+func TestOnlySameModelAndInstructionsShareACall(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var reqs []req
+	for _, body := range []string{
+		`{"id":"a1","input":"x"}`,
+		`{"id":"a2","input":"y"}`,
+		`{"id":"b1","input":"x","model":"other-model"}`,
+		`{"id":"c1","input":"x","instructions":"be brief"}`,
+		`{"id":"c2","input":"z","instructions":"be brief"}`,
+	} {
+		reqs = append(reqs, req{subject: "ai.requests.mix", body: body})
+	}
+	b.publish(t, reqs...)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 5
+	b.start(t, cfg)
+	got := b.waitResults(t, 5, 10*time.Second)
+	if b.fake.Calls() != 3 {
+		t.Fatalf("calls = %d, want 3 (one per model and instructions)", b.fake.Calls())
+	}
+	if got["a1"].Batch.ID != got["a2"].Batch.ID || got["c1"].Batch.ID != got["c2"].Batch.ID || got["a1"].Batch.ID == got["c1"].Batch.ID {
+		t.Fatalf("grouping wrong: %+v", got)
+	}
+	if got["b1"].Model != "other-model" || got["a1"].Model != "test-model" {
+		t.Fatalf("models: %q %q", got["b1"].Model, got["a1"].Model)
+	}
+	for _, r := range b.fake.Requests() {
+		for _, m := range r.Messages {
+			if m.Role == "system" && strings.Contains(m.Content, "be brief") {
+				return
+			}
+		}
+	}
+	t.Fatal("no call carried the instructions as its system message")
+}
+
+func TestProviderErrorsAreRetried(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.fake.FailNext(2, 500)
+	b.publish(t, inputs("ai.requests.t", "retry", 5)...)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 5
+	b.start(t, cfg)
+	got := b.waitResults(t, 5, 15*time.Second)
+	for id, r := range got {
+		if r.Status != batch.StatusOK || r.Attempts != 3 {
+			t.Fatalf("%s: status %s attempts %d, want ok after 3 attempts", id, r.Status, r.Attempts)
+		}
+	}
+	if b.fake.Calls() != 3 {
+		t.Fatalf("calls = %d, want 3", b.fake.Calls())
+	}
+	if n := jetstreamtest.Count(t, b.js, b.topo.DeadStream); n != 0 {
+		t.Fatalf("dead letters = %d, want 0", n)
+	}
+}
+
+func TestPartialAnswerRetriesOnlyTheMissing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var calls atomic.Int32
+	b.fake.SetResultsFunc(func(rs []openaitest.Result) []openaitest.Result {
+		if calls.Add(1) == 1 {
+			return rs[:3] // the first answer leaves out two items
+		}
+		return rs
+	})
+	b.publish(t, inputs("ai.requests.t", "partial", 5)...)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 5
+	b.start(t, cfg)
+	got := b.waitResults(t, 5, 15*time.Second)
+	var retried int
+	for _, r := range got {
+		if r.Status != batch.StatusOK {
+			t.Fatalf("%s: %s %s", r.ID, r.Status, r.Error)
+		}
+		if r.Attempts == 2 {
+			retried++
+			if r.Batch.Size != 2 || r.Batch.Trigger != batch.TriggerRetry {
+				t.Fatalf("retried %s in batch %+v, want a retry batch of 2", r.ID, r.Batch)
+			}
+		}
+	}
+	if retried != 2 || b.fake.Calls() != 2 {
+		t.Fatalf("retried %d requests in %d calls, want 2 in 2", retried, b.fake.Calls())
+	}
+}
+
+func TestPoisonRequestsAreDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, openaitest.WithUnknownModels("no-such-model"))
+	good := inputs("ai.requests.mixed", "good", 4)
+	// Ids come from Nats-Msg-Id where the body cannot be read.
+	poison := []req{
+		{subject: "ai.requests.mixed", body: `{"id":"p-json","input":`, header: map[string]string{batch.HeaderMsgID: "p-json"}},
+		{subject: "ai.requests.mixed", body: `{"id":"p-noinput","instructions":"x"}`},
+		{subject: "ai.requests.mixed", body: `{"id":"p-big","input":"` + strings.Repeat("a", 2000) + `"}`, header: map[string]string{batch.HeaderMsgID: "p-big"}},
+		{subject: "ai.requests.mixed", body: ``, header: map[string]string{batch.HeaderMsgID: "p-empty"}},
+		{subject: "ai.requests.mixed", body: `{"id":"p-model","input":"x","model":"no-such-model"}`},
+		{subject: "ai.requests.mixed", body: `{"id":"p-reply","input":"x"}`, header: map[string]string{batch.HeaderReplyTo: "ai.requests.loop"}},
+		{subject: "ai.requests.mixed", body: "\x00\xff\xfe binary", header: map[string]string{batch.HeaderMsgID: "p-binary"}},
+	}
+	b.publish(t, append(append([]req{}, good[:2]...), append(poison, good[2:]...)...)...)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 11
+	cfg.MaxRequestBytes = 1024
+	b.start(t, cfg)
+
+	got := b.waitResults(t, 11, 15*time.Second)
+	b.waitDrained(t, 10*time.Second)
+	wantErr := map[string]string{
+		"p-json":    "not a JSON request",
+		"p-noinput": `"input" is missing`,
+		"p-big":     "MAX_REQUEST_BYTES",
+		"p-empty":   "empty body",
+		"p-model":   "404",
+		"p-reply":   "Batch-Reply-To",
+		"p-binary":  "not a JSON request",
+	}
+	for id, want := range wantErr {
+		r := got[id]
+		if r.Status != batch.StatusError || !strings.Contains(r.Error, want) {
+			t.Errorf("%s: status %q error %q, want an error containing %q", id, r.Status, r.Error, want)
+		}
+	}
+	for i := range 4 {
+		if r := got["good-"+strconv.Itoa(i)]; r.Status != batch.StatusOK {
+			t.Errorf("good-%d: %s %s", i, r.Status, r.Error)
+		}
+	}
+	dead := jetstreamtest.Messages(t, b.js, b.topo.DeadStream)
+	if len(dead) != 7 {
+		t.Fatalf("dead letters = %d, want 7", len(dead))
+	}
+	for _, d := range dead {
+		if d.Subject != "ai.dead.mixed" || d.Header.Get(batch.HeaderError) == "" || d.Header.Get(batch.HeaderAttempts) != "1" {
+			t.Fatalf("dead letter %q headers %v", d.Subject, d.Header)
+		}
+	}
+	if b.fake.Calls() != 2 {
+		t.Fatalf("calls = %d, want 2 (the good batch and the unknown model)", b.fake.Calls())
+	}
+}
+
+func TestRequestsOutOfAttemptsAreDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.fake.FailNext(1000, 503)
+	b.publish(t, inputs("ai.requests.t", "doomed", 2)...)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 2
+	cfg.MaxDeliver = 3
+	b.start(t, cfg)
+	got := b.waitResults(t, 2, 15*time.Second)
+	for id, r := range got {
+		if r.Status != batch.StatusError || r.Attempts != 3 || !strings.Contains(r.Error, "gave up after 3 attempts") {
+			t.Fatalf("%s: %+v", id, r.Result)
+		}
+	}
+	jetstreamtest.Eventually(t, 5*time.Second, "2 dead letters", func() bool {
+		return jetstreamtest.Count(t, b.js, b.topo.DeadStream) == 2
+	})
+	if b.fake.Calls() != 3 {
+		t.Fatalf("calls = %d, want 3", b.fake.Calls())
+	}
+}
+
+func TestReplyToHeaderRoutesTheResult(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// One reply subject the results stream stores, one private inbox it does not.
+	sub, err := b.nc.SubscribeSync("inbox.private")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.publish(t,
+		req{subject: "ai.requests.t", body: `{"id":"stored","input":"a"}`, header: map[string]string{batch.HeaderReplyTo: "ai.results.client.42"}},
+		req{subject: "ai.requests.t", body: `{"id":"inbox","input":"b","metadata":{"k":1}}`, header: map[string]string{batch.HeaderReplyTo: "inbox.private"}},
+	)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 2
+	b.start(t, cfg)
+	m, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no result on the private inbox: %v", err)
+	}
+	var r batch.Result
+	if err := json.Unmarshal(m.Data, &r); err != nil || r.ID != "inbox" || string(r.Metadata) != `{"k":1}` {
+		t.Fatalf("inbox result %s (%v)", m.Data, err)
+	}
+	got := b.waitResults(t, 1, 10*time.Second)
+	if got["stored"].subject != "ai.results.client.42" {
+		t.Fatalf("stored result on %q", got["stored"].subject)
+	}
+	b.waitDrained(t, 5*time.Second)
+}
+
+// lossyPublisher reports the first publish of results and the first of dead
+// letters as failed after they were in fact stored, as when a worker dies
+// between storing an outcome and acking its request.
+type lossyPublisher struct {
+	batch.Publisher
+	mu   sync.Mutex
+	lost map[string]bool // subject prefix -> already lost once
+}
+
+func (p *lossyPublisher) Publish(ctx context.Context, msgs []batch.Outgoing) []batch.PublishAck {
+	acks := p.Publisher.Publish(ctx, msgs)
+	prefix, _, _ := strings.Cut(msgs[0].Subject, ".")
+	prefix += "." + strings.Split(msgs[0].Subject, ".")[1]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.lost[prefix] {
+		p.lost[prefix] = true
+		for i := range acks {
+			acks[i].Err = errors.New("connection lost before the ack")
+		}
+	}
+	return acks
+}
+
+func TestRedeliveryNeverStoresASecondResult(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.publish(t, append(inputs("ai.requests.t", "once", 3), req{subject: "ai.requests.t", body: `{"id":"bad"}`})...)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 4
+	lossy := &lossyPublisher{lost: make(map[string]bool)}
+	b.start(t, cfg, func(p batch.Publisher) batch.Publisher { lossy.Publisher = p; return lossy })
+	b.waitDrained(t, 15*time.Second)
+
+	results := b.results(t)
+	if len(results) != 4 {
+		t.Fatalf("results stored = %d, want 4: %+v", len(results), results)
+	}
+	for _, r := range results {
+		if r.ID == "once-0" && r.Attempts != 1 {
+			// The stored result is the first attempt's; the second was a duplicate.
+			t.Fatalf("stored result is from attempt %d", r.Attempts)
+		}
+	}
+	if n := jetstreamtest.Count(t, b.js, b.topo.DeadStream); n != 1 {
+		t.Fatalf("dead letters = %d, want 1", n)
+	}
+	if b.fake.Calls() != 2 {
+		t.Fatalf("calls = %d, want 2 (the first answer was paid for and lost)", b.fake.Calls())
+	}
+}
+
+func TestShutdownHandsBackUnfinishedCalls(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.fake.SetDelay(time.Hour)
+	b.publish(t, inputs("ai.requests.t", "slow", 5)...)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 5
+	cfg.ShutdownTimeout = 200 * time.Millisecond
+	b.start(t, cfg)
+	jetstreamtest.Eventually(t, 10*time.Second, "call in flight", func() bool { return b.engine.Stats().InFlight == 5 })
+	b.stop()
+	if n := len(b.results(t)); n != 0 {
+		t.Fatalf("results after an interrupted call = %d, want 0", n)
+	}
+
+	// A new worker takes the requests at once (handed back without delay)
+	// and answers each exactly once.
+	b.fake.SetDelay(0)
+	b.start(t, cfg)
+	got := b.waitResults(t, 5, 15*time.Second)
+	for id, r := range got {
+		if r.Status != batch.StatusOK || r.Attempts != 2 {
+			t.Fatalf("%s: %s attempts %d", id, r.Status, r.Attempts)
+		}
+	}
+}
+
+func TestServerRestartLosesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.publish(t, inputs("ai.requests.t", "persist", 120)...)
+	b.ns = jetstreamtest.RestartServer(t, b.ns, b.dir)
+	cfg := testConfig()
+	b.start(t, cfg)
+	got := b.waitResults(t, 100, 30*time.Second)
+	if len(got) != 100 {
+		t.Fatalf("got %d", len(got))
+	}
+	// The last 20 wait for a full batch; restart again and force them out.
+	b.ns = jetstreamtest.RestartServer(t, b.ns, b.dir)
+	jetstreamtest.Eventually(t, 10*time.Second, "client reconnected", b.nc.IsConnected)
+	jetstreamtest.Eventually(t, 20*time.Second, "forced flush after restart", func() bool {
+		rep, err := b.engine.Flush(context.Background())
+		return err == nil && rep.Requests > 0
+	})
+	b.waitResults(t, 120, 20*time.Second)
+	b.waitDrained(t, 10*time.Second)
+}

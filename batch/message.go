@@ -1,0 +1,105 @@
+package batch
+
+import (
+	"context"
+	"time"
+)
+
+// Message is one delivered request as the engine sees it. The jetstream
+// package adapts JetStream messages to it.
+type Message interface {
+	// Data is the request body as published.
+	Data() []byte
+	// Subject is the subject the request was published on.
+	Subject() string
+	// Header returns the first value of the named header, or "".
+	Header(name string) string
+	// Delivery describes where the message sits in the stream and how often
+	// it was delivered.
+	Delivery() Delivery
+	// Ack tells the broker the request is done; it is never redelivered.
+	Ack(ctx context.Context) error
+	// Nak asks the broker to deliver the request again after delay.
+	Nak(delay time.Duration) error
+	// InProgress resets the broker's redelivery timer while work goes on.
+	InProgress() error
+}
+
+// Delivery is the broker's bookkeeping for one delivered message.
+type Delivery struct {
+	// Stream is the name of the stream holding the request.
+	Stream string
+	// StreamSeq is the request's sequence in its stream; unique per stream.
+	StreamSeq uint64
+	// NumDelivered counts deliveries including this one (1 on the first).
+	NumDelivered uint64
+	// Published is when the broker stored the request.
+	Published time.Time
+}
+
+// Queue is one lane of the request stream (the batch lane or the urgent
+// lane) as the engine reads it.
+type Queue interface {
+	// Backlog reports what waits in the lane without taking anything.
+	Backlog(ctx context.Context) (Backlog, error)
+	// Fetch returns up to max requests available now; it does not wait for
+	// more to arrive and returns an empty slice when none are available.
+	Fetch(ctx context.Context, max int) ([]Message, error)
+	// Wait blocks until at least one request is available or ctx ends, and
+	// then returns up to max requests available at that moment.
+	Wait(ctx context.Context, max int) ([]Message, error)
+}
+
+// Backlog describes the requests waiting in a lane.
+type Backlog struct {
+	// Pending counts requests that were never delivered.
+	Pending int
+	// Oldest is when the oldest never-delivered request was published; zero
+	// when Pending is 0.
+	Oldest time.Time
+	// AckPending counts requests delivered to some worker and not yet
+	// acknowledged (in a call now, or waiting for a retry).
+	AckPending int
+}
+
+// Outgoing is one message the engine publishes: a result or a dead letter.
+type Outgoing struct {
+	Subject string
+	// MsgID deduplicates the message in its stream (Nats-Msg-Id).
+	MsgID  string
+	Header map[string]string
+	Data   []byte
+}
+
+// PublishAck is the broker's answer to one Outgoing.
+type PublishAck struct {
+	// Err is non-nil when the message may not be stored.
+	Err error
+	// Duplicate is true when the stream already held a message with the same
+	// MsgID, which happens when a request is redelivered after its result was
+	// stored; Sequence then names the stored message.
+	Duplicate bool
+	// Sequence is the stored message's stream sequence (0 when the subject is
+	// not captured by a stream).
+	Sequence uint64
+}
+
+// Publisher stores results and dead letters.
+type Publisher interface {
+	// Publish sends every message and waits until the broker has stored each
+	// (or, for a subject no stream captures, until it was sent). The returned
+	// slice has one PublishAck per message, in order.
+	Publish(ctx context.Context, msgs []Outgoing) []PublishAck
+	// StoredResult returns the body of the result stored at seq in the
+	// results stream.
+	StoredResult(ctx context.Context, seq uint64) ([]byte, error)
+}
+
+// Clock tells the time and makes timers; tests pass a controllable one.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }

@@ -1,0 +1,103 @@
+package batch
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aibatch/aibatch/provider"
+)
+
+// Stats is a snapshot of what this engine did since it started.
+type Stats struct {
+	// Pending is the batch lane's never-delivered backlog at the last poll.
+	Pending int `json:"pending"`
+	// InFlight counts requests in calls now.
+	InFlight int64 `json:"in_flight"`
+	// Requests counts deliveries taken from the stream (a retried request
+	// counts once per delivery).
+	Requests int64 `json:"requests"`
+	// ResultsOK and ResultsError count results stored.
+	ResultsOK    int64 `json:"results_ok"`
+	ResultsError int64 `json:"results_error"`
+	// DeadLetters counts dead letters stored.
+	DeadLetters int64 `json:"dead_letters"`
+	// Retries counts requests handed back for a later attempt.
+	Retries int64 `json:"retries"`
+	// APICalls counts provider calls; Batches counts fetched sets sent.
+	APICalls int64 `json:"api_calls"`
+	Batches  int64 `json:"batches"`
+	// FallbackFlushes counts batches sent because a request waited MaxWait.
+	FallbackFlushes int64 `json:"fallback_flushes"`
+	// Triggers counts batches by trigger.
+	Triggers map[Trigger]int64 `json:"triggers"`
+	// Usage sums the tokens providers reported.
+	Usage     provider.Usage `json:"usage"`
+	LastFlush time.Time      `json:"last_flush_at"`
+	NextFlush time.Time      `json:"next_flush_at"`
+	Started   time.Time      `json:"started_at"`
+}
+
+type stats struct {
+	inFlight, requests, resultsOK, resultsError, deadLetters, retries, apiCalls, batches atomic.Int64
+	inputTokens, outputTokens                                                          atomic.Int64
+
+	mu        sync.Mutex
+	pending   int
+	triggers  map[Trigger]int64
+	lastFlush time.Time
+	nextFlush time.Time
+	started   time.Time
+}
+
+func (s *stats) setSchedule(b Backlog, next time.Time) {
+	s.mu.Lock()
+	s.pending = b.Pending
+	s.nextFlush = next
+	s.mu.Unlock()
+}
+
+func (s *stats) batchSent(t Trigger, n int, at time.Time) {
+	s.batches.Add(1)
+	s.requests.Add(int64(n))
+	s.mu.Lock()
+	if s.triggers == nil {
+		s.triggers = make(map[Trigger]int64)
+	}
+	s.triggers[t]++
+	s.lastFlush = at
+	s.mu.Unlock()
+}
+
+func (s *stats) usage(u provider.Usage) {
+	s.inputTokens.Add(u.InputTokens)
+	s.outputTokens.Add(u.OutputTokens)
+}
+
+// Stats returns a snapshot of the engine's counters.
+func (e *Engine) Stats() Stats {
+	s := &e.stats
+	out := Stats{
+		InFlight:     s.inFlight.Load(),
+		Requests:     s.requests.Load(),
+		ResultsOK:    s.resultsOK.Load(),
+		ResultsError: s.resultsError.Load(),
+		DeadLetters:  s.deadLetters.Load(),
+		Retries:      s.retries.Load(),
+		APICalls:     s.apiCalls.Load(),
+		Batches:      s.batches.Load(),
+		Usage:        provider.Usage{InputTokens: s.inputTokens.Load(), OutputTokens: s.outputTokens.Load()},
+		Triggers:     make(map[Trigger]int64),
+	}
+	s.mu.Lock()
+	out.Pending = s.pending
+	out.LastFlush = s.lastFlush
+	out.NextFlush = s.nextFlush
+	out.Started = s.started
+	for k, v := range s.triggers {
+		out.Triggers[k] = v
+	}
+	s.mu.Unlock()
+	out.FallbackFlushes = out.Triggers[TriggerMaxWait]
+	return out
+}

@@ -1,0 +1,60 @@
+package batch
+
+import (
+	"fmt"
+	"strings"
+)
+
+// subjectMatches reports whether the literal subject is matched by filter,
+// which may hold the wildcards * (one token) and > (one or more tokens, last).
+func subjectMatches(subject, filter string) bool {
+	st := strings.Split(subject, ".")
+	ft := strings.Split(filter, ".")
+	for i, f := range ft {
+		if f == ">" {
+			return len(st) > i
+		}
+		if i >= len(st) || (f != "*" && f != st[i]) {
+			return false
+		}
+	}
+	return len(st) == len(ft)
+}
+
+// topicOf returns the part of subject that the first matching filter's >
+// wildcard covers ("ai.requests.billing.eu" under "ai.requests.>" gives
+// "billing.eu"). Without a > wildcard, or when no filter matches, it returns
+// the subject's last token.
+func topicOf(subject string, filters []string) string {
+	for _, f := range filters {
+		if !subjectMatches(subject, f) || !strings.HasSuffix(f, ">") {
+			continue
+		}
+		n := strings.Count(f, ".")
+		return strings.Join(strings.Split(subject, ".")[n:], ".")
+	}
+	return subject[strings.LastIndexByte(subject, '.')+1:]
+}
+
+// checkReplySubject refuses reply subjects that would let a producer make the
+// worker publish somewhere harmful: wildcards, system and API subjects, and
+// the request subjects themselves (a result there would loop back in).
+func checkReplySubject(subject string, forbidden []string) error {
+	if subject == "" || strings.ContainsAny(subject, " \t\r\n") {
+		return fmt.Errorf("%w: %s %q is not a valid subject", ErrInvalidRequest, HeaderReplyTo, subject)
+	}
+	for _, tok := range strings.Split(subject, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return fmt.Errorf("%w: %s %q has an empty token or a wildcard", ErrInvalidRequest, HeaderReplyTo, subject)
+		}
+	}
+	if strings.HasPrefix(subject, "$") {
+		return fmt.Errorf("%w: %s %q is a system subject", ErrInvalidRequest, HeaderReplyTo, subject)
+	}
+	for _, f := range forbidden {
+		if subjectMatches(subject, f) {
+			return fmt.Errorf("%w: %s %q is a request or dead-letter subject (%s)", ErrInvalidRequest, HeaderReplyTo, subject, f)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/joho/godotenv"
+	"github.com/sethvargo/go-envconfig"
+
+	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/jetstream"
+)
+
+// config is every setting the worker reads from its environment. Only this
+// command reads the environment; packages take plain structs.
+type config struct {
+	UseBatchedClient   bool          `env:"USE_BATCHED_CLIENT, default=true"`
+	BatchInterval      time.Duration `env:"BATCH_INTERVAL"`
+	BatchIntervalHours string        `env:"BATCH_INTERVAL_HOURS"`
+	MaxBatchSize       int           `env:"MAX_BATCH_SIZE, default=50"`
+	MaxWait            time.Duration `env:"MAX_WAIT, default=5m"`
+	MaxDeliver         int           `env:"MAX_DELIVER, default=5"`
+	MaxRequestBytes    byteSize      `env:"MAX_REQUEST_BYTES, default=64KiB"`
+	MaxInflight        int           `env:"MAX_INFLIGHT_BATCHES, default=4"`
+	PollInterval       time.Duration `env:"POLL_INTERVAL, default=250ms"`
+	AckWait            time.Duration `env:"ACK_WAIT, default=60s"`
+	ProviderTimeout    time.Duration `env:"PROVIDER_TIMEOUT, default=2m"`
+	RetryBackoff       time.Duration `env:"RETRY_BACKOFF, default=1s"`
+	RetryMaxBackoff    time.Duration `env:"RETRY_MAX_BACKOFF, default=1m"`
+	ShutdownTimeout    time.Duration `env:"SHUTDOWN_TIMEOUT, default=30s"`
+
+	NATSURL         string        `env:"NATS_URL"`
+	NATSListen      string        `env:"NATS_LISTEN, default=127.0.0.1:4222"`
+	StoreDir        string        `env:"STORE_DIR, default=./data"`
+	Stream          string        `env:"STREAM, default=AI_REQUESTS"`
+	RequestSubjects []string      `env:"REQUEST_SUBJECTS, default=ai.requests.>"`
+	UrgentSubjects  []string      `env:"URGENT_SUBJECTS, default=ai.urgent.>"`
+	DedupeWindow    time.Duration `env:"DEDUPE_WINDOW, default=2m"`
+	ResultsStream   string        `env:"RESULTS_STREAM, default=AI_RESULTS"`
+	ResultsPrefix   string        `env:"RESULTS_PREFIX, default=ai.results"`
+	ResultsMaxAge   time.Duration `env:"RESULTS_MAX_AGE, default=24h"`
+	DeadStream      string        `env:"DEAD_STREAM, default=AI_DEAD"`
+	DeadPrefix      string        `env:"DEAD_PREFIX, default=ai.dead"`
+	Consumer        string        `env:"CONSUMER, default=aibatch"`
+	StreamReplicas  int           `env:"STREAM_REPLICAS, default=1"`
+
+	Provider      string `env:"PROVIDER, default=openai"`
+	Model         string `env:"MODEL, default=gpt-4o-mini"`
+	OpenAIAPIKey  string `env:"OPENAI_API_KEY"`
+	OpenAIBaseURL string `env:"OPENAI_BASE_URL"`
+
+	LogLevel  string `env:"LOG_LEVEL, default=info"`
+	LogFormat string `env:"LOG_FORMAT, default=json"`
+}
+
+// loadConfig reads the environment through lookup, with a .env file in the
+// working directory underneath it (the real environment wins), and checks
+// every value. Errors name the variable, its value and what is allowed.
+func loadConfig(ctx context.Context, lookup envconfig.Lookuper) (config, error) {
+	var c config
+	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: lookup}); err != nil {
+		return c, fmt.Errorf("configuration: %s", envErrorText(err))
+	}
+	if err := c.resolveInterval(lookup); err != nil {
+		return c, fmt.Errorf("configuration: %w", err)
+	}
+	if err := c.validate(); err != nil {
+		return c, fmt.Errorf("configuration: %w", err)
+	}
+	return c, nil
+}
+
+// withDotEnv layers a .env file in the working directory under lookup.
+func withDotEnv(lookup envconfig.Lookuper, path string) (envconfig.Lookuper, error) {
+	vals, err := godotenv.Read(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return lookup, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return envconfig.MultiLookuper(lookup, envconfig.MapLookuper(vals)), nil
+}
+
+// resolveInterval accepts BATCH_INTERVAL (a Go duration) or the seed's
+// BATCH_INTERVAL_HOURS (a number of hours); both may be set only if they
+// agree.
+func (c *config) resolveInterval(lookup envconfig.Lookuper) error {
+	_, durSet := lookup.Lookup("BATCH_INTERVAL")
+	if c.BatchIntervalHours != "" {
+		h, err := strconv.ParseFloat(c.BatchIntervalHours, 64)
+		if err != nil || h <= 0 || math.IsInf(h, 0) || h > 24*365 {
+			return fmt.Errorf("BATCH_INTERVAL_HOURS=%q: want a number of hours above 0, such as 0.5 or 2", c.BatchIntervalHours)
+		}
+		fromHours := time.Duration(h * float64(time.Hour))
+		if durSet && fromHours != c.BatchInterval {
+			return fmt.Errorf("BATCH_INTERVAL=%s and BATCH_INTERVAL_HOURS=%s disagree: set one of them", c.BatchInterval, c.BatchIntervalHours)
+		}
+		c.BatchInterval = fromHours
+	}
+	if !durSet && c.BatchIntervalHours == "" {
+		c.BatchInterval = time.Hour
+	}
+	return nil
+}
+
+func (c config) validate() error {
+	var errs []error
+	bad := func(name string, value any, want string) {
+		errs = append(errs, fmt.Errorf("%s=%v: want %s", name, value, want))
+	}
+	ints := []struct {
+		name     string
+		v, lo, h int
+	}{
+		{"MAX_BATCH_SIZE", c.MaxBatchSize, 1, 10000},
+		{"MAX_DELIVER", c.MaxDeliver, 1, 100},
+		{"MAX_INFLIGHT_BATCHES", c.MaxInflight, 1, 1024},
+		{"STREAM_REPLICAS", c.StreamReplicas, 1, 5},
+	}
+	for _, i := range ints {
+		if i.v < i.lo || i.v > i.h {
+			bad(i.name, i.v, fmt.Sprintf("a whole number from %d to %d", i.lo, i.h))
+		}
+	}
+	durs := []struct {
+		name   string
+		v, min time.Duration
+	}{
+		{"BATCH_INTERVAL", c.BatchInterval, time.Millisecond},
+		{"MAX_WAIT", c.MaxWait, time.Millisecond},
+		{"POLL_INTERVAL", c.PollInterval, time.Millisecond},
+		{"ACK_WAIT", c.AckWait, time.Second},
+		{"PROVIDER_TIMEOUT", c.ProviderTimeout, time.Millisecond},
+		{"RETRY_BACKOFF", c.RetryBackoff, time.Millisecond},
+		{"RETRY_MAX_BACKOFF", c.RetryMaxBackoff, c.RetryBackoff},
+		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout, time.Millisecond},
+		{"DEDUPE_WINDOW", c.DedupeWindow, time.Second},
+		{"RESULTS_MAX_AGE", c.ResultsMaxAge, time.Minute},
+	}
+	for _, d := range durs {
+		if d.v < d.min {
+			bad(d.name, d.v, fmt.Sprintf("a duration of at least %s, such as 90s, 5m or 1h30m", d.min))
+		}
+	}
+	if c.MaxRequestBytes < 16 || c.MaxRequestBytes > 8<<20 {
+		bad("MAX_REQUEST_BYTES", int64(c.MaxRequestBytes), "a size from 16 bytes to 8MiB, such as 65536 or 64KiB")
+	}
+	if c.NATSURL == "" {
+		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
+			bad("NATS_LISTEN", c.NATSListen, "host:port for the embedded server, such as 127.0.0.1:4222")
+		}
+		if c.StoreDir == "" {
+			bad("STORE_DIR", `""`, "a directory for the embedded server's files")
+		}
+	} else if !strings.Contains(c.NATSURL, "://") {
+		bad("NATS_URL", c.NATSURL, "a URL such as nats://127.0.0.1:4222, or empty for the embedded server")
+	}
+	switch c.Provider {
+	case "openai":
+		if c.OpenAIAPIKey == "" && c.OpenAIBaseURL == "" {
+			errs = append(errs, errors.New("OPENAI_API_KEY is empty: PROVIDER=openai needs it (or OPENAI_BASE_URL for an OpenAI-compatible server that needs no key)"))
+		}
+	default:
+		bad("PROVIDER", c.Provider, "openai")
+	}
+	if c.Model == "" {
+		errs = append(errs, errors.New(`MODEL="": want the model name for requests that name none`))
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", c.LogLevel, "debug, info, warn or error")
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		bad("LOG_FORMAT", c.LogFormat, "json or console")
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := c.topology().Validate(); err != nil {
+		return fmt.Errorf("streams (STREAM, REQUEST_SUBJECTS, URGENT_SUBJECTS, RESULTS_PREFIX, DEAD_PREFIX, RESULTS_MAX_AGE): %w", err)
+	}
+	return c.engine().Validate()
+}
+
+// engine returns the batching engine's settings.
+func (c config) engine() batch.Config {
+	return batch.Config{
+		Immediate:       !c.UseBatchedClient,
+		MaxBatchSize:    c.MaxBatchSize,
+		Interval:        c.BatchInterval,
+		MaxWait:         c.MaxWait,
+		PollInterval:    c.PollInterval,
+		MaxDeliver:      c.MaxDeliver,
+		MaxRequestBytes: int(c.MaxRequestBytes),
+		MaxInflight:     c.MaxInflight,
+		CallTimeout:     c.ProviderTimeout,
+		AckWait:         c.AckWait,
+		RetryBackoff:    c.RetryBackoff,
+		RetryMaxBackoff: c.RetryMaxBackoff,
+		ShutdownTimeout: c.ShutdownTimeout,
+		DefaultModel:    c.Model,
+		RequestSubjects: c.RequestSubjects,
+		UrgentSubjects:  c.UrgentSubjects,
+		ResultPrefix:    c.ResultsPrefix,
+		DeadPrefix:      c.DeadPrefix,
+	}.WithDefaults()
+}
+
+// topology returns the streams and consumers the worker uses. The outcome
+// streams' duplicate window covers the longest redelivery of a request.
+func (c config) topology() jetstream.Topology {
+	return jetstream.Topology{
+		RequestStream:       c.Stream,
+		RequestSubjects:     c.RequestSubjects,
+		UrgentSubjects:      c.UrgentSubjects,
+		DedupeWindow:        c.DedupeWindow,
+		ResultStream:        c.ResultsStream,
+		ResultSubjects:      []string{c.ResultsPrefix + ".>"},
+		ResultMaxAge:        c.ResultsMaxAge,
+		OutcomeDedupeWindow: c.engine().RedeliveryWindow(),
+		DeadStream:          c.DeadStream,
+		DeadSubjects:        []string{c.DeadPrefix + ".>"},
+		Consumer:            c.Consumer,
+		AckWait:             c.AckWait,
+		Replicas:            c.StreamReplicas,
+	}.WithDefaults()
+}
+
+// byteSize is a size in bytes written as a number with an optional unit:
+// 65536, 64KiB, 1MiB, 64KB.
+type byteSize int64
+
+// EnvDecode implements envconfig.Decoder.
+func (b *byteSize) EnvDecode(val string) error {
+	s := strings.TrimSpace(val)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"KB", 1000}, {"MB", 1000 * 1000}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a size: want bytes such as 65536, or 64KiB, 1MiB", val)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+// envErrorText turns envconfig's "FieldName: cause" into "ENV_NAME: cause"
+// so the message names the variable the operator set.
+func envErrorText(err error) string {
+	msg := err.Error()
+	t := reflect.TypeFor[config]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		if strings.HasPrefix(msg, f.Name+":") {
+			return name + ":" + strings.TrimPrefix(msg, f.Name+":") + wantFor(f.Type)
+		}
+	}
+	return msg
+}
+
+// wantFor says what a field of type t accepts.
+func wantFor(t reflect.Type) string {
+	switch t {
+	case reflect.TypeFor[time.Duration]():
+		return " (want a Go duration such as 90s, 5m or 1h30m)"
+	case reflect.TypeFor[bool]():
+		return " (want true or false)"
+	case reflect.TypeFor[int]():
+		return " (want a whole number)"
+	}
+	return ""
+}

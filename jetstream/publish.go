@@ -1,0 +1,95 @@
+package jetstream
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/aibatch/aibatch/batch"
+)
+
+// Publisher stores results and dead letters. It implements batch.Publisher.
+//
+// Subjects captured by the result or dead-letter stream are published with
+// JetStream and count as stored once the server acknowledges them; a reply
+// subject no stream captures (a producer's private inbox) gets a plain NATS
+// publish, flushed to the server, which is all NATS can promise there.
+type Publisher struct {
+	js       jetstream.JetStream
+	results  jetstream.Stream
+	captured []string
+}
+
+var _ batch.Publisher = (*Publisher)(nil)
+
+// Publish sends msgs and waits for every acknowledgement.
+func (p *Publisher) Publish(ctx context.Context, msgs []batch.Outgoing) []batch.PublishAck {
+	acks := make([]batch.PublishAck, len(msgs))
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	var plain []int
+	nc := p.js.Conn()
+	for i, o := range msgs {
+		m := nats.NewMsg(o.Subject)
+		m.Data = o.Data
+		for k, v := range o.Header {
+			m.Header.Set(k, v)
+		}
+		if !p.isCaptured(o.Subject) {
+			if err := nc.PublishMsg(m); err != nil {
+				acks[i].Err = fmt.Errorf("jetstream: publish to %q: %w", o.Subject, err)
+			}
+			plain = append(plain, i)
+			continue
+		}
+		f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(o.MsgID))
+		if err != nil {
+			acks[i].Err = fmt.Errorf("jetstream: publish to %q: %w", o.Subject, err)
+			continue
+		}
+		futures[i] = f
+	}
+	if len(plain) > 0 {
+		if err := nc.FlushWithContext(ctx); err != nil {
+			for _, i := range plain {
+				if acks[i].Err == nil {
+					acks[i].Err = fmt.Errorf("jetstream: flush publish to %q: %w", msgs[i].Subject, err)
+				}
+			}
+		}
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case a := <-f.Ok():
+			acks[i] = batch.PublishAck{Duplicate: a.Duplicate, Sequence: a.Sequence}
+		case err := <-f.Err():
+			acks[i].Err = fmt.Errorf("jetstream: store message on %q: %w", msgs[i].Subject, err)
+		case <-ctx.Done():
+			acks[i].Err = fmt.Errorf("jetstream: wait for ack on %q: %w", msgs[i].Subject, ctx.Err())
+		}
+	}
+	return acks
+}
+
+func (p *Publisher) isCaptured(subject string) bool {
+	for _, f := range p.captured {
+		if server.SubjectMatchesFilter(subject, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// StoredResult returns the body of the message at seq in the result stream.
+func (p *Publisher) StoredResult(ctx context.Context, seq uint64) ([]byte, error) {
+	m, err := p.results.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: read stored result %d: %w", seq, err)
+	}
+	return m.Data, nil
+}

@@ -1,0 +1,220 @@
+// Package openai implements provider.Provider on OpenAI's Chat Completions
+// API through the official SDK (github.com/openai/openai-go/v3).
+//
+// A whole batch goes out as one call. The system message carries the batch's
+// Instructions followed by a short fixed line that explains the answer
+// format; the user message is the JSON {"items":[{"id":Key,"input":Input}]};
+// response_format is a strict json_schema named "batch_results" that makes
+// the model answer {"results":[{"id":...,"output":...}]}.
+//
+// The package reads no environment variables: everything comes from Config.
+package openai
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/shared"
+
+	"github.com/aibatch/aibatch/provider"
+)
+
+// SchemaName is the name of the json_schema response format of a batch call.
+const SchemaName = "batch_results"
+
+// batchSchema is the strict JSON schema of a batch answer.
+const batchSchema = `{"type":"object","properties":{"results":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"output":{"type":"string"}},"required":["id","output"],"additionalProperties":false}}},"required":["results"],"additionalProperties":false}`
+
+// formatLine ends every system message: it tells the model what the user
+// message holds and how to answer it.
+const formatLine = `The user message is a JSON object {"items":[{"id":"...","input":"..."}]}. ` +
+	`Treat each item's input as a separate request and answer it on its own. ` +
+	`Reply with {"results":[{"id":"...","output":"..."}]}: one result per item, the item's id copied unchanged, your answer as output.`
+
+var _ provider.Provider = (*Provider)(nil)
+
+// Provider sends batches to the OpenAI Chat Completions API. It is safe for
+// concurrent use.
+type Provider struct {
+	chat   openai.ChatCompletionService
+	apiKey string
+}
+
+// New returns a Provider for cfg, or an error if cfg is not valid. The SDK's
+// own retries are disabled: the caller retries with backoff, guided by the
+// errors Complete returns.
+func New(cfg Config, opts ...Option) (*Provider, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	reqOpts := []option.RequestOption{
+		option.WithEnvironmentProduction(),
+		option.WithAPIKey(cfg.APIKey),
+		option.WithMaxRetries(0),
+	}
+	if cfg.BaseURL != "" {
+		reqOpts = append(reqOpts, option.WithBaseURL(cfg.BaseURL))
+	}
+	if cfg.HTTPClient != nil {
+		reqOpts = append(reqOpts, option.WithHTTPClient(cfg.HTTPClient))
+	}
+	reqOpts = append(reqOpts, o.requestOptions...)
+	// NewChatCompletionService, unlike openai.NewClient, does not read
+	// OPENAI_* environment variables.
+	return &Provider{chat: openai.NewChatCompletionService(reqOpts...), apiKey: cfg.APIKey}, nil
+}
+
+// Name returns "openai".
+func (p *Provider) Name() string { return "openai" }
+
+// Complete makes one Chat Completions call for b and returns one result per
+// item the model answered, in the answer's order.
+//
+// max_completion_tokens is sent only when some request sets MaxOutputTokens;
+// it is then the sum of MaxOutputTokens over the batch (requests without a
+// cap add nothing and share that budget).
+//
+// Answers are matched to requests by id, in any order. Ids that are not in
+// the batch are ignored, and so is every answer to an id after the first one.
+// Requests the answer leaves out are absent from the results (the caller
+// retries them). The call's prompt and completion tokens are split evenly
+// over the returned results with provider.Usage.Split; when no result is
+// returned the usage is dropped.
+//
+// Errors concern the whole batch, wrap an *provider.Error, and never contain
+// the API key:
+//   - HTTP 400, 401, 403, 404 (e.g. model_not_found), 422 and other 4xx
+//     except 408, 409, 425 and 429: permanent, with StatusCode.
+//   - HTTP 408, 409, 425, 429, 5xx, network errors: transient, with
+//     StatusCode when there was one and RetryAfter from the retry-after-ms or
+//     Retry-After (seconds or HTTP date) header.
+//   - A refusal, finish_reason "length", or content that is not the expected
+//     JSON: transient.
+//   - ctx ending: transient, wrapping ctx.Err().
+func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
+	if len(b.Requests) == 0 {
+		return nil, nil
+	}
+	if b.Model == "" {
+		return nil, fmt.Errorf("openai: chat completion: %w", provider.Permanent(errors.New("batch has no model")))
+	}
+	params, err := newParams(b)
+	if err != nil {
+		return nil, fmt.Errorf("openai: chat completion: %w", provider.Permanent(err))
+	}
+	var raw *http.Response
+	resp, err := p.chat.New(ctx, params, option.WithResponseInto(&raw))
+	if err != nil {
+		return nil, p.redact(fmt.Errorf("openai: chat completion: %w", callError(ctx, err, raw)))
+	}
+	results, err := parseAnswer(b, resp)
+	if err != nil {
+		return nil, p.redact(fmt.Errorf("openai: chat completion: %w", provider.Transient(err)))
+	}
+	usage := provider.Usage{InputTokens: resp.Usage.PromptTokens, OutputTokens: resp.Usage.CompletionTokens}
+	for i, u := range usage.Split(len(results)) {
+		results[i].Usage = u
+	}
+	return results, nil
+}
+
+// newParams builds the Chat Completions request for b.
+func newParams(b provider.Batch) (openai.ChatCompletionNewParams, error) {
+	type item struct {
+		ID    string `json:"id"`
+		Input string `json:"input"`
+	}
+	items := make([]item, len(b.Requests))
+	var maxTokens int64
+	for i, r := range b.Requests {
+		items[i] = item{ID: r.Key, Input: r.Input}
+		maxTokens += int64(max(r.MaxOutputTokens, 0))
+	}
+	var user bytes.Buffer
+	enc := json.NewEncoder(&user)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(struct {
+		Items []item `json:"items"`
+	}{items}); err != nil {
+		return openai.ChatCompletionNewParams{}, fmt.Errorf("encode items: %w", err)
+	}
+
+	system := formatLine
+	if b.Instructions != "" {
+		system = b.Instructions + "\n\n" + formatLine
+	}
+	params := openai.ChatCompletionNewParams{
+		Model: b.Model,
+		Messages: []openai.ChatCompletionMessageParamUnion{
+			openai.SystemMessage(system),
+			openai.UserMessage(string(bytes.TrimSpace(user.Bytes()))),
+		},
+		ResponseFormat: openai.ChatCompletionNewParamsResponseFormatUnion{
+			OfJSONSchema: &shared.ResponseFormatJSONSchemaParam{
+				JSONSchema: shared.ResponseFormatJSONSchemaJSONSchemaParam{
+					Name:   SchemaName,
+					Strict: openai.Bool(true),
+					Schema: json.RawMessage(batchSchema),
+				},
+			},
+		},
+	}
+	if maxTokens > 0 {
+		params.MaxCompletionTokens = openai.Int(maxTokens)
+	}
+	return params, nil
+}
+
+// parseAnswer matches the answer's results to b's requests.
+func parseAnswer(b provider.Batch, resp *openai.ChatCompletion) ([]provider.Result, error) {
+	if resp == nil || len(resp.Choices) == 0 {
+		return nil, errors.New("answer has no choices")
+	}
+	choice := resp.Choices[0]
+	if r := choice.Message.Refusal; r != "" {
+		const limit = 200
+		if len(r) > limit {
+			r = r[:limit] + "..."
+		}
+		return nil, fmt.Errorf("model refused the batch: %q", r)
+	}
+	if choice.FinishReason == "length" {
+		return nil, errors.New("answer cut off (finish_reason length)")
+	}
+	var answer struct {
+		Results *[]struct {
+			ID     string  `json:"id"`
+			Output *string `json:"output"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(choice.Message.Content), &answer); err != nil {
+		return nil, fmt.Errorf("parse answer content (finish_reason %q): %w", choice.FinishReason, err)
+	}
+	if answer.Results == nil {
+		return nil, errors.New(`parse answer content: no "results"`)
+	}
+
+	pending := make(map[string]bool, len(b.Requests))
+	for _, r := range b.Requests {
+		pending[r.Key] = true
+	}
+	results := make([]provider.Result, 0, len(b.Requests))
+	for _, a := range *answer.Results {
+		if !pending[a.ID] || a.Output == nil {
+			continue // unknown id, repeated id, or no output
+		}
+		pending[a.ID] = false
+		results = append(results, provider.Result{Key: a.ID, Output: *a.Output})
+	}
+	return results, nil
+}

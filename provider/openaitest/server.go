@@ -1,0 +1,254 @@
+// Package openaitest runs a fake OpenAI-compatible Chat Completions API for
+// tests, in the manner of net/http/httptest.
+//
+// The fake speaks the real wire format (POST /v1/chat/completions, bearer
+// auth, OpenAI's error JSON, chat.completion objects) and answers
+// deterministically: the output for an input is always Answer(input), so a
+// test can check that every output belongs to its own input.
+//
+// Two request shapes are accepted:
+//
+//   - batch mode: response_format is the strict json_schema named
+//     "batch_results" and the last user message is {"items":[{"id","input"}]};
+//     the content of the answer is {"results":[{"id","output"}]}.
+//   - plain mode: no response_format (or type "text"); the last user message
+//     is answered as one request with plain text content.
+//
+// Behaviour controls (FailNext, SetDelay, DropItems, ...) are methods on
+// *Server and are safe to call while the server runs.
+package openaitest
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ChatCompletionsPath is the path the fake serves chat completions on.
+const ChatCompletionsPath = "/v1/chat/completions"
+
+// Answer is the fake model's deterministic answer to input.
+func Answer(input string) string { return "processed: " + input }
+
+// Server is a fake OpenAI API. Create it with NewServer (listening) or
+// NewUnstartedServer (handler only); all methods are safe for concurrent use.
+type Server struct {
+	// URL is the base URL to give an OpenAI client (as OPENAI_BASE_URL),
+	// e.g. "http://127.0.0.1:12345/v1". It is empty for an unstarted server.
+	URL string
+
+	ts      *httptest.Server
+	handler http.Handler
+
+	apiKey        string          // required bearer token; "" accepts any
+	unknownModels map[string]bool // models answered with 404 model_not_found
+
+	calls atomic.Int64
+	seq   atomic.Int64 // completion ids
+
+	mu        sync.Mutex
+	failN     int
+	failCode  int
+	delay     time.Duration
+	drop      int
+	shuffle   bool
+	malformed int
+	refuse    int
+	truncate  int
+	transform func([]Result) []Result
+	requests  []Request
+}
+
+// Option configures a Server at construction.
+type Option func(*Server)
+
+// WithAPIKey makes the server accept only "Authorization: Bearer key"; any
+// other token gets 401 invalid_api_key. By default any non-empty bearer token
+// is accepted.
+func WithAPIKey(key string) Option {
+	return func(s *Server) { s.apiKey = key }
+}
+
+// WithUnknownModels makes the server answer 404 model_not_found for the given
+// models, in addition to every model whose name starts with "unknown".
+func WithUnknownModels(models ...string) Option {
+	return func(s *Server) {
+		for _, m := range models {
+			s.unknownModels[m] = true
+		}
+	}
+}
+
+// NewServer starts a fake OpenAI API on a loopback port. Call Close when done.
+func NewServer(opts ...Option) *Server {
+	s := NewUnstartedServer(opts...)
+	s.ts = httptest.NewServer(s.handler)
+	s.URL = s.ts.URL + "/v1"
+	return s
+}
+
+// NewUnstartedServer returns a Server that does not listen: serve its
+// Handler yourself (as cmd/fakeai does). Its URL is empty and Close does
+// nothing.
+func NewUnstartedServer(opts ...Option) *Server {
+	s := &Server{unknownModels: map[string]bool{}}
+	for _, o := range opts {
+		o(s)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+ChatCompletionsPath, s.serveChatCompletions)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "Invalid URL ("+r.Method+" "+r.URL.Path+")", "invalid_request_error", "", "")
+	})
+	s.handler = mux
+	return s
+}
+
+// Close shuts the listening server down, blocking until all outstanding
+// requests on it have completed. It is a no-op for an unstarted server.
+func (s *Server) Close() {
+	if s.ts != nil {
+		s.ts.Close()
+	}
+}
+
+// Handler returns the HTTP handler that implements the fake API. It serves
+// paths under /v1, so mount it at the root of a server.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Calls returns how many chat completion calls the server has received,
+// including the ones it answered with an error.
+func (s *Server) Calls() int64 { return s.calls.Load() }
+
+// FailNext makes the next n calls answer status with OpenAI's error JSON
+// (429 answers also carry "Retry-After: 1"). It replaces any failures still
+// pending; n <= 0 cancels them.
+func (s *Server) FailNext(n int, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failN, s.failCode = max(n, 0), status
+}
+
+// SetDelay makes each call wait d before it is answered, or until the
+// request's context ends (then nothing is answered). 0 removes the delay.
+func (s *Server) SetDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = d
+}
+
+// DropItems makes each batch answer leave out the last n items of its
+// request (in request order). 0 restores complete answers.
+func (s *Server) DropItems(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drop = max(n, 0)
+}
+
+// Shuffle makes batch answers list their results in random order.
+func (s *Server) Shuffle(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shuffle = on
+}
+
+// SetMalformedNext makes the next n successful answers carry content that is
+// not valid JSON (finish_reason stays "stop").
+func (s *Server) SetMalformedNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.malformed = max(n, 0)
+}
+
+// RefuseNext makes the next n successful answers a refusal: message.refusal
+// is set and content is null.
+func (s *Server) RefuseNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuse = max(n, 0)
+}
+
+// TruncateNext makes the next n successful answers stop early: content is cut
+// in half and finish_reason is "length".
+func (s *Server) TruncateNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.truncate = max(n, 0)
+}
+
+// SetResultsFunc installs f to rewrite each batch answer's results after
+// DropItems and Shuffle were applied (to add unknown or duplicate ids, change
+// outputs, ...). nil removes it.
+func (s *Server) SetResultsFunc(f func([]Result) []Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.transform = f
+}
+
+// Requests returns the chat completion requests received so far whose body
+// could be decoded, oldest first.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// behaviour is what one call does, taken from the controls under s.mu.
+type behaviour struct {
+	failCode  int
+	drop      int
+	shuffle   bool
+	malformed bool
+	refuse    bool
+	truncate  bool
+	transform func([]Result) []Result
+}
+
+// takeFailure consumes one pending failure, returning its status or 0.
+func (s *Server) takeFailure() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failN == 0 {
+		return 0
+	}
+	s.failN--
+	return s.failCode
+}
+
+// takeBehaviour consumes one of each pending one-shot answer control.
+func (s *Server) takeBehaviour() behaviour {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := behaviour{drop: s.drop, shuffle: s.shuffle, transform: s.transform}
+	take := func(n *int) bool {
+		if *n == 0 {
+			return false
+		}
+		*n--
+		return true
+	}
+	b.refuse = take(&s.refuse)
+	b.truncate = !b.refuse && take(&s.truncate)
+	b.malformed = !b.refuse && !b.truncate && take(&s.malformed)
+	return b
+}
+
+func (s *Server) currentDelay() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.delay
+}
+
+func (s *Server) record(r Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests = append(s.requests, r)
+}
+
+// isUnknownModel reports whether model gets 404 model_not_found.
+func (s *Server) isUnknownModel(model string) bool {
+	return strings.HasPrefix(model, "unknown") || s.unknownModels[model]
+}

@@ -1,0 +1,400 @@
+package openaitest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SchemaName is the name the batch json_schema response_format must carry.
+const SchemaName = "batch_results"
+
+// batchSchemaJSON is the exact schema a batch request must send.
+const batchSchemaJSON = `{"type":"object","properties":{"results":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"output":{"type":"string"}},"required":["id","output"],"additionalProperties":false}}},"required":["results"],"additionalProperties":false}`
+
+// maxBodyBytes caps the request body the fake reads.
+const maxBodyBytes = 32 << 20
+
+// Request is one decoded chat completion request, as Requests returns it.
+type Request struct {
+	// Model is the requested model.
+	Model string
+	// Messages are the request's messages in order, text parts joined.
+	Messages []Message
+	// ResponseFormat is the raw response_format object; nil when absent.
+	ResponseFormat json.RawMessage
+	// MaxCompletionTokens is max_completion_tokens; 0 when absent.
+	MaxCompletionTokens int64
+	// Body is the raw request body.
+	Body []byte
+}
+
+// Message is one chat message of a Request.
+type Message struct {
+	Role    string
+	Content string
+}
+
+// Item is one entry of a batch request's user message {"items":[...]}.
+type Item struct {
+	ID    string `json:"id"`
+	Input string `json:"input"`
+}
+
+// Result is one entry of a batch answer's content {"results":[...]}.
+type Result struct {
+	ID     string `json:"id"`
+	Output string `json:"output"`
+}
+
+// wireRequest is the part of the chat completion request body the fake reads.
+type wireRequest struct {
+	Model               string          `json:"model"`
+	Messages            []wireMessage   `json:"messages"`
+	ResponseFormat      json.RawMessage `json:"response_format"`
+	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+}
+
+type wireMessage struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+// text returns the message content, joining text parts of an array content.
+func (m wireMessage) text() (string, error) {
+	if len(m.Content) == 0 || string(m.Content) == "null" {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(m.Content, &s); err == nil {
+		return s, nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(m.Content, &parts); err != nil {
+		return "", fmt.Errorf("content is neither a string nor an array of parts: %w", err)
+	}
+	var out string
+	for _, p := range parts {
+		if p.Type == "text" {
+			out += p.Text
+		}
+	}
+	return out, nil
+}
+
+type wireResponseFormat struct {
+	Type       string `json:"type"`
+	JSONSchema *struct {
+		Name   string          `json:"name"`
+		Strict *bool           `json:"strict"`
+		Schema json.RawMessage `json:"schema"`
+	} `json:"json_schema"`
+}
+
+type wireItems struct {
+	Items []Item `json:"items"`
+}
+
+type wireResults struct {
+	Results []Result `json:"results"`
+}
+
+type wireCompletion struct {
+	ID      string       `json:"id"`
+	Object  string       `json:"object"`
+	Created int64        `json:"created"`
+	Model   string       `json:"model"`
+	Choices []wireChoice `json:"choices"`
+	Usage   wireUsage    `json:"usage"`
+}
+
+type wireChoice struct {
+	Index        int             `json:"index"`
+	Message      wireAnswer      `json:"message"`
+	Logprobs     json.RawMessage `json:"logprobs"`
+	FinishReason string          `json:"finish_reason"`
+}
+
+type wireAnswer struct {
+	Role    string  `json:"role"`
+	Content *string `json:"content"`
+	Refusal *string `json:"refusal"`
+}
+
+type wireUsage struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+}
+
+// apiError is an OpenAI error body's "error" object.
+type apiError struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
+
+func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request) {
+	s.calls.Add(1)
+
+	// Read the body before waiting: only then does net/http notice a client
+	// that goes away and cancel r.Context().
+	body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if d := s.currentDelay(); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+
+	if !s.authorized(r) {
+		writeError(w, http.StatusUnauthorized, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", "", "invalid_api_key")
+		return
+	}
+	if status := s.takeFailure(); status != 0 {
+		writeFailure(w, status)
+		return
+	}
+
+	if bodyErr != nil {
+		writeError(w, http.StatusBadRequest, "We could not read the body of your request.", "invalid_request_error", "", "")
+		return
+	}
+	var req wireRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)", "invalid_request_error", "", "")
+		return
+	}
+	rec, err := decodeRequest(req, body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), "invalid_request_error", "messages", "")
+		return
+	}
+	s.record(rec)
+
+	switch {
+	case req.Model == "":
+		writeError(w, http.StatusBadRequest, "you must provide a model parameter", "invalid_request_error", "model", "")
+		return
+	case s.isUnknownModel(req.Model):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", req.Model), "invalid_request_error", "", "model_not_found")
+		return
+	}
+
+	user := lastUser(rec.Messages)
+	if user == nil {
+		writeError(w, http.StatusBadRequest, "messages must contain a user message", "invalid_request_error", "messages", "")
+		return
+	}
+	batch, err := isBatch(req.ResponseFormat)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), "invalid_request_error", "response_format", "")
+		return
+	}
+
+	b := s.takeBehaviour()
+	var content string
+	if batch {
+		var items wireItems
+		dec := json.NewDecoder(strings.NewReader(user.Content))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&items); err != nil || len(items.Items) == 0 {
+			writeError(w, http.StatusBadRequest, `with response_format batch_results the user message must be {"items":[{"id":"...","input":"..."}]}`, "invalid_request_error", "messages", "")
+			return
+		}
+		content = batchContent(items.Items, b)
+	} else {
+		content = Answer(user.Content)
+	}
+
+	answer := wireAnswer{Role: "assistant", Content: &content}
+	finish := "stop"
+	switch {
+	case b.refuse:
+		refusal := "I'm sorry, but I can't help with that request."
+		answer.Content, answer.Refusal = nil, &refusal
+		content = refusal
+	case b.truncate:
+		content = content[:len(content)/2]
+		finish = "length"
+	case b.malformed:
+		content = `{"results": [{"id": "oops", "output": ` // cut off: not JSON
+	}
+
+	var prompt int
+	for _, m := range rec.Messages {
+		prompt += len(m.Content)
+	}
+	usage := wireUsage{PromptTokens: tokens(prompt), CompletionTokens: tokens(len(content))}
+	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
+
+	writeJSON(w, http.StatusOK, wireCompletion{
+		ID:      "chatcmpl-fake" + strconv.FormatInt(s.seq.Add(1), 10),
+		Object:  "chat.completion",
+		Created: time.Now().Unix(),
+		Model:   req.Model,
+		Choices: []wireChoice{{Message: answer, Logprobs: json.RawMessage("null"), FinishReason: finish}},
+		Usage:   usage,
+	})
+}
+
+// authorized checks the bearer token.
+func (s *Server) authorized(r *http.Request) bool {
+	const prefix = "Bearer "
+	h := r.Header.Get("Authorization")
+	if len(h) <= len(prefix) || h[:len(prefix)] != prefix {
+		return false
+	}
+	return s.apiKey == "" || h[len(prefix):] == s.apiKey
+}
+
+// decodeRequest turns the wire request into the record Requests returns.
+func decodeRequest(req wireRequest, body []byte) (Request, error) {
+	rec := Request{Model: req.Model, ResponseFormat: req.ResponseFormat, Body: body}
+	if string(rec.ResponseFormat) == "null" {
+		rec.ResponseFormat = nil
+	}
+	if req.MaxCompletionTokens != nil {
+		rec.MaxCompletionTokens = *req.MaxCompletionTokens
+	}
+	for i, m := range req.Messages {
+		text, err := m.text()
+		if err != nil {
+			return Request{}, fmt.Errorf("messages[%d]: %w", i, err)
+		}
+		rec.Messages = append(rec.Messages, Message{Role: m.Role, Content: text})
+	}
+	return rec, nil
+}
+
+func lastUser(msgs []Message) *Message {
+	for i := len(msgs) - 1; i >= 0; i-- {
+		if msgs[i].Role == "user" {
+			return &msgs[i]
+		}
+	}
+	return nil
+}
+
+// isBatch reports whether raw asks for a batch answer, and errors when it is
+// a response_format the fake does not serve.
+func isBatch(raw json.RawMessage) (bool, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return false, nil
+	}
+	var rf wireResponseFormat
+	if err := json.Unmarshal(raw, &rf); err != nil {
+		return false, fmt.Errorf("invalid response_format: %w", err)
+	}
+	switch rf.Type {
+	case "text":
+		return false, nil
+	case "json_schema":
+	default:
+		return false, fmt.Errorf("response_format type %q is not supported here; use a strict json_schema named %q", rf.Type, SchemaName)
+	}
+	js := rf.JSONSchema
+	if js == nil || js.Name != SchemaName || js.Strict == nil || !*js.Strict {
+		return false, fmt.Errorf("response_format must be a strict json_schema named %q", SchemaName)
+	}
+	var got, want any
+	if err := json.Unmarshal(js.Schema, &got); err != nil {
+		return false, fmt.Errorf("invalid response_format.json_schema.schema: %w", err)
+	}
+	if err := json.Unmarshal([]byte(batchSchemaJSON), &want); err != nil {
+		panic(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		return false, errors.New("response_format.json_schema.schema is not the batch_results schema")
+	}
+	return true, nil
+}
+
+// batchContent builds the JSON content answering items as b says.
+func batchContent(items []Item, b behaviour) string {
+	items = items[:max(len(items)-b.drop, 0)]
+	results := make([]Result, len(items))
+	for i, it := range items {
+		results[i] = Result{ID: it.ID, Output: Answer(it.Input)}
+	}
+	if b.shuffle && len(results) > 1 {
+		orig := slices.Clone(results)
+		rand.Shuffle(len(results), func(i, j int) { results[i], results[j] = results[j], results[i] })
+		if slices.Equal(orig, results) { // make the shuffle visible
+			results = append(results[1:], results[0])
+		}
+	}
+	if b.transform != nil {
+		results = b.transform(results)
+	}
+	if results == nil {
+		results = []Result{}
+	}
+	var out strings.Builder
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(wireResults{Results: results}); err != nil {
+		panic(err) // strings only: cannot fail
+	}
+	return strings.TrimSuffix(out.String(), "\n")
+}
+
+// tokens is the fake's token count for n bytes of text: n/4 rounded up.
+func tokens(n int) int64 { return int64(n+3) / 4 }
+
+// writeFailure answers status with an error body like the real API's.
+func writeFailure(w http.ResponseWriter, status int) {
+	typ, code, msg := "invalid_request_error", "", "Injected failure."
+	switch {
+	case status == http.StatusUnauthorized:
+		code, msg = "invalid_api_key", "Incorrect API key provided."
+	case status == http.StatusForbidden:
+		typ, msg = "permission_error", "You are not allowed to make this request."
+	case status == http.StatusNotFound:
+		code, msg = "model_not_found", "The model does not exist or you do not have access to it."
+	case status == http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "1")
+		typ, code, msg = "requests", "rate_limit_exceeded", "Rate limit reached. Please try again in 1s."
+	case status >= 500:
+		typ, msg = "server_error", "The server had an error while processing your request. Sorry about that!"
+	}
+	writeError(w, status, msg, typ, "", code)
+}
+
+// writeError answers with OpenAI's error JSON; empty param and code are null.
+func writeError(w http.ResponseWriter, status int, msg, typ, param, code string) {
+	e := apiError{Message: msg, Type: typ}
+	if param != "" {
+		e.Param = &param
+	}
+	if code != "" {
+		e.Code = &code
+	}
+	writeJSON(w, status, map[string]apiError{"error": e})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,166 @@
+// Package provider defines what the batching engine asks of an AI provider:
+// one call for a whole batch of requests that share a model and instructions,
+// answered with one result (or one error) per request.
+//
+// Each provider lives in a subpackage (provider/openai, ...) and asserts that
+// it implements Provider. Test fakes that speak a provider's real wire format
+// live beside it (provider/openaitest, ...).
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Provider sends one batch to an AI API.
+//
+// Complete makes the calls needed for b (one combined call for providers that
+// support it) and returns the results it got, in any order, each naming the
+// Key of its request. A request that has no result in the returned slice is
+// treated by the caller as missing from the answer and retried later.
+//
+// A non-nil error means the whole batch failed and none of the returned results
+// are used; wrap it in an *Error to say whether retrying can help. A failure
+// that concerns one request only is reported in that request's Result.Err.
+type Provider interface {
+	// Name is the provider's short name, as in the PROVIDER setting ("openai").
+	Name() string
+	Complete(ctx context.Context, b Batch) ([]Result, error)
+}
+
+// Batch is what one combined call carries: requests that share Model and
+// Instructions.
+type Batch struct {
+	// ID identifies the batch in logs and results.
+	ID string
+	// Model is the model every request in the batch asked for (after the
+	// worker's default was applied).
+	Model string
+	// Instructions is the system prompt shared by every request in the batch;
+	// empty means none.
+	Instructions string
+	// Requests holds at least one request. Keys are unique within the batch.
+	Requests []Request
+}
+
+// Request is one prompt inside a batch.
+type Request struct {
+	// Key identifies the request within its batch; answers are matched by it.
+	Key string
+	// Input is the prompt text; never empty.
+	Input string
+	// MaxOutputTokens caps the answer's length; 0 means the provider's default.
+	MaxOutputTokens int
+}
+
+// Result is the answer to one request of a batch.
+type Result struct {
+	// Key is the Key of the request this answers.
+	Key string
+	// Output is the model's answer; meaningful only when Err is nil.
+	Output string
+	// Err, when set, says why this one request failed while the rest of the
+	// batch did not. Wrap it in an *Error to say whether retrying can help.
+	Err error
+	// Usage is this request's share of the call's token usage.
+	Usage Usage
+}
+
+// Usage counts tokens as the provider reported them.
+type Usage struct {
+	InputTokens  int64 `json:"input_tokens"`
+	OutputTokens int64 `json:"output_tokens"`
+}
+
+// Add returns the sum of u and o.
+func (u Usage) Add(o Usage) Usage {
+	return Usage{InputTokens: u.InputTokens + o.InputTokens, OutputTokens: u.OutputTokens + o.OutputTokens}
+}
+
+// Split divides u over n results as evenly as whole tokens allow; the first
+// results get the remainder. It returns nil for n <= 0.
+func (u Usage) Split(n int) []Usage {
+	if n <= 0 {
+		return nil
+	}
+	parts := make([]Usage, n)
+	for i := range parts {
+		parts[i] = Usage{InputTokens: u.InputTokens / int64(n), OutputTokens: u.OutputTokens / int64(n)}
+		if int64(i) < u.InputTokens%int64(n) {
+			parts[i].InputTokens++
+		}
+		if int64(i) < u.OutputTokens%int64(n) {
+			parts[i].OutputTokens++
+		}
+	}
+	return parts
+}
+
+// ErrPermanent marks a failure that retrying the same request cannot fix
+// (a 400-class refusal, an unknown model, a request the API rejects).
+// Check it with errors.Is.
+var ErrPermanent = errors.New("permanent provider error")
+
+// ErrTransient marks a failure that may pass on its own (a 5xx, a timeout, a
+// rate limit, an answer that could not be parsed). Check it with errors.Is.
+var ErrTransient = errors.New("transient provider error")
+
+// Error describes a provider failure: whether retrying can help, the HTTP
+// status when there was one, and how long the API asked callers to wait.
+type Error struct {
+	// Permanent is true when retrying cannot help.
+	Permanent bool
+	// StatusCode is the HTTP status the API answered with; 0 when there was none.
+	StatusCode int
+	// RetryAfter is the wait the API asked for (Retry-After); 0 when none.
+	RetryAfter time.Duration
+	// Err is the underlying cause.
+	Err error
+}
+
+func (e *Error) Error() string {
+	kind := "transient"
+	if e.Permanent {
+		kind = "permanent"
+	}
+	if e.StatusCode != 0 {
+		return fmt.Sprintf("%s provider error (HTTP %d): %v", kind, e.StatusCode, e.Err)
+	}
+	return fmt.Sprintf("%s provider error: %v", kind, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrPermanent or ErrTransient as this error's
+// kind says.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrPermanent:
+		return e.Permanent
+	case ErrTransient:
+		return !e.Permanent
+	}
+	return false
+}
+
+// Permanent wraps err as an *Error that retrying cannot fix.
+func Permanent(err error) error { return &Error{Permanent: true, Err: err} }
+
+// Transient wraps err as an *Error that may pass on a retry.
+func Transient(err error) error { return &Error{Err: err} }
+
+// IsPermanent reports whether err says retrying cannot help. Errors that are
+// not marked either way are treated as transient: a retry is the safe default.
+func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }
+
+// RetryAfter returns the wait the API asked for in err, or 0.
+func RetryAfter(err error) time.Duration {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.RetryAfter
+	}
+	return 0
+}
