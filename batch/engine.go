@@ -29,6 +29,7 @@ type Engine struct {
 	provider provider.Provider
 	log      *zap.Logger
 	clock    Clock
+	observer Observer
 
 	batchSlots  semaphore
 	urgentSlots semaphore
@@ -87,6 +88,7 @@ func New(cfg Config, q Queue, pub Publisher, p provider.Provider, opts ...Option
 		provider:    p,
 		log:         zap.NewNop(),
 		clock:       systemClock{},
+		observer:    nopObserver{},
 		batchSlots:  newSemaphore(cfg.MaxInflight),
 		urgentSlots: newSemaphore(cfg.MaxInflight),
 		flushes:     make(chan flushRequest),

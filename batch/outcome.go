@@ -87,6 +87,7 @@ func (it *item) failOrRetry(err error, maxDeliver int) {
 func (e *Engine) process(ctx context.Context, trigger Trigger, msgs []Message) {
 	now := e.clock.Now()
 	e.stats.batchSent(trigger, len(msgs), now)
+	e.observer.BatchFetched(trigger, len(msgs))
 	stopProgress := e.reportProgress(msgs)
 	defer stopProgress()
 
@@ -178,6 +179,8 @@ func (e *Engine) call(ctx context.Context, trigger Trigger, group []*item) {
 	cancel()
 	e.stats.apiCalls.Add(1)
 	latency := e.clock.Now().Sub(start)
+	report := CallReport{Provider: e.provider.Name(), Model: b.Model, Trigger: trigger, Size: len(group), Latency: latency, Err: err}
+	defer func() { e.observer.CallFinished(report) }()
 
 	if err != nil {
 		for _, it := range group {
@@ -202,6 +205,7 @@ func (e *Engine) call(ctx context.Context, trigger Trigger, group []*item) {
 		}
 		delete(byKey, r.Key)
 		e.stats.usage(r.Usage)
+		report.Usage = report.Usage.Add(r.Usage)
 		if r.Err != nil {
 			it.failOrRetry(r.Err, e.cfg.MaxDeliver)
 			continue
@@ -235,6 +239,7 @@ func (e *Engine) settle(items []*item) {
 			results = append(results, e.resultMsg(it))
 		case outcomeRetry:
 			e.stats.retries.Add(1)
+			e.observer.RequestRetried()
 			e.handBack(it, e.backoff(int(it.d.NumDelivered), it.retryAfter, jitter))
 		default: // shutting down, or never called
 			e.handBack(it, 0)
@@ -250,7 +255,7 @@ func (e *Engine) settle(items []*item) {
 	// that stored result says, not what this attempt found.
 	var dead []Outgoing
 	var deadFor []*item
-	stored := make([]bool, len(final))
+	var done []*item
 	for i, it := range final {
 		ack := acks[i]
 		if ack.Err != nil {
@@ -258,20 +263,20 @@ func (e *Engine) settle(items []*item) {
 			e.handBack(it, e.cfg.RetryBackoff)
 			continue
 		}
-		stored[i] = true
 		failed, reason := it.outcome == outcomeFailed, errText(it.err)
 		if ack.Duplicate {
 			failed, reason = e.storedFailure(ctx, ack.Sequence, failed, reason)
-		} else if it.outcome == outcomeFailed {
+		} else if failed {
 			e.stats.resultsError.Add(1)
 		} else {
 			e.stats.resultsOK.Add(1)
 		}
-		if failed {
-			dead = append(dead, e.deadLetter(it, reason))
-			deadFor = append(deadFor, it)
-			stored[i] = false // acked once the dead letter is stored
+		if !failed {
+			done = append(done, it)
+			continue
 		}
+		dead = append(dead, e.deadLetter(it, reason))
+		deadFor = append(deadFor, it)
 	}
 	if len(dead) > 0 {
 		for i, ack := range e.pub.Publish(ctx, dead) {
@@ -284,15 +289,14 @@ func (e *Engine) settle(items []*item) {
 			if !ack.Duplicate {
 				e.stats.deadLetters.Add(1)
 				e.log.Warn("request dead-lettered", zap.String("id", it.id), zap.String("subject", it.msg.Subject()),
-					zap.Uint64("stream_seq", it.d.StreamSeq), zap.Uint64("attempts", it.d.NumDelivered), zap.String("error", errText(it.err)))
+					zap.Uint64("stream_seq", it.d.StreamSeq), zap.Uint64("attempts", it.d.NumDelivered),
+					zap.String("error", dead[i].Header[HeaderError]))
 			}
-			e.ack(ctx, it)
+			e.finish(ctx, it, StatusError, true)
 		}
 	}
-	for i, it := range final {
-		if stored[i] {
-			e.ack(ctx, it)
-		}
+	for _, it := range done {
+		e.finish(ctx, it, StatusOK, false)
 	}
 }
 
@@ -309,11 +313,13 @@ func (e *Engine) handBack(it *item, delay time.Duration) {
 	}
 }
 
-func (e *Engine) ack(ctx context.Context, it *item) {
+// finish acks a request whose outcome is stored.
+func (e *Engine) finish(ctx context.Context, it *item, status string, deadLettered bool) {
 	if err := it.msg.Ack(ctx); err != nil {
 		// The outcome is stored; a redelivery finds it by its Nats-Msg-Id.
 		e.log.Warn("ack request", zap.String("id", it.id), zap.Error(err))
 	}
+	e.observer.RequestFinished(RequestReport{Status: status, DeadLettered: deadLettered, QueueWait: it.queued, Attempts: int(it.d.NumDelivered)})
 }
 
 // storedFailure reads the result an earlier delivery stored and reports

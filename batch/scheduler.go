@@ -166,6 +166,7 @@ func (e *Engine) pollOnce(ctx context.Context, s *schedule) bool {
 		s.lastFlush = now // an interval with nothing to send
 	}
 	e.stats.setSchedule(b, nextDue(b, *s, e.cfg))
+	e.observer.BacklogRead(b)
 	trigger, ok := due(now, b, *s, e.cfg)
 	if !ok {
 		return false
