@@ -27,6 +27,10 @@ type Config struct {
 	MaxDeliver int
 	// MaxRequestBytes is the largest request body accepted. Default 64 KiB.
 	MaxRequestBytes int
+	// MaxBatchTokens caps a call's estimated prompt size (bytes/4, see
+	// EstimateTokens); a group of requests over it is split into several
+	// calls, and a request over it alone fails. 0 means no cap. Default 0.
+	MaxBatchTokens int
 	// MaxInflight is how many batches may be in calls at once, per lane.
 	// Default 4.
 	MaxInflight int
@@ -110,6 +114,9 @@ func (c Config) Validate() error {
 	positive("MaxDeliver", c.MaxDeliver)
 	positive("MaxRequestBytes", c.MaxRequestBytes)
 	positive("MaxInflight", c.MaxInflight)
+	if c.MaxBatchTokens < 0 {
+		errs = append(errs, fmt.Errorf("MaxBatchTokens is %d, want 0 (no cap) or more", c.MaxBatchTokens))
+	}
 	positiveDur("Interval", c.Interval)
 	positiveDur("MaxWait", c.MaxWait)
 	positiveDur("PollInterval", c.PollInterval)

@@ -431,3 +431,48 @@ func TestServerRestartLosesNothing(t *testing.T) {
 	b.waitResults(t, 120, 20*time.Second)
 	b.waitDrained(t, 10*time.Second)
 }
+
+func TestBatchesAreSplitToStayUnderMaxBatchTokens(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var reqs []req
+	for i := range 10 {
+		// 100 bytes of input: 25 tokens + 8 of framing; the call's own
+		// overhead is 64, so four fit in 200 and a fifth would not.
+		body, _ := json.Marshal(batch.Request{ID: "fit-" + strconv.Itoa(i), Input: strings.Repeat(strconv.Itoa(i), 100)})
+		reqs = append(reqs, req{subject: "ai.requests.t", body: string(body)})
+	}
+	big, _ := json.Marshal(batch.Request{ID: "too-big", Input: strings.Repeat("x", 2000)})
+	reqs = append(reqs, req{subject: "ai.requests.t", body: string(big)})
+	b.publish(t, reqs...)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 11
+	cfg.MaxBatchTokens = 200
+	b.start(t, cfg)
+
+	got := b.waitResults(t, 11, 15*time.Second)
+	sizes := map[string]int{}
+	for id, r := range got {
+		if id == "too-big" {
+			if r.Status != batch.StatusError || !strings.Contains(r.Error, "MAX_BATCH_TOKENS") {
+				t.Fatalf("too-big: %s %q", r.Status, r.Error)
+			}
+			continue
+		}
+		if r.Status != batch.StatusOK {
+			t.Fatalf("%s: %s %s", id, r.Status, r.Error)
+		}
+		sizes[r.Batch.ID] = r.Batch.Size
+	}
+	if b.fake.Calls() != 3 || len(sizes) != 3 {
+		t.Fatalf("calls = %d over batches %v, want 3 (4 + 4 + 2)", b.fake.Calls(), sizes)
+	}
+	for id, n := range sizes {
+		if n > 4 {
+			t.Fatalf("batch %s has %d requests, more than fit in 200 tokens", id, n)
+		}
+	}
+	jetstreamtest.Eventually(t, 5*time.Second, "the oversized request dead-lettered", func() bool {
+		return jetstreamtest.Count(t, b.js, b.topo.DeadStream) == 1
+	})
+}

@@ -97,11 +97,13 @@ func (e *Engine) process(ctx context.Context, trigger Trigger, msgs []Message) {
 	}
 	var wg sync.WaitGroup
 	for _, g := range groupForCalls(items) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.call(ctx, trigger, g)
-		}()
+		for _, part := range e.splitForTokens(g) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				e.call(ctx, trigger, part)
+			}()
+		}
 	}
 	wg.Wait()
 	e.settle(items)
