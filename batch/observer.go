@@ -34,6 +34,10 @@ type CallReport struct {
 	Err error
 	// Usage sums the tokens the answer reported.
 	Usage provider.Usage
+	// SoloPromptTokens estimates the prompt tokens the same requests would
+	// have needed sent one per call (each repeating the instructions and the
+	// call's framing), for the saving batching makes.
+	SoloPromptTokens int64
 }
 
 // RequestReport describes a request whose outcome was stored.
@@ -48,9 +52,53 @@ type RequestReport struct {
 	Attempts int
 }
 
-// WithObserver sets the observer the engine reports to; the default
-// observes nothing.
-func WithObserver(o Observer) Option { return func(e *Engine) { e.observer = o } }
+// WithObserver adds an observer the engine reports to; with several, each
+// is told everything, in the order they were added.
+func WithObserver(o Observer) Option {
+	return func(e *Engine) {
+		if fan, ok := e.observer.(observers); ok {
+			e.observer = append(fan, o)
+			return
+		}
+		if _, ok := e.observer.(nopObserver); ok {
+			e.observer = o
+			return
+		}
+		e.observer = observers{e.observer, o}
+	}
+}
+
+type observers []Observer
+
+func (os observers) BatchFetched(t Trigger, n int) {
+	for _, o := range os {
+		o.BatchFetched(t, n)
+	}
+}
+
+func (os observers) CallFinished(c CallReport) {
+	for _, o := range os {
+		o.CallFinished(c)
+	}
+}
+
+func (os observers) RequestFinished(r RequestReport) {
+	for _, o := range os {
+		o.RequestFinished(r)
+	}
+}
+
+func (os observers) RequestRetried() {
+	for _, o := range os {
+		o.RequestRetried()
+	}
+}
+
+func (os observers) BacklogRead(b Backlog) {
+	for _, o := range os {
+		o.BacklogRead(b)
+	}
+}
 
 type nopObserver struct{}
 

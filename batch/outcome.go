@@ -181,7 +181,8 @@ func (e *Engine) call(ctx context.Context, trigger Trigger, group []*item) {
 	cancel()
 	e.stats.apiCalls.Add(1)
 	latency := e.clock.Now().Sub(start)
-	report := CallReport{Provider: e.provider.Name(), Model: b.Model, Trigger: trigger, Size: len(group), Latency: latency, Err: err}
+	report := CallReport{Provider: e.provider.Name(), Model: b.Model, Trigger: trigger, Size: len(group), Latency: latency, Err: err,
+		SoloPromptTokens: soloPromptTokens(b)}
 	defer func() { e.observer.CallFinished(report) }()
 
 	if err != nil {

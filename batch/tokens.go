@@ -17,6 +17,9 @@ const (
 	// callOverheadTokens covers a call's fixed part: the answer-format
 	// explanation and message framing.
 	callOverheadTokens = 64
+	// soloCallOverheadTokens is a one-request call's framing (message roles);
+	// kept low so the estimated saving of batching is not flattered.
+	soloCallOverheadTokens = 8
 )
 
 // EstimateTokens estimates the tokens of text from its length in bytes.
@@ -54,4 +57,15 @@ func (e *Engine) splitForTokens(group []*item) [][]*item {
 		parts = append(parts, cur)
 	}
 	return parts
+}
+
+// soloPromptTokens estimates the prompt tokens b's requests would need sent
+// one per call: each call repeats the instructions and the framing.
+func soloPromptTokens(b provider.Batch) int64 {
+	per := soloCallOverheadTokens + EstimateTokens(b.Instructions)
+	var n int64
+	for _, r := range b.Requests {
+		n += int64(per + EstimateTokens(r.Input))
+	}
+	return n
 }
