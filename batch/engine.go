@@ -38,7 +38,7 @@ type Engine struct {
 
 	// procCtx is the context calls and publishes run under: it outlives
 	// Run's context by ShutdownTimeout so in-flight work can finish.
-	procCtx context.Context
+	procCtx  context.Context
 	inflight sync.WaitGroup
 
 	instance string
@@ -47,7 +47,7 @@ type Engine struct {
 	// subjects: no result may be sent there.
 	laneFilters      []string
 	forbiddenReplies []string
-	batchSeq atomic.Uint64
+	batchSeq         atomic.Uint64
 
 	retries retrySchedule
 

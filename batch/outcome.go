@@ -319,8 +319,10 @@ func (e *Engine) handBack(it *item, delay time.Duration) {
 // finish acks a request whose outcome is stored.
 func (e *Engine) finish(ctx context.Context, it *item, status string, deadLettered bool) {
 	if err := it.msg.Ack(ctx); err != nil {
-		// The outcome is stored; a redelivery finds it by its Nats-Msg-Id.
+		// The outcome is stored; the redelivery after AckWait finds it by
+		// its Nats-Msg-Id, so look for it then.
 		e.log.Warn("ack request", zap.String("id", it.id), zap.Error(err))
+		e.retries.add(e.clock.Now().Add(e.cfg.AckWait + retryGrace))
 	}
 	e.observer.RequestFinished(RequestReport{Status: status, DeadLettered: deadLettered, QueueWait: it.queued, Attempts: int(it.d.NumDelivered)})
 }

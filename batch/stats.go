@@ -40,7 +40,7 @@ type Stats struct {
 
 type stats struct {
 	inFlight, requests, resultsOK, resultsError, deadLetters, retries, apiCalls, batches atomic.Int64
-	inputTokens, outputTokens                                                          atomic.Int64
+	inputTokens, outputTokens                                                            atomic.Int64
 
 	mu        sync.Mutex
 	pending   int
