@@ -12,6 +12,12 @@ type Config struct {
 	// Immediate sends every request alone as soon as it arrives, the baseline
 	// batching is measured against (USE_BATCHED_CLIENT=false). Default false.
 	Immediate bool
+	// Async sends batches through the provider's Batch API instead of a
+	// combined call (BATCH_MODE=async); MaxInflight then bounds the jobs
+	// running at once. Default false.
+	Async bool
+	// JobPollInterval is how often a Batch API job is polled. Default 30s.
+	JobPollInterval time.Duration
 	// MaxBatchSize is the most requests in one fetch and one call. Default 50.
 	MaxBatchSize int
 	// Interval is how often whatever waits is sent. Default 1h.
@@ -67,6 +73,7 @@ type Config struct {
 // WithDefaults returns c with every unset field given its default.
 func (c Config) WithDefaults() Config {
 	setDefault(&c.MaxBatchSize, 50)
+	setDefault(&c.JobPollInterval, 30*time.Second)
 	setDefault(&c.Interval, time.Hour)
 	setDefault(&c.MaxWait, 5*time.Minute)
 	setDefault(&c.PollInterval, 250*time.Millisecond)
@@ -124,6 +131,10 @@ func (c Config) Validate() error {
 	positiveDur("AckWait", c.AckWait)
 	positiveDur("RetryBackoff", c.RetryBackoff)
 	positiveDur("ShutdownTimeout", c.ShutdownTimeout)
+	positiveDur("JobPollInterval", c.JobPollInterval)
+	if c.Async && c.Immediate {
+		errs = append(errs, errors.New("Async and Immediate exclude each other: a Batch API job is a batch"))
+	}
 	if c.RetryMaxBackoff < c.RetryBackoff {
 		errs = append(errs, fmt.Errorf("RetryMaxBackoff (%s) is below RetryBackoff (%s)", c.RetryMaxBackoff, c.RetryBackoff))
 	}

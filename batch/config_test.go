@@ -11,6 +11,7 @@ func TestWithDefaults(t *testing.T) {
 	t.Parallel()
 	// The defaults as the field comments document them.
 	want := Config{
+		JobPollInterval: 30 * time.Second,
 		MaxBatchSize:    50,
 		Interval:        time.Hour,
 		MaxWait:         5 * time.Minute,
@@ -37,6 +38,8 @@ func TestWithDefaultsKeepsSetFields(t *testing.T) {
 	t.Parallel()
 	set := Config{
 		Immediate:       true,
+		JobPollInterval: time.Second,
+		MaxBatchTokens:  1000,
 		MaxBatchSize:    7,
 		Interval:        3 * time.Second,
 		MaxWait:         2 * time.Second,
@@ -156,17 +159,17 @@ func TestValidateReportsEverything(t *testing.T) {
 	}
 	for _, field := range []string{
 		"MaxBatchSize", "MaxDeliver", "MaxRequestBytes", "MaxInflight",
-		"Interval", "MaxWait", "PollInterval", "CallTimeout", "AckWait", "RetryBackoff", "ShutdownTimeout",
+		"Interval", "MaxWait", "PollInterval", "CallTimeout", "AckWait", "RetryBackoff", "ShutdownTimeout", "JobPollInterval",
 		"DefaultModel", "ResultPrefix", "DeadPrefix",
 	} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("Config{}.Validate() does not name %s: %v", field, err)
 		}
 	}
-	// 4 counts + 7 durations + the AckWait floor + DefaultModel + prefixes;
+	// 4 counts + 8 durations + the AckWait floor + DefaultModel + prefixes;
 	// RetryMaxBackoff (0) is not below RetryBackoff (0).
-	if n := len(joined(err)); n != 14 {
-		t.Errorf("Config{}.Validate() reported %d errors, want 14: %v", n, err)
+	if n := len(joined(err)); n != 15 {
+		t.Errorf("Config{}.Validate() reported %d errors, want 15: %v", n, err)
 	}
 }
 

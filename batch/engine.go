@@ -27,6 +27,8 @@ type Engine struct {
 	urgent   Queue
 	pub      Publisher
 	provider provider.Provider
+	async    provider.AsyncProvider // set in async mode
+	jobs     JobStore
 	log      *zap.Logger
 	clock    Clock
 	observer Observer
@@ -99,6 +101,16 @@ func New(cfg Config, q Queue, pub Publisher, p provider.Provider, opts ...Option
 	e.forbiddenReplies = append(append([]string{}, e.laneFilters...), cfg.DeadPrefix+".>")
 	for _, o := range opts {
 		o(e)
+	}
+	if cfg.Async {
+		ap, ok := p.(provider.AsyncProvider)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNoBatchAPI, p.Name())
+		}
+		if e.jobs == nil {
+			return nil, errors.New("batch: async mode needs a JobStore (WithJobStore)")
+		}
+		e.async = ap
 	}
 	e.stats.started = e.clock.Now()
 	return e, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
+	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/provider/openaitest"
 )
@@ -71,8 +72,28 @@ func setup(t *testing.T, fakeOpts ...openaitest.Option) *bundle {
 	return b
 }
 
-// start runs a new engine with cfg; it is stopped when the test ends.
+// start runs a new engine with cfg against the fake OpenAI server; it is
+// stopped when the test ends.
 func (b *bundle) start(t *testing.T, cfg batch.Config, pubWrap ...func(batch.Publisher) batch.Publisher) {
+	t.Helper()
+	p, err := openai.New(openai.Config{APIKey: "test-key", BaseURL: b.fake.URL})
+	if err != nil {
+		t.Fatalf("openai provider: %v", err)
+	}
+	var wrap func(batch.Publisher) batch.Publisher
+	if len(pubWrap) > 0 {
+		wrap = pubWrap[0]
+	}
+	b.startWrapped(t, cfg, p, wrap)
+}
+
+// startWith runs a new engine with cfg and provider p.
+func (b *bundle) startWith(t *testing.T, cfg batch.Config, p provider.Provider, opts ...batch.Option) {
+	t.Helper()
+	b.startWrapped(t, cfg, p, nil, opts...)
+}
+
+func (b *bundle) startWrapped(t *testing.T, cfg batch.Config, p provider.Provider, wrap func(batch.Publisher) batch.Publisher, opts ...batch.Option) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -80,15 +101,12 @@ func (b *bundle) start(t *testing.T, cfg batch.Config, pubWrap ...func(batch.Pub
 	if err != nil {
 		t.Fatalf("ensure topology: %v", err)
 	}
-	p, err := openai.New(openai.Config{APIKey: "test-key", BaseURL: b.fake.URL})
-	if err != nil {
-		t.Fatalf("openai provider: %v", err)
-	}
 	var publisher batch.Publisher = pub
-	for _, w := range pubWrap {
-		publisher = w(publisher)
+	if wrap != nil {
+		publisher = wrap(publisher)
 	}
-	e, err := batch.New(cfg, bq, publisher, p, batch.WithUrgentQueue(uq), batch.WithLogger(zaptest.NewLogger(t)))
+	opts = append([]batch.Option{batch.WithUrgentQueue(uq), batch.WithLogger(zaptest.NewLogger(t))}, opts...)
+	e, err := batch.New(cfg, bq, publisher, p, opts...)
 	if err != nil {
 		t.Fatalf("new engine: %v", err)
 	}

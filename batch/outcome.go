@@ -95,6 +95,10 @@ func (e *Engine) process(ctx context.Context, trigger Trigger, msgs []Message) {
 	for i, m := range msgs {
 		items[i] = e.decode(m)
 	}
+	if e.async != nil && trigger != TriggerUrgent {
+		e.processAsync(ctx, trigger, items)
+		return
+	}
 	var wg sync.WaitGroup
 	for _, g := range groupForCalls(items) {
 		for _, part := range e.splitForTokens(g) {
@@ -199,29 +203,39 @@ func (e *Engine) call(ctx context.Context, trigger Trigger, group []*item) {
 			zap.Bool("permanent", provider.IsPermanent(err)), zap.Error(err))
 		return
 	}
-	var unknown int
-	for _, r := range results {
-		it, ok := byKey[r.Key]
-		if !ok {
-			unknown++ // unknown or repeated id: ignored
-			continue
-		}
-		delete(byKey, r.Key)
-		e.stats.usage(r.Usage)
-		report.Usage = report.Usage.Add(r.Usage)
-		if r.Err != nil {
-			it.failOrRetry(r.Err, e.cfg.MaxDeliver)
-			continue
-		}
-		it.answer(r.Output, r.Usage)
-	}
+	answered, unknown, usage := e.applyResults(byKey, results)
+	report.Usage = usage
 	for _, it := range byKey {
 		it.failOrRetry(errMissing, e.cfg.MaxDeliver)
 	}
 	e.log.Info("batch sent",
 		zap.String("batch", b.ID), zap.String("trigger", string(trigger)), zap.Int("size", len(group)),
 		zap.String("model", b.Model), zap.Duration("latency", latency),
-		zap.Int("answered", len(group)-len(byKey)), zap.Int("missing", len(byKey)), zap.Int("ignored", unknown))
+		zap.Int("answered", answered), zap.Int("missing", len(byKey)), zap.Int("ignored", unknown))
+}
+
+// applyResults records each result's outcome on the item waiting for it and
+// removes that item from waiting. Results for unknown or already answered
+// keys are ignored and counted. It returns how many items it settled, the
+// ignored count, and the usage the results reported.
+func (e *Engine) applyResults(waiting map[string]*item, results []provider.Result) (answered, ignored int, usage provider.Usage) {
+	for _, r := range results {
+		it, ok := waiting[r.Key]
+		if !ok {
+			ignored++
+			continue
+		}
+		delete(waiting, r.Key)
+		answered++
+		e.stats.usage(r.Usage)
+		usage = usage.Add(r.Usage)
+		if r.Err != nil {
+			it.failOrRetry(r.Err, e.cfg.MaxDeliver)
+			continue
+		}
+		it.answer(r.Output, r.Usage)
+	}
+	return answered, ignored, usage
 }
 
 // settle stores each item's outcome and then acks or hands back its message.

@@ -182,7 +182,13 @@ func (e *Engine) pollOnce(ctx context.Context, s *schedule) bool {
 		return false
 	}
 	s.lastFlush = now
-	return trigger == TriggerSize && n == e.cfg.MaxBatchSize
+	full := n == e.cfg.MaxBatchSize
+	if trigger == TriggerRetry && full {
+		// More handed-back (or orphaned) requests may be waiting than one
+		// batch took: look again at once.
+		e.retries.add(now)
+	}
+	return trigger == TriggerSize && full
 }
 
 // send takes an in-flight slot, fetches up to MaxBatchSize requests and hands

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aibatch/aibatch/batch"
@@ -104,7 +105,8 @@ func (q *Queue) Wait(ctx context.Context, max int) ([]batch.Message, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if wctx.Err() != nil || errors.Is(err, jetstream.ErrNoMessages) {
+		// The long poll ended without a request: not an error.
+		if wctx.Err() != nil || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("jetstream: wait for requests: %w", err)

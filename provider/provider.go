@@ -164,3 +164,33 @@ func RetryAfter(err error) time.Duration {
 	}
 	return 0
 }
+
+// AsyncProvider is a Provider that can also send a batch through the
+// provider's asynchronous Batch API: about half the price, answered within
+// minutes to 24 hours. The engine still uses Complete for the synchronous
+// fallback when a request has waited too long for its job.
+type AsyncProvider interface {
+	Provider
+	// SubmitJob starts a job for b and returns its id. Keys of b's requests
+	// come back in the job's results.
+	SubmitJob(ctx context.Context, b Batch) (string, error)
+	// PollJob reports a job's state. Results holds the answers available so
+	// far (all of them once Done); a request whose key is absent from a done
+	// job's results is treated as missing and retried.
+	PollJob(ctx context.Context, jobID string) (JobStatus, error)
+	// CancelJob asks the API to stop the job; requests it had not answered
+	// are then answered elsewhere. Best effort: an error is logged, not
+	// acted on.
+	CancelJob(ctx context.Context, jobID string) error
+}
+
+// JobStatus is what PollJob found.
+type JobStatus struct {
+	// Done is true once the job will change no more (completed, failed,
+	// expired or cancelled).
+	Done bool
+	// State is the API's word for the job's state, for logs.
+	State string
+	// Results are the answers available, each naming its request's Key.
+	Results []Result
+}
