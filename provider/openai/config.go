@@ -9,6 +9,27 @@ import (
 	"github.com/openai/openai-go/v3/option"
 )
 
+// Mode says how a batch is turned into API calls.
+type Mode string
+
+const (
+	// ModeCombined sends a whole batch as one Chat Completions call whose
+	// answer is the strict json_schema "batch_results". It is the default.
+	ModeCombined Mode = "combined"
+	// ModeSingle sends one plain Chat Completions call per request, up to
+	// Config.Concurrency at once.
+	ModeSingle Mode = "single"
+	// ModeAsync sends batches through the Batch API: the Provider's
+	// SubmitJob, PollJob and CancelJob work only in this mode. Complete
+	// stays available (it is the engine's synchronous fallback) and behaves
+	// as in ModeCombined.
+	ModeAsync Mode = "async"
+)
+
+// DefaultConcurrency is the number of single-mode calls in flight at once
+// when Config.Concurrency is 0.
+const DefaultConcurrency = 8
+
 // Config says how to reach the OpenAI API. The zero value is not valid: set
 // APIKey at least.
 type Config struct {
@@ -24,12 +45,28 @@ type Config struct {
 	// (http.DefaultClient). Per-call deadlines come from the ctx given to
 	// Complete, so the client needs no Timeout of its own.
 	HTTPClient *http.Client
+	// Mode is ModeCombined (one call per batch), ModeSingle (one call per
+	// request) or ModeAsync (Batch API jobs, Complete as in ModeCombined).
+	// Empty means ModeCombined.
+	Mode Mode
+	// Concurrency bounds the calls one Complete makes at once in ModeSingle.
+	// 0 means DefaultConcurrency; negative is invalid. Combined mode ignores it.
+	Concurrency int
 }
 
-// Validate reports the first problem with c, naming the field.
+// Validate reports the first problem with c, naming the field. It does not
+// change c; New applies the defaults of empty fields.
 func (c Config) Validate() error {
 	if c.APIKey == "" {
 		return errors.New("openai: config: APIKey is required")
+	}
+	switch c.Mode {
+	case "", ModeCombined, ModeSingle, ModeAsync:
+	default:
+		return fmt.Errorf("openai: config: Mode %q must be %q, %q or %q", c.Mode, ModeCombined, ModeSingle, ModeAsync)
+	}
+	if c.Concurrency < 0 {
+		return fmt.Errorf("openai: config: Concurrency %d must not be negative", c.Concurrency)
 	}
 	if c.BaseURL != "" {
 		u, err := url.Parse(c.BaseURL)

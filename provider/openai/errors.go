@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,9 +12,6 @@ import (
 
 	"github.com/aibatch/aibatch/provider"
 )
-
-// maxRetryAfter caps the wait read from a response header.
-const maxRetryAfter = 24 * time.Hour
 
 // callError classifies the error of a Chat Completions call. raw is the HTTP
 // response when there was one.
@@ -48,7 +43,7 @@ func callError(ctx context.Context, err error, raw *http.Response) *provider.Err
 
 	pe := &provider.Error{StatusCode: status, Err: err, Permanent: permanentStatus(status)}
 	if status != 0 && !pe.Permanent {
-		pe.RetryAfter = retryAfter(header, time.Now())
+		pe.RetryAfter = provider.ParseRetryAfter(header, time.Now())
 	}
 	return pe
 }
@@ -62,41 +57,6 @@ func permanentStatus(status int) bool {
 		return false
 	}
 	return status >= 400 && status < 500
-}
-
-// retryAfter reads the wait h asks for: retry-after-ms (milliseconds) first,
-// then Retry-After (seconds or an HTTP date, relative to now). It returns 0
-// when neither holds a positive wait, and caps the wait at maxRetryAfter.
-func retryAfter(h http.Header, now time.Time) time.Duration {
-	if h == nil {
-		return 0
-	}
-	if d, ok := parseAmount(h.Get("retry-after-ms"), time.Millisecond); ok {
-		return d
-	}
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0
-	}
-	if d, ok := parseAmount(v, time.Second); ok {
-		return d
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return min(t.Sub(now), maxRetryAfter)
-	}
-	return 0
-}
-
-// parseAmount parses v as a positive number of units, capped at maxRetryAfter.
-func parseAmount(v string, unit time.Duration) (time.Duration, bool) {
-	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-	if err != nil || math.IsNaN(f) || f <= 0 {
-		return 0, false
-	}
-	if f >= float64(maxRetryAfter/unit) {
-		return maxRetryAfter, true
-	}
-	return time.Duration(f * float64(unit)), true
 }
 
 // redact hides the API key should err's message contain it.

@@ -1,11 +1,24 @@
 // Package openai implements provider.Provider on OpenAI's Chat Completions
 // API through the official SDK (github.com/openai/openai-go/v3).
 //
-// A whole batch goes out as one call. The system message carries the batch's
-// Instructions followed by a short fixed line that explains the answer
-// format; the user message is the JSON {"items":[{"id":Key,"input":Input}]};
-// response_format is a strict json_schema named "batch_results" that makes
-// the model answer {"results":[{"id":...,"output":...}]}.
+// In ModeCombined (the default) a whole batch goes out as one call. The
+// system message carries the batch's Instructions followed by a short fixed
+// line that explains the answer format; the user message is the JSON
+// {"items":[{"id":Key,"input":Input}]}; response_format is a strict
+// json_schema named "batch_results" that makes the model answer
+// {"results":[{"id":...,"output":...}]}. This answer has no way to refuse one
+// item alone: an item the model leaves out is simply missing from the
+// results, and the caller retries it.
+//
+// In ModeSingle every request is its own plain call (system message =
+// Instructions when set, user message = Input, no response_format), up to
+// Config.Concurrency at once; the answer's text is the request's output, and
+// a failed call is that request's Result.Err.
+//
+// In ModeAsync a batch becomes one Batch API job (see SubmitJob): a JSONL
+// file with one plain Chat Completions request per line, the same request
+// ModeSingle would send, answered within 24 hours at about half the price.
+// Complete then behaves as in ModeCombined.
 //
 // The package reads no environment variables: everything comes from Config.
 package openai
@@ -42,8 +55,12 @@ var _ provider.Provider = (*Provider)(nil)
 // Provider sends batches to the OpenAI Chat Completions API. It is safe for
 // concurrent use.
 type Provider struct {
-	chat   openai.ChatCompletionService
-	apiKey string
+	chat        openai.ChatCompletionService
+	files       openai.FileService
+	batches     openai.BatchService
+	apiKey      string
+	mode        Mode
+	concurrency int
 }
 
 // New returns a Provider for cfg, or an error if cfg is not valid. The SDK's
@@ -69,16 +86,35 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 		reqOpts = append(reqOpts, option.WithHTTPClient(cfg.HTTPClient))
 	}
 	reqOpts = append(reqOpts, o.requestOptions...)
-	// NewChatCompletionService, unlike openai.NewClient, does not read
+	// The New*Service constructors, unlike openai.NewClient, do not read
 	// OPENAI_* environment variables.
-	return &Provider{chat: openai.NewChatCompletionService(reqOpts...), apiKey: cfg.APIKey}, nil
+	p := &Provider{
+		chat:        openai.NewChatCompletionService(reqOpts...),
+		files:       openai.NewFileService(reqOpts...),
+		batches:     openai.NewBatchService(reqOpts...),
+		apiKey:      cfg.APIKey,
+		mode:        cfg.Mode,
+		concurrency: cfg.Concurrency,
+	}
+	if p.mode == "" {
+		p.mode = ModeCombined
+	}
+	if p.concurrency == 0 {
+		p.concurrency = DefaultConcurrency
+	}
+	return p, nil
 }
 
 // Name returns "openai".
 func (p *Provider) Name() string { return "openai" }
 
-// Complete makes one Chat Completions call for b and returns one result per
-// item the model answered, in the answer's order.
+// Mode returns the mode the Provider was built with.
+func (p *Provider) Mode() Mode { return p.mode }
+
+// Complete sends b as the Provider's Mode says.
+//
+// ModeCombined and ModeAsync make one Chat Completions call for b and return
+// one result per item the model answered, in the answer's order.
 //
 // max_completion_tokens is sent only when some request sets MaxOutputTokens;
 // it is then the sum of MaxOutputTokens over the batch (requests without a
@@ -101,12 +137,25 @@ func (p *Provider) Name() string { return "openai" }
 //   - A refusal, finish_reason "length", or content that is not the expected
 //     JSON: transient.
 //   - ctx ending: transient, wrapping ctx.Err().
+//
+// ModeSingle makes one call per request, at most Config.Concurrency at once,
+// and returns one result per request, in the order the calls finished. A
+// failed call is its request's Result.Err, classified as above, with two
+// differences: a refusal is permanent (the model refused that prompt alone),
+// and finish_reason "length" is not an error (the output is what fitted in
+// the request's MaxOutputTokens). An answer with no choices is a transient
+// Result.Err. Each result carries its own call's usage. Complete returns an
+// error only when the batch has no model, or when ctx ended before any call
+// succeeded (transient, wrapping ctx.Err()).
 func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	if len(b.Requests) == 0 {
 		return nil, nil
 	}
 	if b.Model == "" {
 		return nil, fmt.Errorf("openai: chat completion: %w", provider.Permanent(errors.New("batch has no model")))
+	}
+	if p.mode == ModeSingle {
+		return p.completeSingle(ctx, b)
 	}
 	params, err := newParams(b)
 	if err != nil {
@@ -182,11 +231,7 @@ func parseAnswer(b provider.Batch, resp *openai.ChatCompletion) ([]provider.Resu
 	}
 	choice := resp.Choices[0]
 	if r := choice.Message.Refusal; r != "" {
-		const limit = 200
-		if len(r) > limit {
-			r = r[:limit] + "..."
-		}
-		return nil, fmt.Errorf("model refused the batch: %q", r)
+		return nil, fmt.Errorf("model refused the batch: %q", shorten(r))
 	}
 	if choice.FinishReason == "length" {
 		return nil, errors.New("answer cut off (finish_reason length)")

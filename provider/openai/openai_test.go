@@ -136,6 +136,10 @@ func TestNew(t *testing.T) {
 		{"relative base URL", openai.Config{APIKey: "k", BaseURL: "/v1"}, "BaseURL"},
 		{"bad scheme", openai.Config{APIKey: "k", BaseURL: "ftp://host/v1"}, "BaseURL"},
 		{"unparsable", openai.Config{APIKey: "k", BaseURL: "http://[::1"}, "BaseURL"},
+		{"combined", openai.Config{APIKey: "k", Mode: openai.ModeCombined}, ""},
+		{"single", openai.Config{APIKey: "k", Mode: openai.ModeSingle, Concurrency: 2}, ""},
+		{"unknown mode", openai.Config{APIKey: "k", Mode: "batched"}, "Mode"},
+		{"negative concurrency", openai.Config{APIKey: "k", Mode: openai.ModeSingle, Concurrency: -1}, "Concurrency"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,10 +12,12 @@
 //     "batch_results" and the last user message is {"items":[{"id","input"}]};
 //     the content of the answer is {"results":[{"id","output"}]}.
 //   - plain mode: no response_format (or type "text"); the last user message
-//     is answered as one request with plain text content.
+//     is answered as one request with plain text content. This is what the
+//     openai provider's single mode sends.
 //
 // Behaviour controls (FailNext, SetDelay, DropItems, ...) are methods on
-// *Server and are safe to call while the server runs.
+// *Server and are safe to call while the server runs. Each says what it does
+// to batch answers and to plain answers.
 package openaitest
 
 import (
@@ -46,8 +48,10 @@ type Server struct {
 	apiKey        string          // required bearer token; "" accepts any
 	unknownModels map[string]bool // models answered with 404 model_not_found
 
-	calls atomic.Int64
-	seq   atomic.Int64 // completion ids
+	calls       atomic.Int64
+	seq         atomic.Int64 // completion ids
+	inFlight    atomic.Int64
+	maxInFlight atomic.Int64
 
 	mu        sync.Mutex
 	failN     int
@@ -59,6 +63,9 @@ type Server struct {
 	refuse    int
 	truncate  int
 	transform func([]Result) []Result
+	repeatIDs bool
+	omit      map[string]bool // inputs left out of answers
+	reject    map[string]bool // inputs refused alone; the value says retryable
 	requests  []Request
 }
 
@@ -94,7 +101,7 @@ func NewServer(opts ...Option) *Server {
 // Handler yourself (as cmd/fakeai does). Its URL is empty and Close does
 // nothing.
 func NewUnstartedServer(opts ...Option) *Server {
-	s := &Server{unknownModels: map[string]bool{}}
+	s := &Server{unknownModels: map[string]bool{}, omit: map[string]bool{}, reject: map[string]bool{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -123,6 +130,10 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // including the ones it answered with an error.
 func (s *Server) Calls() int64 { return s.calls.Load() }
 
+// MaxConcurrent returns the largest number of chat completion calls the
+// server was handling at the same moment.
+func (s *Server) MaxConcurrent() int64 { return s.maxInFlight.Load() }
+
 // FailNext makes the next n calls answer status with OpenAI's error JSON
 // (429 answers also carry "Retry-After: 1"). It replaces any failures still
 // pending; n <= 0 cancels them.
@@ -141,22 +152,26 @@ func (s *Server) SetDelay(d time.Duration) {
 }
 
 // DropItems makes each batch answer leave out the last n items of its
-// request (in request order). 0 restores complete answers.
+// request (in request order). 0 restores complete answers. Plain answers are
+// not affected.
 func (s *Server) DropItems(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.drop = max(n, 0)
 }
 
-// Shuffle makes batch answers list their results in random order.
+// Shuffle makes batch answers list their results in random order, and makes
+// each plain answer wait a random 0-10ms first, so that concurrent plain
+// calls finish out of order.
 func (s *Server) Shuffle(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.shuffle = on
 }
 
-// SetMalformedNext makes the next n successful answers carry content that is
-// not valid JSON (finish_reason stays "stop").
+// SetMalformedNext makes the next n successful answers unreadable: a batch
+// answer's content is not valid JSON (finish_reason stays "stop"); a plain
+// answer's HTTP body is cut off, so it is not valid JSON at all.
 func (s *Server) SetMalformedNext(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -188,6 +203,36 @@ func (s *Server) SetResultsFunc(f func([]Result) []Result) {
 	s.transform = f
 }
 
+// RepeatIDs makes each batch answer (after DropItems, Shuffle and
+// SetResultsFunc) start with a result for the id "not-asked" and end with a
+// second result for its first id, whose output is "repeated: " + the first
+// output. Plain answers are not affected: they carry no ids.
+func (s *Server) RepeatIDs(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.repeatIDs = on
+}
+
+// OmitInput makes answers leave out every request whose input is input: a
+// batch answer has no result for its item; a plain call is answered with an
+// empty "choices" array.
+func (s *Server) OmitInput(input string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.omit[input] = true
+}
+
+// RejectInput makes the API refuse every request whose input is input, on
+// its own. A plain call for it is answered with HTTP 400 (code
+// "invalid_prompt"), or with HTTP 503 when retryable. Chat Completions has no
+// way to refuse one item of a batch answer, so a batch answer leaves the item
+// out (as OmitInput does) and answers the rest.
+func (s *Server) RejectInput(input string, retryable bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reject[input] = retryable
+}
+
 // Requests returns the chat completion requests received so far whose body
 // could be decoded, oldest first.
 func (s *Server) Requests() []Request {
@@ -205,6 +250,8 @@ type behaviour struct {
 	refuse    bool
 	truncate  bool
 	transform func([]Result) []Result
+	repeatIDs bool
+	omit      map[string]bool
 }
 
 // takeFailure consumes one pending failure, returning its status or 0.
@@ -222,7 +269,13 @@ func (s *Server) takeFailure() int {
 func (s *Server) takeBehaviour() behaviour {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := behaviour{drop: s.drop, shuffle: s.shuffle, transform: s.transform}
+	b := behaviour{drop: s.drop, shuffle: s.shuffle, transform: s.transform, repeatIDs: s.repeatIDs, omit: map[string]bool{}}
+	for in := range s.omit {
+		b.omit[in] = true
+	}
+	for in := range s.reject {
+		b.omit[in] = true
+	}
 	take := func(n *int) bool {
 		if *n == 0 {
 			return false
@@ -234,6 +287,14 @@ func (s *Server) takeBehaviour() behaviour {
 	b.truncate = !b.refuse && take(&s.truncate)
 	b.malformed = !b.refuse && !b.truncate && take(&s.malformed)
 	return b
+}
+
+// rejected reports whether input is refused alone, and whether retryably.
+func (s *Server) rejected(input string) (rejected, retryable bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	retryable, rejected = s.reject[input]
+	return rejected, retryable
 }
 
 func (s *Server) currentDelay() time.Duration {

@@ -148,18 +148,20 @@ type apiError struct {
 
 func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request) {
 	s.calls.Add(1)
+	n := s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
+	for {
+		m := s.maxInFlight.Load()
+		if n <= m || s.maxInFlight.CompareAndSwap(m, n) {
+			break
+		}
+	}
 
 	// Read the body before waiting: only then does net/http notice a client
 	// that goes away and cancel r.Context().
 	body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	if d := s.currentDelay(); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
+	if d := s.currentDelay(); d > 0 && !sleep(r, d) {
+		return
 	}
 
 	if !s.authorized(r) {
@@ -207,7 +209,21 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if !batch {
+		if rejected, retryable := s.rejected(user.Content); rejected {
+			if retryable {
+				writeFailure(w, http.StatusServiceUnavailable)
+			} else {
+				writeError(w, http.StatusBadRequest, "Invalid prompt: your prompt was flagged as potentially violating our usage policy.", "invalid_request_error", "", "invalid_prompt")
+			}
+			return
+		}
+	}
+
 	b := s.takeBehaviour()
+	if !batch && b.shuffle && !sleep(r, time.Duration(rand.IntN(10_001))*time.Microsecond) {
+		return
+	}
 	var content string
 	if batch {
 		var items wireItems
@@ -232,7 +248,7 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request) {
 	case b.truncate:
 		content = content[:len(content)/2]
 		finish = "length"
-	case b.malformed:
+	case b.malformed && batch:
 		content = `{"results": [{"id": "oops", "output": ` // cut off: not JSON
 	}
 
@@ -241,16 +257,44 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request) {
 		prompt += len(m.Content)
 	}
 	usage := wireUsage{PromptTokens: tokens(prompt), CompletionTokens: tokens(len(content))}
+	choices := []wireChoice{{Message: answer, Logprobs: json.RawMessage("null"), FinishReason: finish}}
+	if !batch && b.omit[user.Content] {
+		choices, usage.CompletionTokens = []wireChoice{}, 0
+	}
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
 
-	writeJSON(w, http.StatusOK, wireCompletion{
+	completion := wireCompletion{
 		ID:      "chatcmpl-fake" + strconv.FormatInt(s.seq.Add(1), 10),
 		Object:  "chat.completion",
 		Created: time.Now().Unix(),
 		Model:   req.Model,
-		Choices: []wireChoice{{Message: answer, Logprobs: json.RawMessage("null"), FinishReason: finish}},
+		Choices: choices,
 		Usage:   usage,
-	})
+	}
+	if !batch && b.malformed {
+		body, err := json.Marshal(completion)
+		if err != nil {
+			panic(err) // plain structs: cannot fail
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body[:len(body)/2]) // cut off: not JSON
+		return
+	}
+	writeJSON(w, http.StatusOK, completion)
+}
+
+// sleep waits d or until the request's context ends; it reports whether the
+// whole wait passed.
+func sleep(r *http.Request, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-r.Context().Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // authorized checks the bearer token.
@@ -328,9 +372,11 @@ func isBatch(raw json.RawMessage) (bool, error) {
 // batchContent builds the JSON content answering items as b says.
 func batchContent(items []Item, b behaviour) string {
 	items = items[:max(len(items)-b.drop, 0)]
-	results := make([]Result, len(items))
-	for i, it := range items {
-		results[i] = Result{ID: it.ID, Output: Answer(it.Input)}
+	results := make([]Result, 0, len(items))
+	for _, it := range items {
+		if !b.omit[it.Input] {
+			results = append(results, Result{ID: it.ID, Output: Answer(it.Input)})
+		}
 	}
 	if b.shuffle && len(results) > 1 {
 		orig := slices.Clone(results)
@@ -341,6 +387,10 @@ func batchContent(items []Item, b behaviour) string {
 	}
 	if b.transform != nil {
 		results = b.transform(results)
+	}
+	if b.repeatIDs && len(results) > 0 {
+		results = append([]Result{{ID: "not-asked", Output: Answer("not asked")}}, results...)
+		results = append(results, Result{ID: results[1].ID, Output: "repeated: " + results[1].Output})
 	}
 	if results == nil {
 		results = []Result{}

@@ -1,0 +1,111 @@
+package anthropic
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/anthropics/anthropic-sdk-go/option"
+)
+
+// Mode says how a batch is turned into API calls.
+type Mode string
+
+const (
+	// ModeCombined sends a whole batch as one Messages call whose answer is
+	// forced into the batch_results tool. It is the default.
+	ModeCombined Mode = "combined"
+	// ModeSingle sends one plain Messages call per request, up to
+	// Config.Concurrency at once.
+	ModeSingle Mode = "single"
+)
+
+// Defaults for the Config fields left at 0.
+const (
+	// DefaultConcurrency is the number of single-mode calls in flight at once.
+	DefaultConcurrency = 8
+	// DefaultMaxTokens is the answer budget of a request that sets no
+	// MaxOutputTokens (the Messages API requires max_tokens).
+	DefaultMaxTokens = 1024
+	// DefaultMaxCallTokens caps max_tokens of one call; every current Claude
+	// model accepts it.
+	DefaultMaxCallTokens = 8192
+)
+
+// Config says how to reach the Anthropic API. The zero value is not valid:
+// set APIKey at least.
+type Config struct {
+	// APIKey is sent as the x-api-key header. Required. It never appears in
+	// the errors this package returns.
+	APIKey string
+	// BaseURL is the API's base URL without the version segment
+	// (e.g. "https://api.anthropic.com" or an anthropictest.Server's URL);
+	// calls go to BaseURL + "/v1/messages". Empty means the SDK's default,
+	// https://api.anthropic.com. When set it must be an absolute http or
+	// https URL.
+	BaseURL string
+	// HTTPClient carries the calls; nil means the SDK's default. Per-call
+	// deadlines come from the ctx given to Complete.
+	HTTPClient *http.Client
+	// Mode is ModeCombined (one call per batch) or ModeSingle (one call per
+	// request). Empty means ModeCombined.
+	Mode Mode
+	// Concurrency bounds the calls one Complete makes at once in ModeSingle.
+	// 0 means DefaultConcurrency; negative is invalid.
+	Concurrency int
+	// MaxTokens is the answer budget of a request whose MaxOutputTokens is 0.
+	// 0 means DefaultMaxTokens; negative is invalid.
+	MaxTokens int
+	// MaxCallTokens caps the max_tokens sent in one call (a combined call
+	// asks for the sum of its requests' budgets). 0 means
+	// DefaultMaxCallTokens; negative is invalid. Raise it only as far as the
+	// models you use allow: a larger max_tokens is a 400 for the whole call.
+	MaxCallTokens int
+}
+
+// Validate reports the first problem with c, naming the field. It does not
+// change c; New applies the defaults of empty fields.
+func (c Config) Validate() error {
+	if c.APIKey == "" {
+		return errors.New("anthropic: config: APIKey is required")
+	}
+	switch c.Mode {
+	case "", ModeCombined, ModeSingle:
+	default:
+		return fmt.Errorf("anthropic: config: Mode %q must be %q or %q", c.Mode, ModeCombined, ModeSingle)
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"Concurrency", c.Concurrency}, {"MaxTokens", c.MaxTokens}, {"MaxCallTokens", c.MaxCallTokens}} {
+		if f.v < 0 {
+			return fmt.Errorf("anthropic: config: %s %d must not be negative", f.name, f.v)
+		}
+	}
+	if c.BaseURL != "" {
+		u, err := url.Parse(c.BaseURL)
+		if err != nil {
+			return fmt.Errorf("anthropic: config: BaseURL: %w", err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("anthropic: config: BaseURL %q must be an absolute http or https URL", c.BaseURL)
+		}
+	}
+	return nil
+}
+
+// Option changes how New builds a Provider.
+type Option func(*options)
+
+type options struct {
+	requestOptions []option.RequestOption
+}
+
+// WithRequestOptions adds SDK request options (extra headers, beta flags,
+// middleware, ...) to every call. They apply after the provider's own
+// options and so can override them; do not re-enable the SDK's retries, the
+// caller retries with its own backoff.
+func WithRequestOptions(opts ...option.RequestOption) Option {
+	return func(o *options) { o.requestOptions = append(o.requestOptions, opts...) }
+}

@@ -1,0 +1,47 @@
+package anthropic_test
+
+import (
+	"testing"
+
+	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/anthropic"
+	"github.com/aibatch/aibatch/provider/anthropictest"
+	"github.com/aibatch/aibatch/provider/providertest"
+)
+
+var _ providertest.Fake = (*anthropictest.Server)(nil)
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	targets := []struct {
+		name string
+		mode anthropic.Mode
+		pt   providertest.Mode
+	}{
+		{"combined", anthropic.ModeCombined, providertest.Combined},
+		{"single", anthropic.ModeSingle, providertest.Single},
+	}
+	for _, tt := range targets {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			const concurrency = 3
+			providertest.Run(t, providertest.Target{
+				Name:          "anthropic",
+				Mode:          tt.pt,
+				PerItemErrors: false, // a forced tool_use answer has no per-item error
+				Concurrency:   concurrency,
+				Secret:        testKey,
+				Answer:        anthropictest.Answer,
+				New: func(t *testing.T) (provider.Provider, providertest.Fake) {
+					srv := anthropictest.NewServer(anthropictest.WithAPIKey(testKey))
+					t.Cleanup(srv.Close)
+					p, err := anthropic.New(anthropic.Config{APIKey: testKey, BaseURL: srv.URL, Mode: tt.mode, Concurrency: concurrency})
+					if err != nil {
+						t.Fatalf("New: %v", err)
+					}
+					return p, srv
+				},
+			})
+		})
+	}
+}

@@ -1,0 +1,88 @@
+package anthropic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/anthropics/anthropic-sdk-go"
+	"github.com/anthropics/anthropic-sdk-go/option"
+
+	"github.com/aibatch/aibatch/provider"
+)
+
+// completeSingle makes one plain call per request of b, at most
+// p.concurrency at once (see Complete for the contract).
+func (p *Provider) completeSingle(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
+	results := make([]provider.Result, len(b.Requests))
+	sem := make(chan struct{}, p.concurrency)
+	var wg sync.WaitGroup
+	for i, r := range b.Requests {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			results[i] = provider.Result{Key: r.Key, Err: p.singleError(r.Key, callError(ctx, ctx.Err(), nil))}
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			results[i] = p.completeOne(ctx, b, r)
+		})
+	}
+	wg.Wait()
+	if ctxErr := ctx.Err(); ctxErr != nil && !anyAnswered(results) {
+		return nil, fmt.Errorf("anthropic: messages: %w", provider.Transient(ctxErr))
+	}
+	return results, nil
+}
+
+// completeOne makes the call for one request.
+func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider.Request) provider.Result {
+	params := anthropic.MessageNewParams{
+		Model:     b.Model,
+		MaxTokens: p.budget([]provider.Request{r}, 0),
+		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(r.Input))},
+	}
+	if b.Instructions != "" {
+		params.System = []anthropic.TextBlockParam{{Text: b.Instructions}}
+	}
+
+	var raw *http.Response
+	msg, err := p.messages.New(ctx, params, option.WithResponseInto(&raw), option.WithRequestTimeout(requestTimeout))
+	if err != nil {
+		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, callError(ctx, err, raw))}
+	}
+	if msg.StopReason == anthropic.StopReasonRefusal {
+		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, provider.Permanent(errors.New("model refused the request (stop_reason refusal)")))}
+	}
+	var out strings.Builder
+	var hasText bool
+	for _, block := range msg.Content {
+		if block.Type == "text" {
+			out.WriteString(block.Text)
+			hasText = true
+		}
+	}
+	if !hasText {
+		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, provider.Transient(fmt.Errorf("answer has no text (stop_reason %q)", msg.StopReason)))}
+	}
+	return provider.Result{Key: r.Key, Output: out.String(), Usage: usage(msg)}
+}
+
+// singleError wraps err, the failure of the call for request key.
+func (p *Provider) singleError(key string, err error) error {
+	return p.redact(fmt.Errorf("anthropic: messages for request %q: %w", key, err))
+}
+
+// anyAnswered reports whether some result has no error.
+func anyAnswered(results []provider.Result) bool {
+	for _, r := range results {
+		if r.Err == nil {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,349 @@
+// Package anthropictest runs a fake Anthropic Messages API for tests, in the
+// manner of net/http/httptest.
+//
+// The fake speaks the real wire format: POST /v1/messages with the
+// x-api-key and anthropic-version headers, message objects with typed content
+// blocks and usage {input_tokens, output_tokens}, and the API's error JSON
+// {"type":"error","error":{"type":...,"message":...}} with its status codes
+// (400 invalid_request_error, 401 authentication_error, 403
+// permission_error, 404 not_found_error, 429 rate_limit_error with
+// retry-after, 500 api_error, 529 overloaded_error). It answers
+// deterministically: the output for an input is always Answer(input).
+//
+// Two request shapes are accepted:
+//
+//   - batch mode: tool_choice is {"type":"tool","name":"batch_results"}, tools
+//     holds that tool with the batch input_schema, and the last user message
+//     is {"items":[{"id","input"}]}. The answer's content is one tool_use
+//     block for the tool whose input is {"results":[{"id","output"}]}, and
+//     stop_reason is "tool_use".
+//   - plain mode: no forced tool; the last user message is answered as one
+//     request with a text block, stop_reason "end_turn".
+//
+// Behaviour controls (FailNext, SetDelay, DropItems, ...) are methods on
+// *Server and are safe to call while the server runs. Each says what it does
+// to batch answers and to plain answers.
+package anthropictest
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MessagesPath is the path the fake serves the Messages API on.
+const MessagesPath = "/v1/messages"
+
+// Version is the anthropic-version header value the fake requires.
+const Version = "2023-06-01"
+
+// Answer is the fake model's deterministic answer to input.
+func Answer(input string) string { return "processed: " + input }
+
+// Server is a fake Anthropic API. Create it with NewServer (listening) or
+// NewUnstartedServer (handler only); all methods are safe for concurrent use.
+type Server struct {
+	// URL is the base URL to give an Anthropic client (as
+	// ANTHROPIC_BASE_URL), e.g. "http://127.0.0.1:12345"; the client appends
+	// /v1/messages. It is empty for an unstarted server.
+	URL string
+
+	ts      *httptest.Server
+	handler http.Handler
+
+	apiKey        string          // required x-api-key; "" accepts any non-empty key
+	unknownModels map[string]bool // models answered with 404 not_found_error
+
+	calls       atomic.Int64
+	seq         atomic.Int64 // message, tool_use and request ids
+	inFlight    atomic.Int64
+	maxInFlight atomic.Int64
+
+	mu        sync.Mutex
+	failN     int
+	failCode  int
+	delay     time.Duration
+	drop      int
+	shuffle   bool
+	malformed int
+	refuse    int
+	truncate  int
+	noTool    int
+	repeatIDs bool
+	transform func([]Result) []Result
+	omit      map[string]bool
+	reject    map[string]bool // input -> retryable
+	requests  []Request
+}
+
+// Option configures a Server at construction.
+type Option func(*Server)
+
+// WithAPIKey makes the server accept only "x-api-key: key"; any other key
+// gets 401 authentication_error. By default any non-empty key is accepted.
+func WithAPIKey(key string) Option {
+	return func(s *Server) { s.apiKey = key }
+}
+
+// WithUnknownModels makes the server answer 404 not_found_error for the
+// given models, in addition to every model whose name starts with "unknown".
+func WithUnknownModels(models ...string) Option {
+	return func(s *Server) {
+		for _, m := range models {
+			s.unknownModels[m] = true
+		}
+	}
+}
+
+// NewServer starts a fake Anthropic API on a loopback port. Call Close when
+// done.
+func NewServer(opts ...Option) *Server {
+	s := NewUnstartedServer(opts...)
+	s.ts = httptest.NewServer(s.handler)
+	s.URL = s.ts.URL
+	return s
+}
+
+// NewUnstartedServer returns a Server that does not listen: serve its
+// Handler yourself. Its URL is empty and Close does nothing.
+func NewUnstartedServer(opts ...Option) *Server {
+	s := &Server{unknownModels: map[string]bool{}, omit: map[string]bool{}, reject: map[string]bool{}}
+	for _, o := range opts {
+		o(s)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+MessagesPath, s.serveMessages)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found_error", "Not found: "+r.Method+" "+r.URL.Path)
+	})
+	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("request-id", "req_fake"+strconv.FormatInt(s.seq.Add(1), 10))
+		mux.ServeHTTP(w, r)
+	})
+	return s
+}
+
+// Close shuts the listening server down, blocking until all outstanding
+// requests on it have completed. It is a no-op for an unstarted server.
+func (s *Server) Close() {
+	if s.ts != nil {
+		s.ts.Close()
+	}
+}
+
+// Handler returns the HTTP handler that implements the fake API. It serves
+// /v1/messages, so mount it at the root of a server.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Calls returns how many Messages calls the server has received, including
+// the ones it answered with an error.
+func (s *Server) Calls() int64 { return s.calls.Load() }
+
+// MaxConcurrent returns the largest number of Messages calls the server was
+// handling at the same moment.
+func (s *Server) MaxConcurrent() int64 { return s.maxInFlight.Load() }
+
+// FailNext makes the next n calls answer status with the API's error JSON:
+// 429 rate_limit_error carries "retry-after: 1", 529 is overloaded_error.
+// It replaces any failures still pending; n <= 0 cancels them.
+func (s *Server) FailNext(n int, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failN, s.failCode = max(n, 0), status
+}
+
+// SetDelay makes each call wait d before it is answered, or until the
+// request's context ends (then nothing is answered). 0 removes the delay.
+func (s *Server) SetDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = d
+}
+
+// DropItems makes each batch answer leave out the last n items of its
+// request (in request order). 0 restores complete answers. Plain answers are
+// not affected.
+func (s *Server) DropItems(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drop = max(n, 0)
+}
+
+// Shuffle makes batch answers list their results in random order, and makes
+// each plain answer wait a random 0-10ms first, so that concurrent plain
+// calls finish out of order.
+func (s *Server) Shuffle(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shuffle = on
+}
+
+// SetMalformedNext makes the next n successful answers unreadable: the HTTP
+// body is cut off, so it is not valid JSON. This applies to both modes.
+func (s *Server) SetMalformedNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.malformed = max(n, 0)
+}
+
+// RefuseNext makes the next n successful answers a refusal: stop_reason
+// "refusal" and no content blocks.
+func (s *Server) RefuseNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuse = max(n, 0)
+}
+
+// TruncateNext makes the next n successful answers stop at max_tokens:
+// stop_reason "max_tokens"; a plain answer's text is cut in half, a batch
+// answer's tool_use input is the empty object {}.
+func (s *Server) TruncateNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.truncate = max(n, 0)
+}
+
+// NoToolNext makes the next n successful batch answers ignore the forced
+// tool: the content is a text block with the results JSON and stop_reason is
+// "end_turn". Plain answers are not affected (but use up the count).
+func (s *Server) NoToolNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noTool = max(n, 0)
+}
+
+// SetResultsFunc installs f to rewrite each batch answer's results after
+// DropItems, OmitInput and Shuffle were applied. nil removes it.
+func (s *Server) SetResultsFunc(f func([]Result) []Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.transform = f
+}
+
+// RepeatIDs makes each batch answer (after SetResultsFunc) start with a
+// result for the id "not-asked" and end with a second result for its first
+// id, whose output is "repeated: " + the first output. Plain answers are not
+// affected: they carry no ids.
+func (s *Server) RepeatIDs(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.repeatIDs = on
+}
+
+// OmitInput makes answers leave out every request whose input is input: a
+// batch answer has no result for its item; a plain answer has no content
+// blocks at all (stop_reason "end_turn").
+func (s *Server) OmitInput(input string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.omit[input] = true
+}
+
+// RejectInput makes the API refuse every request whose input is input, on
+// its own. A plain call for it is answered with HTTP 400
+// invalid_request_error, or with HTTP 529 overloaded_error when retryable.
+// A tool_use answer has no way to refuse one item, so a batch answer leaves
+// the item out (as OmitInput does) and answers the rest.
+func (s *Server) RejectInput(input string, retryable bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reject[input] = retryable
+}
+
+// Requests returns the Messages requests received so far whose body could
+// be decoded, oldest first.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// behaviour is what one call does, taken from the controls under s.mu.
+type behaviour struct {
+	drop      int
+	shuffle   bool
+	malformed bool
+	refuse    bool
+	truncate  bool
+	noTool    bool
+	repeatIDs bool
+	transform func([]Result) []Result
+	omit      map[string]bool
+}
+
+// takeFailure consumes one pending failure, returning its status or 0.
+func (s *Server) takeFailure() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failN == 0 {
+		return 0
+	}
+	s.failN--
+	return s.failCode
+}
+
+// takeBehaviour consumes one of each pending one-shot answer control.
+func (s *Server) takeBehaviour() behaviour {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := behaviour{drop: s.drop, shuffle: s.shuffle, transform: s.transform, repeatIDs: s.repeatIDs, omit: map[string]bool{}}
+	for in := range s.omit {
+		b.omit[in] = true
+	}
+	for in := range s.reject {
+		b.omit[in] = true
+	}
+	take := func(n *int) bool {
+		if *n == 0 {
+			return false
+		}
+		*n--
+		return true
+	}
+	b.refuse = take(&s.refuse)
+	b.truncate = !b.refuse && take(&s.truncate)
+	b.noTool = !b.refuse && !b.truncate && take(&s.noTool)
+	b.malformed = take(&s.malformed)
+	return b
+}
+
+// rejected reports whether input is refused alone, and whether retryably.
+func (s *Server) rejected(input string) (rejected, retryable bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	retryable, rejected = s.reject[input]
+	return rejected, retryable
+}
+
+func (s *Server) currentDelay() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.delay
+}
+
+func (s *Server) record(r Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests = append(s.requests, r)
+}
+
+// enter counts a call in flight and returns the function that ends it.
+func (s *Server) enter() func() {
+	n := s.inFlight.Add(1)
+	for {
+		m := s.maxInFlight.Load()
+		if n <= m || s.maxInFlight.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	return func() { s.inFlight.Add(-1) }
+}
+
+// isUnknownModel reports whether model gets 404 not_found_error.
+func (s *Server) isUnknownModel(model string) bool {
+	return strings.HasPrefix(model, "unknown") || s.unknownModels[model]
+}

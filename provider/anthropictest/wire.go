@@ -1,0 +1,457 @@
+package anthropictest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ToolName is the name of the tool a batch request must force with
+// tool_choice.
+const ToolName = "batch_results"
+
+// batchSchemaJSON is the exact input_schema the batch tool must declare.
+const batchSchemaJSON = `{"type":"object","properties":{"results":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"output":{"type":"string"}},"required":["id","output"],"additionalProperties":false}}},"required":["results"],"additionalProperties":false}`
+
+// maxBodyBytes caps the request body the fake reads.
+const maxBodyBytes = 32 << 20
+
+// Request is one decoded Messages request, as Requests returns it.
+type Request struct {
+	// Model is the requested model.
+	Model string
+	// MaxTokens is max_tokens.
+	MaxTokens int64
+	// System is the system prompt, text blocks joined.
+	System string
+	// Messages are the request's messages in order, text blocks joined.
+	Messages []Message
+	// Tools are the declared tools.
+	Tools []Tool
+	// ToolChoice is the tool_choice object; nil when absent.
+	ToolChoice *ToolChoice
+	// Header holds the request's HTTP headers.
+	Header http.Header
+	// Body is the raw request body.
+	Body []byte
+}
+
+// Message is one message of a Request.
+type Message struct {
+	Role    string
+	Content string
+}
+
+// Tool is one declared tool of a Request.
+type Tool struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description"`
+	InputSchema json.RawMessage `json:"input_schema"`
+}
+
+// ToolChoice is a Request's tool_choice.
+type ToolChoice struct {
+	Type                   string `json:"type"`
+	Name                   string `json:"name"`
+	DisableParallelToolUse bool   `json:"disable_parallel_tool_use"`
+}
+
+// Item is one entry of a batch request's user message {"items":[...]}.
+type Item struct {
+	ID    string `json:"id"`
+	Input string `json:"input"`
+}
+
+// Result is one entry of a batch answer's tool input {"results":[...]}.
+type Result struct {
+	ID     string `json:"id"`
+	Output string `json:"output"`
+}
+
+type wireRequest struct {
+	Model      string          `json:"model"`
+	MaxTokens  *int64          `json:"max_tokens"`
+	System     json.RawMessage `json:"system"`
+	Messages   []wireMessage   `json:"messages"`
+	Tools      []Tool          `json:"tools"`
+	ToolChoice *ToolChoice     `json:"tool_choice"`
+}
+
+type wireMessage struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+// text returns content as text: a string, or the text blocks of an array
+// joined.
+func text(content json.RawMessage) (string, error) {
+	if len(content) == 0 || string(content) == "null" {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(content, &s); err == nil {
+		return s, nil
+	}
+	var blocks []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(content, &blocks); err != nil {
+		return "", fmt.Errorf("content is neither a string nor an array of content blocks: %w", err)
+	}
+	var out strings.Builder
+	for _, b := range blocks {
+		if b.Type == "text" {
+			out.WriteString(b.Text)
+		}
+	}
+	return out.String(), nil
+}
+
+type textBlock struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+type toolUseBlock struct {
+	Type  string          `json:"type"`
+	ID    string          `json:"id"`
+	Name  string          `json:"name"`
+	Input json.RawMessage `json:"input"`
+}
+
+type wireAnswer struct {
+	ID           string    `json:"id"`
+	Type         string    `json:"type"`
+	Role         string    `json:"role"`
+	Model        string    `json:"model"`
+	Content      []any     `json:"content"`
+	StopReason   string    `json:"stop_reason"`
+	StopSequence *string   `json:"stop_sequence"`
+	Usage        wireUsage `json:"usage"`
+}
+
+type wireUsage struct {
+	InputTokens              int64  `json:"input_tokens"`
+	OutputTokens             int64  `json:"output_tokens"`
+	CacheCreationInputTokens int64  `json:"cache_creation_input_tokens"`
+	CacheReadInputTokens     int64  `json:"cache_read_input_tokens"`
+	ServiceTier              string `json:"service_tier"`
+}
+
+func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
+	s.calls.Add(1)
+	defer s.enter()()
+
+	// Read the body before waiting: only then does net/http notice a client
+	// that goes away and cancel r.Context().
+	body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if d := s.currentDelay(); d > 0 && !sleep(r, d) {
+		return
+	}
+
+	if key := r.Header.Get("x-api-key"); key == "" || (s.apiKey != "" && key != s.apiKey) {
+		writeError(w, http.StatusUnauthorized, "authentication_error", "invalid x-api-key")
+		return
+	}
+	if r.Header.Get("anthropic-version") == "" {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "anthropic-version: header is required")
+		return
+	}
+	if status := s.takeFailure(); status != 0 {
+		writeFailure(w, status)
+		return
+	}
+	if bodyErr != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
+		return
+	}
+	var req wireRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "There was an issue with the JSON body of your request.")
+		return
+	}
+	rec, err := decodeRequest(req, r.Header, body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		return
+	}
+	s.record(rec)
+
+	switch {
+	case req.Model == "":
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "model: Field required")
+		return
+	case req.MaxTokens == nil:
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "max_tokens: Field required")
+		return
+	case *req.MaxTokens < 1:
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "max_tokens: Input should be greater than or equal to 1")
+		return
+	case len(req.Messages) == 0:
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "messages: Field required")
+		return
+	case s.isUnknownModel(req.Model):
+		writeError(w, http.StatusNotFound, "not_found_error", "model: "+req.Model)
+		return
+	}
+	user := lastUser(rec.Messages)
+	if user == nil {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "messages: the last message must have role \"user\"")
+		return
+	}
+	batch, err := isBatch(req)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		return
+	}
+	var items []Item
+	if batch {
+		var wi struct {
+			Items []Item `json:"items"`
+		}
+		dec := json.NewDecoder(strings.NewReader(user.Content))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&wi); err != nil || len(wi.Items) == 0 {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", `with the batch_results tool the user message must be {"items":[{"id":"...","input":"..."}]}`)
+			return
+		}
+		items = wi.Items
+	} else if rejected, retryable := s.rejected(user.Content); rejected {
+		if retryable {
+			writeFailure(w, 529)
+		} else {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "Output blocked by content filtering policy")
+		}
+		return
+	}
+
+	b := s.takeBehaviour()
+	if !batch && b.shuffle && !sleep(r, time.Duration(rand.IntN(10_001))*time.Microsecond) {
+		return
+	}
+	answer := wireAnswer{
+		ID:    "msg_fake" + strconv.FormatInt(s.seq.Add(1), 10),
+		Type:  "message",
+		Role:  "assistant",
+		Model: req.Model,
+	}
+	var out string
+	switch {
+	case b.refuse:
+		answer.Content, answer.StopReason = []any{}, "refusal"
+	case batch:
+		out = resultsJSON(items, b)
+		switch {
+		case b.truncate:
+			answer.Content = []any{toolUseBlock{Type: "tool_use", ID: "toolu_fake" + strconv.FormatInt(s.seq.Add(1), 10), Name: ToolName, Input: json.RawMessage("{}")}}
+			answer.StopReason, out = "max_tokens", out[:len(out)/2]
+		case b.noTool:
+			answer.Content, answer.StopReason = []any{textBlock{Type: "text", Text: out}}, "end_turn"
+		default:
+			answer.Content = []any{toolUseBlock{Type: "tool_use", ID: "toolu_fake" + strconv.FormatInt(s.seq.Add(1), 10), Name: ToolName, Input: json.RawMessage(out)}}
+			answer.StopReason = "tool_use"
+		}
+	case b.omit[user.Content]:
+		answer.Content, answer.StopReason = []any{}, "end_turn"
+	default:
+		out = Answer(user.Content)
+		answer.StopReason = "end_turn"
+		if b.truncate {
+			out, answer.StopReason = out[:len(out)/2], "max_tokens"
+		}
+		answer.Content = []any{textBlock{Type: "text", Text: out}}
+	}
+
+	prompt := len(rec.System)
+	for _, m := range rec.Messages {
+		prompt += len(m.Content)
+	}
+	answer.Usage = wireUsage{InputTokens: tokens(prompt), OutputTokens: tokens(len(out)), ServiceTier: "standard"}
+
+	if b.malformed {
+		data, err := json.Marshal(answer)
+		if err != nil {
+			panic(err) // plain structs: cannot fail
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(data[:len(data)/2]) // cut off: not JSON
+		return
+	}
+	writeJSON(w, http.StatusOK, answer)
+}
+
+// decodeRequest turns the wire request into the record Requests returns.
+func decodeRequest(req wireRequest, h http.Header, body []byte) (Request, error) {
+	rec := Request{Model: req.Model, Tools: req.Tools, ToolChoice: req.ToolChoice, Header: h.Clone(), Body: body}
+	if req.MaxTokens != nil {
+		rec.MaxTokens = *req.MaxTokens
+	}
+	sys, err := text(req.System)
+	if err != nil {
+		return Request{}, fmt.Errorf("system: %w", err)
+	}
+	rec.System = sys
+	for i, m := range req.Messages {
+		if m.Role != "user" && m.Role != "assistant" {
+			return Request{}, fmt.Errorf("messages.%d.role: Input should be 'user' or 'assistant'", i)
+		}
+		t, err := text(m.Content)
+		if err != nil {
+			return Request{}, fmt.Errorf("messages.%d.content: %w", i, err)
+		}
+		rec.Messages = append(rec.Messages, Message{Role: m.Role, Content: t})
+	}
+	return rec, nil
+}
+
+// lastUser returns the last message if its role is user.
+func lastUser(msgs []Message) *Message {
+	if len(msgs) == 0 || msgs[len(msgs)-1].Role != "user" {
+		return nil
+	}
+	return &msgs[len(msgs)-1]
+}
+
+// isBatch reports whether req forces the batch tool, and errors when its
+// tools or tool_choice are inconsistent or something the fake does not serve.
+func isBatch(req wireRequest) (bool, error) {
+	tools := map[string]Tool{}
+	for i, t := range req.Tools {
+		if t.Name == "" || len(t.InputSchema) == 0 {
+			return false, fmt.Errorf("tools.%d: name and input_schema are required", i)
+		}
+		tools[t.Name] = t
+	}
+	tc := req.ToolChoice
+	if tc == nil || tc.Type == "auto" || tc.Type == "none" {
+		return false, nil
+	}
+	if tc.Type != "tool" {
+		return false, fmt.Errorf("tool_choice.type %q is not supported by the fake; force the %q tool", tc.Type, ToolName)
+	}
+	t, ok := tools[tc.Name]
+	if !ok {
+		return false, fmt.Errorf("tool_choice.name: tool %q not found in tools", tc.Name)
+	}
+	if t.Name != ToolName {
+		return false, fmt.Errorf("tool_choice.name %q: the fake only serves the %q tool", tc.Name, ToolName)
+	}
+	var got, want any
+	if err := json.Unmarshal(t.InputSchema, &got); err != nil {
+		return false, fmt.Errorf("tools: input_schema: %w", err)
+	}
+	if err := json.Unmarshal([]byte(batchSchemaJSON), &want); err != nil {
+		panic(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		return false, errors.New("tools: the batch_results input_schema is not the batch schema")
+	}
+	return true, nil
+}
+
+// resultsJSON builds the tool input answering items as b says.
+func resultsJSON(items []Item, b behaviour) string {
+	items = items[:max(len(items)-b.drop, 0)]
+	results := make([]Result, 0, len(items))
+	for _, it := range items {
+		if !b.omit[it.Input] {
+			results = append(results, Result{ID: it.ID, Output: Answer(it.Input)})
+		}
+	}
+	if b.shuffle && len(results) > 1 {
+		orig := slices.Clone(results)
+		rand.Shuffle(len(results), func(i, j int) { results[i], results[j] = results[j], results[i] })
+		if slices.Equal(orig, results) { // make the shuffle visible
+			results = append(results[1:], results[0])
+		}
+	}
+	if b.transform != nil {
+		results = b.transform(results)
+	}
+	if b.repeatIDs && len(results) > 0 {
+		results = append([]Result{{ID: "not-asked", Output: Answer("not asked")}}, results...)
+		results = append(results, Result{ID: results[1].ID, Output: "repeated: " + results[1].Output})
+	}
+	if results == nil {
+		results = []Result{}
+	}
+	var out strings.Builder
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(struct {
+		Results []Result `json:"results"`
+	}{results}); err != nil {
+		panic(err) // strings only: cannot fail
+	}
+	return strings.TrimSuffix(out.String(), "\n")
+}
+
+// tokens is the fake's token count for n bytes of text: n/4 rounded up.
+func tokens(n int) int64 { return int64(n+3) / 4 }
+
+// sleep waits d or until the request's context ends; it reports whether the
+// whole wait passed.
+func sleep(r *http.Request, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-r.Context().Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// writeFailure answers status with an error body like the real API's.
+func writeFailure(w http.ResponseWriter, status int) {
+	typ, msg := "invalid_request_error", "Injected failure."
+	switch {
+	case status == http.StatusUnauthorized:
+		typ, msg = "authentication_error", "invalid x-api-key"
+	case status == http.StatusForbidden:
+		typ, msg = "permission_error", "Your API key does not have permission to use the specified resource."
+	case status == http.StatusNotFound:
+		typ, msg = "not_found_error", "The requested resource could not be found."
+	case status == http.StatusRequestEntityTooLarge:
+		typ, msg = "request_too_large", "Request exceeds the maximum allowed number of bytes."
+	case status == http.StatusTooManyRequests:
+		w.Header().Set("retry-after", "1")
+		typ, msg = "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."
+	case status == 529:
+		typ, msg = "overloaded_error", "Overloaded"
+	case status == http.StatusGatewayTimeout:
+		typ, msg = "timeout_error", "Request timed out."
+	case status >= 500:
+		typ, msg = "api_error", "Internal server error"
+	}
+	writeError(w, status, typ, msg)
+}
+
+// writeError answers with the API's error JSON.
+func writeError(w http.ResponseWriter, status int, typ, msg string) {
+	writeJSON(w, status, map[string]any{
+		"type":  "error",
+		"error": map[string]string{"type": typ, "message": msg},
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,379 @@
+// Package httpapi implements provider.Provider on a bulk HTTP endpoint of
+// your own (HTTP_PROVIDER_URL): one POST per batch, one result per item.
+//
+// # Endpoint contract
+//
+// The worker sends each batch as one request:
+//
+//	POST <URL>
+//	Content-Type: application/json
+//	Accept: application/json
+//	Authorization: Bearer <Token>       (only when Config.Token is set)
+//
+//	{"items": [
+//	  {"id": "0", "input": "text", "instructions": "system prompt or empty",
+//	   "model": "model name", "max_output_tokens": 100},
+//	  ...
+//	]}
+//
+// Every item has "id" (unique within the call), "input" (never empty),
+// "instructions" and "model" (the same for every item of a call: a call only
+// combines requests that share them). "max_output_tokens" is present only
+// when the request set a cap. An endpoint should ignore fields it does not
+// know: later versions may add some.
+//
+// A 2xx answer must be JSON of this shape:
+//
+//	{"results": [
+//	  {"id": "0", "output": "answer", "usage": {"input_tokens": 12, "output_tokens": 30}},
+//	  {"id": "1", "error": "why this item failed", "retryable": true},
+//	  ...
+//	]}
+//
+// Its entries mean:
+//   - "output" answers the item. "usage" is optional; without it the result
+//     reports no tokens.
+//   - "error" (a non-empty string) refuses that item alone: it becomes the
+//     request's error result and dead letter, unless "retryable" is true,
+//     in which case the request is retried later with backoff. "error" wins
+//     over "output" when both are set.
+//   - Results may come in any order. An item left out of "results" (or with
+//     neither "output" nor "error") is retried later. Ids not in the call
+//     are ignored, and so is every result for an id after the first one.
+//
+// Any other status fails the whole call: 4xx (except 408, 409, 425 and 429)
+// means retrying cannot help and dead-letters every item of the call; 408,
+// 409, 425, 429 and 5xx are retried, no sooner than a Retry-After header
+// (seconds or an HTTP date) asks. A 2xx answer that is not the JSON above is
+// retried. The start of an error answer's body appears in the error message,
+// so it must not echo secrets.
+//
+// The package reads no environment variables: everything comes from Config.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/aibatch/aibatch/provider"
+)
+
+// Mode says how a batch is turned into calls. The http provider has one
+// mode: the endpoint itself decides how to process the items.
+type Mode string
+
+// ModeCombined sends a whole batch as one POST. It is the default and the
+// only mode.
+const ModeCombined Mode = "combined"
+
+// DefaultMaxResponseBytes is the largest answer read when
+// Config.MaxResponseBytes is 0.
+const DefaultMaxResponseBytes = 32 << 20
+
+// errorSnippetBytes is how much of an error answer's body an error quotes.
+const errorSnippetBytes = 300
+
+// Config says how to reach the endpoint.
+type Config struct {
+	// URL is the endpoint's full URL (HTTP_PROVIDER_URL). Required; an
+	// absolute http or https URL.
+	URL string
+	// Token, when set, is sent as "Authorization: Bearer <Token>". It never
+	// appears in the errors this package returns.
+	Token string
+	// Header holds extra headers sent with every call (e.g. an API key
+	// header of another name). Their values never appear in errors.
+	Header http.Header
+	// HTTPClient carries the calls; nil means http.DefaultClient. Per-call
+	// deadlines come from the ctx given to Complete.
+	HTTPClient *http.Client
+	// Mode must be empty or ModeCombined.
+	Mode Mode
+	// MaxResponseBytes caps the answer read; a longer answer fails the call
+	// (transient). 0 means DefaultMaxResponseBytes; negative is invalid.
+	MaxResponseBytes int64
+}
+
+// Validate reports the first problem with c, naming the field. It does not
+// change c; New applies the defaults of empty fields.
+func (c Config) Validate() error {
+	if c.URL == "" {
+		return errors.New("httpapi: config: URL is required")
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		// url.Error quotes the URL, which may hold credentials.
+		return errors.New("httpapi: config: URL is not a valid URL")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("httpapi: config: URL %q must be an absolute http or https URL", u.Redacted())
+	}
+	switch c.Mode {
+	case "", ModeCombined:
+	default:
+		return fmt.Errorf("httpapi: config: Mode %q is not supported: the http provider only has mode %q", c.Mode, ModeCombined)
+	}
+	if c.MaxResponseBytes < 0 {
+		return fmt.Errorf("httpapi: config: MaxResponseBytes %d must not be negative", c.MaxResponseBytes)
+	}
+	return nil
+}
+
+var _ provider.Provider = (*Provider)(nil)
+
+// Provider sends batches to a bulk endpoint. It is safe for concurrent use.
+type Provider struct {
+	url      string
+	token    string
+	header   http.Header
+	client   *http.Client
+	maxBytes int64
+	secrets  []string
+}
+
+// New returns a Provider for cfg, or an error if cfg is not valid.
+func New(cfg Config) (*Provider, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Provider{url: cfg.URL, token: cfg.Token, header: cfg.Header.Clone(), client: cfg.HTTPClient, maxBytes: cfg.MaxResponseBytes}
+	if p.client == nil {
+		p.client = http.DefaultClient
+	}
+	if p.maxBytes == 0 {
+		p.maxBytes = DefaultMaxResponseBytes
+	}
+	if cfg.Token != "" {
+		p.secrets = append(p.secrets, cfg.Token)
+	}
+	for _, vs := range cfg.Header {
+		for _, v := range vs {
+			if v != "" {
+				p.secrets = append(p.secrets, v)
+			}
+		}
+	}
+	if u, err := url.Parse(cfg.URL); err == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			p.secrets = append(p.secrets, pw)
+		}
+	}
+	return p, nil
+}
+
+// Name returns "http".
+func (p *Provider) Name() string { return "http" }
+
+// item is one entry of a call's "items".
+type item struct {
+	ID              string `json:"id"`
+	Input           string `json:"input"`
+	Instructions    string `json:"instructions"`
+	Model           string `json:"model"`
+	MaxOutputTokens int    `json:"max_output_tokens,omitempty"`
+}
+
+// wireResult is one entry of an answer's "results".
+type wireResult struct {
+	ID        string          `json:"id"`
+	Output    *string         `json:"output"`
+	Error     string          `json:"error"`
+	Retryable bool            `json:"retryable"`
+	Usage     *provider.Usage `json:"usage"`
+}
+
+// Complete POSTs b to the endpoint and returns one result per item the
+// answer holds, following the endpoint contract in the package doc: an
+// item's "error" is its Result.Err (permanent unless "retryable"), items
+// left out are absent from the results (the caller retries them), unknown
+// and repeated ids are ignored.
+//
+// Errors concern the whole batch, wrap an *provider.Error, and never contain
+// the token or the configured header values:
+//   - HTTP 4xx except 408, 409, 425 and 429: permanent, with StatusCode.
+//   - HTTP 408, 409, 425, 429, 5xx, network errors: transient, with
+//     StatusCode when there was one and RetryAfter from Retry-After.
+//   - A 2xx answer that is not the results JSON, or longer than
+//     MaxResponseBytes: transient.
+//   - ctx ending: transient, wrapping ctx.Err().
+func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
+	if len(b.Requests) == 0 {
+		return nil, nil
+	}
+	results, err := p.complete(ctx, b)
+	if err != nil {
+		return nil, p.redact(fmt.Errorf("httpapi: post batch: %w", err))
+	}
+	for i := range results {
+		if results[i].Err != nil {
+			results[i].Err = p.redact(results[i].Err)
+		}
+	}
+	return results, nil
+}
+
+func (p *Provider) complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
+	items := make([]item, len(b.Requests))
+	for i, r := range b.Requests {
+		items[i] = item{ID: r.Key, Input: r.Input, Instructions: b.Instructions, Model: b.Model, MaxOutputTokens: max(r.MaxOutputTokens, 0)}
+	}
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(struct {
+		Items []item `json:"items"`
+	}{items}); err != nil {
+		return nil, provider.Permanent(fmt.Errorf("encode items: %w", err))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, &body)
+	if err != nil {
+		return nil, provider.Permanent(fmt.Errorf("build request: %w", err))
+	}
+	for k, vs := range p.header {
+		req.Header[k] = append([]string(nil), vs...)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if p.token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.token)
+	}
+
+	res, err := p.client.Do(req)
+	if err != nil {
+		return nil, transportError(ctx, err)
+	}
+	defer res.Body.Close()
+	data, readErr := io.ReadAll(io.LimitReader(res.Body, p.maxBytes+1))
+	if res.StatusCode < 200 || res.StatusCode > 299 {
+		return nil, statusError(res, data)
+	}
+	if readErr != nil {
+		return nil, transportError(ctx, fmt.Errorf("read answer: %w", readErr))
+	}
+	if int64(len(data)) > p.maxBytes {
+		return nil, provider.Transient(fmt.Errorf("answer exceeds %d bytes", p.maxBytes))
+	}
+	return parseAnswer(b, data)
+}
+
+// parseAnswer matches the answer's results to b's requests.
+func parseAnswer(b provider.Batch, data []byte) ([]provider.Result, error) {
+	var answer struct {
+		Results *[]wireResult `json:"results"`
+	}
+	if err := json.Unmarshal(data, &answer); err != nil {
+		return nil, provider.Transient(fmt.Errorf("parse answer: %w", err))
+	}
+	if answer.Results == nil {
+		return nil, provider.Transient(errors.New(`parse answer: no "results"`))
+	}
+	pending := make(map[string]bool, len(b.Requests))
+	for _, r := range b.Requests {
+		pending[r.Key] = true
+	}
+	results := make([]provider.Result, 0, len(b.Requests))
+	for _, a := range *answer.Results {
+		if !pending[a.ID] || (a.Output == nil && a.Error == "") {
+			continue // unknown id, repeated id, or neither output nor error
+		}
+		pending[a.ID] = false
+		r := provider.Result{Key: a.ID}
+		if a.Usage != nil {
+			r.Usage = *a.Usage
+		}
+		switch {
+		case a.Error != "":
+			cause := fmt.Errorf("endpoint refused it: %s", shorten(a.Error))
+			if a.Retryable {
+				r.Err = fmt.Errorf("httpapi: item %q: %w", a.ID, provider.Transient(cause))
+			} else {
+				r.Err = fmt.Errorf("httpapi: item %q: %w", a.ID, provider.Permanent(cause))
+			}
+		default:
+			r.Output = *a.Output
+		}
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// transportError classifies a failure to get an answer at all.
+func transportError(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		err = fmt.Errorf("%w: %w", ctxErr, err)
+	}
+	return provider.Transient(err)
+}
+
+// statusError classifies a non-2xx answer; body is its start.
+func statusError(res *http.Response, body []byte) error {
+	msg := fmt.Sprintf("endpoint answered %s", res.Status)
+	if s := strings.TrimSpace(string(body)); s != "" {
+		msg += ": " + shorten(s)
+	}
+	pe := &provider.Error{StatusCode: res.StatusCode, Err: errors.New(msg), Permanent: permanentStatus(res.StatusCode)}
+	if !pe.Permanent {
+		pe.RetryAfter = provider.ParseRetryAfter(res.Header, time.Now())
+	}
+	return pe
+}
+
+// permanentStatus reports whether retrying a call answered with status cannot
+// help: 4xx except 408 (timeout), 409 (conflict), 425 (too early) and 429
+// (rate limit). Statuses outside 4xx (5xx, or an unexpected 1xx/3xx) are
+// transient.
+func permanentStatus(status int) bool {
+	switch status {
+	case http.StatusRequestTimeout, http.StatusConflict, http.StatusTooEarly, http.StatusTooManyRequests:
+		return false
+	}
+	return status >= 400 && status < 500
+}
+
+// shorten cuts s to errorSnippetBytes, on a rune boundary.
+func shorten(s string) string {
+	if len(s) <= errorSnippetBytes {
+		return s
+	}
+	cut := errorSnippetBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+// redact hides the configured secrets should err's message contain one.
+func (p *Provider) redact(err error) error {
+	msg := err.Error()
+	for _, s := range p.secrets {
+		if strings.Contains(msg, s) {
+			return &redactedError{err: err, secrets: p.secrets}
+		}
+	}
+	return err
+}
+
+// redactedError is err with the secrets replaced in its message.
+type redactedError struct {
+	err     error
+	secrets []string
+}
+
+func (e *redactedError) Error() string {
+	msg := e.err.Error()
+	for _, s := range e.secrets {
+		msg = strings.ReplaceAll(msg, s, "[REDACTED]")
+	}
+	return msg
+}
+
+func (e *redactedError) Unwrap() error { return e.err }

@@ -1,0 +1,47 @@
+package openai_test
+
+import (
+	"testing"
+
+	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/openai"
+	"github.com/aibatch/aibatch/provider/openaitest"
+	"github.com/aibatch/aibatch/provider/providertest"
+)
+
+var _ providertest.Fake = (*openaitest.Server)(nil)
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	targets := []struct {
+		name string
+		mode openai.Mode
+		pt   providertest.Mode
+	}{
+		{"combined", openai.ModeCombined, providertest.Combined},
+		{"single", openai.ModeSingle, providertest.Single},
+	}
+	for _, tt := range targets {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			const concurrency = 3
+			providertest.Run(t, providertest.Target{
+				Name:          "openai",
+				Mode:          tt.pt,
+				PerItemErrors: false, // a strict json_schema answer has no per-item error
+				Concurrency:   concurrency,
+				Secret:        testKey,
+				Answer:        openaitest.Answer,
+				New: func(t *testing.T) (provider.Provider, providertest.Fake) {
+					srv := openaitest.NewServer(openaitest.WithAPIKey(testKey))
+					t.Cleanup(srv.Close)
+					p, err := openai.New(openai.Config{APIKey: testKey, BaseURL: srv.URL, Mode: tt.mode, Concurrency: concurrency})
+					if err != nil {
+						t.Fatalf("New: %v", err)
+					}
+					return p, srv
+				},
+			})
+		})
+	}
+}
