@@ -4,18 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
 	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/joho/godotenv"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/sethvargo/go-envconfig"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/admin"
 	"github.com/aibatch/aibatch/jetstream"
 )
 
@@ -59,6 +63,12 @@ type config struct {
 
 	LogLevel  string `env:"LOG_LEVEL, default=info"`
 	LogFormat string `env:"LOG_FORMAT, default=json"`
+
+	// AdminAddr is where the admin API listens; "" turns it off.
+	AdminAddr          string        `env:"ADMIN_ADDR, default=127.0.0.1:8080"`
+	AdminToken         string        `env:"ADMIN_TOKEN"`
+	StatsBucket        string        `env:"STATS_BUCKET, default=AI_STATS"`
+	StatsFlushInterval time.Duration `env:"STATS_FLUSH_INTERVAL, default=5s"`
 }
 
 // loadConfig reads the environment through lookup, with a .env file in the
@@ -84,10 +94,30 @@ func withDotEnv(lookup envconfig.Lookuper, path string) (envconfig.Lookuper, err
 	if errors.Is(err, os.ErrNotExist) {
 		return lookup, nil
 	}
-	if err != nil {
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %s (want KEY=value lines; the text is not shown, it may hold a secret)", path, dotEnvProblem(err))
+	}
 	return envconfig.MultiLookuper(lookup, envconfig.MapLookuper(vals)), nil
+}
+
+// dotEnvProblem says what is wrong with a .env file without quoting it:
+// godotenv's parse errors quote the file from the bad line on, secrets
+// included.
+func dotEnvProblem(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "unexpected character"):
+		// `unexpected character "-" in variable name near "<rest of file>"`
+		msg, _, _ = strings.Cut(msg, " near ")
+		return msg
+	case strings.HasPrefix(msg, "unterminated quoted value"):
+		return "unterminated quoted value"
+	}
+	return "not a valid .env file"
 }
 
 // resolveInterval accepts BATCH_INTERVAL (a Go duration) or the seed's
@@ -97,7 +127,7 @@ func (c *config) resolveInterval(lookup envconfig.Lookuper) error {
 	_, durSet := lookup.Lookup("BATCH_INTERVAL")
 	if c.BatchIntervalHours != "" {
 		h, err := strconv.ParseFloat(c.BatchIntervalHours, 64)
-		if err != nil || h <= 0 || math.IsInf(h, 0) || h > 24*365 {
+		if err != nil || !(h > 0) || math.IsInf(h, 0) || h > 24*365 { // !(h > 0) also rejects NaN
 			return fmt.Errorf("BATCH_INTERVAL_HOURS=%q: want a number of hours above 0, such as 0.5 or 2", c.BatchIntervalHours)
 		}
 		fromHours := time.Duration(h * float64(time.Hour))
@@ -145,6 +175,7 @@ func (c config) validate() error {
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout, time.Millisecond},
 		{"DEDUPE_WINDOW", c.DedupeWindow, time.Second},
 		{"RESULTS_MAX_AGE", c.ResultsMaxAge, time.Minute},
+		{"STATS_FLUSH_INTERVAL", c.StatsFlushInterval, 100 * time.Millisecond},
 	}
 	for _, d := range durs {
 		if d.v < d.min {
@@ -185,6 +216,7 @@ func (c config) validate() error {
 	default:
 		bad("LOG_FORMAT", c.LogFormat, "json or console")
 	}
+	errs = append(errs, c.validateOps()...)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -192,6 +224,59 @@ func (c config) validate() error {
 		return fmt.Errorf("streams (STREAM, REQUEST_SUBJECTS, URGENT_SUBJECTS, RESULTS_PREFIX, DEAD_PREFIX, RESULTS_MAX_AGE): %w", err)
 	}
 	return c.engine().Validate()
+}
+
+// validateOps checks the admin API, fleet statistics and control settings.
+func (c config) validateOps() []error {
+	var errs []error
+	if c.AdminAddr != "" {
+		// A non-loopback address without a token is refused: the admin API
+		// can flush the fleet and shows the configuration.
+		if err := admin.CheckExposure(c.AdminAddr, c.AdminToken); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.StatsBucket != "" && !bucketName.MatchString(c.StatsBucket) {
+		errs = append(errs, fmt.Errorf("STATS_BUCKET=%q: want letters, digits, - and _ only, such as AI_STATS, or empty to turn fleet totals off", c.StatsBucket))
+	}
+	// Flush requests must not be captured as AI requests.
+	for _, group := range []struct {
+		name     string
+		subjects []string
+	}{{"REQUEST_SUBJECTS", c.RequestSubjects}, {"URGENT_SUBJECTS", c.UrgentSubjects}} {
+		for _, s := range group.subjects {
+			if server.IsValidSubject(s) && server.SubjectsCollide(s, jetstream.ControlFlushSubject) {
+				errs = append(errs, fmt.Errorf("%s=%s: captures %s, the workers' control subject; narrow it, such as ai.requests.>", group.name, strings.Join(group.subjects, ","), jetstream.ControlFlushSubject))
+			}
+		}
+	}
+	return errs
+}
+
+// bucketName is what JetStream accepts as a key-value bucket name.
+var bucketName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+
+// settings returns every setting by its variable name, as the admin API
+// shows them (it redacts the secrets).
+func (c config) settings() map[string]string {
+	out := make(map[string]string)
+	v := reflect.ValueOf(c)
+	t := v.Type()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("env"), ",")
+		if name == "" {
+			continue
+		}
+		switch f := v.Field(i).Interface().(type) {
+		case []string:
+			out[name] = strings.Join(f, ",")
+		case byteSize:
+			out[name] = strconv.FormatInt(int64(f), 10)
+		default:
+			out[name] = fmt.Sprint(f)
+		}
+	}
+	return out
 }
 
 // engine returns the batching engine's settings.

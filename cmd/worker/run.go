@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -11,11 +12,15 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sethvargo/go-envconfig"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/admin"
+	"github.com/aibatch/aibatch/internal/metrics"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/openai"
@@ -83,27 +88,223 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 	defer cancel()
 	batchLane, urgentLane, pub, err := jetstream.Ensure(setupCtx, js, cfg.topology())
 	if err != nil {
+		if ctx.Err() != nil {
+			// A stop signal during setup is a stop, not a failure.
+			log.Info("worker stopped before it started")
+			return nil
+		}
 		return fmt.Errorf("set up streams: %w", err)
 	}
 	p, err := newProvider(cfg)
 	if err != nil {
 		return err
 	}
+	reg, observer, err := newMetrics()
+	if err != nil {
+		return err
+	}
 	engine, err := batch.New(cfg.engine(), batchLane, pub, p,
 		batch.WithUrgentQueue(urgentLane),
-		batch.WithLogger(log.Named("batch")))
+		batch.WithLogger(log.Named("batch")),
+		batch.WithObserver(observer))
 	if err != nil {
+		return err
+	}
+	if err := observer.RegisterInFlight(func() int64 { return engine.Stats().InFlight }); err != nil {
+		return err
+	}
+	_, adminAddrSet := lookup.Lookup("ADMIN_ADDR")
+	ops, err := startOps(setupCtx, opsDeps{
+		cfg: cfg, adminAddrSet: adminAddrSet, log: log, nc: nc, js: js, engine: engine,
+		reg: reg, provider: p.Name(), lanes: []*jetstream.Queue{batchLane, urgentLane},
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("worker stopped before it started")
+			return nil
+		}
 		return err
 	}
 	ec := engine.Config()
 	log.Info("worker started",
+		zap.String("worker", ops.worker),
 		zap.String("provider", p.Name()), zap.String("model", cfg.Model),
 		zap.Bool("batched", !ec.Immediate), zap.Int("max_batch_size", ec.MaxBatchSize),
 		zap.Duration("batch_interval", ec.Interval), zap.Duration("max_wait", ec.MaxWait),
-		zap.String("stream", cfg.Stream), zap.String("consumer", cfg.Consumer))
+		zap.String("stream", cfg.Stream), zap.String("consumer", cfg.Consumer),
+		zap.String("admin_addr", ops.adminAddr()))
 	err = engine.Run(ctx)
+	// The engine has stopped counting: the last fleet update is complete.
+	ops.stop()
 	log.Info("worker stopped")
 	return err
+}
+
+// newMetrics returns the worker's Prometheus registry (Go runtime and
+// process metrics, and the engine's aibatch_* metrics) and the observer
+// that feeds it.
+func newMetrics() (*prometheus.Registry, *metrics.Metrics, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := metrics.New(reg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("set up metrics: %w", err)
+	}
+	return reg, m, nil
+}
+
+// opsDeps is what the operator-facing parts are built from.
+type opsDeps struct {
+	cfg config
+	// adminAddrSet is true when ADMIN_ADDR was set rather than defaulted: a
+	// set address that cannot be bound stops the worker, the default only
+	// logs a warning (a second worker on the same machine still runs).
+	adminAddrSet bool
+	log          *zap.Logger
+	nc           *nats.Conn
+	js           natsjs.JetStream
+	engine       *batch.Engine
+	reg          *prometheus.Registry
+	provider     string
+	lanes        []*jetstream.Queue
+}
+
+// ops are the worker's operator-facing parts: the fleet totals, the flush
+// responder on the control subject and the admin API. Each is nil when
+// turned off.
+type ops struct {
+	worker    string
+	log       *zap.Logger
+	fleet     *jetstream.FleetStats
+	stopFleet context.CancelFunc
+	fleetDone chan struct{}
+	responder *jetstream.FlushResponder
+	admin     *admin.Server
+}
+
+// startOps starts the fleet totals, the flush responder and the admin API.
+// On an error it stops what it started.
+func startOps(ctx context.Context, d opsDeps) (*ops, error) {
+	o := &ops{worker: workerID(), log: d.log}
+	if err := o.startFleet(ctx, d); err != nil {
+		o.stop()
+		return nil, err
+	}
+	responder, err := jetstream.ServeFlush(d.nc, "", o.worker, d.engine, d.cfg.ShutdownTimeout)
+	if err != nil {
+		o.stop()
+		return nil, fmt.Errorf("serve %s: %w", jetstream.ControlFlushSubject, err)
+	}
+	o.responder = responder
+	if err := o.startAdmin(ctx, d); err != nil {
+		o.stop()
+		return nil, err
+	}
+	return o, nil
+}
+
+// startFleet opens the stats bucket and adds this worker's counts to it
+// every STATS_FLUSH_INTERVAL until stop.
+func (o *ops) startFleet(ctx context.Context, d opsDeps) error {
+	if d.cfg.StatsBucket == "" {
+		return nil
+	}
+	fleet, err := jetstream.OpenFleetStats(ctx, d.js, jetstream.FleetConfig{
+		Bucket: d.cfg.StatsBucket, Interval: d.cfg.StatsFlushInterval, Replicas: d.cfg.StreamReplicas,
+	})
+	if err != nil {
+		return fmt.Errorf("set up STATS_BUCKET=%s (empty turns fleet totals off): %w", d.cfg.StatsBucket, err)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	o.fleet, o.stopFleet, o.fleetDone = fleet, cancel, make(chan struct{})
+	read := func() jetstream.FleetCounters { return jetstream.CountersOf(d.engine.Stats()) }
+	go func() {
+		defer close(o.fleetDone)
+		err := fleet.Run(runCtx, read, func(err error) { o.log.Warn("update fleet totals", zap.Error(err)) })
+		if err != nil {
+			o.log.Warn("final update of fleet totals", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+// startAdmin serves the admin API on ADMIN_ADDR.
+func (o *ops) startAdmin(ctx context.Context, d opsDeps) error {
+	if d.cfg.AdminAddr == "" {
+		return nil
+	}
+	consumers := make([]admin.Consumer, len(d.lanes))
+	for i, l := range d.lanes {
+		consumers[i] = l.Consumer()
+	}
+	acfg := admin.Config{
+		Addr:     d.cfg.AdminAddr,
+		Token:    d.cfg.AdminToken,
+		Worker:   o.worker,
+		Engine:   d.engine,
+		Ready:    admin.Readiness{NATS: d.nc, Consumers: consumers, Provider: d.provider},
+		Gatherer: d.reg,
+		Settings: d.cfg.settings(),
+		FlushFleet: func(ctx context.Context) ([]jetstream.FlushReply, error) {
+			return jetstream.FlushAll(ctx, d.nc, "", 0)
+		},
+		Log: d.log.Named("admin"),
+	}
+	if o.fleet != nil {
+		acfg.Fleet = o.fleet
+	}
+	srv, err := admin.New(acfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		if d.adminAddrSet {
+			return err
+		}
+		o.log.Warn("admin API not started: the default address is taken (set ADMIN_ADDR to another address, or to empty to turn it off)", zap.Error(err))
+		return nil
+	}
+	o.admin = srv
+	return nil
+}
+
+// adminAddr is where the admin API listens, or "" when it does not.
+func (o *ops) adminAddr() string {
+	if o.admin == nil {
+		return ""
+	}
+	return o.admin.Addr()
+}
+
+// stop stops answering flush requests, makes the last fleet update and
+// shuts the admin API down, in that order.
+func (o *ops) stop() {
+	if o.responder != nil {
+		if err := o.responder.Stop(); err != nil {
+			o.log.Warn("stop flush responder", zap.Error(err))
+		}
+	}
+	if o.stopFleet != nil {
+		o.stopFleet()
+		<-o.fleetDone
+	}
+	if o.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := o.admin.Shutdown(ctx); err != nil {
+			o.log.Warn("shut down admin API", zap.Error(err))
+		}
+	}
+}
+
+// workerID names this worker in flush replies and batch-stats: the host
+// name (a pod's name on Kubernetes) and the process id.
+func workerID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "worker"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
 func startEmbedded(cfg config) (*server.Server, error) {

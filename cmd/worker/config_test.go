@@ -1,0 +1,342 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sethvargo/go-envconfig"
+)
+
+// secret is the API key every case carries; no error may show it.
+const secret = "sk-test-do-not-print-4f1c"
+
+// load runs loadConfig on env plus OPENAI_API_KEY=secret (env may override
+// or, with "", clear it).
+func load(t *testing.T, env map[string]string) (config, error) {
+	t.Helper()
+	m := map[string]string{"OPENAI_API_KEY": secret}
+	for k, v := range env {
+		m[k] = v
+	}
+	if m["OPENAI_API_KEY"] == "" {
+		delete(m, "OPENAI_API_KEY")
+	}
+	return loadConfig(context.Background(), envconfig.MapLookuper(m))
+}
+
+// defaults is the configuration of an environment that only sets the key.
+func defaults() config {
+	return config{
+		UseBatchedClient: true,
+		BatchInterval:    time.Hour,
+		MaxBatchSize:     50,
+		MaxWait:          5 * time.Minute,
+		MaxDeliver:       5,
+		MaxRequestBytes:  65536,
+		MaxInflight:      4,
+		PollInterval:     250 * time.Millisecond,
+		AckWait:          60 * time.Second,
+		ProviderTimeout:  2 * time.Minute,
+		RetryBackoff:     time.Second,
+		RetryMaxBackoff:  time.Minute,
+		ShutdownTimeout:  30 * time.Second,
+		NATSListen:       "127.0.0.1:4222",
+		StoreDir:         "./data",
+		Stream:           "AI_REQUESTS",
+		RequestSubjects:  []string{"ai.requests.>"},
+		UrgentSubjects:   []string{"ai.urgent.>"},
+		DedupeWindow:     2 * time.Minute,
+		ResultsStream:    "AI_RESULTS",
+		ResultsPrefix:    "ai.results",
+		ResultsMaxAge:    24 * time.Hour,
+		DeadStream:       "AI_DEAD",
+		DeadPrefix:       "ai.dead",
+		Consumer:         "aibatch",
+		StreamReplicas:   1,
+		Provider:         "openai",
+		Model:            "gpt-4o-mini",
+		OpenAIAPIKey:     secret,
+		LogLevel:         "info",
+		LogFormat:        "json",
+
+		AdminAddr:          "127.0.0.1:8080",
+		StatsBucket:        "AI_STATS",
+		StatsFlushInterval: 5 * time.Second,
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	t.Parallel()
+	got, err := load(t, nil)
+	if err != nil {
+		t.Fatalf("loadConfig: %v", err)
+	}
+	want := defaults()
+	gv, wv := reflect.ValueOf(got), reflect.ValueOf(want)
+	for i := range gv.NumField() {
+		f := gv.Type().Field(i)
+		if g, w := gv.Field(i).Interface(), wv.Field(i).Interface(); !reflect.DeepEqual(g, w) {
+			t.Errorf("%s (%s) = %v, want %v", f.Name, f.Tag.Get("env"), g, w)
+		}
+	}
+	// The defaults make a valid engine and topology.
+	if err := got.engine().Validate(); err != nil {
+		t.Fatalf("engine config: %v", err)
+	}
+	if err := got.topology().Validate(); err != nil {
+		t.Fatalf("topology: %v", err)
+	}
+}
+
+func TestConfigValidValues(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		env   map[string]string
+		check func(config) bool
+	}{
+		{"hours", map[string]string{"BATCH_INTERVAL_HOURS": "0.5"},
+			func(c config) bool { return c.BatchInterval == 30*time.Minute }},
+		{"hours whole", map[string]string{"BATCH_INTERVAL_HOURS": "2"},
+			func(c config) bool { return c.BatchInterval == 2*time.Hour }},
+		{"interval and hours agree", map[string]string{"BATCH_INTERVAL": "30m", "BATCH_INTERVAL_HOURS": "0.5"},
+			func(c config) bool { return c.BatchInterval == 30*time.Minute }},
+		{"interval", map[string]string{"BATCH_INTERVAL": "90s"},
+			func(c config) bool { return c.BatchInterval == 90*time.Second }},
+		{"sizes", map[string]string{"MAX_BATCH_SIZE": "10000", "MAX_WAIT": "1ms"},
+			func(c config) bool { return c.MaxBatchSize == 10000 && c.MaxWait == time.Millisecond }},
+		{"bytes KiB", map[string]string{"MAX_REQUEST_BYTES": "64KiB"},
+			func(c config) bool { return c.MaxRequestBytes == 64<<10 }},
+		{"bytes MiB", map[string]string{"MAX_REQUEST_BYTES": "1MiB"},
+			func(c config) bool { return c.MaxRequestBytes == 1<<20 }},
+		{"bytes KB", map[string]string{"MAX_REQUEST_BYTES": "64KB"},
+			func(c config) bool { return c.MaxRequestBytes == 64000 }},
+		{"bytes plain", map[string]string{"MAX_REQUEST_BYTES": "16"},
+			func(c config) bool { return c.MaxRequestBytes == 16 }},
+		{"unbatched", map[string]string{"USE_BATCHED_CLIENT": "false"},
+			func(c config) bool { return !c.UseBatchedClient && c.engine().Immediate }},
+		{"base URL without key", map[string]string{"OPENAI_API_KEY": "", "OPENAI_BASE_URL": "http://127.0.0.1:1/v1"},
+			func(c config) bool { return c.OpenAIAPIKey == "" && c.OpenAIBaseURL == "http://127.0.0.1:1/v1" }},
+		{"external server ignores NATS_LISTEN", map[string]string{"NATS_URL": "nats://127.0.0.1:4222", "NATS_LISTEN": "bad"},
+			func(c config) bool { return c.NATSURL == "nats://127.0.0.1:4222" }},
+		{"subject lists", map[string]string{"REQUEST_SUBJECTS": "jobs.a.>,jobs.b.>", "URGENT_SUBJECTS": "jobs.now.>"},
+			func(c config) bool {
+				return reflect.DeepEqual(c.RequestSubjects, []string{"jobs.a.>", "jobs.b.>"}) &&
+					reflect.DeepEqual(c.engine().RequestSubjects, c.RequestSubjects)
+			}},
+		{"log level any case", map[string]string{"LOG_LEVEL": "DEBUG", "LOG_FORMAT": "console"},
+			func(c config) bool { return c.LogLevel == "DEBUG" && c.LogFormat == "console" }},
+		{"results kept as long as the duplicate window", map[string]string{"RESULTS_MAX_AGE": "20m"},
+			func(c config) bool { return c.topology().OutcomeDedupeWindow == 20*time.Minute }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := load(t, tt.env)
+			if err != nil {
+				t.Fatalf("%v: %v", tt.env, err)
+			}
+			if !tt.check(c) {
+				t.Fatalf("%v: unexpected config %+v", tt.env, c)
+			}
+		})
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string // every one appears in the error
+	}{
+		{"batch size zero", map[string]string{"MAX_BATCH_SIZE": "0"},
+			[]string{"MAX_BATCH_SIZE=0", "from 1 to 10000"}},
+		{"batch size too big", map[string]string{"MAX_BATCH_SIZE": "10001"},
+			[]string{"MAX_BATCH_SIZE=10001", "from 1 to 10000"}},
+		{"batch size not a number", map[string]string{"MAX_BATCH_SIZE": "abc"},
+			[]string{"MAX_BATCH_SIZE", `"abc"`, "want a whole number"}},
+		{"max deliver", map[string]string{"MAX_DELIVER": "0"},
+			[]string{"MAX_DELIVER=0", "from 1 to 100"}},
+		{"negative wait", map[string]string{"MAX_WAIT": "-1s"},
+			[]string{"MAX_WAIT=-1s", "at least 1ms", "5m"}},
+		{"wait in words", map[string]string{"MAX_WAIT": "5 minutes"},
+			[]string{"MAX_WAIT", `"5 minutes"`, "Go duration such as 90s, 5m"}},
+		{"bool", map[string]string{"USE_BATCHED_CLIENT": "maybe"},
+			[]string{"USE_BATCHED_CLIENT", `"maybe"`, "want true or false"}},
+		{"bytes in words", map[string]string{"MAX_REQUEST_BYTES": "lots"},
+			[]string{"MAX_REQUEST_BYTES", `"lots"`, "65536", "64KiB"}},
+		{"bytes too small", map[string]string{"MAX_REQUEST_BYTES": "8"},
+			[]string{"MAX_REQUEST_BYTES=8", "16 bytes to 8MiB"}},
+		{"bytes too big", map[string]string{"MAX_REQUEST_BYTES": "9MiB"},
+			[]string{"MAX_REQUEST_BYTES=9437184", "16 bytes to 8MiB"}},
+		{"ack wait", map[string]string{"ACK_WAIT": "500ms"},
+			[]string{"ACK_WAIT=500ms", "at least 1s"}},
+		{"log level", map[string]string{"LOG_LEVEL": "loud"},
+			[]string{"LOG_LEVEL=loud", "debug, info, warn or error"}},
+		{"log format", map[string]string{"LOG_FORMAT": "xml"},
+			[]string{"LOG_FORMAT=xml", "json or console"}},
+		{"provider", map[string]string{"PROVIDER": "foo"},
+			[]string{"PROVIDER=foo", "want openai"}},
+		{"no key", map[string]string{"OPENAI_API_KEY": ""},
+			[]string{"OPENAI_API_KEY is empty", "OPENAI_BASE_URL"}},
+		{"empty model", map[string]string{"MODEL": ""},
+			[]string{"MODEL", "model name"}},
+		{"URL without scheme", map[string]string{"NATS_URL": "127.0.0.1:4222"},
+			[]string{"NATS_URL=127.0.0.1:4222", "nats://127.0.0.1:4222", "empty for the embedded server"}},
+		{"listen address", map[string]string{"NATS_LISTEN": "localhost"},
+			[]string{"NATS_LISTEN=localhost", "host:port"}},
+		{"no store dir", map[string]string{"STORE_DIR": ""},
+			[]string{"STORE_DIR", "directory"}},
+		{"overlapping lanes", map[string]string{"URGENT_SUBJECTS": "ai.requests.urgent.>"},
+			[]string{"URGENT_SUBJECTS", `"ai.requests.>" overlaps "ai.requests.urgent.>"`}},
+		{"requests overlap results", map[string]string{"RESULTS_PREFIX": "ai.requests.out"},
+			[]string{"RESULTS_PREFIX", `overlaps "ai.requests.out.>"`}},
+		{"invalid subject", map[string]string{"REQUEST_SUBJECTS": "ai..requests"},
+			[]string{"REQUEST_SUBJECTS", `"ai..requests" is not a valid subject`}},
+		{"backoff", map[string]string{"RETRY_BACKOFF": "10s", "RETRY_MAX_BACKOFF": "5s"},
+			[]string{"RETRY_MAX_BACKOFF=5s", "at least 10s"}},
+		{"results kept too briefly", map[string]string{"RESULTS_MAX_AGE": "10m"},
+			[]string{"RESULTS_MAX_AGE", "kept for 10m0s", "duplicate window 20m0s"}},
+		{"results kept too briefly for a long ack wait", map[string]string{"ACK_WAIT": "1h", "RESULTS_MAX_AGE": "5h"},
+			// 5 deliveries × (2m call + 1h ack wait + 1m backoff)
+			[]string{"RESULTS_MAX_AGE", "kept for 5h0m0s", "duplicate window 5h15m0s"}},
+		{"hours negative", map[string]string{"BATCH_INTERVAL_HOURS": "-1"},
+			[]string{`BATCH_INTERVAL_HOURS="-1"`, "number of hours above 0"}},
+		{"hours zero", map[string]string{"BATCH_INTERVAL_HOURS": "0"},
+			[]string{`BATCH_INTERVAL_HOURS="0"`, "number of hours above 0"}},
+		{"hours in words", map[string]string{"BATCH_INTERVAL_HOURS": "half"},
+			[]string{`BATCH_INTERVAL_HOURS="half"`, "such as 0.5 or 2"}},
+		{"hours not a number", map[string]string{"BATCH_INTERVAL_HOURS": "NaN"},
+			[]string{`BATCH_INTERVAL_HOURS="NaN"`, "number of hours above 0"}},
+		{"hours infinite", map[string]string{"BATCH_INTERVAL_HOURS": "+Inf"},
+			[]string{`BATCH_INTERVAL_HOURS="+Inf"`, "number of hours above 0"}},
+		{"interval and hours disagree", map[string]string{"BATCH_INTERVAL": "1h", "BATCH_INTERVAL_HOURS": "0.5"},
+			[]string{"BATCH_INTERVAL=1h0m0s", "BATCH_INTERVAL_HOURS=0.5", "disagree"}},
+		{"interval zero", map[string]string{"BATCH_INTERVAL": "0s"},
+			[]string{"BATCH_INTERVAL=0s", "at least 1ms"}},
+		{"several at once", map[string]string{"MAX_BATCH_SIZE": "0", "LOG_LEVEL": "loud"},
+			[]string{"MAX_BATCH_SIZE=0", "LOG_LEVEL=loud"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := load(t, tt.env)
+			if err == nil {
+				t.Fatalf("%v: no error", tt.env)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "configuration: ") {
+				t.Errorf("error does not start with %q: %s", "configuration: ", msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error does not contain %q: %s", w, msg)
+				}
+			}
+			if strings.Contains(msg, secret) {
+				t.Errorf("error shows the API key: %s", msg)
+			}
+		})
+	}
+}
+
+func TestDotEnv(t *testing.T) {
+	t.Parallel()
+	write := func(t *testing.T, text string) string {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), ".env")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+
+	t.Run("read under the environment", func(t *testing.T) {
+		t.Parallel()
+		path := write(t, "# worker settings\nMAX_BATCH_SIZE=7\nLOG_LEVEL=debug\nOPENAI_API_KEY="+secret+"\nexport MODEL=from-file\n")
+		real := envconfig.MapLookuper(map[string]string{"MAX_BATCH_SIZE": "9", "MODEL": "from-env"})
+		lookup, err := withDotEnv(real, path)
+		if err != nil {
+			t.Fatalf("withDotEnv: %v", err)
+		}
+		c, err := loadConfig(context.Background(), lookup)
+		if err != nil {
+			t.Fatalf("loadConfig: %v", err)
+		}
+		if c.MaxBatchSize != 9 || c.Model != "from-env" {
+			t.Errorf("the environment must win over .env: MAX_BATCH_SIZE=%d MODEL=%q", c.MaxBatchSize, c.Model)
+		}
+		if c.LogLevel != "debug" || c.OpenAIAPIKey != secret {
+			t.Errorf(".env values not read: LOG_LEVEL=%q key set=%t", c.LogLevel, c.OpenAIAPIKey == secret)
+		}
+	})
+
+	t.Run("interval from file", func(t *testing.T) {
+		t.Parallel()
+		// resolveInterval looks BATCH_INTERVAL up through the same layers.
+		path := write(t, "BATCH_INTERVAL=30m\nBATCH_INTERVAL_HOURS=0.5\nOPENAI_API_KEY=k\n")
+		lookup, err := withDotEnv(envconfig.MapLookuper(nil), path)
+		if err != nil {
+			t.Fatalf("withDotEnv: %v", err)
+		}
+		c, err := loadConfig(context.Background(), lookup)
+		if err != nil || c.BatchInterval != 30*time.Minute {
+			t.Fatalf("interval %s, err %v", c.BatchInterval, err)
+		}
+	})
+
+	t.Run("missing file", func(t *testing.T) {
+		t.Parallel()
+		real := envconfig.MapLookuper(map[string]string{"OPENAI_API_KEY": "k", "MAX_BATCH_SIZE": "3"})
+		lookup, err := withDotEnv(real, filepath.Join(t.TempDir(), ".env"))
+		if err != nil {
+			t.Fatalf("withDotEnv: %v", err)
+		}
+		c, err := loadConfig(context.Background(), lookup)
+		if err != nil || c.MaxBatchSize != 3 {
+			t.Fatalf("MAX_BATCH_SIZE=%d, err %v", c.MaxBatchSize, err)
+		}
+	})
+
+	t.Run("unreadable", func(t *testing.T) {
+		t.Parallel()
+		path := filepath.Join(t.TempDir(), ".env")
+		if err := os.Mkdir(path, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		_, err := withDotEnv(envconfig.MapLookuper(nil), path)
+		if err == nil || !strings.Contains(err.Error(), path) {
+			t.Fatalf("want an error naming %s, got %v", path, err)
+		}
+	})
+
+	// A parse error must say what is wrong where, without quoting the file:
+	// godotenv's own messages quote everything from the bad line on.
+	malformed := []struct{ name, text, want string }{
+		{"bad name before the key", "MAX-BATCH-SIZE=5\nOPENAI_API_KEY=" + secret + "\n", "unexpected character"},
+		{"unterminated quote", "OPENAI_API_KEY='" + secret + "\nMODEL=x\n", "unterminated quoted value"},
+	}
+	for _, m := range malformed {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			path := write(t, m.text)
+			_, err := withDotEnv(envconfig.MapLookuper(nil), path)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, path) || !strings.Contains(msg, m.want) {
+				t.Errorf("error does not name %s and %q: %s", path, m.want, msg)
+			}
+			if strings.Contains(msg, secret) {
+				t.Errorf("error shows the API key: %s", msg)
+			}
+		})
+	}
+}

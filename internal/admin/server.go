@@ -1,0 +1,273 @@
+// Package admin serves a worker's operator HTTP API: batch statistics for the
+// worker and the fleet, a forced flush, liveness and readiness probes, and
+// Prometheus metrics.
+//
+// Routes:
+//
+//	GET  /admin/batch-stats           this worker's and the fleet's figures, and the effective settings
+//	POST /admin/batch-process         flush this worker now; ?scope=all flushes every worker
+//	GET  /healthz                     200 while the process serves HTTP
+//	GET  /readyz                      200 when NATS, the streams, the consumers and the provider are usable; 503 naming the failing check otherwise
+//	GET  /metrics                     Prometheus exposition of the given registry
+//
+// When a token is set, /admin/* requires "Authorization: Bearer <token>";
+// the probes and /metrics stay open. A server that listens beyond loopback
+// without a token is refused.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/aibatch/aibatch/batch"
+	ajs "github.com/aibatch/aibatch/jetstream"
+)
+
+// DefaultAddr is where the server listens when Config.Addr is empty.
+const DefaultAddr = "127.0.0.1:8080"
+
+// Engine is what the server asks of the batching engine: *batch.Engine.
+type Engine interface {
+	// Stats returns a snapshot of the engine's counters.
+	Stats() batch.Stats
+	// Flush sends every request waiting in the batch lane now.
+	Flush(ctx context.Context) (batch.FlushReport, error)
+}
+
+// FleetTotals reads the fleet's counters: *jetstream.FleetStats.
+type FleetTotals interface {
+	Totals(ctx context.Context) (ajs.FleetCounters, error)
+}
+
+// FleetFlusher asks every worker to flush and returns their replies, as
+// jetstream.FlushAll does.
+type FleetFlusher func(ctx context.Context) ([]ajs.FlushReply, error)
+
+// Connection is the NATS connection as readiness sees it: *nats.Conn.
+type Connection interface {
+	IsConnected() bool
+}
+
+// Consumer is a durable consumer as readiness sees it: jetstream.Consumer.
+// Info asks the server, so it proves the stream and the consumer exist.
+type Consumer interface {
+	Info(ctx context.Context) (*jetstream.ConsumerInfo, error)
+}
+
+// Readiness is what /readyz checks, in order.
+type Readiness struct {
+	// NATS must be connected.
+	NATS Connection
+	// Consumers must answer Info: their stream and they exist.
+	Consumers []Consumer
+	// Provider names the configured AI provider; empty fails the check.
+	Provider string
+	// Timeout bounds each check that asks the server. Default 2s.
+	Timeout time.Duration
+}
+
+// Config is what the server serves and how it is protected.
+type Config struct {
+	// Addr is the host:port to listen on (ADMIN_ADDR). Default DefaultAddr.
+	// A port of 0 picks a free one; Server.Addr tells which.
+	Addr string
+	// Token, when not empty, is required on /admin/* as a bearer token
+	// (ADMIN_TOKEN). It is required when Addr is not a loopback address.
+	Token string
+	// Worker identifies this worker in batch-stats.
+	Worker string
+	// Engine is required.
+	Engine Engine
+	// Fleet, when set, adds the fleet's totals to batch-stats.
+	Fleet FleetTotals
+	// FlushFleet, when set, serves POST /admin/batch-process?scope=all.
+	FlushFleet FleetFlusher
+	// Ready is what /readyz checks.
+	Ready Readiness
+	// Gatherer is served on /metrics; when nil, /metrics answers 404.
+	Gatherer prometheus.Gatherer
+	// Settings are the effective settings shown in batch-stats, by name.
+	// Secret values are redacted (see Redact) before they are served.
+	Settings map[string]string
+	// FlushTimeout bounds a forced flush. Default 30s.
+	FlushTimeout time.Duration
+	// Log receives request errors and forced flushes; default none.
+	Log *zap.Logger
+}
+
+// ErrExposed is wrapped by the error New returns for a server that would
+// listen beyond this machine without a token.
+var ErrExposed = errors.New("admin: API reachable from other machines without a token")
+
+// CheckExposure returns an error wrapping ErrExposed when addr is not a
+// loopback address and token is empty, and an error when addr is not
+// host:port. Its messages name ADMIN_ADDR and ADMIN_TOKEN.
+func CheckExposure(addr, token string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("ADMIN_ADDR=%q: want host:port such as 127.0.0.1:8080: %w", addr, err)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("ADMIN_ADDR=%q: bad port: %w", addr, err)
+	}
+	if token != "" || isLoopback(host) {
+		return nil
+	}
+	return exposedError{addr: addr}
+}
+
+// exposedError is ErrExposed with the address, in the words of the
+// settings.
+type exposedError struct{ addr string }
+
+func (e exposedError) Error() string {
+	return fmt.Sprintf("ADMIN_ADDR=%q listens beyond this machine and ADMIN_TOKEN is empty: set ADMIN_TOKEN, or bind ADMIN_ADDR to a loopback address such as 127.0.0.1:8080", e.addr)
+}
+
+func (e exposedError) Is(target error) bool { return target == ErrExposed }
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, _, _ := strings.Cut(host, "%") // fe80::1%lo0: drop the zone
+	parsed := net.ParseIP(ip)
+	return parsed != nil && parsed.IsLoopback()
+}
+
+// Server is the admin HTTP server. Create it with New, start it with Start
+// and stop it with Shutdown.
+type Server struct {
+	cfg      Config
+	settings map[string]string
+	handler  http.Handler
+	log      *zap.Logger
+
+	mu      sync.Mutex
+	srv     *http.Server
+	ln      net.Listener
+	done    chan struct{}
+	stopped bool
+}
+
+// New checks cfg and returns a server that is not listening yet. It refuses
+// a non-loopback Addr without a Token (the error wraps ErrExposed) and a
+// missing Engine.
+func New(cfg Config) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if err := CheckExposure(cfg.Addr, cfg.Token); err != nil {
+		return nil, err
+	}
+	if cfg.Engine == nil {
+		return nil, errors.New("admin: New needs the engine")
+	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = 30 * time.Second
+	}
+	if cfg.Ready.Timeout <= 0 {
+		cfg.Ready.Timeout = 2 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	s := &Server{cfg: cfg, settings: Redact(cfg.Settings), log: cfg.Log}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the server's routes, for tests and for mounting them
+// elsewhere; authentication is part of it.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	admin := http.NewServeMux()
+	admin.HandleFunc("GET /admin/batch-stats", s.batchStats)
+	admin.HandleFunc("POST /admin/batch-process", s.batchProcess)
+
+	mux := http.NewServeMux()
+	mux.Handle("/admin/", s.requireToken(admin))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.cfg.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	return mux
+}
+
+// Start listens on Addr and serves in the background until Shutdown. ctx
+// bounds the listen only. It returns an error when the address cannot be
+// bound or the server was started already.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil || s.stopped {
+		return errors.New("admin: Start called twice; a server starts once")
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("admin: listen on %s (ADMIN_ADDR): %w", s.cfg.Addr, err)
+	}
+	errLog, _ := zap.NewStdLogAt(s.log, zap.WarnLevel)
+	s.srv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          errLog,
+	}
+	s.ln = ln
+	s.done = make(chan struct{})
+	go func(srv *http.Server, done chan struct{}) {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin server stopped", zap.Error(err))
+		}
+	}(s.srv, s.done)
+	return nil
+}
+
+// Addr returns the address the server listens on, or "" before Start.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Shutdown stops accepting connections and waits for requests in progress
+// to finish until ctx ends; then it closes the connections left. It returns
+// nil when the server was never started or was shut down already; a
+// server that was shut down cannot start again.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	srv, done, already := s.srv, s.done, s.stopped
+	s.stopped = true
+	s.mu.Unlock()
+	if srv == nil || already {
+		return nil
+	}
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		_ = srv.Close()
+		err = fmt.Errorf("admin: shut down: %w", err)
+	}
+	<-done
+	return err
+}

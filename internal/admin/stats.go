@@ -1,0 +1,193 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/aibatch/aibatch/batch"
+	ajs "github.com/aibatch/aibatch/jetstream"
+	"github.com/aibatch/aibatch/provider"
+)
+
+// StatsResponse is the body of GET /admin/batch-stats.
+type StatsResponse struct {
+	// Worker is what this worker did since it started.
+	Worker WorkerStats `json:"worker"`
+	// Fleet is every worker's totals since the bucket was created, as of
+	// each worker's last update (they lag by up to STATS_FLUSH_INTERVAL);
+	// null when fleet totals are off or could not be read.
+	Fleet *Figures `json:"fleet"`
+	// FleetError says why Fleet could not be read.
+	FleetError string `json:"fleet_error,omitempty"`
+	// EstimatedCost and EstimatedSaving are null until prices are known.
+	EstimatedCost   *float64 `json:"estimated_cost"`
+	EstimatedSaving *float64 `json:"estimated_saving"`
+	// Config is the effective settings, secrets redacted.
+	Config map[string]string `json:"config"`
+}
+
+// Figures are counters with the figures derived from them.
+type Figures struct {
+	Requests     int64 `json:"requests"`
+	ResultsOK    int64 `json:"results_ok"`
+	ResultsError int64 `json:"results_error"`
+	DeadLetters  int64 `json:"dead_letters"`
+	APICalls     int64 `json:"api_calls"`
+	Batches      int64 `json:"batches"`
+	Retries      int64 `json:"retries"`
+	// AvgBatchSize is Requests / Batches; 0 before the first batch.
+	AvgBatchSize float64 `json:"avg_batch_size"`
+	// CallReduction is 1 - APICalls/Requests: the share of calls batching
+	// saved compared with one call per request; 0 before the first request.
+	CallReduction float64        `json:"call_reduction"`
+	Usage         provider.Usage `json:"usage"`
+}
+
+// WorkerStats is one worker's figures and schedule.
+type WorkerStats struct {
+	// ID identifies the worker (as in flush replies).
+	ID string `json:"id"`
+	Figures
+	// Pending is the batch lane's never-delivered backlog at the last poll.
+	Pending int `json:"pending"`
+	// InFlight counts requests in provider calls now.
+	InFlight int64 `json:"in_flight"`
+	// FallbackFlushes counts batches sent because a request waited MAX_WAIT.
+	FallbackFlushes int64 `json:"fallback_flushes"`
+	// Triggers counts batches by trigger.
+	Triggers map[batch.Trigger]int64 `json:"triggers"`
+	// LastFlushAt is when a batch was last sent; null before the first.
+	LastFlushAt *time.Time `json:"last_flush_at"`
+	// NextFlushAt is when the next batch is due by the clock; null when
+	// nothing waits.
+	NextFlushAt *time.Time `json:"next_flush_at"`
+	StartedAt   *time.Time `json:"started_at"`
+}
+
+// figures derives the ratios from c.
+func figures(c ajs.FleetCounters) Figures {
+	f := Figures{
+		Requests: c.Requests, ResultsOK: c.ResultsOK, ResultsError: c.ResultsError,
+		DeadLetters: c.DeadLetters, APICalls: c.APICalls, Batches: c.Batches, Retries: c.Retries,
+		Usage: provider.Usage{InputTokens: c.InputTokens, OutputTokens: c.OutputTokens},
+	}
+	if c.Batches > 0 {
+		f.AvgBatchSize = float64(c.Requests) / float64(c.Batches)
+	}
+	if c.Requests > 0 {
+		f.CallReduction = 1 - float64(c.APICalls)/float64(c.Requests)
+	}
+	return f
+}
+
+func timeOrNull(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
+	st := s.cfg.Engine.Stats()
+	resp := StatsResponse{
+		Worker: WorkerStats{
+			ID:              s.cfg.Worker,
+			Figures:         figures(ajs.CountersOf(st)),
+			Pending:         st.Pending,
+			InFlight:        st.InFlight,
+			FallbackFlushes: st.FallbackFlushes,
+			Triggers:        st.Triggers,
+			LastFlushAt:     timeOrNull(st.LastFlush),
+			NextFlushAt:     timeOrNull(st.NextFlush),
+			StartedAt:       timeOrNull(st.Started),
+		},
+		Config: s.settings,
+	}
+	if s.cfg.Fleet != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Ready.Timeout)
+		defer cancel()
+		totals, err := s.cfg.Fleet.Totals(ctx)
+		if err != nil {
+			resp.FleetError = err.Error()
+		} else {
+			f := figures(totals)
+			resp.Fleet = &f
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// FlushResponse is the body of POST /admin/batch-process.
+type FlushResponse struct {
+	Batches  int `json:"batches"`
+	Requests int `json:"requests"`
+	// Workers holds each worker's reply when scope=all.
+	Workers []ajs.FlushReply `json:"workers,omitzero"`
+}
+
+func (s *Server) batchProcess(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.FlushTimeout)
+	defer cancel()
+	switch scope := r.URL.Query().Get("scope"); scope {
+	case "", "worker":
+		report, err := s.cfg.Engine.Flush(ctx)
+		if err != nil {
+			status := http.StatusInternalServerError
+			switch {
+			case errors.Is(err, batch.ErrStopped):
+				status = http.StatusServiceUnavailable
+			case errors.Is(err, context.DeadlineExceeded):
+				status = http.StatusGatewayTimeout
+			}
+			s.log.Warn("forced flush failed", zap.Error(err))
+			writeJSON(w, status, errorBody{Error: "flush: " + err.Error(), Batches: report.Batches, Requests: report.Requests})
+			return
+		}
+		s.log.Info("forced flush", zap.Int("batches", report.Batches), zap.Int("requests", report.Requests), zap.String("remote", r.RemoteAddr))
+		writeJSON(w, http.StatusOK, FlushResponse{Batches: report.Batches, Requests: report.Requests})
+	case "all":
+		if s.cfg.FlushFleet == nil {
+			writeJSON(w, http.StatusNotImplemented, errorBody{Error: "scope=all is not available on this worker"})
+			return
+		}
+		replies, err := s.cfg.FlushFleet(ctx)
+		if err != nil {
+			s.log.Warn("fleet flush failed", zap.Error(err))
+			writeJSON(w, http.StatusBadGateway, errorBody{Error: "flush every worker: " + err.Error()})
+			return
+		}
+		resp := FlushResponse{Workers: replies}
+		if resp.Workers == nil {
+			resp.Workers = []ajs.FlushReply{}
+		}
+		for _, rep := range replies {
+			resp.Batches += rep.Batches
+			resp.Requests += rep.Requests
+		}
+		s.log.Info("forced fleet flush", zap.Int("workers", len(replies)), zap.Int("batches", resp.Batches), zap.Int("requests", resp.Requests), zap.String("remote", r.RemoteAddr))
+		writeJSON(w, http.StatusOK, resp)
+	default:
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "scope=" + scope + ": want all, or none for this worker"})
+	}
+}
+
+type errorBody struct {
+	Error    string `json:"error"`
+	Batches  int    `json:"batches,omitempty"`
+	Requests int    `json:"requests,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // subjects such as ai.requests.> stay readable
+	_ = enc.Encode(v)
+}

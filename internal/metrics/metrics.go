@@ -1,0 +1,196 @@
+// Package metrics exports what the batching engine does as Prometheus
+// metrics. Metrics implements batch.Observer; register it with
+// batch.WithObserver and serve the registry it was created with.
+//
+// Every metric is named aibatch_*. Nothing is registered on the global
+// default registry: the caller passes the Registerer.
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/aibatch/aibatch/batch"
+)
+
+// ModeCombined is the value of the mode label for calls that carry a whole
+// batch in one request to the provider's ordinary API.
+const ModeCombined = "combined"
+
+// Metrics holds the engine's Prometheus metrics. Create it with New; its
+// methods are safe for concurrent use.
+type Metrics struct {
+	requests       *prometheus.CounterVec
+	batches        *prometheus.CounterVec
+	results        *prometheus.CounterVec
+	apiCalls       *prometheus.CounterVec
+	retries        prometheus.Counter
+	deadLetters    prometheus.Counter
+	tokens         *prometheus.CounterVec
+	batchSize      *prometheus.HistogramVec
+	callLatency    *prometheus.HistogramVec
+	queueWait      prometheus.Histogram
+	attempts       prometheus.Histogram
+	pending        prometheus.Gauge
+	ackPending     prometheus.Gauge
+	oldestPending  prometheus.Gauge
+	reg            prometheus.Registerer
+	inFlightJoined atomic.Bool
+}
+
+var _ batch.Observer = (*Metrics)(nil)
+
+// New creates the metrics and registers them on reg. It returns an error
+// when reg is nil or a metric of the same name is registered already.
+func New(reg prometheus.Registerer) (*Metrics, error) {
+	if reg == nil {
+		return nil, errors.New("metrics: New needs a Registerer")
+	}
+	m := &Metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_requests_total",
+			Help: "Requests taken from the stream into batches, by trigger (a retried request counts once per delivery).",
+		}, []string{"trigger"}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_batches_total",
+			Help: "Fetched batches sent to provider calls, by trigger.",
+		}, []string{"trigger"}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_results_total",
+			Help: "Requests whose result was stored and acknowledged, by status (ok or error).",
+		}, []string{"status"}),
+		apiCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_api_calls_total",
+			Help: "Provider API calls, by provider, trigger, mode and status (ok, or error when the whole call failed).",
+		}, []string{"provider", "trigger", "mode", "status"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aibatch_retries_total",
+			Help: "Requests handed back to the broker for a later attempt.",
+		}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aibatch_dead_letters_total",
+			Help: "Requests that failed for good and were dead-lettered.",
+		}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_tokens_total",
+			Help: "Tokens the provider reported, by provider, model and direction (input or output).",
+		}, []string{"provider", "model", "direction"}),
+		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "aibatch_batch_size",
+			Help:    "Requests per provider call, by trigger.",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
+		}, []string{"trigger"}),
+		callLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "aibatch_api_call_duration_seconds",
+			Help:    "Time one provider call took, by provider and mode.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}, []string{"provider", "mode"}),
+		queueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "aibatch_queue_wait_seconds",
+			Help: "Time from a request's arrival in the stream to the call that answered it.",
+			// From urgent requests (milliseconds) to the longest intervals
+			// (hours).
+			Buckets: []float64{0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600},
+		}),
+		attempts: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "aibatch_request_attempts",
+			Help:    "Deliveries a request took until its outcome was stored.",
+			Buckets: []float64{1, 2, 3, 5, 10},
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "aibatch_pending_requests",
+			Help: "Requests in the batch lane never delivered yet, at the last poll.",
+		}),
+		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "aibatch_ack_pending_requests",
+			Help: "Requests of the batch lane delivered to a worker and not yet acknowledged, at the last poll.",
+		}),
+		oldestPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "aibatch_oldest_pending_timestamp_seconds",
+			Help: "Unix time the oldest never-delivered request of the batch lane was published, at the last poll; 0 when none waits.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{
+		m.requests, m.batches, m.results, m.apiCalls, m.retries, m.deadLetters, m.tokens,
+		m.batchSize, m.callLatency, m.queueWait, m.attempts, m.pending, m.ackPending, m.oldestPending,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: register: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// RegisterInFlight adds the gauge aibatch_in_flight_requests, read from
+// inFlight at every scrape (pass the engine's Stats().InFlight). Call it once,
+// after the engine exists; a second call returns an error.
+func (m *Metrics) RegisterInFlight(inFlight func() int64) error {
+	if !m.inFlightJoined.CompareAndSwap(false, true) {
+		return errors.New("metrics: in-flight gauge registered already")
+	}
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "aibatch_in_flight_requests",
+		Help: "Requests in provider calls now.",
+	}, func() float64 { return float64(inFlight()) })
+	if err := m.reg.Register(g); err != nil {
+		m.inFlightJoined.Store(false)
+		return fmt.Errorf("metrics: register in-flight gauge: %w", err)
+	}
+	return nil
+}
+
+// BatchFetched counts a fetched batch and its requests.
+func (m *Metrics) BatchFetched(trigger batch.Trigger, size int) {
+	m.batches.WithLabelValues(string(trigger)).Inc()
+	m.requests.WithLabelValues(string(trigger)).Add(float64(size))
+}
+
+// CallFinished counts a provider call, its size, latency and tokens.
+func (m *Metrics) CallFinished(c batch.CallReport) {
+	status := batch.StatusOK
+	if c.Err != nil {
+		status = batch.StatusError
+	}
+	m.apiCalls.WithLabelValues(c.Provider, string(c.Trigger), ModeCombined, status).Inc()
+	m.batchSize.WithLabelValues(string(c.Trigger)).Observe(float64(c.Size))
+	m.callLatency.WithLabelValues(c.Provider, ModeCombined).Observe(c.Latency.Seconds())
+	if c.Usage.InputTokens > 0 {
+		m.tokens.WithLabelValues(c.Provider, c.Model, "input").Add(float64(c.Usage.InputTokens))
+	}
+	if c.Usage.OutputTokens > 0 {
+		m.tokens.WithLabelValues(c.Provider, c.Model, "output").Add(float64(c.Usage.OutputTokens))
+	}
+}
+
+// RequestFinished counts a stored result, and its dead letter if it has one.
+func (m *Metrics) RequestFinished(r batch.RequestReport) {
+	m.results.WithLabelValues(r.Status).Inc()
+	if r.DeadLettered {
+		m.deadLetters.Inc()
+	}
+	if r.QueueWait > 0 {
+		m.queueWait.Observe(r.QueueWait.Seconds())
+	}
+	if r.Attempts > 0 {
+		m.attempts.Observe(float64(r.Attempts))
+	}
+}
+
+// RequestRetried counts a request handed back for a later attempt.
+func (m *Metrics) RequestRetried() { m.retries.Inc() }
+
+// BacklogRead sets the backlog gauges.
+func (m *Metrics) BacklogRead(b batch.Backlog) {
+	m.pending.Set(float64(b.Pending))
+	m.ackPending.Set(float64(b.AckPending))
+	if b.Oldest.IsZero() {
+		m.oldestPending.Set(0)
+		return
+	}
+	m.oldestPending.Set(float64(b.Oldest.UnixNano()) / float64(time.Second))
+}

@@ -1,0 +1,276 @@
+package metrics_test
+
+import (
+	"errors"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/metrics"
+	"github.com/aibatch/aibatch/provider"
+)
+
+func newMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg)
+	if err != nil {
+		t.Fatalf("new metrics: %v", err)
+	}
+	return m, reg
+}
+
+func TestNewNeedsRegisterer(t *testing.T) {
+	t.Parallel()
+	if _, err := metrics.New(nil); err == nil {
+		t.Fatal("New(nil) returned no error")
+	}
+}
+
+func TestNewTwiceOnOneRegistryFails(t *testing.T) {
+	t.Parallel()
+	_, reg := newMetrics(t)
+	if _, err := metrics.New(reg); err == nil {
+		t.Fatal("second New on the same registry returned no error")
+	}
+}
+
+func TestCounters(t *testing.T) {
+	t.Parallel()
+	type want struct {
+		name   string
+		labels map[string]string // nil for a counter without labels
+		value  float64
+	}
+	tests := []struct {
+		name    string
+		observe func(m *metrics.Metrics)
+		want    []want
+	}{
+		{
+			name: "batches and requests by trigger",
+			observe: func(m *metrics.Metrics) {
+				m.BatchFetched(batch.TriggerSize, 50)
+				m.BatchFetched(batch.TriggerSize, 50)
+				m.BatchFetched(batch.TriggerInterval, 7)
+			},
+			want: []want{
+				{"batches", map[string]string{"trigger": "size"}, 2},
+				{"requests", map[string]string{"trigger": "size"}, 100},
+				{"batches", map[string]string{"trigger": "interval"}, 1},
+				{"requests", map[string]string{"trigger": "interval"}, 7},
+			},
+		},
+		{
+			name: "results, dead letters and retries",
+			observe: func(m *metrics.Metrics) {
+				m.RequestFinished(batch.RequestReport{Status: batch.StatusOK, Attempts: 1})
+				m.RequestFinished(batch.RequestReport{Status: batch.StatusOK, Attempts: 2})
+				m.RequestFinished(batch.RequestReport{Status: batch.StatusError, DeadLettered: true, Attempts: 5})
+				m.RequestRetried()
+				m.RequestRetried()
+				m.RequestRetried()
+			},
+			want: []want{
+				{"results", map[string]string{"status": "ok"}, 2},
+				{"results", map[string]string{"status": "error"}, 1},
+				{"dead_letters", nil, 1},
+				{"retries", nil, 3},
+			},
+		},
+		{
+			name: "calls by provider, trigger and status, and tokens",
+			observe: func(m *metrics.Metrics) {
+				u := provider.Usage{InputTokens: 120, OutputTokens: 45}
+				m.CallFinished(batch.CallReport{Provider: "openai", Model: "m1", Trigger: batch.TriggerSize, Size: 50, Latency: time.Second, Usage: u})
+				m.CallFinished(batch.CallReport{Provider: "openai", Model: "m1", Trigger: batch.TriggerSize, Size: 50, Latency: time.Second, Usage: u})
+				m.CallFinished(batch.CallReport{Provider: "openai", Model: "m2", Trigger: batch.TriggerUrgent, Size: 3, Latency: time.Second, Err: errors.New("503")})
+			},
+			want: []want{
+				{"api_calls", map[string]string{"provider": "openai", "trigger": "size", "mode": metrics.ModeCombined, "status": "ok"}, 2},
+				{"api_calls", map[string]string{"provider": "openai", "trigger": "urgent", "mode": metrics.ModeCombined, "status": "error"}, 1},
+				{"tokens", map[string]string{"provider": "openai", "model": "m1", "direction": "input"}, 240},
+				{"tokens", map[string]string{"provider": "openai", "model": "m1", "direction": "output"}, 90},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m, reg := newMetrics(t)
+			tt.observe(m)
+			for _, w := range tt.want {
+				got := counterValue(t, reg, "aibatch_"+w.name+"_total", w.labels)
+				if got != w.value {
+					t.Errorf("aibatch_%s_total%v = %v, want %v", w.name, w.labels, got, w.value)
+				}
+			}
+		})
+	}
+}
+
+func TestHistograms(t *testing.T) {
+	t.Parallel()
+	m, reg := newMetrics(t)
+	m.CallFinished(batch.CallReport{Provider: "openai", Trigger: batch.TriggerSize, Size: 50, Latency: 1500 * time.Millisecond})
+	m.CallFinished(batch.CallReport{Provider: "openai", Trigger: batch.TriggerSize, Size: 30, Latency: 500 * time.Millisecond})
+	m.RequestFinished(batch.RequestReport{Status: batch.StatusOK, QueueWait: 2 * time.Second, Attempts: 1})
+	m.RequestFinished(batch.RequestReport{Status: batch.StatusOK, QueueWait: 4 * time.Second, Attempts: 3})
+
+	tests := []struct {
+		name      string
+		wantCount uint64
+		wantSum   float64
+		labels    map[string]string
+	}{
+		{"aibatch_batch_size", 2, 80, map[string]string{"trigger": "size"}},
+		{"aibatch_api_call_duration_seconds", 2, 2, map[string]string{"provider": "openai", "mode": metrics.ModeCombined}},
+		{"aibatch_queue_wait_seconds", 2, 6, nil},
+		{"aibatch_request_attempts", 2, 4, nil},
+	}
+	families := gather(t, reg)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, ok := families[tt.name]
+			if !ok {
+				t.Fatalf("%s not gathered", tt.name)
+			}
+			if len(f.GetMetric()) != 1 {
+				t.Fatalf("%s has %d series, want 1", tt.name, len(f.GetMetric()))
+			}
+			series := f.GetMetric()[0]
+			if got := labelMap(series); !maps.Equal(got, tt.labels) && len(got)+len(tt.labels) > 0 {
+				t.Errorf("%s labels = %v, want %v", tt.name, got, tt.labels)
+			}
+			h := series.GetHistogram()
+			if h.GetSampleCount() != tt.wantCount || h.GetSampleSum() != tt.wantSum {
+				t.Errorf("%s count/sum = %d/%v, want %d/%v", tt.name, h.GetSampleCount(), h.GetSampleSum(), tt.wantCount, tt.wantSum)
+			}
+		})
+	}
+}
+
+func TestBacklogGauges(t *testing.T) {
+	t.Parallel()
+	m, reg := newMetrics(t)
+	oldest := time.Unix(1_700_000_000, 500_000_000)
+	m.BacklogRead(batch.Backlog{Pending: 42, AckPending: 7, Oldest: oldest})
+	checks := map[string]float64{
+		"aibatch_pending_requests":                 42,
+		"aibatch_ack_pending_requests":             7,
+		"aibatch_oldest_pending_timestamp_seconds": 1_700_000_000.5,
+	}
+	for name, want := range checks {
+		if got := gaugeValue(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	m.BacklogRead(batch.Backlog{})
+	for name := range checks {
+		if got := gaugeValue(t, reg, name); got != 0 {
+			t.Errorf("after an empty backlog %s = %v, want 0", name, got)
+		}
+	}
+}
+
+func TestInFlightGauge(t *testing.T) {
+	t.Parallel()
+	m, reg := newMetrics(t)
+	var n int64 = 17
+	if err := m.RegisterInFlight(func() int64 { return n }); err != nil {
+		t.Fatalf("RegisterInFlight: %v", err)
+	}
+	if got := gaugeValue(t, reg, "aibatch_in_flight_requests"); got != 17 {
+		t.Errorf("in-flight = %v, want 17", got)
+	}
+	if err := m.RegisterInFlight(func() int64 { return 0 }); err == nil {
+		t.Error("second RegisterInFlight returned no error")
+	}
+}
+
+func TestEveryMetricIsNamedAibatch(t *testing.T) {
+	t.Parallel()
+	m, reg := newMetrics(t)
+	if err := m.RegisterInFlight(func() int64 { return 0 }); err != nil {
+		t.Fatal(err)
+	}
+	// Touch every vector so it has a series to gather.
+	m.BatchFetched(batch.TriggerForced, 1)
+	m.CallFinished(batch.CallReport{Provider: "p", Model: "m", Trigger: batch.TriggerForced, Size: 1, Usage: provider.Usage{InputTokens: 1, OutputTokens: 1}})
+	m.RequestFinished(batch.RequestReport{Status: batch.StatusOK, QueueWait: time.Millisecond, Attempts: 1})
+	n, err := testutil.GatherAndCount(reg)
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	if n == 0 {
+		t.Fatal("nothing gathered")
+	}
+	for name := range gather(t, reg) {
+		if !strings.HasPrefix(name, "aibatch_") {
+			t.Errorf("metric %q is not prefixed aibatch_", name)
+		}
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP aibatch_requests_total Requests taken from the stream into batches, by trigger (a retried request counts once per delivery).
+# TYPE aibatch_requests_total counter
+aibatch_requests_total{trigger="forced"} 1
+`), "aibatch_requests_total"); err != nil {
+		t.Errorf("exposition of aibatch_requests_total: %v", err)
+	}
+}
+
+// gather reads every metric family reg holds, by name.
+func gather(t *testing.T, reg prometheus.Gatherer) map[string]*dto.MetricFamily {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	out := make(map[string]*dto.MetricFamily, len(families))
+	for _, f := range families {
+		out[f.GetName()] = f
+	}
+	return out
+}
+
+func labelMap(m *dto.Metric) map[string]string {
+	out := make(map[string]string, len(m.GetLabel()))
+	for _, l := range m.GetLabel() {
+		out[l.GetName()] = l.GetValue()
+	}
+	return out
+}
+
+// series returns the series of family name whose labels are exactly
+// labels, failing the test when there is none.
+func series(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) *dto.Metric {
+	t.Helper()
+	f, ok := gather(t, reg)[name]
+	if !ok {
+		t.Fatalf("%s not gathered", name)
+	}
+	for _, m := range f.GetMetric() {
+		got := labelMap(m)
+		if maps.Equal(got, labels) || (len(got) == 0 && len(labels) == 0) {
+			return m
+		}
+	}
+	t.Fatalf("%s has no series with labels %v", name, labels)
+	return nil
+}
+
+func counterValue(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	return series(t, reg, name, labels).GetCounter().GetValue()
+}
+
+func gaugeValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	return series(t, reg, name, nil).GetGauge().GetValue()
+}
