@@ -134,7 +134,8 @@ func (e *Engine) runJob(ctx context.Context, trigger Trigger, part jobPart) {
 	}
 	waiting := make(map[string]*item, len(part.items))
 	var recs []JobRecord
-	if part.jobID == "" {
+	resumed := part.jobID != ""
+	if !resumed {
 		b := provider.Batch{ID: batchID, Model: part.items[0].req.Model, Instructions: part.items[0].req.Instructions}
 		for i, it := range part.items {
 			key := strconv.Itoa(i)
@@ -144,9 +145,9 @@ func (e *Engine) runJob(ctx context.Context, trigger Trigger, part jobPart) {
 		start := e.clock.Now()
 		id, err := e.async.SubmitJob(ctx, b)
 		e.stats.apiCalls.Add(1)
-		e.observer.CallFinished(CallReport{Provider: e.provider.Name(), Model: b.Model, Trigger: trigger, Size: len(b.Requests),
-			Latency: e.clock.Now().Sub(start), Err: err, SoloPromptTokens: soloPromptTokens(b)})
 		if err != nil {
+			e.observer.CallFinished(CallReport{Provider: e.provider.Name(), Model: b.Model, Trigger: trigger, Size: len(b.Requests),
+				Latency: e.clock.Now().Sub(start), Err: err, Async: true, SoloPromptTokens: soloPromptTokens(b)})
 			e.log.Warn("submit batch job", zap.String("batch", batchID), zap.Int("size", len(b.Requests)), zap.Error(err))
 			for _, it := range part.items {
 				if ctx.Err() != nil {
@@ -175,10 +176,16 @@ func (e *Engine) runJob(ctx context.Context, trigger Trigger, part jobPart) {
 		}
 		e.log.Info("batch job resumed", zap.String("job", part.jobID), zap.Int("size", len(part.items)))
 	}
+	b := provider.Batch{Instructions: part.items[0].req.Instructions}
 	for _, it := range part.items {
 		it.queued = part.submitted.Sub(it.d.Published)
+		b.Requests = append(b.Requests, provider.Request{Input: it.req.Input})
 	}
-	if !e.waitForJob(ctx, part.jobID, waiting) {
+	finished, usage := e.waitForJob(ctx, part.jobID, waiting)
+	e.observer.CallFinished(CallReport{Provider: e.provider.Name(), Model: part.items[0].req.Model, Trigger: trigger,
+		Size: len(part.items), Latency: e.clock.Now().Sub(part.submitted), Usage: usage,
+		Async: true, Resumed: resumed, SoloPromptTokens: soloPromptTokens(b)})
+	if !finished {
 		return // handed back: the records let the next worker resume
 	}
 	if err := e.jobs.Delete(context.WithoutCancel(ctx), recs); err != nil {
@@ -188,8 +195,9 @@ func (e *Engine) runJob(ctx context.Context, trigger Trigger, part jobPart) {
 
 // waitForJob polls the job until every waiting item is settled, moving
 // items that reach MaxWait to a synchronous call. It returns false when ctx
-// ended first and the items still waiting were handed back.
-func (e *Engine) waitForJob(ctx context.Context, jobID string, waiting map[string]*item) bool {
+// ended first and the items still waiting were handed back, and the usage
+// the job's answers reported.
+func (e *Engine) waitForJob(ctx context.Context, jobID string, waiting map[string]*item) (finished bool, usage provider.Usage) {
 	ticker := time.NewTicker(e.cfg.JobPollInterval)
 	defer ticker.Stop()
 	for {
@@ -203,7 +211,8 @@ func (e *Engine) waitForJob(ctx context.Context, jobID string, waiting map[strin
 			for k, it := range waiting {
 				before[k] = it
 			}
-			e.applyResults(waiting, status.Results)
+			_, _, u := e.applyResults(waiting, status.Results)
+			usage = usage.Add(u)
 			for k, it := range before {
 				if _, still := waiting[k]; !still {
 					settled = append(settled, it)
@@ -232,7 +241,7 @@ func (e *Engine) waitForJob(ctx context.Context, jobID string, waiting map[strin
 					e.log.Warn("cancel batch job", zap.String("job", jobID), zap.Error(err))
 				}
 			}
-			return true
+			return true, usage
 		}
 		select {
 		case <-ctx.Done():
@@ -244,7 +253,7 @@ func (e *Engine) waitForJob(ctx context.Context, jobID string, waiting map[strin
 				rest = append(rest, it)
 			}
 			e.settle(rest)
-			return false
+			return false, usage
 		case <-ticker.C:
 		}
 	}

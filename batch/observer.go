@@ -34,6 +34,12 @@ type CallReport struct {
 	Err error
 	// Usage sums the tokens the answer reported.
 	Usage provider.Usage
+	// Async is true for a Batch API job (reported once its waiting ends,
+	// with the usage of the answers it gave), false for a synchronous call.
+	Async bool
+	// Resumed is true for a job a previous worker submitted: it is not a
+	// new call, but its answers' usage is reported here.
+	Resumed bool
 	// SoloPromptTokens estimates the prompt tokens the same requests would
 	// have needed sent one per call (each repeating the instructions and the
 	// call's framing), for the saving batching makes.

@@ -402,6 +402,7 @@ func (e *Engine) deadLetter(it *item, reason string) Outgoing {
 		HeaderAttempts:  strconv.FormatUint(it.d.NumDelivered, 10),
 		HeaderSubject:   it.msg.Subject(),
 		HeaderStreamSeq: strconv.FormatUint(it.d.StreamSeq, 10),
+		HeaderRequestID: it.id,
 	}
 	if reply := it.msg.Header(HeaderReplyTo); reply != "" {
 		h[HeaderReplyTo] = reply

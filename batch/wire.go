@@ -24,6 +24,9 @@ const (
 	// HeaderStreamSeq carries the request's stream sequence on results and
 	// dead letters.
 	HeaderStreamSeq = "Batch-Stream-Seq"
+	// HeaderRequestID carries the request's id on dead letters, and on a
+	// replayed request names the id its result keeps when the body has none.
+	HeaderRequestID = "Batch-Request-Id"
 )
 
 // Request is the JSON body producers publish.
@@ -106,11 +109,15 @@ func decodeRequest(body []byte, maxBytes int) (Request, error) {
 	return r, nil
 }
 
-// requestID is the id a result carries: the producer's, else Nats-Msg-Id,
+// requestID is the id a result carries: the producer's, else the
+// Batch-Request-Id header (set on a replayed dead letter), else Nats-Msg-Id,
 // else the stream sequence.
 func requestID(r Request, m Message, d Delivery) string {
 	if r.ID != "" {
 		return r.ID
+	}
+	if id := m.Header(HeaderRequestID); id != "" {
+		return id
 	}
 	if id := m.Header(HeaderMsgID); id != "" {
 		return id

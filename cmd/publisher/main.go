@@ -1,8 +1,11 @@
 // Command publisher sends AI requests to the aibatch worker through NATS
 // JetStream and reports what came back.
 //
-//	publisher send --synthetic 1000 --wait --provider-stats http://127.0.0.1:8081/stats
+//	publisher send --synthetic 1000 --wait --stats-url http://127.0.0.1:8080/admin/batch-stats
 //	publisher send --file requests.jsonl --urgent
+//	publisher results --id r-1 --id r-2
+//	publisher dead --error "model_not_found"
+//	publisher replay --error "HTTP 503"
 //
 // Run "publisher --help" for the commands and "publisher <command> --help" for
 // their flags. Exit codes: 0 all ok, 1 some requests failed or timed out,
@@ -49,10 +52,13 @@ type app struct {
 	stdout io.Writer
 	stderr *syncWriter
 	getenv func(string) string
+	// stderrTTY is true when stderr is a terminal: progress is then a bar
+	// rather than periodic lines.
+	stderrTTY bool
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *app {
-	return &app{stdin: stdin, stdout: stdout, stderr: &syncWriter{w: stderr}, getenv: getenv}
+	return &app{stdin: stdin, stdout: stdout, stderr: &syncWriter{w: stderr}, getenv: getenv, stderrTTY: isTerminal(stderr)}
 }
 
 // command is one subcommand; run gets the arguments after its name.
@@ -67,6 +73,9 @@ type command struct {
 func commands() []command {
 	return []command{
 		{name: "send", summary: "publish requests (JSONL or synthetic), optionally wait for results", run: (*app).send},
+		{name: "results", summary: "print results as they are stored (or stored ones, by id)", run: (*app).results},
+		{name: "dead", summary: "list dead letters with their error", run: (*app).dead},
+		{name: "replay", summary: "re-publish dead letters once their cause is fixed", run: (*app).replay},
 	}
 }
 
@@ -114,7 +123,8 @@ Commands:
 	}
 	fmt.Fprint(w, `
 Run 'publisher <command> --help' for a command's flags.
-Exit codes: 0 all ok, 1 some requests failed or timed out, 2 usage or connection error.
+Exit codes: 0 all ok, 1 some requests failed or timed out (send, results) or
+some dead letters were not replayed (replay), 2 usage or connection error.
 `)
 }
 

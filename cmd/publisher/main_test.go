@@ -38,6 +38,22 @@ func TestUsage(t *testing.T) {
 		{name: "stats not a URL", args: []string{"send", "--synthetic", "3", "--wait", "--provider-stats", "stats"}, wantCode: exitUsage, wantStderr: "not an http(s) URL"},
 		{name: "bad stream", args: []string{"send", "--synthetic", "3", "--stream", "AI.REQ"}, wantCode: exitUsage, wantStderr: `--stream "AI.REQ"`},
 		{name: "missing file", args: []string{"send", "--file", "/nonexistent/requests.jsonl"}, wantCode: exitUsage, wantStderr: "open requests"},
+		{name: "help lists every command", args: []string{"--help"}, wantCode: exitOK, wantStdout: "  results  print results"},
+		{name: "help replay", args: []string{"help", "replay"}, wantCode: exitOK, wantStdout: "Usage: publisher replay (--all | --id ID... | --error TEXT)"},
+		{name: "results help", args: []string{"results", "--help"}, wantCode: exitOK, wantStdout: "-from-start"},
+		{name: "dead help", args: []string{"dead", "-h"}, wantCode: exitOK, wantStdout: "Usage: publisher dead"},
+		{name: "stats-url without wait", args: []string{"send", "--synthetic", "3", "--stats-url", "http://x/admin/batch-stats"}, wantCode: exitUsage, wantStderr: "--stats-url needs --wait"},
+		{name: "stats-url not a URL", args: []string{"send", "--synthetic", "3", "--wait", "--stats-url", "x"}, wantCode: exitUsage, wantStderr: `--stats-url "x" is not an http(s) URL`},
+		{name: "results nothing to print", args: []string{"results", "--follow=false"}, wantCode: exitUsage, wantStderr: "--follow=false needs --from-start or --id"},
+		{name: "results bad filter", args: []string{"results", "--subject", "ai.>.x"}, wantCode: exitUsage, wantStderr: `--subject "ai.>.x" is not a valid subject filter`},
+		{name: "results empty id", args: []string{"results", "--id", "a,,b"}, wantCode: exitUsage, wantStderr: "empty id"},
+		{name: "results negative timeout", args: []string{"results", "--timeout", "-1s"}, wantCode: exitUsage, wantStderr: "--timeout is -1s"},
+		{name: "results no server", args: []string{"results", "--server", "nats://127.0.0.1:1", "--ready-timeout", "200ms"}, wantCode: exitUsage, wantStderr: "connect to nats://127.0.0.1:1"},
+		{name: "dead extra argument", args: []string{"dead", "all"}, wantCode: exitUsage, wantStderr: `unexpected argument "all"`},
+		{name: "dead bad stream", args: []string{"dead", "--stream", "A.B"}, wantCode: exitUsage, wantStderr: `--stream "A.B"`},
+		{name: "replay nothing selected", args: []string{"replay"}, wantCode: exitUsage, wantStderr: "say which dead letters to replay"},
+		{name: "replay all and id", args: []string{"replay", "--all", "--id", "x"}, wantCode: exitUsage, wantStderr: "--all cannot be used with --id or --error"},
+		{name: "replay zero timeout", args: []string{"replay", "--all", "--timeout", "0s"}, wantCode: exitUsage, wantStderr: "--timeout is 0s"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,6 +45,7 @@ type sendConfig struct {
 	readyTimeout  time.Duration
 	progress      time.Duration
 	providerStats string
+	statsURL      string
 	json          bool
 }
 
@@ -71,8 +71,9 @@ func sendFlags(cfg *sendConfig, getenv func(string) string) *flag.FlagSet {
 	fs.BoolVar(&cfg.wait, "wait", false, "collect results on "+publisherReplyBase+"<run-id> and report them")
 	fs.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "with --wait, how long to wait for results after the last publish; without, for PubAcks")
 	fs.DurationVar(&cfg.readyTimeout, "ready-timeout", 30*time.Second, "how long to wait at start for NATS and --stream")
-	fs.DurationVar(&cfg.progress, "progress", time.Second, "interval of progress lines on stderr (0 = none)")
+	fs.DurationVar(&cfg.progress, "progress", time.Second, "interval of progress lines on stderr when it is not a terminal; on a terminal a bar is drawn instead (0 = no progress at all)")
 	fs.StringVar(&cfg.providerStats, "provider-stats", "", "with --wait, GET this `URL` ({\"calls\": N}) at the end and report the API calls saved")
+	fs.StringVar(&cfg.statsURL, "stats-url", "", "with --wait, GET the worker's stats `URL` (/admin/batch-stats) before and after the run and report the API calls made during the run (fleet.api_calls or worker.api_calls, whichever grew more); unreachable stats are only noted")
 	fs.BoolVar(&cfg.json, "json", false, "print the summary as one JSON object")
 	return fs
 }
@@ -140,11 +141,16 @@ func (c *sendConfig) validate() error {
 		return fmt.Errorf("--progress is %s, must be >= 0", c.progress)
 	case c.providerStats != "" && !c.wait:
 		return errors.New("--provider-stats needs --wait: the call count means something only once all results are in")
+	case c.statsURL != "" && !c.wait:
+		return errors.New("--stats-url needs --wait: the call count means something only once all results are in")
 	}
-	if c.providerStats != "" {
-		u, err := url.Parse(c.providerStats)
+	for _, f := range []struct{ name, value string }{{"--provider-stats", c.providerStats}, {"--stats-url", c.statsURL}} {
+		if f.value == "" {
+			continue
+		}
+		u, err := url.Parse(f.value)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("--provider-stats %q is not an http(s) URL", c.providerStats)
+			return fmt.Errorf("%s %q is not an http(s) URL", f.name, f.value)
 		}
 	}
 	return nil
@@ -217,6 +223,10 @@ or --timeout passes, then print a summary (--json for one JSON object).
   {"id":"optional","input":"required text","instructions":"optional","model":"optional","max_output_tokens":0,"metadata":{}}
 A line without "id" gets "<run-id>-<n>". Every request carries the headers
 Nats-Msg-Id: <run-id>-<n> and Batch-Reply-To: <subject>.
+
+Progress goes to stderr: a progress bar when stderr is a terminal, otherwise a
+plain line every --progress. With --stats-url, the summary adds the API calls
+the worker made during the run, read from its stats before and after.
 
 Exit codes: 0 all ok, 1 some requests failed or timed out, 2 usage or connection error.
 
@@ -313,6 +323,12 @@ func (a *app) sendRequests(ctx context.Context, cfg *sendConfig, runID string, r
 		}
 	}
 
+	var before workerCalls
+	var beforeErr error
+	if cfg.statsURL != "" {
+		before, beforeErr = fetchWorkerCalls(ctx, http.DefaultClient, cfg.statsURL)
+	}
+
 	stopProgress := a.startProgress(cfg.progress, tr, cfg.wait)
 	interrupted := publishAll(ctx, js, cfg, runID, reqs, tr, slots, release)
 	tr.sendingFinished()
@@ -330,6 +346,15 @@ func (a *app) sendRequests(ctx context.Context, cfg *sendConfig, runID string, r
 
 	sum := tr.summarize()
 	sum.RunID, sum.Subject, sum.ReplyTo, sum.Interrupted = runID, cfg.subject, cfg.replyTo, interrupted
+	if cfg.statsURL != "" && !interrupted {
+		after, err := fetchWorkerCalls(ctx, http.DefaultClient, cfg.statsURL)
+		if err == nil {
+			err = sum.setWorkerCalls(before, beforeErr, after)
+		}
+		if err != nil {
+			fmt.Fprintf(a.stderr, "publisher send: %v (API calls not reported)\n", err)
+		}
+	}
 	return sum, nil
 }
 
@@ -371,35 +396,4 @@ func publishAll(ctx context.Context, js jetstream.JetStream, cfg *sendConfig, ru
 		}
 	}
 	return false
-}
-
-// startProgress prints a progress line to stderr every interval until the
-// returned stop is called. An interval of 0 prints nothing.
-func (a *app) startProgress(every time.Duration, tr *tracker, wait bool) (stop func()) {
-	if every <= 0 {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			p := tr.progress()
-			line := fmt.Sprintf("sent %d/%d, acked %d", p.published, p.total, p.acked)
-			if p.failed > 0 {
-				line += fmt.Sprintf(", publish failed %d", p.failed)
-			}
-			if wait {
-				line += fmt.Sprintf(", results %d", p.results)
-			}
-			fmt.Fprintln(a.stderr, line)
-		}
-	})
-	return func() { close(done); wg.Wait() }
 }

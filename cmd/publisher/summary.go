@@ -74,6 +74,12 @@ type Summary struct {
 	// requests were made.
 	CallReductionPct *float64 `json:"call_reduction_pct,omitempty"`
 
+	// APICalls is how many provider calls the workers made during the run,
+	// from --stats-url (see setWorkerCalls); APICallsSource names the
+	// counter it came from.
+	APICalls       *int64 `json:"api_calls,omitempty"`
+	APICallsSource string `json:"api_calls_source,omitempty"`
+
 	// MissingIDs, DuplicateIDs and ErrorSamples list the first few offenders.
 	MissingIDs   []string `json:"missing_ids,omitempty"`
 	DuplicateIDs []string `json:"duplicate_ids,omitempty"`
@@ -157,9 +163,29 @@ func (s *Summary) setProviderCalls(calls int64) {
 
 // providerLine renders the saving as "1000 requests -> 20 API calls (98.0% fewer)".
 func (s *Summary) providerLine() string {
-	line := fmt.Sprintf("%d requests -> %d API calls", s.Sent, *s.ProviderCalls)
-	if s.CallReductionPct != nil {
-		if pct := *s.CallReductionPct; pct >= 0 {
+	return callsLine(s.Sent, *s.ProviderCalls, s.CallReductionPct)
+}
+
+// workerCallsLine renders the worker's count as
+// "1000 requests -> 20 API calls (98.0% fewer; worker stats: fleet.api_calls)".
+func (s *Summary) workerCallsLine() string {
+	var pct *float64
+	if s.Sent > 0 {
+		p := math.Round((1-float64(*s.APICalls)/float64(s.Sent))*1000) / 10
+		pct = &p
+	}
+	line := callsLine(s.Sent, *s.APICalls, pct)
+	if pct != nil {
+		return line[:len(line)-1] + "; worker stats: " + s.APICallsSource + ")"
+	}
+	return line + " (worker stats: " + s.APICallsSource + ")"
+}
+
+// callsLine renders "<sent> requests -> <calls> API calls (<pct> fewer)".
+func callsLine(sent int, calls int64, reductionPct *float64) string {
+	line := fmt.Sprintf("%d requests -> %d API calls", sent, calls)
+	if reductionPct != nil {
+		if pct := *reductionPct; pct >= 0 {
 			line += fmt.Sprintf(" (%.1f%% fewer)", pct)
 		} else {
 			line += fmt.Sprintf(" (%.1f%% more)", -pct)
@@ -220,6 +246,11 @@ func (s *Summary) writeText(w io.Writer) error {
 	}
 	if s.ProviderCalls != nil {
 		if _, err := fmt.Fprintln(w, s.providerLine()); err != nil {
+			return fmt.Errorf("write summary: %w", err)
+		}
+	}
+	if s.APICalls != nil {
+		if _, err := fmt.Fprintln(w, s.workerCallsLine()); err != nil {
 			return fmt.Errorf("write summary: %w", err)
 		}
 	}

@@ -56,10 +56,31 @@ type config struct {
 	Consumer        string        `env:"CONSUMER, default=aibatch"`
 	StreamReplicas  int           `env:"STREAM_REPLICAS, default=1"`
 
-	Provider      string `env:"PROVIDER, default=openai"`
-	Model         string `env:"MODEL, default=gpt-4o-mini"`
-	OpenAIAPIKey  string `env:"OPENAI_API_KEY"`
-	OpenAIBaseURL string `env:"OPENAI_BASE_URL"`
+	NATSCreds    string `env:"NATS_CREDS"`
+	NATSNKeySeed string `env:"NATS_NKEY_SEED"`
+	NATSUser     string `env:"NATS_USER"`
+	NATSPassword string `env:"NATS_PASSWORD"`
+	NATSToken    string `env:"NATS_TOKEN"`
+	NATSTLSCA    string `env:"NATS_TLS_CA"`
+	NATSTLSCert  string `env:"NATS_TLS_CERT"`
+	NATSTLSKey   string `env:"NATS_TLS_KEY"`
+
+	Provider          string        `env:"PROVIDER, default=openai"`
+	BatchMode         string        `env:"BATCH_MODE, default=combined"`
+	Model             string        `env:"MODEL, default=gpt-4o-mini"`
+	OpenAIAPIKey      string        `env:"OPENAI_API_KEY"`
+	OpenAIBaseURL     string        `env:"OPENAI_BASE_URL"`
+	AnthropicAPIKey   string        `env:"ANTHROPIC_API_KEY"`
+	AnthropicBaseURL  string        `env:"ANTHROPIC_BASE_URL"`
+	HTTPProviderURL   string        `env:"HTTP_PROVIDER_URL"`
+	HTTPProviderToken string        `env:"HTTP_PROVIDER_TOKEN"`
+	ProviderRPM       int           `env:"PROVIDER_RPM, default=0"`
+	ProviderTPM       int           `env:"PROVIDER_TPM, default=0"`
+	MaxBatchTokens    int           `env:"MAX_BATCH_TOKENS, default=100000"`
+	JobPollInterval   time.Duration `env:"JOB_POLL_INTERVAL, default=30s"`
+	JobsBucket        string        `env:"JOBS_BUCKET, default=AI_JOBS"`
+	Prices            string        `env:"PRICES"`
+	BatchDiscount     float64       `env:"BATCH_DISCOUNT, default=0.5"`
 
 	LogLevel  string `env:"LOG_LEVEL, default=info"`
 	LogFormat string `env:"LOG_FORMAT, default=json"`
@@ -154,6 +175,9 @@ func (c config) validate() error {
 		{"MAX_BATCH_SIZE", c.MaxBatchSize, 1, 10000},
 		{"MAX_DELIVER", c.MaxDeliver, 1, 100},
 		{"MAX_INFLIGHT_BATCHES", c.MaxInflight, 1, 1024},
+		{"PROVIDER_RPM", c.ProviderRPM, 0, 1_000_000},
+		{"PROVIDER_TPM", c.ProviderTPM, 0, 1_000_000_000},
+		{"MAX_BATCH_TOKENS", c.MaxBatchTokens, 0, 10_000_000},
 		{"STREAM_REPLICAS", c.StreamReplicas, 1, 5},
 	}
 	for _, i := range ints {
@@ -173,6 +197,7 @@ func (c config) validate() error {
 		{"RETRY_BACKOFF", c.RetryBackoff, time.Millisecond},
 		{"RETRY_MAX_BACKOFF", c.RetryMaxBackoff, c.RetryBackoff},
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout, time.Millisecond},
+		{"JOB_POLL_INTERVAL", c.JobPollInterval, 10 * time.Millisecond},
 		{"DEDUPE_WINDOW", c.DedupeWindow, time.Second},
 		{"RESULTS_MAX_AGE", c.ResultsMaxAge, time.Minute},
 		{"STATS_FLUSH_INTERVAL", c.StatsFlushInterval, 100 * time.Millisecond},
@@ -195,13 +220,9 @@ func (c config) validate() error {
 	} else if !strings.Contains(c.NATSURL, "://") {
 		bad("NATS_URL", c.NATSURL, "a URL such as nats://127.0.0.1:4222, or empty for the embedded server")
 	}
-	switch c.Provider {
-	case "openai":
-		if c.OpenAIAPIKey == "" && c.OpenAIBaseURL == "" {
-			errs = append(errs, errors.New("OPENAI_API_KEY is empty: PROVIDER=openai needs it (or OPENAI_BASE_URL for an OpenAI-compatible server that needs no key)"))
-		}
-	default:
-		bad("PROVIDER", c.Provider, "openai")
+	errs = append(errs, c.validateProvider()...)
+	if err := c.auth().Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Model == "" {
 		errs = append(errs, errors.New(`MODEL="": want the model name for requests that name none`))
@@ -283,6 +304,9 @@ func (c config) settings() map[string]string {
 func (c config) engine() batch.Config {
 	return batch.Config{
 		Immediate:       !c.UseBatchedClient,
+		Async:           c.BatchMode == "async",
+		JobPollInterval: c.JobPollInterval,
+		MaxBatchTokens:  c.MaxBatchTokens,
 		MaxBatchSize:    c.MaxBatchSize,
 		Interval:        c.BatchInterval,
 		MaxWait:         c.MaxWait,

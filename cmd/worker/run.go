@@ -22,8 +22,6 @@ import (
 	"github.com/aibatch/aibatch/internal/admin"
 	"github.com/aibatch/aibatch/internal/metrics"
 	"github.com/aibatch/aibatch/jetstream"
-	"github.com/aibatch/aibatch/provider"
-	"github.com/aibatch/aibatch/provider/openai"
 )
 
 // run wires the worker from its configuration and serves until ctx ends.
@@ -51,8 +49,15 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 		url = ns.ClientURL()
 		log.Info("embedded NATS server started", zap.String("url", url), zap.String("store_dir", cfg.StoreDir))
 	}
+	var authOpts []nats.Option
+	if cfg.NATSURL != "" {
+		// The embedded server needs no credentials; an external one may.
+		if authOpts, err = cfg.auth().Options(); err != nil {
+			return err
+		}
+	}
 	closed := make(chan struct{})
-	nc, err := nats.Connect(url,
+	nc, err := nats.Connect(url, append(authOpts,
 		nats.Name("aibatch-worker"),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.MaxReconnects(-1),
@@ -65,7 +70,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("NATS reconnected", zap.String("url", c.ConnectedUrlRedacted()))
 		}),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
@@ -103,10 +108,31 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 	if err != nil {
 		return err
 	}
-	engine, err := batch.New(cfg.engine(), batchLane, pub, p,
+	observer.SyncMode = cfg.BatchMode
+	if cfg.BatchMode == "async" {
+		observer.SyncMode = "combined" // the fallback's calls
+	}
+	accountant, err := newAccountant(cfg)
+	if err != nil {
+		return err
+	}
+	if err := registerCost(reg, accountant); err != nil {
+		return err
+	}
+	opts := []batch.Option{
 		batch.WithUrgentQueue(urgentLane),
 		batch.WithLogger(log.Named("batch")),
-		batch.WithObserver(observer))
+		batch.WithObserver(observer),
+		batch.WithObserver(costObserver{accountant}),
+	}
+	if cfg.BatchMode == "async" {
+		jobs, err := jetstream.EnsureJobStore(setupCtx, js, jetstream.JobStoreConfig{Bucket: cfg.JobsBucket, Replicas: cfg.StreamReplicas})
+		if err != nil {
+			return fmt.Errorf("set up JOBS_BUCKET=%s: %w", cfg.JobsBucket, err)
+		}
+		opts = append(opts, batch.WithJobStore(jobs))
+	}
+	engine, err := batch.New(cfg.engine(), batchLane, pub, p, opts...)
 	if err != nil {
 		return err
 	}
@@ -116,7 +142,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 	_, adminAddrSet := lookup.Lookup("ADMIN_ADDR")
 	ops, err := startOps(setupCtx, opsDeps{
 		cfg: cfg, adminAddrSet: adminAddrSet, log: log, nc: nc, js: js, engine: engine,
-		reg: reg, provider: p.Name(), lanes: []*jetstream.Queue{batchLane, urgentLane},
+		reg: reg, provider: p.Name(), lanes: []*jetstream.Queue{batchLane, urgentLane}, cost: accountant,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -128,7 +154,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 	ec := engine.Config()
 	log.Info("worker started",
 		zap.String("worker", ops.worker),
-		zap.String("provider", p.Name()), zap.String("model", cfg.Model),
+		zap.String("provider", p.Name()), zap.String("mode", cfg.BatchMode), zap.String("model", cfg.Model),
 		zap.Bool("batched", !ec.Immediate), zap.Int("max_batch_size", ec.MaxBatchSize),
 		zap.Duration("batch_interval", ec.Interval), zap.Duration("max_wait", ec.MaxWait),
 		zap.String("stream", cfg.Stream), zap.String("consumer", cfg.Consumer),
@@ -167,6 +193,7 @@ type opsDeps struct {
 	reg          *prometheus.Registry
 	provider     string
 	lanes        []*jetstream.Queue
+	cost         admin.CostTotals
 }
 
 // ops are the worker's operator-facing parts: the fleet totals, the flush
@@ -244,6 +271,7 @@ func (o *ops) startAdmin(ctx context.Context, d opsDeps) error {
 		Engine:   d.engine,
 		Ready:    admin.Readiness{NATS: d.nc, Consumers: consumers, Provider: d.provider},
 		Gatherer: d.reg,
+		Cost:     d.cost,
 		Settings: d.cfg.settings(),
 		FlushFleet: func(ctx context.Context) ([]jetstream.FlushReply, error) {
 			return jetstream.FlushAll(ctx, d.nc, "", 0)
@@ -314,24 +342,6 @@ func startEmbedded(cfg config) (*server.Server, error) {
 		return nil, fmt.Errorf("NATS_LISTEN=%q: port is not a number", cfg.NATSListen)
 	}
 	return jetstream.RunServer(jetstream.ServerConfig{Host: host, Port: port, StoreDir: cfg.StoreDir})
-}
-
-func newProvider(cfg config) (provider.Provider, error) {
-	switch cfg.Provider {
-	case "openai":
-		key := cfg.OpenAIAPIKey
-		if key == "" {
-			// An OpenAI-compatible server that needs no key still gets a
-			// bearer header.
-			key = "unused"
-		}
-		p, err := openai.New(openai.Config{APIKey: key, BaseURL: cfg.OpenAIBaseURL})
-		if err != nil {
-			return nil, fmt.Errorf("set up provider openai: %w", err)
-		}
-		return p, nil
-	}
-	return nil, fmt.Errorf("PROVIDER=%q: want openai", cfg.Provider)
 }
 
 func newLogger(level, format string) (*zap.Logger, error) {

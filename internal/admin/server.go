@@ -30,6 +30,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/aibatch/aibatch/internal/cost"
+
 	"github.com/aibatch/aibatch/batch"
 	ajs "github.com/aibatch/aibatch/jetstream"
 )
@@ -95,6 +97,8 @@ type Config struct {
 	FlushFleet FleetFlusher
 	// Ready is what /readyz checks.
 	Ready Readiness
+	// Cost, when set, adds the estimated spend and saving to batch-stats.
+	Cost CostTotals
 	// Gatherer is served on /metrics; when nil, /metrics answers 404.
 	Gatherer prometheus.Gatherer
 	// Settings are the effective settings shown in batch-stats, by name.
@@ -104,6 +108,11 @@ type Config struct {
 	FlushTimeout time.Duration
 	// Log receives request errors and forced flushes; default none.
 	Log *zap.Logger
+}
+
+// CostTotals is the cost accounting batch-stats reports.
+type CostTotals interface {
+	Totals() cost.Totals
 }
 
 // ErrExposed is wrapped by the error New returns for a server that would

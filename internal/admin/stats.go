@@ -24,9 +24,15 @@ type StatsResponse struct {
 	Fleet *Figures `json:"fleet"`
 	// FleetError says why Fleet could not be read.
 	FleetError string `json:"fleet_error,omitempty"`
-	// EstimatedCost and EstimatedSaving are null until prices are known.
+	// EstimatedCost and EstimatedSaving are this worker's estimated spend
+	// since it started and what batching saved against one call per
+	// request (see internal/cost for the method); null until a call of a
+	// model with a known price (PRICES) was answered.
 	EstimatedCost   *float64 `json:"estimated_cost"`
 	EstimatedSaving *float64 `json:"estimated_saving"`
+	// UnpricedCalls counts calls of models missing from PRICES, so a
+	// partial estimate is not taken for a whole one.
+	UnpricedCalls int64 `json:"unpriced_calls"`
 	// Config is the effective settings, secrets redacted.
 	Config map[string]string `json:"config"`
 }
@@ -107,6 +113,13 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 			StartedAt:       timeOrNull(st.Started),
 		},
 		Config: s.settings,
+	}
+	if s.cfg.Cost != nil {
+		t := s.cfg.Cost.Totals()
+		resp.UnpricedCalls = t.Unpriced
+		if t.PricedCalls > 0 {
+			resp.EstimatedCost, resp.EstimatedSaving = &t.Spend, &t.Saving
+		}
 	}
 	if s.cfg.Fleet != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Ready.Timeout)

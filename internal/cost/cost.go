@@ -117,10 +117,11 @@ func NewAccountant(prices Prices, discount float64) (*Accountant, error) {
 	return &Accountant{prices: prices, discount: discount}, nil
 }
 
-// CallFinished counts one answered call made at full price. Failed calls are
-// not counted: what they cost is not reported.
+// CallFinished counts one answered call; Batch API jobs (c.Async) get the
+// batch discount. Failed calls are not counted: what they cost is not
+// reported.
 func (a *Accountant) CallFinished(c batch.CallReport) {
-	a.Add(c, false)
+	a.Add(c, c.Async)
 }
 
 // Add counts one answered call; discounted says it went through a Batch

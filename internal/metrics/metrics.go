@@ -21,9 +21,17 @@ import (
 // batch in one request to the provider's ordinary API.
 const ModeCombined = "combined"
 
+// ModeAsync is the mode label of Batch API jobs.
+const ModeAsync = "async"
+
 // Metrics holds the engine's Prometheus metrics. Create it with New; its
 // methods are safe for concurrent use.
 type Metrics struct {
+	// SyncMode is the mode label of synchronous calls: the BATCH_MODE of
+	// the provider ("combined" or "single"). Empty means ModeCombined. Set
+	// it before the engine runs.
+	SyncMode string
+
 	requests       *prometheus.CounterVec
 	batches        *prometheus.CounterVec
 	results        *prometheus.CounterVec
@@ -156,9 +164,19 @@ func (m *Metrics) CallFinished(c batch.CallReport) {
 	if c.Err != nil {
 		status = batch.StatusError
 	}
-	m.apiCalls.WithLabelValues(c.Provider, string(c.Trigger), ModeCombined, status).Inc()
-	m.batchSize.WithLabelValues(string(c.Trigger)).Observe(float64(c.Size))
-	m.callLatency.WithLabelValues(c.Provider, ModeCombined).Observe(c.Latency.Seconds())
+	mode := m.SyncMode
+	if mode == "" {
+		mode = ModeCombined
+	}
+	if c.Async {
+		mode = ModeAsync
+	}
+	if !c.Resumed {
+		// A resumed job was counted when it was submitted.
+		m.apiCalls.WithLabelValues(c.Provider, string(c.Trigger), mode, status).Inc()
+		m.batchSize.WithLabelValues(string(c.Trigger)).Observe(float64(c.Size))
+	}
+	m.callLatency.WithLabelValues(c.Provider, mode).Observe(c.Latency.Seconds())
 	if c.Usage.InputTokens > 0 {
 		m.tokens.WithLabelValues(c.Provider, c.Model, "input").Add(float64(c.Usage.InputTokens))
 	}

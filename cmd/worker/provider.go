@@ -1,0 +1,160 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/cost"
+	"github.com/aibatch/aibatch/jetstream"
+	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/anthropic"
+	"github.com/aibatch/aibatch/provider/httpapi"
+	"github.com/aibatch/aibatch/provider/openai"
+	"github.com/aibatch/aibatch/provider/ratelimit"
+)
+
+// modesOf lists the BATCH_MODE values each PROVIDER supports.
+var modesOf = map[string][]string{
+	"openai":    {"combined", "single", "async"},
+	"anthropic": {"combined", "single", "async"},
+	"http":      {"combined"},
+}
+
+// validateProvider checks the provider settings: the provider and its mode,
+// its credentials, its limits and the price table.
+func (c config) validateProvider() []error {
+	var errs []error
+	modes, ok := modesOf[c.Provider]
+	if !ok {
+		return []error{fmt.Errorf("PROVIDER=%s: want openai, anthropic or http", c.Provider)}
+	}
+	if !contains(modes, c.BatchMode) {
+		errs = append(errs, fmt.Errorf("BATCH_MODE=%s: PROVIDER=%s supports %s", c.BatchMode, c.Provider, strings.Join(modes, ", ")))
+	}
+	if c.BatchMode == "async" && !c.UseBatchedClient {
+		errs = append(errs, errors.New("BATCH_MODE=async and USE_BATCHED_CLIENT=false exclude each other: a Batch API job is a batch"))
+	}
+	switch c.Provider {
+	case "openai":
+		if c.OpenAIAPIKey == "" && c.OpenAIBaseURL == "" {
+			errs = append(errs, errors.New("OPENAI_API_KEY is empty: PROVIDER=openai needs it (or OPENAI_BASE_URL for an OpenAI-compatible server that needs no key)"))
+		}
+	case "anthropic":
+		if c.AnthropicAPIKey == "" && c.AnthropicBaseURL == "" {
+			errs = append(errs, errors.New("ANTHROPIC_API_KEY is empty: PROVIDER=anthropic needs it"))
+		}
+	case "http":
+		if c.HTTPProviderURL == "" {
+			errs = append(errs, errors.New("HTTP_PROVIDER_URL is empty: PROVIDER=http needs the URL of your bulk endpoint"))
+		}
+	}
+	if _, err := cost.ParsePrices(c.Prices); err != nil {
+		errs = append(errs, fmt.Errorf("PRICES: %w", err))
+	}
+	if c.BatchDiscount < 0 || c.BatchDiscount >= 1 || math.IsNaN(c.BatchDiscount) {
+		errs = append(errs, fmt.Errorf("BATCH_DISCOUNT=%g: want a fraction from 0 to below 1, such as 0.5", c.BatchDiscount))
+	}
+	return errs
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// auth returns the NATS credentials settings.
+func (c config) auth() jetstream.AuthConfig {
+	return jetstream.AuthConfig{
+		CredsFile: c.NATSCreds, NKeySeedFile: c.NATSNKeySeed,
+		User: c.NATSUser, Password: c.NATSPassword, Token: c.NATSToken,
+		TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey,
+	}
+}
+
+// newProvider builds the configured provider. In combined and single mode
+// it is wrapped in the rate limiter when PROVIDER_RPM or PROVIDER_TPM is
+// set; Batch API jobs have the provider's own, separate limits.
+func newProvider(c config) (provider.Provider, error) {
+	var (
+		p   provider.Provider
+		err error
+	)
+	switch c.Provider {
+	case "openai":
+		key := c.OpenAIAPIKey
+		if key == "" {
+			// An OpenAI-compatible server that needs no key still gets a
+			// bearer header.
+			key = "unused"
+		}
+		p, err = openai.New(openai.Config{APIKey: key, BaseURL: c.OpenAIBaseURL, Mode: openai.Mode(c.BatchMode)})
+	case "anthropic":
+		key := c.AnthropicAPIKey
+		if key == "" {
+			key = "unused"
+		}
+		p, err = anthropic.New(anthropic.Config{APIKey: key, BaseURL: c.AnthropicBaseURL, Mode: anthropic.Mode(c.BatchMode)})
+	case "http":
+		p, err = httpapi.New(httpapi.Config{URL: c.HTTPProviderURL, Token: c.HTTPProviderToken, Mode: httpapi.Mode(c.BatchMode)})
+	default:
+		err = fmt.Errorf("PROVIDER=%s: want openai, anthropic or http", c.Provider)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("set up provider %s: %w", c.Provider, err)
+	}
+	if c.BatchMode == "async" || (c.ProviderRPM == 0 && c.ProviderTPM == 0) {
+		return p, nil
+	}
+	limited, err := ratelimit.New(p, ratelimit.Limits{RPM: c.ProviderRPM, TPM: c.ProviderTPM})
+	if err != nil {
+		return nil, fmt.Errorf("set up PROVIDER_RPM/PROVIDER_TPM: %w", err)
+	}
+	return limited, nil
+}
+
+// newAccountant prices calls with PRICES; calls in async mode get
+// BATCH_DISCOUNT.
+func newAccountant(c config) (*cost.Accountant, error) {
+	prices, err := cost.ParsePrices(c.Prices)
+	if err != nil {
+		return nil, fmt.Errorf("PRICES: %w", err)
+	}
+	return cost.NewAccountant(prices, c.BatchDiscount)
+}
+
+// costObserver feeds the engine's call reports to the accountant.
+type costObserver struct{ a *cost.Accountant }
+
+func (o costObserver) CallFinished(c batch.CallReport)   { o.a.CallFinished(c) }
+func (costObserver) BatchFetched(batch.Trigger, int)     {}
+func (costObserver) RequestFinished(batch.RequestReport) {}
+func (costObserver) RequestRetried()                     {}
+func (costObserver) BacklogRead(batch.Backlog)           {}
+
+// registerCost exposes the estimated spend and saving as gauges.
+func registerCost(reg prometheus.Registerer, a *cost.Accountant) error {
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "aibatch_estimated_cost",
+			Help: "Estimated spend on provider calls since the worker started, from PRICES (currency units).",
+		}, func() float64 { return a.Totals().Spend }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "aibatch_estimated_saving",
+			Help: "Estimated saving of batching against one call per request since the worker started (currency units).",
+		}, func() float64 { return a.Totals().Saving }),
+	} {
+		if err := reg.Register(g); err != nil {
+			return fmt.Errorf("register cost metrics: %w", err)
+		}
+	}
+	return nil
+}
