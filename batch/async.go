@@ -28,9 +28,16 @@ import (
 //   - A worker that restarts gets the requests redelivered, finds their job
 //     in the JobStore and polls it again instead of paying for a second job.
 
-// JobRecord says which Batch API job holds a request.
+// JobRecord says which Batch API job holds a request. It is written in two
+// steps: before the job is submitted the request is reserved for the
+// engine's batch (BatchID, Key), and once the API named the job the batch is
+// bound to it (JobID, Submitted). A record found without a JobID belongs to a
+// worker that stopped between the two steps.
 type JobRecord struct {
-	JobID string `json:"job_id"`
+	// BatchID is the engine's id of the batch the request was sent in.
+	BatchID string `json:"batch_id"`
+	// JobID is the API's id of the job; empty until bound.
+	JobID string `json:"job_id,omitempty"`
 	// Key is the request's key inside the job.
 	Key string `json:"key"`
 	// Stream and StreamSeq name the request.
@@ -44,10 +51,16 @@ type JobRecord struct {
 // resumes polling instead of submitting again. The jetstream package keeps
 // it in a key-value bucket.
 type JobStore interface {
-	// Save records the requests' jobs.
-	Save(ctx context.Context, recs []JobRecord) error
-	// Lookup returns the record for the request at seq in stream, and false
-	// when there is none.
+	// Reserve records, before submitting, that the requests go in batch
+	// BatchID under their keys.
+	Reserve(ctx context.Context, recs []JobRecord) error
+	// Bind records that batch batchID became job jobID at submitted: one
+	// write, so the time between the API creating the job and the engine
+	// remembering it is as short as it can be.
+	Bind(ctx context.Context, batchID, jobID string, submitted time.Time) error
+	// Lookup returns the record for the request at seq in stream, with its
+	// batch's JobID and Submitted filled in when bound, and false when
+	// there is none.
 	Lookup(ctx context.Context, stream string, seq uint64) (JobRecord, bool, error)
 	// Delete forgets the requests' records once they are settled.
 	Delete(ctx context.Context, recs []JobRecord) error
@@ -90,6 +103,7 @@ func (e *Engine) processAsync(ctx context.Context, trigger Trigger, items []*ite
 // jobPart is a set of items that one job answers: a recorded job to resume,
 // or (jobID "") a new one to submit.
 type jobPart struct {
+	batchID   string
 	jobID     string
 	submitted time.Time
 	items     []*item
@@ -105,13 +119,15 @@ func (e *Engine) partitionByJob(ctx context.Context, group []*item) []jobPart {
 		if err != nil {
 			e.log.Warn("look up recorded job", zap.String("id", it.id), zap.Error(err))
 		}
+		// A record without a job is a batch whose worker stopped before the
+		// API named its job: it is submitted again.
 		id := ""
-		if ok {
+		if ok && rec.JobID != "" {
 			id = rec.JobID
 		}
 		p, seen := byJob[id]
 		if !seen {
-			p = &jobPart{jobID: id, submitted: rec.Submitted}
+			p = &jobPart{batchID: rec.BatchID, jobID: id, submitted: rec.Submitted}
 			byJob[id] = p
 			order = append(order, id)
 		}
@@ -142,6 +158,14 @@ func (e *Engine) runJob(ctx context.Context, trigger Trigger, part jobPart) {
 			b.Requests = append(b.Requests, provider.Request{Key: key, Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens})
 			waiting[key] = it
 		}
+		for key, it := range waiting {
+			recs = append(recs, JobRecord{BatchID: batchID, Key: key, Stream: it.d.Stream, StreamSeq: it.d.StreamSeq})
+		}
+		if err := e.jobs.Reserve(ctx, recs); err != nil {
+			// Without the records a restart submits a second job; the
+			// results are still stored once.
+			e.log.Warn("record batch before submitting", zap.String("batch", batchID), zap.Error(err))
+		}
 		start := e.clock.Now()
 		id, err := e.async.SubmitJob(ctx, b)
 		e.stats.apiCalls.Add(1)
@@ -157,22 +181,20 @@ func (e *Engine) runJob(ctx context.Context, trigger Trigger, part jobPart) {
 				}
 			}
 			e.settle(part.items)
+			if err := e.jobs.Delete(context.WithoutCancel(ctx), recs); err != nil {
+				e.log.Warn("forget batch", zap.String("batch", batchID), zap.Error(err))
+			}
 			return
 		}
 		part.jobID, part.submitted = id, start
-		for key, it := range waiting {
-			recs = append(recs, JobRecord{JobID: id, Key: key, Stream: it.d.Stream, StreamSeq: it.d.StreamSeq, Submitted: start})
-		}
-		if err := e.jobs.Save(ctx, recs); err != nil {
-			// Without the record a restart submits a second job; the
-			// results are still stored once.
+		if err := e.jobs.Bind(context.WithoutCancel(ctx), batchID, id, start); err != nil {
 			e.log.Warn("record batch job", zap.String("job", id), zap.Error(err))
 		}
 		e.log.Info("batch job submitted", zap.String("job", id), zap.String("batch", batchID), zap.Int("size", len(b.Requests)), zap.String("model", b.Model))
 	} else {
 		for i, it := range part.items {
 			waiting[part.keys[i]] = it
-			recs = append(recs, JobRecord{JobID: part.jobID, Key: part.keys[i], Stream: it.d.Stream, StreamSeq: it.d.StreamSeq, Submitted: part.submitted})
+			recs = append(recs, JobRecord{BatchID: part.batchID, JobID: part.jobID, Key: part.keys[i], Stream: it.d.Stream, StreamSeq: it.d.StreamSeq, Submitted: part.submitted})
 		}
 		e.log.Info("batch job resumed", zap.String("job", part.jobID), zap.Int("size", len(part.items)))
 	}

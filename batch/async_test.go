@@ -168,7 +168,7 @@ func TestAsyncRestartResumesTheRecordedJob(t *testing.T) {
 	b.publish(t, inputs("ai.requests.t", "resume", 10)...)
 	b.startWith(t, cfg, api, batch.WithJobStore(store))
 	jetstreamtest.Eventually(t, 10*time.Second, "job submitted and recorded", func() bool {
-		return api.submitted.Load() == 1 && b.jobRecords(t) == 10
+		return api.submitted.Load() == 1 && b.jobRecords(t) == 11 // 10 requests and their batch
 	})
 	b.stop() // the worker goes away while its job runs
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,8 +15,8 @@ import (
 )
 
 // JobStore records which Batch API job holds each request, in a key-value
-// bucket with one key per request (<stream>.<seq>). It implements
-// batch.JobStore.
+// bucket: one key per request (req.<stream>.<seq>: its batch and key) and one
+// per batch (batch.<id>: its job). It implements batch.JobStore.
 type JobStore struct {
 	kv jetstream.KeyValue
 }
@@ -57,27 +58,79 @@ func EnsureJobStore(ctx context.Context, js jetstream.JetStream, cfg JobStoreCon
 	return &JobStore{kv: kv}, nil
 }
 
-func jobKey(stream string, seq uint64) string { return stream + "." + strconv.FormatUint(seq, 10) }
+func requestKey(stream string, seq uint64) string {
+	return "req." + stream + "." + strconv.FormatUint(seq, 10)
+}
 
-// Save records each request's job.
-func (s *JobStore) Save(ctx context.Context, recs []batch.JobRecord) error {
-	var errs []error
+func batchKey(batchID string) string { return "batch." + batchID }
+
+// binding is what Bind stores under batch.<id>.
+type binding struct {
+	JobID     string    `json:"job_id"`
+	Submitted time.Time `json:"submitted"`
+}
+
+// putConcurrency bounds the writes Reserve and Delete make at once.
+const putConcurrency = 16
+
+// each runs f for every record, putConcurrency at a time, and joins the
+// errors.
+func each(recs []batch.JobRecord, f func(batch.JobRecord) error) error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	sem := make(chan struct{}, putConcurrency)
 	for _, r := range recs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := f(r); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Reserve records each request's batch and key, before the job exists.
+func (s *JobStore) Reserve(ctx context.Context, recs []batch.JobRecord) error {
+	return each(recs, func(r batch.JobRecord) error {
+		r.JobID, r.Submitted = "", time.Time{}
 		body, err := json.Marshal(r)
 		if err != nil {
 			return fmt.Errorf("jetstream: encode job record: %w", err)
 		}
-		if _, err := s.kv.Put(ctx, jobKey(r.Stream, r.StreamSeq), body); err != nil {
-			errs = append(errs, fmt.Errorf("jetstream: record job of request %d: %w", r.StreamSeq, err))
+		if _, err := s.kv.Put(ctx, requestKey(r.Stream, r.StreamSeq), body); err != nil {
+			return fmt.Errorf("jetstream: reserve request %d for batch %s: %w", r.StreamSeq, r.BatchID, err)
 		}
-	}
-	return errors.Join(errs...)
+		return nil
+	})
 }
 
-// Lookup returns the job record of the request at seq in stream.
+// Bind records that batch batchID is job jobID.
+func (s *JobStore) Bind(ctx context.Context, batchID, jobID string, submitted time.Time) error {
+	body, err := json.Marshal(binding{JobID: jobID, Submitted: submitted})
+	if err != nil {
+		return fmt.Errorf("jetstream: encode job binding: %w", err)
+	}
+	if _, err := s.kv.Put(ctx, batchKey(batchID), body); err != nil {
+		return fmt.Errorf("jetstream: bind batch %s to job %s: %w", batchID, jobID, err)
+	}
+	return nil
+}
+
+// Lookup returns the record of the request at seq in stream, with its job
+// when its batch was bound to one.
 func (s *JobStore) Lookup(ctx context.Context, stream string, seq uint64) (batch.JobRecord, bool, error) {
 	var r batch.JobRecord
-	e, err := s.kv.Get(ctx, jobKey(stream, seq))
+	e, err := s.kv.Get(ctx, requestKey(stream, seq))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return r, false, nil
 	}
@@ -87,16 +140,41 @@ func (s *JobStore) Lookup(ctx context.Context, stream string, seq uint64) (batch
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
 		return r, false, fmt.Errorf("jetstream: decode job record of request %d: %w", seq, err)
 	}
+	b, err := s.kv.Get(ctx, batchKey(r.BatchID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return r, true, nil // reserved, never bound
+	}
+	if err != nil {
+		return r, true, fmt.Errorf("jetstream: look up job of batch %s: %w", r.BatchID, err)
+	}
+	var bd binding
+	if err := json.Unmarshal(b.Value(), &bd); err != nil {
+		return r, true, fmt.Errorf("jetstream: decode job binding of batch %s: %w", r.BatchID, err)
+	}
+	r.JobID, r.Submitted = bd.JobID, bd.Submitted
 	return r, true, nil
 }
 
-// Delete forgets the records.
+// Delete forgets the requests' records and their batches' bindings.
 func (s *JobStore) Delete(ctx context.Context, recs []batch.JobRecord) error {
-	var errs []error
+	batches := map[string]bool{}
 	for _, r := range recs {
-		if err := s.kv.Purge(ctx, jobKey(r.Stream, r.StreamSeq)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			errs = append(errs, fmt.Errorf("jetstream: forget job of request %d: %w", r.StreamSeq, err))
+		batches[r.BatchID] = true
+	}
+	err := each(recs, func(r batch.JobRecord) error {
+		return s.purge(ctx, requestKey(r.Stream, r.StreamSeq))
+	})
+	for id := range batches {
+		if id != "" {
+			err = errors.Join(err, s.purge(ctx, batchKey(id)))
 		}
 	}
-	return errors.Join(errs...)
+	return err
+}
+
+func (s *JobStore) purge(ctx context.Context, key string) error {
+	if err := s.kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("jetstream: forget %s: %w", key, err)
+	}
+	return nil
 }

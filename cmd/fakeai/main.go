@@ -49,7 +49,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(baseUR
 		return err
 	}
 
-	fake := openaitest.NewUnstartedServer()
+	// Batch API jobs finish after two polls, so async mode works against it too.
+	fake := openaitest.NewUnstartedServer(openaitest.WithCompleteAfter(2))
 	mux := http.NewServeMux()
 	mux.Handle("/", fake.Handler())
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {

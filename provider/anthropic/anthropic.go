@@ -22,6 +22,11 @@
 // asks for the sum over its requests plus a small allowance per item for the
 // JSON around each answer. Either is capped at Config.MaxCallTokens.
 //
+// In ModeAsync a batch becomes one Message Batch (see SubmitJob): one plain
+// request per provider.Request, the same request ModeSingle would send,
+// answered within 24 hours at half the price. Complete then behaves as in
+// ModeCombined.
+//
 // The package reads no environment variables: everything comes from Config.
 package anthropic
 
@@ -134,8 +139,8 @@ func (p *Provider) Mode() Mode { return p.mode }
 
 // Complete sends b as the Provider's Mode says.
 //
-// ModeCombined makes one Messages call for b and returns one result per item
-// the tool_use answer holds, in the answer's order. Answers are matched to
+// ModeCombined and ModeAsync make one Messages call for b and return one
+// result per item the tool_use answer holds, in the answer's order. Answers are matched to
 // requests by id, in any order; ids not in the batch are ignored, and so is
 // every answer to an id after the first one. Requests the answer leaves out
 // are absent from the results (the caller retries them). The call's tokens

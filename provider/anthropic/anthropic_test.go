@@ -56,6 +56,7 @@ func TestNew(t *testing.T) {
 		{"relative base URL", anthropic.Config{APIKey: "k", BaseURL: "/v1"}, "BaseURL"},
 		{"bad scheme", anthropic.Config{APIKey: "k", BaseURL: "ftp://host"}, "BaseURL"},
 		{"unparsable", anthropic.Config{APIKey: "k", BaseURL: "http://[::1"}, "BaseURL"},
+		{"async", anthropic.Config{APIKey: "k", Mode: anthropic.ModeAsync}, ""},
 		{"unknown mode", anthropic.Config{APIKey: "k", Mode: "bulk"}, "Mode"},
 		{"negative concurrency", anthropic.Config{APIKey: "k", Concurrency: -1}, "Concurrency"},
 		{"negative max tokens", anthropic.Config{APIKey: "k", MaxTokens: -1}, "MaxTokens"},

@@ -19,6 +19,11 @@ const (
 	// ModeSingle sends one plain Messages call per request, up to
 	// Config.Concurrency at once.
 	ModeSingle Mode = "single"
+	// ModeAsync sends batches through the Message Batches API: the
+	// Provider's SubmitJob, PollJob and CancelJob work only in this mode.
+	// Complete stays available (it is the engine's synchronous fallback) and
+	// behaves as in ModeCombined.
+	ModeAsync Mode = "async"
 )
 
 // Defaults for the Config fields left at 0.
@@ -48,8 +53,9 @@ type Config struct {
 	// HTTPClient carries the calls; nil means the SDK's default. Per-call
 	// deadlines come from the ctx given to Complete.
 	HTTPClient *http.Client
-	// Mode is ModeCombined (one call per batch) or ModeSingle (one call per
-	// request). Empty means ModeCombined.
+	// Mode is ModeCombined (one call per batch), ModeSingle (one call per
+	// request) or ModeAsync (Message Batches, Complete as in ModeCombined).
+	// Empty means ModeCombined.
 	Mode Mode
 	// Concurrency bounds the calls one Complete makes at once in ModeSingle.
 	// 0 means DefaultConcurrency; negative is invalid.
@@ -71,9 +77,9 @@ func (c Config) Validate() error {
 		return errors.New("anthropic: config: APIKey is required")
 	}
 	switch c.Mode {
-	case "", ModeCombined, ModeSingle:
+	case "", ModeCombined, ModeSingle, ModeAsync:
 	default:
-		return fmt.Errorf("anthropic: config: Mode %q must be %q or %q", c.Mode, ModeCombined, ModeSingle)
+		return fmt.Errorf("anthropic: config: Mode %q must be %q, %q or %q", c.Mode, ModeCombined, ModeSingle, ModeAsync)
 	}
 	for _, f := range []struct {
 		name string

@@ -20,6 +20,8 @@ func TestConformance(t *testing.T) {
 	}{
 		{"combined", anthropic.ModeCombined, providertest.Combined},
 		{"single", anthropic.ModeSingle, providertest.Single},
+		// Complete in async mode is the engine's synchronous fallback.
+		{"async", anthropic.ModeAsync, providertest.Combined},
 	}
 	for _, tt := range targets {
 		t.Run(tt.name, func(t *testing.T) {
@@ -44,4 +46,30 @@ func TestConformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+// asyncFake gives an anthropictest.Server the control names of
+// providertest.AsyncFake.
+type asyncFake struct{ *anthropictest.Server }
+
+func (f asyncFake) CompleteJobs() { f.CompleteBatches() }
+
+func (f asyncFake) ExpireJob(id string, answered int) error { return f.ExpireBatch(id, answered) }
+
+func TestAsyncConformance(t *testing.T) {
+	t.Parallel()
+	providertest.RunAsync(t, providertest.AsyncTarget{
+		Name:   "anthropic",
+		Secret: testKey,
+		Answer: anthropictest.Answer,
+		New: func(t *testing.T) (provider.AsyncProvider, providertest.AsyncFake) {
+			srv := anthropictest.NewServer(anthropictest.WithAPIKey(testKey))
+			t.Cleanup(srv.Close)
+			p, err := anthropic.New(anthropic.Config{APIKey: testKey, BaseURL: srv.URL, Mode: anthropic.ModeAsync})
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			return p, asyncFake{srv}
+		},
+	})
 }

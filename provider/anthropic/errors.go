@@ -13,6 +13,11 @@ import (
 	"github.com/aibatch/aibatch/provider"
 )
 
+// ErrNotAsync is the cause of the permanent error SubmitJob, PollJob and
+// CancelJob return when the Provider was not built with Mode ModeAsync.
+// Check it with errors.Is.
+var ErrNotAsync = errors.New("the provider was not built with Mode async")
+
 // callError classifies the error of a Messages call. raw is the HTTP
 // response when there was one.
 func callError(ctx context.Context, err error, raw *http.Response) *provider.Error {

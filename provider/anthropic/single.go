@@ -55,8 +55,19 @@ func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider
 	if err != nil {
 		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, callError(ctx, err, raw))}
 	}
+	out, err := singleAnswer(msg)
+	if err != nil {
+		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, err)}
+	}
+	return provider.Result{Key: r.Key, Output: out, Usage: usage(msg)}
+}
+
+// singleAnswer reads the answer to one plain request: its text blocks
+// joined, a permanent error for stop_reason "refusal", a transient one when
+// it has no text block. stop_reason "max_tokens" is not an error.
+func singleAnswer(msg *anthropic.Message) (string, error) {
 	if msg.StopReason == anthropic.StopReasonRefusal {
-		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, provider.Permanent(errors.New("model refused the request (stop_reason refusal)")))}
+		return "", provider.Permanent(errors.New("model refused the request (stop_reason refusal)"))
 	}
 	var out strings.Builder
 	var hasText bool
@@ -67,9 +78,9 @@ func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider
 		}
 	}
 	if !hasText {
-		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, provider.Transient(fmt.Errorf("answer has no text (stop_reason %q)", msg.StopReason)))}
+		return "", provider.Transient(fmt.Errorf("answer has no text (stop_reason %q)", msg.StopReason))
 	}
-	return provider.Result{Key: r.Key, Output: out.String(), Usage: usage(msg)}
+	return out.String(), nil
 }
 
 // singleError wraps err, the failure of the call for request key.

@@ -20,9 +20,16 @@
 //   - plain mode: no forced tool; the last user message is answered as one
 //     request with a text block, stop_reason "end_turn".
 //
+// It also serves the Message Batches API (see batches.go): POST
+// /v1/messages/batches, GET /v1/messages/batches/{id}, POST
+// /v1/messages/batches/{id}/cancel and GET /v1/messages/batches/{id}/results
+// (JSONL). A batch's requests are plain requests, answered like plain calls
+// once the test ends the batch with CompleteBatches or ExpireBatch (or
+// WithCompleteAfter does).
+//
 // Behaviour controls (FailNext, SetDelay, DropItems, ...) are methods on
 // *Server and are safe to call while the server runs. Each says what it does
-// to batch answers and to plain answers.
+// to batch answers, to plain answers and to Message Batches.
 package anthropictest
 
 import (
@@ -59,9 +66,13 @@ type Server struct {
 	unknownModels map[string]bool // models answered with 404 not_found_error
 
 	calls       atomic.Int64
-	seq         atomic.Int64 // message, tool_use and request ids
+	seq         atomic.Int64 // message, tool_use, request and batch ids
 	inFlight    atomic.Int64
 	maxInFlight atomic.Int64
+	batchesMade atomic.Int64 // Message Batches created
+	cancelled   atomic.Int64 // batches moved to canceling
+
+	completeAfter int // a batch ends on this GET of it; 0: only CompleteBatches
 
 	mu        sync.Mutex
 	failN     int
@@ -78,6 +89,9 @@ type Server struct {
 	omit      map[string]bool
 	reject    map[string]bool // input -> retryable
 	requests  []Request
+
+	failRequests map[string]string // batch request input -> error type
+	batches      map[string]*msgBatch
 }
 
 // Option configures a Server at construction.
@@ -111,12 +125,22 @@ func NewServer(opts ...Option) *Server {
 // NewUnstartedServer returns a Server that does not listen: serve its
 // Handler yourself. Its URL is empty and Close does nothing.
 func NewUnstartedServer(opts ...Option) *Server {
-	s := &Server{unknownModels: map[string]bool{}, omit: map[string]bool{}, reject: map[string]bool{}}
+	s := &Server{
+		unknownModels: map[string]bool{},
+		omit:          map[string]bool{},
+		reject:        map[string]bool{},
+		failRequests:  map[string]string{},
+		batches:       map[string]*msgBatch{},
+	}
 	for _, o := range opts {
 		o(s)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+MessagesPath, s.serveMessages)
+	mux.HandleFunc("POST "+BatchesPath, s.batchCall(s.serveBatchCreate))
+	mux.HandleFunc("GET "+BatchesPath+"/{id}", s.batchCall(s.serveBatchGet))
+	mux.HandleFunc("POST "+BatchesPath+"/{id}/cancel", s.batchCall(s.serveBatchCancel))
+	mux.HandleFunc("GET "+BatchesPath+"/{id}/results", s.batchCall(s.serveBatchResults))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found_error", "Not found: "+r.Method+" "+r.URL.Path)
 	})
@@ -149,7 +173,8 @@ func (s *Server) MaxConcurrent() int64 { return s.maxInFlight.Load() }
 
 // FailNext makes the next n calls answer status with the API's error JSON:
 // 429 rate_limit_error carries "retry-after: 1", 529 is overloaded_error.
-// It replaces any failures still pending; n <= 0 cancels them.
+// Message Batches calls count too (they are not counted by Calls). It
+// replaces any failures still pending; n <= 0 cancels them.
 func (s *Server) FailNext(n int, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -157,7 +182,8 @@ func (s *Server) FailNext(n int, status int) {
 }
 
 // SetDelay makes each call wait d before it is answered, or until the
-// request's context ends (then nothing is answered). 0 removes the delay.
+// request's context ends (then nothing is answered); Message Batches calls
+// too. 0 removes the delay.
 func (s *Server) SetDelay(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -173,9 +199,10 @@ func (s *Server) DropItems(n int) {
 	s.drop = max(n, 0)
 }
 
-// Shuffle makes batch answers list their results in random order, and makes
+// Shuffle makes batch answers list their results in random order, makes
 // each plain answer wait a random 0-10ms first, so that concurrent plain
-// calls finish out of order.
+// calls finish out of order, and makes a Message Batch's results come in
+// random order.
 func (s *Server) Shuffle(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -183,7 +210,9 @@ func (s *Server) Shuffle(on bool) {
 }
 
 // SetMalformedNext makes the next n successful answers unreadable: the HTTP
-// body is cut off, so it is not valid JSON. This applies to both modes.
+// body is cut off, so it is not valid JSON. This applies to both modes, and
+// to a download of a Message Batch's results (it ends in the middle of a
+// line).
 func (s *Server) SetMalformedNext(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -236,7 +265,8 @@ func (s *Server) RepeatIDs(on bool) {
 
 // OmitInput makes answers leave out every request whose input is input: a
 // batch answer has no result for its item; a plain answer has no content
-// blocks at all (stop_reason "end_turn").
+// blocks at all (stop_reason "end_turn"); a Message Batch's results have no
+// line for it.
 func (s *Server) OmitInput(input string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -245,7 +275,8 @@ func (s *Server) OmitInput(input string) {
 
 // RejectInput makes the API refuse every request whose input is input, on
 // its own. A plain call for it is answered with HTTP 400
-// invalid_request_error, or with HTTP 529 overloaded_error when retryable.
+// invalid_request_error, or with HTTP 529 overloaded_error when retryable;
+// its request in a Message Batch ends "errored" with the same error type.
 // A tool_use answer has no way to refuse one item, so a batch answer leaves
 // the item out (as OmitInput does) and answers the rest.
 func (s *Server) RejectInput(input string, retryable bool) {

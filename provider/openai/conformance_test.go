@@ -9,7 +9,7 @@ import (
 	"github.com/aibatch/aibatch/provider/providertest"
 )
 
-var _ providertest.Fake = (*openaitest.Server)(nil)
+var _ providertest.AsyncFake = (*openaitest.Server)(nil)
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
@@ -20,6 +20,8 @@ func TestConformance(t *testing.T) {
 	}{
 		{"combined", openai.ModeCombined, providertest.Combined},
 		{"single", openai.ModeSingle, providertest.Single},
+		// Complete in async mode is the engine's synchronous fallback.
+		{"async", openai.ModeAsync, providertest.Combined},
 	}
 	for _, tt := range targets {
 		t.Run(tt.name, func(t *testing.T) {
@@ -44,4 +46,22 @@ func TestConformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+func TestAsyncConformance(t *testing.T) {
+	t.Parallel()
+	providertest.RunAsync(t, providertest.AsyncTarget{
+		Name:   "openai",
+		Secret: testKey,
+		Answer: openaitest.Answer,
+		New: func(t *testing.T) (provider.AsyncProvider, providertest.AsyncFake) {
+			srv := openaitest.NewServer(openaitest.WithAPIKey(testKey))
+			t.Cleanup(srv.Close)
+			p, err := openai.New(openai.Config{APIKey: testKey, BaseURL: srv.URL, Mode: openai.ModeAsync})
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			return p, srv
+		},
+	})
 }

@@ -138,6 +138,7 @@ func TestNew(t *testing.T) {
 		{"unparsable", openai.Config{APIKey: "k", BaseURL: "http://[::1"}, "BaseURL"},
 		{"combined", openai.Config{APIKey: "k", Mode: openai.ModeCombined}, ""},
 		{"single", openai.Config{APIKey: "k", Mode: openai.ModeSingle, Concurrency: 2}, ""},
+		{"async", openai.Config{APIKey: "k", Mode: openai.ModeAsync}, ""},
 		{"unknown mode", openai.Config{APIKey: "k", Mode: "batched"}, "Mode"},
 		{"negative concurrency", openai.Config{APIKey: "k", Mode: openai.ModeSingle, Concurrency: -1}, "Concurrency"},
 	}

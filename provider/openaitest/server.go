@@ -15,9 +15,15 @@
 //     is answered as one request with plain text content. This is what the
 //     openai provider's single mode sends.
 //
+// It also serves the Batch API (see jobs.go): file upload and download
+// (POST /v1/files, GET /v1/files/{id}/content) and batches (POST /v1/batches,
+// GET /v1/batches/{id}, POST /v1/batches/{id}/cancel). A job's lines are
+// plain requests, answered like plain calls once the test ends the job with
+// CompleteJobs or ExpireJob (or WithCompleteAfter does).
+//
 // Behaviour controls (FailNext, SetDelay, DropItems, ...) are methods on
 // *Server and are safe to call while the server runs. Each says what it does
-// to batch answers and to plain answers.
+// to batch answers, to plain answers and to Batch API jobs.
 package openaitest
 
 import (
@@ -49,9 +55,13 @@ type Server struct {
 	unknownModels map[string]bool // models answered with 404 model_not_found
 
 	calls       atomic.Int64
-	seq         atomic.Int64 // completion ids
+	seq         atomic.Int64 // completion, file, batch and line ids
 	inFlight    atomic.Int64
 	maxInFlight atomic.Int64
+	jobsMade    atomic.Int64 // batches created
+	cancelled   atomic.Int64 // batches moved to cancelling
+
+	completeAfter int // a job completes on this GET of it; 0: only CompleteJobs
 
 	mu        sync.Mutex
 	failN     int
@@ -66,7 +76,10 @@ type Server struct {
 	repeatIDs bool
 	omit      map[string]bool // inputs left out of answers
 	reject    map[string]bool // inputs refused alone; the value says retryable
+	failLines map[string]int  // job inputs answered with this status
 	requests  []Request
+	files     map[string]*storedFile
+	jobs      map[string]*job
 }
 
 // Option configures a Server at construction.
@@ -101,12 +114,24 @@ func NewServer(opts ...Option) *Server {
 // Handler yourself (as cmd/fakeai does). Its URL is empty and Close does
 // nothing.
 func NewUnstartedServer(opts ...Option) *Server {
-	s := &Server{unknownModels: map[string]bool{}, omit: map[string]bool{}, reject: map[string]bool{}}
+	s := &Server{
+		unknownModels: map[string]bool{},
+		omit:          map[string]bool{},
+		reject:        map[string]bool{},
+		failLines:     map[string]int{},
+		files:         map[string]*storedFile{},
+		jobs:          map[string]*job{},
+	}
 	for _, o := range opts {
 		o(s)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+ChatCompletionsPath, s.serveChatCompletions)
+	mux.HandleFunc("POST "+FilesPath, s.jobCall(s.serveFileUpload))
+	mux.HandleFunc("GET "+FilesPath+"/{id}/content", s.jobCall(s.serveFileContent))
+	mux.HandleFunc("POST "+BatchesPath, s.jobCall(s.serveBatchCreate))
+	mux.HandleFunc("GET "+BatchesPath+"/{id}", s.jobCall(s.serveBatchGet))
+	mux.HandleFunc("POST "+BatchesPath+"/{id}/cancel", s.jobCall(s.serveBatchCancel))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Invalid URL ("+r.Method+" "+r.URL.Path+")", "invalid_request_error", "", "")
 	})
@@ -135,8 +160,9 @@ func (s *Server) Calls() int64 { return s.calls.Load() }
 func (s *Server) MaxConcurrent() int64 { return s.maxInFlight.Load() }
 
 // FailNext makes the next n calls answer status with OpenAI's error JSON
-// (429 answers also carry "Retry-After: 1"). It replaces any failures still
-// pending; n <= 0 cancels them.
+// (429 answers also carry "Retry-After: 1"). Calls to the Files and Batch
+// endpoints count too (they are not counted by Calls). It replaces any
+// failures still pending; n <= 0 cancels them.
 func (s *Server) FailNext(n int, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -144,7 +170,8 @@ func (s *Server) FailNext(n int, status int) {
 }
 
 // SetDelay makes each call wait d before it is answered, or until the
-// request's context ends (then nothing is answered). 0 removes the delay.
+// request's context ends (then nothing is answered); Files and Batch calls
+// too. 0 removes the delay.
 func (s *Server) SetDelay(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -160,9 +187,10 @@ func (s *Server) DropItems(n int) {
 	s.drop = max(n, 0)
 }
 
-// Shuffle makes batch answers list their results in random order, and makes
+// Shuffle makes batch answers list their results in random order, makes
 // each plain answer wait a random 0-10ms first, so that concurrent plain
-// calls finish out of order.
+// calls finish out of order, and makes a job's output and error files list
+// their lines in random order.
 func (s *Server) Shuffle(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -171,7 +199,8 @@ func (s *Server) Shuffle(on bool) {
 
 // SetMalformedNext makes the next n successful answers unreadable: a batch
 // answer's content is not valid JSON (finish_reason stays "stop"); a plain
-// answer's HTTP body is cut off, so it is not valid JSON at all.
+// answer's HTTP body is cut off, so it is not valid JSON at all; a download
+// of a job's output or error file ends in the middle of a line.
 func (s *Server) SetMalformedNext(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -215,7 +244,7 @@ func (s *Server) RepeatIDs(on bool) {
 
 // OmitInput makes answers leave out every request whose input is input: a
 // batch answer has no result for its item; a plain call is answered with an
-// empty "choices" array.
+// empty "choices" array; a job's output and error files have no line for it.
 func (s *Server) OmitInput(input string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -223,10 +252,11 @@ func (s *Server) OmitInput(input string) {
 }
 
 // RejectInput makes the API refuse every request whose input is input, on
-// its own. A plain call for it is answered with HTTP 400 (code
-// "invalid_prompt"), or with HTTP 503 when retryable. Chat Completions has no
-// way to refuse one item of a batch answer, so a batch answer leaves the item
-// out (as OmitInput does) and answers the rest.
+// its own. A plain call for it, and a job's line for it, is answered with
+// HTTP 400 (code "invalid_prompt"), or with HTTP 503 when retryable; a job
+// writes that line to its error file. Chat Completions has no way to refuse
+// one item of a batch answer, so a batch answer leaves the item out (as
+// OmitInput does) and answers the rest.
 func (s *Server) RejectInput(input string, retryable bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

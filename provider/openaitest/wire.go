@@ -409,6 +409,14 @@ func tokens(n int) int64 { return int64(n+3) / 4 }
 
 // writeFailure answers status with an error body like the real API's.
 func writeFailure(w http.ResponseWriter, status int) {
+	if status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, map[string]apiError{"error": failure(status)})
+}
+
+// failure is the error object the real API answers status with.
+func failure(status int) apiError {
 	typ, code, msg := "invalid_request_error", "", "Injected failure."
 	switch {
 	case status == http.StatusUnauthorized:
@@ -418,16 +426,15 @@ func writeFailure(w http.ResponseWriter, status int) {
 	case status == http.StatusNotFound:
 		code, msg = "model_not_found", "The model does not exist or you do not have access to it."
 	case status == http.StatusTooManyRequests:
-		w.Header().Set("Retry-After", "1")
 		typ, code, msg = "requests", "rate_limit_exceeded", "Rate limit reached. Please try again in 1s."
 	case status >= 500:
 		typ, msg = "server_error", "The server had an error while processing your request. Sorry about that!"
 	}
-	writeError(w, status, msg, typ, "", code)
+	return newAPIError(msg, typ, "", code)
 }
 
-// writeError answers with OpenAI's error JSON; empty param and code are null.
-func writeError(w http.ResponseWriter, status int, msg, typ, param, code string) {
+// newAPIError is an error object; empty param and code are null.
+func newAPIError(msg, typ, param, code string) apiError {
 	e := apiError{Message: msg, Type: typ}
 	if param != "" {
 		e.Param = &param
@@ -435,7 +442,12 @@ func writeError(w http.ResponseWriter, status int, msg, typ, param, code string)
 	if code != "" {
 		e.Code = &code
 	}
-	writeJSON(w, status, map[string]apiError{"error": e})
+	return e
+}
+
+// writeError answers with OpenAI's error JSON; empty param and code are null.
+func writeError(w http.ResponseWriter, status int, msg, typ, param, code string) {
+	writeJSON(w, status, map[string]apiError{"error": newAPIError(msg, typ, param, code)})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

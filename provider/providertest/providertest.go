@@ -20,6 +20,11 @@
 //   - Single mode: every request is its own call; a failed call is that
 //     request's Result.Err, classified like a batch failure, and the other
 //     requests are answered.
+//
+// RunAsync(t, target) checks the contract of provider.AsyncProvider (Batch
+// API jobs: submit, poll, results matched by key, per-request errors,
+// expiry, cancellation, error classification) against a fake that also
+// implements AsyncFake.
 package providertest
 
 import (

@@ -43,3 +43,33 @@ func TestTargetValidate(t *testing.T) {
 		t.Error("Mode.String")
 	}
 }
+
+func TestAsyncTargetValidate(t *testing.T) {
+	t.Parallel()
+	ok := AsyncTarget{
+		Name:   "p",
+		Answer: func(s string) string { return s },
+		New:    func(*testing.T) (provider.AsyncProvider, AsyncFake) { return nil, nil },
+	}
+	tests := []struct {
+		name    string
+		change  func(*AsyncTarget)
+		wantErr string
+	}{
+		{"valid", func(*AsyncTarget) {}, ""},
+		{"no name", func(tg *AsyncTarget) { tg.Name = "" }, "Name"},
+		{"no answer", func(tg *AsyncTarget) { tg.Answer = nil }, "Answer"},
+		{"no constructor", func(tg *AsyncTarget) { tg.New = nil }, "New"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tg := ok
+			tt.change(&tg)
+			err := tg.validate()
+			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("validate() = %v, want an error mentioning %q", err, tt.wantErr)
+			}
+		})
+	}
+}

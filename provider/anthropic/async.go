@@ -1,0 +1,209 @@
+package anthropic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/anthropics/anthropic-sdk-go"
+	"github.com/anthropics/anthropic-sdk-go/option"
+
+	"github.com/aibatch/aibatch/provider"
+)
+
+var _ provider.AsyncProvider = (*Provider)(nil)
+
+// SubmitJob starts one Message Batch for b and returns its id.
+//
+// The batch holds one request per request of b: custom_id is the Key (the
+// API requires 1 to 64 characters of [a-zA-Z0-9_-]; the engine's keys are
+// decimal numbers) and params is the plain Messages request ModeSingle
+// would send: model, Instructions as system prompt, Input as user message,
+// max_tokens from MaxOutputTokens or Config.MaxTokens, capped at
+// Config.MaxCallTokens.
+//
+// Errors wrap an *provider.Error classified like Complete's (HTTP 4xx other
+// than 408, 409, 425 and 429 permanent, the rest transient, 529 overloaded
+// too) and never contain the API key. A Provider not built in ModeAsync, a
+// batch with no requests or no model: permanent, before any call.
+func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, error) {
+	if err := p.validateJob(b); err != nil {
+		return "", fmt.Errorf("anthropic: submit message batch: %w", err)
+	}
+	params := anthropic.MessageBatchNewParams{Requests: make([]anthropic.MessageBatchNewParamsRequest, len(b.Requests))}
+	for i, r := range b.Requests {
+		req := anthropic.MessageBatchNewParamsRequestParams{
+			Model:     b.Model,
+			MaxTokens: p.budget([]provider.Request{r}, 0),
+			Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(r.Input))},
+		}
+		if b.Instructions != "" {
+			req.System = []anthropic.TextBlockParam{{Text: b.Instructions}}
+		}
+		params.Requests[i] = anthropic.MessageBatchNewParamsRequest{CustomID: r.Key, Params: req}
+	}
+	var raw *http.Response
+	batch, err := p.messages.Batches.New(ctx, params, option.WithResponseInto(&raw))
+	if err != nil {
+		return "", p.redact(fmt.Errorf("anthropic: submit message batch: %w", callError(ctx, err, raw)))
+	}
+	if batch.ID == "" {
+		return "", fmt.Errorf("anthropic: submit message batch: %w", provider.Transient(errors.New("answer has no batch id")))
+	}
+	return batch.ID, nil
+}
+
+// validateJob checks the Provider can submit b.
+func (p *Provider) validateJob(b provider.Batch) error {
+	switch {
+	case p.mode != ModeAsync:
+		return provider.Permanent(ErrNotAsync)
+	case len(b.Requests) == 0:
+		return provider.Permanent(errors.New("batch has no requests"))
+	case b.Model == "":
+		return provider.Permanent(errors.New("batch has no model"))
+	}
+	return nil
+}
+
+// PollJob gets the Message Batch jobID and, once it has ended, its results.
+//
+// processing_status in_progress and canceling: not Done, no Results (the
+// API gives results only once the batch has ended). ended: Done, with the
+// results streamed from the batch's results, matched to requests by
+// custom_id (the first result for a custom_id wins):
+//   - succeeded: the message's text blocks joined, with the message's usage
+//     (cached prompt tokens count as input); stop_reason "refusal" is a
+//     permanent Result.Err, a message without text a transient one;
+//   - errored: a Result.Err classified by the error's type:
+//     invalid_request_error, authentication_error, permission_error,
+//     not_found_error, billing_error and request_too_large permanent;
+//     rate_limit_error, timeout_error, api_error, overloaded_error and any
+//     other type transient;
+//   - canceled and expired: left out, and so is a request with no result:
+//     the caller retries them.
+//
+// State is the processing_status. Errors concern the poll, not the
+// requests: the Provider not built in ModeAsync (permanent), a failed call
+// (classified as SubmitJob's, 404 for an unknown id), or results that cannot
+// be read (transient: poll again). They never contain the API key.
+func (p *Provider) PollJob(ctx context.Context, jobID string) (provider.JobStatus, error) {
+	if p.mode != ModeAsync {
+		return provider.JobStatus{}, fmt.Errorf("anthropic: poll message batch %q: %w", jobID, provider.Permanent(ErrNotAsync))
+	}
+	var raw *http.Response
+	batch, err := p.messages.Batches.Get(ctx, jobID, anthropic.MessageBatchGetParams{}, option.WithResponseInto(&raw))
+	if err != nil {
+		return provider.JobStatus{}, p.redact(fmt.Errorf("anthropic: poll message batch %q: %w", jobID, callError(ctx, err, raw)))
+	}
+	st := provider.JobStatus{State: string(batch.ProcessingStatus), Done: batch.ProcessingStatus == anthropic.MessageBatchProcessingStatusEnded}
+	if !st.Done {
+		return st, nil
+	}
+	results, err := p.readResults(ctx, jobID)
+	if err != nil {
+		return provider.JobStatus{}, p.redact(fmt.Errorf("anthropic: poll message batch %q: read results: %w", jobID, err))
+	}
+	st.Results = results
+	return st, nil
+}
+
+// readResults streams the results of the ended batch jobID.
+func (p *Provider) readResults(ctx context.Context, jobID string) ([]provider.Result, error) {
+	var raw *http.Response
+	stream := p.messages.Batches.ResultsStreaming(ctx, jobID, anthropic.MessageBatchResultsParams{}, option.WithResponseInto(&raw))
+	defer stream.Close()
+	var results []provider.Result
+	seen := map[string]bool{}
+	for stream.Next() {
+		line := stream.Current()
+		if line.CustomID == "" || seen[line.CustomID] {
+			continue
+		}
+		seen[line.CustomID] = true
+		r, ok := resultOf(line)
+		if !ok {
+			continue
+		}
+		if r.Err != nil {
+			r.Err = p.redact(fmt.Errorf("anthropic: message batch %q, request %q: %w", jobID, r.Key, r.Err))
+		}
+		results = append(results, r)
+	}
+	if err := stream.Err(); err != nil {
+		var apiErr *anthropic.Error
+		if ctx.Err() != nil || errors.As(err, &apiErr) {
+			return nil, callError(ctx, err, raw)
+		}
+		// A line that is not JSON, or a stream cut off.
+		return nil, provider.Transient(err)
+	}
+	return results, nil
+}
+
+// resultOf is the result one line gives its request, and false when the
+// request is to be left out (canceled or expired).
+func resultOf(line anthropic.MessageBatchIndividualResponse) (provider.Result, bool) {
+	r := provider.Result{Key: line.CustomID}
+	switch line.Result.Type {
+	case "succeeded":
+		msg := line.Result.AsSucceeded().Message
+		r.Output, r.Err = singleAnswer(&msg)
+		if r.Err == nil {
+			r.Usage = usage(&msg)
+		}
+	case "errored":
+		e := line.Result.AsErrored().Error.Error
+		r.Err = &provider.Error{Permanent: permanentType(e.Type), Err: fmt.Errorf("request errored (type %s): %q", e.Type, shorten(e.Message))}
+	case "canceled", "expired":
+		return r, false
+	default:
+		r.Err = provider.Transient(fmt.Errorf("unknown result type %q", line.Result.Type))
+	}
+	return r, true
+}
+
+// permanentType reports whether retrying a request that errored with the
+// API error type typ cannot help.
+func permanentType(typ string) bool {
+	switch typ {
+	case "invalid_request_error", "authentication_error", "permission_error", "not_found_error", "billing_error", "request_too_large":
+		return true
+	}
+	return false
+}
+
+// shorten cuts s to a length fit for an error message.
+func shorten(s string) string {
+	const limit = 200
+	if len(s) > limit {
+		return s[:limit] + "..."
+	}
+	return s
+}
+
+// CancelJob asks the API to cancel the Message Batch jobID. The batch moves
+// to canceling, then ended; PollJob then returns the requests it had
+// answered, the others being canceled (left out). Cancelling a batch that
+// is already canceling or ended is not an error. Errors wrap an
+// *provider.Error classified like SubmitJob's and never contain the API key.
+func (p *Provider) CancelJob(ctx context.Context, jobID string) error {
+	if p.mode != ModeAsync {
+		return fmt.Errorf("anthropic: cancel message batch %q: %w", jobID, provider.Permanent(ErrNotAsync))
+	}
+	var raw *http.Response
+	_, err := p.messages.Batches.Cancel(ctx, jobID, anthropic.MessageBatchCancelParams{}, option.WithResponseInto(&raw))
+	if err == nil {
+		return nil
+	}
+	cerr := callError(ctx, err, raw)
+	if cerr.StatusCode != 0 && cerr.StatusCode < 500 {
+		// The API may refuse to cancel a batch that has ended; see whether
+		// that is why.
+		if b, gerr := p.messages.Batches.Get(ctx, jobID, anthropic.MessageBatchGetParams{}); gerr == nil && b.ProcessingStatus != anthropic.MessageBatchProcessingStatusInProgress {
+			return nil
+		}
+	}
+	return p.redact(fmt.Errorf("anthropic: cancel message batch %q: %w", jobID, cerr))
+}

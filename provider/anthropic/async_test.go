@@ -1,0 +1,230 @@
+package anthropic_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/anthropic"
+	"github.com/aibatch/aibatch/provider/anthropictest"
+)
+
+// pollDone polls job id once and requires it to be done.
+func pollDone(t *testing.T, p *anthropic.Provider, id string) provider.JobStatus {
+	t.Helper()
+	st, err := p.PollJob(t.Context(), id)
+	if err != nil {
+		t.Fatalf("PollJob: %v", err)
+	}
+	if !st.Done {
+		t.Fatalf("PollJob: not done (state %q)", st.State)
+	}
+	return st
+}
+
+func TestSubmitJobRequests(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name          string
+		instructions  string
+		maxOutput     []int
+		wantMaxTokens []int64
+	}{
+		// Config: MaxTokens 300 when a request sets none, capped at 1000.
+		{"instructions and caps", "Translate to French.", []int{0, 50, 5000}, []int64{300, 50, 1000}},
+		{"no instructions", "", []int{0}, []int64{300}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync, MaxTokens: 300, MaxCallTokens: 1000})
+			b := provider.Batch{ID: "b1", Model: "claude-test", Instructions: tt.instructions}
+			for i, mt := range tt.maxOutput {
+				b.Requests = append(b.Requests, provider.Request{Key: fmt.Sprint(i), Input: fmt.Sprintf("say <%d> & \"more\"", i), MaxOutputTokens: mt})
+			}
+			id, err := p.SubmitJob(t.Context(), b)
+			if err != nil {
+				t.Fatalf("SubmitJob: %v", err)
+			}
+			reqs := srv.BatchRequests(id)
+			if len(reqs) != len(b.Requests) {
+				t.Fatalf("batch has %d requests, want %d", len(reqs), len(b.Requests))
+			}
+			for i, r := range reqs {
+				want := b.Requests[i]
+				if r.CustomID != want.Key || r.Model != b.Model || r.System != tt.instructions || r.MaxTokens != tt.wantMaxTokens[i] {
+					t.Errorf("request %d: custom_id, model, system, max_tokens = %q, %q, %q, %d; want %q, %q, %q, %d",
+						i, r.CustomID, r.Model, r.System, r.MaxTokens, want.Key, b.Model, tt.instructions, tt.wantMaxTokens[i])
+				}
+				if len(r.Messages) != 1 || r.Messages[0] != (anthropictest.Message{Role: "user", Content: want.Input}) {
+					t.Errorf("request %d: messages %+v, want one user message %q", i, r.Messages, want.Input)
+				}
+				if len(r.Tools) != 0 || r.ToolChoice != nil {
+					t.Errorf("request %d: tools %+v, tool_choice %+v; want none", i, r.Tools, r.ToolChoice)
+				}
+				if got := r.Header.Get("x-api-key"); got != testKey {
+					t.Errorf("request %d: x-api-key %q", i, got)
+				}
+			}
+		})
+	}
+}
+
+func TestJobNotAsync(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []anthropic.Mode{anthropic.ModeCombined, anthropic.ModeSingle} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			srv, p := setup(t, anthropic.Config{Mode: mode})
+			_, subErr := p.SubmitJob(t.Context(), provider.Batch{Model: "m", Requests: []provider.Request{{Key: "0", Input: "x"}}})
+			_, pollErr := p.PollJob(t.Context(), "msgbatch_1")
+			cancelErr := p.CancelJob(t.Context(), "msgbatch_1")
+			for name, err := range map[string]error{"SubmitJob": subErr, "PollJob": pollErr, "CancelJob": cancelErr} {
+				if !errors.Is(err, anthropic.ErrNotAsync) || !provider.IsPermanent(err) {
+					t.Errorf("%s: %v, want a permanent ErrNotAsync", name, err)
+				}
+			}
+			if srv.Jobs() != 0 || srv.Calls() != 0 {
+				t.Errorf("fake got %d batches and %d calls, want none", srv.Jobs(), srv.Calls())
+			}
+		})
+	}
+}
+
+func TestJobErroredTypes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		errType       string
+		wantPermanent bool
+	}{
+		{"invalid_request_error", true},
+		{"authentication_error", true},
+		{"permission_error", true},
+		{"not_found_error", true},
+		{"billing_error", true},
+		{"request_too_large", true},
+		{"rate_limit_error", false},
+		{"timeout_error", false},
+		{"api_error", false},
+		{"overloaded_error", false},
+		{"a_new_error_type", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.errType, func(t *testing.T) {
+			t.Parallel()
+			srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync})
+			srv.FailRequests(tt.errType, "b")
+			id, err := p.SubmitJob(t.Context(), provider.Batch{Model: "claude-test", Requests: []provider.Request{{Key: "0", Input: "a"}, {Key: "1", Input: "b"}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.CompleteBatches()
+			st := pollDone(t, p, id)
+			byKey := map[string]provider.Result{}
+			for _, r := range st.Results {
+				byKey[r.Key] = r
+			}
+			if r := byKey["0"]; r.Err != nil || r.Output != anthropictest.Answer("a") || r.Usage.InputTokens <= 0 || r.Usage.OutputTokens <= 0 {
+				t.Errorf("key 0: %+v, want answered with usage", r)
+			}
+			r, ok := byKey["1"]
+			if !ok || r.Err == nil {
+				t.Fatalf("key 1: %+v, want errored %s", r, tt.errType)
+			}
+			var pe *provider.Error
+			if !errors.As(r.Err, &pe) || pe.Permanent != tt.wantPermanent {
+				t.Errorf("key 1: Err %v, want a *provider.Error, permanent %v", r.Err, tt.wantPermanent)
+			}
+			for _, want := range []string{id, `"1"`, tt.errType} {
+				if !strings.Contains(r.Err.Error(), want) {
+					t.Errorf("key 1: Err %q does not mention %s", r.Err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestJobUnknownModel(t *testing.T) {
+	t.Parallel()
+	srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync}, anthropictest.WithUnknownModels("claude-gone"))
+	id, err := p.SubmitJob(t.Context(), provider.Batch{Model: "claude-gone", Requests: []provider.Request{{Key: "0", Input: "a"}, {Key: "1", Input: "b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.CompleteBatches()
+	st := pollDone(t, p, id)
+	if len(st.Results) != 2 {
+		t.Fatalf("results %+v, want one error per request", st.Results)
+	}
+	for _, r := range st.Results {
+		if !provider.IsPermanent(r.Err) || !strings.Contains(fmt.Sprint(r.Err), "not_found_error") {
+			t.Errorf("key %q: Err %v, want permanent not_found_error", r.Key, r.Err)
+		}
+	}
+}
+
+// A key the API does not accept as a custom_id fails the submission,
+// permanently.
+func TestSubmitJobBadKey(t *testing.T) {
+	t.Parallel()
+	srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync})
+	_, err := p.SubmitJob(t.Context(), provider.Batch{Model: "claude-test", Requests: []provider.Request{{Key: "not/valid", Input: "a"}}})
+	var pe *provider.Error
+	if !errors.As(err, &pe) || !pe.Permanent || pe.StatusCode != 400 {
+		t.Errorf("SubmitJob: %v, want a permanent HTTP 400", err)
+	}
+	if srv.Jobs() != 0 {
+		t.Errorf("fake has %d batches", srv.Jobs())
+	}
+}
+
+// PollJob reports the states before the end as not done, without results.
+func TestJobStates(t *testing.T) {
+	t.Parallel()
+	srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync}, anthropictest.WithCompleteAfter(3))
+	id, err := p.SubmitJob(t.Context(), provider.Batch{Model: "claude-test", Requests: []provider.Request{{Key: "0", Input: "a"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for range 3 {
+		st, err := p.PollJob(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		states = append(states, fmt.Sprintf("%s/%v/%d", st.State, st.Done, len(st.Results)))
+	}
+	if want := "[in_progress/false/0 in_progress/false/0 ended/true/1]"; fmt.Sprint(states) != want {
+		t.Errorf("states %v, want %s", states, want)
+	}
+	if err := p.CancelJob(t.Context(), id); err != nil {
+		t.Errorf("CancelJob of an ended batch: %v", err)
+	}
+	if srv.Cancelled() != 0 {
+		t.Errorf("fake cancelled %d batches", srv.Cancelled())
+	}
+}
+
+// Cancelling a batch twice, the second time while it is canceling, is not
+// an error and cancels it once; its requests end canceled (left out).
+func TestCancelJobTwice(t *testing.T) {
+	t.Parallel()
+	srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync})
+	id, err := p.SubmitJob(t.Context(), provider.Batch{Model: "claude-test", Requests: []provider.Request{{Key: "0", Input: "a"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := p.CancelJob(t.Context(), id); err != nil {
+			t.Fatalf("CancelJob %d: %v", i, err)
+		}
+	}
+	if srv.Cancelled() != 1 {
+		t.Errorf("fake cancelled %d batches, want 1", srv.Cancelled())
+	}
+	if st := pollDone(t, p, id); st.State != "ended" || len(st.Results) != 0 {
+		t.Errorf("PollJob = %+v, want ended with no results", st)
+	}
+}
