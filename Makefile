@@ -15,6 +15,10 @@ help: ## Show the targets
 build: ## Build the worker, publisher and fake AI server into ./bin
 	$(GO) build -o $(BIN)/ ./cmd/...
 
+.PHONY: image
+image: ## Build the worker container image
+	docker build -t aibatch-worker:dev .
+
 .PHONY: demo
 demo: build ## Run 1,000 requests through an embedded JetStream and a local fake OpenAI server
 	@set -euo pipefail; mkdir -p data; \
@@ -38,8 +42,10 @@ lint: ## go vet and gofmt
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 .PHONY: bench
-bench: ## Run the Go micro-benchmarks and print their figures
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## Micro-benchmarks, then the JetStream harness: one table, figures in bench/results.json (~8 min)
+	@set -euo pipefail; micro=$$(mktemp); trap 'rm -f "$$micro"' EXIT; \
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./batch/ ./jetstream/ | tee "$$micro"; \
+	$(GO) run ./bench -micro "$$micro"
 
 .PHONY: clean
 clean: ## Remove built binaries and the demo's ./data

@@ -42,6 +42,11 @@ type schedule struct {
 	// retryAt is when the earliest request this worker handed back for a
 	// retry becomes deliverable again; zero when there is none.
 	retryAt time.Time
+	// drainLeft is how many requests the last backlog read said still wait
+	// behind the batches sent since: while it holds a full batch, the lane
+	// fetches without reading the backlog again, so a backlog drains at the
+	// speed of the fetches.
+	drainLeft int
 }
 
 // retryGrace is added to a hand-back's delay before the scheduler looks for
@@ -153,6 +158,18 @@ func (e *Engine) runBatchLane(ctx context.Context) {
 // true when a full batch was sent for size, so the caller sends the next one
 // at once instead of waiting for the next poll.
 func (e *Engine) pollOnce(ctx context.Context, s *schedule) bool {
+	if s.drainLeft >= e.cfg.MaxBatchSize {
+		n, err := e.send(ctx, TriggerSize)
+		if err != nil || n < e.cfg.MaxBatchSize {
+			// Another worker took some, or the fetch failed: read the
+			// backlog again.
+			s.drainLeft = 0
+			return err == nil && n > 0
+		}
+		s.drainLeft -= n
+		s.lastFlush = e.clock.Now()
+		return true
+	}
 	b, err := e.queue.Backlog(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -183,6 +200,9 @@ func (e *Engine) pollOnce(ctx context.Context, s *schedule) bool {
 	}
 	s.lastFlush = now
 	full := n == e.cfg.MaxBatchSize
+	if trigger == TriggerSize && full {
+		s.drainLeft = b.Pending - n
+	}
 	if trigger == TriggerRetry && full {
 		// More handed-back (or orphaned) requests may be waiting than one
 		// batch took: look again at once.

@@ -1,0 +1,277 @@
+// Command bench measures what the batching layer costs on top of JetStream
+// and what it saves: throughput against the simplest loop the broker allows,
+// API calls per request against immediate mode, urgent-lane latency and the
+// batch lane's longest wait, hiding provider latency with calls in flight,
+// and the worker's peak memory. Every scenario runs against embedded
+// JetStream servers with file storage on loopback; comparisons are measured
+// side by side in each run and reported as median, min and max over the
+// runs.
+//
+//	go run ./bench              # the full run `make bench` does
+//	go run ./bench -quick       # every scenario, small, in well under a minute
+//	go run ./bench -only rates  # one scenario
+//
+// It prints one table on stdout (progress goes to stderr) and writes the
+// same figures, with the raw ones, as JSON (-out). Targets are reported,
+// never asserted: the exit code is 0 unless a scenario could not run.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the harness's settings; see the flags for their meaning.
+type options struct {
+	Quick  bool   `json:"quick"`
+	Runs   int    `json:"runs"`
+	Out    string `json:"-"`
+	Micro  string `json:"micro,omitempty"`
+	Only   string `json:"only,omitempty"`
+	Seed   uint64 `json:"seed"`
+	TmpDir string `json:"-"`
+
+	RequestSize int `json:"request_bytes"`
+
+	TPRequests int   `json:"throughput_requests"`
+	TPSize     int   `json:"throughput_request_bytes"`
+	TPBatches  []int `json:"throughput_batches"`
+
+	Rates        []float64     `json:"rates"`
+	RateDuration time.Duration `json:"rate_duration"`
+	RateInterval time.Duration `json:"rate_batch_interval"`
+	RateMaxWait  time.Duration `json:"rate_max_wait"`
+	RateBatch    int           `json:"rate_max_batch_size"`
+
+	UrgentRate     float64       `json:"urgent_rate"`
+	UrgentDuration time.Duration `json:"urgent_duration"`
+	UrgentBacklog  int           `json:"urgent_backlog"`
+	LaneRate       float64       `json:"lane_rate"`
+	LaneMaxWait    time.Duration `json:"lane_max_wait"`
+	LaneDuration   time.Duration `json:"lane_duration"`
+
+	SlowLatency time.Duration `json:"slow_latency"`
+	Inflights   []int         `json:"inflights"`
+	Rounds      int           `json:"rounds"`
+
+	MemRequests int `json:"memory_requests"`
+	MemSize     int `json:"memory_request_bytes"`
+	MemRuns     int `json:"memory_runs"`
+	// ProfileDir, when set, receives CPU profiles (go tool pprof) of each
+	// scenario 1 drain (the whole harness process: server and drainer) and
+	// of scenario 5's worker and ceiling processes (the drainer alone).
+	ProfileDir string `json:"profile_dir,omitempty"`
+}
+
+// MarshalJSON writes the options with durations as text ("10s").
+func (o options) MarshalJSON() ([]byte, error) {
+	type plain options
+	return json.Marshal(struct {
+		plain
+		RateDuration   string `json:"rate_duration"`
+		RateInterval   string `json:"rate_batch_interval"`
+		RateMaxWait    string `json:"rate_max_wait"`
+		UrgentDuration string `json:"urgent_duration"`
+		LaneMaxWait    string `json:"lane_max_wait"`
+		LaneDuration   string `json:"lane_duration"`
+		SlowLatency    string `json:"slow_latency"`
+	}{plain(o), o.RateDuration.String(), o.RateInterval.String(), o.RateMaxWait.String(),
+		o.UrgentDuration.String(), o.LaneMaxWait.String(), o.LaneDuration.String(), o.SlowLatency.String()})
+}
+
+// scenarios in the order they run.
+var scenarios = []string{"micro", "throughput", "rates", "latency", "inflight", "memory"}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == childCommand {
+		os.Exit(childMain(os.Args[2:]))
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+// parseOptions reads the flags; -quick changes the defaults of every flag
+// not given explicitly to a small run.
+func parseOptions(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.BoolVar(&o.Quick, "quick", false, "small sizes and 1 run: every scenario in well under a minute")
+	fs.IntVar(&o.Runs, "runs", 3, "runs of each comparison (median, min and max are reported)")
+	fs.StringVar(&o.Out, "out", "bench/results.json", "JSON results file (with -quick the default is in the temp dir)")
+	fs.StringVar(&o.Micro, "micro", "", "output of `go test -bench` to include as scenario 6")
+	fs.StringVar(&o.Only, "only", "", "comma-separated scenarios to run: "+strings.Join(scenarios, ","))
+	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the Poisson arrivals")
+	fs.IntVar(&o.RequestSize, "request-bytes", 500, "request body size in scenarios 2-4")
+	fs.IntVar(&o.TPRequests, "tp-requests", 200_000, "scenario 1: backlog drained per measurement")
+	fs.IntVar(&o.TPSize, "tp-bytes", 500, "scenario 1: request body size")
+	intsVar(fs, &o.TPBatches, "tp-batches", []int{50, 100}, "scenario 1: MAX_BATCH_SIZE values (the ceiling fetches as many)")
+	floatsVar(fs, &o.Rates, "rates", []float64{1, 10, 100, 1000}, "scenario 2: Poisson arrival rates, requests/s")
+	fs.DurationVar(&o.RateDuration, "rate-duration", 10*time.Second, "scenario 2: arrivals last this long per rate")
+	fs.DurationVar(&o.RateInterval, "rate-interval", time.Second, "scenario 2: BATCH_INTERVAL")
+	fs.DurationVar(&o.RateMaxWait, "rate-max-wait", 5*time.Second, "scenario 2: MAX_WAIT")
+	fs.IntVar(&o.RateBatch, "batch", 50, "scenarios 2-4: MAX_BATCH_SIZE")
+	fs.Float64Var(&o.UrgentRate, "urgent-rate", 100, "scenario 3: urgent requests/s")
+	fs.DurationVar(&o.UrgentDuration, "urgent-duration", 10*time.Second, "scenario 3: urgent arrivals last this long")
+	fs.IntVar(&o.UrgentBacklog, "urgent-backlog", 20_000, "scenario 3: batch-lane backlog kept draining meanwhile")
+	fs.Float64Var(&o.LaneRate, "lane-rate", 5, "scenario 3: batch-lane requests/s in the MAX_WAIT check")
+	fs.DurationVar(&o.LaneMaxWait, "lane-max-wait", 2*time.Second, "scenario 3: MAX_WAIT in the MAX_WAIT check")
+	fs.DurationVar(&o.LaneDuration, "lane-duration", 10*time.Second, "scenario 3: arrivals last this long in the MAX_WAIT check")
+	fs.DurationVar(&o.SlowLatency, "slow-latency", 500*time.Millisecond, "scenario 4: provider latency per call")
+	intsVar(fs, &o.Inflights, "inflights", []int{1, 4, 16}, "scenario 4: MAX_INFLIGHT_BATCHES values")
+	fs.IntVar(&o.Rounds, "rounds", 6, "scenario 4: waves of calls per measurement")
+	fs.IntVar(&o.MemRequests, "mem-requests", 1_000_000, "scenario 5: backlog drained by each process")
+	fs.IntVar(&o.MemSize, "mem-bytes", 1024, "scenario 5: request body size")
+	fs.IntVar(&o.MemRuns, "mem-runs", 1, "scenario 5: runs")
+	fs.StringVar(&o.ProfileDir, "profile", "", "directory for CPU profiles: scenario 1 per drain (server + drainer), scenario 5 per process (drainer alone)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.Quick {
+		set := make(map[string]bool)
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quick := map[string]string{
+			"runs": "1", "out": filepath.Join(os.TempDir(), "aibatch-bench-quick.json"),
+			"tp-requests": "5000", "rate-duration": "2s", "urgent-duration": "2s", "urgent-backlog": "2000",
+			"lane-max-wait": "1s", "lane-duration": "3s", "rounds": "2", "mem-requests": "10000",
+		}
+		for name, v := range quick {
+			if !set[name] {
+				if err := fs.Set(name, v); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if o.Runs < 1 || o.MemRuns < 1 || o.Rounds < 1 || len(o.TPBatches) == 0 || len(o.Inflights) == 0 {
+		return nil, fmt.Errorf("-runs, -mem-runs, -rounds must be 1 or more, -tp-batches and -inflights not empty")
+	}
+	for _, s := range splitList(o.Only) {
+		if !slices.Contains(scenarios, s) {
+			return nil, fmt.Errorf("-only: unknown scenario %q, want some of %s", s, strings.Join(scenarios, ","))
+		}
+	}
+	return o, nil
+}
+
+func run(args []string) int {
+	o, err := parseOptions(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	o.TmpDir, err = os.MkdirTemp("", "aibatch-bench-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(o.TmpDir)
+	if o.ProfileDir != "" {
+		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			return 1
+		}
+	}
+
+	r := newReport(o, os.Stderr)
+	only := splitList(o.Only)
+	steps := map[string]func() error{
+		"micro": func() error {
+			if o.Micro == "" {
+				return nil
+			}
+			return scenarioMicro(o.Micro, r)
+		},
+		"throughput": func() error { return scenarioThroughput(ctx, o, r) },
+		"rates":      func() error { return scenarioRates(ctx, o, r) },
+		"latency":    func() error { return scenarioLatency(ctx, o, r) },
+		"inflight":   func() error { return scenarioInflight(ctx, o, r) },
+		"memory":     func() error { return scenarioMemory(ctx, o, r) },
+	}
+	code := 0
+	for _, name := range scenarios {
+		if len(only) > 0 && !slices.Contains(only, name) {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		t0 := time.Now()
+		if err := steps[name](); err != nil {
+			r.progress("%s FAILED: %v", name, err)
+			r.failed(name, err)
+			code = 1
+			continue
+		}
+		r.progress("%s done in %s", name, time.Since(t0).Round(100*time.Millisecond))
+	}
+	r.finish()
+	if err := r.writeTable(os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	if err := r.writeJSON(o.Out); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	fmt.Printf("results written to %s\n", o.Out)
+	return code
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// intsVar defines a flag holding a comma-separated list of whole numbers.
+func intsVar(fs *flag.FlagSet, p *[]int, name string, def []int, usage string) {
+	*p = def
+	fs.Func(name, usage+fmt.Sprintf(" (default %v)", def), func(s string) error {
+		var v []int
+		for _, f := range splitList(s) {
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1 {
+				return fmt.Errorf("%q is not a whole number of 1 or more", f)
+			}
+			v = append(v, n)
+		}
+		*p = v
+		return nil
+	})
+}
+
+// floatsVar defines a flag holding a comma-separated list of positive
+// numbers.
+func floatsVar(fs *flag.FlagSet, p *[]float64, name string, def []float64, usage string) {
+	*p = def
+	fs.Func(name, usage+fmt.Sprintf(" (default %v)", def), func(s string) error {
+		var v []float64
+		for _, f := range splitList(s) {
+			x, err := strconv.ParseFloat(f, 64)
+			if err != nil || x <= 0 {
+				return fmt.Errorf("%q is not a number above 0", f)
+			}
+			v = append(v, x)
+		}
+		*p = v
+		return nil
+	})
+}
