@@ -43,6 +43,9 @@ const (
 	outcomeHandBack
 )
 
+// settleTimeout is the least time settling a batch's outcomes may take.
+const settleTimeout = 30 * time.Second
+
 // errMissing is the cause recorded for a request the provider's answer left out.
 var errMissing = errors.New("the provider's answer has no item for this request")
 
@@ -240,8 +243,10 @@ func (e *Engine) applyResults(waiting map[string]*item, results []provider.Resul
 
 // settle stores each item's outcome and then acks or hands back its message.
 func (e *Engine) settle(items []*item) {
-	// Publishing must finish even while shutting down: the outcome was paid for.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(e.procCtx), e.cfg.AckWait)
+	// Publishing must finish even while shutting down: the outcome was paid
+	// for. Progress reports keep the requests from redelivery meanwhile, so
+	// a slow broker gets more than one AckWait.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(e.procCtx), max(e.cfg.AckWait, settleTimeout))
 	defer cancel()
 
 	// One jitter per settlement keeps a batch's retries together, so they
