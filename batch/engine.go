@@ -148,6 +148,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		}()
 	}
 	<-ctx.Done()
+	e.log.Info("shutting down: no more fetches; in-flight calls may finish",
+		zap.Int64("in_flight", e.stats.inFlight.Load()), zap.Duration("timeout", e.cfg.ShutdownTimeout))
 	lanes.Wait()
 	e.running.Store(false)
 
