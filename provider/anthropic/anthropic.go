@@ -43,6 +43,8 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/option"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/internal/combined"
+	"github.com/aibatch/aibatch/provider/internal/httpcall"
 )
 
 // ToolName is the name of the tool a combined call forces.
@@ -76,7 +78,7 @@ var _ provider.Provider = (*Provider)(nil)
 // concurrent use.
 type Provider struct {
 	messages      anthropic.MessageService
-	apiKey        string
+	redact        func(error) error // hides the API key in an error message
 	mode          Mode
 	concurrency   int
 	maxTokens     int
@@ -110,7 +112,7 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 		// NewMessageService, unlike anthropic.NewClient, reads no
 		// ANTHROPIC_* environment variables or profile files.
 		messages:      anthropic.NewMessageService(reqOpts...),
-		apiKey:        cfg.APIKey,
+		redact:        httpcall.NewRedactor(cfg.APIKey).Redact,
 		mode:          cfg.Mode,
 		concurrency:   cfg.Concurrency,
 		maxTokens:     cfg.MaxTokens,
@@ -160,7 +162,7 @@ func (p *Provider) Mode() Mode { return p.mode }
 //   - ctx ending: transient, wrapping ctx.Err().
 //
 // ModeSingle makes one call per request, at most Config.Concurrency at once,
-// and returns one result per request, in the order the calls finished. A
+// and returns one result per request, in request order. A
 // failed call is its request's Result.Err, classified as above, with two
 // differences: stop_reason "refusal" is permanent (the model refused that
 // prompt alone), and "max_tokens" is not an error (the output is what fitted
@@ -281,30 +283,9 @@ func parseAnswer(b provider.Batch, msg *anthropic.Message) ([]provider.Result, e
 	if input == nil {
 		return nil, fmt.Errorf("answer has no %s tool_use block (stop_reason %q)", ToolName, msg.StopReason)
 	}
-	var answer struct {
-		Results *[]struct {
-			ID     string  `json:"id"`
-			Output *string `json:"output"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal(input, &answer); err != nil {
+	results, err := combined.Results(b, input)
+	if err != nil {
 		return nil, fmt.Errorf("parse tool input: %w", err)
-	}
-	if answer.Results == nil {
-		return nil, errors.New(`parse tool input: no "results"`)
-	}
-
-	pending := make(map[string]bool, len(b.Requests))
-	for _, r := range b.Requests {
-		pending[r.Key] = true
-	}
-	results := make([]provider.Result, 0, len(b.Requests))
-	for _, a := range *answer.Results {
-		if !pending[a.ID] || a.Output == nil {
-			continue // unknown id, repeated id, or no output
-		}
-		pending[a.ID] = false
-		results = append(results, provider.Result{Key: a.ID, Output: *a.Output})
 	}
 	return results, nil
 }

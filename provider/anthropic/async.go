@@ -10,6 +10,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/option"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/internal/validate"
 )
 
 var _ provider.AsyncProvider = (*Provider)(nil)
@@ -56,15 +57,10 @@ func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, err
 
 // validateJob checks the Provider can submit b.
 func (p *Provider) validateJob(b provider.Batch) error {
-	switch {
-	case p.mode != ModeAsync:
+	if p.mode != ModeAsync {
 		return provider.Permanent(ErrNotAsync)
-	case len(b.Requests) == 0:
-		return provider.Permanent(errors.New("batch has no requests"))
-	case b.Model == "":
-		return provider.Permanent(errors.New("batch has no model"))
 	}
-	return nil
+	return validate.Batch(b)
 }
 
 // PollJob gets the Message Batch jobID and, once it has ended, its results.

@@ -1,12 +1,12 @@
 package anthropic
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 
 	"github.com/anthropics/anthropic-sdk-go/option"
+
+	"github.com/aibatch/aibatch/provider/internal/validate"
 )
 
 // Mode says how a batch is turned into API calls.
@@ -73,30 +73,16 @@ type Config struct {
 // Validate reports the first problem with c, naming the field. It does not
 // change c; New applies the defaults of empty fields.
 func (c Config) Validate() error {
-	if c.APIKey == "" {
-		return errors.New("anthropic: config: APIKey is required")
-	}
-	switch c.Mode {
-	case "", ModeCombined, ModeSingle, ModeAsync:
-	default:
-		return fmt.Errorf("anthropic: config: Mode %q must be %q, %q or %q", c.Mode, ModeCombined, ModeSingle, ModeAsync)
-	}
-	for _, f := range []struct {
-		name string
-		v    int
-	}{{"Concurrency", c.Concurrency}, {"MaxTokens", c.MaxTokens}, {"MaxCallTokens", c.MaxCallTokens}} {
-		if f.v < 0 {
-			return fmt.Errorf("anthropic: config: %s %d must not be negative", f.name, f.v)
-		}
-	}
-	if c.BaseURL != "" {
-		u, err := url.Parse(c.BaseURL)
-		if err != nil {
-			return fmt.Errorf("anthropic: config: BaseURL: %w", err)
-		}
-		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("anthropic: config: BaseURL %q must be an absolute http or https URL", c.BaseURL)
-		}
+	err := validate.First(
+		validate.Required("APIKey", c.APIKey),
+		validate.Mode(c.Mode, ModeCombined, ModeSingle, ModeAsync),
+		validate.NotNegative("Concurrency", c.Concurrency),
+		validate.NotNegative("MaxTokens", c.MaxTokens),
+		validate.NotNegative("MaxCallTokens", c.MaxCallTokens),
+		validate.BaseURL(c.BaseURL),
+	)
+	if err != nil {
+		return fmt.Errorf("anthropic: config: %w", err)
 	}
 	return nil
 }

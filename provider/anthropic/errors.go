@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
-	"time"
 
 	"github.com/anthropics/anthropic-sdk-go"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/internal/httpcall"
 )
 
 // ErrNotAsync is the cause of the permanent error SubmitJob, PollJob and
@@ -19,15 +18,12 @@ import (
 var ErrNotAsync = errors.New("the provider was not built with Mode async")
 
 // callError classifies the error of a Messages call. raw is the HTTP
-// response when there was one.
+// response when there was one. 5xx, including Anthropic's 529 overloaded,
+// is transient.
 func callError(ctx context.Context, err error, raw *http.Response) *provider.Error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		if !errors.Is(err, ctxErr) {
-			err = fmt.Errorf("%w: %w", ctxErr, err)
-		}
-		return &provider.Error{Err: err}
+	if pe := httpcall.Interrupted(ctx, err); pe != nil {
+		return pe
 	}
-
 	var status int
 	var header http.Header
 	var apiErr *anthropic.Error
@@ -43,41 +39,5 @@ func callError(ctx context.Context, err error, raw *http.Response) *provider.Err
 	case raw != nil && raw.StatusCode >= 400:
 		status, header = raw.StatusCode, raw.Header
 	}
-
-	pe := &provider.Error{StatusCode: status, Err: err, Permanent: permanentStatus(status)}
-	if status != 0 && !pe.Permanent {
-		pe.RetryAfter = provider.ParseRetryAfter(header, time.Now())
-	}
-	return pe
+	return httpcall.StatusError(status, header, err)
 }
-
-// permanentStatus reports whether retrying a call answered with status cannot
-// help: 4xx except 408 (timeout), 409 (conflict), 425 (too early) and 429
-// (rate limit). 5xx, including Anthropic's 529 overloaded, is transient.
-func permanentStatus(status int) bool {
-	switch status {
-	case http.StatusRequestTimeout, http.StatusConflict, http.StatusTooEarly, http.StatusTooManyRequests:
-		return false
-	}
-	return status >= 400 && status < 500
-}
-
-// redact hides the API key should err's message contain it.
-func (p *Provider) redact(err error) error {
-	if p.apiKey == "" || !strings.Contains(err.Error(), p.apiKey) {
-		return err
-	}
-	return &redactedError{err: err, key: p.apiKey}
-}
-
-// redactedError is err with the API key replaced in its message.
-type redactedError struct {
-	err error
-	key string
-}
-
-func (e *redactedError) Error() string {
-	return strings.ReplaceAll(e.err.Error(), e.key, "[REDACTED]")
-}
-
-func (e *redactedError) Unwrap() error { return e.err }

@@ -6,35 +6,21 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/internal/fanout"
 )
 
 // completeSingle makes one plain call per request of b, at most
 // p.concurrency at once (see Complete for the contract).
 func (p *Provider) completeSingle(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
-	results := make([]provider.Result, len(b.Requests))
-	sem := make(chan struct{}, p.concurrency)
-	var wg sync.WaitGroup
-	for i, r := range b.Requests {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			results[i] = provider.Result{Key: r.Key, Err: p.singleError(r.Key, callError(ctx, ctx.Err(), nil))}
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			results[i] = p.completeOne(ctx, b, r)
-		})
-	}
-	wg.Wait()
-	if ctxErr := ctx.Err(); ctxErr != nil && !anyAnswered(results) {
-		return nil, fmt.Errorf("anthropic: messages: %w", provider.Transient(ctxErr))
+	one := func(r provider.Request) provider.Result { return p.completeOne(ctx, b, r) }
+	results, err := fanout.Complete(ctx, b.Requests, p.concurrency, one, p.singleError)
+	if err != nil {
+		return nil, fmt.Errorf("anthropic: messages: %w", err)
 	}
 	return results, nil
 }
@@ -86,14 +72,4 @@ func singleAnswer(msg *anthropic.Message) (string, error) {
 // singleError wraps err, the failure of the call for request key.
 func (p *Provider) singleError(key string, err error) error {
 	return p.redact(fmt.Errorf("anthropic: messages for request %q: %w", key, err))
-}
-
-// anyAnswered reports whether some result has no error.
-func anyAnswered(results []provider.Result) bool {
-	for _, r := range results {
-		if r.Err == nil {
-			return true
-		}
-	}
-	return false
 }

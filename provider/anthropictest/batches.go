@@ -1,16 +1,15 @@
 package anthropictest
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/aibatch/aibatch/provider/internal/fake"
 )
 
 // BatchesPath is where the fake serves the Message Batches API: POST
@@ -133,15 +132,7 @@ func (s *Server) BatchRequests(id string) []BatchRequest {
 // "invalid_request_error", "overloaded_error", "api_error"). An empty
 // errType stops failing them. Messages calls are not affected.
 func (s *Server) FailRequests(errType string, inputs ...string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, in := range inputs {
-		if errType == "" {
-			delete(s.failRequests, in)
-		} else {
-			s.failRequests[in] = errType
-		}
-	}
+	s.failRequests.Set(errType, inputs...)
 }
 
 // CompleteBatches ends every batch in progress. Each request gets a result
@@ -176,35 +167,6 @@ func (s *Server) ExpireBatch(id string, answered int) error {
 	}
 	s.endLocked(b, answered, "expired")
 	return nil
-}
-
-// batchCall wraps a Message Batches handler with what every call does:
-// read the body, wait SetDelay, check the x-api-key and anthropic-version
-// headers, fail as FailNext says.
-func (s *Server) batchCall(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-		if d := s.currentDelay(); d > 0 && !sleep(r, d) {
-			return
-		}
-		if key := r.Header.Get("x-api-key"); key == "" || (s.apiKey != "" && key != s.apiKey) {
-			writeError(w, http.StatusUnauthorized, "authentication_error", "invalid x-api-key")
-			return
-		}
-		if r.Header.Get("anthropic-version") == "" {
-			writeError(w, http.StatusBadRequest, "invalid_request_error", "anthropic-version: header is required")
-			return
-		}
-		if status := s.takeFailure(); status != 0 {
-			writeFailure(w, status)
-			return
-		}
-		if bodyErr != nil {
-			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
-			return
-		}
-		h(w, r, body)
-	}
 }
 
 func (s *Server) serveBatchCreate(w http.ResponseWriter, r *http.Request, body []byte) {
@@ -256,7 +218,7 @@ func (s *Server) serveBatchCreate(w http.ResponseWriter, r *http.Request, body [
 	s.batches[b.id] = b
 	s.mu.Unlock()
 	s.batchesMade.Add(1)
-	writeJSON(w, http.StatusOK, b.wire(r))
+	fake.WriteJSON(w, http.StatusOK, b.wire(r))
 }
 
 // batch returns batch id, or answers 404 and returns nil. It is called
@@ -284,7 +246,7 @@ func (s *Server) serveBatchGet(w http.ResponseWriter, r *http.Request, _ []byte)
 	case b.status == StatusInProgress && s.completeAfter > 0 && b.polls >= s.completeAfter:
 		s.endLocked(b, len(b.entries), "")
 	}
-	writeJSON(w, http.StatusOK, b.wire(r))
+	fake.WriteJSON(w, http.StatusOK, b.wire(r))
 }
 
 func (s *Server) serveBatchCancel(w http.ResponseWriter, r *http.Request, _ []byte) {
@@ -303,7 +265,7 @@ func (s *Server) serveBatchCancel(w http.ResponseWriter, r *http.Request, _ []by
 		writeError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("Message batch %s has already ended and cannot be canceled.", b.id))
 		return
 	}
-	writeJSON(w, http.StatusOK, b.wire(r))
+	fake.WriteJSON(w, http.StatusOK, b.wire(r))
 }
 
 func (s *Server) serveBatchResults(w http.ResponseWriter, r *http.Request, _ []byte) {
@@ -319,12 +281,8 @@ func (s *Server) serveBatchResults(w http.ResponseWriter, r *http.Request, _ []b
 		return
 	}
 	data := b.results
-	malformed := s.malformed > 0
-	if malformed {
-		s.malformed--
-	}
 	s.mu.Unlock()
-	if malformed {
+	if s.ctl.TakeMalformed() {
 		// Cut in the middle of a line, whatever the cut point.
 		data = append(slices.Clone(data[:len(data)/2]), `{"custom_id": `...)
 	}
@@ -358,18 +316,7 @@ func (s *Server) endLocked(b *msgBatch, answered int, rest string) {
 		}
 		lines = append(lines, wireResultLine{CustomID: e.CustomID, Result: res})
 	}
-	if s.shuffle {
-		rand.Shuffle(len(lines), func(i, j int) { lines[i], lines[j] = lines[j], lines[i] })
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	for _, l := range lines {
-		if err := enc.Encode(l); err != nil {
-			panic(err) // plain structs: cannot fail
-		}
-	}
-	b.results, b.status, b.ended = buf.Bytes(), StatusEnded, time.Now().UTC()
+	b.results, b.status, b.ended = fake.JSONL(lines, s.ctl.Shuffling()), StatusEnded, time.Now().UTC()
 }
 
 // resultLocked is the result of one request as the controls say; false
@@ -381,7 +328,7 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 	}
 	wr, rec := e.wire, e.Request
 	user := lastUser(rec.Messages)
-	if user != nil && s.omit[user.Content] {
+	if user != nil && s.ctl.Omitted(user.Content) {
 		return wireResult{}, false
 	}
 	switch {
@@ -399,13 +346,13 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 	if batch, err := isBatch(wr); err != nil || batch {
 		return errored("invalid_request_error", "the fake answers only plain requests in a message batch")
 	}
-	if retryable, rejected := s.reject[user.Content]; rejected {
+	if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
 		if retryable {
 			return errored("overloaded_error", "Overloaded")
 		}
 		return errored("invalid_request_error", "Output blocked by content filtering policy")
 	}
-	if typ := s.failRequests[user.Content]; typ != "" {
+	if typ := s.failRequests.Get(user.Content); typ != "" {
 		return errored(typ, "Injected failure.")
 	}
 	out := Answer(user.Content)
@@ -420,7 +367,7 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 		Model:      wr.Model,
 		Content:    []any{textBlock{Type: "text", Text: out}},
 		StopReason: "end_turn",
-		Usage:      wireUsage{InputTokens: tokens(prompt), OutputTokens: tokens(len(out)), ServiceTier: "batch"},
+		Usage:      wireUsage{InputTokens: fake.Tokens(prompt), OutputTokens: fake.Tokens(len(out)), ServiceTier: "batch"},
 	}}, true
 }
 

@@ -40,6 +40,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/aibatch/aibatch/provider/internal/fake"
 )
 
 // MessagesPath is the path the fake serves the Messages API on.
@@ -65,33 +67,22 @@ type Server struct {
 	apiKey        string          // required x-api-key; "" accepts any non-empty key
 	unknownModels map[string]bool // models answered with 404 not_found_error
 
-	calls       atomic.Int64
+	// Behaviour controls and records, each safe for concurrent use.
+	ctl          fake.Controls[Result]
+	refuse       fake.Countdown
+	truncate     fake.Countdown
+	noTool       fake.Countdown
+	requests     fake.Log[Request]
+	failRequests fake.PerInput[string] // batch request input -> error type
+
 	seq         atomic.Int64 // message, tool_use, request and batch ids
-	inFlight    atomic.Int64
-	maxInFlight atomic.Int64
 	batchesMade atomic.Int64 // Message Batches created
 	cancelled   atomic.Int64 // batches moved to canceling
 
 	completeAfter int // a batch ends on this GET of it; 0: only CompleteBatches
 
-	mu        sync.Mutex
-	failN     int
-	failCode  int
-	delay     time.Duration
-	drop      int
-	shuffle   bool
-	malformed int
-	refuse    int
-	truncate  int
-	noTool    int
-	repeatIDs bool
-	transform func([]Result) []Result
-	omit      map[string]bool
-	reject    map[string]bool // input -> retryable
-	requests  []Request
-
-	failRequests map[string]string // batch request input -> error type
-	batches      map[string]*msgBatch
+	mu      sync.Mutex // guards what follows
+	batches map[string]*msgBatch
 }
 
 // Option configures a Server at construction.
@@ -127,20 +118,17 @@ func NewServer(opts ...Option) *Server {
 func NewUnstartedServer(opts ...Option) *Server {
 	s := &Server{
 		unknownModels: map[string]bool{},
-		omit:          map[string]bool{},
-		reject:        map[string]bool{},
-		failRequests:  map[string]string{},
 		batches:       map[string]*msgBatch{},
 	}
 	for _, o := range opts {
 		o(s)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+MessagesPath, s.serveMessages)
-	mux.HandleFunc("POST "+BatchesPath, s.batchCall(s.serveBatchCreate))
-	mux.HandleFunc("GET "+BatchesPath+"/{id}", s.batchCall(s.serveBatchGet))
-	mux.HandleFunc("POST "+BatchesPath+"/{id}/cancel", s.batchCall(s.serveBatchCancel))
-	mux.HandleFunc("GET "+BatchesPath+"/{id}/results", s.batchCall(s.serveBatchResults))
+	mux.HandleFunc("POST "+MessagesPath, s.ctl.Counted(s.apiCall(s.serveMessages)))
+	mux.HandleFunc("POST "+BatchesPath, s.apiCall(s.serveBatchCreate))
+	mux.HandleFunc("GET "+BatchesPath+"/{id}", s.apiCall(s.serveBatchGet))
+	mux.HandleFunc("POST "+BatchesPath+"/{id}/cancel", s.apiCall(s.serveBatchCancel))
+	mux.HandleFunc("GET "+BatchesPath+"/{id}/results", s.apiCall(s.serveBatchResults))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found_error", "Not found: "+r.Method+" "+r.URL.Path)
 	})
@@ -165,113 +153,69 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Calls returns how many Messages calls the server has received, including
 // the ones it answered with an error.
-func (s *Server) Calls() int64 { return s.calls.Load() }
+func (s *Server) Calls() int64 { return s.ctl.Calls() }
 
 // MaxConcurrent returns the largest number of Messages calls the server was
 // handling at the same moment.
-func (s *Server) MaxConcurrent() int64 { return s.maxInFlight.Load() }
+func (s *Server) MaxConcurrent() int64 { return s.ctl.MaxConcurrent() }
 
 // FailNext makes the next n calls answer status with the API's error JSON:
 // 429 rate_limit_error carries "retry-after: 1", 529 is overloaded_error.
 // Message Batches calls count too (they are not counted by Calls). It
 // replaces any failures still pending; n <= 0 cancels them.
-func (s *Server) FailNext(n int, status int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failN, s.failCode = max(n, 0), status
-}
+func (s *Server) FailNext(n int, status int) { s.ctl.FailNext(n, status) }
 
 // SetDelay makes each call wait d before it is answered, or until the
 // request's context ends (then nothing is answered); Message Batches calls
 // too. 0 removes the delay.
-func (s *Server) SetDelay(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.delay = d
-}
+func (s *Server) SetDelay(d time.Duration) { s.ctl.SetDelay(d) }
 
 // DropItems makes each batch answer leave out the last n items of its
 // request (in request order). 0 restores complete answers. Plain answers are
 // not affected.
-func (s *Server) DropItems(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.drop = max(n, 0)
-}
+func (s *Server) DropItems(n int) { s.ctl.DropItems(n) }
 
 // Shuffle makes batch answers list their results in random order, makes
 // each plain answer wait a random 0-10ms first, so that concurrent plain
 // calls finish out of order, and makes a Message Batch's results come in
 // random order.
-func (s *Server) Shuffle(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.shuffle = on
-}
+func (s *Server) Shuffle(on bool) { s.ctl.Shuffle(on) }
 
 // SetMalformedNext makes the next n successful answers unreadable: the HTTP
 // body is cut off, so it is not valid JSON. This applies to both modes, and
 // to a download of a Message Batch's results (it ends in the middle of a
 // line).
-func (s *Server) SetMalformedNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.malformed = max(n, 0)
-}
+func (s *Server) SetMalformedNext(n int) { s.ctl.SetMalformedNext(n) }
 
 // RefuseNext makes the next n successful answers a refusal: stop_reason
 // "refusal" and no content blocks.
-func (s *Server) RefuseNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.refuse = max(n, 0)
-}
+func (s *Server) RefuseNext(n int) { s.refuse.Set(n) }
 
 // TruncateNext makes the next n successful answers stop at max_tokens:
 // stop_reason "max_tokens"; a plain answer's text is cut in half, a batch
 // answer's tool_use input is the empty object {}.
-func (s *Server) TruncateNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.truncate = max(n, 0)
-}
+func (s *Server) TruncateNext(n int) { s.truncate.Set(n) }
 
 // NoToolNext makes the next n successful batch answers ignore the forced
 // tool: the content is a text block with the results JSON and stop_reason is
 // "end_turn". Plain answers are not affected (but use up the count).
-func (s *Server) NoToolNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.noTool = max(n, 0)
-}
+func (s *Server) NoToolNext(n int) { s.noTool.Set(n) }
 
 // SetResultsFunc installs f to rewrite each batch answer's results after
 // DropItems, OmitInput and Shuffle were applied. nil removes it.
-func (s *Server) SetResultsFunc(f func([]Result) []Result) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.transform = f
-}
+func (s *Server) SetResultsFunc(f func([]Result) []Result) { s.ctl.SetResultsFunc(f) }
 
 // RepeatIDs makes each batch answer (after SetResultsFunc) start with a
 // result for the id "not-asked" and end with a second result for its first
 // id, whose output is "repeated: " + the first output. Plain answers are not
 // affected: they carry no ids.
-func (s *Server) RepeatIDs(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.repeatIDs = on
-}
+func (s *Server) RepeatIDs(on bool) { s.ctl.RepeatIDs(on) }
 
 // OmitInput makes answers leave out every request whose input is input: a
 // batch answer has no result for its item; a plain answer has no content
 // blocks at all (stop_reason "end_turn"); a Message Batch's results have no
 // line for it.
-func (s *Server) OmitInput(input string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.omit[input] = true
-}
+func (s *Server) OmitInput(input string) { s.ctl.OmitInput(input) }
 
 // RejectInput makes the API refuse every request whose input is input, on
 // its own. A plain call for it is answered with HTTP 400
@@ -279,99 +223,31 @@ func (s *Server) OmitInput(input string) {
 // its request in a Message Batch ends "errored" with the same error type.
 // A tool_use answer has no way to refuse one item, so a batch answer leaves
 // the item out (as OmitInput does) and answers the rest.
-func (s *Server) RejectInput(input string, retryable bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reject[input] = retryable
-}
+func (s *Server) RejectInput(input string, retryable bool) { s.ctl.RejectInput(input, retryable) }
 
 // Requests returns the Messages requests received so far whose body could
 // be decoded, oldest first.
-func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Request(nil), s.requests...)
-}
+func (s *Server) Requests() []Request { return s.requests.All() }
 
-// behaviour is what one call does, taken from the controls under s.mu.
+// behaviour is what one call does.
 type behaviour struct {
-	drop      int
-	shuffle   bool
+	fake.Behaviour[Result]
 	malformed bool
 	refuse    bool
 	truncate  bool
 	noTool    bool
-	repeatIDs bool
-	transform func([]Result) []Result
-	omit      map[string]bool
 }
 
-// takeFailure consumes one pending failure, returning its status or 0.
-func (s *Server) takeFailure() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failN == 0 {
-		return 0
-	}
-	s.failN--
-	return s.failCode
-}
-
-// takeBehaviour consumes one of each pending one-shot answer control.
+// takeBehaviour reads the controls and consumes at most one pending
+// refusal, truncation or tool-less answer (in that order of precedence),
+// and a pending malformed answer whatever else it takes.
 func (s *Server) takeBehaviour() behaviour {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b := behaviour{drop: s.drop, shuffle: s.shuffle, transform: s.transform, repeatIDs: s.repeatIDs, omit: map[string]bool{}}
-	for in := range s.omit {
-		b.omit[in] = true
-	}
-	for in := range s.reject {
-		b.omit[in] = true
-	}
-	take := func(n *int) bool {
-		if *n == 0 {
-			return false
-		}
-		*n--
-		return true
-	}
-	b.refuse = take(&s.refuse)
-	b.truncate = !b.refuse && take(&s.truncate)
-	b.noTool = !b.refuse && !b.truncate && take(&s.noTool)
-	b.malformed = take(&s.malformed)
+	b := behaviour{Behaviour: s.ctl.Behaviour()}
+	b.refuse = s.refuse.Take()
+	b.truncate = !b.refuse && s.truncate.Take()
+	b.noTool = !b.refuse && !b.truncate && s.noTool.Take()
+	b.malformed = s.ctl.TakeMalformed()
 	return b
-}
-
-// rejected reports whether input is refused alone, and whether retryably.
-func (s *Server) rejected(input string) (rejected, retryable bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	retryable, rejected = s.reject[input]
-	return rejected, retryable
-}
-
-func (s *Server) currentDelay() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.delay
-}
-
-func (s *Server) record(r Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests = append(s.requests, r)
-}
-
-// enter counts a call in flight and returns the function that ends it.
-func (s *Server) enter() func() {
-	n := s.inFlight.Add(1)
-	for {
-		m := s.maxInFlight.Load()
-		if n <= m || s.maxInFlight.CompareAndSwap(m, n) {
-			break
-		}
-	}
-	return func() { s.inFlight.Add(-1) }
 }
 
 // isUnknownModel reports whether model gets 404 not_found_error.

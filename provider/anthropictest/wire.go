@@ -7,22 +7,16 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/aibatch/aibatch/provider/internal/fake"
 )
 
 // ToolName is the name of the tool a batch request must force with
 // tool_choice.
 const ToolName = "batch_results"
-
-// batchSchemaJSON is the exact input_schema the batch tool must declare.
-const batchSchemaJSON = `{"type":"object","properties":{"results":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"output":{"type":"string"}},"required":["id","output"],"additionalProperties":false}}},"required":["results"],"additionalProperties":false}`
-
-// maxBodyBytes caps the request body the fake reads.
-const maxBodyBytes = 32 << 20
 
 // Request is one decoded Messages request, as Requests returns it.
 type Request struct {
@@ -147,33 +141,36 @@ type wireUsage struct {
 	ServiceTier              string `json:"service_tier"`
 }
 
-func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
-	s.calls.Add(1)
-	defer s.enter()()
+// apiCall wraps a Messages or Message Batches handler with what every call
+// does: read the body, wait SetDelay, check the x-api-key and
+// anthropic-version headers, fail as FailNext says.
+func (s *Server) apiCall(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, fake.MaxBodyBytes))
+		if !s.ctl.Wait(r) {
+			return
+		}
+		if key := r.Header.Get("x-api-key"); key == "" || (s.apiKey != "" && key != s.apiKey) {
+			writeError(w, http.StatusUnauthorized, "authentication_error", "invalid x-api-key")
+			return
+		}
+		if r.Header.Get("anthropic-version") == "" {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "anthropic-version: header is required")
+			return
+		}
+		if status := s.ctl.TakeFailure(); status != 0 {
+			writeFailure(w, status)
+			return
+		}
+		if bodyErr != nil {
+			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
+			return
+		}
+		h(w, r, body)
+	}
+}
 
-	// Read the body before waiting: only then does net/http notice a client
-	// that goes away and cancel r.Context().
-	body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	if d := s.currentDelay(); d > 0 && !sleep(r, d) {
-		return
-	}
-
-	if key := r.Header.Get("x-api-key"); key == "" || (s.apiKey != "" && key != s.apiKey) {
-		writeError(w, http.StatusUnauthorized, "authentication_error", "invalid x-api-key")
-		return
-	}
-	if r.Header.Get("anthropic-version") == "" {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "anthropic-version: header is required")
-		return
-	}
-	if status := s.takeFailure(); status != 0 {
-		writeFailure(w, status)
-		return
-	}
-	if bodyErr != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
-		return
-	}
+func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []byte) {
 	var req wireRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request_error", "There was an issue with the JSON body of your request.")
@@ -184,7 +181,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 		return
 	}
-	s.record(rec)
+	s.requests.Add(rec)
 
 	switch {
 	case req.Model == "":
@@ -225,7 +222,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		items = wi.Items
-	} else if rejected, retryable := s.rejected(user.Content); rejected {
+	} else if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
 		if retryable {
 			writeFailure(w, 529)
 		} else {
@@ -235,7 +232,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
 	}
 
 	b := s.takeBehaviour()
-	if !batch && b.shuffle && !sleep(r, time.Duration(rand.IntN(10_001))*time.Microsecond) {
+	if !batch && b.Shuffle && !fake.Sleep(r, time.Duration(rand.IntN(10_001))*time.Microsecond) {
 		return
 	}
 	answer := wireAnswer{
@@ -260,7 +257,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
 			answer.Content = []any{toolUseBlock{Type: "tool_use", ID: "toolu_fake" + strconv.FormatInt(s.seq.Add(1), 10), Name: ToolName, Input: json.RawMessage(out)}}
 			answer.StopReason = "tool_use"
 		}
-	case b.omit[user.Content]:
+	case b.LeftOut(user.Content):
 		answer.Content, answer.StopReason = []any{}, "end_turn"
 	default:
 		out = Answer(user.Content)
@@ -275,19 +272,9 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
 	for _, m := range rec.Messages {
 		prompt += len(m.Content)
 	}
-	answer.Usage = wireUsage{InputTokens: tokens(prompt), OutputTokens: tokens(len(out)), ServiceTier: "standard"}
+	answer.Usage = wireUsage{InputTokens: fake.Tokens(prompt), OutputTokens: fake.Tokens(len(out)), ServiceTier: "standard"}
 
-	if b.malformed {
-		data, err := json.Marshal(answer)
-		if err != nil {
-			panic(err) // plain structs: cannot fail
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(data[:len(data)/2]) // cut off: not JSON
-		return
-	}
-	writeJSON(w, http.StatusOK, answer)
+	fake.WriteAnswer(w, answer, b.malformed)
 }
 
 // decodeRequest turns the wire request into the record Requests returns.
@@ -346,14 +333,10 @@ func isBatch(req wireRequest) (bool, error) {
 	if t.Name != ToolName {
 		return false, fmt.Errorf("tool_choice.name %q: the fake only serves the %q tool", tc.Name, ToolName)
 	}
-	var got, want any
-	if err := json.Unmarshal(t.InputSchema, &got); err != nil {
+	switch same, err := fake.IsBatchSchema(t.InputSchema); {
+	case err != nil:
 		return false, fmt.Errorf("tools: input_schema: %w", err)
-	}
-	if err := json.Unmarshal([]byte(batchSchemaJSON), &want); err != nil {
-		panic(err)
-	}
-	if !reflect.DeepEqual(got, want) {
+	case !same:
 		return false, errors.New("tools: the batch_results input_schema is not the batch schema")
 	}
 	return true, nil
@@ -361,55 +344,18 @@ func isBatch(req wireRequest) (bool, error) {
 
 // resultsJSON builds the tool input answering items as b says.
 func resultsJSON(items []Item, b behaviour) string {
-	items = items[:max(len(items)-b.drop, 0)]
 	results := make([]Result, 0, len(items))
-	for _, it := range items {
-		if !b.omit[it.Input] {
+	for _, it := range items[:b.Kept(len(items))] {
+		if !b.LeftOut(it.Input) {
 			results = append(results, Result{ID: it.ID, Output: Answer(it.Input)})
 		}
 	}
-	if b.shuffle && len(results) > 1 {
-		orig := slices.Clone(results)
-		rand.Shuffle(len(results), func(i, j int) { results[i], results[j] = results[j], results[i] })
-		if slices.Equal(orig, results) { // make the shuffle visible
-			results = append(results[1:], results[0])
-		}
-	}
-	if b.transform != nil {
-		results = b.transform(results)
-	}
-	if b.repeatIDs && len(results) > 0 {
-		results = append([]Result{{ID: "not-asked", Output: Answer("not asked")}}, results...)
-		results = append(results, Result{ID: results[1].ID, Output: "repeated: " + results[1].Output})
-	}
-	if results == nil {
-		results = []Result{}
-	}
-	var out strings.Builder
-	enc := json.NewEncoder(&out)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(struct {
+	results = b.Finish(results, func(x, y Result) bool { return x == y }, func(first Result) (Result, Result) {
+		return Result{ID: "not-asked", Output: Answer("not asked")}, Result{ID: first.ID, Output: "repeated: " + first.Output}
+	})
+	return string(fake.MarshalJSON(struct {
 		Results []Result `json:"results"`
-	}{results}); err != nil {
-		panic(err) // strings only: cannot fail
-	}
-	return strings.TrimSuffix(out.String(), "\n")
-}
-
-// tokens is the fake's token count for n bytes of text: n/4 rounded up.
-func tokens(n int) int64 { return int64(n+3) / 4 }
-
-// sleep waits d or until the request's context ends; it reports whether the
-// whole wait passed.
-func sleep(r *http.Request, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-r.Context().Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	}{results}))
 }
 
 // writeFailure answers status with an error body like the real API's.
@@ -439,19 +385,8 @@ func writeFailure(w http.ResponseWriter, status int) {
 
 // writeError answers with the API's error JSON.
 func writeError(w http.ResponseWriter, status int, typ, msg string) {
-	writeJSON(w, status, map[string]any{
+	fake.WriteJSON(w, status, map[string]any{
 		"type":  "error",
 		"error": map[string]string{"type": typ, "message": msg},
 	})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
 }

@@ -61,10 +61,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/internal/httpcall"
 )
 
 // Mode says how a batch is turned into calls. The http provider has one
@@ -137,7 +137,7 @@ type Provider struct {
 	header   http.Header
 	client   *http.Client
 	maxBytes int64
-	secrets  []string
+	redact   func(error) error // hides the token, header values and URL password in an error message
 }
 
 // New returns a Provider for cfg, or an error if cfg is not valid.
@@ -152,21 +152,16 @@ func New(cfg Config) (*Provider, error) {
 	if p.maxBytes == 0 {
 		p.maxBytes = DefaultMaxResponseBytes
 	}
-	if cfg.Token != "" {
-		p.secrets = append(p.secrets, cfg.Token)
-	}
+	secrets := []string{cfg.Token}
 	for _, vs := range cfg.Header {
-		for _, v := range vs {
-			if v != "" {
-				p.secrets = append(p.secrets, v)
-			}
-		}
+		secrets = append(secrets, vs...)
 	}
 	if u, err := url.Parse(cfg.URL); err == nil && u.User != nil {
-		if pw, ok := u.User.Password(); ok && pw != "" {
-			p.secrets = append(p.secrets, pw)
+		if pw, ok := u.User.Password(); ok {
+			secrets = append(secrets, pw)
 		}
 	}
+	p.redact = httpcall.NewRedactor(secrets...).Redact
 	return p, nil
 }
 
@@ -308,8 +303,8 @@ func parseAnswer(b provider.Batch, data []byte) ([]provider.Result, error) {
 
 // transportError classifies a failure to get an answer at all.
 func transportError(ctx context.Context, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
-		err = fmt.Errorf("%w: %w", ctxErr, err)
+	if pe := httpcall.Interrupted(ctx, err); pe != nil {
+		return pe
 	}
 	return provider.Transient(err)
 }
@@ -320,23 +315,7 @@ func statusError(res *http.Response, body []byte) error {
 	if s := strings.TrimSpace(string(body)); s != "" {
 		msg += ": " + shorten(s)
 	}
-	pe := &provider.Error{StatusCode: res.StatusCode, Err: errors.New(msg), Permanent: permanentStatus(res.StatusCode)}
-	if !pe.Permanent {
-		pe.RetryAfter = provider.ParseRetryAfter(res.Header, time.Now())
-	}
-	return pe
-}
-
-// permanentStatus reports whether retrying a call answered with status cannot
-// help: 4xx except 408 (timeout), 409 (conflict), 425 (too early) and 429
-// (rate limit). Statuses outside 4xx (5xx, or an unexpected 1xx/3xx) are
-// transient.
-func permanentStatus(status int) bool {
-	switch status {
-	case http.StatusRequestTimeout, http.StatusConflict, http.StatusTooEarly, http.StatusTooManyRequests:
-		return false
-	}
-	return status >= 400 && status < 500
+	return httpcall.StatusError(res.StatusCode, res.Header, errors.New(msg))
 }
 
 // shorten cuts s to errorSnippetBytes, on a rune boundary.
@@ -350,30 +329,3 @@ func shorten(s string) string {
 	}
 	return s[:cut] + "..."
 }
-
-// redact hides the configured secrets should err's message contain one.
-func (p *Provider) redact(err error) error {
-	msg := err.Error()
-	for _, s := range p.secrets {
-		if strings.Contains(msg, s) {
-			return &redactedError{err: err, secrets: p.secrets}
-		}
-	}
-	return err
-}
-
-// redactedError is err with the secrets replaced in its message.
-type redactedError struct {
-	err     error
-	secrets []string
-}
-
-func (e *redactedError) Error() string {
-	msg := e.err.Error()
-	for _, s := range e.secrets {
-		msg = strings.ReplaceAll(msg, s, "[REDACTED]")
-	}
-	return msg
-}
-
-func (e *redactedError) Unwrap() error { return e.err }

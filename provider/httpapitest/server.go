@@ -18,21 +18,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"mime"
 	"net/http"
 	"net/http/httptest"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/aibatch/aibatch/provider/internal/fake"
 )
 
 // Path is the path the fake serves the bulk endpoint on.
 const Path = "/v1/batch"
-
-// maxBodyBytes caps the request body the fake reads.
-const maxBodyBytes = 32 << 20
 
 // Answer is the fake model's deterministic answer to input.
 func Answer(input string) string { return "processed: " + input }
@@ -82,22 +77,8 @@ type Server struct {
 	ts    *httptest.Server
 	token string // required bearer token; "" requires none
 
-	calls       atomic.Int64
-	inFlight    atomic.Int64
-	maxInFlight atomic.Int64
-
-	mu        sync.Mutex
-	failN     int
-	failCode  int
-	delay     time.Duration
-	drop      int
-	shuffle   bool
-	malformed int
-	repeatIDs bool
-	transform func([]Result) []Result
-	omit      map[string]bool
-	reject    map[string]bool // input -> retryable
-	requests  []Request
+	ctl      fake.Controls[Result]
+	requests fake.Log[Request]
 }
 
 // Option configures a Server at construction.
@@ -111,12 +92,12 @@ func WithToken(token string) Option {
 
 // NewServer starts a fake endpoint on a loopback port. Call Close when done.
 func NewServer(opts ...Option) *Server {
-	s := &Server{omit: map[string]bool{}, reject: map[string]bool{}}
+	s := &Server{}
 	for _, o := range opts {
 		o(s)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc(Path, s.serve)
+	mux.HandleFunc(Path, s.ctl.Counted(s.serve))
 	s.ts = httptest.NewServer(mux)
 	s.URL = s.ts.URL + Path
 	return s
@@ -128,163 +109,56 @@ func (s *Server) Close() { s.ts.Close() }
 
 // Calls returns how many calls the endpoint has received, including the ones
 // it answered with an error.
-func (s *Server) Calls() int64 { return s.calls.Load() }
+func (s *Server) Calls() int64 { return s.ctl.Calls() }
 
 // MaxConcurrent returns the largest number of calls the endpoint was handling
 // at the same moment.
-func (s *Server) MaxConcurrent() int64 { return s.maxInFlight.Load() }
+func (s *Server) MaxConcurrent() int64 { return s.ctl.MaxConcurrent() }
 
 // FailNext makes the next n calls answer status with {"error":"..."}; 429
 // answers carry "Retry-After: 1". It replaces any failures still pending;
 // n <= 0 cancels them.
-func (s *Server) FailNext(n int, status int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failN, s.failCode = max(n, 0), status
-}
+func (s *Server) FailNext(n int, status int) { s.ctl.FailNext(n, status) }
 
 // SetDelay makes each call wait d before it is answered, or until the
 // request's context ends (then nothing is answered). 0 removes the delay.
-func (s *Server) SetDelay(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.delay = d
-}
+func (s *Server) SetDelay(d time.Duration) { s.ctl.SetDelay(d) }
 
 // DropItems makes each answer leave out the last n items of its request (in
 // request order). 0 restores complete answers.
-func (s *Server) DropItems(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.drop = max(n, 0)
-}
+func (s *Server) DropItems(n int) { s.ctl.DropItems(n) }
 
 // Shuffle makes answers list their results in random order.
-func (s *Server) Shuffle(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.shuffle = on
-}
+func (s *Server) Shuffle(on bool) { s.ctl.Shuffle(on) }
 
 // SetMalformedNext makes the next n successful answers' bodies cut off, so
 // they are not valid JSON.
-func (s *Server) SetMalformedNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.malformed = max(n, 0)
-}
+func (s *Server) SetMalformedNext(n int) { s.ctl.SetMalformedNext(n) }
 
 // OmitInput makes answers leave out every item whose input is input.
-func (s *Server) OmitInput(input string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.omit[input] = true
-}
+func (s *Server) OmitInput(input string) { s.ctl.OmitInput(input) }
 
 // RejectInput makes answers refuse every item whose input is input with a
 // per-item {"id","error":"rejected by the fake endpoint","retryable":...}
 // result, while the other items are answered.
-func (s *Server) RejectInput(input string, retryable bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reject[input] = retryable
-}
+func (s *Server) RejectInput(input string, retryable bool) { s.ctl.RejectInput(input, retryable) }
 
 // RepeatIDs makes each answer (after SetResultsFunc) start with a result for
 // the id "not-asked" and end with a second result for its first id, whose
 // output is "repeated: " + the first output.
-func (s *Server) RepeatIDs(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.repeatIDs = on
-}
+func (s *Server) RepeatIDs(on bool) { s.ctl.RepeatIDs(on) }
 
 // SetResultsFunc installs f to rewrite each answer's results after
 // DropItems, OmitInput, RejectInput and Shuffle were applied. nil removes it.
-func (s *Server) SetResultsFunc(f func([]Result) []Result) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.transform = f
-}
+func (s *Server) SetResultsFunc(f func([]Result) []Result) { s.ctl.SetResultsFunc(f) }
 
 // Requests returns the calls received so far whose body could be decoded,
 // oldest first.
-func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Request(nil), s.requests...)
-}
-
-// behaviour is what one call does, taken from the controls under s.mu.
-type behaviour struct {
-	drop      int
-	shuffle   bool
-	malformed bool
-	repeatIDs bool
-	transform func([]Result) []Result
-	omit      map[string]bool
-	reject    map[string]bool
-}
-
-func (s *Server) takeFailure() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failN == 0 {
-		return 0
-	}
-	s.failN--
-	return s.failCode
-}
-
-func (s *Server) takeBehaviour() behaviour {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b := behaviour{drop: s.drop, shuffle: s.shuffle, repeatIDs: s.repeatIDs, transform: s.transform,
-		omit: map[string]bool{}, reject: map[string]bool{}}
-	for k := range s.omit {
-		b.omit[k] = true
-	}
-	for k, v := range s.reject {
-		b.reject[k] = v
-	}
-	if s.malformed > 0 {
-		s.malformed--
-		b.malformed = true
-	}
-	return b
-}
-
-func (s *Server) currentDelay() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.delay
-}
-
-func (s *Server) record(r Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests = append(s.requests, r)
-}
-
-func (s *Server) enter() func() {
-	n := s.inFlight.Add(1)
-	for {
-		m := s.maxInFlight.Load()
-		if n <= m || s.maxInFlight.CompareAndSwap(m, n) {
-			break
-		}
-	}
-	return func() { s.inFlight.Add(-1) }
-}
+func (s *Server) Requests() []Request { return s.requests.All() }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	s.calls.Add(1)
-	defer s.enter()()
-
-	// Read the body before waiting: only then does net/http notice a client
-	// that goes away and cancel r.Context().
-	body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	if d := s.currentDelay(); d > 0 && !sleep(r, d) {
+	body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, fake.MaxBodyBytes))
+	if !s.ctl.Wait(r) {
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -296,7 +170,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "invalid or missing bearer token")
 		return
 	}
-	if status := s.takeFailure(); status != 0 {
+	if status := s.ctl.TakeFailure(); status != 0 {
 		if status == http.StatusTooManyRequests {
 			w.Header().Set("Retry-After", "1")
 		}
@@ -320,7 +194,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body is not {\"items\":[...]}: "+err.Error())
 		return
 	}
-	s.record(Request{Items: req.Items, Header: r.Header.Clone(), Body: body})
+	s.requests.Add(Request{Items: req.Items, Header: r.Header.Clone(), Body: body})
 	if len(req.Items) == 0 {
 		writeError(w, http.StatusBadRequest, "items is empty")
 		return
@@ -332,74 +206,33 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	b := s.takeBehaviour()
-	data, err := json.Marshal(map[string][]Result{"results": answer(req.Items, b)})
-	if err != nil {
-		panic(err) // plain structs: cannot fail
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	if b.malformed {
-		data = data[:len(data)/2] // cut off: not JSON
-	}
-	_, _ = w.Write(data)
+	malformed := s.ctl.TakeMalformed()
+	fake.WriteAnswer(w, map[string][]Result{"results": answer(req.Items, s.ctl.Behaviour())}, malformed)
 }
 
 // answer builds the results for items as b says.
-func answer(items []Item, b behaviour) []Result {
-	items = items[:max(len(items)-b.drop, 0)]
+func answer(items []Item, b fake.Behaviour[Result]) []Result {
 	results := make([]Result, 0, len(items))
-	for _, it := range items {
-		switch retryable, rejected := b.reject[it.Input]; {
+	for _, it := range items[:b.Kept(len(items))] {
+		switch retryable, rejected := b.Reject[it.Input]; {
 		case rejected:
 			results = append(results, Result{ID: it.ID, Error: "rejected by the fake endpoint", Retryable: retryable})
-		case !b.omit[it.Input]:
+		case !b.Omit[it.Input]:
 			out := Answer(it.Input)
 			results = append(results, Result{ID: it.ID, Output: &out, Usage: &Usage{
-				InputTokens:  tokens(len(it.Instructions) + len(it.Input)),
-				OutputTokens: tokens(len(out)),
+				InputTokens:  fake.Tokens(len(it.Instructions) + len(it.Input)),
+				OutputTokens: fake.Tokens(len(out)),
 			}})
 		}
 	}
-	if b.shuffle && len(results) > 1 {
-		orig := slices.Clone(results)
-		rand.Shuffle(len(results), func(i, j int) { results[i], results[j] = results[j], results[i] })
-		if slices.EqualFunc(orig, results, func(a, b Result) bool { return a.ID == b.ID }) {
-			results = append(results[1:], results[0])
-		}
-	}
-	if b.transform != nil {
-		results = b.transform(results)
-	}
-	if b.repeatIDs && len(results) > 0 {
+	return b.Finish(results, func(x, y Result) bool { return x.ID == y.ID }, func(first Result) (Result, Result) {
 		notAsked := Answer("not asked")
 		repeated := "repeated"
-		if o := results[0].Output; o != nil {
+		if o := first.Output; o != nil {
 			repeated += ": " + *o
 		}
-		results = append([]Result{{ID: "not-asked", Output: &notAsked}}, results...)
-		results = append(results, Result{ID: results[1].ID, Output: &repeated})
-	}
-	if results == nil {
-		results = []Result{}
-	}
-	return results
-}
-
-// tokens is the fake's token count for n bytes of text: n/4 rounded up.
-func tokens(n int) int64 { return int64(n+3) / 4 }
-
-// sleep waits d or until the request's context ends; it reports whether the
-// whole wait passed.
-func sleep(r *http.Request, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-r.Context().Done():
-		return false
-	case <-t.C:
-		return true
-	}
+		return Result{ID: "not-asked", Output: &notAsked}, Result{ID: first.ID, Output: &repeated}
+	})
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

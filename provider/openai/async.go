@@ -14,6 +14,8 @@ import (
 	"github.com/openai/openai-go/v3/shared"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/internal/httpcall"
+	"github.com/aibatch/aibatch/provider/internal/validate"
 )
 
 var _ provider.AsyncProvider = (*Provider)(nil)
@@ -90,15 +92,10 @@ func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, err
 
 // validateJob checks the Provider can submit b.
 func (p *Provider) validateJob(b provider.Batch) error {
-	switch {
-	case p.mode != ModeAsync:
+	if p.mode != ModeAsync {
 		return provider.Permanent(ErrNotAsync)
-	case len(b.Requests) == 0:
-		return provider.Permanent(errors.New("batch has no requests"))
-	case b.Model == "":
-		return provider.Permanent(errors.New("batch has no model"))
 	}
-	return nil
+	return validate.Batch(b)
 }
 
 // jobLine is one line of a job's input file.
@@ -269,7 +266,7 @@ func lineResult(line outputLine) (provider.Result, bool) {
 		if json.Unmarshal(line.Response.Body, &body) == nil && body.Error != nil {
 			cause = fmt.Errorf("request answered HTTP %d: %s", status, body.Error)
 		}
-		r.Err = &provider.Error{StatusCode: status, Permanent: permanentStatus(status), Err: cause}
+		r.Err = httpcall.StatusError(status, nil, cause)
 	case line.Error != nil:
 		if line.Error.Code == codeBatchExpired || line.Error.Code == codeBatchCancelled {
 			return r, false

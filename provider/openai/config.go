@@ -1,12 +1,12 @@
 package openai
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 
 	"github.com/openai/openai-go/v3/option"
+
+	"github.com/aibatch/aibatch/provider/internal/validate"
 )
 
 // Mode says how a batch is turned into API calls.
@@ -57,25 +57,14 @@ type Config struct {
 // Validate reports the first problem with c, naming the field. It does not
 // change c; New applies the defaults of empty fields.
 func (c Config) Validate() error {
-	if c.APIKey == "" {
-		return errors.New("openai: config: APIKey is required")
-	}
-	switch c.Mode {
-	case "", ModeCombined, ModeSingle, ModeAsync:
-	default:
-		return fmt.Errorf("openai: config: Mode %q must be %q, %q or %q", c.Mode, ModeCombined, ModeSingle, ModeAsync)
-	}
-	if c.Concurrency < 0 {
-		return fmt.Errorf("openai: config: Concurrency %d must not be negative", c.Concurrency)
-	}
-	if c.BaseURL != "" {
-		u, err := url.Parse(c.BaseURL)
-		if err != nil {
-			return fmt.Errorf("openai: config: BaseURL: %w", err)
-		}
-		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("openai: config: BaseURL %q must be an absolute http or https URL", c.BaseURL)
-		}
+	err := validate.First(
+		validate.Required("APIKey", c.APIKey),
+		validate.Mode(c.Mode, ModeCombined, ModeSingle, ModeAsync),
+		validate.NotNegative("Concurrency", c.Concurrency),
+		validate.BaseURL(c.BaseURL),
+	)
+	if err != nil {
+		return fmt.Errorf("openai: config: %w", err)
 	}
 	return nil
 }

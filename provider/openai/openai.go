@@ -36,6 +36,8 @@ import (
 	"github.com/openai/openai-go/v3/shared"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/internal/combined"
+	"github.com/aibatch/aibatch/provider/internal/httpcall"
 )
 
 // SchemaName is the name of the json_schema response format of a batch call.
@@ -58,7 +60,7 @@ type Provider struct {
 	chat        openai.ChatCompletionService
 	files       openai.FileService
 	batches     openai.BatchService
-	apiKey      string
+	redact      func(error) error // hides the API key in an error message
 	mode        Mode
 	concurrency int
 }
@@ -92,7 +94,7 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 		chat:        openai.NewChatCompletionService(reqOpts...),
 		files:       openai.NewFileService(reqOpts...),
 		batches:     openai.NewBatchService(reqOpts...),
-		apiKey:      cfg.APIKey,
+		redact:      httpcall.NewRedactor(cfg.APIKey).Redact,
 		mode:        cfg.Mode,
 		concurrency: cfg.Concurrency,
 	}
@@ -139,7 +141,7 @@ func (p *Provider) Mode() Mode { return p.mode }
 //   - ctx ending: transient, wrapping ctx.Err().
 //
 // ModeSingle makes one call per request, at most Config.Concurrency at once,
-// and returns one result per request, in the order the calls finished. A
+// and returns one result per request, in request order. A
 // failed call is its request's Result.Err, classified as above, with two
 // differences: a refusal is permanent (the model refused that prompt alone),
 // and finish_reason "length" is not an error (the output is what fitted in
@@ -236,30 +238,12 @@ func parseAnswer(b provider.Batch, resp *openai.ChatCompletion) ([]provider.Resu
 	if choice.FinishReason == "length" {
 		return nil, errors.New("answer cut off (finish_reason length)")
 	}
-	var answer struct {
-		Results *[]struct {
-			ID     string  `json:"id"`
-			Output *string `json:"output"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal([]byte(choice.Message.Content), &answer); err != nil {
+	results, err := combined.Results(b, []byte(choice.Message.Content))
+	switch {
+	case errors.Is(err, combined.ErrNoResults):
+		return nil, fmt.Errorf("parse answer content: %w", err)
+	case err != nil:
 		return nil, fmt.Errorf("parse answer content (finish_reason %q): %w", choice.FinishReason, err)
-	}
-	if answer.Results == nil {
-		return nil, errors.New(`parse answer content: no "results"`)
-	}
-
-	pending := make(map[string]bool, len(b.Requests))
-	for _, r := range b.Requests {
-		pending[r.Key] = true
-	}
-	results := make([]provider.Result, 0, len(b.Requests))
-	for _, a := range *answer.Results {
-		if !pending[a.ID] || a.Output == nil {
-			continue // unknown id, repeated id, or no output
-		}
-		pending[a.ID] = false
-		results = append(results, provider.Result{Key: a.ID, Output: *a.Output})
 	}
 	return results, nil
 }

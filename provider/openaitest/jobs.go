@@ -5,12 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/aibatch/aibatch/provider/internal/fake"
 )
 
 // Paths of the Files and Batch APIs the fake serves.
@@ -177,15 +178,7 @@ func (s *Server) JobRequests(id string) []JobRequest {
 // response.status_code status and OpenAI's error JSON as body. status 0
 // stops failing them. Plain and batch calls are not affected.
 func (s *Server) FailLines(status int, inputs ...string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, in := range inputs {
-		if status == 0 {
-			delete(s.failLines, in)
-		} else {
-			s.failLines[in] = status
-		}
-	}
+	s.failLines.Set(status, inputs...)
 }
 
 // CompleteJobs ends every job that is validating or in progress: a job
@@ -224,36 +217,17 @@ func (s *Server) ExpireJob(id string, answered int) error {
 	return nil
 }
 
-// jobCall wraps a Files or Batch API handler with what every call does:
-// read the body, wait SetDelay, check the bearer token, fail as FailNext
-// says.
+// jobCall is apiCall for the Files and Batch APIs, which answer a body too
+// large with 413.
 func (s *Server) jobCall(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-		if d := s.currentDelay(); d > 0 && !sleep(r, d) {
-			return
-		}
-		if !s.authorized(r) {
-			writeError(w, http.StatusUnauthorized, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", "", "invalid_api_key")
-			return
-		}
-		if status := s.takeFailure(); status != 0 {
-			writeFailure(w, status)
-			return
-		}
-		if err != nil {
-			writeError(w, http.StatusRequestEntityTooLarge, "The request body is too large.", "invalid_request_error", "", "")
-			return
-		}
-		h(w, r, body)
-	}
+	return s.apiCall(http.StatusRequestEntityTooLarge, "The request body is too large.", h)
 }
 
 var filePurposes = map[string]bool{"assistants": true, "batch": true, "fine-tune": true, "vision": true, "user_data": true, "evals": true}
 
 func (s *Server) serveFileUpload(w http.ResponseWriter, r *http.Request, body []byte) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	if err := r.ParseMultipartForm(maxBodyBytes); err != nil {
+	if err := r.ParseMultipartForm(fake.MaxBodyBytes); err != nil {
 		writeError(w, http.StatusBadRequest, "The request must be multipart/form-data: "+err.Error(), "invalid_request_error", "", "")
 		return
 	}
@@ -280,7 +254,7 @@ func (s *Server) serveFileUpload(w http.ResponseWriter, r *http.Request, body []
 	s.mu.Lock()
 	sf := s.storeFileLocked(hdr.Filename, purpose, data)
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, sf.wire())
+	fake.WriteJSON(w, http.StatusOK, sf.wire())
 }
 
 // storeFileLocked keeps data as a new file and returns it.
@@ -298,11 +272,8 @@ func (s *Server) serveFileContent(w http.ResponseWriter, r *http.Request, _ []by
 	id := r.PathValue("id")
 	s.mu.Lock()
 	f, ok := s.files[id]
-	malformed := ok && s.malformed > 0
-	if malformed {
-		s.malformed--
-	}
 	s.mu.Unlock()
+	malformed := ok && s.ctl.TakeMalformed()
 	if !ok {
 		writeError(w, http.StatusNotFound, "No such File object: "+id, "invalid_request_error", "id", "")
 		return
@@ -365,7 +336,7 @@ func (s *Server) serveBatchCreate(w http.ResponseWriter, _ *http.Request, body [
 	}
 	s.jobs[j.id] = j
 	s.jobsMade.Add(1)
-	writeJSON(w, http.StatusOK, j.wire())
+	fake.WriteJSON(w, http.StatusOK, j.wire())
 }
 
 // parseInput decodes a job's input file; the errors make the job fail.
@@ -439,7 +410,7 @@ func (s *Server) serveBatchGet(w http.ResponseWriter, r *http.Request, _ []byte)
 	if j.status == StatusInProgress && s.completeAfter > 0 && j.polls >= s.completeAfter {
 		s.completeLocked(j)
 	}
-	writeJSON(w, http.StatusOK, j.wire())
+	fake.WriteJSON(w, http.StatusOK, j.wire())
 }
 
 func (s *Server) serveBatchCancel(w http.ResponseWriter, r *http.Request, _ []byte) {
@@ -459,7 +430,7 @@ func (s *Server) serveBatchCancel(w http.ResponseWriter, r *http.Request, _ []by
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("Cannot cancel a batch with status '%s'.", j.status), "invalid_request_error", "", "")
 		return
 	}
-	writeJSON(w, http.StatusOK, j.wire())
+	fake.WriteJSON(w, http.StatusOK, j.wire())
 }
 
 // completeLocked ends j: failed when its input was not valid, completed
@@ -520,18 +491,7 @@ func (s *Server) lineFileLocked(j *job, kind string, lines []wireOutputLine) *st
 	if len(lines) == 0 {
 		return nil
 	}
-	if s.shuffle {
-		rand.Shuffle(len(lines), func(a, b int) { lines[a], lines[b] = lines[b], lines[a] })
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	for _, l := range lines {
-		if err := enc.Encode(l); err != nil {
-			panic(err) // plain structs: cannot fail
-		}
-	}
-	return s.storeFileLocked(j.id+"_"+kind+".jsonl", "batch_output", buf.Bytes())
+	return s.storeFileLocked(j.id+"_"+kind+".jsonl", "batch_output", fake.JSONL(lines, s.ctl.Shuffling()))
 }
 
 // answerLineLocked answers one job request as the controls say; false means
@@ -546,20 +506,20 @@ func (s *Server) answerLineLocked(req JobRequest) (wireOutputLine, bool) {
 	switch {
 	case user == nil:
 		return fail(http.StatusBadRequest, newAPIError("messages must contain a user message", "invalid_request_error", "messages", ""))
-	case s.omit[user.Content]:
+	case s.ctl.Omitted(user.Content):
 		return line, false
 	case req.Model == "":
 		return fail(http.StatusBadRequest, newAPIError("you must provide a model parameter", "invalid_request_error", "model", ""))
 	case s.isUnknownModel(req.Model):
 		return fail(http.StatusNotFound, newAPIError(fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", req.Model), "invalid_request_error", "", "model_not_found"))
 	}
-	if retryable, rejected := s.reject[user.Content]; rejected {
+	if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
 		if retryable {
 			return fail(http.StatusServiceUnavailable, failure(http.StatusServiceUnavailable))
 		}
 		return fail(http.StatusBadRequest, newAPIError("Invalid prompt: your prompt was flagged as potentially violating our usage policy.", "invalid_request_error", "", "invalid_prompt"))
 	}
-	if status := s.failLines[user.Content]; status != 0 {
+	if status := s.failLines.Get(user.Content); status != 0 {
 		return fail(status, failure(status))
 	}
 	if req.ResponseFormat != nil {
@@ -572,7 +532,7 @@ func (s *Server) answerLineLocked(req JobRequest) (wireOutputLine, bool) {
 	for _, m := range req.Messages {
 		prompt += len(m.Content)
 	}
-	usage := wireUsage{PromptTokens: tokens(prompt), CompletionTokens: tokens(len(content))}
+	usage := wireUsage{PromptTokens: fake.Tokens(prompt), CompletionTokens: fake.Tokens(len(content))}
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
 	line.Response = &wireResponse{StatusCode: http.StatusOK, RequestID: s.newID("req_fake"), Body: wireCompletion{
 		ID:      s.newID("chatcmpl-fake"),

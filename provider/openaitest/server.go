@@ -33,6 +33,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/aibatch/aibatch/provider/internal/fake"
 )
 
 // ChatCompletionsPath is the path the fake serves chat completions on.
@@ -54,32 +56,22 @@ type Server struct {
 	apiKey        string          // required bearer token; "" accepts any
 	unknownModels map[string]bool // models answered with 404 model_not_found
 
-	calls       atomic.Int64
-	seq         atomic.Int64 // completion, file, batch and line ids
-	inFlight    atomic.Int64
-	maxInFlight atomic.Int64
-	jobsMade    atomic.Int64 // batches created
-	cancelled   atomic.Int64 // batches moved to cancelling
+	// Behaviour controls and records, each safe for concurrent use.
+	ctl       fake.Controls[Result]
+	refuse    fake.Countdown
+	truncate  fake.Countdown
+	requests  fake.Log[Request]
+	failLines fake.PerInput[int] // job inputs answered with this status
+
+	seq       atomic.Int64 // completion, file, batch and line ids
+	jobsMade  atomic.Int64 // batches created
+	cancelled atomic.Int64 // batches moved to cancelling
 
 	completeAfter int // a job completes on this GET of it; 0: only CompleteJobs
 
-	mu        sync.Mutex
-	failN     int
-	failCode  int
-	delay     time.Duration
-	drop      int
-	shuffle   bool
-	malformed int
-	refuse    int
-	truncate  int
-	transform func([]Result) []Result
-	repeatIDs bool
-	omit      map[string]bool // inputs left out of answers
-	reject    map[string]bool // inputs refused alone; the value says retryable
-	failLines map[string]int  // job inputs answered with this status
-	requests  []Request
-	files     map[string]*storedFile
-	jobs      map[string]*job
+	mu    sync.Mutex // guards what follows
+	files map[string]*storedFile
+	jobs  map[string]*job
 }
 
 // Option configures a Server at construction.
@@ -116,9 +108,6 @@ func NewServer(opts ...Option) *Server {
 func NewUnstartedServer(opts ...Option) *Server {
 	s := &Server{
 		unknownModels: map[string]bool{},
-		omit:          map[string]bool{},
-		reject:        map[string]bool{},
-		failLines:     map[string]int{},
 		files:         map[string]*storedFile{},
 		jobs:          map[string]*job{},
 	}
@@ -126,7 +115,7 @@ func NewUnstartedServer(opts ...Option) *Server {
 		o(s)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+ChatCompletionsPath, s.serveChatCompletions)
+	mux.HandleFunc("POST "+ChatCompletionsPath, s.ctl.Counted(s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveChatCompletions)))
 	mux.HandleFunc("POST "+FilesPath, s.jobCall(s.serveFileUpload))
 	mux.HandleFunc("GET "+FilesPath+"/{id}/content", s.jobCall(s.serveFileContent))
 	mux.HandleFunc("POST "+BatchesPath, s.jobCall(s.serveBatchCreate))
@@ -153,103 +142,63 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Calls returns how many chat completion calls the server has received,
 // including the ones it answered with an error.
-func (s *Server) Calls() int64 { return s.calls.Load() }
+func (s *Server) Calls() int64 { return s.ctl.Calls() }
 
 // MaxConcurrent returns the largest number of chat completion calls the
 // server was handling at the same moment.
-func (s *Server) MaxConcurrent() int64 { return s.maxInFlight.Load() }
+func (s *Server) MaxConcurrent() int64 { return s.ctl.MaxConcurrent() }
 
 // FailNext makes the next n calls answer status with OpenAI's error JSON
 // (429 answers also carry "Retry-After: 1"). Calls to the Files and Batch
 // endpoints count too (they are not counted by Calls). It replaces any
 // failures still pending; n <= 0 cancels them.
-func (s *Server) FailNext(n int, status int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failN, s.failCode = max(n, 0), status
-}
+func (s *Server) FailNext(n int, status int) { s.ctl.FailNext(n, status) }
 
 // SetDelay makes each call wait d before it is answered, or until the
 // request's context ends (then nothing is answered); Files and Batch calls
 // too. 0 removes the delay.
-func (s *Server) SetDelay(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.delay = d
-}
+func (s *Server) SetDelay(d time.Duration) { s.ctl.SetDelay(d) }
 
 // DropItems makes each batch answer leave out the last n items of its
 // request (in request order). 0 restores complete answers. Plain answers are
 // not affected.
-func (s *Server) DropItems(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.drop = max(n, 0)
-}
+func (s *Server) DropItems(n int) { s.ctl.DropItems(n) }
 
 // Shuffle makes batch answers list their results in random order, makes
 // each plain answer wait a random 0-10ms first, so that concurrent plain
 // calls finish out of order, and makes a job's output and error files list
 // their lines in random order.
-func (s *Server) Shuffle(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.shuffle = on
-}
+func (s *Server) Shuffle(on bool) { s.ctl.Shuffle(on) }
 
 // SetMalformedNext makes the next n successful answers unreadable: a batch
 // answer's content is not valid JSON (finish_reason stays "stop"); a plain
 // answer's HTTP body is cut off, so it is not valid JSON at all; a download
 // of a job's output or error file ends in the middle of a line.
-func (s *Server) SetMalformedNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.malformed = max(n, 0)
-}
+func (s *Server) SetMalformedNext(n int) { s.ctl.SetMalformedNext(n) }
 
 // RefuseNext makes the next n successful answers a refusal: message.refusal
 // is set and content is null.
-func (s *Server) RefuseNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.refuse = max(n, 0)
-}
+func (s *Server) RefuseNext(n int) { s.refuse.Set(n) }
 
 // TruncateNext makes the next n successful answers stop early: content is cut
 // in half and finish_reason is "length".
-func (s *Server) TruncateNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.truncate = max(n, 0)
-}
+func (s *Server) TruncateNext(n int) { s.truncate.Set(n) }
 
 // SetResultsFunc installs f to rewrite each batch answer's results after
 // DropItems and Shuffle were applied (to add unknown or duplicate ids, change
 // outputs, ...). nil removes it.
-func (s *Server) SetResultsFunc(f func([]Result) []Result) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.transform = f
-}
+func (s *Server) SetResultsFunc(f func([]Result) []Result) { s.ctl.SetResultsFunc(f) }
 
 // RepeatIDs makes each batch answer (after DropItems, Shuffle and
 // SetResultsFunc) start with a result for the id "not-asked" and end with a
 // second result for its first id, whose output is "repeated: " + the first
 // output. Plain answers are not affected: they carry no ids.
-func (s *Server) RepeatIDs(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.repeatIDs = on
-}
+func (s *Server) RepeatIDs(on bool) { s.ctl.RepeatIDs(on) }
 
 // OmitInput makes answers leave out every request whose input is input: a
 // batch answer has no result for its item; a plain call is answered with an
 // empty "choices" array; a job's output and error files have no line for it.
-func (s *Server) OmitInput(input string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.omit[input] = true
-}
+func (s *Server) OmitInput(input string) { s.ctl.OmitInput(input) }
 
 // RejectInput makes the API refuse every request whose input is input, on
 // its own. A plain call for it, and a job's line for it, is answered with
@@ -257,86 +206,29 @@ func (s *Server) OmitInput(input string) {
 // writes that line to its error file. Chat Completions has no way to refuse
 // one item of a batch answer, so a batch answer leaves the item out (as
 // OmitInput does) and answers the rest.
-func (s *Server) RejectInput(input string, retryable bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reject[input] = retryable
-}
+func (s *Server) RejectInput(input string, retryable bool) { s.ctl.RejectInput(input, retryable) }
 
 // Requests returns the chat completion requests received so far whose body
 // could be decoded, oldest first.
-func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Request(nil), s.requests...)
-}
+func (s *Server) Requests() []Request { return s.requests.All() }
 
-// behaviour is what one call does, taken from the controls under s.mu.
+// behaviour is what one call does.
 type behaviour struct {
-	failCode  int
-	drop      int
-	shuffle   bool
+	fake.Behaviour[Result]
 	malformed bool
 	refuse    bool
 	truncate  bool
-	transform func([]Result) []Result
-	repeatIDs bool
-	omit      map[string]bool
 }
 
-// takeFailure consumes one pending failure, returning its status or 0.
-func (s *Server) takeFailure() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failN == 0 {
-		return 0
-	}
-	s.failN--
-	return s.failCode
-}
-
-// takeBehaviour consumes one of each pending one-shot answer control.
+// takeBehaviour reads the controls and consumes at most one pending one-shot
+// answer control: a refusal first, then a truncation, then a malformed
+// answer.
 func (s *Server) takeBehaviour() behaviour {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b := behaviour{drop: s.drop, shuffle: s.shuffle, transform: s.transform, repeatIDs: s.repeatIDs, omit: map[string]bool{}}
-	for in := range s.omit {
-		b.omit[in] = true
-	}
-	for in := range s.reject {
-		b.omit[in] = true
-	}
-	take := func(n *int) bool {
-		if *n == 0 {
-			return false
-		}
-		*n--
-		return true
-	}
-	b.refuse = take(&s.refuse)
-	b.truncate = !b.refuse && take(&s.truncate)
-	b.malformed = !b.refuse && !b.truncate && take(&s.malformed)
+	b := behaviour{Behaviour: s.ctl.Behaviour()}
+	b.refuse = s.refuse.Take()
+	b.truncate = !b.refuse && s.truncate.Take()
+	b.malformed = !b.refuse && !b.truncate && s.ctl.TakeMalformed()
 	return b
-}
-
-// rejected reports whether input is refused alone, and whether retryably.
-func (s *Server) rejected(input string) (rejected, retryable bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	retryable, rejected = s.reject[input]
-	return rejected, retryable
-}
-
-func (s *Server) currentDelay() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.delay
-}
-
-func (s *Server) record(r Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests = append(s.requests, r)
 }
 
 // isUnknownModel reports whether model gets 404 model_not_found.

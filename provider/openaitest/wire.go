@@ -7,21 +7,15 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/aibatch/aibatch/provider/internal/fake"
 )
 
 // SchemaName is the name the batch json_schema response_format must carry.
 const SchemaName = "batch_results"
-
-// batchSchemaJSON is the exact schema a batch request must send.
-const batchSchemaJSON = `{"type":"object","properties":{"results":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"output":{"type":"string"}},"required":["id","output"],"additionalProperties":false}}},"required":["results"],"additionalProperties":false}`
-
-// maxBodyBytes caps the request body the fake reads.
-const maxBodyBytes = 32 << 20
 
 // Request is one decoded chat completion request, as Requests returns it.
 type Request struct {
@@ -146,37 +140,32 @@ type apiError struct {
 	Code    *string `json:"code"`
 }
 
-func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request) {
-	s.calls.Add(1)
-	n := s.inFlight.Add(1)
-	defer s.inFlight.Add(-1)
-	for {
-		m := s.maxInFlight.Load()
-		if n <= m || s.maxInFlight.CompareAndSwap(m, n) {
-			break
+// apiCall wraps a handler with what every call does: read the body, wait
+// SetDelay, check the bearer token, fail as FailNext says, and answer a body
+// that could not be read (too large) with status and msg.
+func (s *Server) apiCall(status int, msg string, h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, fake.MaxBodyBytes))
+		if !s.ctl.Wait(r) {
+			return
 		}
+		if !s.authorized(r) {
+			writeError(w, http.StatusUnauthorized, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", "", "invalid_api_key")
+			return
+		}
+		if failure := s.ctl.TakeFailure(); failure != 0 {
+			writeFailure(w, failure)
+			return
+		}
+		if bodyErr != nil {
+			writeError(w, status, msg, "invalid_request_error", "", "")
+			return
+		}
+		h(w, r, body)
 	}
+}
 
-	// Read the body before waiting: only then does net/http notice a client
-	// that goes away and cancel r.Context().
-	body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	if d := s.currentDelay(); d > 0 && !sleep(r, d) {
-		return
-	}
-
-	if !s.authorized(r) {
-		writeError(w, http.StatusUnauthorized, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", "", "invalid_api_key")
-		return
-	}
-	if status := s.takeFailure(); status != 0 {
-		writeFailure(w, status)
-		return
-	}
-
-	if bodyErr != nil {
-		writeError(w, http.StatusBadRequest, "We could not read the body of your request.", "invalid_request_error", "", "")
-		return
-	}
+func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, body []byte) {
 	var req wireRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		writeError(w, http.StatusBadRequest, "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)", "invalid_request_error", "", "")
@@ -187,7 +176,7 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error(), "invalid_request_error", "messages", "")
 		return
 	}
-	s.record(rec)
+	s.requests.Add(rec)
 
 	switch {
 	case req.Model == "":
@@ -210,7 +199,7 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if !batch {
-		if rejected, retryable := s.rejected(user.Content); rejected {
+		if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
 			if retryable {
 				writeFailure(w, http.StatusServiceUnavailable)
 			} else {
@@ -221,7 +210,7 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 
 	b := s.takeBehaviour()
-	if !batch && b.shuffle && !sleep(r, time.Duration(rand.IntN(10_001))*time.Microsecond) {
+	if !batch && b.Shuffle && !fake.Sleep(r, time.Duration(rand.IntN(10_001))*time.Microsecond) {
 		return
 	}
 	var content string
@@ -256,9 +245,9 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request) {
 	for _, m := range rec.Messages {
 		prompt += len(m.Content)
 	}
-	usage := wireUsage{PromptTokens: tokens(prompt), CompletionTokens: tokens(len(content))}
+	usage := wireUsage{PromptTokens: fake.Tokens(prompt), CompletionTokens: fake.Tokens(len(content))}
 	choices := []wireChoice{{Message: answer, Logprobs: json.RawMessage("null"), FinishReason: finish}}
-	if !batch && b.omit[user.Content] {
+	if !batch && b.LeftOut(user.Content) {
 		choices, usage.CompletionTokens = []wireChoice{}, 0
 	}
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
@@ -271,30 +260,7 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request) {
 		Choices: choices,
 		Usage:   usage,
 	}
-	if !batch && b.malformed {
-		body, err := json.Marshal(completion)
-		if err != nil {
-			panic(err) // plain structs: cannot fail
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(body[:len(body)/2]) // cut off: not JSON
-		return
-	}
-	writeJSON(w, http.StatusOK, completion)
-}
-
-// sleep waits d or until the request's context ends; it reports whether the
-// whole wait passed.
-func sleep(r *http.Request, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-r.Context().Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	fake.WriteAnswer(w, completion, !batch && b.malformed) // a batch answer's content is malformed instead
 }
 
 // authorized checks the bearer token.
@@ -356,14 +322,10 @@ func isBatch(raw json.RawMessage) (bool, error) {
 	if js == nil || js.Name != SchemaName || js.Strict == nil || !*js.Strict {
 		return false, fmt.Errorf("response_format must be a strict json_schema named %q", SchemaName)
 	}
-	var got, want any
-	if err := json.Unmarshal(js.Schema, &got); err != nil {
+	switch same, err := fake.IsBatchSchema(js.Schema); {
+	case err != nil:
 		return false, fmt.Errorf("invalid response_format.json_schema.schema: %w", err)
-	}
-	if err := json.Unmarshal([]byte(batchSchemaJSON), &want); err != nil {
-		panic(err)
-	}
-	if !reflect.DeepEqual(got, want) {
+	case !same:
 		return false, errors.New("response_format.json_schema.schema is not the batch_results schema")
 	}
 	return true, nil
@@ -371,48 +333,24 @@ func isBatch(raw json.RawMessage) (bool, error) {
 
 // batchContent builds the JSON content answering items as b says.
 func batchContent(items []Item, b behaviour) string {
-	items = items[:max(len(items)-b.drop, 0)]
 	results := make([]Result, 0, len(items))
-	for _, it := range items {
-		if !b.omit[it.Input] {
+	for _, it := range items[:b.Kept(len(items))] {
+		if !b.LeftOut(it.Input) {
 			results = append(results, Result{ID: it.ID, Output: Answer(it.Input)})
 		}
 	}
-	if b.shuffle && len(results) > 1 {
-		orig := slices.Clone(results)
-		rand.Shuffle(len(results), func(i, j int) { results[i], results[j] = results[j], results[i] })
-		if slices.Equal(orig, results) { // make the shuffle visible
-			results = append(results[1:], results[0])
-		}
-	}
-	if b.transform != nil {
-		results = b.transform(results)
-	}
-	if b.repeatIDs && len(results) > 0 {
-		results = append([]Result{{ID: "not-asked", Output: Answer("not asked")}}, results...)
-		results = append(results, Result{ID: results[1].ID, Output: "repeated: " + results[1].Output})
-	}
-	if results == nil {
-		results = []Result{}
-	}
-	var out strings.Builder
-	enc := json.NewEncoder(&out)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(wireResults{Results: results}); err != nil {
-		panic(err) // strings only: cannot fail
-	}
-	return strings.TrimSuffix(out.String(), "\n")
+	results = b.Finish(results, func(x, y Result) bool { return x == y }, func(first Result) (Result, Result) {
+		return Result{ID: "not-asked", Output: Answer("not asked")}, Result{ID: first.ID, Output: "repeated: " + first.Output}
+	})
+	return string(fake.MarshalJSON(wireResults{Results: results}))
 }
-
-// tokens is the fake's token count for n bytes of text: n/4 rounded up.
-func tokens(n int) int64 { return int64(n+3) / 4 }
 
 // writeFailure answers status with an error body like the real API's.
 func writeFailure(w http.ResponseWriter, status int) {
 	if status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, status, map[string]apiError{"error": failure(status)})
+	fake.WriteJSON(w, status, map[string]apiError{"error": failure(status)})
 }
 
 // failure is the error object the real API answers status with.
@@ -447,16 +385,5 @@ func newAPIError(msg, typ, param, code string) apiError {
 
 // writeError answers with OpenAI's error JSON; empty param and code are null.
 func writeError(w http.ResponseWriter, status int, msg, typ, param, code string) {
-	writeJSON(w, status, map[string]apiError{"error": newAPIError(msg, typ, param, code)})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	fake.WriteJSON(w, status, map[string]apiError{"error": newAPIError(msg, typ, param, code)})
 }
