@@ -37,6 +37,11 @@ type Config struct {
 	// EstimateTokens); a group of requests over it is split into several
 	// calls, and a request over it alone fails. 0 means no cap. Default 0.
 	MaxBatchTokens int
+	// MaxResultBytes is the largest result body the broker accepts; a
+	// larger answer ends as an error result (and a dead letter) rather than
+	// a publish that fails on every attempt. Default 1 MiB less 8 KiB for
+	// headers (the NATS default max_payload).
+	MaxResultBytes int
 	// MaxInflight is how many batches may be in calls at once, per lane.
 	// Default 4.
 	MaxInflight int
@@ -79,6 +84,7 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.PollInterval, 250*time.Millisecond)
 	setDefault(&c.MaxDeliver, 5)
 	setDefault(&c.MaxRequestBytes, 64<<10)
+	setDefault(&c.MaxResultBytes, 1<<20-8<<10)
 	setDefault(&c.MaxInflight, 4)
 	setDefault(&c.CallTimeout, 2*time.Minute)
 	setDefault(&c.AckWait, 60*time.Second)
@@ -120,6 +126,7 @@ func (c Config) Validate() error {
 	positive("MaxBatchSize", c.MaxBatchSize)
 	positive("MaxDeliver", c.MaxDeliver)
 	positive("MaxRequestBytes", c.MaxRequestBytes)
+	positive("MaxResultBytes", c.MaxResultBytes)
 	positive("MaxInflight", c.MaxInflight)
 	if c.MaxBatchTokens < 0 {
 		errs = append(errs, fmt.Errorf("MaxBatchTokens is %d, want 0 (no cap) or more", c.MaxBatchTokens))

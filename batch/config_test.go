@@ -18,6 +18,7 @@ func TestWithDefaults(t *testing.T) {
 		PollInterval:    250 * time.Millisecond,
 		MaxDeliver:      5,
 		MaxRequestBytes: 64 * 1024,
+		MaxResultBytes:  1<<20 - 8<<10,
 		MaxInflight:     4,
 		CallTimeout:     2 * time.Minute,
 		AckWait:         60 * time.Second,
@@ -46,6 +47,7 @@ func TestWithDefaultsKeepsSetFields(t *testing.T) {
 		PollInterval:    time.Millisecond,
 		MaxDeliver:      9,
 		MaxRequestBytes: 100,
+		MaxResultBytes:  200,
 		MaxInflight:     1,
 		CallTimeout:     time.Second,
 		AckWait:         4 * time.Second,
@@ -158,7 +160,7 @@ func TestValidateReportsEverything(t *testing.T) {
 		t.Fatal("Config{}.Validate() = nil, want errors")
 	}
 	for _, field := range []string{
-		"MaxBatchSize", "MaxDeliver", "MaxRequestBytes", "MaxInflight",
+		"MaxBatchSize", "MaxDeliver", "MaxRequestBytes", "MaxResultBytes", "MaxInflight",
 		"Interval", "MaxWait", "PollInterval", "CallTimeout", "AckWait", "RetryBackoff", "ShutdownTimeout", "JobPollInterval",
 		"DefaultModel", "ResultPrefix", "DeadPrefix",
 	} {
@@ -166,10 +168,10 @@ func TestValidateReportsEverything(t *testing.T) {
 			t.Errorf("Config{}.Validate() does not name %s: %v", field, err)
 		}
 	}
-	// 4 counts + 8 durations + the AckWait floor + DefaultModel + prefixes;
+	// 5 counts + 8 durations + the AckWait floor + DefaultModel + prefixes;
 	// RetryMaxBackoff (0) is not below RetryBackoff (0).
-	if n := len(joined(err)); n != 15 {
-		t.Errorf("Config{}.Validate() reported %d errors, want 15: %v", n, err)
+	if n := len(joined(err)); n != 16 {
+		t.Errorf("Config{}.Validate() reported %d errors, want 16: %v", n, err)
 	}
 }
 

@@ -487,3 +487,36 @@ func TestBatchesAreSplitToStayUnderMaxBatchTokens(t *testing.T) {
 		return jetstreamtest.Count(t, b.js, b.topo.DeadStream) == 1
 	})
 }
+
+func TestAnAnswerTooLargeToStoreFailsAlone(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.fake.SetResultsFunc(func(rs []openaitest.Result) []openaitest.Result {
+		for i := range rs {
+			if strings.HasSuffix(rs[i].Output, "big 1") {
+				rs[i].Output = strings.Repeat("x", 10_000)
+			}
+		}
+		return rs
+	})
+	b.publish(t, inputs("ai.requests.t", "big", 3)...)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 3
+	cfg.MaxResultBytes = 4096
+	b.start(t, cfg)
+	got := b.waitResults(t, 3, 15*time.Second)
+	if r := got["big-1"]; r.Status != batch.StatusError || !strings.Contains(r.Error, "over the 4096 bytes the broker accepts") {
+		t.Fatalf("big-1: %s %q", r.Status, r.Error)
+	}
+	for _, id := range []string{"big-0", "big-2"} {
+		if got[id].Status != batch.StatusOK {
+			t.Fatalf("%s: %+v", id, got[id].Result)
+		}
+	}
+	jetstreamtest.Eventually(t, 5*time.Second, "one dead letter", func() bool {
+		return jetstreamtest.Count(t, b.js, b.topo.DeadStream) == 1
+	})
+	if b.fake.Calls() != 1 {
+		t.Fatalf("calls = %d, want 1: the answer is not paid for again", b.fake.Calls())
+	}
+}

@@ -258,7 +258,7 @@ func (e *Engine) settle(items []*item) {
 		switch it.outcome {
 		case outcomeAnswered, outcomeFailed:
 			final = append(final, it)
-			results = append(results, e.resultMsg(it))
+			results = append(results, e.fittingResultMsg(it))
 		case outcomeRetry:
 			e.stats.retries.Add(1)
 			e.observer.RequestRetried()
@@ -360,6 +360,23 @@ func (e *Engine) storedFailure(ctx context.Context, seq uint64, failed bool, rea
 		return failed, reason
 	}
 	return r.Status == StatusError, r.Error
+}
+
+// fittingResultMsg builds the item's result message; an answer too large for
+// the broker turns the item into a failure that says so, which fits.
+func (e *Engine) fittingResultMsg(it *item) Outgoing {
+	msg := e.resultMsg(it)
+	if len(msg.Data) <= e.cfg.MaxResultBytes {
+		return msg
+	}
+	it.fail(provider.Permanent(fmt.Errorf("result is %d bytes, over the %d bytes the broker accepts (output %d bytes, metadata %d bytes)",
+		len(msg.Data), e.cfg.MaxResultBytes, len(it.output), len(it.req.Metadata))))
+	msg = e.resultMsg(it)
+	if len(msg.Data) > e.cfg.MaxResultBytes {
+		it.req.Metadata = nil // the error result must get through
+		msg = e.resultMsg(it)
+	}
+	return msg
 }
 
 // resultMsg builds the result message for an answered or failed item.

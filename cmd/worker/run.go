@@ -132,7 +132,12 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 		}
 		opts = append(opts, batch.WithJobStore(jobs))
 	}
-	engine, err := batch.New(cfg.engine(), batchLane, pub, p, opts...)
+	ec := cfg.engine()
+	if mp := int(nc.MaxPayload()); mp > 16<<10 {
+		// Results must fit the server's max_payload, with room for headers.
+		ec.MaxResultBytes = mp - 8<<10
+	}
+	engine, err := batch.New(ec, batchLane, pub, p, opts...)
 	if err != nil {
 		return err
 	}
@@ -151,7 +156,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 		}
 		return err
 	}
-	ec := engine.Config()
+	ec = engine.Config()
 	log.Info("worker started",
 		zap.String("worker", ops.worker),
 		zap.String("provider", p.Name()), zap.String("mode", cfg.BatchMode), zap.String("model", cfg.Model),

@@ -283,7 +283,9 @@ func parseAnswer(b provider.Batch, data []byte) ([]provider.Result, error) {
 		pending[a.ID] = false
 		r := provider.Result{Key: a.ID}
 		if a.Usage != nil {
-			r.Usage = *a.Usage
+			// The endpoint is the user's own: a negative count is a bug
+			// there, not tokens to subtract from the totals.
+			r.Usage = provider.Usage{InputTokens: max(a.Usage.InputTokens, 0), OutputTokens: max(a.Usage.OutputTokens, 0)}
 		}
 		switch {
 		case a.Error != "":

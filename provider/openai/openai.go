@@ -243,7 +243,7 @@ func parseAnswer(b provider.Batch, resp *openai.ChatCompletion) ([]provider.Resu
 	case errors.Is(err, combined.ErrNoResults):
 		return nil, fmt.Errorf("parse answer content: %w", err)
 	case err != nil:
-		return nil, fmt.Errorf("parse answer content (finish_reason %q): %w", choice.FinishReason, err)
+		return nil, fmt.Errorf("parse answer content (finish_reason %q): %w", shorten(string(choice.FinishReason)), err)
 	}
 	return results, nil
 }
