@@ -36,10 +36,21 @@ func topicOf(subject string, filters []string) string {
 	return subject[strings.LastIndexByte(subject, '.')+1:]
 }
 
+// maxReplySubjectBytes bounds a Batch-Reply-To subject. The subject goes
+// into the protocol line of the result's publish, and a server closes the
+// connection of a client whose protocol line passes its max_control_line
+// (4096 bytes by default): an unbounded subject would let one request
+// disconnect the worker on every delivery.
+const maxReplySubjectBytes = 1024
+
 // checkReplySubject refuses reply subjects that would let a producer make the
-// worker publish somewhere harmful: wildcards, system and API subjects, and
-// the request subjects themselves (a result there would loop back in).
+// worker publish somewhere harmful: wildcards, system and API subjects, the
+// request subjects themselves (a result there would loop back in), and
+// subjects too long for a protocol line.
 func checkReplySubject(subject string, forbidden []string) error {
+	if len(subject) > maxReplySubjectBytes {
+		return fmt.Errorf("%w: %s is %d bytes, over %d", ErrInvalidRequest, HeaderReplyTo, len(subject), maxReplySubjectBytes)
+	}
 	if subject == "" || strings.ContainsAny(subject, " \t\r\n") {
 		return fmt.Errorf("%w: %s %q is not a valid subject", ErrInvalidRequest, HeaderReplyTo, subject)
 	}

@@ -55,6 +55,10 @@ type config struct {
 	DeadPrefix      string        `env:"DEAD_PREFIX, default=ai.dead"`
 	Consumer        string        `env:"CONSUMER, default=aibatch"`
 	StreamReplicas  int           `env:"STREAM_REPLICAS, default=1"`
+	// StreamMaxMsgs and StreamMaxBytes bound the request stream (0: no
+	// limit); when it is full, publishers get an error.
+	StreamMaxMsgs  int64    `env:"STREAM_MAX_MSGS, default=0"`
+	StreamMaxBytes byteSize `env:"STREAM_MAX_BYTES, default=0"`
 
 	NATSCreds    string `env:"NATS_CREDS"`
 	NATSNKeySeed string `env:"NATS_NKEY_SEED"`
@@ -210,6 +214,14 @@ func (c config) validate() error {
 	if c.MaxRequestBytes < 16 || c.MaxRequestBytes > 8<<20 {
 		bad("MAX_REQUEST_BYTES", int64(c.MaxRequestBytes), "a size from 16 bytes to 8MiB, such as 65536 or 64KiB")
 	}
+	// A full request stream must still hold one batch, and one request of
+	// the largest size.
+	if c.StreamMaxMsgs != 0 && c.StreamMaxMsgs < int64(max(c.MaxBatchSize, 1)) {
+		bad("STREAM_MAX_MSGS", c.StreamMaxMsgs, fmt.Sprintf("0 (no limit) or at least MAX_BATCH_SIZE (%d)", c.MaxBatchSize))
+	}
+	if c.StreamMaxBytes != 0 && c.StreamMaxBytes < c.MaxRequestBytes {
+		bad("STREAM_MAX_BYTES", int64(c.StreamMaxBytes), fmt.Sprintf("0 (no limit) or at least MAX_REQUEST_BYTES (%d), such as 1GiB", int64(c.MaxRequestBytes)))
+	}
 	if c.NATSURL == "" {
 		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
 			bad("NATS_LISTEN", c.NATSListen, "host:port for the embedded server, such as 127.0.0.1:4222")
@@ -344,11 +356,13 @@ func (c config) topology() jetstream.Topology {
 		Consumer:            c.Consumer,
 		AckWait:             c.AckWait,
 		Replicas:            c.StreamReplicas,
+		MaxMsgs:             c.StreamMaxMsgs,
+		MaxBytes:            int64(c.StreamMaxBytes),
 	}.WithDefaults()
 }
 
 // byteSize is a size in bytes written as a number with an optional unit:
-// 65536, 64KiB, 1MiB, 64KB.
+// 65536, 64KiB, 1MiB, 1GiB, 64KB, 1MB, 1GB.
 type byteSize int64
 
 // EnvDecode implements envconfig.Decoder.
@@ -357,7 +371,7 @@ func (b *byteSize) EnvDecode(val string) error {
 	units := []struct {
 		suffix string
 		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"KB", 1000}, {"MB", 1000 * 1000}, {"B", 1}}
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
 	mult := int64(1)
 	for _, u := range units {
 		if strings.HasSuffix(s, u.suffix) {
@@ -366,8 +380,8 @@ func (b *byteSize) EnvDecode(val string) error {
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return fmt.Errorf("%q is not a size: want bytes such as 65536, or 64KiB, 1MiB", val)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return fmt.Errorf("%q is not a size: want bytes such as 65536, or 64KiB, 1MiB, 1GiB", val)
 	}
 	*b = byteSize(n * mult)
 	return nil
@@ -395,7 +409,7 @@ func wantFor(t reflect.Type) string {
 		return " (want a Go duration such as 90s, 5m or 1h30m)"
 	case reflect.TypeFor[bool]():
 		return " (want true or false)"
-	case reflect.TypeFor[int]():
+	case reflect.TypeFor[int](), reflect.TypeFor[int64]():
 		return " (want a whole number)"
 	}
 	return ""

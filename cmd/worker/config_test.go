@@ -138,6 +138,21 @@ func TestConfigValidValues(t *testing.T) {
 			func(c config) bool { return c.LogLevel == "DEBUG" && c.LogFormat == "console" }},
 		{"results kept as long as the duplicate window", map[string]string{"RESULTS_MAX_AGE": "20m"},
 			func(c config) bool { return c.topology().OutcomeDedupeWindow == 20*time.Minute }},
+		{"stream limits", map[string]string{"STREAM_MAX_MSGS": "100000", "STREAM_MAX_BYTES": "1GiB"},
+			func(c config) bool {
+				top := c.topology()
+				return c.StreamMaxMsgs == 100000 && c.StreamMaxBytes == 1<<30 && top.MaxMsgs == 100000 && top.MaxBytes == 1<<30
+			}},
+		{"stream limits at their least", map[string]string{"STREAM_MAX_MSGS": "50", "STREAM_MAX_BYTES": "64KiB"},
+			func(c config) bool { return c.topology().MaxMsgs == 50 && c.topology().MaxBytes == 64<<10 }},
+		{"stream limits in decimal units", map[string]string{"STREAM_MAX_BYTES": "2GB", "MAX_BATCH_SIZE": "10", "STREAM_MAX_MSGS": "10"},
+			func(c config) bool { return c.topology().MaxBytes == 2_000_000_000 && c.topology().MaxMsgs == 10 }},
+		{"stream limits off", map[string]string{"STREAM_MAX_MSGS": "0", "STREAM_MAX_BYTES": "0"},
+			func(c config) bool {
+				// 0 reaches the server as -1: no limit.
+				req := c.topology().Streams()[0]
+				return req.MaxMsgs == -1 && req.MaxBytes == -1
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -249,6 +264,18 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"NATS_USER", "NATS_PASSWORD"}},
 		{"NATS TLS cert file missing", map[string]string{"NATS_URL": "nats://127.0.0.1:4222", "NATS_TLS_CA": "/no/such/ca.pem"},
 			[]string{"NATS_TLS_CA", "/no/such/ca.pem"}},
+		{"stream max msgs negative", map[string]string{"STREAM_MAX_MSGS": "-1"},
+			[]string{"STREAM_MAX_MSGS=-1", "0 (no limit) or at least MAX_BATCH_SIZE (50)"}},
+		{"stream max msgs under a batch", map[string]string{"STREAM_MAX_MSGS": "49"},
+			[]string{"STREAM_MAX_MSGS=49", "at least MAX_BATCH_SIZE (50)"}},
+		{"stream max msgs in words", map[string]string{"STREAM_MAX_MSGS": "lots"},
+			[]string{"STREAM_MAX_MSGS", `"lots"`, "want a whole number"}},
+		{"stream max bytes negative", map[string]string{"STREAM_MAX_BYTES": "-1"},
+			[]string{"STREAM_MAX_BYTES", `"-1"`, "1GiB"}},
+		{"stream max bytes under a request", map[string]string{"STREAM_MAX_BYTES": "1KiB"},
+			[]string{"STREAM_MAX_BYTES=1024", "at least MAX_REQUEST_BYTES (65536)"}},
+		{"stream max bytes overflow", map[string]string{"STREAM_MAX_BYTES": "9000000000GiB"},
+			[]string{"STREAM_MAX_BYTES", `"9000000000GiB"`, "not a size"}},
 		{"several at once", map[string]string{"MAX_BATCH_SIZE": "0", "LOG_LEVEL": "loud"},
 			[]string{"MAX_BATCH_SIZE=0", "LOG_LEVEL=loud"}},
 	}
