@@ -47,6 +47,25 @@ bench: ## Micro-benchmarks, then the JetStream harness: one table, figures in be
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./batch/ ./jetstream/ | tee "$$micro"; \
 	$(GO) run ./bench -micro "$$micro"
 
+FUZZTIME ?= 30s
+# Fuzz targets as package:FuzzName; their seed corpora are in each package's
+# testdata/fuzz/ and also run with every `go test`.
+FUZZ_TARGETS := ./batch:FuzzDecodeRequest ./batch:FuzzSubjects \
+	./provider/openai:FuzzParseAnswer ./provider/openai:FuzzAnswerRoundTrip \
+	./provider/anthropic:FuzzParseAnswer ./provider/anthropic:FuzzAnswerRoundTrip \
+	./provider/httpapi:FuzzParseAnswer ./provider/httpapi:FuzzAnswerRoundTrip
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 30s), one after another; a failure leaves its input in testdata/fuzz/
+	@set -euo pipefail; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	done
+
+.PHONY: chaos
+chaos: ## Fault injection, long form: 50,000 requests through killed workers, server restarts, a lost cluster leader, provider faults and poison (~4 min)
+	$(GO) run ./internal/chaos/cmd/chaos -requests 50000
+
 .PHONY: clean
 clean: ## Remove built binaries and the demo's ./data
 	rm -rf $(BIN) data

@@ -33,10 +33,12 @@ type Engine struct {
 	clock    Clock
 	observer Observer
 
-	batchSlots  semaphore
-	urgentSlots semaphore
-	flushes     chan flushRequest
-	running     atomic.Bool
+	batchSlots semaphore
+	// batchLaneInFlight counts the batch lane's requests in calls now.
+	batchLaneInFlight atomic.Int64
+	urgentSlots       semaphore
+	flushes           chan flushRequest
+	running           atomic.Bool
 
 	// procCtx is the context calls and publishes run under: it outlives
 	// Run's context by ShutdownTimeout so in-flight work can finish.
@@ -208,10 +210,16 @@ func (e *Engine) Flush(ctx context.Context) (FlushReport, error) {
 func (e *Engine) dispatch(trigger Trigger, msgs []Message, slots semaphore) {
 	e.inflight.Add(1)
 	e.stats.inFlight.Add(int64(len(msgs)))
+	if slots == e.batchSlots {
+		e.batchLaneInFlight.Add(int64(len(msgs)))
+	}
 	go func() {
 		defer e.inflight.Done()
 		defer slots.release()
 		defer e.stats.inFlight.Add(-int64(len(msgs)))
+		if slots == e.batchSlots {
+			defer e.batchLaneInFlight.Add(-int64(len(msgs)))
+		}
 		defer func() {
 			if r := recover(); r != nil {
 				// A bug must not take the worker down: hand the requests

@@ -42,6 +42,9 @@ type schedule struct {
 	// retryAt is when the earliest request this worker handed back for a
 	// retry becomes deliverable again; zero when there is none.
 	retryAt time.Time
+	// orphanCheckAt is when to look for requests a dead worker held, when
+	// nothing else would fetch them; zero when no look is planned.
+	orphanCheckAt time.Time
 	// drainLeft is how many requests the last backlog read said still wait
 	// behind the batches sent since: while it holds a full batch, the lane
 	// fetches without reading the backlog again, so a backlog drains at the
@@ -98,6 +101,10 @@ func due(now time.Time, b Backlog, s schedule, c Config) (Trigger, bool) {
 	case b.Pending > 0 && !b.Oldest.IsZero() && now.Sub(b.Oldest) >= c.MaxWait:
 		return TriggerMaxWait, true
 	case !s.retryAt.IsZero() && !now.Before(s.retryAt):
+		return TriggerRetry, true
+	case b.Pending == 0 && !s.orphanCheckAt.IsZero() && !now.Before(s.orphanCheckAt):
+		// Only with nothing new pending, so the fetch takes nothing but
+		// redeliveries; new requests bring the orphans along when they go.
 		return TriggerRetry, true
 	case b.Pending > 0 && now.Sub(s.lastFlush) >= c.Interval:
 		return TriggerInterval, true
@@ -178,6 +185,13 @@ func (e *Engine) pollOnce(ctx context.Context, s *schedule) bool {
 		return false
 	}
 	now := e.clock.Now()
+	if b.Pending == 0 && b.AckPending > int(e.batchLaneInFlight.Load()) && s.orphanCheckAt.IsZero() {
+		// Requests are delivered to some worker and not acked, and no new
+		// request will trigger a fetch that would pick them up: if their
+		// worker died (or a fetch reply was lost on the way), they become
+		// deliverable again after AckWait. Look then.
+		s.orphanCheckAt = now.Add(e.cfg.AckWait + retryGrace)
+	}
 	s.retryAt = e.retries.next()
 	if b.Pending == 0 && now.Sub(s.lastFlush) >= e.cfg.Interval {
 		s.lastFlush = now // an interval with nothing to send
@@ -190,6 +204,9 @@ func (e *Engine) pollOnce(ctx context.Context, s *schedule) bool {
 	}
 	if trigger == TriggerRetry {
 		e.retries.takeDue(now)
+	}
+	if !s.orphanCheckAt.IsZero() && !now.Before(s.orphanCheckAt) {
+		s.orphanCheckAt = time.Time{}
 	}
 	n, err := e.send(ctx, trigger)
 	if err != nil {

@@ -32,6 +32,15 @@ func TestDue(t *testing.T) {
 		{name: "requests held by workers do not count as waiting",
 			b: Backlog{AckPending: 100}, s: schedule{lastFlush: now.Add(-3 * time.Hour)}},
 
+		// A look for requests a dead worker held.
+		{name: "orphan check due with nothing pending",
+			b: Backlog{AckPending: 5}, s: schedule{lastFlush: recent, orphanCheckAt: now},
+			want: TriggerRetry, wantOK: true},
+		{name: "orphan check not yet due",
+			b: Backlog{AckPending: 5}, s: schedule{lastFlush: recent, orphanCheckAt: now.Add(time.Nanosecond)}},
+		{name: "orphan check waits for new requests to bring the orphans along",
+			b: Backlog{Pending: 3, Oldest: recent, AckPending: 5}, s: schedule{lastFlush: recent, orphanCheckAt: now}},
+
 		// size
 		{name: "size: one below MaxBatchSize is not due",
 			b: Backlog{Pending: 9, Oldest: recent}, s: schedule{lastFlush: recent}},

@@ -92,15 +92,21 @@ func (q *Queue) Fetch(ctx context.Context, max int) ([]batch.Message, error) {
 	return collect(mb, max)
 }
 
-// waitSlice bounds one long poll in Wait, so a lost pull request is renewed.
-const waitSlice = 30 * time.Second
+// waitSlice bounds one long poll in Wait, so a lost pull request is renewed;
+// waitHeartbeat is how often the server confirms the poll is alive.
+const (
+	waitSlice     = 30 * time.Second
+	waitHeartbeat = time.Second
+)
 
 // Wait blocks until a request arrives or ctx ends, then returns it with
 // whatever else is available at that moment, up to max.
 func (q *Queue) Wait(ctx context.Context, max int) ([]batch.Message, error) {
 	wctx, cancel := context.WithTimeout(ctx, waitSlice)
 	defer cancel()
-	first, err := q.consumer.Next(jetstream.FetchContext(wctx))
+	// Heartbeats every second notice a pull request lost with a restarted
+	// server within seconds rather than at the end of the long poll.
+	first, err := q.consumer.Next(jetstream.FetchContext(wctx), jetstream.FetchHeartbeat(waitHeartbeat))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

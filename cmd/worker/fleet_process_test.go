@@ -170,3 +170,31 @@ func connectAuth(t *testing.T, url, user, password string) *nats.Conn {
 	t.Cleanup(nc.Close)
 	return nc
 }
+
+// A worker started before its NATS server (as in a deployment where both
+// start together) waits for it instead of exiting.
+func TestProcessWaitsForNATSToComeUp(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	url := "nats://127.0.0.1:" + strconv.Itoa(port)
+	fake := newFake(t)
+	w := startWorker(t, "", map[string]string{
+		"NATS_URL":        url,
+		"OPENAI_BASE_URL": fake.URL,
+		"OPENAI_API_KEY":  procSecret,
+		"MAX_BATCH_SIZE":  "10",
+	})
+	jetstreamtest.Eventually(t, 20*time.Second, "the worker waiting for NATS", func() bool {
+		return strings.Contains(w.output.String(), "waiting for NATS")
+	})
+	ns, err := ajs.RunServer(ajs.ServerConfig{Port: port, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	_, js := jetstreamtest.Connect(t, ns)
+	waitStreams(t, js)
+	publishFrom(t, js, "ai.requests.proc", 0, 10)
+	waitResults(t, js, 10, 30*time.Second)
+	w.stop(t)
+}

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -57,9 +59,10 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 		}
 	}
 	closed := make(chan struct{})
-	nc, err := nats.Connect(url, append(authOpts,
+	var closeOnce sync.Once
+	nc, err := connectWhenUp(ctx, log, url, append(authOpts,
 		nats.Name("aibatch-worker"),
-		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+		nats.ClosedHandler(func(*nats.Conn) { closeOnce.Do(func() { close(closed) }) }),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -72,6 +75,10 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 		}),
 	)...)
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("worker stopped before it started")
+			return nil
+		}
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
 	defer func() {
@@ -89,9 +96,9 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 	if err != nil {
 		return fmt.Errorf("open JetStream: %w", err)
 	}
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
-	batchLane, urgentLane, pub, err := jetstream.Ensure(setupCtx, js, cfg.topology())
+	batchLane, urgentLane, pub, err := ensureTopology(setupCtx, log, js, cfg.topology())
 	if err != nil {
 		if ctx.Err() != nil {
 			// A stop signal during setup is a stop, not a failure.
@@ -361,4 +368,45 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.DisableStacktrace = true
 	return zc.Build()
+}
+
+// setupTimeout bounds waiting for NATS and creating the streams at start-up.
+const setupTimeout = 60 * time.Second
+
+// connectWhenUp connects to NATS, waiting (until setupTimeout) for a server
+// that is not up yet, as when the worker and NATS start together. Other
+// errors, such as refused credentials, return at once.
+func connectWhenUp(ctx context.Context, log *zap.Logger, url string, opts ...nats.Option) (*nats.Conn, error) {
+	deadline := time.Now().Add(setupTimeout)
+	for {
+		nc, err := nats.Connect(url, opts...)
+		if err == nil || !errors.Is(err, nats.ErrNoServers) || time.Now().After(deadline) {
+			return nc, err
+		}
+		log.Info("waiting for NATS", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// ensureTopology creates the streams and consumers, trying again while the
+// server does not answer in time: on a fresh cluster, workers creating the
+// same streams at once can time out while the cluster agrees on them.
+func ensureTopology(ctx context.Context, log *zap.Logger, js natsjs.JetStream, t jetstream.Topology) (*jetstream.Queue, *jetstream.Queue, *jetstream.Publisher, error) {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 10*time.Second)
+		b, u, p, err := jetstream.Ensure(attempt, js, t)
+		cancel()
+		if err == nil || ctx.Err() != nil || !isTimeout(err) {
+			return b, u, p, err
+		}
+		log.Warn("set up streams: no answer in time, trying again", zap.Error(err))
+	}
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, natsjs.ErrNoStreamResponse)
 }

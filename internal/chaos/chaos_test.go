@@ -1,0 +1,99 @@
+package chaos_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aibatch/aibatch/internal/chaos"
+)
+
+// testLog writes the harness's progress lines to the test log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestChaosShort is the short form of `make chaos`: about 2,000 requests
+// through every scenario (each fault alone, then all together), worker
+// processes built from ./cmd/worker. It fails on any duplicate, lost request
+// or other breach of the invariant, and when a scenario's faults were not
+// actually injected.
+func TestChaosShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the chaos harness runs worker processes for about a minute")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	report, err := chaos.Run(ctx, chaos.Config{
+		Requests: 2000,
+		Parallel: len(chaos.DefaultScenarios()),
+		Drain:    60 * time.Second,
+		// The workers run without the race detector: with it, 21 worker
+		// processes on 2 cores take the short form well past a minute
+		// (cmd/worker's own process tests run the worker with -race;
+		// `make chaos` takes -race on demand).
+		Log: testLog{t},
+	})
+	var out strings.Builder
+	if werr := report.Write(&out); werr != nil {
+		t.Errorf("write the report: %v", werr)
+	}
+	t.Logf("chaos report:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("chaos harness: %v", err)
+	}
+
+	if got := len(report.Scenarios); got != len(chaos.DefaultScenarios()) {
+		t.Fatalf("report has %d scenarios, want %d", got, len(chaos.DefaultScenarios()))
+	}
+	sent := 0
+	for i, s := range report.Scenarios {
+		sc := chaos.DefaultScenarios()[i]
+		sent += s.Sent
+		if s.Err != nil {
+			t.Errorf("%s: harness failed: %v", s.Name, s.Err)
+		}
+		if s.Duplicates != 0 || s.Lost != 0 || s.Phantoms != 0 || s.WrongOutputs != 0 || s.Violations != 0 {
+			t.Errorf("%s: duplicates %d, lost %d, phantoms %d, wrong outputs %d, other violations %d; evidence:\n  %s",
+				s.Name, s.Duplicates, s.Lost, s.Phantoms, s.WrongOutputs, s.Violations, strings.Join(s.Evidence, "\n  "))
+		}
+		if s.Accepted == 0 || s.ResultsOK == 0 {
+			t.Errorf("%s: %d requests accepted, %d ok: the scenario did not run traffic", s.Name, s.Accepted, s.ResultsOK)
+		}
+		// Each fault the scenario names must have happened.
+		kills := 0
+		for _, n := range s.WorkerKills {
+			kills += n
+		}
+		var providerFaults int64
+		for name, n := range s.ProviderFaults {
+			if name != chaos.FaultHeld {
+				providerFaults += n
+			}
+		}
+		checks := []struct {
+			on       bool
+			happened bool
+			what     string
+		}{
+			{sc.KillWorkers, kills > 0 && s.WorkerRestarts >= kills, "workers killed and restarted"},
+			{sc.RestartServer, s.ServerRestarts > 0, "server restarted"},
+			{sc.KillLeader, len(s.LeaderMoves) > 0, "stream leader's node shut down"},
+			{sc.ProviderFaults, providerFaults > 0, "provider faults"},
+			{sc.Poison, s.Poison > 0 && s.Errors >= s.Poison && s.DeadLetters >= s.Poison, "poison ended as errors and dead letters"},
+		}
+		for _, c := range checks {
+			if c.on && !c.happened {
+				t.Errorf("%s: fault %q did not happen (kills %v, restarts %d, server restarts %d, leader moves %d, provider faults %v, poison %d)",
+					s.Name, c.what, s.WorkerKills, s.WorkerRestarts, s.ServerRestarts, len(s.LeaderMoves), s.ProviderFaults, s.Poison)
+			}
+		}
+	}
+	if sent != 2000 {
+		t.Errorf("requests sent over all scenarios = %d, want 2000", sent)
+	}
+}
