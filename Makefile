@@ -63,7 +63,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s), one after another; a f
 	done
 
 .PHONY: chaos
-chaos: ## Fault injection, long form: 50,000 requests through killed workers, server restarts, a lost cluster leader, provider faults and poison (~4 min)
+chaos: fuzz ## Fuzz every target for FUZZTIME, then fault injection, long form: 50,000 requests through killed workers, server restarts, a lost cluster leader, provider faults and poison (~8 min)
 	$(GO) run ./internal/chaos/cmd/chaos -requests 50000
 
 .PHONY: clean
