@@ -3,7 +3,9 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -98,7 +100,10 @@ type portPool struct {
 	given map[int]bool
 }
 
-// take returns n ports nothing listened on when it looked.
+// take returns n ports nothing listened on when it looked. They are chosen
+// below the kernel's ephemeral range: a node restarted on its port must find
+// it free, and a port in that range can be taken meanwhile as the local end
+// of some outgoing connection.
 func (p *portPool) take(n int) ([]int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -111,23 +116,39 @@ func (p *portPool) take(n int) ([]int, error) {
 			_ = l.Close()
 		}
 	}()
+	low, high := fixedPortRange()
 	ports := make([]int, 0, n)
 	for tries := 0; len(ports) < n; tries++ {
 		if tries > 100*n {
 			return nil, fmt.Errorf("chaos: no free port found in %d tries", tries)
 		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		port := low + rand.IntN(high-low)
+		if p.given[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
-			return nil, fmt.Errorf("chaos: find a free port: %w", err)
+			continue // in use
 		}
 		ls = append(ls, l) // held until all are found: no port twice
-		port := l.Addr().(*net.TCPAddr).Port
-		if !p.given[port] {
-			p.given[port] = true
-			ports = append(ports, port)
-		}
+		p.given[port] = true
+		ports = append(ports, port)
 	}
 	return ports, nil
+}
+
+// fixedPortRange is where take picks ports: the 12,000 ports below the
+// kernel's ephemeral range (32768 by default on Linux).
+func fixedPortRange() (low, high int) {
+	high = 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 13000 {
+				high = v
+			}
+		}
+	}
+	return high - 12000, high
 }
 
 // urls returns the client URLs of every node, comma-separated, as NATS_URL
