@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -80,9 +81,10 @@ func (c config) auth() jetstream.AuthConfig {
 	}
 }
 
-// newProvider builds the configured provider. In combined and single mode
-// it is wrapped in the rate limiter when PROVIDER_RPM or PROVIDER_TPM is
-// set; Batch API jobs have the provider's own, separate limits.
+// newProvider builds the configured provider, wrapped in the rate limiter
+// when PROVIDER_RPM or PROVIDER_TPM is set. In async mode the limits apply to
+// the synchronous calls (the MAX_WAIT fallback); Batch API jobs have the
+// provider's own, separate quotas.
 func newProvider(c config) (provider.Provider, error) {
 	var (
 		p   provider.Provider
@@ -111,14 +113,36 @@ func newProvider(c config) (provider.Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("set up provider %s: %w", c.Provider, err)
 	}
-	if c.BatchMode == "async" || (c.ProviderRPM == 0 && c.ProviderTPM == 0) {
+	if c.ProviderRPM == 0 && c.ProviderTPM == 0 {
 		return p, nil
 	}
 	limited, err := ratelimit.New(p, ratelimit.Limits{RPM: c.ProviderRPM, TPM: c.ProviderTPM})
 	if err != nil {
 		return nil, fmt.Errorf("set up PROVIDER_RPM/PROVIDER_TPM: %w", err)
 	}
+	if ap, ok := p.(provider.AsyncProvider); ok && c.BatchMode == "async" {
+		return limitedAsync{Provider: limited, jobs: ap}, nil
+	}
 	return limited, nil
+}
+
+// limitedAsync is an async provider whose synchronous calls are rate
+// limited; its Batch API jobs go straight through.
+type limitedAsync struct {
+	*ratelimit.Provider
+	jobs provider.AsyncProvider
+}
+
+func (l limitedAsync) SubmitJob(ctx context.Context, b provider.Batch) (string, error) {
+	return l.jobs.SubmitJob(ctx, b)
+}
+
+func (l limitedAsync) PollJob(ctx context.Context, id string) (provider.JobStatus, error) {
+	return l.jobs.PollJob(ctx, id)
+}
+
+func (l limitedAsync) CancelJob(ctx context.Context, id string) error {
+	return l.jobs.CancelJob(ctx, id)
 }
 
 // newAccountant prices calls with PRICES; calls in async mode get
