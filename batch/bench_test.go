@@ -102,11 +102,9 @@ func newBenchEngine(b *testing.B) *Engine {
 // reqMeter reports time, bytes and allocations per request for benchmarks
 // whose operation handles perOp requests.
 type reqMeter struct {
-	b       *testing.B
-	perOp   int
-	mallocs uint64
-	bytes   uint64
-	last    runtime.MemStats
+	b     *testing.B
+	perOp int
+	last  runtime.MemStats
 }
 
 func newReqMeter(b *testing.B, perOp int) *reqMeter {

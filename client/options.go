@@ -40,7 +40,6 @@ type config struct {
 	maxPending    int
 	setupTimeout  time.Duration
 	errHandler    func(error)
-	errs          []string
 }
 
 // WithTopic publishes requests to ai.requests.<topic> and urgent requests to

@@ -295,16 +295,3 @@ func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
 }
-
-// running returns how many slots have a process running now.
-func (p *workerPool) running() int {
-	n := 0
-	for _, s := range p.slots {
-		s.mu.Lock()
-		if s.proc != nil && !isDone(s.proc.done) {
-			n++
-		}
-		s.mu.Unlock()
-	}
-	return n
-}

@@ -34,14 +34,6 @@ func batchResults(t *testing.T, srv *openaitest.Server) []openaitest.Result {
 	return results.Results
 }
 
-func ids(rs []openaitest.Result) []string {
-	var out []string
-	for _, r := range rs {
-		out = append(out, r.ID)
-	}
-	return out
-}
-
 func TestBatchControls(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
