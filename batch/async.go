@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Async mode sends batches through the provider's Batch API (half the price,
@@ -75,7 +76,7 @@ var ErrNoBatchAPI = errors.New("batch: the provider has no Batch API for async m
 func WithJobStore(s JobStore) Option { return func(e *Engine) { e.jobs = s } }
 
 // processAsync takes the decoded items of one fetch through Batch API jobs.
-func (e *Engine) processAsync(ctx context.Context, trigger Trigger, items []*item) {
+func (e *Engine) processAsync(ctx context.Context, trigger wire.Trigger, items []*item) {
 	var pending, done []*item
 	for _, it := range items {
 		if it.outcome == outcomePending {
@@ -143,10 +144,10 @@ func (e *Engine) partitionByJob(ctx context.Context, group []*item) []jobPart {
 
 // runJob submits (or resumes) one job and waits for its answers, falling
 // back to a synchronous call for requests that reach MaxWait.
-func (e *Engine) runJob(ctx context.Context, trigger Trigger, part jobPart) {
+func (e *Engine) runJob(ctx context.Context, trigger wire.Trigger, part jobPart) {
 	batchID := e.newBatchID()
 	for _, it := range part.items {
-		it.batch = BatchInfo{ID: batchID, Size: len(part.items), Trigger: trigger}
+		it.batch = wire.BatchInfo{ID: batchID, Size: len(part.items), Trigger: trigger}
 	}
 	waiting := make(map[string]*item, len(part.items))
 	var recs []JobRecord
@@ -166,12 +167,12 @@ func (e *Engine) runJob(ctx context.Context, trigger Trigger, part jobPart) {
 			// results are still stored once.
 			e.log.Warn("record batch before submitting", zap.String("batch", batchID), zap.Error(err))
 		}
-		start := e.clock.Now()
+		start := time.Now()
 		id, err := e.async.SubmitJob(ctx, b)
 		e.stats.apiCalls.Add(1)
 		if err != nil {
 			e.observer.CallFinished(CallReport{Provider: e.provider.Name(), Model: b.Model, Trigger: trigger, Size: len(b.Requests),
-				Latency: e.clock.Now().Sub(start), Err: err, Async: true, SoloPromptTokens: soloPromptTokens(b)})
+				Latency: time.Now().Sub(start), Err: err, Async: true, SoloPromptTokens: soloPromptTokens(b)})
 			e.log.Warn("submit batch job", zap.String("batch", batchID), zap.Int("size", len(b.Requests)), zap.Error(err))
 			for _, it := range part.items {
 				if ctx.Err() != nil {
@@ -205,7 +206,7 @@ func (e *Engine) runJob(ctx context.Context, trigger Trigger, part jobPart) {
 	}
 	finished, usage := e.waitForJob(ctx, part.jobID, waiting)
 	e.observer.CallFinished(CallReport{Provider: e.provider.Name(), Model: part.items[0].req.Model, Trigger: trigger,
-		Size: len(part.items), Latency: e.clock.Now().Sub(part.submitted), Usage: usage,
+		Size: len(part.items), Latency: time.Now().Sub(part.submitted), Usage: usage,
 		Async: true, Resumed: resumed, SoloPromptTokens: soloPromptTokens(b)})
 	if !finished {
 		return // handed back: the records let the next worker resume
@@ -250,8 +251,8 @@ func (e *Engine) waitForJob(ctx context.Context, jobID string, waiting map[strin
 			}
 		}
 		if late := e.takeLate(waiting); len(late) > 0 {
-			e.call(ctx, TriggerMaxWait, late)
-			e.stats.batchSent(TriggerMaxWait, 0, e.clock.Now())
+			e.call(ctx, wire.TriggerMaxWait, late)
+			e.stats.batchSent(wire.TriggerMaxWait, 0, time.Now())
 			settled = append(settled, late...)
 		}
 		if len(settled) > 0 {
@@ -284,7 +285,7 @@ func (e *Engine) waitForJob(ctx context.Context, jobID string, waiting map[strin
 // takeLate removes and returns the items that have waited MaxWait since
 // they were published.
 func (e *Engine) takeLate(waiting map[string]*item) []*item {
-	now := e.clock.Now()
+	now := time.Now()
 	var late []*item
 	for k, it := range waiting {
 		if now.Sub(it.d.Published) >= e.cfg.MaxWait {

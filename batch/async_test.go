@@ -13,6 +13,7 @@ import (
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // batchAPI is an in-process Batch API: jobs finish only when the test says
@@ -145,7 +146,7 @@ func TestAsyncJobAnswersEveryRequestOnce(t *testing.T) {
 	got := b.waitResults(t, 10, 10*time.Second)
 	for id, r := range got {
 		want := answer(strings.Replace(id, "-", " ", 1))
-		if r.Status != batch.StatusOK || r.Output != want || r.Usage.OutputTokens != 5 || r.Batch.Size != 10 {
+		if r.Status != wire.StatusOK || r.Output != want || r.Usage.OutputTokens != 5 || r.Batch.Size != 10 {
 			t.Fatalf("%s: %+v", id, r.Result)
 		}
 	}
@@ -179,7 +180,7 @@ func TestAsyncRestartResumesTheRecordedJob(t *testing.T) {
 	api.finishAll()
 	got := b.waitResults(t, 10, 20*time.Second)
 	for id, r := range got {
-		if r.Status != batch.StatusOK || r.Attempts != 2 {
+		if r.Status != wire.StatusOK || r.Attempts != 2 {
 			t.Fatalf("%s: %+v", id, r.Result)
 		}
 	}
@@ -199,7 +200,7 @@ func TestAsyncFallsBackToASynchronousCallAtMaxWait(t *testing.T) {
 
 	got := b.waitResults(t, 5, 15*time.Second)
 	for id, r := range got {
-		if r.Status != batch.StatusOK || r.Batch.Trigger != batch.TriggerMaxWait || r.Output != answer(strings.Replace(id, "-", " ", 1)) {
+		if r.Status != wire.StatusOK || r.Batch.Trigger != wire.TriggerMaxWait || r.Output != answer(strings.Replace(id, "-", " ", 1)) {
 			t.Fatalf("%s: %+v", id, r.Result)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Micro-benchmarks of the engine's hot path, with no broker: in-memory
@@ -27,13 +28,13 @@ type benchMessage struct {
 	d       Delivery
 }
 
-func (m *benchMessage) Data() []byte              { return m.data }
-func (m *benchMessage) Subject() string           { return m.subject }
-func (m *benchMessage) Header(string) string      { return "" }
-func (m *benchMessage) Delivery() Delivery        { return m.d }
-func (m *benchMessage) Ack(context.Context) error { return nil }
-func (m *benchMessage) Nak(time.Duration) error   { return nil }
-func (m *benchMessage) InProgress() error         { return nil }
+func (m *benchMessage) Data() []byte            { return m.data }
+func (m *benchMessage) Subject() string         { return m.subject }
+func (m *benchMessage) Header(string) string    { return "" }
+func (m *benchMessage) Delivery() Delivery      { return m.d }
+func (m *benchMessage) Ack() error              { return nil }
+func (m *benchMessage) Nak(time.Duration) error { return nil }
+func (m *benchMessage) InProgress() error       { return nil }
 
 // benchQueue is an empty lane; the benchmarks call the engine's steps
 // directly.
@@ -130,7 +131,7 @@ func BenchmarkDecodeRequest(b *testing.B) {
 	body := benchBody(1)
 	m := newReqMeter(b, 1)
 	for range b.N {
-		if _, err := decodeRequest(body, 64<<10); err != nil {
+		if _, err := wire.DecodeRequest(body, 64<<10); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -167,7 +168,7 @@ func BenchmarkBuildCall(b *testing.B) {
 			it.outcome = outcomePending
 		}
 		for _, g := range groupForCalls(items) {
-			e.call(ctx, TriggerSize, g)
+			e.call(ctx, wire.TriggerSize, g)
 		}
 	}
 	m.report()
@@ -183,7 +184,7 @@ func BenchmarkResultMessage(b *testing.B) {
 	e := newBenchEngine(b)
 	it := e.decode(benchMessages(1)[0])
 	it.answer("echo: observation 1", provider.Usage{InputTokens: 125, OutputTokens: 10})
-	it.batch = BatchInfo{ID: "0123abcd-1", Size: benchBatch, Trigger: TriggerSize}
+	it.batch = wire.BatchInfo{ID: "0123abcd-1", Size: benchBatch, Trigger: wire.TriggerSize}
 	m := newReqMeter(b, 1)
 	for range b.N {
 		if o := e.resultMsg(it); len(o.Data) == 0 {
@@ -201,7 +202,7 @@ func BenchmarkProcessBatch(b *testing.B) {
 	ctx := context.Background()
 	m := newReqMeter(b, benchBatch)
 	for range b.N {
-		e.process(ctx, TriggerSize, msgs)
+		e.process(ctx, wire.TriggerSize, msgs)
 	}
 	m.report()
 	if got, want := e.Stats().ResultsOK, int64(b.N*benchBatch); got != want {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Config holds the engine's settings. The zero value of every field means
@@ -75,29 +77,51 @@ type Config struct {
 	DeadPrefix string
 }
 
+// Defaults of Config's fields: the one place each is stated. cmd/worker's
+// settings default to the same values (a test checks that they agree, and
+// with the README and the Kubernetes ConfigMap).
+const (
+	DefaultMaxBatchSize    = 50
+	DefaultJobPollInterval = 30 * time.Second
+	DefaultInterval        = time.Hour
+	DefaultMaxWait         = 5 * time.Minute
+	DefaultPollInterval    = 250 * time.Millisecond
+	DefaultMaxDeliver      = 5
+	DefaultMaxRequestBytes = 64 << 10
+	// DefaultMaxResultBytes is the NATS default max_payload (1 MiB) less
+	// 8 KiB for headers.
+	DefaultMaxResultBytes  = 1<<20 - 8<<10
+	DefaultMaxInflight     = 4
+	DefaultCallTimeout     = 2 * time.Minute
+	DefaultAckWait         = 60 * time.Second
+	DefaultRetryBackoff    = time.Second
+	DefaultRetryMaxBackoff = time.Minute
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
 // WithDefaults returns c with every unset field given its default.
 func (c Config) WithDefaults() Config {
-	setDefault(&c.MaxBatchSize, 50)
-	setDefault(&c.JobPollInterval, 30*time.Second)
-	setDefault(&c.Interval, time.Hour)
-	setDefault(&c.MaxWait, 5*time.Minute)
-	setDefault(&c.PollInterval, 250*time.Millisecond)
-	setDefault(&c.MaxDeliver, 5)
-	setDefault(&c.MaxRequestBytes, 64<<10)
-	setDefault(&c.MaxResultBytes, 1<<20-8<<10)
-	setDefault(&c.MaxInflight, 4)
-	setDefault(&c.CallTimeout, 2*time.Minute)
-	setDefault(&c.AckWait, 60*time.Second)
-	setDefault(&c.RetryBackoff, time.Second)
-	setDefault(&c.RetryMaxBackoff, time.Minute)
-	setDefault(&c.ShutdownTimeout, 30*time.Second)
-	setDefault(&c.ResultPrefix, "ai.results")
-	setDefault(&c.DeadPrefix, "ai.dead")
+	setDefault(&c.MaxBatchSize, DefaultMaxBatchSize)
+	setDefault(&c.JobPollInterval, DefaultJobPollInterval)
+	setDefault(&c.Interval, DefaultInterval)
+	setDefault(&c.MaxWait, DefaultMaxWait)
+	setDefault(&c.PollInterval, DefaultPollInterval)
+	setDefault(&c.MaxDeliver, DefaultMaxDeliver)
+	setDefault(&c.MaxRequestBytes, DefaultMaxRequestBytes)
+	setDefault(&c.MaxResultBytes, DefaultMaxResultBytes)
+	setDefault(&c.MaxInflight, DefaultMaxInflight)
+	setDefault(&c.CallTimeout, DefaultCallTimeout)
+	setDefault(&c.AckWait, DefaultAckWait)
+	setDefault(&c.RetryBackoff, DefaultRetryBackoff)
+	setDefault(&c.RetryMaxBackoff, DefaultRetryMaxBackoff)
+	setDefault(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&c.ResultPrefix, wire.ResultPrefix)
+	setDefault(&c.DeadPrefix, wire.DeadPrefix)
 	if len(c.RequestSubjects) == 0 {
-		c.RequestSubjects = []string{"ai.requests.>"}
+		c.RequestSubjects = []string{wire.RequestSubjects}
 	}
 	if len(c.UrgentSubjects) == 0 {
-		c.UrgentSubjects = []string{"ai.urgent.>"}
+		c.UrgentSubjects = []string{wire.UrgentSubjects}
 	}
 	return c
 }

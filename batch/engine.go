@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // ErrStopped is returned by Flush when the engine is not running.
@@ -30,7 +31,6 @@ type Engine struct {
 	async    provider.AsyncProvider // set in async mode
 	jobs     JobStore
 	log      *zap.Logger
-	clock    Clock
 	observer Observer
 
 	batchSlots semaphore
@@ -64,10 +64,6 @@ type Option func(*Engine)
 // WithLogger sets the logger; the default discards logs.
 func WithLogger(l *zap.Logger) Option { return func(e *Engine) { e.log = l } }
 
-// WithClock sets the clock the scheduler reads; the default is the system
-// clock.
-func WithClock(c Clock) Option { return func(e *Engine) { e.clock = c } }
-
 // WithUrgentQueue adds the urgent lane: requests from q are sent as soon as
 // they arrive.
 func WithUrgentQueue(q Queue) Option { return func(e *Engine) { e.urgent = q } }
@@ -91,7 +87,6 @@ func New(cfg Config, q Queue, pub Publisher, p provider.Provider, opts ...Option
 		pub:         pub,
 		provider:    p,
 		log:         zap.NewNop(),
-		clock:       systemClock{},
 		observer:    nopObserver{},
 		batchSlots:  newSemaphore(cfg.MaxInflight),
 		urgentSlots: newSemaphore(cfg.MaxInflight),
@@ -114,7 +109,7 @@ func New(cfg Config, q Queue, pub Publisher, p provider.Provider, opts ...Option
 		}
 		e.async = ap
 	}
-	e.stats.started = e.clock.Now()
+	e.stats.started = time.Now()
 	return e, nil
 }
 
@@ -137,7 +132,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	go func() {
 		defer lanes.Done()
 		if e.cfg.Immediate {
-			e.runLane(ctx, e.queue, TriggerImmediate, e.batchSlots)
+			e.runLane(ctx, e.queue, wire.TriggerImmediate, e.batchSlots)
 		} else {
 			e.runBatchLane(ctx)
 		}
@@ -146,7 +141,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		lanes.Add(1)
 		go func() {
 			defer lanes.Done()
-			e.runLane(ctx, e.urgent, TriggerUrgent, e.urgentSlots)
+			e.runLane(ctx, e.urgent, wire.TriggerUrgent, e.urgentSlots)
 		}()
 	}
 	<-ctx.Done()
@@ -207,7 +202,7 @@ func (e *Engine) Flush(ctx context.Context) (FlushReport, error) {
 
 // dispatch runs one fetched set of requests through calls and settlement in
 // its own goroutine, releasing slot when done.
-func (e *Engine) dispatch(trigger Trigger, msgs []Message, slots semaphore) {
+func (e *Engine) dispatch(trigger wire.Trigger, msgs []Message, slots semaphore) {
 	e.inflight.Add(1)
 	e.stats.inFlight.Add(int64(len(msgs)))
 	if slots == e.batchSlots {
@@ -228,7 +223,7 @@ func (e *Engine) dispatch(trigger Trigger, msgs []Message, slots semaphore) {
 				for _, m := range msgs {
 					_ = m.Nak(e.cfg.RetryBackoff)
 				}
-				e.retries.add(e.clock.Now().Add(e.cfg.RetryBackoff + retryGrace))
+				e.retries.add(time.Now().Add(e.cfg.RetryBackoff + retryGrace))
 			}
 		}()
 		e.process(e.procCtx, trigger, msgs)

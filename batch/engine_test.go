@@ -14,6 +14,7 @@ import (
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openaitest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 func TestThousandRequestsInTwentyCalls(t *testing.T) {
@@ -33,10 +34,10 @@ func TestThousandRequestsInTwentyCalls(t *testing.T) {
 			t.Fatalf("no result for %s", id)
 		}
 		want := openaitest.Answer("observation " + strconv.Itoa(i))
-		if r.Status != batch.StatusOK || r.Output != want {
+		if r.Status != wire.StatusOK || r.Output != want {
 			t.Fatalf("result %s = %q (%s), want %q", id, r.Output, r.Status, want)
 		}
-		if r.subject != "ai.results.demo" || r.Batch.Trigger != batch.TriggerSize || r.Batch.Size != 50 || r.Attempts != 1 {
+		if r.subject != "ai.results.demo" || r.Batch.Trigger != wire.TriggerSize || r.Batch.Size != 50 || r.Attempts != 1 {
 			t.Fatalf("result %s: subject %s, batch %+v, attempts %d", id, r.subject, r.Batch, r.Attempts)
 		}
 	}
@@ -55,13 +56,13 @@ func TestTriggers(t *testing.T) {
 		cfg     func(*batch.Config)
 		subject string
 		force   bool
-		want    batch.Trigger
+		want    wire.Trigger
 	}{
-		{name: "interval", cfg: func(c *batch.Config) { c.Interval = 300 * time.Millisecond }, subject: "ai.requests.t", want: batch.TriggerInterval},
-		{name: "max_wait", cfg: func(c *batch.Config) { c.MaxWait = 300 * time.Millisecond }, subject: "ai.requests.t", want: batch.TriggerMaxWait},
-		{name: "urgent", subject: "ai.urgent.t", want: batch.TriggerUrgent},
-		{name: "forced", subject: "ai.requests.t", force: true, want: batch.TriggerForced},
-		{name: "immediate", cfg: func(c *batch.Config) { c.Immediate = true }, subject: "ai.requests.t", want: batch.TriggerImmediate},
+		{name: "interval", cfg: func(c *batch.Config) { c.Interval = 300 * time.Millisecond }, subject: "ai.requests.t", want: wire.TriggerInterval},
+		{name: "max_wait", cfg: func(c *batch.Config) { c.MaxWait = 300 * time.Millisecond }, subject: "ai.requests.t", want: wire.TriggerMaxWait},
+		{name: "urgent", subject: "ai.urgent.t", want: wire.TriggerUrgent},
+		{name: "forced", subject: "ai.requests.t", force: true, want: wire.TriggerForced},
+		{name: "immediate", cfg: func(c *batch.Config) { c.Immediate = true }, subject: "ai.requests.t", want: wire.TriggerImmediate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,10 +104,10 @@ func TestTriggers(t *testing.T) {
 				}
 			}
 			wantCalls := int64(1)
-			if tt.want == batch.TriggerImmediate {
+			if tt.want == wire.TriggerImmediate {
 				wantCalls = 3
 			}
-			if tt.want == batch.TriggerUrgent || tt.want == batch.TriggerForced {
+			if tt.want == wire.TriggerUrgent || tt.want == wire.TriggerForced {
 				// Urgent requests arriving a moment apart, or a flush that
 				// came before the consumer saw them all, may take two calls.
 				wantCalls = int64(len(batches))
@@ -136,7 +137,7 @@ func TestSizeTriggerWaitsForAFullBatch(t *testing.T) {
 	b.publish(t, inputs("ai.requests.t", "last", 1)...)
 	got := b.waitResults(t, 10, 10*time.Second)
 	for _, r := range got {
-		if r.Batch.Trigger != batch.TriggerSize || r.Batch.Size != 10 {
+		if r.Batch.Trigger != wire.TriggerSize || r.Batch.Size != 10 {
 			t.Fatalf("batch %+v, want size trigger with 10", r.Batch)
 		}
 	}
@@ -189,7 +190,7 @@ func TestProviderErrorsAreRetried(t *testing.T) {
 	b.start(t, cfg)
 	got := b.waitResults(t, 5, 15*time.Second)
 	for id, r := range got {
-		if r.Status != batch.StatusOK || r.Attempts != 3 {
+		if r.Status != wire.StatusOK || r.Attempts != 3 {
 			t.Fatalf("%s: status %s attempts %d, want ok after 3 attempts", id, r.Status, r.Attempts)
 		}
 	}
@@ -218,12 +219,12 @@ func TestPartialAnswerRetriesOnlyTheMissing(t *testing.T) {
 	got := b.waitResults(t, 5, 15*time.Second)
 	var retried int
 	for _, r := range got {
-		if r.Status != batch.StatusOK {
+		if r.Status != wire.StatusOK {
 			t.Fatalf("%s: %s %s", r.ID, r.Status, r.Error)
 		}
 		if r.Attempts == 2 {
 			retried++
-			if r.Batch.Size != 2 || r.Batch.Trigger != batch.TriggerRetry {
+			if r.Batch.Size != 2 || r.Batch.Trigger != wire.TriggerRetry {
 				t.Fatalf("retried %s in batch %+v, want a retry batch of 2", r.ID, r.Batch)
 			}
 		}
@@ -239,13 +240,13 @@ func TestPoisonRequestsAreDeadLettered(t *testing.T) {
 	good := inputs("ai.requests.mixed", "good", 4)
 	// Ids come from Nats-Msg-Id where the body cannot be read.
 	poison := []req{
-		{subject: "ai.requests.mixed", body: `{"id":"p-json","input":`, header: map[string]string{batch.HeaderMsgID: "p-json"}},
+		{subject: "ai.requests.mixed", body: `{"id":"p-json","input":`, header: map[string]string{wire.HeaderMsgID: "p-json"}},
 		{subject: "ai.requests.mixed", body: `{"id":"p-noinput","instructions":"x"}`},
-		{subject: "ai.requests.mixed", body: `{"id":"p-big","input":"` + strings.Repeat("a", 2000) + `"}`, header: map[string]string{batch.HeaderMsgID: "p-big"}},
-		{subject: "ai.requests.mixed", body: ``, header: map[string]string{batch.HeaderMsgID: "p-empty"}},
+		{subject: "ai.requests.mixed", body: `{"id":"p-big","input":"` + strings.Repeat("a", 2000) + `"}`, header: map[string]string{wire.HeaderMsgID: "p-big"}},
+		{subject: "ai.requests.mixed", body: ``, header: map[string]string{wire.HeaderMsgID: "p-empty"}},
 		{subject: "ai.requests.mixed", body: `{"id":"p-model","input":"x","model":"no-such-model"}`},
-		{subject: "ai.requests.mixed", body: `{"id":"p-reply","input":"x"}`, header: map[string]string{batch.HeaderReplyTo: "ai.requests.loop"}},
-		{subject: "ai.requests.mixed", body: "\x00\xff\xfe binary", header: map[string]string{batch.HeaderMsgID: "p-binary"}},
+		{subject: "ai.requests.mixed", body: `{"id":"p-reply","input":"x"}`, header: map[string]string{wire.HeaderReplyTo: "ai.requests.loop"}},
+		{subject: "ai.requests.mixed", body: "\x00\xff\xfe binary", header: map[string]string{wire.HeaderMsgID: "p-binary"}},
 	}
 	b.publish(t, append(append([]req{}, good[:2]...), append(poison, good[2:]...)...)...)
 	cfg := testConfig()
@@ -266,12 +267,12 @@ func TestPoisonRequestsAreDeadLettered(t *testing.T) {
 	}
 	for id, want := range wantErr {
 		r := got[id]
-		if r.Status != batch.StatusError || !strings.Contains(r.Error, want) {
+		if r.Status != wire.StatusError || !strings.Contains(r.Error, want) {
 			t.Errorf("%s: status %q error %q, want an error containing %q", id, r.Status, r.Error, want)
 		}
 	}
 	for i := range 4 {
-		if r := got["good-"+strconv.Itoa(i)]; r.Status != batch.StatusOK {
+		if r := got["good-"+strconv.Itoa(i)]; r.Status != wire.StatusOK {
 			t.Errorf("good-%d: %s %s", i, r.Status, r.Error)
 		}
 	}
@@ -280,7 +281,7 @@ func TestPoisonRequestsAreDeadLettered(t *testing.T) {
 		t.Fatalf("dead letters = %d, want 7", len(dead))
 	}
 	for _, d := range dead {
-		if d.Subject != "ai.dead.mixed" || d.Header.Get(batch.HeaderError) == "" || d.Header.Get(batch.HeaderAttempts) != "1" {
+		if d.Subject != "ai.dead.mixed" || d.Header.Get(wire.HeaderError) == "" || d.Header.Get(wire.HeaderAttempts) != "1" {
 			t.Fatalf("dead letter %q headers %v", d.Subject, d.Header)
 		}
 	}
@@ -300,7 +301,7 @@ func TestRequestsOutOfAttemptsAreDeadLettered(t *testing.T) {
 	b.start(t, cfg)
 	got := b.waitResults(t, 2, 15*time.Second)
 	for id, r := range got {
-		if r.Status != batch.StatusError || r.Attempts != 3 || !strings.Contains(r.Error, "gave up after 3 attempts") {
+		if r.Status != wire.StatusError || r.Attempts != 3 || !strings.Contains(r.Error, "gave up after 3 attempts") {
 			t.Fatalf("%s: %+v", id, r.Result)
 		}
 	}
@@ -321,8 +322,8 @@ func TestReplyToHeaderRoutesTheResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.publish(t,
-		req{subject: "ai.requests.t", body: `{"id":"stored","input":"a"}`, header: map[string]string{batch.HeaderReplyTo: "ai.results.client.42"}},
-		req{subject: "ai.requests.t", body: `{"id":"inbox","input":"b","metadata":{"k":1}}`, header: map[string]string{batch.HeaderReplyTo: "inbox.private"}},
+		req{subject: "ai.requests.t", body: `{"id":"stored","input":"a"}`, header: map[string]string{wire.HeaderReplyTo: "ai.results.client.42"}},
+		req{subject: "ai.requests.t", body: `{"id":"inbox","input":"b","metadata":{"k":1}}`, header: map[string]string{wire.HeaderReplyTo: "inbox.private"}},
 	)
 	cfg := testConfig()
 	cfg.MaxBatchSize = 2
@@ -331,7 +332,7 @@ func TestReplyToHeaderRoutesTheResult(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no result on the private inbox: %v", err)
 	}
-	var r batch.Result
+	var r wire.Result
 	if err := json.Unmarshal(m.Data, &r); err != nil || r.ID != "inbox" || string(r.Metadata) != `{"k":1}` {
 		t.Fatalf("inbox result %s (%v)", m.Data, err)
 	}
@@ -415,7 +416,7 @@ func TestShutdownHandsBackUnfinishedCalls(t *testing.T) {
 	b.start(t, cfg)
 	got := b.waitResults(t, 5, 15*time.Second)
 	for id, r := range got {
-		if r.Status != batch.StatusOK || r.Attempts != 2 {
+		if r.Status != wire.StatusOK || r.Attempts != 2 {
 			t.Fatalf("%s: %s attempts %d", id, r.Status, r.Attempts)
 		}
 	}
@@ -450,10 +451,10 @@ func TestBatchesAreSplitToStayUnderMaxBatchTokens(t *testing.T) {
 	for i := range 10 {
 		// 100 bytes of input: 25 tokens + 8 of framing; the call's own
 		// overhead is 64, so four fit in 200 and a fifth would not.
-		body, _ := json.Marshal(batch.Request{ID: "fit-" + strconv.Itoa(i), Input: strings.Repeat(strconv.Itoa(i), 100)})
+		body, _ := json.Marshal(wire.Request{ID: "fit-" + strconv.Itoa(i), Input: strings.Repeat(strconv.Itoa(i), 100)})
 		reqs = append(reqs, req{subject: "ai.requests.t", body: string(body)})
 	}
-	big, _ := json.Marshal(batch.Request{ID: "too-big", Input: strings.Repeat("x", 2000)})
+	big, _ := json.Marshal(wire.Request{ID: "too-big", Input: strings.Repeat("x", 2000)})
 	reqs = append(reqs, req{subject: "ai.requests.t", body: string(big)})
 	b.publish(t, reqs...)
 	cfg := testConfig()
@@ -465,12 +466,12 @@ func TestBatchesAreSplitToStayUnderMaxBatchTokens(t *testing.T) {
 	sizes := map[string]int{}
 	for id, r := range got {
 		if id == "too-big" {
-			if r.Status != batch.StatusError || !strings.Contains(r.Error, "MAX_BATCH_TOKENS") {
+			if r.Status != wire.StatusError || !strings.Contains(r.Error, "MAX_BATCH_TOKENS") {
 				t.Fatalf("too-big: %s %q", r.Status, r.Error)
 			}
 			continue
 		}
-		if r.Status != batch.StatusOK {
+		if r.Status != wire.StatusOK {
 			t.Fatalf("%s: %s %s", id, r.Status, r.Error)
 		}
 		sizes[r.Batch.ID] = r.Batch.Size
@@ -505,11 +506,11 @@ func TestAnAnswerTooLargeToStoreFailsAlone(t *testing.T) {
 	cfg.MaxResultBytes = 4096
 	b.start(t, cfg)
 	got := b.waitResults(t, 3, 15*time.Second)
-	if r := got["big-1"]; r.Status != batch.StatusError || !strings.Contains(r.Error, "over the 4096 bytes the broker accepts") {
+	if r := got["big-1"]; r.Status != wire.StatusError || !strings.Contains(r.Error, "over the 4096 bytes the broker accepts") {
 		t.Fatalf("big-1: %s %q", r.Status, r.Error)
 	}
 	for _, id := range []string{"big-0", "big-2"} {
-		if got[id].Status != batch.StatusOK {
+		if got[id].Status != wire.StatusOK {
 			t.Fatalf("%s: %+v", id, got[id].Result)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -22,7 +23,7 @@ const maxErrorBytes = 512
 
 // FuzzDecodeRequest checks decodeRequest and requestID on any body, size
 // limit and id headers: they never panic; an error always wraps
-// ErrInvalidRequest and stays short; a decoded request has a non-blank input,
+// wire.ErrInvalidRequest and stays short; a decoded request has a non-blank input,
 // no negative max_output_tokens, a body within the limit and metadata that
 // is valid JSON, and survives a re-encode unchanged; the id it gets is never
 // empty and follows the documented order (body, Batch-Request-Id,
@@ -31,10 +32,10 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"input":"hi"}`), 1024, "", "", uint64(1))
 	f.Add([]byte(`{"id":"r-1","input":"x","metadata":{"a":[1,2]}}`), 0, "replayed-1", "msg-1", uint64(7))
 	f.Fuzz(func(t *testing.T, body []byte, maxBytes int, requestIDHeader, msgIDHeader string, seq uint64) {
-		r, err := decodeRequest(body, maxBytes)
+		r, err := wire.DecodeRequest(body, maxBytes)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidRequest) {
-				t.Fatalf("error %q does not wrap ErrInvalidRequest", err)
+			if !errors.Is(err, wire.ErrInvalidRequest) {
+				t.Fatalf("error %q does not wrap wire.ErrInvalidRequest", err)
 			}
 			if n := len(err.Error()); n > maxErrorBytes {
 				t.Fatalf("error is %d bytes, over %d: it echoes the body: %.200q", n, maxErrorBytes, err)
@@ -62,7 +63,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 		}
 		// A result carrying the request's metadata can always be encoded.
-		if _, err := json.Marshal(Result{ID: r.ID, Status: StatusOK, Metadata: r.Metadata}); err != nil {
+		if _, err := json.Marshal(wire.Result{ID: r.ID, Status: wire.StatusOK, Metadata: r.Metadata}); err != nil {
 			t.Fatalf("result with the request's metadata does not encode: %v", err)
 		}
 		// Re-encoding the request gives the same request (metadata compacted).
@@ -70,7 +71,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode %+v: %v", r, err)
 		}
-		again, err := decodeRequest(enc, 0)
+		again, err := wire.DecodeRequest(enc, 0)
 		if err != nil {
 			t.Fatalf("re-encoded request %s does not decode: %v", enc, err)
 		}
@@ -86,7 +87,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatalf("re-encoded request decodes to %+v, want %+v", again, want)
 		}
 
-		header := map[string]string{HeaderRequestID: requestIDHeader, HeaderMsgID: msgIDHeader}
+		header := map[string]string{wire.HeaderRequestID: requestIDHeader, wire.HeaderMsgID: msgIDHeader}
 		d := Delivery{Stream: "AI_REQUESTS", StreamSeq: seq}
 		id := requestID(r, fakeMessage{header: header, d: d}, d)
 		var wantID string
@@ -112,7 +113,7 @@ func FuzzDecodeRequest(f *testing.F) {
 //     for every valid literal subject and valid filter;
 //   - topicOf of a subject the filter matches is the non-empty, well-formed
 //     tail of that subject the filter's > covers;
-//   - checkReplySubject refuses with ErrInvalidRequest, and whatever it
+//   - checkReplySubject refuses with wire.ErrInvalidRequest, and whatever it
 //     accepts is a literal subject the worker can publish to: no wildcard,
 //     empty token or whitespace, not a system subject, short enough for a
 //     protocol line, and matched by no forbidden filter.
@@ -155,8 +156,8 @@ func FuzzSubjects(f *testing.F) {
 		}
 		err := checkReplySubject(reply, forbidden)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidRequest) {
-				t.Fatalf("checkReplySubject(%q) error %q does not wrap ErrInvalidRequest", reply, err)
+			if !errors.Is(err, wire.ErrInvalidRequest) {
+				t.Fatalf("checkReplySubject(%q) error %q does not wrap wire.ErrInvalidRequest", reply, err)
 			}
 			// The error quotes the subject (%q: at most 4 bytes per byte).
 			if n := len(err.Error()); n > maxErrorBytes+4*maxReplySubjectBytes {

@@ -20,6 +20,7 @@ import (
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/provider/openaitest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // bundle is one engine on a real embedded server, talking to a fake OpenAI
@@ -165,7 +166,7 @@ func (b *bundle) publish(t *testing.T, reqs ...req) {
 func inputs(subject, prefix string, n int) []req {
 	out := make([]req, n)
 	for i := range out {
-		body, _ := json.Marshal(batch.Request{ID: fmt.Sprintf("%s-%d", prefix, i), Input: prefix + " " + strconv.Itoa(i)})
+		body, _ := json.Marshal(wire.Request{ID: fmt.Sprintf("%s-%d", prefix, i), Input: prefix + " " + strconv.Itoa(i)})
 		out[i] = req{subject: subject, body: string(body)}
 	}
 	return out
@@ -173,7 +174,7 @@ func inputs(subject, prefix string, n int) []req {
 
 // storedResult is one result read back from the results stream.
 type storedResult struct {
-	batch.Result
+	wire.Result
 	subject string
 	msgID   string
 }
@@ -183,11 +184,11 @@ func (b *bundle) results(t *testing.T) []storedResult {
 	t.Helper()
 	var out []storedResult
 	for _, m := range jetstreamtest.Messages(t, b.js, b.topo.ResultStream) {
-		var r batch.Result
+		var r wire.Result
 		if err := json.Unmarshal(m.Data, &r); err != nil {
 			t.Fatalf("result %d is not JSON: %v: %s", m.Sequence, err, m.Data)
 		}
-		out = append(out, storedResult{Result: r, subject: m.Subject, msgID: m.Header.Get(batch.HeaderMsgID)})
+		out = append(out, storedResult{Result: r, subject: m.Subject, msgID: m.Header.Get(wire.HeaderMsgID)})
 	}
 	return out
 }

@@ -17,8 +17,11 @@ type Message interface {
 	// Delivery describes where the message sits in the stream and how often
 	// it was delivered.
 	Delivery() Delivery
-	// Ack tells the broker the request is done; it is never redelivered.
-	Ack(ctx context.Context) error
+	// Ack tells the broker the request is done, as nats.go's Msg.Ack does:
+	// it is sent, not confirmed. A lost ack means a redelivery after the
+	// ack wait, which the engine recognises by the stored result's
+	// Nats-Msg-Id.
+	Ack() error
 	// Nak asks the broker to deliver the request again after delay.
 	Nak(delay time.Duration) error
 	// InProgress resets the broker's redelivery timer while work goes on.
@@ -94,12 +97,3 @@ type Publisher interface {
 	// results stream.
 	StoredResult(ctx context.Context, seq uint64) ([]byte, error)
 }
-
-// Clock tells the time and makes timers; tests pass a controllable one.
-type Clock interface {
-	Now() time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }

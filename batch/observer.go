@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Observer is told what the engine does, for metrics and cost accounting.
@@ -11,7 +12,7 @@ import (
 // must be safe for concurrent use and return quickly.
 type Observer interface {
 	// BatchFetched reports a fetched set of requests handed to calls.
-	BatchFetched(trigger Trigger, size int)
+	BatchFetched(trigger wire.Trigger, size int)
 	// CallFinished reports one provider call.
 	CallFinished(c CallReport)
 	// RequestFinished reports a request whose outcome was stored and acked.
@@ -26,7 +27,7 @@ type Observer interface {
 type CallReport struct {
 	Provider string
 	Model    string
-	Trigger  Trigger
+	Trigger  wire.Trigger
 	// Size is the number of requests in the call.
 	Size    int
 	Latency time.Duration
@@ -48,7 +49,7 @@ type CallReport struct {
 
 // RequestReport describes a request whose outcome was stored.
 type RequestReport struct {
-	// Status is StatusOK or StatusError.
+	// Status is wire.StatusOK or wire.StatusError.
 	Status string
 	// DeadLettered is true when a dead letter was stored for it.
 	DeadLettered bool
@@ -76,7 +77,7 @@ func WithObserver(o Observer) Option {
 
 type observers []Observer
 
-func (os observers) BatchFetched(t Trigger, n int) {
+func (os observers) BatchFetched(t wire.Trigger, n int) {
 	for _, o := range os {
 		o.BatchFetched(t, n)
 	}
@@ -108,8 +109,8 @@ func (os observers) BacklogRead(b Backlog) {
 
 type nopObserver struct{}
 
-func (nopObserver) BatchFetched(Trigger, int)     {}
-func (nopObserver) CallFinished(CallReport)       {}
-func (nopObserver) RequestFinished(RequestReport) {}
-func (nopObserver) RequestRetried()               {}
-func (nopObserver) BacklogRead(Backlog)           {}
+func (nopObserver) BatchFetched(wire.Trigger, int) {}
+func (nopObserver) CallFinished(CallReport)        {}
+func (nopObserver) RequestFinished(RequestReport)  {}
+func (nopObserver) RequestRetried()                {}
+func (nopObserver) BacklogRead(Backlog)            {}

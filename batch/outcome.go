@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // What each request's answer does to its message. Every request fetched ends
@@ -53,7 +54,7 @@ var errMissing = errors.New("the provider's answer has no item for this request"
 type item struct {
 	msg     Message
 	d       Delivery
-	req     Request
+	req     wire.Request
 	id      string
 	topic   string
 	replyTo string
@@ -63,7 +64,7 @@ type item struct {
 	usage      provider.Usage
 	err        error
 	retryAfter time.Duration
-	batch      BatchInfo
+	batch      wire.BatchInfo
 	queued     time.Duration
 }
 
@@ -87,8 +88,8 @@ func (it *item) failOrRetry(err error, maxDeliver int) {
 }
 
 // process takes one fetched set of requests through calls and settlement.
-func (e *Engine) process(ctx context.Context, trigger Trigger, msgs []Message) {
-	now := e.clock.Now()
+func (e *Engine) process(ctx context.Context, trigger wire.Trigger, msgs []Message) {
+	now := time.Now()
 	e.stats.batchSent(trigger, len(msgs), now)
 	e.observer.BatchFetched(trigger, len(msgs))
 	stopProgress := e.reportProgress(msgs)
@@ -98,7 +99,7 @@ func (e *Engine) process(ctx context.Context, trigger Trigger, msgs []Message) {
 	for i, m := range msgs {
 		items[i] = e.decode(m)
 	}
-	if e.async != nil && trigger != TriggerUrgent {
+	if e.async != nil && trigger != wire.TriggerUrgent {
 		e.processAsync(ctx, trigger, items)
 		return
 	}
@@ -120,13 +121,13 @@ func (e *Engine) process(ctx context.Context, trigger Trigger, msgs []Message) {
 func (e *Engine) decode(m Message) *item {
 	it := &item{msg: m, d: m.Delivery()}
 	it.topic = topicOf(m.Subject(), e.laneFilters)
-	req, err := decodeRequest(m.Data(), e.cfg.MaxRequestBytes)
+	req, err := wire.DecodeRequest(m.Data(), e.cfg.MaxRequestBytes)
 	it.req = req
 	it.id = requestID(req, m, it.d)
 	if it.req.Model == "" {
 		it.req.Model = e.cfg.DefaultModel
 	}
-	if reply := m.Header(HeaderReplyTo); reply != "" {
+	if reply := m.Header(wire.HeaderReplyTo); reply != "" {
 		if rerr := checkReplySubject(reply, e.forbiddenReplies); rerr != nil && err == nil {
 			err = rerr
 		} else if rerr == nil {
@@ -167,7 +168,7 @@ func groupForCalls(items []*item) [][]*item {
 }
 
 // call makes one provider call for a group and records each item's outcome.
-func (e *Engine) call(ctx context.Context, trigger Trigger, group []*item) {
+func (e *Engine) call(ctx context.Context, trigger wire.Trigger, group []*item) {
 	b := provider.Batch{
 		ID:           e.newBatchID(),
 		Model:        group[0].req.Model,
@@ -175,19 +176,19 @@ func (e *Engine) call(ctx context.Context, trigger Trigger, group []*item) {
 		Requests:     make([]provider.Request, len(group)),
 	}
 	byKey := make(map[string]*item, len(group))
-	start := e.clock.Now()
+	start := time.Now()
 	for i, it := range group {
 		key := strconv.Itoa(i)
 		b.Requests[i] = provider.Request{Key: key, Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens}
 		byKey[key] = it
-		it.batch = BatchInfo{ID: b.ID, Size: len(group), Trigger: trigger}
+		it.batch = wire.BatchInfo{ID: b.ID, Size: len(group), Trigger: trigger}
 		it.queued = start.Sub(it.d.Published)
 	}
 	callCtx, cancel := context.WithTimeout(ctx, e.cfg.CallTimeout)
 	results, err := e.provider.Complete(callCtx, b)
 	cancel()
 	e.stats.apiCalls.Add(1)
-	latency := e.clock.Now().Sub(start)
+	latency := time.Now().Sub(start)
 	report := CallReport{Provider: e.provider.Name(), Model: b.Model, Trigger: trigger, Size: len(group), Latency: latency, Err: err,
 		SoloPromptTokens: soloPromptTokens(b)}
 	defer func() { e.observer.CallFinished(report) }()
@@ -312,13 +313,13 @@ func (e *Engine) settle(items []*item) {
 				e.stats.deadLetters.Add(1)
 				e.log.Warn("request dead-lettered", zap.String("id", it.id), zap.String("subject", it.msg.Subject()),
 					zap.Uint64("stream_seq", it.d.StreamSeq), zap.Uint64("attempts", it.d.NumDelivered),
-					zap.String("error", dead[i].Header[HeaderError]))
+					zap.String("error", dead[i].Header[wire.HeaderError]))
 			}
-			e.finish(ctx, it, StatusError, true)
+			e.finish(ctx, it, wire.StatusError, true)
 		}
 	}
 	for _, it := range done {
-		e.finish(ctx, it, StatusOK, false)
+		e.finish(ctx, it, wire.StatusOK, false)
 	}
 }
 
@@ -331,17 +332,17 @@ func (e *Engine) handBack(it *item, delay time.Duration) {
 		delay = e.cfg.AckWait
 	}
 	if delay > 0 {
-		e.retries.add(e.clock.Now().Add(delay + retryGrace))
+		e.retries.add(time.Now().Add(delay + retryGrace))
 	}
 }
 
 // finish acks a request whose outcome is stored.
 func (e *Engine) finish(ctx context.Context, it *item, status string, deadLettered bool) {
-	if err := it.msg.Ack(ctx); err != nil {
+	if err := it.msg.Ack(); err != nil {
 		// The outcome is stored; the redelivery after AckWait finds it by
 		// its Nats-Msg-Id, so look for it then.
 		e.log.Warn("ack request", zap.String("id", it.id), zap.Error(err))
-		e.retries.add(e.clock.Now().Add(e.cfg.AckWait + retryGrace))
+		e.retries.add(time.Now().Add(e.cfg.AckWait + retryGrace))
 	}
 	e.observer.RequestFinished(RequestReport{Status: status, DeadLettered: deadLettered, QueueWait: it.queued, Attempts: int(it.d.NumDelivered)})
 }
@@ -355,11 +356,11 @@ func (e *Engine) storedFailure(ctx context.Context, seq uint64, failed bool, rea
 		e.log.Warn("read stored result", zap.Uint64("seq", seq), zap.Error(err))
 		return failed, reason
 	}
-	var r Result
+	var r wire.Result
 	if err := json.Unmarshal(body, &r); err != nil {
 		return failed, reason
 	}
-	return r.Status == StatusError, r.Error
+	return r.Status == wire.StatusError, r.Error
 }
 
 // fittingResultMsg builds the item's result message; an answer too large for
@@ -381,19 +382,19 @@ func (e *Engine) fittingResultMsg(it *item) Outgoing {
 
 // resultMsg builds the result message for an answered or failed item.
 func (e *Engine) resultMsg(it *item) Outgoing {
-	r := Result{
+	r := wire.Result{
 		ID:       it.id,
-		Status:   StatusOK,
+		Status:   wire.StatusOK,
 		Output:   it.output,
 		Model:    it.req.Model,
 		Metadata: it.req.Metadata,
-		Usage:    UsageJSON{InputTokens: it.usage.InputTokens, OutputTokens: it.usage.OutputTokens},
+		Usage:    wire.Usage{InputTokens: it.usage.InputTokens, OutputTokens: it.usage.OutputTokens},
 		Batch:    it.batch,
 		QueuedMS: it.queued.Milliseconds(),
 		Attempts: int(it.d.NumDelivered),
 	}
 	if it.outcome == outcomeFailed {
-		r.Status, r.Output, r.Error = StatusError, "", errText(it.err)
+		r.Status, r.Output, r.Error = wire.StatusError, "", errText(it.err)
 		if !json.Valid(r.Metadata) {
 			r.Metadata = nil
 		}
@@ -410,8 +411,8 @@ func (e *Engine) resultMsg(it *item) Outgoing {
 	}
 	return Outgoing{
 		Subject: subject,
-		MsgID:   resultMsgID(it.d),
-		Header:  map[string]string{HeaderStreamSeq: strconv.FormatUint(it.d.StreamSeq, 10)},
+		MsgID:   wire.ResultMsgID(it.d.Stream, it.d.StreamSeq),
+		Header:  map[string]string{wire.HeaderStreamSeq: strconv.FormatUint(it.d.StreamSeq, 10)},
 		Data:    body,
 	}
 }
@@ -420,18 +421,18 @@ func (e *Engine) resultMsg(it *item) Outgoing {
 // body, with the reason and attempts in headers.
 func (e *Engine) deadLetter(it *item, reason string) Outgoing {
 	h := map[string]string{
-		HeaderError:     reason,
-		HeaderAttempts:  strconv.FormatUint(it.d.NumDelivered, 10),
-		HeaderSubject:   it.msg.Subject(),
-		HeaderStreamSeq: strconv.FormatUint(it.d.StreamSeq, 10),
-		HeaderRequestID: it.id,
+		wire.HeaderError:     reason,
+		wire.HeaderAttempts:  strconv.FormatUint(it.d.NumDelivered, 10),
+		wire.HeaderSubject:   it.msg.Subject(),
+		wire.HeaderStreamSeq: strconv.FormatUint(it.d.StreamSeq, 10),
+		wire.HeaderRequestID: it.id,
 	}
-	if reply := it.msg.Header(HeaderReplyTo); reply != "" {
-		h[HeaderReplyTo] = reply
+	if reply := it.msg.Header(wire.HeaderReplyTo); reply != "" {
+		h[wire.HeaderReplyTo] = reply
 	}
 	return Outgoing{
 		Subject: e.cfg.DeadPrefix + "." + it.topic,
-		MsgID:   deadMsgID(it.d),
+		MsgID:   wire.DeadMsgID(it.d.Stream, it.d.StreamSeq),
 		Header:  h,
 		Data:    it.msg.Data(),
 	}

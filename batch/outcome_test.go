@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 func TestGroupForCalls(t *testing.T) {
 	t.Parallel()
 	// it builds an item named id asking model with instructions.
 	it := func(id, model, instructions string, o outcome) *item {
-		return &item{id: id, req: Request{Model: model, Instructions: instructions}, outcome: o}
+		return &item{id: id, req: wire.Request{Model: model, Instructions: instructions}, outcome: o}
 	}
 	p := outcomePending
 	tests := []struct {
@@ -176,23 +177,23 @@ func TestDecode(t *testing.T) {
 			wantOutcome: outcomePending, wantTopic: "ops", wantID: "r1", wantModel: "m2"},
 		{name: "reply subject accepted",
 			msg: fakeMessage{subject: "ai.requests.billing", data: []byte(`{"input":"hi"}`), d: d(13, 1),
-				header: map[string]string{HeaderReplyTo: "_INBOX.x1", HeaderMsgID: "hdr-13"}},
+				header: map[string]string{wire.HeaderReplyTo: "_INBOX.x1", wire.HeaderMsgID: "hdr-13"}},
 			wantOutcome: outcomePending, wantTopic: "billing", wantID: "hdr-13", wantModel: "default-model", wantReplyTo: "_INBOX.x1"},
 		{name: "reply subject on a request lane fails the request",
 			msg: fakeMessage{subject: "ai.requests.billing", data: []byte(`{"input":"hi"}`), d: d(14, 1),
-				header: map[string]string{HeaderReplyTo: "ai.requests.billing"}},
+				header: map[string]string{wire.HeaderReplyTo: "ai.requests.billing"}},
 			wantOutcome: outcomeFailed, wantErr: "request or dead-letter subject", wantTopic: "billing", wantID: "14", wantModel: "default-model"},
 		{name: "reply subject with a wildcard fails the request",
 			msg: fakeMessage{subject: "ai.requests.billing", data: []byte(`{"input":"hi"}`), d: d(15, 1),
-				header: map[string]string{HeaderReplyTo: "replies.>"}},
+				header: map[string]string{wire.HeaderReplyTo: "replies.>"}},
 			wantOutcome: outcomeFailed, wantErr: "wildcard", wantTopic: "billing", wantID: "15", wantModel: "default-model"},
 		{name: "invalid body: its reason wins over a bad reply subject",
 			msg: fakeMessage{subject: "ai.requests.billing", data: []byte(`{"model":"m3"}`), d: d(16, 1),
-				header: map[string]string{HeaderReplyTo: "$JS.API.INFO"}},
+				header: map[string]string{wire.HeaderReplyTo: "$JS.API.INFO"}},
 			wantOutcome: outcomeFailed, wantErr: `"input" is missing`, wantTopic: "billing", wantID: "16", wantModel: "m3"},
 		{name: "invalid body keeps a valid reply subject for its error result",
 			msg: fakeMessage{subject: "ai.requests.billing", data: []byte(`{"id":"r17","input":""}`), d: d(17, 1),
-				header: map[string]string{HeaderReplyTo: "replies.r17"}},
+				header: map[string]string{wire.HeaderReplyTo: "replies.r17"}},
 			wantOutcome: outcomeFailed, wantErr: `"input" is missing`, wantTopic: "billing", wantID: "r17", wantModel: "default-model", wantReplyTo: "replies.r17"},
 		{name: "oversize body fails",
 			msg:         fakeMessage{subject: "ai.requests.billing", data: []byte(`{"input":"` + strings.Repeat("x", 300) + `"}`), d: d(18, 1)},
@@ -219,8 +220,8 @@ func TestDecode(t *testing.T) {
 				t.Errorf("err = %v, want nil", it.err)
 			case tt.wantErr != "" && (it.err == nil || !strings.Contains(it.err.Error(), tt.wantErr)):
 				t.Errorf("err = %v, want one containing %q", it.err, tt.wantErr)
-			case tt.wantErr != "" && tt.wantErr != "gave up after 3 deliveries" && !errors.Is(it.err, ErrInvalidRequest):
-				t.Errorf("err = %v, want it to wrap ErrInvalidRequest", it.err)
+			case tt.wantErr != "" && tt.wantErr != "gave up after 3 deliveries" && !errors.Is(it.err, wire.ErrInvalidRequest):
+				t.Errorf("err = %v, want it to wrap wire.ErrInvalidRequest", it.err)
 			}
 			if it.topic != tt.wantTopic || it.id != tt.wantID || it.req.Model != tt.wantModel || it.replyTo != tt.wantReplyTo {
 				t.Errorf("topic, id, model, replyTo = %q, %q, %q, %q; want %q, %q, %q, %q",

@@ -7,8 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // TestLongReplySubjectIsRefused is the end-to-end regression test for what
@@ -23,8 +23,8 @@ func TestLongReplySubjectIsRefused(t *testing.T) {
 	b := setup(t)
 	long := "replies." + strings.Repeat("x", 5000)
 	b.publish(t,
-		req{subject: "ai.requests.t", body: `{"id":"long-reply","input":"a"}`, header: map[string]string{batch.HeaderReplyTo: long}},
-		req{subject: "ai.requests.t", body: `{"id":"fine","input":"b"}`, header: map[string]string{batch.HeaderReplyTo: "ai.results.client.7"}},
+		req{subject: "ai.requests.t", body: `{"id":"long-reply","input":"a"}`, header: map[string]string{wire.HeaderReplyTo: long}},
+		req{subject: "ai.requests.t", body: `{"id":"fine","input":"b"}`, header: map[string]string{wire.HeaderReplyTo: "ai.results.client.7"}},
 		req{subject: "ai.requests.t", body: `{"id":"plain","input":"c"}`},
 	)
 	cfg := testConfig()
@@ -33,13 +33,13 @@ func TestLongReplySubjectIsRefused(t *testing.T) {
 
 	got := b.waitResults(t, 3, 15*time.Second)
 	b.waitDrained(t, 10*time.Second)
-	if r := got["long-reply"]; r.Status != batch.StatusError || !strings.Contains(r.Error, "Batch-Reply-To is 5008 bytes") || r.subject != "ai.results.t" {
+	if r := got["long-reply"]; r.Status != wire.StatusError || !strings.Contains(r.Error, "Batch-Reply-To is 5008 bytes") || r.subject != "ai.results.t" {
 		t.Errorf("long-reply: status %q error %q on %s, want an error result on ai.results.t", r.Status, r.Error, r.subject)
 	}
-	if r := got["fine"]; r.Status != batch.StatusOK || r.subject != "ai.results.client.7" {
+	if r := got["fine"]; r.Status != wire.StatusOK || r.subject != "ai.results.client.7" {
 		t.Errorf("fine: status %q on %s, want ok on its reply subject", r.Status, r.subject)
 	}
-	if r := got["plain"]; r.Status != batch.StatusOK {
+	if r := got["plain"]; r.Status != wire.StatusOK {
 		t.Errorf("plain: status %q error %q", r.Status, r.Error)
 	}
 	if n := jetstreamtest.Count(t, b.js, b.topo.DeadStream); n != 1 {

@@ -8,30 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"go.uber.org/zap"
-)
-
-// Trigger says why a batch was sent. It is reported in every result.
-type Trigger string
-
-// The reasons a batch is sent.
-const (
-	// TriggerSize: MaxBatchSize requests were waiting. While the backlog
-	// lasts, full batches are sent back to back.
-	TriggerSize Trigger = "size"
-	// TriggerInterval: Interval passed since the last send.
-	TriggerInterval Trigger = "interval"
-	// TriggerMaxWait: the oldest waiting request had waited MaxWait.
-	TriggerMaxWait Trigger = "max_wait"
-	// TriggerUrgent: requests on the urgent lane, sent as soon as they
-	// arrive together with whatever other urgent requests wait then.
-	TriggerUrgent Trigger = "urgent"
-	// TriggerForced: Engine.Flush was called (the admin force).
-	TriggerForced Trigger = "forced"
-	// TriggerImmediate: batching is off; every request is sent alone.
-	TriggerImmediate Trigger = "immediate"
-	// TriggerRetry: requests handed back for a retry became due again.
-	TriggerRetry Trigger = "retry"
 )
 
 // schedule is the batch lane's memory between polls.
@@ -94,20 +72,20 @@ func (r *retrySchedule) takeDue(now time.Time) {
 
 // due decides whether the batch lane sends now, and why. The first rule that
 // holds wins: size, max_wait, retry, interval.
-func due(now time.Time, b Backlog, s schedule, c Config) (Trigger, bool) {
+func due(now time.Time, b Backlog, s schedule, c Config) (wire.Trigger, bool) {
 	switch {
 	case b.Pending >= c.MaxBatchSize:
-		return TriggerSize, true
+		return wire.TriggerSize, true
 	case b.Pending > 0 && !b.Oldest.IsZero() && now.Sub(b.Oldest) >= c.MaxWait:
-		return TriggerMaxWait, true
+		return wire.TriggerMaxWait, true
 	case !s.retryAt.IsZero() && !now.Before(s.retryAt):
-		return TriggerRetry, true
+		return wire.TriggerRetry, true
 	case b.Pending == 0 && !s.orphanCheckAt.IsZero() && !now.Before(s.orphanCheckAt):
 		// Only with nothing new pending, so the fetch takes nothing but
 		// redeliveries; new requests bring the orphans along when they go.
-		return TriggerRetry, true
+		return wire.TriggerRetry, true
 	case b.Pending > 0 && now.Sub(s.lastFlush) >= c.Interval:
-		return TriggerInterval, true
+		return wire.TriggerInterval, true
 	}
 	return "", false
 }
@@ -137,11 +115,11 @@ func nextDue(b Backlog, s schedule, c Config) time.Time {
 func (e *Engine) runBatchLane(ctx context.Context) {
 	ticker := time.NewTicker(e.cfg.PollInterval)
 	defer ticker.Stop()
-	s := schedule{lastFlush: e.clock.Now()}
+	s := schedule{lastFlush: time.Now()}
 	// Requests held by a worker that died come back after AckWait; look for
 	// them then rather than at the next interval.
 	if b, err := e.queue.Backlog(ctx); err == nil && b.AckPending > 0 {
-		e.retries.add(e.clock.Now().Add(e.cfg.AckWait + retryGrace))
+		e.retries.add(time.Now().Add(e.cfg.AckWait + retryGrace))
 	}
 	for {
 		again := e.pollOnce(ctx, &s)
@@ -166,7 +144,7 @@ func (e *Engine) runBatchLane(ctx context.Context) {
 // at once instead of waiting for the next poll.
 func (e *Engine) pollOnce(ctx context.Context, s *schedule) bool {
 	if s.drainLeft >= e.cfg.MaxBatchSize {
-		n, err := e.send(ctx, TriggerSize)
+		n, err := e.send(ctx, wire.TriggerSize)
 		if err != nil || n < e.cfg.MaxBatchSize {
 			// Another worker took some, or the fetch failed: read the
 			// backlog again.
@@ -174,7 +152,7 @@ func (e *Engine) pollOnce(ctx context.Context, s *schedule) bool {
 			return err == nil && n > 0
 		}
 		s.drainLeft -= n
-		s.lastFlush = e.clock.Now()
+		s.lastFlush = time.Now()
 		return true
 	}
 	b, err := e.queue.Backlog(ctx)
@@ -184,7 +162,7 @@ func (e *Engine) pollOnce(ctx context.Context, s *schedule) bool {
 		}
 		return false
 	}
-	now := e.clock.Now()
+	now := time.Now()
 	if b.Pending == 0 && b.AckPending > int(e.batchLaneInFlight.Load()) && s.orphanCheckAt.IsZero() {
 		// Requests are delivered to some worker and not acked, and no new
 		// request will trigger a fetch that would pick them up: if their
@@ -202,7 +180,7 @@ func (e *Engine) pollOnce(ctx context.Context, s *schedule) bool {
 	if !ok {
 		return false
 	}
-	if trigger == TriggerRetry {
+	if trigger == wire.TriggerRetry {
 		e.retries.takeDue(now)
 	}
 	if !s.orphanCheckAt.IsZero() && !now.Before(s.orphanCheckAt) {
@@ -217,20 +195,20 @@ func (e *Engine) pollOnce(ctx context.Context, s *schedule) bool {
 	}
 	s.lastFlush = now
 	full := n == e.cfg.MaxBatchSize
-	if trigger == TriggerSize && full {
+	if trigger == wire.TriggerSize && full {
 		s.drainLeft = b.Pending - n
 	}
-	if trigger == TriggerRetry && full {
+	if trigger == wire.TriggerRetry && full {
 		// More handed-back (or orphaned) requests may be waiting than one
 		// batch took: look again at once.
 		e.retries.add(now)
 	}
-	return trigger == TriggerSize && full
+	return trigger == wire.TriggerSize && full
 }
 
 // send takes an in-flight slot, fetches up to MaxBatchSize requests and hands
 // them to a call. It returns how many requests it fetched.
-func (e *Engine) send(ctx context.Context, trigger Trigger) (int, error) {
+func (e *Engine) send(ctx context.Context, trigger wire.Trigger) (int, error) {
 	if err := e.batchSlots.acquire(ctx); err != nil {
 		return 0, err
 	}
@@ -253,7 +231,7 @@ func (e *Engine) forceFlush(ctx context.Context, s *schedule) FlushReport {
 		return report
 	}
 	for remaining := max(b.Pending, 1); remaining > 0; {
-		n, err := e.send(ctx, TriggerForced)
+		n, err := e.send(ctx, wire.TriggerForced)
 		if err != nil {
 			report.Err = err
 			break
@@ -266,7 +244,7 @@ func (e *Engine) forceFlush(ctx context.Context, s *schedule) FlushReport {
 		remaining -= n
 	}
 	if report.Requests > 0 {
-		s.lastFlush = e.clock.Now()
+		s.lastFlush = time.Now()
 	}
 	return report
 }
@@ -274,9 +252,9 @@ func (e *Engine) forceFlush(ctx context.Context, s *schedule) FlushReport {
 // runLane serves a lane that sends as soon as requests arrive: the urgent
 // lane (one call for whatever urgent requests wait) and, with batching off,
 // the batch lane (one call per request).
-func (e *Engine) runLane(ctx context.Context, q Queue, trigger Trigger, slots semaphore) {
+func (e *Engine) runLane(ctx context.Context, q Queue, trigger wire.Trigger, slots semaphore) {
 	fetchMax := e.cfg.MaxBatchSize
-	if trigger == TriggerImmediate {
+	if trigger == wire.TriggerImmediate {
 		fetchMax = 1
 	}
 	for {

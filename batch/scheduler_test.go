@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/aibatch/aibatch/wire"
 )
 
 // t0 is an arbitrary fixed instant the scheduler tests measure from.
@@ -19,7 +21,7 @@ func TestDue(t *testing.T) {
 		name   string
 		b      Backlog
 		s      schedule
-		want   Trigger
+		want   wire.Trigger
 		wantOK bool
 	}{
 		// Nothing waits.
@@ -35,7 +37,7 @@ func TestDue(t *testing.T) {
 		// A look for requests a dead worker held.
 		{name: "orphan check due with nothing pending",
 			b: Backlog{AckPending: 5}, s: schedule{lastFlush: recent, orphanCheckAt: now},
-			want: TriggerRetry, wantOK: true},
+			want: wire.TriggerRetry, wantOK: true},
 		{name: "orphan check not yet due",
 			b: Backlog{AckPending: 5}, s: schedule{lastFlush: recent, orphanCheckAt: now.Add(time.Nanosecond)}},
 		{name: "orphan check waits for new requests to bring the orphans along",
@@ -46,19 +48,19 @@ func TestDue(t *testing.T) {
 			b: Backlog{Pending: 9, Oldest: recent}, s: schedule{lastFlush: recent}},
 		{name: "size: exactly MaxBatchSize",
 			b: Backlog{Pending: 10, Oldest: now}, s: schedule{lastFlush: now},
-			want: TriggerSize, wantOK: true},
+			want: wire.TriggerSize, wantOK: true},
 		{name: "size: above MaxBatchSize",
 			b: Backlog{Pending: 1000, Oldest: now}, s: schedule{lastFlush: now},
-			want: TriggerSize, wantOK: true},
+			want: wire.TriggerSize, wantOK: true},
 		{name: "size wins over max_wait, retry and interval",
 			b:    Backlog{Pending: 10, Oldest: now.Add(-time.Hour)},
 			s:    schedule{lastFlush: now.Add(-2 * time.Hour), retryAt: now.Add(-time.Second)},
-			want: TriggerSize, wantOK: true},
+			want: wire.TriggerSize, wantOK: true},
 
 		// max_wait
 		{name: "max_wait: exactly MaxWait",
 			b: Backlog{Pending: 1, Oldest: now.Add(-5 * time.Minute)}, s: schedule{lastFlush: recent},
-			want: TriggerMaxWait, wantOK: true},
+			want: wire.TriggerMaxWait, wantOK: true},
 		{name: "max_wait: 1ns short of MaxWait",
 			b: Backlog{Pending: 1, Oldest: now.Add(-5*time.Minute + time.Nanosecond)}, s: schedule{lastFlush: recent}},
 		{name: "max_wait: unknown oldest time never triggers it",
@@ -66,32 +68,32 @@ func TestDue(t *testing.T) {
 		{name: "max_wait wins over retry and interval",
 			b:    Backlog{Pending: 1, Oldest: now.Add(-6 * time.Minute)},
 			s:    schedule{lastFlush: now.Add(-2 * time.Hour), retryAt: now},
-			want: TriggerMaxWait, wantOK: true},
+			want: wire.TriggerMaxWait, wantOK: true},
 
 		// retry
 		{name: "retry: exactly at retryAt",
 			b: Backlog{}, s: schedule{lastFlush: recent, retryAt: now},
-			want: TriggerRetry, wantOK: true},
+			want: wire.TriggerRetry, wantOK: true},
 		{name: "retry: after retryAt",
 			b: Backlog{}, s: schedule{lastFlush: recent, retryAt: now.Add(-time.Minute)},
-			want: TriggerRetry, wantOK: true},
+			want: wire.TriggerRetry, wantOK: true},
 		{name: "retry: 1ns before retryAt",
 			b: Backlog{}, s: schedule{lastFlush: recent, retryAt: now.Add(time.Nanosecond)}},
 		{name: "retry wins over interval",
 			b:    Backlog{Pending: 1, Oldest: recent},
 			s:    schedule{lastFlush: now.Add(-2 * time.Hour), retryAt: now},
-			want: TriggerRetry, wantOK: true},
+			want: wire.TriggerRetry, wantOK: true},
 
 		// interval
 		{name: "interval: exactly Interval since the last flush",
 			b: Backlog{Pending: 1, Oldest: recent}, s: schedule{lastFlush: now.Add(-time.Hour)},
-			want: TriggerInterval, wantOK: true},
+			want: wire.TriggerInterval, wantOK: true},
 		{name: "interval: 1ns short of Interval",
 			b: Backlog{Pending: 1, Oldest: recent}, s: schedule{lastFlush: now.Add(-time.Hour + time.Nanosecond)}},
 		{name: "interval: with a retry not yet due",
 			b:    Backlog{Pending: 2, Oldest: recent},
 			s:    schedule{lastFlush: now.Add(-time.Hour), retryAt: now.Add(time.Second)},
-			want: TriggerInterval, wantOK: true},
+			want: wire.TriggerInterval, wantOK: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

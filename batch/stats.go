@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Stats is a snapshot of what this engine did since it started.
@@ -30,7 +31,7 @@ type Stats struct {
 	// FallbackFlushes counts batches sent because a request waited MaxWait.
 	FallbackFlushes int64 `json:"fallback_flushes"`
 	// Triggers counts batches by trigger.
-	Triggers map[Trigger]int64 `json:"triggers"`
+	Triggers map[wire.Trigger]int64 `json:"triggers"`
 	// Usage sums the tokens providers reported.
 	Usage     provider.Usage `json:"usage"`
 	LastFlush time.Time      `json:"last_flush_at"`
@@ -44,7 +45,7 @@ type stats struct {
 
 	mu        sync.Mutex
 	pending   int
-	triggers  map[Trigger]int64
+	triggers  map[wire.Trigger]int64
 	lastFlush time.Time
 	nextFlush time.Time
 	started   time.Time
@@ -57,12 +58,12 @@ func (s *stats) setSchedule(b Backlog, next time.Time) {
 	s.mu.Unlock()
 }
 
-func (s *stats) batchSent(t Trigger, n int, at time.Time) {
+func (s *stats) batchSent(t wire.Trigger, n int, at time.Time) {
 	s.batches.Add(1)
 	s.requests.Add(int64(n))
 	s.mu.Lock()
 	if s.triggers == nil {
-		s.triggers = make(map[Trigger]int64)
+		s.triggers = make(map[wire.Trigger]int64)
 	}
 	s.triggers[t]++
 	s.lastFlush = at
@@ -87,7 +88,7 @@ func (e *Engine) Stats() Stats {
 		APICalls:     s.apiCalls.Load(),
 		Batches:      s.batches.Load(),
 		Usage:        provider.Usage{InputTokens: s.inputTokens.Load(), OutputTokens: s.outputTokens.Load()},
-		Triggers:     make(map[Trigger]int64),
+		Triggers:     make(map[wire.Trigger]int64),
 	}
 	s.mu.Lock()
 	out.Pending = s.pending
@@ -98,6 +99,6 @@ func (e *Engine) Stats() Stats {
 		out.Triggers[k] = v
 	}
 	s.mu.Unlock()
-	out.FallbackFlushes = out.Triggers[TriggerMaxWait]
+	out.FallbackFlushes = out.Triggers[wire.TriggerMaxWait]
 	return out
 }

@@ -3,6 +3,8 @@ package batch
 import (
 	"fmt"
 	"strings"
+
+	"github.com/aibatch/aibatch/wire"
 )
 
 // subjectMatches reports whether the literal subject is matched by filter,
@@ -49,22 +51,22 @@ const maxReplySubjectBytes = 1024
 // subjects too long for a protocol line.
 func checkReplySubject(subject string, forbidden []string) error {
 	if len(subject) > maxReplySubjectBytes {
-		return fmt.Errorf("%w: %s is %d bytes, over %d", ErrInvalidRequest, HeaderReplyTo, len(subject), maxReplySubjectBytes)
+		return fmt.Errorf("%w: %s is %d bytes, over %d", wire.ErrInvalidRequest, wire.HeaderReplyTo, len(subject), maxReplySubjectBytes)
 	}
 	if subject == "" || strings.ContainsAny(subject, " \t\r\n") {
-		return fmt.Errorf("%w: %s %q is not a valid subject", ErrInvalidRequest, HeaderReplyTo, subject)
+		return fmt.Errorf("%w: %s %q is not a valid subject", wire.ErrInvalidRequest, wire.HeaderReplyTo, subject)
 	}
 	for _, tok := range strings.Split(subject, ".") {
 		if tok == "" || tok == "*" || tok == ">" {
-			return fmt.Errorf("%w: %s %q has an empty token or a wildcard", ErrInvalidRequest, HeaderReplyTo, subject)
+			return fmt.Errorf("%w: %s %q has an empty token or a wildcard", wire.ErrInvalidRequest, wire.HeaderReplyTo, subject)
 		}
 	}
 	if strings.HasPrefix(subject, "$") {
-		return fmt.Errorf("%w: %s %q is a system subject", ErrInvalidRequest, HeaderReplyTo, subject)
+		return fmt.Errorf("%w: %s %q is a system subject", wire.ErrInvalidRequest, wire.HeaderReplyTo, subject)
 	}
 	for _, f := range forbidden {
 		if subjectMatches(subject, f) {
-			return fmt.Errorf("%w: %s %q is a request or dead-letter subject (%s)", ErrInvalidRequest, HeaderReplyTo, subject, f)
+			return fmt.Errorf("%w: %s %q is a request or dead-letter subject (%s)", wire.ErrInvalidRequest, wire.HeaderReplyTo, subject, f)
 		}
 	}
 	return nil

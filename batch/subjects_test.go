@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/aibatch/aibatch/wire"
 )
 
 func TestSubjectMatches(t *testing.T) {
@@ -133,11 +135,11 @@ func TestCheckReplySubject(t *testing.T) {
 			if err == nil {
 				t.Fatalf("checkReplySubject(%q) = nil, want an error about %q", tt.subject, tt.wantErr)
 			}
-			if !errors.Is(err, ErrInvalidRequest) {
-				t.Errorf("checkReplySubject(%q) = %v, does not wrap ErrInvalidRequest", tt.subject, err)
+			if !errors.Is(err, wire.ErrInvalidRequest) {
+				t.Errorf("checkReplySubject(%q) = %v, does not wrap wire.ErrInvalidRequest", tt.subject, err)
 			}
-			if msg := err.Error(); !strings.Contains(msg, tt.wantErr) || !strings.Contains(msg, HeaderReplyTo) {
-				t.Errorf("checkReplySubject(%q) = %q, want it to name %s and say %q", tt.subject, msg, HeaderReplyTo, tt.wantErr)
+			if msg := err.Error(); !strings.Contains(msg, tt.wantErr) || !strings.Contains(msg, wire.HeaderReplyTo) {
+				t.Errorf("checkReplySubject(%q) = %q, want it to name %s and say %q", tt.subject, msg, wire.HeaderReplyTo, tt.wantErr)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // worker is the real engine (batch.New on jetstream.Ensure's queues and
@@ -100,7 +101,7 @@ type waitObserver struct {
 var _ batch.Observer = (*waitObserver)(nil)
 
 // BatchFetched is not needed by the harness.
-func (o *waitObserver) BatchFetched(batch.Trigger, int) {}
+func (o *waitObserver) BatchFetched(wire.Trigger, int) {}
 
 // CallFinished is not needed by the harness.
 func (o *waitObserver) CallFinished(batch.CallReport) {}

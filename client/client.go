@@ -10,22 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
-
-	"github.com/aibatch/aibatch/batch"
 )
-
-// Request is the JSON body of one request, the worker's own type: Input is
-// required; ID, Instructions, Model, MaxOutputTokens and Metadata are
-// optional. Requests share a provider call only with others of the same
-// Instructions and Model.
-type Request = batch.Request
-
-// Result is the JSON body of one result, the worker's own type. Status is
-// batch.StatusOK or batch.StatusError; Error says why on an error.
-type Result = batch.Result
 
 // lookupTimeout bounds one look-up of stored results for re-sent requests.
 const lookupTimeout = time.Minute
@@ -145,10 +134,10 @@ func (c *Client) Name() string { return c.cfg.name }
 // is answered, and its result is stored in AI_RESULTS, where Fetch finds it
 // by id (the error message names the id; set Request.ID to choose it).
 // A result that arrives after Do gave up is dropped.
-func (c *Client) Do(ctx context.Context, req Request) (Result, error) {
+func (c *Client) Do(ctx context.Context, req wire.Request) (wire.Result, error) {
 	p, err := c.Submit(ctx, req)
 	if err != nil {
-		return Result{}, err
+		return wire.Result{}, err
 	}
 	return p.waitOrDiscard(ctx)
 }
@@ -156,10 +145,10 @@ func (c *Client) Do(ctx context.Context, req Request) (Result, error) {
 // Urgent is Do on the urgent lane (ai.urgent.<topic>): the worker sends it
 // within milliseconds, with whatever other urgent requests wait, instead of
 // waiting for a batch to fill.
-func (c *Client) Urgent(ctx context.Context, req Request) (Result, error) {
+func (c *Client) Urgent(ctx context.Context, req wire.Request) (wire.Result, error) {
 	p, err := c.SubmitUrgent(ctx, req)
 	if err != nil {
-		return Result{}, err
+		return wire.Result{}, err
 	}
 	return p.waitOrDiscard(ctx)
 }
@@ -174,16 +163,16 @@ func (c *Client) Urgent(ctx context.Context, req Request) (Result, error) {
 // request stream's duplicate window (2m by default) does not store a second
 // request; the handle then gets the first one's result, read from AI_RESULTS
 // if it was already answered.
-func (c *Client) Submit(ctx context.Context, req Request) (*Pending, error) {
+func (c *Client) Submit(ctx context.Context, req wire.Request) (*Pending, error) {
 	return c.submit(ctx, c.cfg.requestSubj, req)
 }
 
 // SubmitUrgent is Submit on the urgent lane.
-func (c *Client) SubmitUrgent(ctx context.Context, req Request) (*Pending, error) {
+func (c *Client) SubmitUrgent(ctx context.Context, req wire.Request) (*Pending, error) {
 	return c.submit(ctx, c.cfg.urgentSubj, req)
 }
 
-func (c *Client) submit(ctx context.Context, subject string, req Request) (*Pending, error) {
+func (c *Client) submit(ctx context.Context, subject string, req wire.Request) (*Pending, error) {
 	if err := checkRequest(req); err != nil {
 		return nil, err
 	}
@@ -207,8 +196,8 @@ func (c *Client) submit(ctx context.Context, subject string, req Request) (*Pend
 
 	m := nats.NewMsg(subject)
 	m.Data = body
-	m.Header.Set(batch.HeaderMsgID, c.msgIDPrefix+req.ID)
-	m.Header.Set(batch.HeaderReplyTo, c.cfg.replySubj)
+	m.Header.Set(wire.HeaderMsgID, c.msgIDPrefix+req.ID)
+	m.Header.Set(wire.HeaderReplyTo, c.cfg.replySubj)
 	p := &Pending{c: c, id: req.ID, msg: m, done: make(chan struct{})}
 
 	c.mu.Lock()
@@ -234,7 +223,7 @@ func (c *Client) submit(ctx context.Context, subject string, req Request) (*Pend
 }
 
 // checkRequest refuses what the worker would dead-letter at once.
-func checkRequest(req Request) error {
+func checkRequest(req wire.Request) error {
 	switch {
 	case strings.TrimSpace(req.Input) == "":
 		return fmt.Errorf("%w: Input is empty", ErrInvalidRequest)
@@ -285,7 +274,7 @@ func (c *Client) Close() error {
 		c.cancel()
 		c.wg.Wait()
 		for _, p := range waiting {
-			p.finish(Result{}, ErrClosed)
+			p.finish(wire.Result{}, ErrClosed)
 		}
 		t := time.NewTimer(c.cfg.pubAckTimeout)
 		select {
@@ -325,7 +314,7 @@ func (c *Client) remove(p *Pending) bool {
 }
 
 // settle ends the wait for id, if any, with res and err.
-func (c *Client) settle(id string, res Result, err error) bool {
+func (c *Client) settle(id string, res wire.Result, err error) bool {
 	c.mu.Lock()
 	p := c.waiting[id]
 	delete(c.waiting, id)
@@ -339,7 +328,7 @@ func (c *Client) settle(id string, res Result, err error) bool {
 
 // idOf returns the request id of a message this client published.
 func (c *Client) idOf(m *nats.Msg) string {
-	return strings.TrimPrefix(m.Header.Get(batch.HeaderMsgID), c.msgIDPrefix)
+	return strings.TrimPrefix(m.Header.Get(wire.HeaderMsgID), c.msgIDPrefix)
 }
 
 func (c *Client) onPubAck(m *nats.Msg, a *jetstream.PubAck) {
@@ -372,11 +361,11 @@ func (c *Client) onPubErr(m *nats.Msg, err error) {
 	}
 	delete(c.waiting, id)
 	c.mu.Unlock()
-	p.finish(Result{}, fmt.Errorf("%w: request %q on %q: %w", ErrNotConfirmed, id, m.Subject, err))
+	p.finish(wire.Result{}, fmt.Errorf("%w: request %q on %q: %w", ErrNotConfirmed, id, m.Subject, err))
 }
 
 func (c *Client) onResult(m jetstream.Msg) {
-	var r Result
+	var r wire.Result
 	if err := json.Unmarshal(m.Data(), &r); err != nil || r.ID == "" {
 		c.invalid.Add(1)
 		return
@@ -387,8 +376,8 @@ func (c *Client) onResult(m jetstream.Msg) {
 }
 
 // resultErr is the error that goes with r: nil when it is ok.
-func resultErr(r Result) error {
-	if r.Status == batch.StatusOK {
+func resultErr(r wire.Result) error {
+	if r.Status == wire.StatusOK {
 		return nil
 	}
 	return fmt.Errorf("%w: request %q: %s: %s", ErrFailed, r.ID, r.Status, r.Error)

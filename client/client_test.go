@@ -12,11 +12,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/client"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openaitest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 func TestDoRoundTrip(t *testing.T) {
@@ -27,18 +27,18 @@ func TestDoRoundTrip(t *testing.T) {
 
 	cases := []struct {
 		name        string
-		req         client.Request
+		req         wire.Request
 		urgent      bool
 		wantModel   string
-		wantTrigger []batch.Trigger
+		wantTrigger []wire.Trigger
 	}{
-		{name: "batch lane", req: client.Request{Input: "hello"}, wantModel: "test-model",
-			wantTrigger: []batch.Trigger{batch.TriggerMaxWait, batch.TriggerSize}},
-		{name: "every field", req: client.Request{ID: "own-id", Input: "with fields", Instructions: "be brief", Model: "m-2",
+		{name: "batch lane", req: wire.Request{Input: "hello"}, wantModel: "test-model",
+			wantTrigger: []wire.Trigger{wire.TriggerMaxWait, wire.TriggerSize}},
+		{name: "every field", req: wire.Request{ID: "own-id", Input: "with fields", Instructions: "be brief", Model: "m-2",
 			MaxOutputTokens: 20, Metadata: json.RawMessage(`{"order":42}`)},
-			wantModel: "m-2", wantTrigger: []batch.Trigger{batch.TriggerMaxWait, batch.TriggerSize}},
-		{name: "urgent lane", req: client.Request{Input: "now please"}, urgent: true, wantModel: "test-model",
-			wantTrigger: []batch.Trigger{batch.TriggerUrgent}},
+			wantModel: "m-2", wantTrigger: []wire.Trigger{wire.TriggerMaxWait, wire.TriggerSize}},
+		{name: "urgent lane", req: wire.Request{Input: "now please"}, urgent: true, wantModel: "test-model",
+			wantTrigger: []wire.Trigger{wire.TriggerUrgent}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -51,7 +51,7 @@ func TestDoRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("do: %v", err)
 			}
-			if res.Status != batch.StatusOK || res.Output != openaitest.Answer(tc.req.Input) || res.Model != tc.wantModel {
+			if res.Status != wire.StatusOK || res.Output != openaitest.Answer(tc.req.Input) || res.Model != tc.wantModel {
 				t.Errorf("result %+v, want ok %q from %s", res, openaitest.Answer(tc.req.Input), tc.wantModel)
 			}
 			if tc.req.ID != "" && res.ID != tc.req.ID || res.ID == "" {
@@ -84,11 +84,11 @@ func TestSubmitWireFormat(t *testing.T) {
 		t.Fatalf("reply subject %q, want %q", got, want)
 	}
 	ctx := ctxFor(t, 20*time.Second)
-	p, err := c.Submit(ctx, client.Request{Input: "batched"})
+	p, err := c.Submit(ctx, wire.Request{Input: "batched"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := c.SubmitUrgent(ctx, client.Request{ID: "u-1", Input: "urgent"})
+	u, err := c.SubmitUrgent(ctx, wire.Request{ID: "u-1", Input: "urgent"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,17 +101,17 @@ func TestSubmitWireFormat(t *testing.T) {
 		{"ai.urgent.wire", "u-1", "urgent"},
 	} {
 		m := msgs[i]
-		var body batch.Request
+		var body wire.Request
 		if err := json.Unmarshal(m.Data, &body); err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
 		if m.Subject != want.subject || body.ID != want.id || body.Input != want.input {
 			t.Errorf("request %d on %s: %+v, want %+v", i, m.Subject, body, want)
 		}
-		if got := m.Header.Get(batch.HeaderMsgID); got != "svc-1:"+want.id {
+		if got := m.Header.Get(wire.HeaderMsgID); got != "svc-1:"+want.id {
 			t.Errorf("request %d: Nats-Msg-Id %q, want %q", i, got, "svc-1:"+want.id)
 		}
-		if got := m.Header.Get(batch.HeaderReplyTo); got != c.ReplySubject() {
+		if got := m.Header.Get(wire.HeaderReplyTo); got != c.ReplySubject() {
 			t.Errorf("request %d: Batch-Reply-To %q, want %q", i, got, c.ReplySubject())
 		}
 	}
@@ -136,11 +136,11 @@ func TestErrorResult(t *testing.T) {
 	e := setup(t, jetstream.Topology{})
 	e.start(t, engineConfig())
 	c := e.newClient(t)
-	res, err := c.Do(ctxFor(t, 20*time.Second), client.Request{ID: "bad-model", Input: "x", Model: "unknown-model"})
+	res, err := c.Do(ctxFor(t, 20*time.Second), wire.Request{ID: "bad-model", Input: "x", Model: "unknown-model"})
 	if !errors.Is(err, client.ErrFailed) {
 		t.Fatalf("error %v, want ErrFailed", err)
 	}
-	if res.ID != "bad-model" || res.Status != batch.StatusError || res.Error == "" || !strings.Contains(err.Error(), res.Error) {
+	if res.ID != "bad-model" || res.Status != wire.StatusError || res.Error == "" || !strings.Contains(err.Error(), res.Error) {
 		t.Errorf("result %+v, error %v", res, err)
 	}
 	jetstreamtest.Eventually(t, 10*time.Second, "dead letter stored", func() bool {
@@ -153,19 +153,19 @@ func TestSubmitRefuses(t *testing.T) {
 	e := setup(t, jetstream.Topology{})
 	c := e.newClient(t)
 	ctx := ctxFor(t, 10*time.Second)
-	if _, err := c.Submit(ctx, client.Request{ID: "taken", Input: "first"}); err != nil {
+	if _, err := c.Submit(ctx, wire.Request{ID: "taken", Input: "first"}); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
 		name string
-		req  client.Request
+		req  wire.Request
 		want error
 	}{
-		{"empty input", client.Request{Input: " \n"}, client.ErrInvalidRequest},
-		{"negative max tokens", client.Request{Input: "x", MaxOutputTokens: -1}, client.ErrInvalidRequest},
-		{"control character in id", client.Request{ID: "a\nb", Input: "x"}, client.ErrInvalidRequest},
-		{"invalid metadata", client.Request{Input: "x", Metadata: json.RawMessage(`{`)}, client.ErrInvalidRequest},
-		{"id already waiting", client.Request{ID: "taken", Input: "second"}, client.ErrDuplicateID},
+		{"empty input", wire.Request{Input: " \n"}, client.ErrInvalidRequest},
+		{"negative max tokens", wire.Request{Input: "x", MaxOutputTokens: -1}, client.ErrInvalidRequest},
+		{"control character in id", wire.Request{ID: "a\nb", Input: "x"}, client.ErrInvalidRequest},
+		{"invalid metadata", wire.Request{Input: "x", Metadata: json.RawMessage(`{`)}, client.ErrInvalidRequest},
+		{"id already waiting", wire.Request{ID: "taken", Input: "second"}, client.ErrDuplicateID},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,7 +222,7 @@ func TestCancelledWaitDoesNotCancelRequest(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Millisecond)
 	defer cancel()
-	_, err := c.Do(ctx, client.Request{ID: "impatient", Input: "slow"})
+	_, err := c.Do(ctx, wire.Request{ID: "impatient", Input: "slow"})
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), `"impatient"`) {
 		t.Fatalf("error %v, want a deadline naming the request", err)
 	}
@@ -245,11 +245,11 @@ func TestPendingWaitAgainAndDiscard(t *testing.T) {
 	e := setup(t, jetstream.Topology{})
 	c := e.newClient(t)
 	ctx := ctxFor(t, 20*time.Second)
-	keep, err := c.Submit(ctx, client.Request{Input: "kept"})
+	keep, err := c.Submit(ctx, wire.Request{Input: "kept"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	drop, err := c.Submit(ctx, client.Request{Input: "dropped"})
+	drop, err := c.Submit(ctx, wire.Request{Input: "dropped"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestRestartedClientFetchesMissedResults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reqs := []client.Request{{ID: "r-1", Input: "one"}, {ID: "r-2", Input: "two"}, {ID: "r-3", Input: "three"}}
+	reqs := []wire.Request{{ID: "r-1", Input: "one"}, {ID: "r-2", Input: "two"}, {ID: "r-3", Input: "three"}}
 	var handles []*client.Pending
 	for _, r := range reqs {
 		p, err := first.Submit(ctx, r)
@@ -300,7 +300,7 @@ func TestRestartedClientFetchesMissedResults(t *testing.T) {
 	if _, err := handles[0].Wait(ctx); !errors.Is(err, client.ErrClosed) {
 		t.Errorf("wait on a closed client: %v", err)
 	}
-	if _, err := first.Submit(ctx, client.Request{Input: "late"}); !errors.Is(err, client.ErrClosed) {
+	if _, err := first.Submit(ctx, wire.Request{Input: "late"}); !errors.Is(err, client.ErrClosed) {
 		t.Errorf("submit on a closed client: %v", err)
 	}
 
@@ -347,10 +347,10 @@ func TestNotConfirmed(t *testing.T) {
 	e := setup(t, jetstream.Topology{MaxMsgs: 1})
 	c := e.newClient(t)
 	ctx := ctxFor(t, 20*time.Second)
-	if _, err := c.Submit(ctx, client.Request{Input: "fits"}); err != nil {
+	if _, err := c.Submit(ctx, wire.Request{Input: "fits"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := c.Do(ctx, client.Request{ID: "too-many", Input: "does not fit"})
+	_, err := c.Do(ctx, wire.Request{ID: "too-many", Input: "does not fit"})
 	if !errors.Is(err, client.ErrNotConfirmed) || !strings.Contains(err.Error(), `"too-many"`) {
 		t.Errorf("error %v, want ErrNotConfirmed naming the request", err)
 	}
@@ -377,12 +377,12 @@ func TestConcurrentDo(t *testing.T) {
 		wg.Go(func() {
 			for i := range perGoroutine {
 				input := fmt.Sprintf("g%d-i%d", g, i)
-				res, err := c.Do(ctx, client.Request{Input: input})
+				res, err := c.Do(ctx, wire.Request{Input: input})
 				if err != nil {
 					errs <- fmt.Errorf("%s: %w", input, err)
 					return
 				}
-				if res.Output != openaitest.Answer(input) || res.Status != batch.StatusOK {
+				if res.Output != openaitest.Answer(input) || res.Status != wire.StatusOK {
 					errs <- fmt.Errorf("%s: got %+v", input, res)
 					return
 				}

@@ -4,7 +4,7 @@
 //	c, err := client.New(nc, client.WithTopic("billing"))
 //	if err != nil { ... }
 //	defer c.Close()
-//	res, err := c.Do(ctx, client.Request{Input: "Summarize: ...", Model: "gpt-4o-mini"})
+//	res, err := c.Do(ctx, wire.Request{Input: "Summarize: ...", Model: "gpt-4o-mini"})
 //
 // Do publishes the request to ai.requests.<topic> in the AI_REQUESTS stream
 // (with a Nats-Msg-Id header, so a re-send within the stream's duplicate

@@ -14,6 +14,7 @@ import (
 	"github.com/aibatch/aibatch/client"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/provider/openaitest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // startWorker runs what a deployment runs, for the examples: an embedded
@@ -70,7 +71,7 @@ func Example() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := c.Do(ctx, client.Request{Input: "What is NATS?", Instructions: "Answer in one line."})
+	res, err := c.Do(ctx, wire.Request{Input: "What is NATS?", Instructions: "Answer in one line."})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -100,7 +101,7 @@ func ExampleClient_Submit() {
 	// Submit returns at once; the three requests share one provider call.
 	var pending []*client.Pending
 	for _, input := range []string{"first", "second", "third"} {
-		p, err := c.Submit(ctx, client.Request{Input: input})
+		p, err := c.Submit(ctx, wire.Request{Input: input})
 		if err != nil {
 			fmt.Println(err)
 			return
@@ -140,7 +141,7 @@ func ExampleClient_Urgent() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// The urgent lane does not wait for a batch to fill.
-	res, err := c.Urgent(ctx, client.Request{Input: "page the on-call engineer?"})
+	res, err := c.Urgent(ctx, wire.Request{Input: "page the on-call engineer?"})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -168,7 +169,7 @@ func ExampleClient_Fetch() {
 	// A caller that gives up does not cancel its request...
 	short, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 	defer cancel()
-	_, err = c.Do(short, client.Request{ID: "report-7", Input: "summarize report 7"})
+	_, err = c.Do(short, wire.Request{ID: "report-7", Input: "summarize report 7"})
 	fmt.Println("gave up:", errors.Is(err, context.DeadlineExceeded))
 
 	// ...so its result is stored, and this client (or a restarted one with

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -25,7 +26,7 @@ const scanBatch = 512
 // of 512, until it has found every id or reached the end: O(results stored
 // for this client), one pass however many ids are asked for. Ask for many
 // ids in one call rather than one call per id.
-func (c *Client) Fetch(ctx context.Context, ids ...string) (map[string]Result, error) {
+func (c *Client) Fetch(ctx context.Context, ids ...string) (map[string]wire.Result, error) {
 	return c.FetchFrom(ctx, c.cfg.replySubj, ids...)
 }
 
@@ -33,8 +34,8 @@ func (c *Client) Fetch(ctx context.Context, ids ...string) (map[string]Result, e
 // "ai.results.>" to search every stored result (the cost is then that of
 // reading the whole stream) or another client's reply subject. On an error
 // it returns what it found so far along with the error.
-func (c *Client) FetchFrom(ctx context.Context, filter string, ids ...string) (map[string]Result, error) {
-	found := make(map[string]Result, len(ids))
+func (c *Client) FetchFrom(ctx context.Context, filter string, ids ...string) (map[string]wire.Result, error) {
+	found := make(map[string]wire.Result, len(ids))
 	want := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		want[id] = true
@@ -71,7 +72,7 @@ func (c *Client) FetchFrom(ctx context.Context, filter string, ids ...string) (m
 		if err != nil {
 			return found, fmt.Errorf("client: read results on %q: %w", filter, err)
 		}
-		var r Result
+		var r wire.Result
 		if json.Unmarshal(m.Data(), &r) == nil && want[r.ID] {
 			if _, seen := found[r.ID]; !seen {
 				found[r.ID] = r

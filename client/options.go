@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nuid"
 )
 
@@ -16,7 +17,7 @@ const (
 	// DefaultReplyPrefix is where a client's reply subject lives:
 	// <DefaultReplyPrefix>.<name>. It is under ai.results., so the
 	// AI_RESULTS stream stores every result the client is sent.
-	DefaultReplyPrefix = "ai.results.client"
+	DefaultReplyPrefix = wire.ResultPrefix + ".client"
 	// DefaultPubAckTimeout bounds the wait for the broker to confirm
 	// storing a request.
 	DefaultPubAckTimeout = 10 * time.Second
@@ -120,7 +121,7 @@ func newConfig(opts []Option) (config, error) {
 		if !validToken(c.topic, true) {
 			return c, fmt.Errorf("%w: WithTopic(%q): want dot-separated tokens without spaces or wildcards", ErrInvalidOption, c.topic)
 		}
-		c.requestSubj, c.urgentSubj = "ai.requests."+c.topic, "ai.urgent."+c.topic
+		c.requestSubj, c.urgentSubj = wire.RequestSubject(c.topic, false), wire.RequestSubject(c.topic, true)
 	}
 	if c.replySubj == "" {
 		if !validToken(c.name, false) {

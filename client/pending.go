@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats.go"
 )
 
@@ -16,7 +17,7 @@ type Pending struct {
 	msg  *nats.Msg
 	done chan struct{}
 	once sync.Once
-	res  Result
+	res  wire.Result
 	err  error
 }
 
@@ -34,12 +35,12 @@ func (p *Pending) Done() <-chan struct{} { return p.done }
 // If ctx ends first, Wait returns ctx's error (wrapped) and the handle keeps
 // waiting: call Wait again later, or Discard. Ending ctx does not cancel the
 // request, which is answered and stored in AI_RESULTS either way.
-func (p *Pending) Wait(ctx context.Context) (Result, error) {
+func (p *Pending) Wait(ctx context.Context) (wire.Result, error) {
 	select {
 	case <-p.done:
 		return p.res, p.err
 	case <-ctx.Done():
-		return Result{}, fmt.Errorf("client: wait for the result of request %q (it stays queued; Fetch reads its result later): %w", p.id, ctx.Err())
+		return wire.Result{}, fmt.Errorf("client: wait for the result of request %q (it stays queued; Fetch reads its result later): %w", p.id, ctx.Err())
 	}
 }
 
@@ -47,12 +48,12 @@ func (p *Pending) Wait(ctx context.Context) (Result, error) {
 // returns ErrDiscarded. The request itself is not cancelled.
 func (p *Pending) Discard() {
 	if p.c.remove(p) {
-		p.finish(Result{}, ErrDiscarded)
+		p.finish(wire.Result{}, ErrDiscarded)
 	}
 }
 
 // waitOrDiscard is Wait that discards the handle when ctx ends first.
-func (p *Pending) waitOrDiscard(ctx context.Context) (Result, error) {
+func (p *Pending) waitOrDiscard(ctx context.Context) (wire.Result, error) {
 	res, err := p.Wait(ctx)
 	select {
 	case <-p.done:
@@ -64,7 +65,7 @@ func (p *Pending) waitOrDiscard(ctx context.Context) (Result, error) {
 }
 
 // finish records the outcome once.
-func (p *Pending) finish(res Result, err error) {
+func (p *Pending) finish(res wire.Result, err error) {
 	p.once.Do(func() {
 		p.res, p.err = res, err
 		close(p.done)

@@ -11,10 +11,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
-	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/client"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // schemaDir holds the published JSON Schemas.
@@ -82,7 +82,7 @@ func TestSchemasMatchRealMessages(t *testing.T) {
 	c := e.newClient(t, client.WithTopic("schema"))
 	ctx := ctxFor(t, 30*time.Second)
 	var pending []*client.Pending
-	for _, r := range []client.Request{
+	for _, r := range []wire.Request{
 		{Input: "minimal"},
 		{ID: "full", Input: "every field", Instructions: "be brief", Model: "m-1", MaxOutputTokens: 64, Metadata: json.RawMessage(`{"k":[1,2]}`)},
 		{ID: "refused", Input: "unknown model", Model: "unknown-model"},
@@ -110,7 +110,7 @@ func TestSchemasMatchRealMessages(t *testing.T) {
 	var valid, invalid int
 	for _, m := range jetstreamtest.Messages(t, e.js, e.topo.RequestStream) {
 		err := validate(reqSchema, m.Data)
-		if fromClient := m.Header.Get(batch.HeaderReplyTo) != ""; fromClient {
+		if fromClient := m.Header.Get(wire.HeaderReplyTo) != ""; fromClient {
 			valid++
 			if err != nil {
 				t.Errorf("request %s does not match the schema: %v", m.Data, err)
@@ -138,11 +138,11 @@ func TestSchemasMatchRealMessages(t *testing.T) {
 		if err := validate(resSchema, m.Data); err != nil {
 			t.Errorf("result on %s does not match the schema: %v\n%s", m.Subject, err, m.Data)
 		}
-		var r batch.Result
+		var r wire.Result
 		_ = json.Unmarshal(m.Data, &r)
 		statuses[r.Status]++
 	}
-	if statuses[batch.StatusOK] != 3 || statuses[batch.StatusError] != 3 {
+	if statuses[wire.StatusOK] != 3 || statuses[wire.StatusError] != 3 {
 		t.Errorf("result statuses %v, want 3 ok and 3 error", statuses)
 	}
 	withReply := 0
@@ -150,7 +150,7 @@ func TestSchemasMatchRealMessages(t *testing.T) {
 		if err := validate(deadSchema, headerJSON(t, m.Header)); err != nil {
 			t.Errorf("dead letter headers %v do not match the schema: %v", m.Header, err)
 		}
-		if m.Header.Get(batch.HeaderReplyTo) != "" {
+		if m.Header.Get(wire.HeaderReplyTo) != "" {
 			withReply++
 		}
 	}

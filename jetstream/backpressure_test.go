@@ -20,6 +20,7 @@ import (
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/provider/openaitest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // errCodeStoreFailed is the JetStream API error code of a publish the
@@ -226,13 +227,13 @@ func (p *producer) publish(ctx context.Context, subject string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	id := fmt.Sprintf("bp-%d", p.next)
-	body, err := json.Marshal(batch.Request{ID: id, Input: "backpressure " + id})
+	body, err := json.Marshal(wire.Request{ID: id, Input: "backpressure " + id})
 	if err != nil {
 		return err
 	}
 	m := nats.NewMsg(subject)
 	m.Data = body
-	m.Header.Set(batch.HeaderMsgID, id)
+	m.Header.Set(wire.HeaderMsgID, id)
 	ack, err := p.js.PublishMsg(ctx, m)
 	if err != nil {
 		return err
@@ -253,7 +254,7 @@ func checkStored(t *testing.T, js natsjs.JetStream, topo jetstream.Topology, n i
 		t.Fatalf("request stream holds %d requests, want the %d accepted", len(msgs), n)
 	}
 	for i, m := range msgs {
-		var r batch.Request
+		var r wire.Request
 		if err := json.Unmarshal(m.Data, &r); err != nil {
 			t.Fatalf("stored request %d: %v", m.Sequence, err)
 		}
@@ -269,7 +270,7 @@ func checkOneResultEach(t *testing.T, js natsjs.JetStream, topo jetstream.Topolo
 	t.Helper()
 	seen := make(map[string]bool, n)
 	for _, m := range jetstreamtest.Messages(t, js, topo.ResultStream) {
-		var r batch.Result
+		var r wire.Result
 		if err := json.Unmarshal(m.Data, &r); err != nil {
 			t.Fatalf("result %d is not JSON: %v", m.Sequence, err)
 		}
@@ -277,7 +278,7 @@ func checkOneResultEach(t *testing.T, js natsjs.JetStream, topo jetstream.Topolo
 			t.Fatalf("two results for %s", r.ID)
 		}
 		seen[r.ID] = true
-		if r.Status != batch.StatusOK || r.Output != openaitest.Answer("backpressure "+r.ID) {
+		if r.Status != wire.StatusOK || r.Output != openaitest.Answer("backpressure "+r.ID) {
 			t.Errorf("result for %s: status %q output %q error %q", r.ID, r.Status, r.Output, r.Error)
 		}
 	}

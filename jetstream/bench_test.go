@@ -11,6 +11,7 @@ import (
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Micro-benchmarks of the broker side of the hot path against a real
@@ -103,7 +104,7 @@ func BenchmarkPublishResults(b *testing.B) {
 			seq++
 			s := strconv.Itoa(seq)
 			msgs[i] = batch.Outgoing{Subject: "ai.results.bench", MsgID: "result:AI_REQUESTS:" + s,
-				Header: map[string]string{batch.HeaderStreamSeq: s}, Data: benchResult}
+				Header: map[string]string{wire.HeaderStreamSeq: s}, Data: benchResult}
 		}
 		for _, a := range pub.Publish(ctx, msgs) {
 			if a.Err != nil || a.Duplicate {
@@ -134,7 +135,7 @@ func BenchmarkFetchAndAck(b *testing.B) {
 			b.Fatalf("fetch: %d messages, %v", len(msgs), err)
 		}
 		for _, msg := range msgs {
-			if err := msg.Ack(ctx); err != nil {
+			if err := msg.Ack(); err != nil {
 				b.Fatalf("ack: %v", err)
 			}
 		}

@@ -1,7 +1,6 @@
 package jetstream
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -39,7 +38,7 @@ func (m *message) InProgress() error         { return m.msg.InProgress() }
 // Ack acknowledges without waiting for the server's confirmation: the outcome
 // is already stored, and if the ack is lost the redelivery finds it by its
 // Nats-Msg-Id.
-func (m *message) Ack(context.Context) error { return m.msg.Ack() }
+func (m *message) Ack() error { return m.msg.Ack() }
 
 func (m *message) Header(name string) string {
 	h := m.msg.Headers()

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -55,6 +57,15 @@ type Topology struct {
 	MaxBytes int64
 }
 
+// Defaults of Topology's durations; its names default to the wire
+// package's (wire.RequestStream, wire.RequestSubjects, ...) and AckWait to
+// batch.DefaultAckWait.
+const (
+	DefaultDedupeWindow        = 2 * time.Minute
+	DefaultResultMaxAge        = 24 * time.Hour
+	DefaultOutcomeDedupeWindow = time.Hour
+)
+
 // WithDefaults returns t with every unset field given its default.
 func (t Topology) WithDefaults() Topology {
 	def := func(s *string, v string) {
@@ -72,18 +83,18 @@ func (t Topology) WithDefaults() Topology {
 			*d = v
 		}
 	}
-	def(&t.RequestStream, "AI_REQUESTS")
-	defs(&t.RequestSubjects, "ai.requests.>")
-	defs(&t.UrgentSubjects, "ai.urgent.>")
-	defd(&t.DedupeWindow, 2*time.Minute)
-	def(&t.ResultStream, "AI_RESULTS")
-	defs(&t.ResultSubjects, "ai.results.>")
-	defd(&t.ResultMaxAge, 24*time.Hour)
-	defd(&t.OutcomeDedupeWindow, time.Hour)
-	def(&t.DeadStream, "AI_DEAD")
-	defs(&t.DeadSubjects, "ai.dead.>")
-	def(&t.Consumer, "aibatch")
-	defd(&t.AckWait, 60*time.Second)
+	def(&t.RequestStream, wire.RequestStream)
+	defs(&t.RequestSubjects, wire.RequestSubjects)
+	defs(&t.UrgentSubjects, wire.UrgentSubjects)
+	defd(&t.DedupeWindow, DefaultDedupeWindow)
+	def(&t.ResultStream, wire.ResultStream)
+	defs(&t.ResultSubjects, wire.ResultSubjects)
+	defd(&t.ResultMaxAge, DefaultResultMaxAge)
+	defd(&t.OutcomeDedupeWindow, DefaultOutcomeDedupeWindow)
+	def(&t.DeadStream, wire.DeadStream)
+	defs(&t.DeadSubjects, wire.DeadSubjects)
+	def(&t.Consumer, wire.Consumer)
+	defd(&t.AckWait, batch.DefaultAckWait)
 	if t.Replicas == 0 {
 		t.Replicas = 1
 	}

@@ -11,16 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats.go/jetstream"
-)
-
-// Headers of a dead letter, written by the worker.
-const (
-	headerError     = "Batch-Error"
-	headerAttempts  = "Batch-Attempts"
-	headerSubject   = "Batch-Subject"
-	headerStreamSeq = "Batch-Stream-Seq"
-	headerRequestID = "Batch-Request-Id"
 )
 
 // deadLetter is one message of the dead-letter stream; --json prints it.
@@ -59,17 +51,17 @@ func parseDeadLetter(m jetstream.Msg) (deadLetter, error) {
 		Seq:            meta.Sequence.Stream,
 		Time:           meta.Timestamp.UTC(),
 		Subject:        m.Subject(),
-		RequestSubject: h.Get(headerSubject),
-		ReplyTo:        h.Get(HeaderReplyTo),
-		Error:          h.Get(headerError),
+		RequestSubject: h.Get(wire.HeaderSubject),
+		ReplyTo:        h.Get(wire.HeaderReplyTo),
+		Error:          h.Get(wire.HeaderError),
 		Body:           string(m.Data()),
 	}
-	d.RequestSeq, _ = strconv.ParseUint(h.Get(headerStreamSeq), 10, 64)
-	d.Attempts, _ = strconv.Atoi(h.Get(headerAttempts))
+	d.RequestSeq, _ = strconv.ParseUint(h.Get(wire.HeaderStreamSeq), 10, 64)
+	d.Attempts, _ = strconv.Atoi(h.Get(wire.HeaderAttempts))
 	var body struct {
 		ID string `json:"id"`
 	}
-	d.ID = h.Get(headerRequestID)
+	d.ID = h.Get(wire.HeaderRequestID)
 	if json.Unmarshal(m.Data(), &body) == nil && body.ID != "" {
 		d.ID = body.ID
 	}
@@ -133,7 +125,7 @@ func deadFlags(cfg *deadConfig, getenv func(string) string) *flag.FlagSet {
 	fs := flag.NewFlagSet("dead", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfg.conn.register(fs, getenv)
-	fs.StringVar(&cfg.stream, "stream", defaultDeadStream, "dead-letter `stream`")
+	fs.StringVar(&cfg.stream, "stream", wire.DeadStream, "dead-letter `stream`")
 	fs.StringVar(&cfg.subject, "subject", allDead, "subject `filter` to read (ai.dead.<topic> for one topic)")
 	cfg.sel.register(fs)
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object per dead letter, with its body")

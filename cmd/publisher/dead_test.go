@@ -16,6 +16,7 @@ import (
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/client"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // deadLetters reads the dead-letter stream back.
@@ -34,12 +35,12 @@ func makeDeadLetters(t *testing.T, w *workerEnv) *client.Client {
 	defer cancel()
 	w.fake.FailNext(1000, http.StatusInternalServerError)
 	for _, id := range []string{"t-1", "t-2"} {
-		if _, err := c.Do(ctx, client.Request{ID: id, Input: "input of " + id}); !errors.Is(err, client.ErrFailed) {
+		if _, err := c.Do(ctx, wire.Request{ID: id, Input: "input of " + id}); !errors.Is(err, client.ErrFailed) {
 			t.Fatalf("do %s: %v, want a failed result", id, err)
 		}
 	}
 	w.fake.FailNext(0, 0)
-	if _, err := c.Do(ctx, client.Request{ID: "m-1", Input: "x", Model: "unknown-model"}); !errors.Is(err, client.ErrFailed) {
+	if _, err := c.Do(ctx, wire.Request{ID: "m-1", Input: "x", Model: "unknown-model"}); !errors.Is(err, client.ErrFailed) {
 		t.Fatalf("do m-1: %v, want a failed result", err)
 	}
 	if err := w.nc.Publish("ai.requests.dl", []byte(`{"id":"no-input"}`)); err != nil {
@@ -163,9 +164,9 @@ func TestReplay(t *testing.T) {
 	jetstreamtest.Eventually(t, 10*time.Second, "replayed requests answered", func() bool {
 		n := 0
 		for _, m := range jetstreamtest.Messages(t, w.js, w.topo.ResultStream) {
-			var r Result
+			var r wire.Result
 			_ = json.Unmarshal(m.Data, &r)
-			if m.Subject == c.ReplySubject() && r.Status == statusOK && strings.HasPrefix(r.ID, "t-") && r.Output == "processed: input of "+r.ID {
+			if m.Subject == c.ReplySubject() && r.Status == wire.StatusOK && strings.HasPrefix(r.ID, "t-") && r.Output == "processed: input of "+r.ID {
 				n++
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -88,12 +89,12 @@ func setup(t *testing.T) *testBundle {
 }
 
 // answerFunc returns the results a responder publishes for one request; the
-// responder fills in Batch and Usage where they are zero.
-type answerFunc func(req Request) []Result
+// responder fills in Batch and wire.Usage where they are zero.
+type answerFunc func(req wire.Request) []wire.Result
 
 // answerOK answers every request once with status ok.
-func answerOK(req Request) []Result {
-	return []Result{{ID: req.ID, Status: statusOK, Output: "echo: " + req.Input}}
+func answerOK(req wire.Request) []wire.Result {
+	return []wire.Result{{ID: req.ID, Status: wire.StatusOK, Output: "echo: " + req.Input}}
 }
 
 // seqOf returns n of an id "<run-id>-<n>", or 0.
@@ -135,29 +136,29 @@ func startResponder(t *testing.T, b *testBundle, answer answerFunc) {
 			if len(msgs) == 0 {
 				continue
 			}
-			info := BatchInfo{ID: nuid.Next(), Size: len(msgs), Trigger: "interval"}
+			info := wire.BatchInfo{ID: nuid.Next(), Size: len(msgs), Trigger: "interval"}
 			if len(msgs) == testBatchSize {
 				info.Trigger = "size"
 			}
 			for _, m := range msgs {
-				var req Request
+				var req wire.Request
 				if err := json.Unmarshal(m.Data(), &req); err != nil {
 					t.Errorf("responder: decode request: %v", err)
 					continue
 				}
 				for _, r := range answer(req) {
-					if r.Batch == (BatchInfo{}) {
+					if r.Batch == (wire.BatchInfo{}) {
 						r.Batch = info
 					}
-					if r.Usage == (Usage{}) {
-						r.Usage = Usage{InputTokens: int64(len(req.Input)), OutputTokens: 3}
+					if r.Usage == (wire.Usage{}) {
+						r.Usage = wire.Usage{InputTokens: int64(len(req.Input)), OutputTokens: 3}
 					}
 					data, err := json.Marshal(r)
 					if err != nil {
 						t.Errorf("responder: encode result: %v", err)
 						continue
 					}
-					if err := b.nc.Publish(m.Headers().Get(HeaderReplyTo), data); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+					if err := b.nc.Publish(m.Headers().Get(wire.HeaderReplyTo), data); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 						t.Errorf("responder: publish result: %v", err)
 					}
 				}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+
+	"github.com/aibatch/aibatch/wire"
 )
 
 // maxInputLine is the longest JSONL line readRequests accepts.
@@ -19,7 +21,7 @@ type requestDefaults struct {
 	model        string
 }
 
-func (d requestDefaults) apply(r *Request) {
+func (d requestDefaults) apply(r *wire.Request) {
 	if r.Instructions == "" {
 		r.Instructions = d.instructions
 	}
@@ -34,14 +36,14 @@ func requestID(runID string, n int) string {
 	return fmt.Sprintf("%s-%d", runID, n)
 }
 
-// readRequests reads one JSON Request per line from r. Blank lines are
+// readRequests reads one JSON request per line from r. Blank lines are
 // skipped; unknown fields, a missing "input" and ids used twice are errors
 // naming the line. A request without an id gets requestID(runID, n), n
 // counting requests from 1, so that its result can be matched.
-func readRequests(r io.Reader, runID string, defaults requestDefaults) ([]Request, error) {
+func readRequests(r io.Reader, runID string, defaults requestDefaults) ([]wire.Request, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxInputLine)
-	var reqs []Request
+	var reqs []wire.Request
 	seen := make(map[string]int)
 	for line := 1; sc.Scan(); line++ {
 		b := bytes.TrimSpace(sc.Bytes())
@@ -72,28 +74,31 @@ func readRequests(r io.Reader, runID string, defaults requestDefaults) ([]Reques
 }
 
 // decodeRequest decodes and validates one JSONL line.
-func decodeRequest(b []byte) (Request, error) {
-	var req Request
+func decodeRequest(b []byte) (wire.Request, error) {
+	var req wire.Request
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return Request{}, fmt.Errorf("decode request: %w", err)
+		return wire.Request{}, fmt.Errorf("decode request: %w", err)
 	}
 	if dec.More() {
-		return Request{}, errors.New("decode request: more than one JSON value on the line")
+		return wire.Request{}, errors.New("decode request: more than one JSON value on the line")
 	}
-	if err := req.validate(); err != nil {
-		return Request{}, err
+	if bytes.Equal(bytes.TrimSpace(req.Metadata), []byte("null")) {
+		req.Metadata = nil // the same as no metadata; the result then carries none
+	}
+	if err := req.Validate(); err != nil {
+		return wire.Request{}, err
 	}
 	return req, nil
 }
 
 // syntheticRequests makes n short, varied sensor observations with ids
 // requestID(runID, 1..n). The texts are the same on every run.
-func syntheticRequests(n int, runID string, defaults requestDefaults) []Request {
+func syntheticRequests(n int, runID string, defaults requestDefaults) []wire.Request {
 	rng := rand.New(rand.NewPCG(1, 2))
 	directions := []string{"N", "NE", "E", "SE", "S", "SW", "W", "NW"}
-	reqs := make([]Request, n)
+	reqs := make([]wire.Request, n)
 	for i := range reqs {
 		seq := i + 1
 		var text string
@@ -109,7 +114,7 @@ func syntheticRequests(n int, runID string, defaults requestDefaults) []Request 
 		default:
 			text = fmt.Sprintf("observation %d: door %d opened %d times in the last hour", seq, rng.IntN(20)+1, rng.IntN(40))
 		}
-		reqs[i] = Request{ID: requestID(runID, seq), Input: text}
+		reqs[i] = wire.Request{ID: requestID(runID, seq), Input: text}
 		defaults.apply(&reqs[i])
 	}
 	return reqs

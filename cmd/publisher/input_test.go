@@ -1,8 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/aibatch/aibatch/wire"
 )
 
 func TestReadRequestsErrors(t *testing.T) {
@@ -11,13 +14,12 @@ func TestReadRequestsErrors(t *testing.T) {
 		name, input, want string
 	}{
 		{name: "empty", input: "\n\n", want: "no requests"},
-		{name: "no input", input: `{"id":"a"}`, want: `line 1: "input" is required`},
-		{name: "blank input", input: `{"input":"  "}`, want: `"input" is required`},
+		{name: "no input", input: `{"id":"a"}`, want: `line 1: invalid request: "input" is missing or empty`},
+		{name: "blank input", input: `{"input":"  "}`, want: `"input" is missing or empty`},
 		{name: "unknown field", input: `{"input":"x","instruction":"typo"}`, want: `unknown field "instruction"`},
 		{name: "not json", input: "{\"input\":\"x\"}\nhello", want: "line 2: decode request"},
 		{name: "two values", input: `{"input":"x"} {"input":"y"}`, want: "more than one JSON value"},
 		{name: "negative tokens", input: `{"input":"x","max_output_tokens":-1}`, want: `"max_output_tokens" is -1`},
-		{name: "metadata not object", input: `{"input":"x","metadata":[1]}`, want: `"metadata" must be a JSON object`},
 		{name: "duplicate id", input: "{\"id\":\"a\",\"input\":\"x\"}\n\n{\"id\":\"a\",\"input\":\"y\"}", want: `line 3: id "a" already used on line 1`},
 		{name: "generated id taken", input: "{\"id\":\"run-2\",\"input\":\"x\"}\n{\"input\":\"y\"}", want: `line 2: id "run-2" already used on line 1`},
 	}
@@ -35,21 +37,23 @@ func TestReadRequestsErrors(t *testing.T) {
 func TestReadRequests(t *testing.T) {
 	t.Parallel()
 	in := `{"input":"a","metadata":null}
-{"id":"x","input":"b","model":"own"}`
+{"id":"x","input":"b","model":"own"}
+{"id":"y","input":"c","metadata":[1,"any JSON value"]}`
 	reqs, err := readRequests(strings.NewReader(in), "run", requestDefaults{instructions: "i", model: "m"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Request{
+	want := []wire.Request{
 		{ID: "run-1", Input: "a", Instructions: "i", Model: "m"},
 		{ID: "x", Input: "b", Instructions: "i", Model: "own"},
+		{ID: "y", Input: "c", Instructions: "i", Model: "m", Metadata: json.RawMessage(`[1,"any JSON value"]`)},
 	}
 	if len(reqs) != len(want) {
 		t.Fatalf("got %d requests, want %d", len(reqs), len(want))
 	}
 	for i := range want {
 		if got := reqs[i]; got.ID != want[i].ID || got.Input != want[i].Input || got.Instructions != want[i].Instructions ||
-			got.Model != want[i].Model || got.Metadata != nil {
+			got.Model != want[i].Model || string(got.Metadata) != string(want[i].Metadata) {
 			t.Errorf("request %d = %+v, want %+v", i, got, want[i])
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -29,9 +30,9 @@ func replayFlags(cfg *replayConfig, getenv func(string) string) *flag.FlagSet {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfg.conn.register(fs, getenv)
-	fs.StringVar(&cfg.stream, "stream", defaultDeadStream, "dead-letter `stream`")
+	fs.StringVar(&cfg.stream, "stream", wire.DeadStream, "dead-letter `stream`")
 	fs.StringVar(&cfg.subject, "subject", allDead, "subject `filter` of the dead letters to consider")
-	fs.StringVar(&cfg.requestStream, "request-stream", defaultRequestStream, "`stream` the re-published requests must land in")
+	fs.StringVar(&cfg.requestStream, "request-stream", wire.RequestStream, "`stream` the re-published requests must land in")
 	fs.BoolVar(&cfg.all, "all", false, "replay every dead letter on --subject")
 	cfg.sel.register(fs)
 	fs.BoolVar(&cfg.dryRun, "dry-run", false, "list what would be replayed, change nothing")
@@ -163,16 +164,16 @@ func (a *app) replay(ctx context.Context, args []string) int {
 // sequence.
 func (a *app) replayOne(ctx context.Context, js jetstream.JetStream, dead jetstream.Stream, cfg *replayConfig, d deadLetter) (uint64, error) {
 	if !validSubject(d.RequestSubject) {
-		return 0, fmt.Errorf("its %s header %q is not a subject to publish to", headerSubject, d.RequestSubject)
+		return 0, fmt.Errorf("its %s header %q is not a subject to publish to", wire.HeaderSubject, d.RequestSubject)
 	}
 	m := nats.NewMsg(d.RequestSubject)
 	m.Data = []byte(d.Body)
 	if d.ReplyTo != "" {
-		m.Header.Set(HeaderReplyTo, d.ReplyTo)
+		m.Header.Set(wire.HeaderReplyTo, d.ReplyTo)
 	}
 	if d.ID != "" {
 		// The new result keeps the original id even when the body has none.
-		m.Header.Set(headerRequestID, d.ID)
+		m.Header.Set(wire.HeaderRequestID, d.ID)
 	}
 	pctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()

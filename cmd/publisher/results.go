@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -30,7 +31,7 @@ func resultsFlags(cfg *resultsConfig, getenv func(string) string) *flag.FlagSet 
 	fs := flag.NewFlagSet("results", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfg.conn.register(fs, getenv)
-	fs.StringVar(&cfg.stream, "stream", defaultResultStream, "result `stream`")
+	fs.StringVar(&cfg.stream, "stream", wire.ResultStream, "result `stream`")
 	fs.StringVar(&cfg.subject, "subject", allResults, "subject `filter` to read (a send --wait run's is ai.results.publisher.<run-id>)")
 	fs.BoolVar(&cfg.fromStart, "from-start", false, "print the stored results first, oldest first (default: only results stored from now on)")
 	fs.BoolVar(&cfg.follow, "follow", true, "keep printing new results; --follow=false stops at the end of the stream")
@@ -104,7 +105,7 @@ func (a *app) results(ctx context.Context, args []string) int {
 	printed := make(map[string]bool)
 	failed := false
 	handle := func(m jetstream.Msg) (more bool) {
-		var r Result
+		var r wire.Result
 		if err := json.Unmarshal(m.Data(), &r); err != nil || r.ID == "" {
 			fmt.Fprintf(a.stderr, "publisher results: skipping a message on %s that is not a result: %.80q\n", m.Subject(), m.Data())
 			return true
@@ -113,7 +114,7 @@ func (a *app) results(ctx context.Context, args []string) int {
 			return true
 		}
 		printed[r.ID] = true
-		failed = failed || r.Status != statusOK
+		failed = failed || r.Status != wire.StatusOK
 		if err := a.printResult(m, r, cfg.json); err != nil {
 			fmt.Fprintf(a.stderr, "publisher results: %v\n", err)
 			return false
@@ -184,7 +185,7 @@ func followResults(ctx context.Context, js jetstream.JetStream, cfg *resultsConf
 }
 
 // printResult writes one result: its body with --json, else a line.
-func (a *app) printResult(m jetstream.Msg, r Result, asJSON bool) error {
+func (a *app) printResult(m jetstream.Msg, r wire.Result, asJSON bool) error {
 	var err error
 	if asJSON {
 		_, err = fmt.Fprintf(a.stdout, "%s\n", m.Data())
@@ -194,7 +195,7 @@ func (a *app) printResult(m jetstream.Msg, r Result, asJSON bool) error {
 			stored = meta.Timestamp.UTC().Format(time.RFC3339Nano)
 		}
 		text := r.Output
-		if r.Status != statusOK {
+		if r.Status != wire.StatusOK {
 			text = r.Error
 		}
 		_, err = fmt.Fprintf(a.stdout, "%s %s %s %s %s\n", stored, m.Subject(), r.ID, r.Status, oneLine(text))

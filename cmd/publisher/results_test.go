@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/client"
+	"github.com/aibatch/aibatch/wire"
 )
 
 func TestResults(t *testing.T) {
@@ -20,7 +21,7 @@ func TestResults(t *testing.T) {
 	c := w.newClient(t, "res")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	for _, r := range []client.Request{
+	for _, r := range []wire.Request{
 		{ID: "a", Input: "first"},
 		{ID: "b", Input: "second", Model: "unknown-model"},
 		{ID: "c", Input: "third\nline"},
@@ -84,7 +85,7 @@ func TestResultsJSON(t *testing.T) {
 	c := w.newClient(t, "json")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	want, err := c.Do(ctx, client.Request{ID: "j", Input: "json please", Metadata: json.RawMessage(`{"k":1}`)})
+	want, err := c.Do(ctx, wire.Request{ID: "j", Input: "json please", Metadata: json.RawMessage(`{"k":1}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestResultsJSON(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
-	var got Result
+	var got wire.Result
 	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
 		t.Fatalf("decode %q: %v", stdout, err)
 	}
@@ -127,7 +128,7 @@ func TestResultsFollow(t *testing.T) {
 	c := w.newClient(t, "follow")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if _, err := c.Do(ctx, client.Request{ID: "old", Input: "before"}); err != nil {
+	if _, err := c.Do(ctx, wire.Request{ID: "old", Input: "before"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -154,7 +155,7 @@ func TestResultsFollow(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := c.Do(ctx, client.Request{ID: "new", Input: "after"}); err != nil {
+	if _, err := c.Do(ctx, wire.Request{ID: "new", Input: "after"}); err != nil {
 		t.Fatal(err)
 	}
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -61,7 +62,7 @@ func sendFlags(cfg *sendConfig, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&cfg.stream, "stream", "AI_REQUESTS", "JetStream `stream` that must capture --subject (the worker creates it)")
 	fs.StringVar(&cfg.subject, "subject", requestsPrefix+"demo", "`subject` to publish requests to; --urgent makes the default "+urgentPrefix+"demo")
 	fs.BoolVar(&cfg.urgent, "urgent", false, "publish to "+urgentPrefix+"demo unless --subject is given")
-	fs.StringVar(&cfg.replyTo, "reply-to", "", "Batch-Reply-To `subject` without --wait (default "+resultsPrefix+"<topic> of --subject)")
+	fs.StringVar(&cfg.replyTo, "reply-to", "", "Batch-Reply-To `subject` without --wait (default "+wire.ResultPrefix+".<topic> of --subject)")
 	fs.StringVar(&cfg.file, "file", "", "read JSONL requests from `path` (- = stdin)")
 	fs.IntVar(&cfg.synthetic, "synthetic", 0, "generate `N` synthetic observations instead of reading --file")
 	fs.StringVar(&cfg.instructions, "instructions", "", "instructions for requests that set none")
@@ -238,7 +239,7 @@ Flags:
 }
 
 // loadRequests reads --file or generates --synthetic requests.
-func (a *app) loadRequests(cfg *sendConfig, runID string) ([]Request, error) {
+func (a *app) loadRequests(cfg *sendConfig, runID string) ([]wire.Request, error) {
 	defaults := requestDefaults{instructions: cfg.instructions, model: cfg.model}
 	if cfg.synthetic > 0 {
 		return syntheticRequests(cfg.synthetic, runID, defaults), nil
@@ -262,7 +263,7 @@ func (a *app) loadRequests(cfg *sendConfig, runID string) ([]Request, error) {
 // sendRequests waits for NATS and the stream, publishes reqs, waits for their
 // PubAcks (and with cfg.wait their results) and summarizes the run. An error
 // means nothing was published.
-func (a *app) sendRequests(ctx context.Context, cfg *sendConfig, runID string, reqs []Request) (Summary, error) {
+func (a *app) sendRequests(ctx context.Context, cfg *sendConfig, runID string, reqs []wire.Request) (Summary, error) {
 	tr := newTracker(reqs, runID, cfg.wait)
 	// slots bounds the publishes waiting for a PubAck; a PubAck or a publish
 	// error frees one.
@@ -287,11 +288,11 @@ func (a *app) sendRequests(ctx context.Context, cfg *sendConfig, runID string, r
 		jsOpt: []jetstream.JetStreamOpt{
 			jetstream.WithPublishAsyncTimeout(pubAckTimeout),
 			jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
-				tr.acked(m.Header.Get(HeaderMsgID), time.Now())
+				tr.acked(m.Header.Get(wire.HeaderMsgID), time.Now())
 				release()
 			}),
 			jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
-				tr.publishFailed(m.Header.Get(HeaderMsgID), err)
+				tr.publishFailed(m.Header.Get(wire.HeaderMsgID), err)
 				release()
 			}),
 		},
@@ -304,7 +305,7 @@ func (a *app) sendRequests(ctx context.Context, cfg *sendConfig, runID string, r
 	if cfg.wait {
 		sub, err := nc.Subscribe(cfg.replyTo, func(m *nats.Msg) {
 			at := time.Now()
-			var r Result
+			var r wire.Result
 			if err := json.Unmarshal(m.Data, &r); err != nil || r.ID == "" {
 				tr.invalidResult()
 				return
@@ -360,7 +361,7 @@ func (a *app) sendRequests(ctx context.Context, cfg *sendConfig, runID string, r
 
 // publishAll publishes reqs in order, paced by cfg.rate, with at most
 // cap(slots) PubAcks outstanding. It reports whether ctx ended it early.
-func publishAll(ctx context.Context, js jetstream.JetStream, cfg *sendConfig, runID string, reqs []Request, tr *tracker, slots chan struct{}, release func()) (interrupted bool) {
+func publishAll(ctx context.Context, js jetstream.JetStream, cfg *sendConfig, runID string, reqs []wire.Request, tr *tracker, slots chan struct{}, release func()) (interrupted bool) {
 	var limiter *rate.Limiter
 	if cfg.rate > 0 {
 		limiter = rate.NewLimiter(rate.Limit(cfg.rate), 1)
@@ -388,8 +389,8 @@ func publishAll(ctx context.Context, js jetstream.JetStream, cfg *sendConfig, ru
 			continue
 		}
 		msg := &nats.Msg{Subject: cfg.subject, Data: body, Header: nats.Header{}}
-		msg.Header.Set(HeaderMsgID, msgID)
-		msg.Header.Set(HeaderReplyTo, cfg.replyTo)
+		msg.Header.Set(wire.HeaderMsgID, msgID)
+		msg.Header.Set(wire.HeaderReplyTo, cfg.replyTo)
 		if _, err := js.PublishMsgAsync(msg, jetstream.WithExpectStream(cfg.stream)); err != nil {
 			tr.publishFailed(msgID, err)
 			release()

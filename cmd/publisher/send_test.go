@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -117,11 +118,11 @@ func TestSendFile(t *testing.T) {
 				if !jsonEqual(t, msg.Data, []byte(body)) {
 					t.Errorf("message %d: body\n%s\nwant\n%s", i+1, msg.Data, body)
 				}
-				if got, want := msg.Header.Get(HeaderMsgID), fmt.Sprintf("%s-%d", s.RunID, i+1); got != want {
-					t.Errorf("message %d: %s %q, want %q", i+1, HeaderMsgID, got, want)
+				if got, want := msg.Header.Get(wire.HeaderMsgID), fmt.Sprintf("%s-%d", s.RunID, i+1); got != want {
+					t.Errorf("message %d: %s %q, want %q", i+1, wire.HeaderMsgID, got, want)
 				}
-				if got := msg.Header.Get(HeaderReplyTo); got != "ai.results.demo" {
-					t.Errorf("message %d: %s %q, want ai.results.demo", i+1, HeaderReplyTo, got)
+				if got := msg.Header.Get(wire.HeaderReplyTo); got != "ai.results.demo" {
+					t.Errorf("message %d: %s %q, want ai.results.demo", i+1, wire.HeaderReplyTo, got)
 				}
 			}
 		})
@@ -145,11 +146,11 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 func TestSendDuplicates(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	startResponder(t, b, func(req Request) []Result {
+	startResponder(t, b, func(req wire.Request) []wire.Result {
 		rs := answerOK(req)
 		// Not the last id: the run may end as soon as every id has one result.
 		if seqOf(req.ID)%10 == 1 {
-			rs = append(rs, Result{ID: req.ID, Status: statusError, Error: "late duplicate"})
+			rs = append(rs, wire.Result{ID: req.ID, Status: wire.StatusError, Error: "late duplicate"})
 		}
 		return rs
 	})
@@ -167,9 +168,9 @@ func TestSendDuplicates(t *testing.T) {
 func TestSendErrorResults(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	startResponder(t, b, func(req Request) []Result {
+	startResponder(t, b, func(req wire.Request) []wire.Result {
 		if seqOf(req.ID)%10 == 0 {
-			return []Result{{ID: req.ID, Status: statusError, Error: "provider refused"}}
+			return []wire.Result{{ID: req.ID, Status: wire.StatusError, Error: "provider refused"}}
 		}
 		return answerOK(req)
 	})
@@ -188,7 +189,7 @@ func TestSendErrorResults(t *testing.T) {
 func TestSendMissingResults(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	startResponder(t, b, func(req Request) []Result {
+	startResponder(t, b, func(req wire.Request) []wire.Result {
 		if seqOf(req.ID)%50 == 0 {
 			return nil
 		}

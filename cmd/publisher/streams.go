@@ -9,17 +9,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Stream and subject defaults of the worker's topology.
+// Subject filters that read every result or dead letter.
 const (
-	defaultRequestStream = "AI_REQUESTS"
-	defaultResultStream  = "AI_RESULTS"
-	defaultDeadStream    = "AI_DEAD"
-	allResults           = "ai.results.>"
-	allDead              = "ai.dead.>"
+	allResults = wire.ResultSubjects
+	allDead    = wire.DeadSubjects
 )
 
 // connFlags are the connection flags of the commands that read streams.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/aibatch/aibatch/wire"
 )
 
 // providerStatsTimeout bounds the GET of --provider-stats.
@@ -57,8 +59,8 @@ type Summary struct {
 	// batch.trigger; "(none)" stands for an empty trigger.
 	BatchesByTrigger map[string]int `json:"batches_by_trigger,omitempty"`
 	ResultsByTrigger map[string]int `json:"results_by_trigger,omitempty"`
-	// Usage sums the results' token usage.
-	Usage Usage `json:"usage"`
+	// wire.Usage sums the results' token usage.
+	Usage wire.Usage `json:"usage"`
 	// Latency is the time from a request's publish to its result's arrival.
 	Latency Latency `json:"latency_ms"`
 

@@ -5,6 +5,8 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"github.com/aibatch/aibatch/wire"
 )
 
 // maxListedIDs caps the ids and messages a summary lists by name.
@@ -25,7 +27,7 @@ const (
 
 // entry is one request of the run.
 type entry struct {
-	req       Request
+	req       wire.Request
 	msgID     string
 	ack       ackState
 	published time.Time
@@ -54,7 +56,7 @@ type tracker struct {
 	latencies                          []time.Duration
 	batchTrigger                       map[string]string
 	resultsByTrigger                   map[string]int
-	usage                              Usage
+	usage                              wire.Usage
 	dupIDs, errSamples                 []string
 
 	first, lastAck, lastResult time.Time
@@ -65,7 +67,7 @@ type tracker struct {
 // newTracker tracks reqs, whose n-th (from 1) has Nats-Msg-Id
 // requestID(runID, n). With wait, the run is done when every published
 // request has a result; without, when every publish is acked.
-func newTracker(reqs []Request, runID string, wait bool) *tracker {
+func newTracker(reqs []wire.Request, runID string, wait bool) *tracker {
 	t := &tracker{
 		wait:             wait,
 		done:             make(chan struct{}),
@@ -140,7 +142,7 @@ func (t *tracker) publishFailed(msgID string, err error) {
 }
 
 // result records a result that arrived at at.
-func (t *tracker) result(r Result, at time.Time) {
+func (t *tracker) result(r wire.Result, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -162,7 +164,7 @@ func (t *tracker) result(r Result, at time.Time) {
 	if t.wait && e.ack != ackFailed {
 		t.outstanding--
 	}
-	if r.Status == statusOK {
+	if r.Status == wire.StatusOK {
 		t.ok++
 	} else {
 		t.failed++
@@ -170,9 +172,9 @@ func (t *tracker) result(r Result, at time.Time) {
 	}
 	t.latencies = append(t.latencies, at.Sub(e.published))
 	if r.Batch.ID != "" {
-		t.batchTrigger[r.Batch.ID] = r.Batch.Trigger
+		t.batchTrigger[r.Batch.ID] = string(r.Batch.Trigger)
 	}
-	trigger := r.Batch.Trigger
+	trigger := string(r.Batch.Trigger)
 	if trigger == "" {
 		trigger = noTrigger
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aibatch/aibatch/client"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // TestSendStatsURL runs send --wait against a real worker whose stats are
@@ -24,7 +24,7 @@ func TestSendStatsURL(t *testing.T) {
 	// Calls made before the run must not be counted.
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if _, err := w.newClient(t, "warm-up").Do(ctx, client.Request{Input: "warm up"}); err != nil {
+	if _, err := w.newClient(t, "warm-up").Do(ctx, wire.Request{Input: "warm up"}); err != nil {
 		t.Fatal(err)
 	}
 

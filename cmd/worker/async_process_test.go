@@ -8,8 +8,8 @@ import (
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
-	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // The worker in async mode against the fake OpenAI Batch API over real HTTP:
@@ -46,7 +46,7 @@ func TestProcessAsyncResumesTheJobAfterACrash(t *testing.T) {
 	fake.CompleteJobs()
 	got := waitResults(t, js, 20, 40*time.Second)
 	for id, r := range got {
-		if r.Attempts != 2 || r.Batch.Trigger == batch.TriggerMaxWait {
+		if r.Attempts != 2 || r.Batch.Trigger == wire.TriggerMaxWait {
 			t.Fatalf("%s: attempts %d trigger %s; want the resumed job's answer on the second delivery", id, r.Attempts, r.Batch.Trigger)
 		}
 	}
@@ -81,7 +81,7 @@ func TestProcessAsyncFallsBackAtMaxWait(t *testing.T) {
 	publishRequests(t, js, "ai.requests.proc", 10)
 	got := waitResults(t, js, 10, 30*time.Second)
 	for id, r := range got {
-		if r.Batch.Trigger != batch.TriggerMaxWait || r.Attempts != 1 {
+		if r.Batch.Trigger != wire.TriggerMaxWait || r.Attempts != 1 {
 			t.Fatalf("%s: trigger %s attempts %d, want the max_wait fallback at the first attempt", id, r.Batch.Trigger, r.Attempts)
 		}
 	}

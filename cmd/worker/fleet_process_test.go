@@ -11,9 +11,9 @@ import (
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
-	"github.com/aibatch/aibatch/batch"
 	ajs "github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // publishFrom publishes requests r-from … r-(from+n-1) like publishRequests.
@@ -21,7 +21,7 @@ func publishFrom(t *testing.T, js natsjs.JetStream, subject string, from, n int)
 	t.Helper()
 	var futures []natsjs.PubAckFuture
 	for i := from; i < from+n; i++ {
-		body, _ := json.Marshal(batch.Request{ID: "r-" + strconv.Itoa(i), Input: "in " + strconv.Itoa(i)})
+		body, _ := json.Marshal(wire.Request{ID: "r-" + strconv.Itoa(i), Input: "in " + strconv.Itoa(i)})
 		f, err := js.PublishAsync(subject, body)
 		if err != nil {
 			t.Fatalf("publish: %v", err)

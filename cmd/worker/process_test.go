@@ -22,9 +22,9 @@ import (
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
-	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openaitest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // workerBin is the worker binary TestMain builds, with -race when the tests
@@ -236,7 +236,7 @@ func publishRequests(t *testing.T, js natsjs.JetStream, subject string, n int) {
 	t.Helper()
 	futures := make([]natsjs.PubAckFuture, 0, n)
 	for i := range n {
-		body, err := json.Marshal(batch.Request{ID: "r-" + strconv.Itoa(i), Input: "in " + strconv.Itoa(i)})
+		body, err := json.Marshal(wire.Request{ID: "r-" + strconv.Itoa(i), Input: "in " + strconv.Itoa(i)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,7 +261,7 @@ func publishRequests(t *testing.T, js natsjs.JetStream, subject string, n int) {
 // waitResults waits until AI_RESULTS holds n results and the request stream
 // is empty, then checks that requests r-0 … r-(n-1) have exactly one correct
 // result each on ai.results.proc, and returns them by id.
-func waitResults(t *testing.T, js natsjs.JetStream, n int, timeout time.Duration) map[string]batch.Result {
+func waitResults(t *testing.T, js natsjs.JetStream, n int, timeout time.Duration) map[string]wire.Result {
 	t.Helper()
 	jetstreamtest.Eventually(t, timeout, fmt.Sprintf("%d results stored", n), func() bool {
 		return jetstreamtest.Count(t, js, "AI_RESULTS") >= uint64(n)
@@ -269,9 +269,9 @@ func waitResults(t *testing.T, js natsjs.JetStream, n int, timeout time.Duration
 	jetstreamtest.Eventually(t, 10*time.Second, "every request acked", func() bool {
 		return jetstreamtest.Count(t, js, "AI_REQUESTS") == 0
 	})
-	byID := make(map[string]batch.Result)
+	byID := make(map[string]wire.Result)
 	for _, m := range jetstreamtest.Messages(t, js, "AI_RESULTS") {
-		var r batch.Result
+		var r wire.Result
 		if err := json.Unmarshal(m.Data, &r); err != nil {
 			t.Fatalf("result %d is not JSON: %v: %s", m.Sequence, err, m.Data)
 		}
@@ -292,7 +292,7 @@ func waitResults(t *testing.T, js natsjs.JetStream, n int, timeout time.Duration
 		if !ok {
 			t.Fatalf("no result for %s", id)
 		}
-		if want := openaitest.Answer("in " + strconv.Itoa(i)); r.Status != batch.StatusOK || r.Output != want {
+		if want := openaitest.Answer("in " + strconv.Itoa(i)); r.Status != wire.StatusOK || r.Output != want {
 			t.Fatalf("result %s: status %s output %q error %q, want ok %q", id, r.Status, r.Output, r.Error, want)
 		}
 	}
@@ -365,7 +365,7 @@ func TestProcessExternalServer(t *testing.T) {
 
 	got := waitResults(t, js, 200, 30*time.Second)
 	for id, r := range got {
-		if r.Batch.Trigger != batch.TriggerSize || r.Batch.Size != 50 || r.Attempts != 1 {
+		if r.Batch.Trigger != wire.TriggerSize || r.Batch.Size != 50 || r.Attempts != 1 {
 			t.Fatalf("result %s: batch %+v attempts %d, want a full batch of 50 at the first attempt", id, r.Batch, r.Attempts)
 		}
 	}
@@ -444,7 +444,7 @@ func TestProcessEmbeddedServerRestart(t *testing.T) {
 	logQueueOnFailure(t, js)
 	got := waitResults(t, js, 30, 30*time.Second)
 	for id, r := range got {
-		if r.Batch.Trigger != batch.TriggerSize || r.Batch.Size != 30 || r.Attempts != 1 {
+		if r.Batch.Trigger != wire.TriggerSize || r.Batch.Size != 30 || r.Attempts != 1 {
 			t.Fatalf("result %s: batch %+v attempts %d, want one full batch of 30 at the first attempt", id, r.Batch, r.Attempts)
 		}
 	}

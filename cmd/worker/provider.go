@@ -17,6 +17,7 @@ import (
 	"github.com/aibatch/aibatch/provider/httpapi"
 	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/provider/ratelimit"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // modesOf lists the BATCH_MODE values each PROVIDER supports.
@@ -159,7 +160,7 @@ func newAccountant(c config) (*cost.Accountant, error) {
 type costObserver struct{ a *cost.Accountant }
 
 func (o costObserver) CallFinished(c batch.CallReport)   { o.a.CallFinished(c) }
-func (costObserver) BatchFetched(batch.Trigger, int)     {}
+func (costObserver) BatchFetched(wire.Trigger, int)      {}
 func (costObserver) RequestFinished(batch.RequestReport) {}
 func (costObserver) RequestRetried()                     {}
 func (costObserver) BacklogRead(batch.Backlog)           {}

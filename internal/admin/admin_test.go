@@ -19,6 +19,7 @@ import (
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openai"
+	"github.com/aibatch/aibatch/wire"
 )
 
 func TestBatchStatsReflectForcedFlush(t *testing.T) {
@@ -58,7 +59,7 @@ func TestBatchStatsReflectForcedFlush(t *testing.T) {
 	if want := 1 - float64(calls)/float64(n); math.Abs(w.CallReduction-want) > 1e-9 {
 		t.Errorf("call_reduction = %v, want 1 - %d/%d = %v", w.CallReduction, calls, n, want)
 	}
-	if w.Triggers[batch.TriggerForced] != int64(wantBatches) {
+	if w.Triggers[wire.TriggerForced] != int64(wantBatches) {
 		t.Errorf("triggers = %v, want forced: %d", w.Triggers, wantBatches)
 	}
 	if w.LastFlushAt == nil || w.StartedAt == nil || w.LastFlushAt.Before(*w.StartedAt) {

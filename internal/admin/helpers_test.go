@@ -25,6 +25,7 @@ import (
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/provider/openaitest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 const (
@@ -223,7 +224,7 @@ func (b *bundle) publish(t *testing.T, n int) {
 	t.Helper()
 	ctx := testCtx(t)
 	for i := range n {
-		body, _ := json.Marshal(batch.Request{ID: "r-" + strconv.Itoa(i), Input: "observation " + strconv.Itoa(i), Model: models[i%len(models)]})
+		body, _ := json.Marshal(wire.Request{ID: "r-" + strconv.Itoa(i), Input: "observation " + strconv.Itoa(i), Model: models[i%len(models)]})
 		if _, err := b.js.Publish(ctx, requestSubject, body); err != nil {
 			t.Fatalf("publish request %d: %v", i, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/aibatch/aibatch/batch"
 	ajs "github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // StatsResponse is the body of GET /admin/batch-stats.
@@ -66,7 +67,7 @@ type WorkerStats struct {
 	// FallbackFlushes counts batches sent because a request waited MAX_WAIT.
 	FallbackFlushes int64 `json:"fallback_flushes"`
 	// Triggers counts batches by trigger.
-	Triggers map[batch.Trigger]int64 `json:"triggers"`
+	Triggers map[wire.Trigger]int64 `json:"triggers"`
 	// LastFlushAt is when a batch was last sent; null before the first.
 	LastFlushAt *time.Time `json:"last_flush_at"`
 	// NextFlushAt is when the next batch is due by the clock; null when

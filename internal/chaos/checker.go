@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/provider/openaitest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // storedMsg is one message read back from a stream.
@@ -125,7 +125,7 @@ func (f *findings) evidence() []string {
 
 // parsedResult is a stored result with where it was found.
 type parsedResult struct {
-	batch.Result
+	wire.Result
 	seq       uint64
 	streamSeq string
 }
@@ -162,7 +162,7 @@ func check(sent []*sentRequest, results, dead, leftover []storedMsg) findings {
 
 	resultsByID := make(map[string][]parsedResult)
 	for _, m := range results {
-		var r batch.Result
+		var r wire.Result
 		if err := json.Unmarshal(m.data, &r); err != nil {
 			f.violations++
 			f.note("unreadable result", "AI_RESULTS seq %d is not a result: %v: %.200q", m.seq, err, m.data)
@@ -173,15 +173,15 @@ func check(sent []*sentRequest, results, dead, leftover []storedMsg) findings {
 			f.note("phantom result", "AI_RESULTS seq %d has id %q, never sent: %.300s", m.seq, r.ID, m.data)
 			continue
 		}
-		resultsByID[r.ID] = append(resultsByID[r.ID], parsedResult{Result: r, seq: m.seq, streamSeq: m.header.Get(batch.HeaderStreamSeq)})
+		resultsByID[r.ID] = append(resultsByID[r.ID], parsedResult{Result: r, seq: m.seq, streamSeq: m.header.Get(wire.HeaderStreamSeq)})
 	}
 	deadByID := make(map[string][]storedMsg)
 	for _, m := range dead {
 		f.deadLetters++
-		id := m.header.Get(batch.HeaderRequestID)
+		id := m.header.Get(wire.HeaderRequestID)
 		if _, ok := byID[id]; !ok {
 			f.phantoms++
-			f.note("phantom dead letter", "AI_DEAD seq %d has %s %q, never sent (error %q)", m.seq, batch.HeaderRequestID, id, m.header.Get(batch.HeaderError))
+			f.note("phantom dead letter", "AI_DEAD seq %d has %s %q, never sent (error %q)", m.seq, wire.HeaderRequestID, id, m.header.Get(wire.HeaderError))
 			continue
 		}
 		deadByID[id] = append(deadByID[id], m)
@@ -193,7 +193,7 @@ func check(sent []*sentRequest, results, dead, leftover []storedMsg) findings {
 
 	for _, m := range leftover {
 		f.leftover++
-		id := m.header.Get(batch.HeaderMsgID)
+		id := m.header.Get(wire.HeaderMsgID)
 		if len(resultsByID[id]) > 0 || byID[id] == nil {
 			// A request without a result is counted as lost already.
 			f.violations++
@@ -236,11 +236,11 @@ func (f *findings) checkOne(s *sentRequest, rs []parsedResult, ds []storedMsg) {
 		f.maxQueuedBatch = max(f.maxQueuedBatch, queued)
 	}
 	switch r.Status {
-	case batch.StatusOK:
+	case wire.StatusOK:
 		f.resultsOK++
 		if len(ds) > 0 {
 			f.violations++
-			f.note("ok with dead letter", "request %s ended ok (AI_RESULTS seq %d) and has a dead letter (AI_DEAD seq %d: %q)", s.id, r.seq, ds[0].seq, ds[0].header.Get(batch.HeaderError))
+			f.note("ok with dead letter", "request %s ended ok (AI_RESULTS seq %d) and has a dead letter (AI_DEAD seq %d: %q)", s.id, r.seq, ds[0].seq, ds[0].header.Get(wire.HeaderError))
 		}
 		if s.poison != "" {
 			f.violations++
@@ -254,7 +254,7 @@ func (f *findings) checkOne(s *sentRequest, rs []parsedResult, ds []storedMsg) {
 			f.wrongOutputs++
 			f.note("wrong metadata", "request %s (AI_RESULTS seq %d): metadata %s, want %s", s.id, r.seq, got, s.meta)
 		}
-	case batch.StatusError:
+	case wire.StatusError:
 		f.resultsError++
 		if s.poison == "" {
 			if strings.Contains(r.Error, "gave up after") {
@@ -275,7 +275,7 @@ func (f *findings) checkOne(s *sentRequest, rs []parsedResult, ds []storedMsg) {
 			f.violations++
 			f.note("dead letter body changed", "request %s: AI_DEAD seq %d holds %d bytes, the request had %d", s.id, d.seq, len(d.data), len(s.body))
 		}
-		if got := d.header.Get(batch.HeaderStreamSeq); got != r.streamSeq {
+		if got := d.header.Get(wire.HeaderStreamSeq); got != r.streamSeq {
 			f.violations++
 			f.note("dead letter for another delivery", "request %s: result says request seq %s, dead letter (AI_DEAD seq %d) says %s", s.id, r.streamSeq, d.seq, got)
 		}

@@ -12,9 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openaitest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // world is what a checker test feeds check: requests sent and what the
@@ -35,26 +35,26 @@ func poisonReq(i int) *sentRequest {
 	return &sentRequest{id: "p-" + strconv.Itoa(i), poison: PoisonBinary, body: []byte{0xff, 1, 2}, accepted: true}
 }
 
-func (w *world) result(r batch.Result, reqSeq int) {
+func (w *world) result(r wire.Result, reqSeq int) {
 	body, _ := json.Marshal(r)
 	h := nats.Header{}
-	h.Set(batch.HeaderStreamSeq, strconv.Itoa(reqSeq))
+	h.Set(wire.HeaderStreamSeq, strconv.Itoa(reqSeq))
 	w.results = append(w.results, storedMsg{seq: uint64(len(w.results) + 1), header: h, data: body})
 }
 
 func (w *world) ok(s *sentRequest, reqSeq int) {
-	w.result(batch.Result{ID: s.id, Status: batch.StatusOK, Output: openaitest.Answer(s.input), Metadata: json.RawMessage(s.meta)}, reqSeq)
+	w.result(wire.Result{ID: s.id, Status: wire.StatusOK, Output: openaitest.Answer(s.input), Metadata: json.RawMessage(s.meta)}, reqSeq)
 }
 
 func (w *world) failed(s *sentRequest, reqSeq int, reason string) {
-	w.result(batch.Result{ID: s.id, Status: batch.StatusError, Error: reason}, reqSeq)
+	w.result(wire.Result{ID: s.id, Status: wire.StatusError, Error: reason}, reqSeq)
 }
 
 func (w *world) deadLetter(id string, body []byte, reqSeq int) {
 	h := nats.Header{}
-	h.Set(batch.HeaderRequestID, id)
-	h.Set(batch.HeaderStreamSeq, strconv.Itoa(reqSeq))
-	h.Set(batch.HeaderError, "invalid request")
+	h.Set(wire.HeaderRequestID, id)
+	h.Set(wire.HeaderStreamSeq, strconv.Itoa(reqSeq))
+	h.Set(wire.HeaderError, "invalid request")
 	w.dead = append(w.dead, storedMsg{seq: uint64(len(w.dead) + 1), header: h, data: body})
 }
 
@@ -83,40 +83,40 @@ func TestCheckFindsEveryBreach(t *testing.T) {
 		{"no result", func(w *world) { w.results = w.results[1:] }, func(f findings) bool { return f.lost == 1 }, "lost"},
 		{"no dead letter", func(w *world) { w.dead = nil }, func(f findings) bool { return f.lost == 1 }, "dead letter lost"},
 		{"result for an id never sent", func(w *world) {
-			w.result(batch.Result{ID: "never-sent", Status: batch.StatusOK}, 9)
+			w.result(wire.Result{ID: "never-sent", Status: wire.StatusOK}, 9)
 		}, func(f findings) bool { return f.phantoms == 1 }, "phantom result"},
 		{"dead letter for an id never sent", func(w *world) { w.deadLetter("never-sent", nil, 9) }, func(f findings) bool { return f.phantoms == 1 }, "phantom dead letter"},
 		{"another request's output", func(w *world) {
-			w.results[0].data, _ = json.Marshal(batch.Result{ID: w.sent[0].id, Status: batch.StatusOK, Output: openaitest.Answer(w.sent[1].input), Metadata: json.RawMessage(w.sent[0].meta)})
+			w.results[0].data, _ = json.Marshal(wire.Result{ID: w.sent[0].id, Status: wire.StatusOK, Output: openaitest.Answer(w.sent[1].input), Metadata: json.RawMessage(w.sent[0].meta)})
 		}, func(f findings) bool { return f.wrongOutputs == 1 }, "wrong output"},
 		{"another request's metadata", func(w *world) {
-			w.results[0].data, _ = json.Marshal(batch.Result{ID: w.sent[0].id, Status: batch.StatusOK, Output: openaitest.Answer(w.sent[0].input), Metadata: json.RawMessage(w.sent[1].meta)})
+			w.results[0].data, _ = json.Marshal(wire.Result{ID: w.sent[0].id, Status: wire.StatusOK, Output: openaitest.Answer(w.sent[0].input), Metadata: json.RawMessage(w.sent[1].meta)})
 		}, func(f findings) bool { return f.wrongOutputs == 1 }, "wrong metadata"},
 		{"poison ended ok", func(w *world) {
-			w.results[2].data, _ = json.Marshal(batch.Result{ID: w.sent[2].id, Status: batch.StatusOK, Output: "?"})
+			w.results[2].data, _ = json.Marshal(wire.Result{ID: w.sent[2].id, Status: wire.StatusOK, Output: "?"})
 		}, func(f findings) bool { return f.violations >= 1 }, "poison ended ok"},
 		{"normal request failed", func(w *world) {
-			w.results[0].data, _ = json.Marshal(batch.Result{ID: w.sent[0].id, Status: batch.StatusError, Error: "permanent provider error (HTTP 400)"})
+			w.results[0].data, _ = json.Marshal(wire.Result{ID: w.sent[0].id, Status: wire.StatusError, Error: "permanent provider error (HTTP 400)"})
 			w.deadLetter(w.sent[0].id, w.sent[0].body, 1)
 		}, func(f findings) bool { return f.violations == 1 }, "normal request failed"},
 		{"normal request used up its attempts", func(w *world) {
-			w.results[0].data, _ = json.Marshal(batch.Result{ID: w.sent[0].id, Status: batch.StatusError, Error: "gave up after 10 attempts: timeout"})
+			w.results[0].data, _ = json.Marshal(wire.Result{ID: w.sent[0].id, Status: wire.StatusError, Error: "gave up after 10 attempts: timeout"})
 			w.deadLetter(w.sent[0].id, w.sent[0].body, 1)
 		}, func(f findings) bool { return f.exhausted == 1 && f.violations == 0 }, "attempts used up (reported, not a breach)"},
 		{"ok with a dead letter", func(w *world) { w.deadLetter(w.sent[0].id, w.sent[0].body, 1) }, func(f findings) bool { return f.violations == 1 }, "ok with dead letter"},
 		{"dead letter body changed", func(w *world) { w.dead[0].data = []byte("changed") }, func(f findings) bool { return f.violations == 1 }, "dead letter body changed"},
-		{"dead letter of another delivery", func(w *world) { w.dead[0].header.Set(batch.HeaderStreamSeq, "7") }, func(f findings) bool { return f.violations == 1 }, "dead letter for another delivery"},
+		{"dead letter of another delivery", func(w *world) { w.dead[0].header.Set(wire.HeaderStreamSeq, "7") }, func(f findings) bool { return f.violations == 1 }, "dead letter for another delivery"},
 		{"unreadable result", func(w *world) {
 			w.results = append(w.results, storedMsg{seq: 99, data: []byte("{not json")})
 		}, func(f findings) bool { return f.violations == 1 }, "unreadable result"},
 		{"answered request left in the stream", func(w *world) {
 			h := nats.Header{}
-			h.Set(batch.HeaderMsgID, w.sent[0].id)
+			h.Set(wire.HeaderMsgID, w.sent[0].id)
 			w.leftover = append(w.leftover, storedMsg{seq: 1, subject: requestSubject, header: h})
 		}, func(f findings) bool { return f.leftover == 1 && f.violations == 1 && f.lost == 0 }, "left in AI_REQUESTS"},
 		{"unanswered request left in the stream", func(w *world) {
 			h := nats.Header{}
-			h.Set(batch.HeaderMsgID, w.sent[0].id)
+			h.Set(wire.HeaderMsgID, w.sent[0].id)
 			w.leftover = append(w.leftover, storedMsg{seq: 1, subject: requestSubject, header: h})
 			w.results = w.results[1:]
 		}, func(f findings) bool { return f.leftover == 1 && f.violations == 0 && f.lost == 1 }, "left in AI_REQUESTS"},
@@ -218,14 +218,14 @@ func TestPlanTrafficMixesPoisonOfEveryKind(t *testing.T) {
 			urgent++
 		}
 		if r.poison == "" {
-			var req batch.Request
+			var req wire.Request
 			if err := json.Unmarshal(r.body, &req); err != nil || req.ID != r.id || req.Input != r.input || string(req.Metadata) != r.meta {
 				t.Fatalf("normal request %s has body %s", r.id, r.body)
 			}
 			continue
 		}
 		seen[r.poison]++
-		var req batch.Request
+		var req wire.Request
 		err := json.Unmarshal(r.body, &req)
 		valid := err == nil && len(r.body) <= maxBytes && strings.TrimSpace(req.Input) != "" && req.MaxOutputTokens >= 0
 		if valid && r.poison != PoisonUnknownModel {

@@ -10,10 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/aibatch/aibatch/batch"
 )
 
 // PoisonKind is one kind of request that can never succeed. Each must end as
@@ -84,7 +83,7 @@ func planTraffic(scenario string, n int, poisonShare, urgentShare float64, maxRe
 		} else {
 			r.input = fmt.Sprintf("chaos %s request %d %08x", scenario, i, rng.Uint32())
 			r.meta = `{"n":` + strconv.Itoa(i) + `}`
-			req := batch.Request{ID: r.id, Input: r.input, Metadata: json.RawMessage(r.meta)}
+			req := wire.Request{ID: r.id, Input: r.input, Metadata: json.RawMessage(r.meta)}
 			if i%3 == 0 {
 				// A second group: requests share a call only with the same
 				// instructions.

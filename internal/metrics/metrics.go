@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // ModeCombined is the value of the mode label for calls that carry a whole
@@ -153,16 +154,16 @@ func (m *Metrics) RegisterInFlight(inFlight func() int64) error {
 }
 
 // BatchFetched counts a fetched batch and its requests.
-func (m *Metrics) BatchFetched(trigger batch.Trigger, size int) {
+func (m *Metrics) BatchFetched(trigger wire.Trigger, size int) {
 	m.batches.WithLabelValues(string(trigger)).Inc()
 	m.requests.WithLabelValues(string(trigger)).Add(float64(size))
 }
 
 // CallFinished counts a provider call, its size, latency and tokens.
 func (m *Metrics) CallFinished(c batch.CallReport) {
-	status := batch.StatusOK
+	status := wire.StatusOK
 	if c.Err != nil {
-		status = batch.StatusError
+		status = wire.StatusError
 	}
 	mode := m.SyncMode
 	if mode == "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/metrics"
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 func newMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry) {
@@ -56,9 +57,9 @@ func TestCounters(t *testing.T) {
 		{
 			name: "batches and requests by trigger",
 			observe: func(m *metrics.Metrics) {
-				m.BatchFetched(batch.TriggerSize, 50)
-				m.BatchFetched(batch.TriggerSize, 50)
-				m.BatchFetched(batch.TriggerInterval, 7)
+				m.BatchFetched(wire.TriggerSize, 50)
+				m.BatchFetched(wire.TriggerSize, 50)
+				m.BatchFetched(wire.TriggerInterval, 7)
 			},
 			want: []want{
 				{"batches", map[string]string{"trigger": "size"}, 2},
@@ -70,9 +71,9 @@ func TestCounters(t *testing.T) {
 		{
 			name: "results, dead letters and retries",
 			observe: func(m *metrics.Metrics) {
-				m.RequestFinished(batch.RequestReport{Status: batch.StatusOK, Attempts: 1})
-				m.RequestFinished(batch.RequestReport{Status: batch.StatusOK, Attempts: 2})
-				m.RequestFinished(batch.RequestReport{Status: batch.StatusError, DeadLettered: true, Attempts: 5})
+				m.RequestFinished(batch.RequestReport{Status: wire.StatusOK, Attempts: 1})
+				m.RequestFinished(batch.RequestReport{Status: wire.StatusOK, Attempts: 2})
+				m.RequestFinished(batch.RequestReport{Status: wire.StatusError, DeadLettered: true, Attempts: 5})
 				m.RequestRetried()
 				m.RequestRetried()
 				m.RequestRetried()
@@ -88,9 +89,9 @@ func TestCounters(t *testing.T) {
 			name: "calls by provider, trigger and status, and tokens",
 			observe: func(m *metrics.Metrics) {
 				u := provider.Usage{InputTokens: 120, OutputTokens: 45}
-				m.CallFinished(batch.CallReport{Provider: "openai", Model: "m1", Trigger: batch.TriggerSize, Size: 50, Latency: time.Second, Usage: u})
-				m.CallFinished(batch.CallReport{Provider: "openai", Model: "m1", Trigger: batch.TriggerSize, Size: 50, Latency: time.Second, Usage: u})
-				m.CallFinished(batch.CallReport{Provider: "openai", Model: "m2", Trigger: batch.TriggerUrgent, Size: 3, Latency: time.Second, Err: errors.New("503")})
+				m.CallFinished(batch.CallReport{Provider: "openai", Model: "m1", Trigger: wire.TriggerSize, Size: 50, Latency: time.Second, Usage: u})
+				m.CallFinished(batch.CallReport{Provider: "openai", Model: "m1", Trigger: wire.TriggerSize, Size: 50, Latency: time.Second, Usage: u})
+				m.CallFinished(batch.CallReport{Provider: "openai", Model: "m2", Trigger: wire.TriggerUrgent, Size: 3, Latency: time.Second, Err: errors.New("503")})
 			},
 			want: []want{
 				{"api_calls", map[string]string{"provider": "openai", "trigger": "size", "mode": metrics.ModeCombined, "status": "ok"}, 2},
@@ -118,10 +119,10 @@ func TestCounters(t *testing.T) {
 func TestHistograms(t *testing.T) {
 	t.Parallel()
 	m, reg := newMetrics(t)
-	m.CallFinished(batch.CallReport{Provider: "openai", Trigger: batch.TriggerSize, Size: 50, Latency: 1500 * time.Millisecond})
-	m.CallFinished(batch.CallReport{Provider: "openai", Trigger: batch.TriggerSize, Size: 30, Latency: 500 * time.Millisecond})
-	m.RequestFinished(batch.RequestReport{Status: batch.StatusOK, QueueWait: 2 * time.Second, Attempts: 1})
-	m.RequestFinished(batch.RequestReport{Status: batch.StatusOK, QueueWait: 4 * time.Second, Attempts: 3})
+	m.CallFinished(batch.CallReport{Provider: "openai", Trigger: wire.TriggerSize, Size: 50, Latency: 1500 * time.Millisecond})
+	m.CallFinished(batch.CallReport{Provider: "openai", Trigger: wire.TriggerSize, Size: 30, Latency: 500 * time.Millisecond})
+	m.RequestFinished(batch.RequestReport{Status: wire.StatusOK, QueueWait: 2 * time.Second, Attempts: 1})
+	m.RequestFinished(batch.RequestReport{Status: wire.StatusOK, QueueWait: 4 * time.Second, Attempts: 3})
 
 	tests := []struct {
 		name      string
@@ -201,9 +202,9 @@ func TestEveryMetricIsNamedAibatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Touch every vector so it has a series to gather.
-	m.BatchFetched(batch.TriggerForced, 1)
-	m.CallFinished(batch.CallReport{Provider: "p", Model: "m", Trigger: batch.TriggerForced, Size: 1, Usage: provider.Usage{InputTokens: 1, OutputTokens: 1}})
-	m.RequestFinished(batch.RequestReport{Status: batch.StatusOK, QueueWait: time.Millisecond, Attempts: 1})
+	m.BatchFetched(wire.TriggerForced, 1)
+	m.CallFinished(batch.CallReport{Provider: "p", Model: "m", Trigger: wire.TriggerForced, Size: 1, Usage: provider.Usage{InputTokens: 1, OutputTokens: 1}})
+	m.RequestFinished(batch.RequestReport{Status: wire.StatusOK, QueueWait: time.Millisecond, Attempts: 1})
 	n, err := testutil.GatherAndCount(reg)
 	if err != nil {
 		t.Fatalf("gather: %v", err)
