@@ -145,7 +145,7 @@ func BenchmarkDecodeMessage(b *testing.B) {
 	msg := benchMessages(1)[0]
 	m := newReqMeter(b, 1)
 	for range b.N {
-		if it := e.decode(msg); it.outcome != outcomePending {
+		if it := e.intake.read(msg); it.outcome != outcomeNone {
 			b.Fatalf("decode failed: %v", it.err)
 		}
 	}
@@ -159,16 +159,16 @@ func BenchmarkBuildCall(b *testing.B) {
 	e := newBenchEngine(b)
 	items := make([]*item, benchBatch)
 	for i, msg := range benchMessages(benchBatch) {
-		items[i] = e.decode(msg)
+		items[i] = e.intake.read(msg)
 	}
 	ctx := context.Background()
 	m := newReqMeter(b, benchBatch)
 	for range b.N {
 		for _, it := range items {
-			it.outcome = outcomePending
+			it.outcome = outcomeNone
 		}
 		for _, g := range groupForCalls(items) {
-			e.call(ctx, wire.TriggerSize, g)
+			e.caller.call(ctx, wire.TriggerSize, g)
 		}
 	}
 	m.report()
@@ -182,12 +182,12 @@ func BenchmarkBuildCall(b *testing.B) {
 // BenchmarkResultMessage encodes one answered request's result message.
 func BenchmarkResultMessage(b *testing.B) {
 	e := newBenchEngine(b)
-	it := e.decode(benchMessages(1)[0])
-	it.answer("echo: observation 1", provider.Usage{InputTokens: 125, OutputTokens: 10})
+	it := e.intake.read(benchMessages(1)[0])
+	it.answered("echo: observation 1", provider.Usage{InputTokens: 125, OutputTokens: 10})
 	it.batch = wire.BatchInfo{ID: "0123abcd-1", Size: benchBatch, Trigger: wire.TriggerSize}
 	m := newReqMeter(b, 1)
 	for range b.N {
-		if o := e.resultMsg(it); len(o.Data) == 0 {
+		if o := e.settler.out.resultMsg(it); len(o.Data) == 0 {
 			b.Fatal("empty result")
 		}
 	}

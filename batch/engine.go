@@ -2,8 +2,6 @@ package batch
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,46 +14,43 @@ import (
 	"github.com/aibatch/aibatch/wire"
 )
 
-// ErrStopped is returned by Flush when the engine is not running.
-var ErrStopped = errors.New("batch: engine is not running")
-
 // Engine collects requests into batches, calls the provider once per batch
 // and publishes one result per request. Create it with New and run it with
 // Run; it is safe for concurrent use.
+//
+// The engine is a pipeline of stages, each in its own file, data flowing one
+// way: the lanes fetch what the scheduler's rules say is due (lanes.go,
+// scheduler.go); the intake reads each message (item.go); the planner groups
+// requests into calls (planner.go); the caller makes them (caller.go,
+// caller_async.go); the settler stores each outcome and acks or hands back
+// the message (settler.go). Engine wires the stages and owns their
+// lifecycles.
 type Engine struct {
 	cfg      Config
+	log      *zap.Logger
+	observer Observer
+	stats    stats
+
 	queue    Queue
 	urgent   Queue
 	pub      Publisher
 	provider provider.Provider
-	async    provider.AsyncProvider // set in async mode
 	jobs     JobStore
-	log      *zap.Logger
-	observer Observer
 
-	batchSlots semaphore
-	// batchLaneInFlight counts the batch lane's requests in calls now.
-	batchLaneInFlight atomic.Int64
-	urgentSlots       semaphore
-	flushes           chan flushRequest
-	running           atomic.Bool
+	intake  intake
+	planner planner
+	caller  *caller
+	async   *asyncCaller // set in async mode
+	settler *settler
+
+	batchLane *batchLane
+	flushes   chan flushRequest
+	running   atomic.Bool
 
 	// procCtx is the context calls and publishes run under: it outlives
 	// Run's context by ShutdownTimeout so in-flight work can finish.
 	procCtx  context.Context
 	inflight sync.WaitGroup
-
-	instance string
-	// laneFilters are the request and urgent subject filters; a request's
-	// topic is what their > covers. forbiddenReplies adds the dead-letter
-	// subjects: no result may be sent there.
-	laneFilters      []string
-	forbiddenReplies []string
-	batchSeq         atomic.Uint64
-
-	retries retrySchedule
-
-	stats stats
 }
 
 // Option configures an Engine.
@@ -79,38 +74,59 @@ func New(cfg Config, q Queue, pub Publisher, p provider.Provider, opts ...Option
 	if q == nil || pub == nil || p == nil {
 		return nil, errors.New("batch: New needs a queue, a publisher and a provider")
 	}
-	var id [4]byte
-	_, _ = rand.Read(id[:])
 	e := &Engine{
-		cfg:         cfg,
-		queue:       q,
-		pub:         pub,
-		provider:    p,
-		log:         zap.NewNop(),
-		observer:    nopObserver{},
-		batchSlots:  newSemaphore(cfg.MaxInflight),
-		urgentSlots: newSemaphore(cfg.MaxInflight),
-		flushes:     make(chan flushRequest),
-		procCtx:     context.Background(),
-		instance:    hex.EncodeToString(id[:]),
+		cfg:      cfg,
+		queue:    q,
+		pub:      pub,
+		provider: p,
+		log:      zap.NewNop(),
+		observer: nopObserver{},
+		flushes:  make(chan flushRequest),
+		procCtx:  context.Background(),
 	}
-	e.laneFilters = append(append([]string{}, cfg.RequestSubjects...), cfg.UrgentSubjects...)
-	e.forbiddenReplies = append(append([]string{}, e.laneFilters...), cfg.DeadPrefix+".>")
 	for _, o := range opts {
 		o(e)
 	}
-	if cfg.Async {
-		ap, ok := p.(provider.AsyncProvider)
-		if !ok {
-			return nil, fmt.Errorf("%w: %s", ErrNoBatchAPI, p.Name())
-		}
-		if e.jobs == nil {
-			return nil, errors.New("batch: async mode needs a JobStore (WithJobStore)")
-		}
-		e.async = ap
+	if err := e.wire(); err != nil {
+		return nil, err
 	}
 	e.stats.started = time.Now()
 	return e, nil
+}
+
+// wire builds the stages from the engine's settings and dependencies.
+func (e *Engine) wire() error {
+	cfg := e.cfg
+	handBack := &handBacks{}
+	ids := newBatchIDs()
+	e.intake = newIntake(cfg)
+	e.planner = planner{maxBatchTokens: cfg.MaxBatchTokens}
+	e.settler = &settler{
+		pub:      e.pub,
+		out:      outgoing{resultPrefix: cfg.ResultPrefix, deadPrefix: cfg.DeadPrefix, maxResultBytes: cfg.MaxResultBytes},
+		retry:    retryPolicy{base: cfg.RetryBackoff, max: cfg.RetryMaxBackoff},
+		attempts: cfg.MaxDeliver,
+		ackWait:  cfg.AckWait,
+		handBack: handBack,
+		stats:    &e.stats,
+		observer: e.observer,
+		log:      e.log,
+	}
+	e.caller = &caller{provider: e.provider, timeout: cfg.CallTimeout, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+	if cfg.Async {
+		api, ok := e.provider.(provider.AsyncProvider)
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrNoBatchAPI, e.provider.Name())
+		}
+		if e.jobs == nil {
+			return errors.New("batch: async mode needs a JobStore (WithJobStore)")
+		}
+		e.async = &asyncCaller{api: api, jobs: e.jobs, sync: e.caller, settler: e.settler, poll: cfg.JobPollInterval,
+			maxWait: cfg.MaxWait, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+	}
+	e.batchLane = &batchLane{queue: e.queue, cfg: cfg, slots: newSemaphore(cfg.MaxInflight), dispatch: e.dispatch,
+		flushes: e.flushes, handBack: handBack, stats: &e.stats, observer: e.observer, log: e.log}
+	return nil
 }
 
 // Config returns the engine's effective settings.
@@ -128,21 +144,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.procCtx = procCtx
 
 	var lanes sync.WaitGroup
-	lanes.Add(1)
-	go func() {
-		defer lanes.Done()
-		if e.cfg.Immediate {
-			e.runLane(ctx, e.queue, wire.TriggerImmediate, e.batchSlots)
-		} else {
-			e.runBatchLane(ctx)
-		}
-	}()
+	if e.cfg.Immediate {
+		lanes.Go(func() { e.eagerLane(e.queue, wire.TriggerImmediate, 1).run(ctx) })
+	} else {
+		lanes.Go(func() { e.batchLane.run(ctx) })
+	}
 	if e.urgent != nil {
-		lanes.Add(1)
-		go func() {
-			defer lanes.Done()
-			e.runLane(ctx, e.urgent, wire.TriggerUrgent, e.urgentSlots)
-		}()
+		lanes.Go(func() { e.eagerLane(e.urgent, wire.TriggerUrgent, e.cfg.MaxBatchSize).run(ctx) })
 	}
 	<-ctx.Done()
 	e.log.Info("shutting down: no more fetches; in-flight calls may finish",
@@ -152,9 +160,11 @@ func (e *Engine) Run(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go func() { e.inflight.Wait(); close(done) }()
+	timeout := time.NewTimer(e.cfg.ShutdownTimeout)
+	defer timeout.Stop()
 	select {
 	case <-done:
-	case <-time.After(e.cfg.ShutdownTimeout):
+	case <-timeout.C:
 		e.log.Warn("shutdown timeout: handing unfinished requests back", zap.Duration("timeout", e.cfg.ShutdownTimeout))
 		cancelProc()
 		<-done
@@ -162,17 +172,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	return nil
 }
 
-// FlushReport says what a forced flush sent.
-type FlushReport struct {
-	// Batches counts the fetches sent to calls.
-	Batches int `json:"batches"`
-	// Requests counts the requests in them.
-	Requests int `json:"requests"`
-	// Err is set when the flush stopped early.
-	Err error `json:"-"`
+func (e *Engine) eagerLane(q Queue, trigger wire.Trigger, fetchMax int) *eagerLane {
+	return &eagerLane{queue: q, trigger: trigger, fetchMax: fetchMax, slots: newSemaphore(e.cfg.MaxInflight),
+		dispatch: e.dispatch, pollInterval: e.cfg.PollInterval, log: e.log}
 }
-
-type flushRequest struct{ reply chan FlushReport }
 
 // Flush sends every request waiting in the batch lane now, whatever the
 // schedule says, and reports what it sent; the calls themselves go on after
@@ -200,36 +203,48 @@ func (e *Engine) Flush(ctx context.Context) (FlushReport, error) {
 	}
 }
 
-// dispatch runs one fetched set of requests through calls and settlement in
-// its own goroutine, releasing slot when done.
-func (e *Engine) dispatch(trigger wire.Trigger, msgs []Message, slots semaphore) {
+// dispatch runs one fetched set of requests through the stages in its own
+// goroutine and calls release when done. A panic (a bug) must not take the
+// worker down: the settler hands the requests back, and it is logged loudly.
+func (e *Engine) dispatch(trigger wire.Trigger, msgs []Message, release func()) {
 	e.inflight.Add(1)
 	e.stats.inFlight.Add(int64(len(msgs)))
-	if slots == e.batchSlots {
-		e.batchLaneInFlight.Add(int64(len(msgs)))
-	}
 	go func() {
 		defer e.inflight.Done()
-		defer slots.release()
+		defer release()
 		defer e.stats.inFlight.Add(-int64(len(msgs)))
-		if slots == e.batchSlots {
-			defer e.batchLaneInFlight.Add(-int64(len(msgs)))
-		}
 		defer func() {
 			if r := recover(); r != nil {
-				// A bug must not take the worker down: hand the requests
-				// back so they are retried, and say so loudly.
 				e.log.Error("panic while processing batch; requests handed back", zap.Any("panic", r), zap.Int("size", len(msgs)))
-				for _, m := range msgs {
-					_ = m.Nak(e.cfg.RetryBackoff)
-				}
-				e.retries.add(time.Now().Add(e.cfg.RetryBackoff + retryGrace))
+				e.settler.handBackAll(msgs, e.cfg.RetryBackoff)
 			}
 		}()
 		e.process(e.procCtx, trigger, msgs)
 	}()
 }
 
-func (e *Engine) newBatchID() string {
-	return fmt.Sprintf("%s-%d", e.instance, e.batchSeq.Add(1))
+// process takes one fetched set of requests through the stages.
+func (e *Engine) process(ctx context.Context, trigger wire.Trigger, msgs []Message) {
+	e.stats.batchSent(trigger, len(msgs), time.Now())
+	e.observer.BatchFetched(trigger, len(msgs))
+	stop := keepAlive(msgs, e.cfg.AckWait/3)
+	defer stop()
+
+	items := make([]*item, len(msgs))
+	for i, m := range msgs {
+		items[i] = e.intake.read(m)
+	}
+	if e.async != nil && trigger != wire.TriggerUrgent {
+		var rejected []*item
+		for _, it := range items {
+			if it.outcome != outcomeNone {
+				rejected = append(rejected, it)
+			}
+		}
+		e.settler.settle(ctx, rejected)
+		e.async.callAll(ctx, trigger, items)
+		return
+	}
+	e.caller.callAll(ctx, trigger, e.planner.plan(items))
+	e.settler.settle(ctx, items)
 }

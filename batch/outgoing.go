@@ -1,0 +1,99 @@
+package batch
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/aibatch/aibatch/wire"
+)
+
+// outgoing builds the messages the settler publishes: a request's result
+// and its dead letter.
+type outgoing struct {
+	resultPrefix   string
+	deadPrefix     string
+	maxResultBytes int
+}
+
+// result builds the result message of an item with an outcome to store: ok
+// when answered, error otherwise. An answer too large for the broker rejects
+// the item with an error that says so, which fits.
+func (o outgoing) result(it *item) Outgoing {
+	msg := o.resultMsg(it)
+	if len(msg.Data) <= o.maxResultBytes {
+		return msg
+	}
+	it.reject(fmt.Errorf("result is %d bytes, over the %d bytes the broker accepts (output %d bytes, metadata %d bytes)",
+		len(msg.Data), o.maxResultBytes, len(it.output), len(it.req.Metadata)))
+	msg = o.resultMsg(it)
+	if len(msg.Data) > o.maxResultBytes {
+		it.req.Metadata = nil // the error result must get through
+		msg = o.resultMsg(it)
+	}
+	return msg
+}
+
+func (o outgoing) resultMsg(it *item) Outgoing {
+	r := wire.Result{
+		ID:       it.id,
+		Status:   wire.StatusOK,
+		Output:   it.output,
+		Model:    it.req.Model,
+		Metadata: it.req.Metadata,
+		Usage:    wire.Usage{InputTokens: it.usage.InputTokens, OutputTokens: it.usage.OutputTokens},
+		Batch:    it.batch,
+		QueuedMS: it.queued.Milliseconds(),
+		Attempts: int(it.d.NumDelivered),
+	}
+	if it.outcome != outcomeAnswered {
+		r.Status, r.Output, r.Error = wire.StatusError, "", errText(it.err)
+		if !json.Valid(r.Metadata) {
+			r.Metadata = nil
+		}
+	}
+	body, err := json.Marshal(r)
+	if err != nil {
+		// Only Metadata can make this fail; drop it rather than the result.
+		r.Metadata = nil
+		body, _ = json.Marshal(r)
+	}
+	subject := it.replyTo
+	if subject == "" {
+		subject = o.resultPrefix + "." + it.topic
+	}
+	return Outgoing{
+		Subject: subject,
+		MsgID:   wire.ResultMsgID(it.d.Stream, it.d.StreamSeq),
+		Header:  map[string]string{wire.HeaderStreamSeq: strconv.FormatUint(it.d.StreamSeq, 10)},
+		Data:    body,
+	}
+}
+
+// deadLetter builds the dead-letter copy of a failed request: the original
+// body, with the reason and attempts in headers.
+func (o outgoing) deadLetter(it *item) Outgoing {
+	h := map[string]string{
+		wire.HeaderError:     errText(it.err),
+		wire.HeaderAttempts:  strconv.FormatUint(it.d.NumDelivered, 10),
+		wire.HeaderSubject:   it.msg.Subject(),
+		wire.HeaderStreamSeq: strconv.FormatUint(it.d.StreamSeq, 10),
+		wire.HeaderRequestID: it.id,
+	}
+	if reply := it.msg.Header(wire.HeaderReplyTo); reply != "" {
+		h[wire.HeaderReplyTo] = reply
+	}
+	return Outgoing{
+		Subject: o.deadPrefix + "." + it.topic,
+		MsgID:   wire.DeadMsgID(it.d.Stream, it.d.StreamSeq),
+		Header:  h,
+		Data:    it.msg.Data(),
+	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

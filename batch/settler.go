@@ -1,0 +1,307 @@
+package batch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/aibatch/aibatch/wire"
+)
+
+// The settler is the only code that ends a request's message. Every request
+// fetched ends in exactly one of these ways:
+//
+//   - answered: the result (status ok) is stored, then the message is acked.
+//   - failed for good: the error result is stored on the reply subject and a
+//     copy of the request goes to the dead-letter stream, then the message is
+//     acked. Rejected requests, and failed ones out of attempts (MaxDeliver),
+//     end so.
+//   - retried: the message is handed back (Nak) with exponential backoff,
+//     honouring the provider's Retry-After. Failures a later attempt may
+//     not meet (transient provider errors, requests missing from an answer)
+//     are retried.
+//   - handed back at once: nothing concerning the request was found (the
+//     worker is shutting down, or a bug stopped its batch); another delivery
+//     takes it without waiting.
+//
+// Nothing is acked before its outcome is stored: a publish the broker does
+// not confirm hands the message back. Results and dead letters carry a
+// Nats-Msg-Id derived from the request's stream sequence, so a redelivered
+// request never stores a second one, and when the broker reports the result
+// as already stored the settler follows what that stored result says.
+
+// step is the next thing the settler does with one message.
+type step int
+
+const (
+	// stepStoreResult: publish the result (ok, or error with a dead letter
+	// to follow).
+	stepStoreResult step = iota + 1
+	// stepStoreDeadLetter: publish the dead letter of a stored error result.
+	stepStoreDeadLetter
+	// stepAck: the outcome is stored; end the message.
+	stepAck
+	// stepRetryLater: hand the message back after the retry backoff.
+	stepRetryLater
+	// stepHandBack: hand the message back for an immediate redelivery.
+	stepHandBack
+	// stepRetryStore: storing failed; hand the message back after
+	// RetryBackoff so the next delivery stores it.
+	stepRetryStore
+)
+
+// stored is what became of one publish.
+type stored int
+
+const (
+	notStored    stored = iota // not published yet
+	storedNow                  // the broker stored it
+	storedBefore               // the broker already held it (a redelivery)
+	storeFailed                // the broker did not confirm it
+)
+
+// facts is what the settler knows about one message at a point of its
+// settling.
+type facts struct {
+	outcome    outcome
+	attempts   int // deliveries including this one
+	maxDeliver int
+	result     stored
+	// resultIsError says whether the stored result (this attempt's, or an
+	// earlier one's when result is storedBefore) has status error.
+	resultIsError bool
+	dead          stored
+}
+
+// verdict is the settler's decision for one message.
+type verdict struct {
+	step step
+	// giveUp marks an error result for a request out of attempts.
+	giveUp bool
+}
+
+// decide is the settler's rule book: from what is known about a message, the
+// next step. It is called again after each publish until it says ack or hand
+// back.
+func decide(f facts) verdict {
+	switch f.result {
+	case notStored:
+		switch f.outcome {
+		case outcomeAnswered, outcomeRejected:
+			return verdict{step: stepStoreResult}
+		case outcomeFailed:
+			if f.attempts >= f.maxDeliver {
+				return verdict{step: stepStoreResult, giveUp: true}
+			}
+			return verdict{step: stepRetryLater}
+		default:
+			return verdict{step: stepHandBack}
+		}
+	case storeFailed:
+		return verdict{step: stepRetryStore}
+	}
+	if !f.resultIsError {
+		return verdict{step: stepAck}
+	}
+	switch f.dead {
+	case notStored:
+		return verdict{step: stepStoreDeadLetter}
+	case storeFailed:
+		return verdict{step: stepRetryStore}
+	default:
+		return verdict{step: stepAck}
+	}
+}
+
+// settleTimeout is the least time settling a batch's outcomes may take.
+const settleTimeout = 30 * time.Second
+
+// settler carries out decide's verdicts: it publishes results and dead
+// letters, and acks or hands back messages.
+type settler struct {
+	pub      Publisher
+	out      outgoing
+	retry    retryPolicy
+	attempts int // MaxDeliver
+	ackWait  time.Duration
+	handBack *handBacks
+	stats    *stats
+	observer Observer
+	log      *zap.Logger
+}
+
+// settle ends or hands back every item's message according to its outcome.
+// Publishing is given at least settleTimeout, past ctx's end: the outcome
+// was paid for, and progress reports keep the messages from redelivery
+// meanwhile.
+func (s *settler) settle(ctx context.Context, items []*item) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(s.ackWait, settleTimeout))
+	defer cancel()
+
+	// One jitter per settlement keeps a batch's retries together, so they
+	// come back as one batch, while batches of a fleet spread out.
+	jitter := 0.8 + 0.4*rand.Float64()
+	var storing []*item
+	var results []Outgoing
+	for _, it := range items {
+		v := decide(s.facts(it))
+		switch v.step {
+		case stepStoreResult:
+			if v.giveUp {
+				it.err = fmt.Errorf("gave up after %d attempts: %w", it.d.NumDelivered, it.err)
+			}
+			storing = append(storing, it)
+			results = append(results, s.out.result(it))
+		case stepRetryLater:
+			s.stats.retries.Add(1)
+			s.observer.RequestRetried()
+			s.nak(it, s.retry.delay(int(it.d.NumDelivered), it.retryAfter, jitter))
+		default:
+			s.nak(it, 0)
+		}
+	}
+	if len(storing) == 0 {
+		return
+	}
+	acks := s.pub.Publish(ctx, results)
+
+	var deadFor []*item
+	var deadLetters []Outgoing
+	for i, it := range storing {
+		f := s.facts(it)
+		f.result, f.resultIsError = stored(0), it.outcome != outcomeAnswered
+		switch ack := acks[i]; {
+		case ack.Err != nil:
+			s.log.Warn("store result", zap.String("id", it.id), zap.Error(ack.Err))
+			f.result = storeFailed
+		case ack.Duplicate:
+			// An earlier delivery stored a result: follow what it says.
+			f.result = storedBefore
+			f.resultIsError = s.storedResultIsError(ctx, ack.Sequence, it)
+		default:
+			f.result = storedNow
+			if f.resultIsError {
+				s.stats.resultsError.Add(1)
+			} else {
+				s.stats.resultsOK.Add(1)
+			}
+		}
+		switch decide(f).step {
+		case stepAck:
+			s.ack(it, wire.StatusOK, false)
+		case stepStoreDeadLetter:
+			deadFor = append(deadFor, it)
+			deadLetters = append(deadLetters, s.out.deadLetter(it))
+		default:
+			s.nak(it, s.retry.base)
+		}
+	}
+	if len(deadLetters) == 0 {
+		return
+	}
+	for i, ack := range s.pub.Publish(ctx, deadLetters) {
+		it := deadFor[i]
+		f := s.facts(it)
+		f.result, f.resultIsError, f.dead = storedNow, true, storedNow
+		switch {
+		case ack.Err != nil:
+			s.log.Warn("store dead letter", zap.String("id", it.id), zap.Error(ack.Err))
+			f.dead = storeFailed
+		case ack.Duplicate:
+			f.dead = storedBefore
+		default:
+			s.stats.deadLetters.Add(1)
+			s.log.Warn("request dead-lettered", zap.String("id", it.id), zap.String("subject", it.msg.Subject()),
+				zap.Uint64("stream_seq", it.d.StreamSeq), zap.Uint64("attempts", it.d.NumDelivered),
+				zap.String("error", deadLetters[i].Header[wire.HeaderError]))
+		}
+		if decide(f).step == stepAck {
+			s.ack(it, wire.StatusError, true)
+		} else {
+			s.nak(it, s.retry.base)
+		}
+	}
+}
+
+func (s *settler) facts(it *item) facts {
+	return facts{outcome: it.outcome, attempts: int(it.d.NumDelivered), maxDeliver: s.attempts}
+}
+
+// handBackAll returns msgs to the broker after delay, whatever happened to
+// them: the way out of a batch that a bug stopped. A message already ended
+// refuses the Nak, which is harmless.
+func (s *settler) handBackAll(msgs []Message, delay time.Duration) {
+	for _, m := range msgs {
+		_ = m.Nak(delay)
+	}
+	s.handBack.add(time.Now().Add(delay + retryGrace))
+}
+
+// nak returns the request to the broker for another delivery after delay,
+// and tells the scheduler to look for it then.
+func (s *settler) nak(it *item, delay time.Duration) {
+	if err := it.msg.Nak(delay); err != nil {
+		// Without the Nak the broker redelivers after AckWait instead.
+		s.log.Warn("hand back request", zap.String("id", it.id), zap.Error(err))
+		delay = s.ackWait
+	}
+	if delay > 0 {
+		s.handBack.add(time.Now().Add(delay + retryGrace))
+	}
+}
+
+// ack ends a request whose outcome is stored.
+func (s *settler) ack(it *item, status string, deadLettered bool) {
+	if err := it.msg.Ack(); err != nil {
+		// The outcome is stored; the redelivery after AckWait finds it by
+		// its Nats-Msg-Id, so look for it then.
+		s.log.Warn("ack request", zap.String("id", it.id), zap.Error(err))
+		s.handBack.add(time.Now().Add(s.ackWait + retryGrace))
+	}
+	s.observer.RequestFinished(RequestReport{Status: status, DeadLettered: deadLettered, QueueWait: it.queued, Attempts: int(it.d.NumDelivered)})
+}
+
+// storedResultIsError reads the result an earlier delivery stored and
+// reports whether it was an error, taking its reason for the dead letter.
+// When it cannot be read, this attempt's view stands.
+func (s *settler) storedResultIsError(ctx context.Context, seq uint64, it *item) bool {
+	mine := it.outcome != outcomeAnswered
+	body, err := s.pub.StoredResult(ctx, seq)
+	if err != nil {
+		s.log.Warn("read stored result", zap.Uint64("seq", seq), zap.Error(err))
+		return mine
+	}
+	var r wire.Result
+	if err := json.Unmarshal(body, &r); err != nil {
+		return mine
+	}
+	if r.Status == wire.StatusError {
+		it.err = storedReason(r.Error)
+	}
+	return r.Status == wire.StatusError
+}
+
+// storedReason is the reason an earlier delivery stored, as an error.
+type storedReason string
+
+func (r storedReason) Error() string { return string(r) }
+
+// retryPolicy is the delay before a request's next attempt: base doubled per
+// attempt so far, capped at max, scaled by a jitter (0.8 to 1.2) so a
+// fleet's retries do not arrive at once, and never shorter than the
+// provider's Retry-After.
+type retryPolicy struct{ base, max time.Duration }
+
+func (p retryPolicy) delay(attempt int, retryAfter time.Duration, jitter float64) time.Duration {
+	d := p.base
+	for i := 1; i < attempt && d < p.max; i++ {
+		d *= 2
+	}
+	d = min(d, p.max)
+	d = time.Duration(float64(d) * jitter)
+	return max(d, retryAfter)
+}
