@@ -3,15 +3,27 @@
 // answer into exactly one result (or one error result and one dead letter)
 // before the request is acknowledged.
 //
-// The engine does not know NATS. It reads requests through a Queue and writes
-// results through a Publisher, both small interfaces declared here; the
-// jetstream package implements them on a JetStream stream. That keeps the
-// scheduling and outcome rules testable on their own, and lets end-to-end tests
-// use a real server.
+// The engine does not know NATS. It reads requests through a Queue and
+// writes results through a Publisher, small interfaces declared in
+// message.go; the jetstream package implements them on JetStream streams, and
+// batch/batchtest in memory for tests.
 //
-// Two files hold the rules a newcomer needs:
-//   - scheduler.go: WHEN a batch is sent (size, interval, max_wait, urgent,
-//     forced, immediate, retry).
-//   - outcome.go: WHAT each request's answer does to its message (ack, retry
-//     with backoff, or dead letter).
+// The engine is a pipeline of stages, each a small type in its own file,
+// data flowing one way:
+//
+//	stage      file                      job
+//	scheduler  scheduler.go, lanes.go    WHEN a batch is due (size, interval, max_wait,
+//	                                     retry, forced, urgent, immediate), and the fetch
+//	intake     item.go                   reads each message; rejects what can never succeed
+//	planner    planner.go                WHICH requests share a call (model, instructions,
+//	                                     token budget)
+//	caller     caller.go,                the provider calls (combined, or Batch API jobs),
+//	           caller_async.go           recording each request's answer or failure
+//	settler    settler.go, outgoing.go   WHAT each outcome does to its message: the only
+//	                                     code that acks or hands back (Nak), and publishes
+//	                                     results and dead letters
+//
+// Engine (engine.go) wires the stages and owns their lifecycles. The settler
+// tells the scheduler when handed-back requests return (handbacks.go), so the
+// lane fetches them then.
 package batch

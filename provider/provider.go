@@ -19,11 +19,18 @@ import (
 // Complete makes the calls needed for b (one combined call for providers that
 // support it) and returns the results it got, in any order, each naming the
 // Key of its request. A request that has no result in the returned slice is
-// treated by the caller as missing from the answer and retried later.
+// treated by the caller as missing from the answer.
 //
-// A non-nil error means the whole batch failed and none of the returned results
-// are used; wrap it in an *Error to say whether retrying can help. A failure
-// that concerns one request only is reported in that request's Result.Err.
+// A batch of one request is sent as a plain call, without the combined
+// answer format, so that a refusal or an error is that request's own: it is
+// reported in the request's Result.Err with ScopeRequest.
+//
+// A non-nil error means the whole batch failed and none of the returned
+// results are used. Wrap it in an *Error to say whether retrying can help and
+// whose failure it is (Scope): the caller spends a request's attempts only on
+// failures of the request's own, splits a batch whose shape failed, and stops
+// calling a provider that cannot serve anyone. A failure that concerns one
+// request only is reported in that request's Result.Err.
 type Provider interface {
 	// Name is the provider's short name, as in the PROVIDER setting ("openai").
 	Name() string
@@ -43,6 +50,12 @@ type Batch struct {
 	Instructions string
 	// Requests holds at least one request. Keys are unique within the batch.
 	Requests []Request
+	// MaxOutputTokens is the call's output budget, planned by the caller
+	// to fit every request's expected answer within the model's limit; 0
+	// means the provider's default. It is the API's limit for the whole call
+	// (max_completion_tokens, max_tokens), never a sum of the requests' own
+	// caps.
+	MaxOutputTokens int
 }
 
 // Request is one prompt inside a batch.
@@ -51,7 +64,9 @@ type Request struct {
 	Key string
 	// Input is the prompt text; never empty.
 	Input string
-	// MaxOutputTokens caps the answer's length; 0 means the provider's default.
+	// MaxOutputTokens caps this request's answer; 0 means no cap of its
+	// own. In a plain (one-request) call it is the API's limit; in a combined
+	// call it is part of the planned budget only.
 	MaxOutputTokens int
 }
 
@@ -107,11 +122,63 @@ var ErrPermanent = errors.New("permanent provider error")
 // rate limit, an answer that could not be parsed). Check it with errors.Is.
 var ErrTransient = errors.New("transient provider error")
 
-// Error describes a provider failure: whether retrying can help, the HTTP
-// status when there was one, and how long the API asked callers to wait.
+// ErrUnknownModel is wrapped by the error of a call whose model the API does
+// not know (HTTP 404 model_not_found). The caller decides its scope: the
+// worker's own default model unknown is ScopeProvider, a model a request
+// named is that request's failure.
+var ErrUnknownModel = errors.New("the API does not know the model")
+
+// Scope says whose failure an error is.
+type Scope int
+
+const (
+	// ScopeUnknown: the provider did not say. The caller treats a permanent
+	// error of a call of several requests as ScopeBatch, of a one-request
+	// call as ScopeRequest, and a transient one as ScopeProvider.
+	ScopeUnknown Scope = iota
+	// ScopeRequest: the request failed alone: refused or rejected in a
+	// one-request call, or invalid for this API.
+	ScopeRequest
+	// ScopeBatch: the call's shape failed: the answer was cut off at the
+	// output limit, was not the expected JSON, left items out, or refused
+	// the combined call; or the prompt was too large. Smaller calls of the
+	// same requests may succeed.
+	ScopeBatch
+	// ScopeProvider: the provider cannot serve anyone right now: 5xx,
+	// overloaded, 429, timeouts, connection errors, 401 or 403.
+	ScopeProvider
+)
+
+// String returns the scope's name as logs and metrics spell it.
+func (s Scope) String() string {
+	switch s {
+	case ScopeRequest:
+		return "request"
+	case ScopeBatch:
+		return "batch"
+	case ScopeProvider:
+		return "provider"
+	}
+	return "unknown"
+}
+
+// ScopeOf returns the Scope of err's *Error, or ScopeUnknown.
+func ScopeOf(err error) Scope {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.Scope
+	}
+	return ScopeUnknown
+}
+
+// Error describes a provider failure: whether retrying can help, whose
+// failure it is, the HTTP status when there was one, and how long the API
+// asked callers to wait.
 type Error struct {
-	// Permanent is true when retrying cannot help.
+	// Permanent is true when retrying the same call cannot help.
 	Permanent bool
+	// Scope says whose failure it is; see Scope.
+	Scope Scope
 	// StatusCode is the HTTP status the API answered with; 0 when there was none.
 	StatusCode int
 	// RetryAfter is the wait the API asked for (Retry-After); 0 when none.
