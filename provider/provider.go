@@ -128,6 +128,16 @@ var ErrTransient = errors.New("transient provider error")
 // named is that request's failure.
 var ErrUnknownModel = errors.New("the API does not know the model")
 
+// ErrCutOff is wrapped by the error of a combined answer cut off at the
+// call's output limit (finish_reason "length", stop_reason "max_tokens"):
+// the call asked for more answers than fit, and a smaller one may not.
+var ErrCutOff = errors.New("answer cut off at the output limit")
+
+// ErrRefused is wrapped by the error of a call the model refused (OpenAI
+// message.refusal, Anthropic stop_reason "refusal"). A refusal says nothing
+// about the call's size.
+var ErrRefused = errors.New("the model refused")
+
 // Scope says whose failure an error is.
 type Scope int
 
