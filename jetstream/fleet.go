@@ -79,35 +79,47 @@ func (c FleetCounters) IsZero() bool { return c == FleetCounters{} }
 
 // FleetConfig names the key-value bucket that holds the fleet's totals.
 type FleetConfig struct {
-	// Bucket is the key-value bucket. Default "AI_STATS".
+	// Bucket is the key-value bucket. Default DefaultFleetBucket
+	// ("AI_STATS").
 	Bucket string
-	// Key is the key holding the totals. Default "totals".
+	// Key is the key holding the totals. Default DefaultFleetKey ("totals").
 	Key string
-	// Interval is how often Run adds this worker's new counts. Default 5s.
+	// Interval is how often Run adds this worker's new counts.
+	// Default DefaultFleetInterval (5s).
 	Interval time.Duration
-	// Replicas is the number of copies of the bucket. Default 1.
+	// Replicas is the number of copies of the bucket. Default
+	// DefaultReplicas (1).
 	Replicas int
 	// MaxConflicts bounds the compare-and-swap retries of one Add when other
-	// workers update the key at the same time. Default 100.
+	// workers update the key at the same time. Default
+	// DefaultFleetMaxConflicts (100).
 	MaxConflicts int
 }
+
+// Defaults of FleetConfig's fields.
+const (
+	DefaultFleetBucket       = "AI_STATS"
+	DefaultFleetKey          = "totals"
+	DefaultFleetInterval     = 5 * time.Second
+	DefaultFleetMaxConflicts = 100
+)
 
 // WithDefaults returns c with every unset field given its default.
 func (c FleetConfig) WithDefaults() FleetConfig {
 	if c.Bucket == "" {
-		c.Bucket = "AI_STATS"
+		c.Bucket = DefaultFleetBucket
 	}
 	if c.Key == "" {
-		c.Key = "totals"
+		c.Key = DefaultFleetKey
 	}
 	if c.Interval == 0 {
-		c.Interval = 5 * time.Second
+		c.Interval = DefaultFleetInterval
 	}
 	if c.Replicas == 0 {
-		c.Replicas = 1
+		c.Replicas = DefaultReplicas
 	}
 	if c.MaxConflicts == 0 {
-		c.MaxConflicts = 100
+		c.MaxConflicts = DefaultFleetMaxConflicts
 	}
 	return c
 }

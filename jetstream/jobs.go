@@ -25,25 +25,32 @@ var _ batch.JobStore = (*JobStore)(nil)
 
 // JobStoreConfig configures the job bucket.
 type JobStoreConfig struct {
-	// Bucket is the key-value bucket's name. Default "AI_JOBS".
+	// Bucket is the key-value bucket's name. Default DefaultJobBucket
+	// ("AI_JOBS").
 	Bucket string
 	// TTL is how long a record is kept; it must outlast the longest job
-	// (Batch APIs answer within 24 hours). Default 48h.
+	// (Batch APIs answer within 24 hours). Default DefaultJobTTL (48h).
 	TTL time.Duration
-	// Replicas is the bucket's number of copies. Default 1.
+	// Replicas is the bucket's number of copies. Default DefaultReplicas (1).
 	Replicas int
 }
+
+// Defaults of JobStoreConfig's fields.
+const (
+	DefaultJobBucket = "AI_JOBS"
+	DefaultJobTTL    = 48 * time.Hour
+)
 
 // EnsureJobStore creates the job bucket, or opens it if it exists.
 func EnsureJobStore(ctx context.Context, js jetstream.JetStream, cfg JobStoreConfig) (*JobStore, error) {
 	if cfg.Bucket == "" {
-		cfg.Bucket = "AI_JOBS"
+		cfg.Bucket = DefaultJobBucket
 	}
 	if cfg.TTL == 0 {
-		cfg.TTL = 48 * time.Hour
+		cfg.TTL = DefaultJobTTL
 	}
 	if cfg.Replicas == 0 {
-		cfg.Replicas = 1
+		cfg.Replicas = DefaultReplicas
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,

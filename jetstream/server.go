@@ -10,21 +10,30 @@ import (
 // ServerConfig configures the embedded NATS server.
 type ServerConfig struct {
 	// Host and Port are where the server listens for other processes.
-	// Port -1 picks a free port. Defaults 127.0.0.1 and 4222.
+	// Port -1 picks a free port. Defaults DefaultServerHost (127.0.0.1) and
+	// DefaultServerPort (4222).
 	Host string
 	Port int
 	// StoreDir holds JetStream's files; required. Requests survive a restart
 	// on the same directory.
 	StoreDir string
-	// Name is the server's name; default "aibatch".
+	// Name is the server's name; default DefaultServerName ("aibatch").
 	Name string
 	// ReadyTimeout bounds the wait for the server to accept connections.
-	// Default 10s.
+	// Default DefaultServerReadyTimeout (10s).
 	ReadyTimeout time.Duration
 	// Options, when set, is used as the base of the server's options, for
 	// settings this struct does not name (TLS, authorization, clustering).
 	Options *server.Options
 }
+
+// Defaults of ServerConfig's fields.
+const (
+	DefaultServerHost         = "127.0.0.1"
+	DefaultServerPort         = 4222
+	DefaultServerName         = "aibatch"
+	DefaultServerReadyTimeout = 10 * time.Second
+)
 
 // RunServer starts an embedded NATS server with JetStream and file storage,
 // and waits until it accepts connections. Stop it with Shutdown and
@@ -39,15 +48,15 @@ func RunServer(cfg ServerConfig) (*server.Server, error) {
 	}
 	opts.Host = cfg.Host
 	if opts.Host == "" {
-		opts.Host = "127.0.0.1"
+		opts.Host = DefaultServerHost
 	}
 	opts.Port = cfg.Port
 	if opts.Port == 0 {
-		opts.Port = 4222
+		opts.Port = DefaultServerPort
 	}
 	opts.ServerName = cfg.Name
 	if opts.ServerName == "" {
-		opts.ServerName = "aibatch"
+		opts.ServerName = DefaultServerName
 	}
 	opts.JetStream = true
 	opts.StoreDir = cfg.StoreDir
@@ -57,7 +66,7 @@ func RunServer(cfg ServerConfig) (*server.Server, error) {
 	}
 	ready := cfg.ReadyTimeout
 	if ready == 0 {
-		ready = 10 * time.Second
+		ready = DefaultServerReadyTimeout
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -48,22 +48,28 @@ type Topology struct {
 	// progress report before the broker redelivers it. Default 60s.
 	AckWait time.Duration
 	// Replicas is the number of copies of every stream (3 on a cluster).
-	// Default 1.
+	// Default DefaultReplicas (1).
 	Replicas int
 	// MaxMsgs and MaxBytes bound the request stream; when it is full,
 	// publishers get an error instead of old requests being dropped.
-	// 0 means no limit.
+	// NoLimit (0), the default, means no limit.
 	MaxMsgs  int64
 	MaxBytes int64
 }
 
-// Defaults of Topology's durations; its names default to the wire
-// package's (wire.RequestStream, wire.RequestSubjects, ...) and AckWait to
-// batch.DefaultAckWait.
+// Defaults of Topology's durations and sizes; its names default to the
+// wire package's (wire.RequestStream, wire.RequestSubjects, ...) and AckWait
+// to batch.DefaultAckWait.
 const (
 	DefaultDedupeWindow        = 2 * time.Minute
 	DefaultResultMaxAge        = 24 * time.Hour
 	DefaultOutcomeDedupeWindow = time.Hour
+	// DefaultReplicas is the number of copies of every stream and
+	// key-value bucket: one, for a single NATS server.
+	DefaultReplicas = 1
+	// NoLimit is the value of Topology.MaxMsgs and MaxBytes that leaves
+	// the request stream unbounded, and their default.
+	NoLimit = 0
 )
 
 // WithDefaults returns t with every unset field given its default.
@@ -96,7 +102,7 @@ func (t Topology) WithDefaults() Topology {
 	def(&t.Consumer, wire.Consumer)
 	defd(&t.AckWait, batch.DefaultAckWait)
 	if t.Replicas == 0 {
-		t.Replicas = 1
+		t.Replicas = DefaultReplicas
 	}
 	return t
 }

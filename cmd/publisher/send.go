@@ -59,7 +59,7 @@ func sendFlags(cfg *sendConfig, getenv func(string) string) *flag.FlagSet {
 	fs := flag.NewFlagSet("send", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&cfg.server, "server", server, "NATS server `URL`; the default comes from $NATS_URL when it is set")
-	fs.StringVar(&cfg.stream, "stream", "AI_REQUESTS", "JetStream `stream` that must capture --subject (the worker creates it)")
+	fs.StringVar(&cfg.stream, "stream", wire.RequestStream, "JetStream `stream` that must capture --subject (the worker creates it)")
 	fs.StringVar(&cfg.subject, "subject", requestsPrefix+"demo", "`subject` to publish requests to; --urgent makes the default "+urgentPrefix+"demo")
 	fs.BoolVar(&cfg.urgent, "urgent", false, "publish to "+urgentPrefix+"demo unless --subject is given")
 	fs.StringVar(&cfg.replyTo, "reply-to", "", "Batch-Reply-To `subject` without --wait (default "+wire.ResultPrefix+".<topic> of --subject)")

@@ -27,7 +27,7 @@ import (
 // command reads the environment; packages take plain structs.
 type config struct {
 	UseBatchedClient   bool          `env:"USE_BATCHED_CLIENT, default=true"`
-	BatchInterval      time.Duration `env:"BATCH_INTERVAL"`
+	BatchInterval      time.Duration `env:"BATCH_INTERVAL, default=1h"`
 	BatchIntervalHours string        `env:"BATCH_INTERVAL_HOURS"`
 	MaxBatchSize       int           `env:"MAX_BATCH_SIZE, default=50"`
 	MaxWait            time.Duration `env:"MAX_WAIT, default=5m"`
@@ -147,7 +147,7 @@ func dotEnvProblem(err error) string {
 
 // resolveInterval accepts BATCH_INTERVAL (a Go duration) or the seed's
 // BATCH_INTERVAL_HOURS (a number of hours); both may be set only if they
-// agree.
+// agree. With neither set, BATCH_INTERVAL's default stands.
 func (c *config) resolveInterval(lookup envconfig.Lookuper) error {
 	_, durSet := lookup.Lookup("BATCH_INTERVAL")
 	if c.BatchIntervalHours != "" {
@@ -160,9 +160,6 @@ func (c *config) resolveInterval(lookup envconfig.Lookuper) error {
 			return fmt.Errorf("BATCH_INTERVAL=%s and BATCH_INTERVAL_HOURS=%s disagree: set one of them", c.BatchInterval, c.BatchIntervalHours)
 		}
 		c.BatchInterval = fromHours
-	}
-	if !durSet && c.BatchIntervalHours == "" {
-		c.BatchInterval = time.Hour
 	}
 	return nil
 }

@@ -107,9 +107,13 @@ type Accountant struct {
 	t  Totals
 }
 
+// DefaultBatchDiscount is the fraction the OpenAI Batch API and Anthropic's
+// Message Batches take off their prices: 50%.
+const DefaultBatchDiscount = 0.5
+
 // NewAccountant returns an accountant for prices. discount is the fraction
-// taken off calls made through a Batch API (0.5 for 50%); it must be in
-// [0, 1).
+// taken off calls made through a Batch API (DefaultBatchDiscount for 50%);
+// it must be in [0, 1).
 func NewAccountant(prices Prices, discount float64) (*Accountant, error) {
 	if discount < 0 || discount >= 1 || math.IsNaN(discount) {
 		return nil, fmt.Errorf("batch discount %g: want a fraction from 0 to below 1, such as 0.5", discount)

@@ -26,8 +26,8 @@ import (
 	"github.com/aibatch/aibatch/provider"
 )
 
-// Limits are the rates a Provider keeps to. A zero field means no limit of
-// that kind.
+// Limits are the rates a Provider keeps to. A field of NoLimit (0, the
+// zero value and the default) means no limit of that kind.
 type Limits struct {
 	// RPM is the number of calls per minute. Every Complete counts as one
 	// call, whatever the wrapped provider's mode.
@@ -36,6 +36,9 @@ type Limits struct {
 	// counts them.
 	TPM int
 }
+
+// NoLimit is the value of a Limits field that sets no limit of its kind.
+const NoLimit = 0
 
 // Clock tells the time and waits. The default uses the system clock; tests
 // pass a fake.
