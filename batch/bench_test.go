@@ -145,7 +145,7 @@ func BenchmarkDecodeMessage(b *testing.B) {
 	msg := benchMessages(1)[0]
 	m := newReqMeter(b, 1)
 	for range b.N {
-		if it := e.intake.read(msg); it.outcome != outcomeNone {
+		if it := e.intake.read(context.Background(), msg); it.outcome != outcomeNone {
 			b.Fatalf("decode failed: %v", it.err)
 		}
 	}
@@ -159,7 +159,7 @@ func BenchmarkBuildCall(b *testing.B) {
 	e := newBenchEngine(b)
 	items := make([]*item, benchBatch)
 	for i, msg := range benchMessages(benchBatch) {
-		items[i] = e.intake.read(msg)
+		items[i] = e.intake.read(context.Background(), msg)
 	}
 	ctx := context.Background()
 	m := newReqMeter(b, benchBatch)
@@ -168,7 +168,7 @@ func BenchmarkBuildCall(b *testing.B) {
 			it.outcome = outcomeNone
 		}
 		for _, g := range groupForCalls(items) {
-			e.caller.call(ctx, wire.TriggerSize, g)
+			_ = e.caller.call(ctx, wire.TriggerSize, call{items: g})
 		}
 	}
 	m.report()
@@ -182,7 +182,7 @@ func BenchmarkBuildCall(b *testing.B) {
 // BenchmarkResultMessage encodes one answered request's result message.
 func BenchmarkResultMessage(b *testing.B) {
 	e := newBenchEngine(b)
-	it := e.intake.read(benchMessages(1)[0])
+	it := e.intake.read(context.Background(), benchMessages(1)[0])
 	it.answered("echo: observation 1", provider.Usage{InputTokens: 125, OutputTokens: 10})
 	it.batch = wire.BatchInfo{ID: "0123abcd-1", Size: benchBatch, Trigger: wire.TriggerSize}
 	m := newReqMeter(b, 1)

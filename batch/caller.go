@@ -21,34 +21,163 @@ import (
 var errMissing = errors.New("the provider's answer has no item for this request")
 
 // caller makes the provider calls the planner asked for and records on each
-// item what came back: its answer, or the failure that concerns it.
+// item what came back. It spends a request's attempts only on failures of
+// its own; every failure has one of three scopes:
+//
+//   - provider: the provider cannot serve anyone now (5xx, 429, timeouts,
+//     401/403, the default model unknown). The breaker opens, and the call's
+//     requests are deferred: they wait in the stream without spending an
+//     attempt until a probe finds the provider back.
+//   - batch: the call's shape failed (cut off at the output limit, not the
+//     expected JSON, a refusal of a combined call, items left out, a prompt
+//     too long). The call is split and its halves are called at once, within
+//     the same delivery, down to one-request calls; a cut-off also shrinks
+//     the group's size.
+//   - request: the request failed alone (a one-request call refused or
+//     rejected, a model the request named is unknown). It spends an attempt,
+//     or ends the request when retrying cannot help.
 type caller struct {
-	provider provider.Provider
-	timeout  time.Duration
-	ids      *batchIDs
-	stats    *stats
-	observer Observer
-	log      *zap.Logger
+	provider     provider.Provider
+	timeout      time.Duration
+	defaultModel string
+	breakers     *breakers
+	groups       *groups
+	planner      planner
+	ids          *batchIDs
+	stats        *stats
+	observer     Observer
+	log          *zap.Logger
 }
 
 // callAll makes the calls concurrently and returns when every one is done.
-func (c *caller) callAll(ctx context.Context, trigger wire.Trigger, calls [][]*item) {
+func (c *caller) callAll(ctx context.Context, trigger wire.Trigger, calls []call) {
 	var wg sync.WaitGroup
-	for _, group := range calls {
-		wg.Go(func() { c.call(ctx, trigger, group) })
+	for _, cl := range calls {
+		wg.Go(func() { c.callAndSplit(ctx, trigger, cl) })
 	}
 	wg.Wait()
 }
 
-// call makes one provider call for group. A whole-call failure is recorded
-// on every item; when ctx ended (a shutdown) the items keep no outcome, so
-// they are handed back untouched.
-func (c *caller) call(ctx context.Context, trigger wire.Trigger, group []*item) {
+// callAndSplit makes one call and follows up on what its scope says.
+func (c *caller) callAndSplit(ctx context.Context, trigger wire.Trigger, cl call) {
+	group := cl.items
+	model := group[0].req.Model
+	if st, open := c.breakers.open(model); open {
+		deferAll(group, st)
+		return
+	}
+	err := c.call(ctx, trigger, cl)
+	if ctx.Err() != nil {
+		return // shutting down: whatever has no outcome is handed back
+	}
+	if err == nil {
+		c.breakers.succeed(model, time.Now())
+		c.followUpMissing(ctx, trigger, cl)
+		return
+	}
+	switch scope, modelScoped := c.scopeOf(err, model, len(group)); scope {
+	case provider.ScopeProvider:
+		st := c.breakers.fail(model, modelScoped, false, err, time.Now())
+		deferAll(group, st)
+	case provider.ScopeBatch:
+		c.breakers.succeed(model, time.Now())
+		if errors.Is(err, provider.ErrCutOff) {
+			c.groups.cutOff(keyOf(group[0]), len(group))
+		}
+		c.split(ctx, trigger, cl, errors.Is(err, provider.ErrCutOff))
+	default:
+		c.breakers.succeed(model, time.Now())
+		for _, it := range group {
+			it.failed(err)
+		}
+	}
+}
+
+// split calls the items of a call whose shape failed again, in smaller
+// calls: planned anew at the group's new size after a cut-off, else in
+// halves. A single request has nothing to split: its failure is its own.
+func (c *caller) split(ctx context.Context, trigger wire.Trigger, cl call, cutOff bool) {
+	group := cl.items
+	if len(group) == 1 {
+		group[0].failed(group[0].err)
+		return
+	}
+	var parts []call
+	if cutOff {
+		parts = c.planner.planGroup(group)
+	}
+	if len(parts) < 2 {
+		half := len(group) / 2
+		parts = []call{{items: group[:half], maxOutputTokens: cl.maxOutputTokens}, {items: group[half:], maxOutputTokens: cl.maxOutputTokens}}
+	}
+	c.log.Info("batch split after a failed call", zap.String("trigger", string(trigger)), zap.Int("size", len(group)),
+		zap.Int("parts", len(parts)), zap.Bool("cut_off", cutOff))
+	c.callAll(ctx, trigger, parts)
+}
+
+// followUpMissing calls again the requests an answer left out: together
+// when the answer gave some, in halves when it gave none, alone at the end.
+func (c *caller) followUpMissing(ctx context.Context, trigger wire.Trigger, cl call) {
+	var missing []*item
+	for _, it := range cl.items {
+		if it.outcome == outcomeNone {
+			missing = append(missing, it)
+		}
+	}
+	switch {
+	case len(missing) == 0:
+	case len(cl.items) == 1:
+		missing[0].failed(errMissing)
+	case len(missing) < len(cl.items):
+		c.callAll(ctx, trigger, []call{{items: missing, maxOutputTokens: cl.maxOutputTokens}})
+	default:
+		for _, it := range missing {
+			it.err = errMissing
+		}
+		c.split(ctx, trigger, cl, false)
+	}
+}
+
+// scopeOf is whose failure err is, for a call of n requests to model, and
+// whether it concerns that model only.
+func (c *caller) scopeOf(err error, model string, n int) (provider.Scope, bool) {
+	if errors.Is(err, provider.ErrUnknownModel) {
+		if model == c.defaultModel {
+			return provider.ScopeProvider, true
+		}
+		return provider.ScopeRequest, false
+	}
+	switch s := provider.ScopeOf(err); {
+	case s != provider.ScopeUnknown:
+		return s, false
+	case provider.IsPermanent(err) && n > 1:
+		return provider.ScopeBatch, false
+	case provider.IsPermanent(err):
+		return provider.ScopeRequest, false
+	default:
+		return provider.ScopeProvider, false
+	}
+}
+
+// deferAll makes group wait for the provider until the breaker's next probe.
+func deferAll(group []*item, st BreakerState) {
+	wait := max(time.Until(st.NextProbe), 0)
+	for _, it := range group {
+		it.deferUntil(fmt.Errorf("%w: %s", errBreakerOpen, st.Reason), wait)
+	}
+}
+
+// call makes one provider call and records each answer and each failure of
+// a single request on its item. It returns the whole-call error, if any,
+// leaving the items without an outcome for the caller to act on.
+func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) error {
+	group := cl.items
 	b := provider.Batch{
-		ID:           c.ids.next(),
-		Model:        group[0].req.Model,
-		Instructions: group[0].req.Instructions,
-		Requests:     make([]provider.Request, len(group)),
+		ID:              c.ids.next(),
+		Model:           group[0].req.Model,
+		Instructions:    group[0].req.Instructions,
+		Requests:        make([]provider.Request, len(group)),
+		MaxOutputTokens: cl.maxOutputTokens,
 	}
 	waiting := make(map[string]*item, len(group))
 	start := time.Now()
@@ -58,6 +187,7 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, group []*item) 
 		waiting[key] = it
 		it.batch = wire.BatchInfo{ID: b.ID, Size: len(group), Trigger: trigger}
 		it.queued = start.Sub(it.d.Published)
+		it.err = nil
 	}
 	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	results, err := c.provider.Complete(callCtx, b)
@@ -69,26 +199,25 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, group []*item) 
 	defer func() { c.observer.CallFinished(report) }()
 
 	if err != nil {
-		if ctx.Err() == nil {
-			for _, it := range group {
-				it.failed(err)
-			}
+		for _, it := range group {
+			it.err = err
 		}
 		c.log.Warn("batch call failed",
 			zap.String("batch", b.ID), zap.String("trigger", string(trigger)), zap.Int("size", len(group)),
 			zap.String("model", b.Model), zap.Duration("latency", latency),
-			zap.Bool("permanent", provider.IsPermanent(err)), zap.Error(err))
-		return
+			zap.Stringer("scope", provider.ScopeOf(err)), zap.Bool("permanent", provider.IsPermanent(err)), zap.Error(err))
+		return err
 	}
 	answered, ignored, usage := c.record(waiting, results)
 	report.Usage = usage
-	for _, it := range waiting {
-		it.failed(errMissing)
+	if len(waiting) == 0 {
+		c.groups.answered(keyOf(group[0]), len(group), usage.OutputTokens)
 	}
 	c.log.Info("batch sent",
 		zap.String("batch", b.ID), zap.String("trigger", string(trigger)), zap.Int("size", len(group)),
 		zap.String("model", b.Model), zap.Duration("latency", latency),
 		zap.Int("answered", answered), zap.Int("missing", len(waiting)), zap.Int("ignored", ignored))
+	return nil
 }
 
 // record sets each result's outcome on the item waiting for it and removes
@@ -106,11 +235,16 @@ func (c *caller) record(waiting map[string]*item, results []provider.Result) (re
 		recorded++
 		c.stats.usage(r.Usage)
 		usage = usage.Add(r.Usage)
-		if r.Err != nil {
-			it.failed(r.Err)
+		if r.Err == nil {
+			it.answered(r.Output, r.Usage)
 			continue
 		}
-		it.answered(r.Output, r.Usage)
+		if scope, modelScoped := c.scopeOf(r.Err, it.req.Model, 1); scope == provider.ScopeProvider {
+			// One call of a fan-out found the provider down.
+			deferAll([]*item{it}, c.breakers.fail(it.req.Model, modelScoped, false, r.Err, time.Now()))
+			continue
+		}
+		it.failed(r.Err)
 	}
 	return recorded, ignored, usage
 }

@@ -204,7 +204,7 @@ func (a *asyncCaller) waitForJob(ctx context.Context, jobID string, waiting map[
 			}
 		}
 		if late := a.takeLate(waiting); len(late) > 0 {
-			a.sync.call(ctx, wire.TriggerMaxWait, late)
+			a.sync.callAll(ctx, wire.TriggerMaxWait, a.sync.planner.plan(late))
 			a.stats.batchSent(wire.TriggerMaxWait, 0, time.Now())
 			settled = append(settled, late...)
 		}

@@ -62,6 +62,25 @@ type Config struct {
 	// context ends; requests not done by then are handed back to the broker.
 	// Default 30s.
 	ShutdownTimeout time.Duration
+	// RequestTTL is the longest a request may wait, counted from when the
+	// broker stored it; an older one ends as an error result "expired" and
+	// a dead letter, whatever the provider's state. Default 24h.
+	RequestTTL time.Duration
+	// ProbeInterval is the longest wait between two probe calls while the
+	// provider cannot serve anyone (a circuit breaker is open); the first
+	// probe comes after a second and the wait doubles up to it.
+	// Default 1m.
+	ProbeInterval time.Duration
+	// ModelMaxOutputTokens overrides the output limit per call of the named
+	// models (MODEL_MAX_OUTPUT_TOKENS); other models' limits come from the
+	// provider's built-in table when it has one (provider.OutputLimiter).
+	// A combined call takes only as many requests as their expected answers
+	// fit.
+	ModelMaxOutputTokens map[string]int
+	// DefaultOutputTokens is the answer length the planner expects of a
+	// request without max_output_tokens before its group's average is
+	// learned. Default 256.
+	DefaultOutputTokens int
 	// DefaultModel is used for requests that name no model. Required.
 	DefaultModel string
 	// RequestSubjects and UrgentSubjects are the subject filters of the two
@@ -97,7 +116,15 @@ const (
 	DefaultRetryBackoff    = time.Second
 	DefaultRetryMaxBackoff = time.Minute
 	DefaultShutdownTimeout = 30 * time.Second
+	DefaultRequestTTL      = 24 * time.Hour
+	DefaultProbeInterval   = time.Minute
+	// DefaultOutputTokens is a request's expected answer length before
+	// its group's average is known.
+	DefaultOutputTokens = 256
 )
+
+// firstProbe is the wait before the first probe of an open breaker.
+const firstProbe = time.Second
 
 // WithDefaults returns c with every unset field given its default.
 func (c Config) WithDefaults() Config {
@@ -115,6 +142,9 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.RetryBackoff, DefaultRetryBackoff)
 	setDefault(&c.RetryMaxBackoff, DefaultRetryMaxBackoff)
 	setDefault(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&c.RequestTTL, DefaultRequestTTL)
+	setDefault(&c.ProbeInterval, DefaultProbeInterval)
+	setDefault(&c.DefaultOutputTokens, DefaultOutputTokens)
 	setDefault(&c.ResultPrefix, wire.ResultPrefix)
 	setDefault(&c.DeadPrefix, wire.DeadPrefix)
 	if len(c.RequestSubjects) == 0 {
@@ -163,6 +193,14 @@ func (c Config) Validate() error {
 	positiveDur("RetryBackoff", c.RetryBackoff)
 	positiveDur("ShutdownTimeout", c.ShutdownTimeout)
 	positiveDur("JobPollInterval", c.JobPollInterval)
+	positiveDur("RequestTTL", c.RequestTTL)
+	positiveDur("ProbeInterval", c.ProbeInterval)
+	positive("DefaultOutputTokens", c.DefaultOutputTokens)
+	for model, n := range c.ModelMaxOutputTokens {
+		if n <= 0 || model == "" {
+			errs = append(errs, fmt.Errorf("ModelMaxOutputTokens[%q] is %d, want a model name and a whole number of 1 or more", model, n))
+		}
+	}
 	if c.Async && c.Immediate {
 		errs = append(errs, errors.New("Async and Immediate exclude each other: a Batch API job is a batch"))
 	}

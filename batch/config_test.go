@@ -11,24 +11,27 @@ func TestWithDefaults(t *testing.T) {
 	t.Parallel()
 	// The defaults as the field comments document them.
 	want := Config{
-		JobPollInterval: 30 * time.Second,
-		MaxBatchSize:    50,
-		Interval:        time.Hour,
-		MaxWait:         5 * time.Minute,
-		PollInterval:    250 * time.Millisecond,
-		MaxDeliver:      5,
-		MaxRequestBytes: 64 * 1024,
-		MaxResultBytes:  1<<20 - 8<<10,
-		MaxInflight:     4,
-		CallTimeout:     2 * time.Minute,
-		AckWait:         60 * time.Second,
-		RetryBackoff:    time.Second,
-		RetryMaxBackoff: time.Minute,
-		ShutdownTimeout: 30 * time.Second,
-		RequestSubjects: []string{"ai.requests.>"},
-		UrgentSubjects:  []string{"ai.urgent.>"},
-		ResultPrefix:    "ai.results",
-		DeadPrefix:      "ai.dead",
+		JobPollInterval:     30 * time.Second,
+		MaxBatchSize:        50,
+		Interval:            time.Hour,
+		MaxWait:             5 * time.Minute,
+		PollInterval:        250 * time.Millisecond,
+		MaxDeliver:          5,
+		MaxRequestBytes:     64 * 1024,
+		MaxResultBytes:      1<<20 - 8<<10,
+		MaxInflight:         4,
+		CallTimeout:         2 * time.Minute,
+		AckWait:             60 * time.Second,
+		RetryBackoff:        time.Second,
+		RetryMaxBackoff:     time.Minute,
+		ShutdownTimeout:     30 * time.Second,
+		RequestTTL:          24 * time.Hour,
+		ProbeInterval:       time.Minute,
+		DefaultOutputTokens: 256,
+		RequestSubjects:     []string{"ai.requests.>"},
+		UrgentSubjects:      []string{"ai.urgent.>"},
+		ResultPrefix:        "ai.results",
+		DeadPrefix:          "ai.dead",
 	}
 	if got := (Config{}).WithDefaults(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Config{}.WithDefaults() =\n%+v\nwant\n%+v", got, want)
@@ -38,27 +41,31 @@ func TestWithDefaults(t *testing.T) {
 func TestWithDefaultsKeepsSetFields(t *testing.T) {
 	t.Parallel()
 	set := Config{
-		Immediate:       true,
-		JobPollInterval: time.Second,
-		MaxBatchTokens:  1000,
-		MaxBatchSize:    7,
-		Interval:        3 * time.Second,
-		MaxWait:         2 * time.Second,
-		PollInterval:    time.Millisecond,
-		MaxDeliver:      9,
-		MaxRequestBytes: 100,
-		MaxResultBytes:  200,
-		MaxInflight:     1,
-		CallTimeout:     time.Second,
-		AckWait:         4 * time.Second,
-		RetryBackoff:    10 * time.Millisecond,
-		RetryMaxBackoff: 20 * time.Millisecond,
-		ShutdownTimeout: 5 * time.Second,
-		DefaultModel:    "m",
-		RequestSubjects: []string{"jobs.>"},
-		UrgentSubjects:  []string{"hot.>", "pager.>"},
-		ResultPrefix:    "out",
-		DeadPrefix:      "graveyard",
+		Immediate:            true,
+		JobPollInterval:      time.Second,
+		MaxBatchTokens:       1000,
+		MaxBatchSize:         7,
+		Interval:             3 * time.Second,
+		MaxWait:              2 * time.Second,
+		PollInterval:         time.Millisecond,
+		MaxDeliver:           9,
+		MaxRequestBytes:      100,
+		MaxResultBytes:       200,
+		MaxInflight:          1,
+		CallTimeout:          time.Second,
+		AckWait:              4 * time.Second,
+		RetryBackoff:         10 * time.Millisecond,
+		RetryMaxBackoff:      20 * time.Millisecond,
+		ShutdownTimeout:      5 * time.Second,
+		RequestTTL:           time.Minute,
+		ProbeInterval:        2 * time.Second,
+		ModelMaxOutputTokens: map[string]int{"m": 100},
+		DefaultOutputTokens:  17,
+		DefaultModel:         "m",
+		RequestSubjects:      []string{"jobs.>"},
+		UrgentSubjects:       []string{"hot.>", "pager.>"},
+		ResultPrefix:         "out",
+		DeadPrefix:           "graveyard",
 	}
 	want := set
 	want.RequestSubjects = []string{"jobs.>"}
@@ -162,16 +169,16 @@ func TestValidateReportsEverything(t *testing.T) {
 	for _, field := range []string{
 		"MaxBatchSize", "MaxDeliver", "MaxRequestBytes", "MaxResultBytes", "MaxInflight",
 		"Interval", "MaxWait", "PollInterval", "CallTimeout", "AckWait", "RetryBackoff", "ShutdownTimeout", "JobPollInterval",
-		"DefaultModel", "ResultPrefix", "DeadPrefix",
+		"RequestTTL", "ProbeInterval", "DefaultOutputTokens", "DefaultModel", "ResultPrefix", "DeadPrefix",
 	} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("Config{}.Validate() does not name %s: %v", field, err)
 		}
 	}
-	// 5 counts + 8 durations + the AckWait floor + DefaultModel + prefixes;
+	// 6 counts + 10 durations + the AckWait floor + DefaultModel + prefixes;
 	// RetryMaxBackoff (0) is not below RetryBackoff (0).
-	if n := len(joined(err)); n != 16 {
-		t.Errorf("Config{}.Validate() reported %d errors, want 16: %v", n, err)
+	if n := len(joined(err)); n != 19 {
+		t.Errorf("Config{}.Validate() reported %d errors, want 19: %v", n, err)
 	}
 }
 

@@ -36,6 +36,12 @@ type Engine struct {
 	pub      Publisher
 	provider provider.Provider
 	jobs     JobStore
+	attempts AttemptStore
+
+	breakers *breakers
+	groups   *groups
+	// wake tells the prober that a breaker opened.
+	wake chan struct{}
 
 	intake  intake
 	planner planner
@@ -80,8 +86,9 @@ func New(cfg Config, q Queue, pub Publisher, p provider.Provider, opts ...Option
 		pub:      pub,
 		provider: p,
 		log:      zap.NewNop(),
-		observer: nopObserver{},
+		observer: NopObserver{},
 		flushes:  make(chan flushRequest),
+		wake:     make(chan struct{}, 1),
 		procCtx:  context.Background(),
 	}
 	for _, o := range opts {
@@ -99,20 +106,25 @@ func (e *Engine) wire() error {
 	cfg := e.cfg
 	handBack := &handBacks{}
 	ids := newBatchIDs()
-	e.intake = newIntake(cfg)
-	e.planner = planner{maxBatchTokens: cfg.MaxBatchTokens}
+	e.breakers = newBreakers(min(firstProbe, cfg.ProbeInterval), cfg.ProbeInterval, e.breakerChanged)
+	e.groups = newGroups(cfg.MaxBatchSize, e.groupResized)
+	e.intake = newIntake(cfg, e.attempts, e.log)
+	e.planner = planner{maxBatchTokens: cfg.MaxBatchTokens, defaultOutputTokens: cfg.DefaultOutputTokens,
+		outputLimit: outputLimits(cfg.ModelMaxOutputTokens, e.provider), groups: e.groups}
 	e.settler = &settler{
-		pub:      e.pub,
-		out:      outgoing{resultPrefix: cfg.ResultPrefix, deadPrefix: cfg.DeadPrefix, maxResultBytes: cfg.MaxResultBytes},
-		retry:    retryPolicy{base: cfg.RetryBackoff, max: cfg.RetryMaxBackoff},
-		attempts: cfg.MaxDeliver,
-		ackWait:  cfg.AckWait,
-		handBack: handBack,
-		stats:    &e.stats,
-		observer: e.observer,
-		log:      e.log,
+		pub:        e.pub,
+		out:        outgoing{resultPrefix: cfg.ResultPrefix, deadPrefix: cfg.DeadPrefix, maxResultBytes: cfg.MaxResultBytes},
+		retry:      retryPolicy{base: cfg.RetryBackoff, max: cfg.RetryMaxBackoff},
+		maxDeliver: cfg.MaxDeliver,
+		attempts:   e.attempts,
+		ackWait:    cfg.AckWait,
+		handBack:   handBack,
+		stats:      &e.stats,
+		observer:   e.observer,
+		log:        e.log,
 	}
-	e.caller = &caller{provider: e.provider, timeout: cfg.CallTimeout, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+	e.caller = &caller{provider: e.provider, timeout: cfg.CallTimeout, defaultModel: cfg.DefaultModel, breakers: e.breakers,
+		groups: e.groups, planner: e.planner, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
 	if cfg.Async {
 		api, ok := e.provider.(provider.AsyncProvider)
 		if !ok {
@@ -125,7 +137,7 @@ func (e *Engine) wire() error {
 			maxWait: cfg.MaxWait, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
 	}
 	e.batchLane = &batchLane{queue: e.queue, cfg: cfg, slots: newSemaphore(cfg.MaxInflight), dispatch: e.dispatch,
-		flushes: e.flushes, handBack: handBack, stats: &e.stats, observer: e.observer, log: e.log}
+		flushes: e.flushes, handBack: handBack, paused: e.providerDown, stats: &e.stats, observer: e.observer, log: e.log}
 	return nil
 }
 
@@ -152,6 +164,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if e.urgent != nil {
 		lanes.Go(func() { e.eagerLane(e.urgent, wire.TriggerUrgent, e.cfg.MaxBatchSize).run(ctx) })
 	}
+	lanes.Go(func() { e.probe(ctx) })
 	<-ctx.Done()
 	e.log.Info("shutting down: no more fetches; in-flight calls may finish",
 		zap.Int64("in_flight", e.stats.inFlight.Load()), zap.Duration("timeout", e.cfg.ShutdownTimeout))
@@ -174,7 +187,7 @@ func (e *Engine) Run(ctx context.Context) error {
 
 func (e *Engine) eagerLane(q Queue, trigger wire.Trigger, fetchMax int) *eagerLane {
 	return &eagerLane{queue: q, trigger: trigger, fetchMax: fetchMax, slots: newSemaphore(e.cfg.MaxInflight),
-		dispatch: e.dispatch, pollInterval: e.cfg.PollInterval, log: e.log}
+		dispatch: e.dispatch, pollInterval: e.cfg.PollInterval, paused: e.providerDown, log: e.log}
 }
 
 // Flush sends every request waiting in the batch lane now, whatever the
@@ -232,7 +245,7 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, msgs []Messa
 
 	items := make([]*item, len(msgs))
 	for i, m := range msgs {
-		items[i] = e.intake.read(m)
+		items[i] = e.intake.read(ctx, m)
 	}
 	if e.async != nil && trigger != wire.TriggerUrgent {
 		var rejected []*item
@@ -247,4 +260,57 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, msgs []Messa
 	}
 	e.caller.callAll(ctx, trigger, e.planner.plan(items))
 	e.settler.settle(ctx, items)
+}
+
+// ProviderHealth returns nil while the provider serves calls, and an error
+// saying why while a circuit breaker is open ("provider rejected the API
+// key (HTTP 401)"). Readiness checks report it.
+func (e *Engine) ProviderHealth() error {
+	if st, open := e.breakers.anyOpen(); open {
+		return fmt.Errorf("%s; next probe at %s", st.Reason, st.NextProbe.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// providerDown reports whether the provider as a whole can serve no one.
+func (e *Engine) providerDown() bool {
+	_, open := e.breakers.open("")
+	return open
+}
+
+// breakerChanged logs a breaker's change of state, once per change, and
+// wakes the prober.
+func (e *Engine) breakerChanged(st BreakerState) {
+	fields := []zap.Field{zap.String("model", st.Model), zap.String("state", st.State)}
+	if st.State == BreakerOpen {
+		e.log.Warn("provider unavailable: requests wait in the stream, attempts unspent, until a probe succeeds",
+			append(fields, zap.String("reason", st.Reason), zap.Time("next_probe", st.NextProbe))...)
+	} else {
+		e.log.Info("provider available again: lanes resume", fields...)
+	}
+	e.observer.BreakerChanged(st)
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (e *Engine) groupResized(g GroupState) {
+	e.log.Info("group call size changed", zap.String("model", g.Model), zap.String("instructions", g.Instructions), zap.Int("size", g.Size))
+	e.observer.GroupResized(g)
+}
+
+// outputLimits is a model's output limit per call: the configured one, else
+// the provider's built-in one, else 0 (unknown).
+func outputLimits(configured map[string]int, p provider.Provider) func(string) int {
+	limiter, _ := p.(provider.OutputLimiter)
+	return func(model string) int {
+		if n, ok := configured[model]; ok {
+			return n
+		}
+		if limiter != nil {
+			return limiter.MaxOutputTokens(model)
+		}
+		return 0
+	}
 }

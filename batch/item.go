@@ -1,12 +1,14 @@
 package batch
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/wire"
+	"go.uber.org/zap"
 )
 
 // item is one delivered request on its way through the stages. The intake
@@ -19,6 +21,11 @@ type item struct {
 	id      string
 	topic   string
 	replyTo string
+
+	// attempts is what earlier deliveries spent, as the AttemptStore
+	// recorded it; stored says whether it holds a record to delete.
+	attempts AttemptRecord
+	stored   bool
 
 	outcome    outcome
 	err        error
@@ -43,13 +50,23 @@ const (
 	// good, too large); err says why.
 	outcomeRejected
 	// outcomeFailed: the request failed in a way a later attempt may not;
-	// err says why, and retryAfter is the provider's requested wait.
+	// err says why, and retryAfter is the provider's requested wait. It
+	// spends one of the request's attempts.
 	outcomeFailed
+	// outcomeDeferred: the provider cannot serve anyone now (a breaker is
+	// open); the request waits in the stream until retryAfter, without
+	// spending an attempt.
+	outcomeDeferred
 )
 
 // answered records the provider's answer.
 func (it *item) answered(output string, u provider.Usage) {
 	it.outcome, it.output, it.usage, it.err = outcomeAnswered, output, u, nil
+}
+
+// defer records that the request waits for the provider to come back.
+func (it *item) deferUntil(err error, wait time.Duration) {
+	it.outcome, it.err, it.retryAfter = outcomeDeferred, err, wait
 }
 
 // reject records that the request can never succeed.
@@ -72,6 +89,9 @@ type intake struct {
 	maxRequestBytes int
 	defaultModel    string
 	maxDeliver      int
+	ttl             time.Duration
+	attempts        AttemptStore // nil: NumDelivered counts every attempt
+	log             *zap.Logger
 	// laneFilters are the request and urgent subject filters; a request's
 	// topic is what their > covers. forbiddenReplies adds the dead-letter
 	// subjects: no result may be sent there.
@@ -79,19 +99,22 @@ type intake struct {
 	forbiddenReplies []string
 }
 
-func newIntake(cfg Config) intake {
+func newIntake(cfg Config, attempts AttemptStore, log *zap.Logger) intake {
 	lanes := append(append([]string{}, cfg.RequestSubjects...), cfg.UrgentSubjects...)
 	return intake{
 		maxRequestBytes:  cfg.MaxRequestBytes,
 		defaultModel:     cfg.DefaultModel,
 		maxDeliver:       cfg.MaxDeliver,
+		ttl:              cfg.RequestTTL,
+		attempts:         attempts,
+		log:              log,
 		laneFilters:      lanes,
 		forbiddenReplies: append(append([]string{}, lanes...), cfg.DeadPrefix+".>"),
 	}
 }
 
 // read turns one message into an item.
-func (in intake) read(m Message) *item {
+func (in intake) read(ctx context.Context, m Message) *item {
 	it := &item{msg: m, d: m.Delivery()}
 	it.topic = topicOf(m.Subject(), in.laneFilters)
 	req, err := wire.DecodeRequest(m.Data(), in.maxRequestBytes)
@@ -107,15 +130,49 @@ func (in intake) read(m Message) *item {
 			it.replyTo = reply
 		}
 	}
+	unexplained := in.readAttempts(ctx, it)
 	switch {
 	case err != nil:
 		it.reject(err)
-	case int(it.d.NumDelivered) > in.maxDeliver:
-		// Attempts were used up by workers that stopped mid-call.
+	case in.ttl > 0 && !it.d.Published.IsZero() && time.Since(it.d.Published) >= in.ttl:
+		it.reject(fmt.Errorf("expired: waited %s, over REQUEST_TTL (%s)", time.Since(it.d.Published).Round(time.Second), in.ttl))
+	case in.attempts == nil && int(it.d.NumDelivered) > in.maxDeliver:
+		// Attempts were used up, by failures or by workers that stopped
+		// mid-call.
 		it.reject(fmt.Errorf("gave up after %d deliveries (MAX_DELIVER is %d)", it.d.NumDelivered-1, in.maxDeliver))
+	case unexplained >= in.maxDeliver:
+		it.reject(fmt.Errorf("gave up after %d deliveries that ended without an outcome: workers stopped mid-call (MAX_DELIVER is %d)", unexplained, in.maxDeliver))
+	case it.attempts.Spent >= in.maxDeliver:
+		it.reject(fmt.Errorf("gave up after %d attempts (MAX_DELIVER is %d)", it.attempts.Spent, in.maxDeliver))
 	}
 	return it
 }
+
+// readAttempts fills in what earlier deliveries of a redelivered request
+// spent, and returns how many of them ended without an outcome (their worker
+// stopped). Without a store, or when it cannot be read, every earlier
+// delivery counts as spent.
+func (in intake) readAttempts(ctx context.Context, it *item) (unexplained int) {
+	earlier := int(it.d.NumDelivered) - 1
+	if earlier <= 0 {
+		return 0
+	}
+	if in.attempts != nil {
+		rec, err := in.attempts.Get(ctx, it.d.Stream, it.d.StreamSeq)
+		if err == nil {
+			it.attempts, it.stored = rec, rec != (AttemptRecord{})
+			return max(0, earlier-rec.Spent-rec.Free)
+		}
+		in.log.Warn("read attempt record; counting every earlier delivery as spent",
+			zap.String("id", it.id), zap.Uint64("stream_seq", it.d.StreamSeq), zap.Error(err))
+	}
+	it.attempts = AttemptRecord{Spent: earlier}
+	return 0
+}
+
+// attempt is the number of the request's current attempt, 1 on the first:
+// the attempts earlier deliveries spent, plus this one.
+func (it *item) attempt() int { return it.attempts.Spent + 1 }
 
 // requestID is the id a result carries: the producer's, else the
 // Batch-Request-Id header (set on a replayed dead letter), else Nats-Msg-Id,

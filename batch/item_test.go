@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/wire"
+	"go.uber.org/zap"
 )
 
 func TestItemFailed(t *testing.T) {
@@ -62,7 +64,7 @@ func TestIntake(t *testing.T) {
 	t.Parallel()
 	cfg := Config{DefaultModel: "default-model", MaxDeliver: 3, MaxRequestBytes: 256}.WithDefaults()
 	lanes := []string{"ai.requests.>", "ai.urgent.>"}
-	in := newIntake(cfg)
+	in := newIntake(cfg, nil, zap.NewNop())
 	if !slices.Equal(in.laneFilters, lanes) || !slices.Equal(in.forbiddenReplies, append(slices.Clone(lanes), "ai.dead.>")) {
 		t.Fatalf("intake filters %v, forbidden replies %v", in.laneFilters, in.forbiddenReplies)
 	}
@@ -119,7 +121,7 @@ func TestIntake(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			it := in.read(tt.msg)
+			it := in.read(context.Background(), tt.msg)
 			if it.outcome != tt.wantOutcome {
 				t.Errorf("outcome = %d, want %d (err %v)", it.outcome, tt.wantOutcome, it.err)
 			}

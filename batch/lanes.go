@@ -24,6 +24,8 @@ type batchLane struct {
 	dispatch dispatchFunc
 	flushes  chan flushRequest
 	handBack *handBacks
+	// paused reports whether the provider can serve no one now.
+	paused   func() bool
 	stats    *stats
 	observer Observer
 	log      *zap.Logger
@@ -62,7 +64,8 @@ func (l *batchLane) run(ctx context.Context) {
 // true when a full batch was sent for size, so the caller sends the next one
 // at once instead of waiting for the next poll.
 func (l *batchLane) pollOnce(ctx context.Context, s *schedule) bool {
-	if s.drainLeft >= l.cfg.MaxBatchSize {
+	s.paused = l.paused()
+	if s.drainLeft >= l.cfg.MaxBatchSize && !s.paused {
 		n, err := l.send(ctx, wire.TriggerSize)
 		if err != nil || n < l.cfg.MaxBatchSize {
 			// Another worker took some, or the fetch failed: read the
@@ -101,6 +104,9 @@ func (l *batchLane) pollOnce(ctx context.Context, s *schedule) bool {
 	}
 	if trigger == wire.TriggerRetry {
 		l.handBack.takeDue(now)
+	}
+	if s.paused {
+		l.log.Info("provider unavailable: fetching to end requests past REQUEST_TTL", zap.Duration("request_ttl", l.cfg.RequestTTL))
 	}
 	if !s.orphanCheckAt.IsZero() && !now.Before(s.orphanCheckAt) {
 		s.orphanCheckAt = time.Time{}
@@ -195,12 +201,23 @@ type eagerLane struct {
 	slots        semaphore
 	dispatch     dispatchFunc
 	pollInterval time.Duration
-	log          *zap.Logger
+	// paused reports whether the provider can serve no one now; the lane
+	// then waits for it, leaving requests in the stream.
+	paused func() bool
+	log    *zap.Logger
 }
 
 // run waits for requests and dispatches them until ctx ends.
 func (l *eagerLane) run(ctx context.Context) {
 	for {
+		if l.paused() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(l.pollInterval):
+			}
+			continue
+		}
 		if err := l.slots.acquire(ctx); err != nil {
 			return
 		}

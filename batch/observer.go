@@ -19,8 +19,15 @@ type Observer interface {
 	RequestFinished(r RequestReport)
 	// RequestRetried reports a request handed back for a later attempt.
 	RequestRetried()
+	// RequestDeferred reports a request handed back, without spending an
+	// attempt, because the provider could serve no one.
+	RequestDeferred()
 	// BacklogRead reports the batch lane's backlog at a poll.
 	BacklogRead(b Backlog)
+	// BreakerChanged reports a circuit breaker that opened or closed.
+	BreakerChanged(b BreakerState)
+	// GroupResized reports a group whose call size changed.
+	GroupResized(g GroupState)
 }
 
 // CallReport describes one provider call.
@@ -41,6 +48,9 @@ type CallReport struct {
 	// Resumed is true for a job a previous worker submitted: it is not a
 	// new call, but its answers' usage is reported here.
 	Resumed bool
+	// Probe is true for a call made to find out whether an unavailable
+	// provider is back; it answers no request.
+	Probe bool
 	// SoloPromptTokens estimates the prompt tokens the same requests would
 	// have needed sent one per call (each repeating the instructions and the
 	// call's framing), for the saving batching makes.
@@ -67,7 +77,7 @@ func WithObserver(o Observer) Option {
 			e.observer = append(fan, o)
 			return
 		}
-		if _, ok := e.observer.(nopObserver); ok {
+		if _, ok := e.observer.(NopObserver); ok {
 			e.observer = o
 			return
 		}
@@ -101,16 +111,40 @@ func (os observers) RequestRetried() {
 	}
 }
 
+func (os observers) RequestDeferred() {
+	for _, o := range os {
+		o.RequestDeferred()
+	}
+}
+
 func (os observers) BacklogRead(b Backlog) {
 	for _, o := range os {
 		o.BacklogRead(b)
 	}
 }
 
-type nopObserver struct{}
+func (os observers) BreakerChanged(b BreakerState) {
+	for _, o := range os {
+		o.BreakerChanged(b)
+	}
+}
 
-func (nopObserver) BatchFetched(wire.Trigger, int) {}
-func (nopObserver) CallFinished(CallReport)        {}
-func (nopObserver) RequestFinished(RequestReport)  {}
-func (nopObserver) RequestRetried()                {}
-func (nopObserver) BacklogRead(Backlog)            {}
+func (os observers) GroupResized(g GroupState) {
+	for _, o := range os {
+		o.GroupResized(g)
+	}
+}
+
+// NopObserver does nothing with what it is told. Embed it in an Observer
+// that cares about some reports only; methods added to Observer later then
+// need no change.
+type NopObserver struct{}
+
+func (NopObserver) BatchFetched(wire.Trigger, int) {}
+func (NopObserver) CallFinished(CallReport)        {}
+func (NopObserver) RequestFinished(RequestReport)  {}
+func (NopObserver) RequestRetried()                {}
+func (NopObserver) RequestDeferred()               {}
+func (NopObserver) BacklogRead(Backlog)            {}
+func (NopObserver) BreakerChanged(BreakerState)    {}
+func (NopObserver) GroupResized(GroupState)        {}

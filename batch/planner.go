@@ -7,22 +7,108 @@ import (
 )
 
 // planner decides which requests share a call: requests of one group (the
-// same model and instructions) in arrival order, split so that no call's
-// estimated prompt passes maxBatchTokens.
+// same model and instructions) in arrival order, in calls no larger than the
+// group's current size, whose expected answers fit the model's output limit
+// and whose estimated prompt stays under maxBatchTokens.
 type planner struct {
 	// maxBatchTokens caps a call's estimated prompt; 0 means no cap.
 	maxBatchTokens int
+	// defaultOutputTokens is a request's expected answer length before the
+	// group's average is known.
+	defaultOutputTokens int
+	// outputLimit is a model's output limit per call; 0 when unknown.
+	outputLimit func(model string) int
+	groups      *groups
 }
 
-// plan returns the calls to make for the items that have no outcome yet,
-// each a non-empty list of items. A request too large for a call on its own
-// is rejected instead.
-func (p planner) plan(items []*item) [][]*item {
-	var calls [][]*item
+// call is one provider call the planner asks for.
+type call struct {
+	items []*item
+	// maxOutputTokens is the call's output budget (provider.Batch's); 0
+	// leaves it to the provider.
+	maxOutputTokens int
+}
+
+// plan returns the calls to make for the items that have no outcome yet. A
+// request too large for a call on its own is rejected instead.
+func (p planner) plan(items []*item) []call {
+	var calls []call
 	for _, g := range groupForCalls(items) {
-		calls = append(calls, p.splitForTokens(g)...)
+		calls = append(calls, p.planGroup(g)...)
 	}
 	return calls
+}
+
+// planGroup cuts one group's items into calls.
+func (p planner) planGroup(group []*item) []call {
+	model := group[0].req.Model
+	limit := p.outputLimit(model)
+	var calls []call
+	for _, bySize := range evenChunks(group, p.groups.size(keyOf(group[0]))) {
+		for _, byPrompt := range p.splitForTokens(bySize) {
+			for _, part := range p.splitForOutput(byPrompt, limit) {
+				calls = append(calls, call{items: part, maxOutputTokens: limit})
+			}
+		}
+	}
+	return calls
+}
+
+// evenChunks cuts items into the fewest chunks of at most size, as even as
+// possible: 50 items at size 24 become 17, 17 and 16, not 24, 24 and 2.
+func evenChunks(items []*item, size int) [][]*item {
+	size = max(size, 1)
+	n := (len(items) + size - 1) / size
+	if n <= 1 {
+		return [][]*item{items}
+	}
+	out := make([][]*item, 0, n)
+	for i := range n {
+		out = append(out, items[i*len(items)/n:(i+1)*len(items)/n])
+	}
+	return out
+}
+
+// itemOutputOverheadTokens covers an answer item's JSON framing
+// ({"id":"12","output":""}).
+const itemOutputOverheadTokens = 12
+
+// expectedOutput is the answer length the planner counts on for it: its own
+// max_output_tokens, else its group's average, else the default.
+func (p planner) expectedOutput(it *item) int {
+	if it.req.MaxOutputTokens > 0 {
+		return it.req.MaxOutputTokens
+	}
+	if avg, ok := p.groups.outputTokens(keyOf(it)); ok {
+		// A margin: answers vary around their average.
+		return int(avg*1.25) + 1
+	}
+	return p.defaultOutputTokens
+}
+
+// splitForOutput cuts a group's items into calls whose expected answers fit
+// the model's output limit. A request whose own answer would not fit goes
+// alone: a plain call has the whole limit.
+func (p planner) splitForOutput(group []*item, limit int) [][]*item {
+	if limit <= 0 || len(group) == 1 {
+		return [][]*item{group}
+	}
+	var parts [][]*item
+	var cur []*item
+	used := 0
+	for _, it := range group {
+		need := p.expectedOutput(it) + itemOutputOverheadTokens
+		if used+need > limit && len(cur) > 0 {
+			parts = append(parts, cur)
+			cur, used = nil, 0
+		}
+		cur = append(cur, it)
+		used += need
+	}
+	if len(cur) > 0 {
+		parts = append(parts, cur)
+	}
+	return parts
 }
 
 // groupForCalls splits the items without an outcome into groups that may

@@ -17,6 +17,9 @@ type schedule struct {
 	// orphanCheckAt is when to look for requests a dead worker held, when
 	// nothing else would fetch them; zero when no look is planned.
 	orphanCheckAt time.Time
+	// paused is true while the provider can serve no one (its breaker is
+	// open): only requests past RequestTTL are fetched, to end them.
+	paused bool
 	// drainLeft is how many requests the last backlog read said still wait
 	// behind the batches sent since: while it holds a full batch, the lane
 	// fetches without reading the backlog again, so a backlog drains at the
@@ -25,8 +28,16 @@ type schedule struct {
 }
 
 // due decides whether the batch lane sends now, and why. The first rule that
-// holds wins: size, max_wait, retry, interval.
+// holds wins: size, max_wait, retry, interval. While the lane is paused (the
+// provider is unavailable) only a request past RequestTTL makes a fetch, so
+// that it ends as expired.
 func due(now time.Time, b Backlog, s schedule, c Config) (wire.Trigger, bool) {
+	if s.paused {
+		if b.Pending > 0 && !b.Oldest.IsZero() && now.Sub(b.Oldest) >= c.RequestTTL {
+			return wire.TriggerMaxWait, true
+		}
+		return "", false
+	}
 	switch {
 	case b.Pending >= c.MaxBatchSize:
 		return wire.TriggerSize, true

@@ -24,9 +24,16 @@ import (
 //     honouring the provider's Retry-After. Failures a later attempt may
 //     not meet (transient provider errors, requests missing from an answer)
 //     are retried.
+//   - waiting for the provider: a breaker is open (the provider cannot serve
+//     anyone); the message is handed back until the next probe, without
+//     spending an attempt.
 //   - handed back at once: nothing concerning the request was found (the
 //     worker is shutting down, or a bug stopped its batch); another delivery
-//     takes it without waiting.
+//     takes it without waiting, and no attempt is spent.
+//
+// Attempts are counted apart from the broker's delivery count, in the
+// AttemptStore: a retry spends one, a hand-back that was not the request's
+// fault is recorded as free.
 //
 // Nothing is acked before its outcome is stored: a publish the broker does
 // not confirm hands the message back. Results and dead letters carry a
@@ -47,8 +54,12 @@ const (
 	stepAck
 	// stepRetryLater: hand the message back after the retry backoff.
 	stepRetryLater
-	// stepHandBack: hand the message back for an immediate redelivery.
+	// stepHandBack: hand the message back for an immediate redelivery,
+	// without spending an attempt.
 	stepHandBack
+	// stepWaitForProvider: hand the message back until the provider's next
+	// probe, without spending an attempt.
+	stepWaitForProvider
 	// stepRetryStore: storing failed; hand the message back after
 	// RetryBackoff so the next delivery stores it.
 	stepRetryStore
@@ -68,7 +79,7 @@ const (
 // settling.
 type facts struct {
 	outcome    outcome
-	attempts   int // deliveries including this one
+	attempts   int // the request's own attempts including this one
 	maxDeliver int
 	result     stored
 	// resultIsError says whether the stored result (this attempt's, or an
@@ -98,6 +109,8 @@ func decide(f facts) verdict {
 				return verdict{step: stepStoreResult, giveUp: true}
 			}
 			return verdict{step: stepRetryLater}
+		case outcomeDeferred:
+			return verdict{step: stepWaitForProvider}
 		default:
 			return verdict{step: stepHandBack}
 		}
@@ -123,15 +136,16 @@ const settleTimeout = 30 * time.Second
 // settler carries out decide's verdicts: it publishes results and dead
 // letters, and acks or hands back messages.
 type settler struct {
-	pub      Publisher
-	out      outgoing
-	retry    retryPolicy
-	attempts int // MaxDeliver
-	ackWait  time.Duration
-	handBack *handBacks
-	stats    *stats
-	observer Observer
-	log      *zap.Logger
+	pub        Publisher
+	out        outgoing
+	retry      retryPolicy
+	maxDeliver int
+	attempts   AttemptStore // nil: NumDelivered counts attempts
+	ackWait    time.Duration
+	handBack   *handBacks
+	stats      *stats
+	observer   Observer
+	log        *zap.Logger
 }
 
 // settle ends or hands back every item's message according to its outcome.
@@ -152,15 +166,25 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 		switch v.step {
 		case stepStoreResult:
 			if v.giveUp {
-				it.err = fmt.Errorf("gave up after %d attempts: %w", it.d.NumDelivered, it.err)
+				it.err = fmt.Errorf("gave up after %d attempts: %w", it.attempt(), it.err)
 			}
 			storing = append(storing, it)
 			results = append(results, s.out.result(it))
 		case stepRetryLater:
 			s.stats.retries.Add(1)
 			s.observer.RequestRetried()
-			s.nak(it, s.retry.delay(int(it.d.NumDelivered), it.retryAfter, jitter))
+			it.attempts.Spent++
+			s.record(ctx, it)
+			s.nak(it, s.retry.delay(it.attempt()-1, it.retryAfter, jitter))
+		case stepWaitForProvider:
+			s.stats.deferred.Add(1)
+			s.observer.RequestDeferred()
+			it.attempts.Free++
+			s.record(ctx, it)
+			s.nak(it, it.retryAfter)
 		default:
+			it.attempts.Free++
+			s.record(ctx, it)
 			s.nak(it, 0)
 		}
 	}
@@ -192,7 +216,7 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 		}
 		switch decide(f).step {
 		case stepAck:
-			s.ack(it, wire.StatusOK, false)
+			s.ack(ctx, it, wire.StatusOK, false)
 		case stepStoreDeadLetter:
 			deadFor = append(deadFor, it)
 			deadLetters = append(deadLetters, s.out.deadLetter(it))
@@ -220,7 +244,7 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 				zap.String("error", deadLetters[i].Header[wire.HeaderError]))
 		}
 		if decide(f).step == stepAck {
-			s.ack(it, wire.StatusError, true)
+			s.ack(ctx, it, wire.StatusError, true)
 		} else {
 			s.nak(it, s.retry.base)
 		}
@@ -228,7 +252,21 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 }
 
 func (s *settler) facts(it *item) facts {
-	return facts{outcome: it.outcome, attempts: int(it.d.NumDelivered), maxDeliver: s.attempts}
+	return facts{outcome: it.outcome, attempts: it.attempt(), maxDeliver: s.maxDeliver}
+}
+
+// record stores how this delivery ended before the message is handed back,
+// so the next delivery knows whether it spent an attempt. Without it the
+// delivery counts as one that ended without an outcome.
+func (s *settler) record(ctx context.Context, it *item) {
+	if s.attempts == nil {
+		return
+	}
+	if err := s.attempts.Put(ctx, it.d.Stream, it.d.StreamSeq, it.attempts); err != nil {
+		s.log.Warn("record attempts", zap.String("id", it.id), zap.Error(err))
+		return
+	}
+	it.stored = true
 }
 
 // handBackAll returns msgs to the broker after delay, whatever happened to
@@ -254,13 +292,18 @@ func (s *settler) nak(it *item, delay time.Duration) {
 	}
 }
 
-// ack ends a request whose outcome is stored.
-func (s *settler) ack(it *item, status string, deadLettered bool) {
+// ack ends a request whose outcome is stored, and forgets its attempts.
+func (s *settler) ack(ctx context.Context, it *item, status string, deadLettered bool) {
 	if err := it.msg.Ack(); err != nil {
 		// The outcome is stored; the redelivery after AckWait finds it by
 		// its Nats-Msg-Id, so look for it then.
 		s.log.Warn("ack request", zap.String("id", it.id), zap.Error(err))
 		s.handBack.add(time.Now().Add(s.ackWait + retryGrace))
+	} else if it.stored && s.attempts != nil {
+		// Best effort: a record left behind expires with the bucket's TTL.
+		if err := s.attempts.Delete(ctx, it.d.Stream, it.d.StreamSeq); err != nil {
+			s.log.Debug("forget attempts", zap.String("id", it.id), zap.Error(err))
+		}
 	}
 	s.observer.RequestFinished(RequestReport{Status: status, DeadLettered: deadLettered, QueueWait: it.queued, Attempts: int(it.d.NumDelivered)})
 }

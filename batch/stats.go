@@ -25,6 +25,11 @@ type Stats struct {
 	DeadLetters int64 `json:"dead_letters"`
 	// Retries counts requests handed back for a later attempt.
 	Retries int64 `json:"retries"`
+	// Deferred counts requests handed back, without spending an attempt,
+	// because the provider could serve no one.
+	Deferred int64 `json:"deferred"`
+	// Probes counts the probe calls made while a breaker was open.
+	Probes int64 `json:"probes"`
 	// APICalls counts provider calls; Batches counts fetched sets sent.
 	APICalls int64 `json:"api_calls"`
 	Batches  int64 `json:"batches"`
@@ -33,14 +38,20 @@ type Stats struct {
 	// Triggers counts batches by trigger.
 	Triggers map[wire.Trigger]int64 `json:"triggers"`
 	// Usage sums the tokens providers reported.
-	Usage     provider.Usage `json:"usage"`
-	LastFlush time.Time      `json:"last_flush_at"`
-	NextFlush time.Time      `json:"next_flush_at"`
-	Started   time.Time      `json:"started_at"`
+	Usage provider.Usage `json:"usage"`
+	// Breakers holds the provider's circuit breaker, and one per model an
+	// error named; empty until the first provider-scope failure.
+	Breakers []BreakerState `json:"breakers"`
+	// Groups holds each group's current call size and average answer.
+	Groups    []GroupState `json:"groups"`
+	LastFlush time.Time    `json:"last_flush_at"`
+	NextFlush time.Time    `json:"next_flush_at"`
+	Started   time.Time    `json:"started_at"`
 }
 
 type stats struct {
 	inFlight, requests, resultsOK, resultsError, deadLetters, retries, apiCalls, batches atomic.Int64
+	deferred, probes                                                                     atomic.Int64
 	inputTokens, outputTokens                                                            atomic.Int64
 
 	mu        sync.Mutex
@@ -85,6 +96,10 @@ func (e *Engine) Stats() Stats {
 		ResultsError: s.resultsError.Load(),
 		DeadLetters:  s.deadLetters.Load(),
 		Retries:      s.retries.Load(),
+		Deferred:     s.deferred.Load(),
+		Probes:       s.probes.Load(),
+		Breakers:     e.breakers.states(),
+		Groups:       e.groups.states(),
 		APICalls:     s.apiCalls.Load(),
 		Batches:      s.batches.Load(),
 		Usage:        provider.Usage{InputTokens: s.inputTokens.Load(), OutputTokens: s.outputTokens.Load()},

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/batch"
-	"github.com/aibatch/aibatch/wire"
 )
 
 // worker is the real engine (batch.New on jetstream.Ensure's queues and
@@ -95,16 +94,11 @@ func (w *worker) stop() error {
 // finished request. The report does not name the lane, so the harness reads
 // queue waits from runs where only the batch lane carries requests.
 type waitObserver struct {
+	batch.NopObserver
 	longest atomic.Int64 // nanoseconds
 }
 
 var _ batch.Observer = (*waitObserver)(nil)
-
-// BatchFetched is not needed by the harness.
-func (o *waitObserver) BatchFetched(wire.Trigger, int) {}
-
-// CallFinished is not needed by the harness.
-func (o *waitObserver) CallFinished(batch.CallReport) {}
 
 // RequestFinished records the request's queue wait if it is the longest yet.
 func (o *waitObserver) RequestFinished(r batch.RequestReport) {

@@ -271,3 +271,12 @@ type JobStatus struct {
 	// Results are the answers available, each naming its request's Key.
 	Results []Result
 }
+
+// OutputLimiter is implemented by providers that know their models' output
+// limit per call. The engine plans combined calls so that their expected
+// answers fit it; MODEL_MAX_OUTPUT_TOKENS overrides it.
+type OutputLimiter interface {
+	// MaxOutputTokens returns the most tokens one call to model may answer
+	// with, or 0 when the model is not known.
+	MaxOutputTokens(model string) int
+}

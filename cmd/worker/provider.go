@@ -17,7 +17,6 @@ import (
 	"github.com/aibatch/aibatch/provider/httpapi"
 	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/provider/ratelimit"
-	"github.com/aibatch/aibatch/wire"
 )
 
 // modesOf lists the BATCH_MODE values each PROVIDER supports.
@@ -157,13 +156,12 @@ func newAccountant(c config) (*cost.Accountant, error) {
 }
 
 // costObserver feeds the engine's call reports to the accountant.
-type costObserver struct{ a *cost.Accountant }
+type costObserver struct {
+	batch.NopObserver
+	a *cost.Accountant
+}
 
-func (o costObserver) CallFinished(c batch.CallReport)   { o.a.CallFinished(c) }
-func (costObserver) BatchFetched(wire.Trigger, int)      {}
-func (costObserver) RequestFinished(batch.RequestReport) {}
-func (costObserver) RequestRetried()                     {}
-func (costObserver) BacklogRead(batch.Backlog)           {}
+func (o costObserver) CallFinished(c batch.CallReport) { o.a.CallFinished(c) }
 
 // registerCost exposes the estimated spend and saving as gauges.
 func registerCost(reg prometheus.Registerer, a *cost.Accountant) error {

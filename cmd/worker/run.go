@@ -130,7 +130,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 		batch.WithUrgentQueue(urgentLane),
 		batch.WithLogger(log.Named("batch")),
 		batch.WithObserver(observer),
-		batch.WithObserver(costObserver{accountant}),
+		batch.WithObserver(costObserver{a: accountant}),
 	}
 	if cfg.BatchMode == "async" {
 		jobs, err := jetstream.EnsureJobStore(setupCtx, js, jetstream.JobStoreConfig{Bucket: cfg.JobsBucket, Replicas: cfg.StreamReplicas})

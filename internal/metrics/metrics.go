@@ -9,6 +9,7 @@ package metrics
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,12 @@ type Metrics struct {
 	pending        prometheus.Gauge
 	ackPending     prometheus.Gauge
 	oldestPending  prometheus.Gauge
+	deferred       prometheus.Counter
+	probes         *prometheus.CounterVec
+	providerUp     prometheus.Gauge
+	breakerOpen    *prometheus.GaugeVec
+	groupSize      *prometheus.GaugeVec
+	openBreakers   sync.Map // model -> struct{}
 	reg            prometheus.Registerer
 	inFlightJoined atomic.Bool
 }
@@ -123,15 +130,37 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "aibatch_oldest_pending_timestamp_seconds",
 			Help: "Unix time the oldest never-delivered request of the batch lane was published, at the last poll; 0 when none waits.",
 		}),
+		deferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aibatch_deferred_total",
+			Help: "Requests handed back without spending an attempt because the provider could serve no one.",
+		}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_probes_total",
+			Help: "Probe calls made while a circuit breaker was open, by provider and status (ok: the provider served it).",
+		}, []string{"provider", "status"}),
+		providerUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "aibatch_provider_up",
+			Help: "1 while the provider serves calls, 0 while a circuit breaker is open.",
+		}),
+		breakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "aibatch_breaker_open",
+			Help: "1 while the circuit breaker is open, 0 when closed; model is empty for the provider's own breaker.",
+		}, []string{"model"}),
+		groupSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "aibatch_group_batch_size",
+			Help: "Most requests one call of a group may carry now (adaptive: halves on a cut-off answer, grows back while calls succeed); instructions is a short hash.",
+		}, []string{"model", "instructions"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.requests, m.batches, m.results, m.apiCalls, m.retries, m.deadLetters, m.tokens,
 		m.batchSize, m.callLatency, m.queueWait, m.attempts, m.pending, m.ackPending, m.oldestPending,
+		m.deferred, m.probes, m.providerUp, m.breakerOpen, m.groupSize,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
 	}
+	m.providerUp.Set(1)
 	return m, nil
 }
 
@@ -159,11 +188,17 @@ func (m *Metrics) BatchFetched(trigger wire.Trigger, size int) {
 	m.requests.WithLabelValues(string(trigger)).Add(float64(size))
 }
 
-// CallFinished counts a provider call, its size, latency and tokens.
+// CallFinished counts a provider call, its size, latency and tokens; a
+// probe call counts as a probe only (and its tokens).
 func (m *Metrics) CallFinished(c batch.CallReport) {
 	status := wire.StatusOK
 	if c.Err != nil {
 		status = wire.StatusError
+	}
+	if c.Probe {
+		m.probes.WithLabelValues(c.Provider, status).Inc()
+		m.countTokens(c)
+		return
 	}
 	mode := m.SyncMode
 	if mode == "" {
@@ -178,6 +213,10 @@ func (m *Metrics) CallFinished(c batch.CallReport) {
 		m.batchSize.WithLabelValues(string(c.Trigger)).Observe(float64(c.Size))
 	}
 	m.callLatency.WithLabelValues(c.Provider, mode).Observe(c.Latency.Seconds())
+	m.countTokens(c)
+}
+
+func (m *Metrics) countTokens(c batch.CallReport) {
 	if c.Usage.InputTokens > 0 {
 		m.tokens.WithLabelValues(c.Provider, c.Model, "input").Add(float64(c.Usage.InputTokens))
 	}
@@ -212,4 +251,28 @@ func (m *Metrics) BacklogRead(b batch.Backlog) {
 		return
 	}
 	m.oldestPending.Set(float64(b.Oldest.UnixNano()) / float64(time.Second))
+}
+
+// RequestDeferred counts a request handed back because the provider could
+// serve no one.
+func (m *Metrics) RequestDeferred() { m.deferred.Inc() }
+
+// BreakerChanged sets aibatch_breaker_open for the breaker, and
+// aibatch_provider_up to 0 while any breaker is open.
+func (m *Metrics) BreakerChanged(b batch.BreakerState) {
+	if b.State == batch.BreakerOpen {
+		m.breakerOpen.WithLabelValues(b.Model).Set(1)
+		m.openBreakers.Store(b.Model, struct{}{})
+	} else {
+		m.breakerOpen.WithLabelValues(b.Model).Set(0)
+		m.openBreakers.Delete(b.Model)
+	}
+	up := 1.0
+	m.openBreakers.Range(func(any, any) bool { up = 0; return false })
+	m.providerUp.Set(up)
+}
+
+// GroupResized sets aibatch_group_batch_size for the group.
+func (m *Metrics) GroupResized(g batch.GroupState) {
+	m.groupSize.WithLabelValues(g.Model, g.Instructions).Set(float64(g.Size))
 }

@@ -1,0 +1,172 @@
+package batch
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"sort"
+	"sync"
+)
+
+// groupKey names the requests that may share a call.
+type groupKey struct{ model, instructions string }
+
+func keyOf(it *item) groupKey { return groupKey{it.req.Model, it.req.Instructions} }
+
+// GroupState is what the engine has learned about one group of requests
+// that share calls (same model and instructions).
+type GroupState struct {
+	Model string `json:"model"`
+	// Instructions identifies the group's instructions by the start of a
+	// SHA-256 of them ("" for none), so stats never show a prompt.
+	Instructions string `json:"instructions,omitempty"`
+	// Size is the most requests one call of the group may carry now: it
+	// halves when an answer is cut off at the output limit and grows back
+	// towards MaxBatchSize while calls succeed.
+	Size int `json:"size"`
+	// OutputTokens is the learned average answer length, 0 before any.
+	OutputTokens int `json:"output_tokens"`
+}
+
+// growAgainAfter is how many successful calls in a row at the largest size
+// below the last cut-off make a group try larger calls again.
+const growAgainAfter = 20
+
+// groups remembers per group the call size that fits the model's output
+// limit (additive increase, multiplicative decrease) and the average answer
+// length. The caller writes to it; the planner reads it.
+type groups struct {
+	maxSize int
+	changed func(GroupState)
+
+	mu sync.Mutex
+	m  map[groupKey]*groupMemory
+}
+
+type groupMemory struct {
+	size int
+	// lastCut is the size of the last call cut off at the output limit;
+	// 0 when no ceiling is known. bestFit is the largest call below it that
+	// was answered whole.
+	lastCut, bestFit int
+	streak           int
+	outAvg           float64
+	outSamples       int
+}
+
+func newGroups(maxSize int, changed func(GroupState)) *groups {
+	return &groups{maxSize: maxSize, changed: changed, m: map[groupKey]*groupMemory{}}
+}
+
+func (g *groups) get(k groupKey) *groupMemory {
+	m, ok := g.m[k]
+	if !ok {
+		m = &groupMemory{size: g.maxSize}
+		g.m[k] = m
+	}
+	return m
+}
+
+// size is the most requests a call of group k may carry now.
+func (g *groups) size(k groupKey) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m, ok := g.m[k]; ok {
+		return m.size
+	}
+	return g.maxSize
+}
+
+// outputTokens is the learned average answer length of group k.
+func (g *groups) outputTokens(k groupKey) (float64, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m, ok := g.m[k]; ok && m.outSamples > 0 {
+		return m.outAvg, true
+	}
+	return 0, false
+}
+
+// cutOff records a call of n requests whose answer was cut off at the
+// output limit: the group's size drops to the largest call that fitted
+// below n, or to half of n when none is known.
+func (g *groups) cutOff(k groupKey, n int) {
+	g.mu.Lock()
+	m := g.get(k)
+	before := m.size
+	m.lastCut, m.streak = n, 0
+	if m.bestFit > 0 && m.bestFit < n {
+		m.size = min(m.size, m.bestFit)
+	} else {
+		m.bestFit = 0
+		m.size = min(m.size, max(1, n/2))
+	}
+	st := g.state(k, m)
+	g.mu.Unlock()
+	if st.Size != before {
+		g.changed(st)
+	}
+}
+
+// answered records a call of n requests answered whole, with the output
+// tokens its answers used: the group grows back towards maxSize, never to a
+// size that was cut off until growAgainAfter calls in a row succeeded.
+func (g *groups) answered(k groupKey, n int, outputTokens int64) {
+	g.mu.Lock()
+	m := g.get(k)
+	before := m.size
+	if n > 0 && outputTokens > 0 {
+		per := float64(outputTokens) / float64(n)
+		m.outSamples++
+		// An average over the last 20 calls or so: answers drift.
+		w := max(1.0/float64(m.outSamples), 0.05)
+		m.outAvg += w * (per - m.outAvg)
+	}
+	if m.lastCut == 0 || n < m.lastCut {
+		m.bestFit = max(m.bestFit, n)
+	}
+	m.streak++
+	switch {
+	case m.lastCut == 0:
+		m.size = min(g.maxSize, m.size+max(1, m.size/4))
+	case m.size >= m.lastCut-1 && m.streak >= growAgainAfter:
+		// Long enough at the ceiling: try above it again.
+		m.lastCut, m.streak = 0, 0
+	default:
+		m.size = min(m.lastCut-1, m.size+max(1, (m.lastCut-1-m.size)/2))
+	}
+	st := g.state(k, m)
+	g.mu.Unlock()
+	if st.Size != before {
+		g.changed(st)
+	}
+}
+
+func (g *groups) state(k groupKey, m *groupMemory) GroupState {
+	return GroupState{Model: k.model, Instructions: instructionsID(k.instructions), Size: m.size, OutputTokens: int(m.outAvg + 0.5)}
+}
+
+// states returns every group's state, by model and then instructions.
+func (g *groups) states() []GroupState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]GroupState, 0, len(g.m))
+	for k, m := range g.m {
+		out = append(out, g.state(k, m))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Model != out[j].Model {
+			return out[i].Model < out[j].Model
+		}
+		return out[i].Instructions < out[j].Instructions
+	})
+	return out
+}
+
+// instructionsID is a short, stable id of a prompt that does not show it.
+func instructionsID(instructions string) string {
+	if instructions == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(instructions))
+	return hex.EncodeToString(sum[:6])
+}
