@@ -400,15 +400,15 @@ func (q *queue) Wait(ctx context.Context, max int) ([]batch.Message, error) {
 	b := q.b
 	slice := time.NewTimer(WaitSlice)
 	defer slice.Stop()
-	failed := false
+	faultChecked := false
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		b.mu.Lock()
-		if !failed {
+		if !faultChecked {
 			// A fault fails the call, not every round of it.
-			failed = true
+			faultChecked = true
 			if err := b.faultLocked(FailFetch); err != nil {
 				b.mu.Unlock()
 				return nil, err

@@ -29,7 +29,7 @@ func brokerHarness(ackWait time.Duration) func(t *testing.T) Harness {
 // Broker on the real clock, with a short AckWait.
 func TestBrokerContract(t *testing.T) {
 	t.Parallel()
-	RunBrokerContract(t, brokerHarness(100*time.Millisecond))
+	RunBrokerContract(t, brokerHarness(250*time.Millisecond))
 }
 
 // TestBrokerContractInBubble runs the same contract inside synctest bubbles

@@ -49,6 +49,7 @@ var faultNames = map[Fault]string{
 	FailStoredResult: "fail stored result",
 }
 
+// String names the fault, as subtests and errors show it.
 func (f Fault) String() string {
 	if s, ok := faultNames[f]; ok {
 		return s

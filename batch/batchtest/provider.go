@@ -102,7 +102,9 @@ func (p *Provider) FailItem(input string, err error, times int) {
 	p.itemErr[input] = itemFault{err: err, times: times}
 }
 
-// PanicNext makes the next n calls panic.
+// PanicNext makes the next n calls panic. The engine does not recover a
+// panic in a provider call (the call runs in a goroutine of its own), so
+// with an engine the panic ends the test binary.
 func (p *Provider) PanicNext(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
