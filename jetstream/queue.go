@@ -94,9 +94,13 @@ func (q *Queue) Fetch(ctx context.Context, max int) ([]batch.Message, error) {
 
 // waitSlice bounds one long poll in Wait, so a lost pull request is renewed;
 // waitHeartbeat is how often the server confirms the poll is alive.
+// nats.go refuses heartbeats on a poll shorter than two of them, and gives
+// the server 90% of the context's remaining time, so a poll shorter than
+// heartbeatPoll goes without.
 const (
 	waitSlice     = 30 * time.Second
 	waitHeartbeat = time.Second
+	heartbeatPoll = 3 * waitHeartbeat
 )
 
 // Wait blocks until a request arrives or ctx ends, then returns it with
@@ -104,15 +108,24 @@ const (
 func (q *Queue) Wait(ctx context.Context, max int) ([]batch.Message, error) {
 	wctx, cancel := context.WithTimeout(ctx, waitSlice)
 	defer cancel()
+	opts := []jetstream.FetchOpt{jetstream.FetchContext(wctx)}
 	// Heartbeats every second notice a pull request lost with a restarted
 	// server within seconds rather than at the end of the long poll.
-	first, err := q.consumer.Next(jetstream.FetchContext(wctx), jetstream.FetchHeartbeat(waitHeartbeat))
+	if deadline, _ := wctx.Deadline(); time.Until(deadline) >= heartbeatPoll {
+		opts = append(opts, jetstream.FetchHeartbeat(waitHeartbeat))
+	}
+	first, err := q.consumer.Next(opts...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		// nats.go refuses a context whose deadline has passed a moment
+		// before the context itself reports it.
+		if deadlinePassed(ctx) {
+			return nil, context.DeadlineExceeded
+		}
 		// The long poll ended without a request: not an error.
-		if wctx.Err() != nil || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+		if wctx.Err() != nil || deadlinePassed(wctx) || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("jetstream: wait for requests: %w", err)
@@ -131,6 +144,13 @@ func (q *Queue) Wait(ctx context.Context, max int) ([]batch.Message, error) {
 		out = append(out, more...)
 	}
 	return out, nil
+}
+
+// deadlinePassed reports whether ctx has a deadline that is not in the
+// future.
+func deadlinePassed(ctx context.Context) bool {
+	deadline, ok := ctx.Deadline()
+	return ok && !time.Now().Before(deadline)
 }
 
 func collect(mb jetstream.MessageBatch, max int) ([]batch.Message, error) {

@@ -1,4 +1,4 @@
-package batch_test
+package jetstream_test
 
 import (
 	"context"

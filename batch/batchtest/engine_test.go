@@ -1,0 +1,371 @@
+package batchtest_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/batch/batchtest"
+	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
+)
+
+// These tests run the real engine on the doubles inside synctest bubbles:
+// they show the Broker is enough for the engine's schedule, redeliveries
+// and failure paths, with the engine's default timings passing on the fake
+// clock. synctest.Wait lets every goroutine settle before a check, so the
+// checks are exact rather than eventual.
+
+// engineConfig is the engine's defaults with the Broker's AckWait.
+func engineConfig(b *batchtest.Broker) batch.Config {
+	return batch.Config{DefaultModel: "test-model", AckWait: b.AckWait()}
+}
+
+// startEngine runs an engine on b's two lanes and p until stop is called
+// (or the test ends); stop waits for Run to return.
+func startEngine(t *testing.T, b *batchtest.Broker, p provider.Provider, cfg batch.Config, opts ...batch.Option) (e *batch.Engine, stop func()) {
+	t.Helper()
+	opts = append([]batch.Option{
+		batch.WithUrgentQueue(b.Queue(wire.UrgentSubjects)),
+		batch.WithLogger(zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))),
+	}, opts...)
+	e, err := batch.New(cfg, b.Queue(wire.RequestSubjects), b.Publisher(), p, opts...)
+	if err != nil {
+		t.Fatalf("new engine: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("engine Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return e, stop
+}
+
+// publishInputs publishes n requests on subject with ids <prefix>-<i> and
+// inputs "<prefix> <i>", and returns their sequences.
+func publishInputs(t *testing.T, b *batchtest.Broker, subject, prefix string, n int) []uint64 {
+	t.Helper()
+	seqs := make([]uint64, n)
+	for i := range n {
+		body, _ := json.Marshal(wire.Request{ID: fmt.Sprintf("%s-%d", prefix, i), Input: prefix + " " + strconv.Itoa(i)})
+		seqs[i] = mustPublish(t, b, subject, string(body), nil)
+	}
+	return seqs
+}
+
+// results decodes the stored results by request id, failing on a second
+// result for any id.
+func results(t *testing.T, b *batchtest.Broker) map[string]wire.Result {
+	t.Helper()
+	out := map[string]wire.Result{}
+	for _, s := range b.Results() {
+		var r wire.Result
+		if err := json.Unmarshal(s.Data, &r); err != nil {
+			t.Fatalf("result %d is not JSON: %v", s.Seq, err)
+		}
+		if _, dup := out[r.ID]; dup {
+			t.Fatalf("two results for %q", r.ID)
+		}
+		out[r.ID] = r
+	}
+	return out
+}
+
+func TestEngineSendsFullBatchesThenTheRestAtMaxWait(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		publishInputs(t, b, reqSubject, "obs", 120)
+		cfg := engineConfig(b)
+		e, _ := startEngine(t, b, p, cfg)
+		synctest.Wait()
+		if got := results(t, b); len(got) != 100 || p.Calls() != 2 {
+			t.Fatalf("%d results in %d calls, want two full batches at once", len(got), p.Calls())
+		}
+		// The other 20 wait for MaxWait (5m by default), not a moment less.
+		time.Sleep(batch.DefaultMaxWait - batch.DefaultPollInterval)
+		synctest.Wait()
+		if n := len(b.Results()); n != 100 {
+			t.Fatalf("%d results before MaxWait", n)
+		}
+		time.Sleep(2 * batch.DefaultPollInterval)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 120 || b.Requests() != 0 {
+			t.Fatalf("%d results, %d requests left", len(got), b.Requests())
+		}
+		for i := range 120 {
+			r := got["obs-"+strconv.Itoa(i)]
+			wantTrigger, wantSize := wire.TriggerSize, 50
+			if i >= 100 {
+				wantTrigger, wantSize = wire.TriggerMaxWait, 20
+			}
+			if r.Status != wire.StatusOK || r.Output != batchtest.Echo("obs "+strconv.Itoa(i)) ||
+				r.Batch.Trigger != wantTrigger || r.Batch.Size != wantSize || r.Attempts != 1 {
+				t.Fatalf("obs-%d: %+v", i, r)
+			}
+		}
+		if s := e.Stats(); s.ResultsOK != 120 || s.APICalls != 3 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+}
+
+func TestEngineLostAcksAreRedeliveredAndStoredOnce(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		seqs := publishInputs(t, b, urgentSubject, "lost", 5)
+		b.Inject(batchtest.LoseAck, 3)
+		startEngine(t, b, p, engineConfig(b))
+		synctest.Wait()
+		if n, left := len(b.Results()), b.Requests(); n != 5 || left != 3 {
+			t.Fatalf("%d results, %d requests left; want 5 and the 3 whose acks were lost", n, left)
+		}
+		// The broker redelivers them after AckWait; the urgent lane takes
+		// them at once, and their results are duplicates.
+		time.Sleep(b.AckWait())
+		synctest.Wait()
+		if left := b.Requests(); left != 0 {
+			t.Fatalf("%d requests left after the redelivery", left)
+		}
+		got := results(t, b)
+		if len(got) != 5 || p.Calls() != 2 {
+			t.Fatalf("%d results from %d calls, want 5 from 2", len(got), p.Calls())
+		}
+		for i, seq := range seqs {
+			want := 1
+			if i < 3 {
+				want = 2
+			}
+			if n := b.Deliveries(seq); n != want {
+				t.Errorf("request %d delivered %d times, want %d", i, n, want)
+			}
+			if r := got["lost-"+strconv.Itoa(i)]; r.Attempts != 1 {
+				t.Errorf("lost-%d: stored result is from attempt %d, want the first", i, r.Attempts)
+			}
+		}
+	})
+}
+
+func TestEngineLostPublishAckStoresOneResult(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		publishInputs(t, b, urgentSubject, "once", 3)
+		mustPublish(t, b, urgentSubject, `{"id":"bad"}`, nil)
+		// The first result and the first dead letter are stored, but the
+		// engine hears they failed.
+		b.Inject(batchtest.LosePubAck, 1)
+		startEngine(t, b, p, engineConfig(b))
+		synctest.Wait()
+		if left := b.Requests(); left != 1 {
+			t.Fatalf("%d requests left, want the one whose result's ack was lost", left)
+		}
+		time.Sleep(batch.DefaultRetryBackoff * 2)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 4 || b.Requests() != 0 || p.Calls() != 2 {
+			t.Fatalf("%d results, %d left, %d calls; want 4, 0 and 2 (the lost answer was paid twice)", len(got), b.Requests(), p.Calls())
+		}
+		if r := got["once-0"]; r.Attempts != 1 {
+			t.Errorf("stored result from attempt %d, want the first", r.Attempts)
+		}
+		if dead := b.DeadLetters(); len(dead) != 1 || dead[0].Header[wire.HeaderRequestID] != "bad" {
+			t.Errorf("dead letters %+v", dead)
+		}
+	})
+}
+
+func TestEngineRetriesTransientFailuresAndDeadLettersPermanentOnes(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		p.FailNext(2, nil)
+		p.FailItem("retry 2", provider.Permanent(errors.New("content refused")), -1)
+		publishInputs(t, b, urgentSubject, "retry", 3)
+		startEngine(t, b, p, engineConfig(b))
+		// Two failed calls, backing off 1s then 2s (with jitter).
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 3 || p.Calls() != 3 || b.Requests() != 0 {
+			t.Fatalf("%d results from %d calls, %d left", len(got), p.Calls(), b.Requests())
+		}
+		for id, r := range got {
+			if r.Attempts != 3 {
+				t.Errorf("%s: %d attempts, want 3", id, r.Attempts)
+			}
+		}
+		if r := got["retry-2"]; r.Status != wire.StatusError || !strings.Contains(r.Error, "content refused") {
+			t.Errorf("retry-2: %+v", r)
+		}
+		dead := b.DeadLetters()
+		if len(dead) != 1 || dead[0].Subject != "ai.dead.t" || dead[0].Header[wire.HeaderAttempts] != "3" {
+			t.Fatalf("dead letters %+v", dead)
+		}
+	})
+}
+
+func TestEngineRetriesOnlyTheMissing(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		p.Omit("part 1", 1)
+		p.Omit("part 3", 1)
+		publishInputs(t, b, urgentSubject, "part", 5)
+		startEngine(t, b, p, engineConfig(b))
+		time.Sleep(2 * batch.DefaultRetryBackoff)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 5 || p.Calls() != 2 {
+			t.Fatalf("%d results from %d calls", len(got), p.Calls())
+		}
+		if second := p.Batches()[1]; len(second.Requests) != 2 {
+			t.Fatalf("the retry call carried %d requests, want the 2 left out", len(second.Requests))
+		}
+		for _, id := range []string{"part-1", "part-3"} {
+			if r := got[id]; r.Attempts != 2 || r.Status != wire.StatusOK {
+				t.Errorf("%s: %+v", id, r)
+			}
+		}
+	})
+}
+
+func TestEngineShutdownHandsBackHeldCalls(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		release := p.Hold()
+		defer release()
+		publishInputs(t, b, urgentSubject, "slow", 5)
+		cfg := engineConfig(b)
+		cfg.ShutdownTimeout = time.Second
+		_, stop := startEngine(t, b, p, cfg)
+		// Held for longer than AckWait: progress reports keep the requests.
+		time.Sleep(3 * b.AckWait())
+		synctest.Wait()
+		if p.Held() != 1 || p.Calls() != 1 {
+			t.Fatalf("held %d of %d calls", p.Held(), p.Calls())
+		}
+		stop()
+		if n := len(b.Results()); n != 0 || b.Requests() != 5 {
+			t.Fatalf("%d results, %d requests after an interrupted call", n, b.Requests())
+		}
+		release()
+		// A new worker takes them at once: they were handed back without delay.
+		startEngine(t, b, p, cfg)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 5 {
+			t.Fatalf("%d results after the restart", len(got))
+		}
+		for id, r := range got {
+			if r.Attempts != 2 {
+				t.Errorf("%s: attempt %d, want 2", id, r.Attempts)
+			}
+		}
+	})
+}
+
+// jobAPI is an in-process Batch API on top of a batchtest.Provider: jobs
+// finish when the test says so.
+type jobAPI struct {
+	*batchtest.Provider
+	mu       sync.Mutex
+	jobs     map[string]provider.Batch
+	finished bool
+}
+
+func (a *jobAPI) SubmitJob(_ context.Context, b provider.Batch) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	id := "job-" + strconv.Itoa(len(a.jobs)+1)
+	a.jobs[id] = b
+	return id, nil
+}
+
+func (a *jobAPI) PollJob(ctx context.Context, id string) (provider.JobStatus, error) {
+	a.mu.Lock()
+	b, ok := a.jobs[id]
+	done := a.finished
+	a.mu.Unlock()
+	if !ok {
+		return provider.JobStatus{}, fmt.Errorf("no job %s", id)
+	}
+	if !done {
+		return provider.JobStatus{State: "in_progress"}, nil
+	}
+	rs, err := a.Complete(ctx, b)
+	return provider.JobStatus{Done: true, State: "completed", Results: rs}, err
+}
+
+func (a *jobAPI) CancelJob(context.Context, string) error { return nil }
+
+func (a *jobAPI) submitted() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.jobs)
+}
+
+func TestEngineAsyncRestartResumesTheRecordedJob(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := batchtest.NewBroker()
+		api := &jobAPI{Provider: batchtest.NewProvider(), jobs: map[string]provider.Batch{}}
+		store := batchtest.NewJobStore()
+		cfg := engineConfig(b)
+		cfg.Async, cfg.MaxBatchSize, cfg.ShutdownTimeout = true, 10, time.Second
+		publishInputs(t, b, reqSubject, "job", 10)
+		_, stop := startEngine(t, b, api, cfg, batch.WithJobStore(store))
+		synctest.Wait()
+		if api.submitted() != 1 || store.Len() != 11 {
+			t.Fatalf("%d jobs, %d job records; want 1 job holding 10 requests", api.submitted(), store.Len())
+		}
+		stop() // the worker goes away while its job runs
+		if n := len(b.Results()); n != 0 || b.Requests() != 10 {
+			t.Fatalf("%d results, %d requests before the job finished", n, b.Requests())
+		}
+
+		startEngine(t, b, api, cfg, batch.WithJobStore(store))
+		api.mu.Lock()
+		api.finished = true
+		api.mu.Unlock()
+		// The new worker finds nothing pending but requests delivered and
+		// unacked: it looks for them after AckWait (they were handed back
+		// at once, so they are there) and polls their job at once.
+		time.Sleep(b.AckWait() + time.Second)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 10 || b.Requests() != 0 || store.Len() != 0 {
+			t.Fatalf("%d results, %d requests left, %d job records", len(got), b.Requests(), store.Len())
+		}
+		for id, r := range got {
+			if r.Status != wire.StatusOK || r.Attempts != 2 {
+				t.Errorf("%s: %+v", id, r)
+			}
+		}
+		if n := api.submitted(); n != 1 {
+			t.Fatalf("%d jobs submitted, want the recorded one resumed", n)
+		}
+	})
+}

@@ -1,0 +1,258 @@
+package batchtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/aibatch/aibatch/provider"
+)
+
+// Provider is a provider.Provider that answers every request of a call
+// itself, by a function of its input ("echo: " + input unless SetAnswer says
+// otherwise), counts its calls and records each call's batch. On command it
+// misbehaves: it fails whole calls, leaves requests out of its answer, fails
+// single requests, is slow, holds calls until released, or panics. It is safe
+// for concurrent use; create it with NewProvider.
+//
+// A call does, in order: record the batch; panic if PanicNext says so; wait
+// for SetDelay's delay and for any Hold to be released (returning a
+// transient error if ctx ends first); fail as FailNext says; answer each
+// request, except those Omit leaves out and those FailItem fails. The usage
+// of an answer counts one token per byte of input and of output.
+type Provider struct {
+	mu      sync.Mutex
+	answer  func(input string) string
+	calls   int
+	batches []provider.Batch
+	failing []error
+	panics  int
+	delay   time.Duration
+	// hold is closed when the current Hold is released; nil when none.
+	hold    chan struct{}
+	held    int
+	omit    map[string]int
+	itemErr map[string]itemFault
+}
+
+type itemFault struct {
+	err   error
+	times int
+}
+
+var _ provider.Provider = (*Provider)(nil)
+
+// ProviderName is the Name of every Provider.
+const ProviderName = "batchtest"
+
+// NewProvider returns a Provider that answers every request with
+// "echo: " + its input.
+func NewProvider() *Provider {
+	return &Provider{omit: map[string]int{}, itemErr: map[string]itemFault{}}
+}
+
+// Echo is the Provider's default answer to input.
+func Echo(input string) string { return "echo: " + input }
+
+// Name returns ProviderName.
+func (p *Provider) Name() string { return ProviderName }
+
+// SetAnswer makes later calls answer each request with f(input); nil
+// restores Echo.
+func (p *Provider) SetAnswer(f func(input string) string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.answer = f
+}
+
+// FailNext makes the next n calls return err instead of answers. Wrap err
+// with provider.Permanent, provider.Transient or a *provider.Error to say
+// whether a retry can help; a nil err is a transient failure.
+func (p *Provider) FailNext(n int, err error) {
+	if err == nil {
+		err = provider.Transient(fmt.Errorf("batchtest: call failed: %w", ErrInjected))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for range n {
+		p.failing = append(p.failing, err)
+	}
+}
+
+// Omit makes the next times answers that include a request with this input
+// leave it out, so the engine sees it as missing; times < 0 means always.
+func (p *Provider) Omit(input string, times int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.omit[input] = times
+}
+
+// FailItem makes the next times answers that include a request with this
+// input answer it with err (its Result.Err) while the others succeed; times
+// < 0 means always. Wrap err with provider.Permanent to make it final.
+func (p *Provider) FailItem(input string, err error, times int) {
+	if err == nil {
+		err = provider.Transient(fmt.Errorf("batchtest: request failed: %w", ErrInjected))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.itemErr[input] = itemFault{err: err, times: times}
+}
+
+// PanicNext makes the next n calls panic. The engine does not recover a
+// panic in a provider call (the call runs in a goroutine of its own), so
+// with an engine the panic ends the test binary.
+func (p *Provider) PanicNext(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.panics += n
+}
+
+// SetDelay makes every later call take d before it answers, or end with a
+// transient error when its ctx ends first.
+func (p *Provider) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay = d
+}
+
+// Hold makes every call that has not got past its delay yet wait, before it
+// answers, until release is called (once or more) or until its ctx ends, in
+// which case it returns a transient error. Held counts the calls waiting.
+func (p *Provider) Hold() (release func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hold == nil {
+		p.hold = make(chan struct{})
+	}
+	h := p.hold
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			close(h)
+			if p.hold == h {
+				p.hold = nil
+			}
+		})
+	}
+}
+
+// Held returns how many calls wait for a Hold to be released now.
+func (p *Provider) Held() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
+}
+
+// Calls returns how many calls were made, failed and panicked ones included.
+func (p *Provider) Calls() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls
+}
+
+// Batches returns the batch of every call so far, in the order the calls
+// were made.
+func (p *Provider) Batches() []provider.Batch {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]provider.Batch, len(p.batches))
+	for i, b := range p.batches {
+		b.Requests = slices.Clone(b.Requests)
+		out[i] = b
+	}
+	return out
+}
+
+// Complete answers b as the Provider's settings say.
+func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
+	p.mu.Lock()
+	p.calls++
+	rec := b
+	rec.Requests = slices.Clone(b.Requests)
+	p.batches = append(p.batches, rec)
+	if p.panics > 0 {
+		p.panics--
+		p.mu.Unlock()
+		panic(fmt.Sprintf("batchtest: provider told to panic in call %s", b.ID))
+	}
+	delay := p.delay
+	p.mu.Unlock()
+
+	if err := p.wait(ctx, delay); err != nil {
+		return nil, err
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.failing) > 0 {
+		err := p.failing[0]
+		p.failing = p.failing[1:]
+		return nil, err
+	}
+	answer := p.answer
+	if answer == nil {
+		answer = Echo
+	}
+	out := make([]provider.Result, 0, len(b.Requests))
+	for _, r := range b.Requests {
+		if n, ok := p.omit[r.Input]; ok && n != 0 {
+			p.omit[r.Input] = n - 1
+			continue
+		}
+		if f, ok := p.itemErr[r.Input]; ok && f.times != 0 {
+			f.times--
+			p.itemErr[r.Input] = f
+			out = append(out, provider.Result{Key: r.Key, Err: f.err})
+			continue
+		}
+		output := answer(r.Input)
+		out = append(out, provider.Result{Key: r.Key, Output: output,
+			Usage: provider.Usage{InputTokens: int64(len(r.Input)), OutputTokens: int64(len(output))}})
+	}
+	return out, nil
+}
+
+// errEnded is the cause of a call whose ctx ended while it waited.
+var errEnded = errors.New("batchtest: call ended before the provider answered")
+
+// wait sleeps for delay and while a Hold is on, until ctx ends.
+func (p *Provider) wait(ctx context.Context, delay time.Duration) error {
+	ended := func() error {
+		return provider.Transient(fmt.Errorf("%w: %w", errEnded, ctx.Err()))
+	}
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ended()
+		case <-t.C:
+		}
+	}
+	for {
+		p.mu.Lock()
+		h := p.hold
+		if h == nil {
+			p.mu.Unlock()
+			return nil
+		}
+		p.held++
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-h:
+		}
+		p.mu.Lock()
+		p.held--
+		p.mu.Unlock()
+		if ctx.Err() != nil {
+			return ended()
+		}
+	}
+}
