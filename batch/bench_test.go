@@ -168,7 +168,7 @@ func BenchmarkBuildCall(b *testing.B) {
 			it.outcome = outcomeNone
 		}
 		for _, g := range groupForCalls(items) {
-			_ = e.caller.call(ctx, wire.TriggerSize, call{items: g})
+			_, _ = e.caller.call(ctx, wire.TriggerSize, call{items: g})
 		}
 	}
 	m.report()

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,11 +50,7 @@ type caller struct {
 
 // callAll makes the calls concurrently and returns when every one is done.
 func (c *caller) callAll(ctx context.Context, trigger wire.Trigger, calls []call) {
-	var wg sync.WaitGroup
-	for _, cl := range calls {
-		wg.Go(func() { c.callAndSplit(ctx, trigger, cl) })
-	}
-	wg.Wait()
+	together(calls, func(cl call) { c.callAndSplit(ctx, trigger, cl) })
 }
 
 // callAndSplit makes one call and follows up on what its scope says.
@@ -66,7 +61,7 @@ func (c *caller) callAndSplit(ctx context.Context, trigger wire.Trigger, cl call
 		deferAll(group, st)
 		return
 	}
-	err := c.call(ctx, trigger, cl)
+	answered, err := c.call(ctx, trigger, cl)
 	if ctx.Err() != nil {
 		return // shutting down: whatever has no outcome is handed back
 	}
@@ -81,10 +76,17 @@ func (c *caller) callAndSplit(ctx context.Context, trigger wire.Trigger, cl call
 		deferAll(group, st)
 	case provider.ScopeBatch:
 		c.breakers.succeed(model, time.Now())
-		if errors.Is(err, provider.ErrCutOff) {
-			c.groups.cutOff(keyOf(group[0]), len(group))
+		cutOff := errors.Is(err, provider.ErrCutOff)
+		if cutOff {
+			c.groups.cutOff(keyOf(group[0]), len(group), answered)
 		}
-		c.split(ctx, trigger, cl, errors.Is(err, provider.ErrCutOff))
+		if answered > 0 {
+			// The answers completed before the cut are kept; the rest go
+			// again, in calls of the size that fitted.
+			c.followUpMissing(ctx, trigger, cl)
+			return
+		}
+		c.split(ctx, trigger, cl, cutOff)
 	default:
 		c.breakers.succeed(model, time.Now())
 		for _, it := range group {
@@ -129,7 +131,7 @@ func (c *caller) followUpMissing(ctx context.Context, trigger wire.Trigger, cl c
 	case len(cl.items) == 1:
 		missing[0].failed(errMissing)
 	case len(missing) < len(cl.items):
-		c.callAll(ctx, trigger, []call{{items: missing, maxOutputTokens: cl.maxOutputTokens}})
+		c.callAll(ctx, trigger, c.planner.planGroup(missing))
 	default:
 		for _, it := range missing {
 			it.err = errMissing
@@ -168,9 +170,11 @@ func deferAll(group []*item, st BreakerState) {
 }
 
 // call makes one provider call and records each answer and each failure of
-// a single request on its item. It returns the whole-call error, if any,
-// leaving the items without an outcome for the caller to act on.
-func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) error {
+// a single request on its item. It returns how many items it recorded and
+// the whole-call error, if any, leaving the other items without an outcome
+// for the caller to act on. An answer cut off at the output limit keeps the
+// answers it completed.
+func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, error) {
 	group := cl.items
 	b := provider.Batch{
 		ID:              c.ids.next(),
@@ -198,15 +202,21 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) error 
 		SoloPromptTokens: soloPromptTokens(b)}
 	defer func() { c.observer.CallFinished(report) }()
 
+	var recorded int
+	if err != nil && errors.Is(err, provider.ErrCutOff) {
+		var usage provider.Usage
+		recorded, _, usage = c.record(waiting, results)
+		report.Usage = usage
+	}
 	if err != nil {
-		for _, it := range group {
+		for _, it := range waiting {
 			it.err = err
 		}
 		c.log.Warn("batch call failed",
 			zap.String("batch", b.ID), zap.String("trigger", string(trigger)), zap.Int("size", len(group)),
-			zap.String("model", b.Model), zap.Duration("latency", latency),
+			zap.String("model", b.Model), zap.Duration("latency", latency), zap.Int("answered", recorded),
 			zap.Stringer("scope", provider.ScopeOf(err)), zap.Bool("permanent", provider.IsPermanent(err)), zap.Error(err))
-		return err
+		return recorded, err
 	}
 	answered, ignored, usage := c.record(waiting, results)
 	report.Usage = usage
@@ -217,7 +227,7 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) error 
 		zap.String("batch", b.ID), zap.String("trigger", string(trigger)), zap.Int("size", len(group)),
 		zap.String("model", b.Model), zap.Duration("latency", latency),
 		zap.Int("answered", answered), zap.Int("missing", len(waiting)), zap.Int("ignored", ignored))
-	return nil
+	return answered, nil
 }
 
 // record sets each result's outcome on the item waiting for it and removes
@@ -239,8 +249,10 @@ func (c *caller) record(waiting map[string]*item, results []provider.Result) (re
 			it.answered(r.Output, r.Usage)
 			continue
 		}
-		if scope, modelScoped := c.scopeOf(r.Err, it.req.Model, 1); scope == provider.ScopeProvider {
-			// One call of a fan-out found the provider down.
+		// A request's own error is its own unless it says otherwise: one
+		// call of a fan-out may find the provider down.
+		if scope, modelScoped := c.scopeOf(r.Err, it.req.Model, 1); scope == provider.ScopeProvider &&
+			(provider.ScopeOf(r.Err) == provider.ScopeProvider || modelScoped) {
 			deferAll([]*item{it}, c.breakers.fail(it.req.Model, modelScoped, false, r.Err, time.Now()))
 			continue
 		}

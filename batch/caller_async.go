@@ -3,7 +3,6 @@ package batch
 import (
 	"context"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -47,13 +46,11 @@ type asyncCaller struct {
 // callAll runs one job per group (or resumes the job a group's requests are
 // recorded in) and returns when every request is settled or handed back.
 func (a *asyncCaller) callAll(ctx context.Context, trigger wire.Trigger, items []*item) {
-	var wg sync.WaitGroup
+	var parts []jobPart
 	for _, g := range groupForCalls(items) {
-		for _, part := range a.partitionByJob(ctx, g) {
-			wg.Go(func() { a.runJob(ctx, trigger, part) })
-		}
+		parts = append(parts, a.partitionByJob(ctx, g)...)
 	}
-	wg.Wait()
+	together(parts, func(part jobPart) { a.runJob(ctx, trigger, part) })
 }
 
 // jobPart is a set of items that one job answers: a recorded job to resume,

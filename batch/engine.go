@@ -104,7 +104,7 @@ func New(cfg Config, q Queue, pub Publisher, p provider.Provider, opts ...Option
 // wire builds the stages from the engine's settings and dependencies.
 func (e *Engine) wire() error {
 	cfg := e.cfg
-	handBack := &handBacks{}
+	handBack, expiries := &handBacks{}, &handBacks{}
 	ids := newBatchIDs()
 	e.breakers = newBreakers(min(firstProbe, cfg.ProbeInterval), cfg.ProbeInterval, e.breakerChanged)
 	e.groups = newGroups(cfg.MaxBatchSize, e.groupResized)
@@ -119,6 +119,8 @@ func (e *Engine) wire() error {
 		attempts:   e.attempts,
 		ackWait:    cfg.AckWait,
 		handBack:   handBack,
+		expiries:   expiries,
+		requestTTL: cfg.RequestTTL,
 		stats:      &e.stats,
 		observer:   e.observer,
 		log:        e.log,
@@ -137,7 +139,7 @@ func (e *Engine) wire() error {
 			maxWait: cfg.MaxWait, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
 	}
 	e.batchLane = &batchLane{queue: e.queue, cfg: cfg, slots: newSemaphore(cfg.MaxInflight), dispatch: e.dispatch,
-		flushes: e.flushes, handBack: handBack, paused: e.providerDown, stats: &e.stats, observer: e.observer, log: e.log}
+		flushes: e.flushes, handBack: handBack, expiries: expiries, paused: e.providerDown, stats: &e.stats, observer: e.observer, log: e.log}
 	return nil
 }
 

@@ -87,17 +87,23 @@ func (g *groups) outputTokens(k groupKey) (float64, bool) {
 }
 
 // cutOff records a call of n requests whose answer was cut off at the
-// output limit: the group's size drops to the largest call that fitted
-// below n, or to half of n when none is known.
-func (g *groups) cutOff(k groupKey, n int) {
+// output limit after completing fit answers: the group's size drops to fit
+// when the answer completed some, else to the largest call that fitted below
+// n, else to half of n.
+func (g *groups) cutOff(k groupKey, n, fit int) {
 	g.mu.Lock()
 	m := g.get(k)
 	before := m.size
-	m.lastCut, m.streak = n, 0
-	if m.bestFit > 0 && m.bestFit < n {
+	m.streak = 0
+	switch {
+	case fit > 0:
+		m.lastCut, m.bestFit = fit+1, fit
+		m.size = min(m.size, fit)
+	case m.bestFit > 0 && m.bestFit < n:
+		m.lastCut = n
 		m.size = min(m.size, m.bestFit)
-	} else {
-		m.bestFit = 0
+	default:
+		m.lastCut, m.bestFit = n, 0
 		m.size = min(m.size, max(1, n/2))
 	}
 	st := g.state(k, m)

@@ -24,6 +24,8 @@ type batchLane struct {
 	dispatch dispatchFunc
 	flushes  chan flushRequest
 	handBack *handBacks
+	// expiries holds when requests this worker deferred pass RequestTTL.
+	expiries *handBacks
 	// paused reports whether the provider can serve no one now.
 	paused   func() bool
 	stats    *stats
@@ -93,6 +95,7 @@ func (l *batchLane) pollOnce(ctx context.Context, s *schedule) bool {
 		s.orphanCheckAt = now.Add(l.cfg.AckWait + retryGrace)
 	}
 	s.retryAt = l.handBack.next()
+	s.expireAt = l.expiries.next()
 	if b.Pending == 0 && now.Sub(s.lastFlush) >= l.cfg.Interval {
 		s.lastFlush = now // an interval with nothing to send
 	}
@@ -104,6 +107,9 @@ func (l *batchLane) pollOnce(ctx context.Context, s *schedule) bool {
 	}
 	if trigger == wire.TriggerRetry {
 		l.handBack.takeDue(now)
+	}
+	if !s.expireAt.IsZero() && !now.Before(s.expireAt) {
+		l.expiries.takeDue(now)
 	}
 	if s.paused {
 		l.log.Info("provider unavailable: fetching to end requests past REQUEST_TTL", zap.Duration("request_ttl", l.cfg.RequestTTL))

@@ -20,6 +20,9 @@ type schedule struct {
 	// paused is true while the provider can serve no one (its breaker is
 	// open): only requests past RequestTTL are fetched, to end them.
 	paused bool
+	// expireAt is when the first request this worker deferred passes
+	// RequestTTL; zero when there is none.
+	expireAt time.Time
 	// drainLeft is how many requests the last backlog read said still wait
 	// behind the batches sent since: while it holds a full batch, the lane
 	// fetches without reading the backlog again, so a backlog drains at the
@@ -33,8 +36,11 @@ type schedule struct {
 // that it ends as expired.
 func due(now time.Time, b Backlog, s schedule, c Config) (wire.Trigger, bool) {
 	if s.paused {
-		if b.Pending > 0 && !b.Oldest.IsZero() && now.Sub(b.Oldest) >= c.RequestTTL {
+		switch {
+		case b.Pending > 0 && !b.Oldest.IsZero() && now.Sub(b.Oldest) >= c.RequestTTL:
 			return wire.TriggerMaxWait, true
+		case !s.expireAt.IsZero() && !now.Before(s.expireAt):
+			return wire.TriggerRetry, true
 		}
 		return "", false
 	}

@@ -143,6 +143,10 @@ type settler struct {
 	attempts   AttemptStore // nil: NumDelivered counts attempts
 	ackWait    time.Duration
 	handBack   *handBacks
+	// expiries learns when deferred requests pass requestTTL, so that a
+	// paused lane fetches them to end them.
+	expiries   *handBacks
+	requestTTL time.Duration
 	stats      *stats
 	observer   Observer
 	log        *zap.Logger
@@ -182,6 +186,7 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 			it.attempts.Free++
 			s.record(ctx, it)
 			s.nak(it, it.retryAfter)
+			s.expiries.add(it.d.Published.Add(s.requestTTL + retryGrace))
 		default:
 			it.attempts.Free++
 			s.record(ctx, it)

@@ -26,7 +26,10 @@ import (
 // reported in the request's Result.Err with ScopeRequest.
 //
 // A non-nil error means the whole batch failed and none of the returned
-// results are used. Wrap it in an *Error to say whether retrying can help and
+// results are used, with one exception: with an error wrapping ErrCutOff,
+// the returned results are those the answer completed before it was cut
+// off. The caller uses them, and learns from their number how many answers
+// fit one call. Wrap it in an *Error to say whether retrying can help and
 // whose failure it is (Scope): the caller spends a request's attempts only on
 // failures of the request's own, splits a batch whose shape failed, and stops
 // calling a provider that cannot serve anyone. A failure that concerns one
@@ -131,6 +134,8 @@ var ErrUnknownModel = errors.New("the API does not know the model")
 // ErrCutOff is wrapped by the error of a combined answer cut off at the
 // call's output limit (finish_reason "length", stop_reason "max_tokens"):
 // the call asked for more answers than fit, and a smaller one may not.
+// Complete returns it with the results of the items the answer completed
+// before the cut.
 var ErrCutOff = errors.New("answer cut off at the output limit")
 
 // ErrRefused is wrapped by the error of a call the model refused (OpenAI

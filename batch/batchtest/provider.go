@@ -20,8 +20,9 @@ import (
 //
 // A call does, in order: record the batch; panic if PanicNext says so; wait
 // for SetDelay's delay and for any Hold to be released (returning a
-// transient error if ctx ends first); fail as FailNext says; answer each
-// request, except those Omit leaves out and those FailItem fails. The usage
+// transient error if ctx ends first); fail as FailNext, FailFor, CutOffAbove
+// and Refuse say; answer each request, except those Omit leaves out and
+// those FailItem fails. The usage
 // of an answer counts one token per byte of input and of output.
 type Provider struct {
 	mu      sync.Mutex
@@ -36,6 +37,11 @@ type Provider struct {
 	held    int
 	omit    map[string]int
 	itemErr map[string]itemFault
+	// failUntil and failErr: every call fails with failErr until then.
+	failUntil time.Time
+	failErr   error
+	cutOff    int
+	refuse    map[string]bool
 }
 
 type itemFault struct {
@@ -51,7 +57,7 @@ const ProviderName = "batchtest"
 // NewProvider returns a Provider that answers every request with
 // "echo: " + its input.
 func NewProvider() *Provider {
-	return &Provider{omit: map[string]int{}, itemErr: map[string]itemFault{}}
+	return &Provider{omit: map[string]int{}, itemErr: map[string]itemFault{}, refuse: map[string]bool{}}
 }
 
 // Echo is the Provider's default answer to input.
@@ -102,9 +108,46 @@ func (p *Provider) FailItem(input string, err error, times int) {
 	p.itemErr[input] = itemFault{err: err, times: times}
 }
 
-// PanicNext makes the next n calls panic. The engine does not recover a
-// panic in a provider call (the call runs in a goroutine of its own), so
-// with an engine the panic ends the test binary.
+// ProviderDown is the default error of FailFor: an HTTP 500 the provider
+// answers every caller with.
+func ProviderDown() error {
+	return &provider.Error{Scope: provider.ScopeProvider, StatusCode: 500, Err: fmt.Errorf("batchtest: provider down: %w", ErrInjected)}
+}
+
+// FailFor makes every call fail with err until d has passed (on the
+// clock the caller sees, so a synctest bubble's); nil err is ProviderDown.
+// An outage, a rejected API key (a *provider.Error with StatusCode 401 and
+// ScopeProvider), a storm of 5xx.
+func (p *Provider) FailFor(d time.Duration, err error) {
+	if err == nil {
+		err = ProviderDown()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failUntil, p.failErr = time.Now().Add(d), err
+}
+
+// CutOffAbove makes a call of more than n requests end as a real answer
+// cut off at the model's output limit does: the first n requests answered,
+// and a transient ScopeBatch error wrapping provider.ErrCutOff. 0 turns it
+// off.
+func (p *Provider) CutOffAbove(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cutOff = n
+}
+
+// Refuse makes the model refuse any call that carries a request with this
+// input: a combined call fails with a transient ScopeBatch error wrapping
+// provider.ErrRefused, and a one-request call answers that request with a
+// permanent ScopeRequest error, as the real providers' plain calls do.
+func (p *Provider) Refuse(input string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refuse[input] = true
+}
+
+// PanicNext makes the next n calls panic, as a bug in a provider would.
 func (p *Provider) PanicNext(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -195,14 +238,34 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 		p.failing = p.failing[1:]
 		return nil, err
 	}
+	if time.Now().Before(p.failUntil) {
+		return nil, p.failErr
+	}
+	cutOff := p.cutOff > 0 && len(b.Requests) > p.cutOff
+	requests := b.Requests
+	if cutOff {
+		requests = requests[:p.cutOff]
+	}
+	refused := false
+	for _, r := range requests {
+		refused = refused || p.refuse[r.Input]
+	}
+	if refused && len(b.Requests) > 1 {
+		return nil, &provider.Error{Scope: provider.ScopeBatch, Err: fmt.Errorf("batchtest: the combined call: %w", provider.ErrRefused)}
+	}
 	answer := p.answer
 	if answer == nil {
 		answer = Echo
 	}
-	out := make([]provider.Result, 0, len(b.Requests))
-	for _, r := range b.Requests {
+	out := make([]provider.Result, 0, len(requests))
+	for _, r := range requests {
 		if n, ok := p.omit[r.Input]; ok && n != 0 {
 			p.omit[r.Input] = n - 1
+			continue
+		}
+		if p.refuse[r.Input] {
+			out = append(out, provider.Result{Key: r.Key, Err: &provider.Error{Permanent: true, Scope: provider.ScopeRequest,
+				Err: fmt.Errorf("batchtest: %q: %w", r.Input, provider.ErrRefused)}})
 			continue
 		}
 		if f, ok := p.itemErr[r.Input]; ok && f.times != 0 {
@@ -214,6 +277,9 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 		output := answer(r.Input)
 		out = append(out, provider.Result{Key: r.Key, Output: output,
 			Usage: provider.Usage{InputTokens: int64(len(r.Input)), OutputTokens: int64(len(output))}})
+	}
+	if cutOff {
+		return out, &provider.Error{Scope: provider.ScopeBatch, Err: fmt.Errorf("batchtest: %d answers of %d fit: %w", p.cutOff, len(b.Requests), provider.ErrCutOff)}
 	}
 	return out, nil
 }

@@ -1,4 +1,4 @@
-package batchtest_test
+package batch_test
 
 import (
 	"context"
@@ -26,6 +26,20 @@ import (
 // and failure paths, with the engine's default timings passing on the fake
 // clock. synctest.Wait lets every goroutine settle before a check, so the
 // checks are exact rather than eventual.
+
+const (
+	reqSubject    = "ai.requests.t"
+	urgentSubject = "ai.urgent.t"
+)
+
+func mustPublish(t *testing.T, b *batchtest.Broker, subject, body string, header map[string]string) uint64 {
+	t.Helper()
+	seq, err := b.PublishRequest(subject, []byte(body), header)
+	if err != nil {
+		t.Fatalf("PublishRequest(%s): %v", subject, err)
+	}
+	return seq
+}
 
 // engineConfig is the engine's defaults with the Broker's AckWait.
 func engineConfig(b *batchtest.Broker) batch.Config {
@@ -196,37 +210,64 @@ func TestEngineLostPublishAckStoresOneResult(t *testing.T) {
 	})
 }
 
-func TestEngineRetriesTransientFailuresAndDeadLettersPermanentOnes(t *testing.T) {
+func TestEngineRetriesARequestsOwnFailuresAndDeadLettersPermanentOnes(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		b, p := batchtest.NewBroker(), batchtest.NewProvider()
-		p.FailNext(2, nil)
+		p.FailItem("retry 0", nil, 2)
 		p.FailItem("retry 2", provider.Permanent(errors.New("content refused")), -1)
 		publishInputs(t, b, urgentSubject, "retry", 3)
-		startEngine(t, b, p, engineConfig(b))
-		// Two failed calls, backing off 1s then 2s (with jitter).
+		startEngine(t, b, p, engineConfig(b), batch.WithAttemptStore(batchtest.NewAttemptStore()))
+		// retry-0 fails on its own twice, backing off 1s then 2s (with
+		// jitter); the others end in the first call.
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
 		got := results(t, b)
 		if len(got) != 3 || p.Calls() != 3 || b.Requests() != 0 {
 			t.Fatalf("%d results from %d calls, %d left", len(got), p.Calls(), b.Requests())
 		}
-		for id, r := range got {
-			if r.Attempts != 3 {
-				t.Errorf("%s: %d attempts, want 3", id, r.Attempts)
-			}
+		if r := got["retry-0"]; r.Status != wire.StatusOK || r.Attempts != 3 {
+			t.Errorf("retry-0: %+v, want ok on the third attempt", r)
 		}
-		if r := got["retry-2"]; r.Status != wire.StatusError || !strings.Contains(r.Error, "content refused") {
+		if r := got["retry-1"]; r.Status != wire.StatusOK || r.Attempts != 1 {
+			t.Errorf("retry-1: %+v, want ok at once", r)
+		}
+		if r := got["retry-2"]; r.Status != wire.StatusError || !strings.Contains(r.Error, "content refused") || r.Attempts != 1 {
 			t.Errorf("retry-2: %+v", r)
 		}
 		dead := b.DeadLetters()
-		if len(dead) != 1 || dead[0].Subject != "ai.dead.t" || dead[0].Header[wire.HeaderAttempts] != "3" {
+		if len(dead) != 1 || dead[0].Subject != "ai.dead.t" || dead[0].Header[wire.HeaderAttempts] != "1" {
 			t.Fatalf("dead letters %+v", dead)
 		}
 	})
 }
 
-func TestEngineRetriesOnlyTheMissing(t *testing.T) {
+func TestEngineGivesUpAfterMaxDeliverOwnFailures(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		p.FailItem("doomed 0", nil, -1)
+		publishInputs(t, b, urgentSubject, "doomed", 2)
+		cfg := engineConfig(b)
+		cfg.MaxDeliver = 3
+		startEngine(t, b, p, cfg, batch.WithAttemptStore(batchtest.NewAttemptStore()))
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		got := results(t, b)
+		r := got["doomed-0"]
+		if r.Status != wire.StatusError || r.Attempts != 3 || !strings.Contains(r.Error, "gave up after 3 attempts") {
+			t.Fatalf("doomed-0: %+v", r)
+		}
+		if dead := b.DeadLetters(); len(dead) != 1 || dead[0].Header[wire.HeaderAttempts] != "3" {
+			t.Fatalf("dead letters %+v", dead)
+		}
+		if got["doomed-1"].Status != wire.StatusOK || b.Requests() != 0 {
+			t.Fatalf("doomed-1: %+v, %d left", got["doomed-1"], b.Requests())
+		}
+	})
+}
+
+func TestEngineCallsTheMissingAgainAtOnce(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		b, p := batchtest.NewBroker(), batchtest.NewProvider()
@@ -234,17 +275,18 @@ func TestEngineRetriesOnlyTheMissing(t *testing.T) {
 		p.Omit("part 3", 1)
 		publishInputs(t, b, urgentSubject, "part", 5)
 		startEngine(t, b, p, engineConfig(b))
-		time.Sleep(2 * batch.DefaultRetryBackoff)
 		synctest.Wait()
 		got := results(t, b)
 		if len(got) != 5 || p.Calls() != 2 {
 			t.Fatalf("%d results from %d calls", len(got), p.Calls())
 		}
 		if second := p.Batches()[1]; len(second.Requests) != 2 {
-			t.Fatalf("the retry call carried %d requests, want the 2 left out", len(second.Requests))
+			t.Fatalf("the second call carried %d requests, want the 2 left out", len(second.Requests))
 		}
+		// Left out is the call's failure, not the requests': same delivery,
+		// no attempt spent.
 		for _, id := range []string{"part-1", "part-3"} {
-			if r := got[id]; r.Attempts != 2 || r.Status != wire.StatusOK {
+			if r := got[id]; r.Attempts != 1 || r.Status != wire.StatusOK || r.Batch.Size != 2 {
 				t.Errorf("%s: %+v", id, r)
 			}
 		}
