@@ -21,6 +21,7 @@ import (
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/admin"
 	"github.com/aibatch/aibatch/jetstream"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // config is every setting the worker reads from its environment. Only this
@@ -278,8 +279,8 @@ func (c config) validateOps() []error {
 		subjects []string
 	}{{"REQUEST_SUBJECTS", c.RequestSubjects}, {"URGENT_SUBJECTS", c.UrgentSubjects}} {
 		for _, s := range group.subjects {
-			if server.IsValidSubject(s) && server.SubjectsCollide(s, jetstream.ControlFlushSubject) {
-				errs = append(errs, fmt.Errorf("%s=%s: captures %s, the workers' control subject; narrow it, such as ai.requests.>", group.name, strings.Join(group.subjects, ","), jetstream.ControlFlushSubject))
+			if server.IsValidSubject(s) && server.SubjectsCollide(s, wire.ControlFlushSubject) {
+				errs = append(errs, fmt.Errorf("%s=%s: captures %s, the workers' control subject; narrow it, such as ai.requests.>", group.name, strings.Join(group.subjects, ","), wire.ControlFlushSubject))
 			}
 		}
 	}

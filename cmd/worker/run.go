@@ -22,8 +22,11 @@ import (
 
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/admin"
+	"github.com/aibatch/aibatch/internal/fleet"
+	"github.com/aibatch/aibatch/internal/jobstore"
 	"github.com/aibatch/aibatch/internal/metrics"
 	"github.com/aibatch/aibatch/jetstream"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // run wires the worker from its configuration and serves until ctx ends.
@@ -133,7 +136,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 		batch.WithObserver(costObserver{accountant}),
 	}
 	if cfg.BatchMode == "async" {
-		jobs, err := jetstream.EnsureJobStore(setupCtx, js, jetstream.JobStoreConfig{Bucket: cfg.JobsBucket, Replicas: cfg.StreamReplicas})
+		jobs, err := jobstore.Open(setupCtx, js, jobstore.Config{Bucket: cfg.JobsBucket, Replicas: cfg.StreamReplicas})
 		if err != nil {
 			return fmt.Errorf("set up JOBS_BUCKET=%s: %w", cfg.JobsBucket, err)
 		}
@@ -214,10 +217,10 @@ type opsDeps struct {
 type ops struct {
 	worker    string
 	log       *zap.Logger
-	fleet     *jetstream.FleetStats
+	fleet     *fleet.Totals
 	stopFleet context.CancelFunc
 	fleetDone chan struct{}
-	responder *jetstream.FlushResponder
+	responder *fleet.FlushResponder
 	admin     *admin.Server
 }
 
@@ -229,10 +232,10 @@ func startOps(ctx context.Context, d opsDeps) (*ops, error) {
 		o.stop()
 		return nil, err
 	}
-	responder, err := jetstream.ServeFlush(d.nc, "", o.worker, d.engine, d.cfg.ShutdownTimeout)
+	responder, err := fleet.ServeFlush(d.nc, "", o.worker, d.engine, d.cfg.ShutdownTimeout)
 	if err != nil {
 		o.stop()
-		return nil, fmt.Errorf("serve %s: %w", jetstream.ControlFlushSubject, err)
+		return nil, fmt.Errorf("serve %s: %w", wire.ControlFlushSubject, err)
 	}
 	o.responder = responder
 	if err := o.startAdmin(ctx, d); err != nil {
@@ -248,18 +251,18 @@ func (o *ops) startFleet(ctx context.Context, d opsDeps) error {
 	if d.cfg.StatsBucket == "" {
 		return nil
 	}
-	fleet, err := jetstream.OpenFleetStats(ctx, d.js, jetstream.FleetConfig{
+	totals, err := fleet.Open(ctx, d.js, fleet.Config{
 		Bucket: d.cfg.StatsBucket, Interval: d.cfg.StatsFlushInterval, Replicas: d.cfg.StreamReplicas,
 	})
 	if err != nil {
 		return fmt.Errorf("set up STATS_BUCKET=%s (empty turns fleet totals off): %w", d.cfg.StatsBucket, err)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	o.fleet, o.stopFleet, o.fleetDone = fleet, cancel, make(chan struct{})
-	read := func() jetstream.FleetCounters { return jetstream.CountersOf(d.engine.Stats()) }
+	o.fleet, o.stopFleet, o.fleetDone = totals, cancel, make(chan struct{})
+	read := func() fleet.Counters { return fleet.CountersOf(d.engine.Stats()) }
 	go func() {
 		defer close(o.fleetDone)
-		err := fleet.Run(runCtx, read, func(err error) { o.log.Warn("update fleet totals", zap.Error(err)) })
+		err := totals.Run(runCtx, read, func(err error) { o.log.Warn("update fleet totals", zap.Error(err)) })
 		if err != nil {
 			o.log.Warn("final update of fleet totals", zap.Error(err))
 		}
@@ -285,8 +288,8 @@ func (o *ops) startAdmin(ctx context.Context, d opsDeps) error {
 		Gatherer: d.reg,
 		Cost:     d.cost,
 		Settings: d.cfg.settings(),
-		FlushFleet: func(ctx context.Context) ([]jetstream.FlushReply, error) {
-			return jetstream.FlushAll(ctx, d.nc, "", 0)
+		FlushFleet: func(ctx context.Context) ([]fleet.FlushReply, error) {
+			return fleet.FlushAll(ctx, d.nc, "", 0)
 		},
 		Log: d.log.Named("admin"),
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/admin"
+	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openai"
@@ -300,10 +301,10 @@ func TestFlushEveryWorker(t *testing.T) {
 	runEngine(t, e2)
 	for _, w := range []struct {
 		id string
-		f  jetstream.Flusher
+		f  fleet.Flusher
 		nc *nats.Conn
 	}{{"worker-1", b.engine, b.nc}, {"worker-2", e2, nc2}} {
-		r, err := jetstream.ServeFlush(w.nc, "", w.id, w.f, 10*time.Second)
+		r, err := fleet.ServeFlush(w.nc, "", w.id, w.f, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -30,10 +30,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
-	"github.com/aibatch/aibatch/internal/cost"
-
 	"github.com/aibatch/aibatch/batch"
-	ajs "github.com/aibatch/aibatch/jetstream"
+	"github.com/aibatch/aibatch/internal/cost"
+	"github.com/aibatch/aibatch/internal/fleet"
 )
 
 // DefaultAddr is where the server listens when Config.Addr is empty.
@@ -47,14 +46,14 @@ type Engine interface {
 	Flush(ctx context.Context) (batch.FlushReport, error)
 }
 
-// FleetTotals reads the fleet's counters: *jetstream.FleetStats.
+// FleetTotals reads the fleet's counters: *fleet.Totals.
 type FleetTotals interface {
-	Totals(ctx context.Context) (ajs.FleetCounters, error)
+	Read(ctx context.Context) (fleet.Counters, error)
 }
 
 // FleetFlusher asks every worker to flush and returns their replies, as
-// jetstream.FlushAll does.
-type FleetFlusher func(ctx context.Context) ([]ajs.FlushReply, error)
+// fleet.FlushAll does.
+type FleetFlusher func(ctx context.Context) ([]fleet.FlushReply, error)
 
 // Connection is the NATS connection as readiness sees it: *nats.Conn.
 type Connection interface {

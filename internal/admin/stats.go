@@ -10,7 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/aibatch/aibatch/batch"
-	ajs "github.com/aibatch/aibatch/jetstream"
+	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/wire"
 )
@@ -77,7 +77,7 @@ type WorkerStats struct {
 }
 
 // figures derives the ratios from c.
-func figures(c ajs.FleetCounters) Figures {
+func figures(c fleet.Counters) Figures {
 	f := Figures{
 		Requests: c.Requests, ResultsOK: c.ResultsOK, ResultsError: c.ResultsError,
 		DeadLetters: c.DeadLetters, APICalls: c.APICalls, Batches: c.Batches, Retries: c.Retries,
@@ -104,7 +104,7 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 	resp := StatsResponse{
 		Worker: WorkerStats{
 			ID:              s.cfg.Worker,
-			Figures:         figures(ajs.CountersOf(st)),
+			Figures:         figures(fleet.CountersOf(st)),
 			Pending:         st.Pending,
 			InFlight:        st.InFlight,
 			FallbackFlushes: st.FallbackFlushes,
@@ -125,7 +125,7 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Fleet != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Ready.Timeout)
 		defer cancel()
-		totals, err := s.cfg.Fleet.Totals(ctx)
+		totals, err := s.cfg.Fleet.Read(ctx)
 		if err != nil {
 			resp.FleetError = err.Error()
 		} else {
@@ -141,7 +141,7 @@ type FlushResponse struct {
 	Batches  int `json:"batches"`
 	Requests int `json:"requests"`
 	// Workers holds each worker's reply when scope=all.
-	Workers []ajs.FlushReply `json:"workers,omitzero"`
+	Workers []fleet.FlushReply `json:"workers,omitzero"`
 }
 
 func (s *Server) batchProcess(w http.ResponseWriter, r *http.Request) {
@@ -177,7 +177,7 @@ func (s *Server) batchProcess(w http.ResponseWriter, r *http.Request) {
 		}
 		resp := FlushResponse{Workers: replies}
 		if resp.Workers == nil {
-			resp.Workers = []ajs.FlushReply{}
+			resp.Workers = []fleet.FlushReply{}
 		}
 		for _, rep := range replies {
 			resp.Batches += rep.Batches

@@ -1,4 +1,4 @@
-package jetstream_test
+package fleet_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/batch"
-	"github.com/aibatch/aibatch/jetstream"
+	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider"
 )
@@ -21,26 +21,26 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func TestFleetStatsConcurrentWorkersAddUp(t *testing.T) {
+func TestTotalsConcurrentWorkersAddUp(t *testing.T) {
 	t.Parallel()
 	ns := jetstreamtest.RunServer(t, "")
 	ctx := testCtx(t)
 	// Two workers, each with its own connection, adding at the same time.
 	const workers, adds = 2, 40
-	stats := make([]*jetstream.FleetStats, workers)
+	stats := make([]*fleet.Totals, workers)
 	for i := range stats {
 		_, js := jetstreamtest.Connect(t, ns)
-		s, err := jetstream.OpenFleetStats(ctx, js, jetstream.FleetConfig{})
+		s, err := fleet.Open(ctx, js, fleet.Config{})
 		if err != nil {
 			t.Fatalf("open fleet stats %d: %v", i, err)
 		}
 		stats[i] = s
 	}
-	var want jetstream.FleetCounters
+	var want fleet.Counters
 	var wg sync.WaitGroup
 	for w, s := range stats {
 		for i := range adds {
-			d := jetstream.FleetCounters{
+			d := fleet.Counters{
 				Requests: int64(10*w + i + 1), ResultsOK: int64(i), ResultsError: 1, DeadLetters: int64(w),
 				APICalls: 1, Batches: 1, Retries: int64(i % 3), InputTokens: int64(100 * (i + 1)), OutputTokens: int64(w + 7),
 			}
@@ -54,7 +54,7 @@ func TestFleetStatsConcurrentWorkersAddUp(t *testing.T) {
 	}
 	wg.Wait()
 	for i, s := range stats {
-		got, err := s.Totals(ctx)
+		got, err := s.Read(ctx)
 		if err != nil {
 			t.Fatalf("totals seen by worker %d: %v", i, err)
 		}
@@ -64,18 +64,18 @@ func TestFleetStatsConcurrentWorkersAddUp(t *testing.T) {
 	}
 }
 
-func TestFleetStatsSurviveRestart(t *testing.T) {
+func TestTotalsSurviveRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	ns := jetstreamtest.RunServer(t, dir)
 	ctx := testCtx(t)
-	cfg := jetstream.FleetConfig{Bucket: "STATS_RESTART"}
+	cfg := fleet.Config{Bucket: "STATS_RESTART"}
 	nc, js := jetstreamtest.Connect(t, ns)
-	s, err := jetstream.OpenFleetStats(ctx, js, cfg)
+	s, err := fleet.Open(ctx, js, cfg)
 	if err != nil {
 		t.Fatalf("open fleet stats: %v", err)
 	}
-	want := jetstream.FleetCounters{Requests: 25, ResultsOK: 24, ResultsError: 1, APICalls: 3, Batches: 3, InputTokens: 900, OutputTokens: 450}
+	want := fleet.Counters{Requests: 25, ResultsOK: 24, ResultsError: 1, APICalls: 3, Batches: 3, InputTokens: 900, OutputTokens: 450}
 	if err := s.Add(ctx, want); err != nil {
 		t.Fatalf("add: %v", err)
 	}
@@ -83,36 +83,36 @@ func TestFleetStatsSurviveRestart(t *testing.T) {
 
 	ns = jetstreamtest.RestartServer(t, ns, dir)
 	_, js = jetstreamtest.Connect(t, ns)
-	reopened, err := jetstream.OpenFleetStats(ctx, js, cfg)
+	reopened, err := fleet.Open(ctx, js, cfg)
 	if err != nil {
 		t.Fatalf("reopen fleet stats: %v", err)
 	}
-	got, err := reopened.Totals(ctx)
+	got, err := reopened.Read(ctx)
 	if err != nil {
 		t.Fatalf("totals after restart: %v", err)
 	}
 	if got != want {
 		t.Errorf("totals after restart = %+v, want %+v", got, want)
 	}
-	more := jetstream.FleetCounters{Requests: 5, APICalls: 1}
+	more := fleet.Counters{Requests: 5, APICalls: 1}
 	if err := reopened.Add(ctx, more); err != nil {
 		t.Fatalf("add after restart: %v", err)
 	}
-	if got, _ := reopened.Totals(ctx); got != want.Add(more) {
+	if got, _ := reopened.Read(ctx); got != want.Add(more) {
 		t.Errorf("totals after adding = %+v, want %+v", got, want.Add(more))
 	}
 }
 
-func TestFleetStatsTotalsEmptyBucket(t *testing.T) {
+func TestTotalsReadEmptyBucket(t *testing.T) {
 	t.Parallel()
 	ns := jetstreamtest.RunServer(t, "")
 	_, js := jetstreamtest.Connect(t, ns)
 	ctx := testCtx(t)
-	s, err := jetstream.OpenFleetStats(ctx, js, jetstream.FleetConfig{})
+	s, err := fleet.Open(ctx, js, fleet.Config{})
 	if err != nil {
 		t.Fatalf("open fleet stats: %v", err)
 	}
-	got, err := s.Totals(ctx)
+	got, err := s.Read(ctx)
 	if err != nil || !got.IsZero() {
 		t.Errorf("totals of a new bucket = %+v, %v; want zero, nil", got, err)
 	}
@@ -121,32 +121,32 @@ func TestFleetStatsTotalsEmptyBucket(t *testing.T) {
 // counterSource is a worker's engine counters as Run reads them.
 type counterSource struct {
 	mu sync.Mutex
-	c  jetstream.FleetCounters
+	c  fleet.Counters
 }
 
-func (s *counterSource) add(d jetstream.FleetCounters) {
+func (s *counterSource) add(d fleet.Counters) {
 	s.mu.Lock()
 	s.c = s.c.Add(d)
 	s.mu.Unlock()
 }
 
-func (s *counterSource) read() jetstream.FleetCounters {
+func (s *counterSource) read() fleet.Counters {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.c
 }
 
-func TestFleetStatsRunSendsDeltasAndFlushesAtStop(t *testing.T) {
+func TestTotalsRunSendsDeltasAndFlushesAtStop(t *testing.T) {
 	t.Parallel()
 	ns := jetstreamtest.RunServer(t, "")
 	_, js := jetstreamtest.Connect(t, ns)
 	ctx := testCtx(t)
-	s, err := jetstream.OpenFleetStats(ctx, js, jetstream.FleetConfig{Interval: 20 * time.Millisecond})
+	s, err := fleet.Open(ctx, js, fleet.Config{Interval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("open fleet stats: %v", err)
 	}
 	// Another worker's earlier counts stay in the totals.
-	earlier := jetstream.FleetCounters{Requests: 1000, APICalls: 20}
+	earlier := fleet.Counters{Requests: 1000, APICalls: 20}
 	if err := s.Add(ctx, earlier); err != nil {
 		t.Fatal(err)
 	}
@@ -155,25 +155,25 @@ func TestFleetStatsRunSendsDeltasAndFlushesAtStop(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(runCtx, src.read, func(err error) { t.Errorf("periodic update: %v", err) }) }()
 
-	step := jetstream.FleetCounters{Requests: 10, ResultsOK: 10, APICalls: 1, Batches: 1, InputTokens: 50, OutputTokens: 20}
+	step := fleet.Counters{Requests: 10, ResultsOK: 10, APICalls: 1, Batches: 1, InputTokens: 50, OutputTokens: 20}
 	src.add(step)
 	jetstreamtest.Eventually(t, 10*time.Second, "first delta in the totals", func() bool {
-		got, err := s.Totals(ctx)
+		got, err := s.Read(ctx)
 		return err == nil && got == earlier.Add(step)
 	})
 	src.add(step)
 	jetstreamtest.Eventually(t, 10*time.Second, "second delta in the totals, added once", func() bool {
-		got, err := s.Totals(ctx)
+		got, err := s.Read(ctx)
 		return err == nil && got == earlier.Add(step).Add(step)
 	})
 	// Counted just before the stop: the final update carries it.
-	last := jetstream.FleetCounters{Requests: 3, ResultsError: 3, DeadLetters: 3, Retries: 2}
+	last := fleet.Counters{Requests: 3, ResultsError: 3, DeadLetters: 3, Retries: 2}
 	src.add(last)
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	got, err := s.Totals(ctx)
+	got, err := s.Read(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,8 +186,8 @@ func TestCountersOf(t *testing.T) {
 	t.Parallel()
 	s := batch.Stats{Requests: 1, ResultsOK: 2, ResultsError: 3, DeadLetters: 4, Retries: 5, APICalls: 6, Batches: 7,
 		Usage: provider.Usage{InputTokens: 8, OutputTokens: 9}}
-	want := jetstream.FleetCounters{Requests: 1, ResultsOK: 2, ResultsError: 3, DeadLetters: 4, Retries: 5, APICalls: 6, Batches: 7, InputTokens: 8, OutputTokens: 9}
-	if got := jetstream.CountersOf(s); got != want {
+	want := fleet.Counters{Requests: 1, ResultsOK: 2, ResultsError: 3, DeadLetters: 4, Retries: 5, APICalls: 6, Batches: 7, InputTokens: 8, OutputTokens: 9}
+	if got := fleet.CountersOf(s); got != want {
 		t.Errorf("CountersOf = %+v, want %+v", got, want)
 	}
 	if got := want.Sub(want); !got.IsZero() {
@@ -215,15 +215,15 @@ func TestFlushAllGathersEveryWorker(t *testing.T) {
 	workers := []struct {
 		id      string
 		flusher *fixedFlusher
-		want    jetstream.FlushReply
+		want    fleet.FlushReply
 	}{
-		{"w1", &fixedFlusher{report: batch.FlushReport{Batches: 1, Requests: 5}}, jetstream.FlushReply{Worker: "w1", Batches: 1, Requests: 5}},
-		{"w2", &fixedFlusher{report: batch.FlushReport{Batches: 2, Requests: 60}}, jetstream.FlushReply{Worker: "w2", Batches: 2, Requests: 60}},
-		{"w3", &fixedFlusher{err: batch.ErrStopped}, jetstream.FlushReply{Worker: "w3", Error: batch.ErrStopped.Error()}},
+		{"w1", &fixedFlusher{report: batch.FlushReport{Batches: 1, Requests: 5}}, fleet.FlushReply{Worker: "w1", Batches: 1, Requests: 5}},
+		{"w2", &fixedFlusher{report: batch.FlushReport{Batches: 2, Requests: 60}}, fleet.FlushReply{Worker: "w2", Batches: 2, Requests: 60}},
+		{"w3", &fixedFlusher{err: batch.ErrStopped}, fleet.FlushReply{Worker: "w3", Error: batch.ErrStopped.Error()}},
 	}
 	for _, w := range workers {
 		nc, _ := jetstreamtest.Connect(t, ns) // each worker has its own connection
-		r, err := jetstream.ServeFlush(nc, subject, w.id, w.flusher, time.Second)
+		r, err := fleet.ServeFlush(nc, subject, w.id, w.flusher, time.Second)
 		if err != nil {
 			t.Fatalf("serve flush %s: %v", w.id, err)
 		}
@@ -233,11 +233,11 @@ func TestFlushAllGathersEveryWorker(t *testing.T) {
 		}
 	}
 	asker, _ := jetstreamtest.Connect(t, ns)
-	replies, err := jetstream.FlushAll(ctx, asker, subject, 250*time.Millisecond)
+	replies, err := fleet.FlushAll(ctx, asker, subject, 250*time.Millisecond)
 	if err != nil {
 		t.Fatalf("FlushAll: %v", err)
 	}
-	slices.SortFunc(replies, func(a, b jetstream.FlushReply) int {
+	slices.SortFunc(replies, func(a, b fleet.FlushReply) int {
 		switch {
 		case a.Worker < b.Worker:
 			return -1
@@ -266,7 +266,7 @@ func TestFlushAllWithoutWorkersReturnsAtOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
-	replies, err := jetstream.FlushAll(ctx, nc, "nobody.listens", 0)
+	replies, err := fleet.FlushAll(ctx, nc, "nobody.listens", 0)
 	if err != nil || len(replies) != 0 {
 		t.Fatalf("FlushAll = %v, %v; want no replies and no error", replies, err)
 	}
@@ -280,12 +280,12 @@ func TestFlushResponderStopStopsAnswering(t *testing.T) {
 	ns := jetstreamtest.RunServer(t, "")
 	nc, _ := jetstreamtest.Connect(t, ns)
 	f := &fixedFlusher{}
-	r, err := jetstream.ServeFlush(nc, "", "w1", f, 0)
+	r, err := fleet.ServeFlush(nc, "", "w1", f, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := testCtx(t)
-	if replies, err := jetstream.FlushAll(ctx, nc, "", 0); err != nil || len(replies) != 1 {
+	if replies, err := fleet.FlushAll(ctx, nc, "", 0); err != nil || len(replies) != 1 {
 		t.Fatalf("before Stop: FlushAll = %v, %v; want one reply", replies, err)
 	}
 	if err := r.Stop(); err != nil {
@@ -294,7 +294,7 @@ func TestFlushResponderStopStopsAnswering(t *testing.T) {
 	if err := r.Stop(); err != nil {
 		t.Fatalf("second Stop: %v", err)
 	}
-	replies, err := jetstream.FlushAll(ctx, nc, "", 0)
+	replies, err := fleet.FlushAll(ctx, nc, "", 0)
 	if err != nil || len(replies) != 0 {
 		t.Fatalf("after Stop: FlushAll = %v, %v; want no replies", replies, err)
 	}
@@ -307,7 +307,7 @@ func TestServeFlushNeedsWorkerID(t *testing.T) {
 	t.Parallel()
 	ns := jetstreamtest.RunServer(t, "")
 	nc, _ := jetstreamtest.Connect(t, ns)
-	if _, err := jetstream.ServeFlush(nc, "", "", &fixedFlusher{}, 0); err == nil {
+	if _, err := fleet.ServeFlush(nc, "", "", &fixedFlusher{}, 0); err == nil {
 		t.Fatal("ServeFlush without a worker id returned no error")
 	}
 }

@@ -1,4 +1,9 @@
-package jetstream
+// Package fleet keeps what a fleet of workers shares beyond the streams:
+// the fleet's totals, which every worker adds its engine's counts to in one
+// key of a JetStream key-value bucket, so they add up across workers and
+// survive restarts; and the fleet flush, which every worker answers on
+// wire.ControlFlushSubject, so one admin call can flush the whole fleet.
+package fleet
 
 import (
 	"context"
@@ -12,18 +17,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/wire"
 )
 
-// Fleet-wide statistics and control.
-//
-// Every worker adds what its engine did to one key of a JetStream key-value
-// bucket, so the totals add up across workers and survive restarts. Every
-// worker also answers flush requests on a control subject, so one admin call
-// can flush the whole fleet.
-
-// FleetCounters are counts of what engines did: one worker's share, or the
+// Counters are counts of what engines did: one worker's share, or the
 // fleet's totals. The JSON names match batch.Stats.
-type FleetCounters struct {
+type Counters struct {
 	Requests     int64 `json:"requests"`
 	ResultsOK    int64 `json:"results_ok"`
 	ResultsError int64 `json:"results_error"`
@@ -36,8 +35,8 @@ type FleetCounters struct {
 }
 
 // CountersOf returns the counters of an engine's stats.
-func CountersOf(s batch.Stats) FleetCounters {
-	return FleetCounters{
+func CountersOf(s batch.Stats) Counters {
+	return Counters{
 		Requests:     s.Requests,
 		ResultsOK:    s.ResultsOK,
 		ResultsError: s.ResultsError,
@@ -51,8 +50,8 @@ func CountersOf(s batch.Stats) FleetCounters {
 }
 
 // Add returns c plus o.
-func (c FleetCounters) Add(o FleetCounters) FleetCounters {
-	return FleetCounters{
+func (c Counters) Add(o Counters) Counters {
+	return Counters{
 		Requests:     c.Requests + o.Requests,
 		ResultsOK:    c.ResultsOK + o.ResultsOK,
 		ResultsError: c.ResultsError + o.ResultsError,
@@ -66,8 +65,8 @@ func (c FleetCounters) Add(o FleetCounters) FleetCounters {
 }
 
 // Sub returns c minus o.
-func (c FleetCounters) Sub(o FleetCounters) FleetCounters {
-	return c.Add(FleetCounters{
+func (c Counters) Sub(o Counters) Counters {
+	return c.Add(Counters{
 		Requests: -o.Requests, ResultsOK: -o.ResultsOK, ResultsError: -o.ResultsError,
 		DeadLetters: -o.DeadLetters, APICalls: -o.APICalls, Batches: -o.Batches, Retries: -o.Retries,
 		InputTokens: -o.InputTokens, OutputTokens: -o.OutputTokens,
@@ -75,10 +74,10 @@ func (c FleetCounters) Sub(o FleetCounters) FleetCounters {
 }
 
 // IsZero reports whether every counter is 0.
-func (c FleetCounters) IsZero() bool { return c == FleetCounters{} }
+func (c Counters) IsZero() bool { return c == Counters{} }
 
-// FleetConfig names the key-value bucket that holds the fleet's totals.
-type FleetConfig struct {
+// Config names the key-value bucket that holds the fleet's totals.
+type Config struct {
 	// Bucket is the key-value bucket. Default "AI_STATS".
 	Bucket string
 	// Key is the key holding the totals. Default "totals".
@@ -93,7 +92,7 @@ type FleetConfig struct {
 }
 
 // WithDefaults returns c with every unset field given its default.
-func (c FleetConfig) WithDefaults() FleetConfig {
+func (c Config) WithDefaults() Config {
 	if c.Bucket == "" {
 		c.Bucket = "AI_STATS"
 	}
@@ -112,18 +111,18 @@ func (c FleetConfig) WithDefaults() FleetConfig {
 	return c
 }
 
-// FleetStats keeps the fleet's totals in a key-value bucket. Create it with
-// OpenFleetStats; it is safe for concurrent use.
-type FleetStats struct {
+// Totals keeps the fleet's totals in a key-value bucket. Create it with
+// Open; it is safe for concurrent use.
+type Totals struct {
 	kv  jetstream.KeyValue
-	cfg FleetConfig
+	cfg Config
 }
 
-// OpenFleetStats creates the bucket named by cfg, or opens it if it exists.
-func OpenFleetStats(ctx context.Context, js jetstream.JetStream, cfg FleetConfig) (*FleetStats, error) {
+// Open creates the bucket named by cfg, or opens it if it exists.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Totals, error) {
 	cfg = cfg.WithDefaults()
 	if cfg.Interval < 0 || cfg.Replicas < 1 || cfg.Replicas > 5 || cfg.MaxConflicts < 1 {
-		return nil, fmt.Errorf("jetstream: fleet stats: want a positive interval, 1 to 5 replicas and at least 1 conflict retry")
+		return nil, errors.New("fleet: want a positive interval, 1 to 5 replicas and at least 1 conflict retry")
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
@@ -133,37 +132,37 @@ func OpenFleetStats(ctx context.Context, js jetstream.JetStream, cfg FleetConfig
 		Replicas:    cfg.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("jetstream: create or open key-value bucket %q: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("fleet: create or open key-value bucket %q: %w", cfg.Bucket, err)
 	}
-	return &FleetStats{kv: kv, cfg: cfg}, nil
+	return &Totals{kv: kv, cfg: cfg}, nil
 }
 
-// Totals returns the fleet's totals; all zero when nothing was added yet.
-func (f *FleetStats) Totals(ctx context.Context) (FleetCounters, error) {
+// Read returns the fleet's totals; all zero when nothing was added yet.
+func (f *Totals) Read(ctx context.Context) (Counters, error) {
 	c, _, err := f.read(ctx)
 	return c, err
 }
 
 // read returns the totals and their revision; revision 0 means the key does
 // not exist (or was deleted).
-func (f *FleetStats) read(ctx context.Context) (FleetCounters, uint64, error) {
+func (f *Totals) read(ctx context.Context) (Counters, uint64, error) {
 	e, err := f.kv.Get(ctx, f.cfg.Key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return FleetCounters{}, 0, nil
+		return Counters{}, 0, nil
 	}
 	if err != nil {
-		return FleetCounters{}, 0, fmt.Errorf("jetstream: read fleet totals %s/%s: %w", f.cfg.Bucket, f.cfg.Key, err)
+		return Counters{}, 0, fmt.Errorf("fleet: read totals %s/%s: %w", f.cfg.Bucket, f.cfg.Key, err)
 	}
-	var c FleetCounters
+	var c Counters
 	if err := json.Unmarshal(e.Value(), &c); err != nil {
-		return FleetCounters{}, 0, fmt.Errorf("jetstream: fleet totals %s/%s are not JSON counters: %w", f.cfg.Bucket, f.cfg.Key, err)
+		return Counters{}, 0, fmt.Errorf("fleet: totals %s/%s are not JSON counters: %w", f.cfg.Bucket, f.cfg.Key, err)
 	}
 	return c, e.Revision(), nil
 }
 
 // Add adds d to the fleet's totals. When another worker updated the totals
 // in between, it reads them again and retries, up to MaxConflicts times.
-func (f *FleetStats) Add(ctx context.Context, d FleetCounters) error {
+func (f *Totals) Add(ctx context.Context, d Counters) error {
 	if d.IsZero() {
 		return nil
 	}
@@ -174,7 +173,7 @@ func (f *FleetStats) Add(ctx context.Context, d FleetCounters) error {
 		}
 		body, err := json.Marshal(cur.Add(d))
 		if err != nil {
-			return fmt.Errorf("jetstream: encode fleet totals: %w", err)
+			return fmt.Errorf("fleet: encode totals: %w", err)
 		}
 		if rev == 0 {
 			_, err = f.kv.Create(ctx, f.cfg.Key, body)
@@ -187,10 +186,10 @@ func (f *FleetStats) Add(ctx context.Context, d FleetCounters) error {
 		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 			continue // another worker was first: read again
 		default:
-			return fmt.Errorf("jetstream: update fleet totals %s/%s: %w", f.cfg.Bucket, f.cfg.Key, err)
+			return fmt.Errorf("fleet: update totals %s/%s: %w", f.cfg.Bucket, f.cfg.Key, err)
 		}
 	}
-	return fmt.Errorf("jetstream: update fleet totals %s/%s: still conflicting after %d tries", f.cfg.Bucket, f.cfg.Key, f.cfg.MaxConflicts)
+	return fmt.Errorf("fleet: update totals %s/%s: still conflicting after %d tries", f.cfg.Bucket, f.cfg.Key, f.cfg.MaxConflicts)
 }
 
 // Run adds this worker's new counts to the totals every Interval until ctx
@@ -200,8 +199,8 @@ func (f *FleetStats) Add(ctx context.Context, d FleetCounters) error {
 // only grow. A failed update is retried with the next one: its counts are
 // not lost. onError, when not nil, is told of each failed update. Run
 // returns the final update's error.
-func (f *FleetStats) Run(ctx context.Context, read func() FleetCounters, onError func(error)) error {
-	var sent FleetCounters
+func (f *Totals) Run(ctx context.Context, read func() Counters, onError func(error)) error {
+	var sent Counters
 	flush := func(ctx context.Context) error {
 		now := read()
 		if err := f.Add(ctx, now.Sub(sent)); err != nil {
@@ -225,9 +224,6 @@ func (f *FleetStats) Run(ctx context.Context, read func() FleetCounters, onError
 		}
 	}
 }
-
-// ControlFlushSubject is where every worker listens for flush requests.
-const ControlFlushSubject = "ai.control.flush"
 
 // Flusher is what a flush request asks of a worker: *batch.Engine.
 type Flusher interface {
@@ -257,16 +253,16 @@ type FlushResponder struct {
 	once    sync.Once
 }
 
-// ServeFlush subscribes worker to subject (ControlFlushSubject when empty)
+// ServeFlush subscribes worker to subject (wire.ControlFlushSubject when empty)
 // with a plain subscription, so every worker receives every request, and
 // answers each request with f's FlushReport. A flush is bounded by timeout
 // (30s when 0); worker is required.
 func ServeFlush(nc *nats.Conn, subject, worker string, f Flusher, timeout time.Duration) (*FlushResponder, error) {
 	if subject == "" {
-		subject = ControlFlushSubject
+		subject = wire.ControlFlushSubject
 	}
 	if worker == "" || f == nil || nc == nil {
-		return nil, errors.New("jetstream: ServeFlush needs a connection, a worker id and a flusher")
+		return nil, errors.New("fleet: ServeFlush needs a connection, a worker id and a flusher")
 	}
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -289,7 +285,7 @@ func ServeFlush(nc *nats.Conn, subject, worker string, f Flusher, timeout time.D
 		_ = m.Respond(body) // the asker may be gone; nothing to do then
 	})
 	if err != nil {
-		return nil, fmt.Errorf("jetstream: subscribe to %s: %w", subject, err)
+		return nil, fmt.Errorf("fleet: subscribe to %s: %w", subject, err)
 	}
 	r.sub = sub
 	return r, nil
@@ -301,7 +297,7 @@ func (r *FlushResponder) Stop() error {
 	var err error
 	r.once.Do(func() {
 		if e := r.sub.Unsubscribe(); e != nil && !errors.Is(e, nats.ErrConnectionClosed) && !errors.Is(e, nats.ErrBadSubscription) {
-			err = fmt.Errorf("jetstream: stop flush responder: %w", e)
+			err = fmt.Errorf("fleet: stop flush responder: %w", e)
 		}
 		r.busy.Lock()
 		r.stopped = true
@@ -310,7 +306,7 @@ func (r *FlushResponder) Stop() error {
 	return err
 }
 
-// FlushAll asks every worker listening on subject (ControlFlushSubject when
+// FlushAll asks every worker listening on subject (wire.ControlFlushSubject when
 // empty) to flush, and returns their replies in the order they came. It
 // waits for the first reply until ctx ends, then for more until none comes
 // for quiet (250ms when 0); it returns at once, with no replies, when no
@@ -318,7 +314,7 @@ func (r *FlushResponder) Stop() error {
 // error only when no reply came at all.
 func FlushAll(ctx context.Context, nc *nats.Conn, subject string, quiet time.Duration) ([]FlushReply, error) {
 	if subject == "" {
-		subject = ControlFlushSubject
+		subject = wire.ControlFlushSubject
 	}
 	if quiet <= 0 {
 		quiet = 250 * time.Millisecond
@@ -326,11 +322,11 @@ func FlushAll(ctx context.Context, nc *nats.Conn, subject string, quiet time.Dur
 	inbox := nc.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
-		return nil, fmt.Errorf("jetstream: subscribe to flush replies: %w", err)
+		return nil, fmt.Errorf("fleet: subscribe to flush replies: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
-		return nil, fmt.Errorf("jetstream: send flush request on %s: %w", subject, err)
+		return nil, fmt.Errorf("fleet: send flush request on %s: %w", subject, err)
 	}
 	var replies []FlushReply
 	for {
@@ -346,10 +342,10 @@ func FlushAll(ctx context.Context, nc *nats.Conn, subject string, quiet time.Dur
 		}
 		if err != nil {
 			if len(replies) == 0 && ctx.Err() != nil {
-				return nil, fmt.Errorf("jetstream: wait for flush replies: %w", ctx.Err())
+				return nil, fmt.Errorf("fleet: wait for flush replies: %w", ctx.Err())
 			}
 			if len(replies) == 0 {
-				return nil, fmt.Errorf("jetstream: wait for flush replies: %w", err)
+				return nil, fmt.Errorf("fleet: wait for flush replies: %w", err)
 			}
 			return replies, nil
 		}
