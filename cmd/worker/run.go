@@ -114,13 +114,9 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 	if err != nil {
 		return err
 	}
-	reg, observer, err := newMetrics()
+	reg, observer, err := newMetrics(cfg.BatchMode)
 	if err != nil {
 		return err
-	}
-	observer.SyncMode = cfg.BatchMode
-	if cfg.BatchMode == "async" {
-		observer.SyncMode = "combined" // the fallback's calls
 	}
 	accountant, err := newAccountant(cfg)
 	if err != nil {
@@ -183,15 +179,24 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 
 // newMetrics returns the worker's Prometheus registry (Go runtime and
 // process metrics, and the engine's aibatch_* metrics) and the observer
-// that feeds it.
-func newMetrics() (*prometheus.Registry, *metrics.Metrics, error) {
+// that feeds it, labelling synchronous calls with BATCH_MODE's mode.
+func newMetrics(batchMode string) (*prometheus.Registry, *metrics.Metrics, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m, err := metrics.New(reg)
+	m, err := metrics.New(reg, metrics.WithSyncMode(syncMode(batchMode)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("set up metrics: %w", err)
 	}
 	return reg, m, nil
+}
+
+// syncMode is the metrics' mode label of synchronous calls in BATCH_MODE:
+// in async mode they are the MAX_WAIT fallback's, which are combined.
+func syncMode(batchMode string) string {
+	if batchMode == "async" {
+		return metrics.ModeCombined
+	}
+	return batchMode
 }
 
 // opsDeps is what the operator-facing parts are built from.
