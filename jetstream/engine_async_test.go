@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/jobstore"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider"
@@ -101,11 +102,11 @@ func asyncConfig() batch.Config {
 	return cfg
 }
 
-func (b *bundle) jobStore(t *testing.T) *jetstream.JobStore {
+func (b *bundle) jobStore(t *testing.T) *jobstore.Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := jetstream.EnsureJobStore(ctx, b.js, jetstream.JobStoreConfig{})
+	s, err := jobstore.Open(ctx, b.js, jobstore.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

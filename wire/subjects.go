@@ -37,6 +37,11 @@ const (
 	// Consumer is the durable consumer of the batch lane shared by every
 	// worker; the urgent lane's is Consumer + "_urgent".
 	Consumer = "aibatch"
+
+	// ControlFlushSubject is where every worker listens for flush requests
+	// (core NATS request and reply, no stream). Request subjects must not
+	// capture it.
+	ControlFlushSubject = "ai.control.flush"
 )
 
 // RequestSubject is the subject a request of topic is published to,

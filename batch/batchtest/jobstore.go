@@ -12,7 +12,7 @@ import (
 )
 
 // JobStore is an in-memory batch.JobStore for async-mode engine tests: it
-// keeps what jetstream.JobStore keeps in its key-value bucket, one record per
+// keeps what jobstore.Store (internal/jobstore) keeps in its key-value bucket, one record per
 // request and one job binding per batch. It is safe for concurrent use;
 // create it with NewJobStore.
 type JobStore struct {
@@ -135,7 +135,7 @@ func (s *JobStore) Records() []batch.JobRecord {
 	return out
 }
 
-// Len returns how many keys jetstream.JobStore's bucket would hold: one per
+// Len returns how many keys jobstore.Store's bucket would hold: one per
 // request record and one per bound batch.
 func (s *JobStore) Len() int {
 	s.mu.Lock()

@@ -21,6 +21,7 @@ import (
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/admin"
 	"github.com/aibatch/aibatch/jetstream"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // config is every setting the worker reads from its environment. Only this
@@ -40,6 +41,12 @@ type config struct {
 	RetryBackoff       time.Duration `env:"RETRY_BACKOFF, default=1s"`
 	RetryMaxBackoff    time.Duration `env:"RETRY_MAX_BACKOFF, default=1m"`
 	ShutdownTimeout    time.Duration `env:"SHUTDOWN_TIMEOUT, default=30s"`
+	RequestTTL         time.Duration `env:"REQUEST_TTL, default=24h"`
+	ProbeInterval      time.Duration `env:"PROVIDER_PROBE_INTERVAL, default=1m"`
+	// ModelMaxOutputTokens is "model=tokens,..."; parsed by validate.
+	ModelMaxOutputTokens string `env:"MODEL_MAX_OUTPUT_TOKENS"`
+	DefaultOutputTokens  int    `env:"DEFAULT_OUTPUT_TOKENS, default=256"`
+	AttemptsBucket       string `env:"ATTEMPTS_BUCKET, default=AI_ATTEMPTS"`
 
 	NATSURL         string        `env:"NATS_URL"`
 	NATSListen      string        `env:"NATS_LISTEN, default=127.0.0.1:4222"`
@@ -180,6 +187,7 @@ func (c config) validate() error {
 		{"PROVIDER_TPM", c.ProviderTPM, 0, 1_000_000_000},
 		{"MAX_BATCH_TOKENS", c.MaxBatchTokens, 0, 10_000_000},
 		{"STREAM_REPLICAS", c.StreamReplicas, 1, 5},
+		{"DEFAULT_OUTPUT_TOKENS", c.DefaultOutputTokens, 1, 10_000_000},
 	}
 	for _, i := range ints {
 		if i.v < i.lo || i.v > i.h {
@@ -202,11 +210,19 @@ func (c config) validate() error {
 		{"DEDUPE_WINDOW", c.DedupeWindow, time.Second},
 		{"RESULTS_MAX_AGE", c.ResultsMaxAge, time.Minute},
 		{"STATS_FLUSH_INTERVAL", c.StatsFlushInterval, 100 * time.Millisecond},
+		{"REQUEST_TTL", c.RequestTTL, time.Second},
+		{"PROVIDER_PROBE_INTERVAL", c.ProbeInterval, 10 * time.Millisecond},
 	}
 	for _, d := range durs {
 		if d.v < d.min {
 			bad(d.name, d.v, fmt.Sprintf("a duration of at least %s, such as 90s, 5m or 1h30m", d.min))
 		}
+	}
+	if _, err := parseModelLimits(c.ModelMaxOutputTokens); err != nil {
+		errs = append(errs, err)
+	}
+	if !bucketName.MatchString(c.AttemptsBucket) {
+		bad("ATTEMPTS_BUCKET", fmt.Sprintf("%q", c.AttemptsBucket), "letters, digits, - and _ only, such as AI_ATTEMPTS")
 	}
 	if c.MaxRequestBytes < 16 || c.MaxRequestBytes > 8<<20 {
 		bad("MAX_REQUEST_BYTES", int64(c.MaxRequestBytes), "a size from 16 bytes to 8MiB, such as 65536 or 64KiB")
@@ -275,8 +291,8 @@ func (c config) validateOps() []error {
 		subjects []string
 	}{{"REQUEST_SUBJECTS", c.RequestSubjects}, {"URGENT_SUBJECTS", c.UrgentSubjects}} {
 		for _, s := range group.subjects {
-			if server.IsValidSubject(s) && server.SubjectsCollide(s, jetstream.ControlFlushSubject) {
-				errs = append(errs, fmt.Errorf("%s=%s: captures %s, the workers' control subject; narrow it, such as ai.requests.>", group.name, strings.Join(group.subjects, ","), jetstream.ControlFlushSubject))
+			if server.IsValidSubject(s) && server.SubjectsCollide(s, wire.ControlFlushSubject) {
+				errs = append(errs, fmt.Errorf("%s=%s: captures %s, the workers' control subject; narrow it, such as ai.requests.>", group.name, strings.Join(group.subjects, ","), wire.ControlFlushSubject))
 			}
 		}
 	}
@@ -312,27 +328,31 @@ func (c config) settings() map[string]string {
 // engine returns the batching engine's settings.
 func (c config) engine() batch.Config {
 	return batch.Config{
-		Immediate:       !c.UseBatchedClient,
-		Async:           c.BatchMode == "async",
-		JobPollInterval: c.JobPollInterval,
-		MaxBatchTokens:  c.MaxBatchTokens,
-		MaxBatchSize:    c.MaxBatchSize,
-		Interval:        c.BatchInterval,
-		MaxWait:         c.MaxWait,
-		PollInterval:    c.PollInterval,
-		MaxDeliver:      c.MaxDeliver,
-		MaxRequestBytes: int(c.MaxRequestBytes),
-		MaxInflight:     c.MaxInflight,
-		CallTimeout:     c.ProviderTimeout,
-		AckWait:         c.AckWait,
-		RetryBackoff:    c.RetryBackoff,
-		RetryMaxBackoff: c.RetryMaxBackoff,
-		ShutdownTimeout: c.ShutdownTimeout,
-		DefaultModel:    c.Model,
-		RequestSubjects: c.RequestSubjects,
-		UrgentSubjects:  c.UrgentSubjects,
-		ResultPrefix:    c.ResultsPrefix,
-		DeadPrefix:      c.DeadPrefix,
+		Immediate:            !c.UseBatchedClient,
+		Async:                c.BatchMode == "async",
+		JobPollInterval:      c.JobPollInterval,
+		MaxBatchTokens:       c.MaxBatchTokens,
+		MaxBatchSize:         c.MaxBatchSize,
+		Interval:             c.BatchInterval,
+		MaxWait:              c.MaxWait,
+		PollInterval:         c.PollInterval,
+		MaxDeliver:           c.MaxDeliver,
+		MaxRequestBytes:      int(c.MaxRequestBytes),
+		MaxInflight:          c.MaxInflight,
+		CallTimeout:          c.ProviderTimeout,
+		AckWait:              c.AckWait,
+		RetryBackoff:         c.RetryBackoff,
+		RetryMaxBackoff:      c.RetryMaxBackoff,
+		ShutdownTimeout:      c.ShutdownTimeout,
+		RequestTTL:           c.RequestTTL,
+		ProbeInterval:        c.ProbeInterval,
+		ModelMaxOutputTokens: must(parseModelLimits(c.ModelMaxOutputTokens)),
+		DefaultOutputTokens:  c.DefaultOutputTokens,
+		DefaultModel:         c.Model,
+		RequestSubjects:      c.RequestSubjects,
+		UrgentSubjects:       c.UrgentSubjects,
+		ResultPrefix:         c.ResultsPrefix,
+		DeadPrefix:           c.DeadPrefix,
 	}.WithDefaults()
 }
 
@@ -410,4 +430,30 @@ func wantFor(t reflect.Type) string {
 		return " (want a whole number)"
 	}
 	return ""
+}
+
+// parseModelLimits reads MODEL_MAX_OUTPUT_TOKENS: "model=tokens,..." with
+// whole numbers of 1 or more; empty is none.
+func parseModelLimits(v string) (map[string]int, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	limits := map[string]int{}
+	for pair := range strings.SplitSeq(v, ",") {
+		model, tokens, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		n, err := strconv.Atoi(strings.TrimSpace(tokens))
+		if !ok || strings.TrimSpace(model) == "" || err != nil || n < 1 {
+			return nil, fmt.Errorf("MODEL_MAX_OUTPUT_TOKENS=%s: want model=tokens pairs separated by commas, tokens a whole number of 1 or more, such as gpt-4o=16384,claude-sonnet-4-5=64000", v)
+		}
+		limits[strings.TrimSpace(model)] = n
+	}
+	return limits, nil
+}
+
+// must returns v; validate has already refused the values that fail.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(fmt.Sprintf("configuration not validated: %v", err))
+	}
+	return v
 }

@@ -32,42 +32,46 @@ func load(t *testing.T, env map[string]string) (config, error) {
 // defaults is the configuration of an environment that only sets the key.
 func defaults() config {
 	return config{
-		UseBatchedClient: true,
-		BatchInterval:    time.Hour,
-		MaxBatchSize:     50,
-		MaxWait:          5 * time.Minute,
-		MaxDeliver:       5,
-		MaxRequestBytes:  65536,
-		MaxInflight:      4,
-		PollInterval:     250 * time.Millisecond,
-		AckWait:          60 * time.Second,
-		ProviderTimeout:  2 * time.Minute,
-		RetryBackoff:     time.Second,
-		RetryMaxBackoff:  time.Minute,
-		ShutdownTimeout:  30 * time.Second,
-		NATSListen:       "127.0.0.1:4222",
-		StoreDir:         "./data",
-		Stream:           "AI_REQUESTS",
-		RequestSubjects:  []string{"ai.requests.>"},
-		UrgentSubjects:   []string{"ai.urgent.>"},
-		DedupeWindow:     2 * time.Minute,
-		ResultsStream:    "AI_RESULTS",
-		ResultsPrefix:    "ai.results",
-		ResultsMaxAge:    24 * time.Hour,
-		DeadStream:       "AI_DEAD",
-		DeadPrefix:       "ai.dead",
-		Consumer:         "aibatch",
-		StreamReplicas:   1,
-		Provider:         "openai",
-		BatchMode:        "combined",
-		Model:            "gpt-4o-mini",
-		MaxBatchTokens:   100000,
-		JobPollInterval:  30 * time.Second,
-		JobsBucket:       "AI_JOBS",
-		BatchDiscount:    0.5,
-		OpenAIAPIKey:     secret,
-		LogLevel:         "info",
-		LogFormat:        "json",
+		UseBatchedClient:    true,
+		BatchInterval:       time.Hour,
+		MaxBatchSize:        50,
+		MaxWait:             5 * time.Minute,
+		MaxDeliver:          5,
+		MaxRequestBytes:     65536,
+		MaxInflight:         4,
+		PollInterval:        250 * time.Millisecond,
+		AckWait:             60 * time.Second,
+		ProviderTimeout:     2 * time.Minute,
+		RetryBackoff:        time.Second,
+		RetryMaxBackoff:     time.Minute,
+		ShutdownTimeout:     30 * time.Second,
+		RequestTTL:          24 * time.Hour,
+		ProbeInterval:       time.Minute,
+		DefaultOutputTokens: 256,
+		AttemptsBucket:      "AI_ATTEMPTS",
+		NATSListen:          "127.0.0.1:4222",
+		StoreDir:            "./data",
+		Stream:              "AI_REQUESTS",
+		RequestSubjects:     []string{"ai.requests.>"},
+		UrgentSubjects:      []string{"ai.urgent.>"},
+		DedupeWindow:        2 * time.Minute,
+		ResultsStream:       "AI_RESULTS",
+		ResultsPrefix:       "ai.results",
+		ResultsMaxAge:       24 * time.Hour,
+		DeadStream:          "AI_DEAD",
+		DeadPrefix:          "ai.dead",
+		Consumer:            "aibatch",
+		StreamReplicas:      1,
+		Provider:            "openai",
+		BatchMode:           "combined",
+		Model:               "gpt-4o-mini",
+		MaxBatchTokens:      100000,
+		JobPollInterval:     30 * time.Second,
+		JobsBucket:          "AI_JOBS",
+		BatchDiscount:       0.5,
+		OpenAIAPIKey:        secret,
+		LogLevel:            "info",
+		LogFormat:           "json",
 
 		AdminAddr:          "127.0.0.1:8080",
 		StatsBucket:        "AI_STATS",
@@ -183,6 +187,18 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"MAX_BATCH_SIZE", `"abc"`, "want a whole number"}},
 		{"max deliver", map[string]string{"MAX_DELIVER": "0"},
 			[]string{"MAX_DELIVER=0", "from 1 to 100"}},
+		{"model limits without tokens", map[string]string{"MODEL_MAX_OUTPUT_TOKENS": "gpt-4o"},
+			[]string{"MODEL_MAX_OUTPUT_TOKENS=gpt-4o", "model=tokens"}},
+		{"model limit of zero", map[string]string{"MODEL_MAX_OUTPUT_TOKENS": "gpt-4o=16384,mine=0"},
+			[]string{"MODEL_MAX_OUTPUT_TOKENS=gpt-4o=16384,mine=0", "1 or more"}},
+		{"request TTL of zero", map[string]string{"REQUEST_TTL": "0s"},
+			[]string{"REQUEST_TTL=0s", "at least 1s"}},
+		{"probe interval of zero", map[string]string{"PROVIDER_PROBE_INTERVAL": "0"},
+			[]string{"PROVIDER_PROBE_INTERVAL=0s"}},
+		{"default output tokens of zero", map[string]string{"DEFAULT_OUTPUT_TOKENS": "0"},
+			[]string{"DEFAULT_OUTPUT_TOKENS=0", "from 1"}},
+		{"attempts bucket with a dot", map[string]string{"ATTEMPTS_BUCKET": "AI.ATTEMPTS"},
+			[]string{"ATTEMPTS_BUCKET", "AI.ATTEMPTS", "letters, digits"}},
 		{"negative wait", map[string]string{"MAX_WAIT": "-1s"},
 			[]string{"MAX_WAIT=-1s", "at least 1ms", "5m"}},
 		{"wait in words", map[string]string{"MAX_WAIT": "5 minutes"},
@@ -394,5 +410,18 @@ func TestDotEnv(t *testing.T) {
 				t.Errorf("error shows the API key: %s", msg)
 			}
 		})
+	}
+}
+
+func TestModelOutputLimitsReachTheEngine(t *testing.T) {
+	t.Parallel()
+	cfg, err := load(t, map[string]string{"MODEL_MAX_OUTPUT_TOKENS": " gpt-4o=16384, my-model = 8192 ", "REQUEST_TTL": "2h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := cfg.engine()
+	want := map[string]int{"gpt-4o": 16384, "my-model": 8192}
+	if !reflect.DeepEqual(ec.ModelMaxOutputTokens, want) || ec.RequestTTL != 2*time.Hour {
+		t.Fatalf("engine config: limits %v, TTL %v; want %v and 2h", ec.ModelMaxOutputTokens, ec.RequestTTL, want)
 	}
 }

@@ -22,7 +22,10 @@ import (
 
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/admin"
+	"github.com/aibatch/aibatch/internal/attempts"
 	"github.com/aibatch/aibatch/internal/cost"
+	"github.com/aibatch/aibatch/internal/fleet"
+	"github.com/aibatch/aibatch/internal/jobstore"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/provider/ratelimit"
@@ -58,6 +61,10 @@ var ownerDefaults = []struct {
 	{"RETRY_MAX_BACKOFF", "batch.DefaultRetryMaxBackoff", batch.DefaultRetryMaxBackoff},
 	{"SHUTDOWN_TIMEOUT", "batch.DefaultShutdownTimeout", batch.DefaultShutdownTimeout},
 	{"JOB_POLL_INTERVAL", "batch.DefaultJobPollInterval", batch.DefaultJobPollInterval},
+	{"REQUEST_TTL", "batch.DefaultRequestTTL", batch.DefaultRequestTTL},
+	{"PROVIDER_PROBE_INTERVAL", "batch.DefaultProbeInterval", batch.DefaultProbeInterval},
+	{"DEFAULT_OUTPUT_TOKENS", "batch.DefaultOutputTokens", batch.DefaultOutputTokens},
+	{"ATTEMPTS_BUCKET", "attempts.DefaultBucket", attempts.DefaultBucket},
 
 	{"NATS_LISTEN", "jetstream.DefaultServerHost:DefaultServerPort",
 		net.JoinHostPort(jetstream.DefaultServerHost, strconv.Itoa(jetstream.DefaultServerPort))},
@@ -75,9 +82,9 @@ var ownerDefaults = []struct {
 	{"STREAM_REPLICAS", "jetstream.DefaultReplicas", jetstream.DefaultReplicas},
 	{"STREAM_MAX_MSGS", "jetstream.NoLimit", int64(jetstream.NoLimit)},
 	{"STREAM_MAX_BYTES", "jetstream.NoLimit", byteSize(jetstream.NoLimit)},
-	{"JOBS_BUCKET", "jetstream.DefaultJobBucket", jetstream.DefaultJobBucket},
-	{"STATS_BUCKET", "jetstream.DefaultFleetBucket", jetstream.DefaultFleetBucket},
-	{"STATS_FLUSH_INTERVAL", "jetstream.DefaultFleetInterval", jetstream.DefaultFleetInterval},
+	{"JOBS_BUCKET", "jobstore.DefaultBucket", jobstore.DefaultBucket},
+	{"STATS_BUCKET", "fleet.DefaultBucket", fleet.DefaultBucket},
+	{"STATS_FLUSH_INTERVAL", "fleet.DefaultInterval", fleet.DefaultInterval},
 
 	{"PROVIDER", "defaultProvider", defaultProvider},
 	// An empty openai.Config.Mode, PROVIDER's default, means ModeCombined.

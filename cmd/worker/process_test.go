@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openaitest"
@@ -48,9 +49,12 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	// goleak runs the tests, then fails the run if a goroutine outlives
+	// them; Cleanup removes the binary and exits with the result.
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		_ = os.RemoveAll(dir)
+		os.Exit(code)
+	}))
 }
 
 func raceEnabled() bool {

@@ -2,18 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"os"
-	"strconv"
 	"strings"
-	"sync"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	natsjs "github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sethvargo/go-envconfig"
@@ -21,12 +12,15 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/aibatch/aibatch/batch"
-	"github.com/aibatch/aibatch/internal/admin"
+	"github.com/aibatch/aibatch/internal/attempts"
+	"github.com/aibatch/aibatch/internal/cost"
+	"github.com/aibatch/aibatch/internal/jobstore"
 	"github.com/aibatch/aibatch/internal/metrics"
 	"github.com/aibatch/aibatch/jetstream"
 )
 
-// run wires the worker from its configuration and serves until ctx ends.
+// run wires the worker from its configuration and serves until ctx ends:
+// connect to NATS, build the engine, start the operator-facing parts, run.
 func run(ctx context.Context, lookup envconfig.Lookuper) error {
 	cfg, err := loadConfig(ctx, lookup)
 	if err != nil {
@@ -37,325 +31,175 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-
-	url := cfg.NATSURL
-	if url == "" {
-		ns, err := startEmbedded(cfg)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-		}()
-		url = ns.ClientURL()
-		log.Info("embedded NATS server started", zap.String("url", url), zap.String("store_dir", cfg.StoreDir))
-	}
-	var authOpts []nats.Option
-	if cfg.NATSURL != "" {
-		// The embedded server needs no credentials; an external one may.
-		if authOpts, err = cfg.auth().Options(); err != nil {
-			return err
-		}
-	}
-	closed := make(chan struct{})
-	var closeOnce sync.Once
-	nc, err := connectWhenUp(ctx, log, url, append(authOpts,
-		nats.Name("aibatch-worker"),
-		nats.ClosedHandler(func(*nats.Conn) { closeOnce.Do(func() { close(closed) }) }),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected", zap.Error(err))
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("NATS reconnected", zap.String("url", c.ConnectedUrlRedacted()))
-		}),
-	)...)
+	b, err := connect(ctx, cfg, log)
 	if err != nil {
-		if ctx.Err() != nil {
-			log.Info("worker stopped before it started")
-			return nil
-		}
-		return fmt.Errorf("connect to NATS: %w", err)
+		return stoppedBeforeStart(ctx, log, err)
 	}
-	defer func() {
-		// Drain flushes the last acks before the connection (and an
-		// embedded server) goes away.
-		if err := nc.Drain(); err == nil {
-			select {
-			case <-closed:
-			case <-time.After(10 * time.Second):
-			}
-		}
-	}()
-
-	js, err := natsjs.New(nc)
-	if err != nil {
-		return fmt.Errorf("open JetStream: %w", err)
-	}
+	defer b.close()
 	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
-	batchLane, urgentLane, pub, err := ensureTopology(setupCtx, log, js, cfg.topology())
+	parts, err := buildEngine(setupCtx, cfg, log, b)
 	if err != nil {
-		if ctx.Err() != nil {
-			// A stop signal during setup is a stop, not a failure.
-			log.Info("worker stopped before it started")
-			return nil
-		}
-		return fmt.Errorf("set up streams: %w", err)
-	}
-	p, err := newProvider(cfg)
-	if err != nil {
-		return err
-	}
-	reg, observer, err := newMetrics()
-	if err != nil {
-		return err
-	}
-	observer.SyncMode = cfg.BatchMode
-	if cfg.BatchMode == "async" {
-		observer.SyncMode = "combined" // the fallback's calls
-	}
-	accountant, err := newAccountant(cfg)
-	if err != nil {
-		return err
-	}
-	if err := registerCost(reg, accountant); err != nil {
-		return err
-	}
-	opts := []batch.Option{
-		batch.WithUrgentQueue(urgentLane),
-		batch.WithLogger(log.Named("batch")),
-		batch.WithObserver(observer),
-		batch.WithObserver(costObserver{a: accountant}),
-	}
-	if cfg.BatchMode == "async" {
-		jobs, err := jetstream.EnsureJobStore(setupCtx, js, jetstream.JobStoreConfig{Bucket: cfg.JobsBucket, Replicas: cfg.StreamReplicas})
-		if err != nil {
-			return fmt.Errorf("set up JOBS_BUCKET=%s: %w", cfg.JobsBucket, err)
-		}
-		opts = append(opts, batch.WithJobStore(jobs))
-	}
-	ec := cfg.engine()
-	if mp := int(nc.MaxPayload()); mp > 16<<10 {
-		// Results must fit the server's max_payload, with room for headers.
-		ec.MaxResultBytes = mp - 8<<10
-	}
-	engine, err := batch.New(ec, batchLane, pub, p, opts...)
-	if err != nil {
-		return err
-	}
-	if err := observer.RegisterInFlight(func() int64 { return engine.Stats().InFlight }); err != nil {
-		return err
+		return stoppedBeforeStart(ctx, log, err)
 	}
 	_, adminAddrSet := lookup.Lookup("ADMIN_ADDR")
-	ops, err := startOps(setupCtx, opsDeps{
-		cfg: cfg, adminAddrSet: adminAddrSet, log: log, nc: nc, js: js, engine: engine,
-		reg: reg, provider: p.Name(), lanes: []*jetstream.Queue{batchLane, urgentLane}, cost: accountant,
-	})
+	o, err := startOps(setupCtx, opsDeps{cfg: cfg, adminAddrSet: adminAddrSet, log: log, broker: b, parts: parts})
 	if err != nil {
-		if ctx.Err() != nil {
-			log.Info("worker stopped before it started")
-			return nil
-		}
+		return stoppedBeforeStart(ctx, log, err)
+	}
+	logStarted(log, cfg, parts, o)
+	return serve(ctx, log, parts.engine, o)
+}
+
+// stoppedBeforeStart returns err from a start-up step, unless ctx has
+// ended: a stop signal during start-up is a stop, not a failure, so it logs
+// that and returns nil.
+func stoppedBeforeStart(ctx context.Context, log *zap.Logger, err error) error {
+	if ctx.Err() == nil {
 		return err
 	}
-	ec = engine.Config()
-	log.Info("worker started",
-		zap.String("worker", ops.worker),
-		zap.String("provider", p.Name()), zap.String("mode", cfg.BatchMode), zap.String("model", cfg.Model),
-		zap.Bool("batched", !ec.Immediate), zap.Int("max_batch_size", ec.MaxBatchSize),
-		zap.Duration("batch_interval", ec.Interval), zap.Duration("max_wait", ec.MaxWait),
-		zap.String("stream", cfg.Stream), zap.String("consumer", cfg.Consumer),
-		zap.String("admin_addr", ops.adminAddr()))
-	err = engine.Run(ctx)
-	// The engine has stopped counting: the last fleet update is complete.
-	ops.stop()
+	log.Info("worker stopped before it started")
+	return nil
+}
+
+// serve runs the engine until ctx ends, then stops the operator-facing
+// parts: the engine has stopped counting, so the last fleet update is
+// complete.
+func serve(ctx context.Context, log *zap.Logger, engine *batch.Engine, o *ops) error {
+	err := engine.Run(ctx)
+	o.stop()
 	log.Info("worker stopped")
 	return err
 }
 
-// newMetrics returns the worker's Prometheus registry (Go runtime and
-// process metrics, and the engine's aibatch_* metrics) and the observer
-// that feeds it.
-func newMetrics() (*prometheus.Registry, *metrics.Metrics, error) {
+// engineParts is the engine and what the operator-facing parts read beside
+// it.
+type engineParts struct {
+	engine   *batch.Engine
+	lanes    []*jetstream.Queue // batch lane, urgent lane
+	provider string
+	registry *prometheus.Registry
+	cost     *cost.Accountant
+}
+
+// buildEngine creates the streams and consumers, the provider, the metrics
+// and cost observers and, in async mode, the job store, and builds the
+// engine on them.
+func buildEngine(ctx context.Context, cfg config, log *zap.Logger, b *broker) (*engineParts, error) {
+	batchLane, urgentLane, pub, err := ensureTopology(ctx, log, b.js, cfg.topology())
+	if err != nil {
+		return nil, fmt.Errorf("set up streams: %w", err)
+	}
+	p, err := newProvider(cfg)
+	if err != nil {
+		return nil, err
+	}
+	obs, err := newObservers(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := engineOptions(ctx, cfg, log, b, urgentLane, obs)
+	if err != nil {
+		return nil, err
+	}
+	engine, err := batch.New(engineConfig(cfg, b), batchLane, pub, p, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("build the engine: %w", err)
+	}
+	if err := obs.metrics.RegisterInFlight(func() int64 { return engine.Stats().InFlight }); err != nil {
+		return nil, fmt.Errorf("set up metrics: %w", err)
+	}
+	return &engineParts{
+		engine: engine, lanes: []*jetstream.Queue{batchLane, urgentLane},
+		provider: p.Name(), registry: obs.registry, cost: obs.cost,
+	}, nil
+}
+
+// engineConfig is the engine's configuration, with results bounded to fit
+// the server's max_payload with room for headers.
+func engineConfig(cfg config, b *broker) batch.Config {
+	ec := cfg.engine()
+	if mp := int(b.nc.MaxPayload()); mp > 16<<10 {
+		ec.MaxResultBytes = mp - 8<<10
+	}
+	return ec
+}
+
+// engineOptions are the engine's urgent lane, logger, observers, attempt
+// records (ATTEMPTS_BUCKET) and, in async mode, its job store, opened in
+// JOBS_BUCKET.
+func engineOptions(ctx context.Context, cfg config, log *zap.Logger, b *broker, urgent *jetstream.Queue, obs *observers) ([]batch.Option, error) {
+	opts := []batch.Option{
+		batch.WithUrgentQueue(urgent),
+		batch.WithLogger(log.Named("batch")),
+		batch.WithObserver(obs.metrics),
+		batch.WithObserver(costObserver{a: obs.cost}),
+	}
+	attemptStore, err := attempts.Ensure(ctx, b.js, attempts.Config{Bucket: cfg.AttemptsBucket, TTL: 2 * cfg.RequestTTL, Replicas: cfg.StreamReplicas})
+	if err != nil {
+		return nil, fmt.Errorf("set up ATTEMPTS_BUCKET=%s: %w", cfg.AttemptsBucket, err)
+	}
+	opts = append(opts, batch.WithAttemptStore(attemptStore))
+	if cfg.BatchMode != "async" {
+		return opts, nil
+	}
+	jobs, err := jobstore.Open(ctx, b.js, jobstore.Config{Bucket: cfg.JobsBucket, Replicas: cfg.StreamReplicas})
+	if err != nil {
+		return nil, fmt.Errorf("set up JOBS_BUCKET=%s: %w", cfg.JobsBucket, err)
+	}
+	return append(opts, batch.WithJobStore(jobs)), nil
+}
+
+// observers are what watches the engine: its Prometheus metrics, in a
+// registry with the Go runtime's and the process's, and the cost
+// accountant, whose estimates the registry exposes too.
+type observers struct {
+	registry *prometheus.Registry
+	metrics  *metrics.Metrics
+	cost     *cost.Accountant
+}
+
+// newObservers builds the registry, the metrics and the accountant.
+func newObservers(cfg config) (*observers, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m, err := metrics.New(reg)
+	m, err := metrics.New(reg, metrics.WithSyncMode(syncMode(cfg.BatchMode)))
 	if err != nil {
-		return nil, nil, fmt.Errorf("set up metrics: %w", err)
+		return nil, fmt.Errorf("set up metrics: %w", err)
 	}
-	return reg, m, nil
-}
-
-// opsDeps is what the operator-facing parts are built from.
-type opsDeps struct {
-	cfg config
-	// adminAddrSet is true when ADMIN_ADDR was set rather than defaulted: a
-	// set address that cannot be bound stops the worker, the default only
-	// logs a warning (a second worker on the same machine still runs).
-	adminAddrSet bool
-	log          *zap.Logger
-	nc           *nats.Conn
-	js           natsjs.JetStream
-	engine       *batch.Engine
-	reg          *prometheus.Registry
-	provider     string
-	lanes        []*jetstream.Queue
-	cost         admin.CostTotals
-}
-
-// ops are the worker's operator-facing parts: the fleet totals, the flush
-// responder on the control subject and the admin API. Each is nil when
-// turned off.
-type ops struct {
-	worker    string
-	log       *zap.Logger
-	fleet     *jetstream.FleetStats
-	stopFleet context.CancelFunc
-	fleetDone chan struct{}
-	responder *jetstream.FlushResponder
-	admin     *admin.Server
-}
-
-// startOps starts the fleet totals, the flush responder and the admin API.
-// On an error it stops what it started.
-func startOps(ctx context.Context, d opsDeps) (*ops, error) {
-	o := &ops{worker: workerID(), log: d.log}
-	if err := o.startFleet(ctx, d); err != nil {
-		o.stop()
+	accountant, err := newAccountant(cfg)
+	if err != nil {
 		return nil, err
 	}
-	responder, err := jetstream.ServeFlush(d.nc, "", o.worker, d.engine, d.cfg.ShutdownTimeout)
-	if err != nil {
-		o.stop()
-		return nil, fmt.Errorf("serve %s: %w", jetstream.ControlFlushSubject, err)
-	}
-	o.responder = responder
-	if err := o.startAdmin(ctx, d); err != nil {
-		o.stop()
+	if err := registerCost(reg, accountant); err != nil {
 		return nil, err
 	}
-	return o, nil
+	return &observers{registry: reg, metrics: m, cost: accountant}, nil
 }
 
-// startFleet opens the stats bucket and adds this worker's counts to it
-// every STATS_FLUSH_INTERVAL until stop.
-func (o *ops) startFleet(ctx context.Context, d opsDeps) error {
-	if d.cfg.StatsBucket == "" {
-		return nil
+// syncMode is the metrics' mode label of synchronous calls in BATCH_MODE:
+// in async mode they are the MAX_WAIT fallback's, which are combined.
+func syncMode(batchMode string) string {
+	if batchMode == "async" {
+		return metrics.ModeCombined
 	}
-	fleet, err := jetstream.OpenFleetStats(ctx, d.js, jetstream.FleetConfig{
-		Bucket: d.cfg.StatsBucket, Interval: d.cfg.StatsFlushInterval, Replicas: d.cfg.StreamReplicas,
-	})
-	if err != nil {
-		return fmt.Errorf("set up STATS_BUCKET=%s (empty turns fleet totals off): %w", d.cfg.StatsBucket, err)
-	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	o.fleet, o.stopFleet, o.fleetDone = fleet, cancel, make(chan struct{})
-	read := func() jetstream.FleetCounters { return jetstream.CountersOf(d.engine.Stats()) }
-	go func() {
-		defer close(o.fleetDone)
-		err := fleet.Run(runCtx, read, func(err error) { o.log.Warn("update fleet totals", zap.Error(err)) })
-		if err != nil {
-			o.log.Warn("final update of fleet totals", zap.Error(err))
-		}
-	}()
-	return nil
+	return batchMode
 }
 
-// startAdmin serves the admin API on ADMIN_ADDR.
-func (o *ops) startAdmin(ctx context.Context, d opsDeps) error {
-	if d.cfg.AdminAddr == "" {
-		return nil
-	}
-	consumers := make([]admin.Consumer, len(d.lanes))
-	for i, l := range d.lanes {
-		consumers[i] = l.Consumer()
-	}
-	acfg := admin.Config{
-		Addr:     d.cfg.AdminAddr,
-		Token:    d.cfg.AdminToken,
-		Worker:   o.worker,
-		Engine:   d.engine,
-		Ready:    admin.Readiness{NATS: d.nc, Consumers: consumers, Provider: d.provider},
-		Gatherer: d.reg,
-		Cost:     d.cost,
-		Settings: d.cfg.settings(),
-		FlushFleet: func(ctx context.Context) ([]jetstream.FlushReply, error) {
-			return jetstream.FlushAll(ctx, d.nc, "", 0)
-		},
-		Log: d.log.Named("admin"),
-	}
-	if o.fleet != nil {
-		acfg.Fleet = o.fleet
-	}
-	srv, err := admin.New(acfg)
-	if err != nil {
-		return err
-	}
-	if err := srv.Start(ctx); err != nil {
-		if d.adminAddrSet {
-			return err
-		}
-		o.log.Warn("admin API not started: the default address is taken (set ADMIN_ADDR to another address, or to empty to turn it off)", zap.Error(err))
-		return nil
-	}
-	o.admin = srv
-	return nil
+// logStarted logs the settings the worker runs with.
+func logStarted(log *zap.Logger, cfg config, p *engineParts, o *ops) {
+	ec := p.engine.Config()
+	log.Info("worker started",
+		zap.String("worker", o.worker),
+		zap.String("provider", p.provider), zap.String("mode", cfg.BatchMode), zap.String("model", cfg.Model),
+		zap.Bool("batched", !ec.Immediate), zap.Int("max_batch_size", ec.MaxBatchSize),
+		zap.Duration("batch_interval", ec.Interval), zap.Duration("max_wait", ec.MaxWait),
+		zap.String("stream", cfg.Stream), zap.String("consumer", cfg.Consumer),
+		zap.String("admin_addr", o.adminAddr()))
 }
 
-// adminAddr is where the admin API listens, or "" when it does not.
-func (o *ops) adminAddr() string {
-	if o.admin == nil {
-		return ""
-	}
-	return o.admin.Addr()
-}
-
-// stop stops answering flush requests, makes the last fleet update and
-// shuts the admin API down, in that order.
-func (o *ops) stop() {
-	if o.responder != nil {
-		if err := o.responder.Stop(); err != nil {
-			o.log.Warn("stop flush responder", zap.Error(err))
-		}
-	}
-	if o.stopFleet != nil {
-		o.stopFleet()
-		<-o.fleetDone
-	}
-	if o.admin != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := o.admin.Shutdown(ctx); err != nil {
-			o.log.Warn("shut down admin API", zap.Error(err))
-		}
-	}
-}
-
-// workerID names this worker in flush replies and batch-stats: the host
-// name (a pod's name on Kubernetes) and the process id.
-func workerID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "worker"
-	}
-	return fmt.Sprintf("%s-%d", host, os.Getpid())
-}
-
-func startEmbedded(cfg config) (*server.Server, error) {
-	host, portText, _ := net.SplitHostPort(cfg.NATSListen)
-	port, err := strconv.Atoi(portText)
-	if err != nil {
-		return nil, fmt.Errorf("NATS_LISTEN=%q: port is not a number", cfg.NATSListen)
-	}
-	return jetstream.RunServer(jetstream.ServerConfig{Host: host, Port: port, StoreDir: cfg.StoreDir})
-}
-
+// newLogger builds the zap logger at LOG_LEVEL in LOG_FORMAT (json, or
+// console for people).
 func newLogger(level, format string) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(strings.ToLower(level))
 	if err != nil {
@@ -368,45 +212,4 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.DisableStacktrace = true
 	return zc.Build()
-}
-
-// setupTimeout bounds waiting for NATS and creating the streams at start-up.
-const setupTimeout = 60 * time.Second
-
-// connectWhenUp connects to NATS, waiting (until setupTimeout) for a server
-// that is not up yet, as when the worker and NATS start together. Other
-// errors, such as refused credentials, return at once.
-func connectWhenUp(ctx context.Context, log *zap.Logger, url string, opts ...nats.Option) (*nats.Conn, error) {
-	deadline := time.Now().Add(setupTimeout)
-	for {
-		nc, err := nats.Connect(url, opts...)
-		if err == nil || !errors.Is(err, nats.ErrNoServers) || time.Now().After(deadline) {
-			return nc, err
-		}
-		log.Info("waiting for NATS", zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// ensureTopology creates the streams and consumers, trying again while the
-// server does not answer in time: on a fresh cluster, workers creating the
-// same streams at once can time out while the cluster agrees on them.
-func ensureTopology(ctx context.Context, log *zap.Logger, js natsjs.JetStream, t jetstream.Topology) (*jetstream.Queue, *jetstream.Queue, *jetstream.Publisher, error) {
-	for {
-		attempt, cancel := context.WithTimeout(ctx, 10*time.Second)
-		b, u, p, err := jetstream.Ensure(attempt, js, t)
-		cancel()
-		if err == nil || ctx.Err() != nil || !isTimeout(err) {
-			return b, u, p, err
-		}
-		log.Warn("set up streams: no answer in time, trying again", zap.Error(err))
-	}
-}
-
-func isTimeout(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, natsjs.ErrNoStreamResponse)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/admin"
+	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openai"
@@ -300,10 +301,10 @@ func TestFlushEveryWorker(t *testing.T) {
 	runEngine(t, e2)
 	for _, w := range []struct {
 		id string
-		f  jetstream.Flusher
+		f  fleet.Flusher
 		nc *nats.Conn
 	}{{"worker-1", b.engine, b.nc}, {"worker-2", e2, nc2}} {
-		r, err := jetstream.ServeFlush(w.nc, "", w.id, w.f, 10*time.Second)
+		r, err := fleet.ServeFlush(w.nc, "", w.id, w.f, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -468,5 +469,52 @@ func TestShutdownStopsServing(t *testing.T) {
 	}
 	if err := b.admin.Shutdown(ctx); err != nil {
 		t.Errorf("second Shutdown: %v", err)
+	}
+}
+
+// TestReadyzFollowsTheProviderBreaker: while the provider fails every call
+// the pod is unready with the reason and still live; it is ready again,
+// with nobody restarting anything, once a probe gets through.
+func TestReadyzFollowsTheProviderBreaker(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, options{})
+	b.fake.FailNext(1_000_000, http.StatusInternalServerError)
+	if err := b.nc.Publish("ai.urgent.readyz", []byte(`{"id":"r-1","input":"hello"}`)); err != nil {
+		t.Fatal(err)
+	}
+	var got admin.ReadyResponse
+	jetstreamtest.Eventually(t, 10*time.Second, "readyz 503 naming the provider", func() bool {
+		status, body := b.do(t, http.MethodGet, "/readyz", "")
+		return status == http.StatusServiceUnavailable && json.Unmarshal(body, &got) == nil && got.Failed == admin.CheckProvider
+	})
+	if !strings.Contains(got.Error, "provider failing: HTTP 500") || !strings.Contains(got.Error, "next probe") {
+		t.Fatalf("readyz reason %q", got.Error)
+	}
+	if status, _ := b.do(t, http.MethodGet, "/healthz", ""); status != http.StatusOK {
+		t.Fatalf("healthz = %d during an outage, want 200", status)
+	}
+	var stats struct {
+		Worker struct {
+			Breakers []batch.BreakerState `json:"breakers"`
+		} `json:"worker"`
+	}
+	b.getJSON(t, http.MethodGet, "/admin/batch-stats", "", http.StatusOK, &stats)
+	if br := stats.Worker.Breakers; len(br) != 1 || br[0].State != batch.BreakerOpen || br[0].Reason == "" || br[0].NextProbe.IsZero() {
+		t.Fatalf("batch-stats breakers %+v", br)
+	}
+	_, exposition := b.do(t, http.MethodGet, "/metrics", "")
+	if up := metricValue(t, string(exposition), "aibatch_provider_up"); up != 0 {
+		t.Fatalf("aibatch_provider_up = %v during the outage", up)
+	}
+
+	b.fake.FailNext(0, 0)
+	jetstreamtest.Eventually(t, 10*time.Second, "readyz 200 after the outage", func() bool {
+		status, _ := b.do(t, http.MethodGet, "/readyz", "")
+		return status == http.StatusOK
+	})
+	b.waitResults(t, 1)
+	_, exposition = b.do(t, http.MethodGet, "/metrics", "")
+	if up := metricValue(t, string(exposition), "aibatch_provider_up"); up != 1 {
+		t.Fatalf("aibatch_provider_up = %v after the outage", up)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/admin"
+	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/internal/metrics"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
@@ -46,7 +47,7 @@ type bundle struct {
 	urgent *jetstream.Queue
 	engine *batch.Engine
 	reg    *prometheus.Registry
-	fleet  *jetstream.FleetStats
+	fleet  *fleet.Totals
 	admin  *admin.Server
 	url    string // http://host:port of the admin server
 
@@ -74,7 +75,7 @@ func newBundle(t *testing.T, o options) *bundle {
 
 	ctx := testCtx(t)
 	var err error
-	b.fleet, err = jetstream.OpenFleetStats(ctx, b.js, jetstream.FleetConfig{Interval: 20 * time.Millisecond})
+	b.fleet, err = fleet.Open(ctx, b.js, fleet.Config{Interval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("open fleet stats: %v", err)
 	}
@@ -82,7 +83,7 @@ func newBundle(t *testing.T, o options) *bundle {
 	fleetDone := make(chan struct{})
 	go func() {
 		defer close(fleetDone)
-		_ = b.fleet.Run(fleetCtx, func() jetstream.FleetCounters { return jetstream.CountersOf(b.engine.Stats()) }, nil)
+		_ = b.fleet.Run(fleetCtx, func() fleet.Counters { return fleet.CountersOf(b.engine.Stats()) }, nil)
 	}()
 	t.Cleanup(func() { stopFleet(); <-fleetDone })
 
@@ -105,13 +106,15 @@ func newBundle(t *testing.T, o options) *bundle {
 			NATS:      b.nc,
 			Consumers: []admin.Consumer{b.batch.Consumer(), b.urgent.Consumer()},
 			Provider:  prov,
-			Timeout:   time.Second,
+			// As the worker wires it: the engine's breaker decides.
+			ProviderHealth: b.engine.ProviderHealth,
+			Timeout:        time.Second,
 		},
 		Log: zaptest.NewLogger(t),
 	}
 	if o.fleetFlush {
-		cfg.FlushFleet = func(ctx context.Context) ([]jetstream.FlushReply, error) {
-			return jetstream.FlushAll(ctx, b.nc, "", 250*time.Millisecond)
+		cfg.FlushFleet = func(ctx context.Context) ([]fleet.FlushReply, error) {
+			return fleet.FlushAll(ctx, b.nc, "", 250*time.Millisecond)
 		}
 	}
 	b.admin, err = admin.New(cfg)

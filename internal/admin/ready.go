@@ -64,6 +64,11 @@ func (s *Server) ready(ctx context.Context) ReadyResponse {
 	if rd.Provider == "" {
 		return fail(CheckProvider, errors.New("no AI provider configured"))
 	}
+	if rd.ProviderHealth != nil {
+		if err := rd.ProviderHealth(); err != nil {
+			return fail(CheckProvider, err)
+		}
+	}
 	resp.Passed = append(resp.Passed, CheckProvider)
 	return resp
 }

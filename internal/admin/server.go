@@ -30,10 +30,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
-	"github.com/aibatch/aibatch/internal/cost"
-
 	"github.com/aibatch/aibatch/batch"
-	ajs "github.com/aibatch/aibatch/jetstream"
+	"github.com/aibatch/aibatch/internal/cost"
+	"github.com/aibatch/aibatch/internal/fleet"
 )
 
 // DefaultAddr is where the server listens when Config.Addr is empty.
@@ -47,14 +46,14 @@ type Engine interface {
 	Flush(ctx context.Context) (batch.FlushReport, error)
 }
 
-// FleetTotals reads the fleet's counters: *jetstream.FleetStats.
+// FleetTotals reads the fleet's counters: *fleet.Totals.
 type FleetTotals interface {
-	Totals(ctx context.Context) (ajs.FleetCounters, error)
+	Read(ctx context.Context) (fleet.Counters, error)
 }
 
 // FleetFlusher asks every worker to flush and returns their replies, as
-// jetstream.FlushAll does.
-type FleetFlusher func(ctx context.Context) ([]ajs.FlushReply, error)
+// fleet.FlushAll does.
+type FleetFlusher func(ctx context.Context) ([]fleet.FlushReply, error)
 
 // Connection is the NATS connection as readiness sees it: *nats.Conn.
 type Connection interface {
@@ -75,6 +74,11 @@ type Readiness struct {
 	Consumers []Consumer
 	// Provider names the configured AI provider; empty fails the check.
 	Provider string
+	// ProviderHealth, when set, says why the provider cannot serve anyone
+	// now (the engine's circuit breaker is open); a non-nil error fails the
+	// provider check with that reason. /healthz is not affected, so
+	// Kubernetes takes the pod out of service without restarting it.
+	ProviderHealth func() error
 	// Timeout bounds each check that asks the server. Default 2s.
 	Timeout time.Duration
 }

@@ -10,7 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/aibatch/aibatch/batch"
-	ajs "github.com/aibatch/aibatch/jetstream"
+	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/wire"
 )
@@ -74,10 +74,22 @@ type WorkerStats struct {
 	// nothing waits.
 	NextFlushAt *time.Time `json:"next_flush_at"`
 	StartedAt   *time.Time `json:"started_at"`
+	// Deferred counts requests handed back, without spending an attempt,
+	// because the provider could serve no one; Probes the calls made to
+	// find out whether it was back.
+	Deferred int64 `json:"deferred"`
+	Probes   int64 `json:"probes"`
+	// Breakers holds the provider's circuit breaker (and one per model an
+	// error named): state, reason, since and next probe. Empty until the
+	// first provider-scope failure.
+	Breakers []batch.BreakerState `json:"breakers"`
+	// Groups holds each group's current call size (adaptive) and average
+	// answer length.
+	Groups []batch.GroupState `json:"groups"`
 }
 
 // figures derives the ratios from c.
-func figures(c ajs.FleetCounters) Figures {
+func figures(c fleet.Counters) Figures {
 	f := Figures{
 		Requests: c.Requests, ResultsOK: c.ResultsOK, ResultsError: c.ResultsError,
 		DeadLetters: c.DeadLetters, APICalls: c.APICalls, Batches: c.Batches, Retries: c.Retries,
@@ -104,7 +116,7 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 	resp := StatsResponse{
 		Worker: WorkerStats{
 			ID:              s.cfg.Worker,
-			Figures:         figures(ajs.CountersOf(st)),
+			Figures:         figures(fleet.CountersOf(st)),
 			Pending:         st.Pending,
 			InFlight:        st.InFlight,
 			FallbackFlushes: st.FallbackFlushes,
@@ -112,6 +124,10 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 			LastFlushAt:     timeOrNull(st.LastFlush),
 			NextFlushAt:     timeOrNull(st.NextFlush),
 			StartedAt:       timeOrNull(st.Started),
+			Deferred:        st.Deferred,
+			Probes:          st.Probes,
+			Breakers:        nonNil(st.Breakers),
+			Groups:          nonNil(st.Groups),
 		},
 		Config: s.settings,
 	}
@@ -125,7 +141,7 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Fleet != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Ready.Timeout)
 		defer cancel()
-		totals, err := s.cfg.Fleet.Totals(ctx)
+		totals, err := s.cfg.Fleet.Read(ctx)
 		if err != nil {
 			resp.FleetError = err.Error()
 		} else {
@@ -141,7 +157,7 @@ type FlushResponse struct {
 	Batches  int `json:"batches"`
 	Requests int `json:"requests"`
 	// Workers holds each worker's reply when scope=all.
-	Workers []ajs.FlushReply `json:"workers,omitzero"`
+	Workers []fleet.FlushReply `json:"workers,omitzero"`
 }
 
 func (s *Server) batchProcess(w http.ResponseWriter, r *http.Request) {
@@ -177,7 +193,7 @@ func (s *Server) batchProcess(w http.ResponseWriter, r *http.Request) {
 		}
 		resp := FlushResponse{Workers: replies}
 		if resp.Workers == nil {
-			resp.Workers = []ajs.FlushReply{}
+			resp.Workers = []fleet.FlushReply{}
 		}
 		for _, rep := range replies {
 			resp.Batches += rep.Batches
@@ -204,4 +220,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false) // subjects such as ai.requests.> stay readable
 	_ = enc.Encode(v)
+}
+
+// nonNil keeps an empty list a list in JSON.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }

@@ -48,25 +48,47 @@ func readStream(ctx context.Context, js jetstream.JetStream, name string) ([]sto
 	}
 	out := make([]storedMsg, 0, info.State.Msgs)
 	for ctx.Err() == nil {
-		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		var done bool
+		out, done, err = readBatch(ctx, c, last, info.State.Msgs, out)
 		if err != nil {
 			return nil, fmt.Errorf("chaos: read stream %s: %w", name, err)
 		}
-		for m := range batch.Messages() {
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, fmt.Errorf("chaos: read stream %s: metadata: %w", name, err)
-			}
-			out = append(out, storedMsg{seq: md.Sequence.Stream, subject: m.Subject(), header: m.Headers(), data: m.Data()})
-			if md.Sequence.Stream >= last || uint64(len(out)) >= info.State.Msgs {
-				return out, nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("chaos: read stream %s: %w", name, err)
+		if done {
+			return out, nil
 		}
 	}
 	return nil, fmt.Errorf("chaos: read stream %s: stopped at %d of %d messages: %w", name, len(out), info.State.Msgs, ctx.Err())
+}
+
+// readBatch appends the messages of one fetch of up to 1000 to out, and
+// reports whether it reached sequence last or want messages in all. The
+// fetch waits at most 2s, under a context of its own that ends when
+// readBatch returns: nats.go's fetch goroutine waits for the rest of the
+// batch until that context ends, so returning at the last message must end
+// it rather than leave the goroutine waiting out the 2s (or, on a closed
+// connection, 3s).
+func readBatch(ctx context.Context, c jetstream.Consumer, last, want uint64, out []storedMsg) ([]storedMsg, bool, error) {
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	batch, err := c.Fetch(1000, jetstream.FetchContext(fctx))
+	if err != nil {
+		return out, false, fmt.Errorf("fetch: %w", err)
+	}
+	for m := range batch.Messages() {
+		md, err := m.Metadata()
+		if err != nil {
+			return out, false, fmt.Errorf("metadata: %w", err)
+		}
+		out = append(out, storedMsg{seq: md.Sequence.Stream, subject: m.Subject(), header: m.Headers(), data: m.Data()})
+		if md.Sequence.Stream >= last || uint64(len(out)) >= want {
+			return out, true, nil
+		}
+	}
+	// A fetch that ends with its own 2s is the end of a batch, not an error.
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && fctx.Err() == nil {
+		return out, false, fmt.Errorf("fetch: %w", err)
+	}
+	return out, false, nil
 }
 
 // maxSamples is how many examples of each kind of breach findings keep.

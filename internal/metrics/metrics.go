@@ -23,16 +23,18 @@ import (
 // batch in one request to the provider's ordinary API.
 const ModeCombined = "combined"
 
+// ModeSingle is the value of the mode label for calls that carry one
+// request each.
+const ModeSingle = "single"
+
 // ModeAsync is the mode label of Batch API jobs.
 const ModeAsync = "async"
 
 // Metrics holds the engine's Prometheus metrics. Create it with New; its
 // methods are safe for concurrent use.
 type Metrics struct {
-	// SyncMode is the mode label of synchronous calls: the BATCH_MODE of
-	// the provider ("combined" or "single"). Empty means ModeCombined. Set
-	// it before the engine runs.
-	SyncMode string
+	// syncMode is the mode label of synchronous calls.
+	syncMode string
 
 	requests       *prometheus.CounterVec
 	batches        *prometheus.CounterVec
@@ -60,14 +62,28 @@ type Metrics struct {
 
 var _ batch.Observer = (*Metrics)(nil)
 
+// Option configures Metrics at construction.
+type Option func(*Metrics)
+
+// WithSyncMode sets the mode label of synchronous provider calls:
+// ModeCombined (the default) or ModeSingle, as the provider's BATCH_MODE
+// says. In async mode the synchronous calls are the MAX_WAIT fallback's,
+// which are combined. Calls the engine reports as async are labelled
+// ModeAsync whatever this says.
+func WithSyncMode(mode string) Option {
+	return func(m *Metrics) { m.syncMode = mode }
+}
+
 // New creates the metrics and registers them on reg. It returns an error
-// when reg is nil or a metric of the same name is registered already.
-func New(reg prometheus.Registerer) (*Metrics, error) {
+// when reg is nil, the sync mode is neither ModeCombined nor ModeSingle, or
+// a metric of the same name is registered already.
+func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	if reg == nil {
 		return nil, errors.New("metrics: New needs a Registerer")
 	}
 	m := &Metrics{
-		reg: reg,
+		syncMode: ModeCombined,
+		reg:      reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "aibatch_requests_total",
 			Help: "Requests taken from the stream into batches, by trigger (a retried request counts once per delivery).",
@@ -151,6 +167,12 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Most requests one call of a group may carry now (adaptive: halves on a cut-off answer, grows back while calls succeed); instructions is a short hash.",
 		}, []string{"model", "instructions"}),
 	}
+	for _, o := range opts {
+		o(m)
+	}
+	if m.syncMode != ModeCombined && m.syncMode != ModeSingle {
+		return nil, fmt.Errorf("metrics: sync mode %q: want %s or %s", m.syncMode, ModeCombined, ModeSingle)
+	}
 	for _, c := range []prometheus.Collector{
 		m.requests, m.batches, m.results, m.apiCalls, m.retries, m.deadLetters, m.tokens,
 		m.batchSize, m.callLatency, m.queueWait, m.attempts, m.pending, m.ackPending, m.oldestPending,
@@ -200,10 +222,7 @@ func (m *Metrics) CallFinished(c batch.CallReport) {
 		m.countTokens(c)
 		return
 	}
-	mode := m.SyncMode
-	if mode == "" {
-		mode = ModeCombined
-	}
+	mode := m.syncMode
 	if c.Async {
 		mode = ModeAsync
 	}

@@ -34,6 +34,34 @@ func TestNewNeedsRegisterer(t *testing.T) {
 	}
 }
 
+func TestNewRejectsUnknownSyncMode(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"", metrics.ModeAsync, "batched"} {
+		if _, err := metrics.New(prometheus.NewRegistry(), metrics.WithSyncMode(mode)); err == nil {
+			t.Errorf("New with sync mode %q returned no error", mode)
+		}
+	}
+}
+
+func TestWithSyncModeLabelsSynchronousCalls(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, metrics.WithSyncMode(metrics.ModeSingle))
+	if err != nil {
+		t.Fatalf("new metrics: %v", err)
+	}
+	m.CallFinished(batch.CallReport{Provider: "openai", Trigger: wire.TriggerUrgent, Size: 1, Latency: time.Second})
+	m.CallFinished(batch.CallReport{Provider: "openai", Trigger: wire.TriggerSize, Size: 9, Latency: time.Second, Async: true})
+	for _, w := range []struct {
+		trigger, mode string
+	}{{"urgent", metrics.ModeSingle}, {"size", metrics.ModeAsync}} {
+		labels := map[string]string{"provider": "openai", "trigger": w.trigger, "mode": w.mode, "status": "ok"}
+		if got := counterValue(t, reg, "aibatch_api_calls_total", labels); got != 1 {
+			t.Errorf("aibatch_api_calls_total%v = %v, want 1", labels, got)
+		}
+	}
+}
+
 func TestNewTwiceOnOneRegistryFails(t *testing.T) {
 	t.Parallel()
 	_, reg := newMetrics(t)

@@ -1,4 +1,4 @@
-package jetstream_test
+package jobstore_test
 
 import (
 	"context"
@@ -6,17 +6,17 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/batch"
-	"github.com/aibatch/aibatch/jetstream"
+	"github.com/aibatch/aibatch/internal/jobstore"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 )
 
-func TestJobStoreReserveBindLookupDelete(t *testing.T) {
+func TestStoreReserveBindLookupDelete(t *testing.T) {
 	t.Parallel()
 	ns := jetstreamtest.RunServer(t, "")
 	_, js := jetstreamtest.Connect(t, ns)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	store, err := jetstream.EnsureJobStore(ctx, js, jetstream.JobStoreConfig{Bucket: "JOBS_TEST"})
+	store, err := jobstore.Open(ctx, js, jobstore.Config{Bucket: "JOBS_TEST"})
 	if err != nil {
 		t.Fatal(err)
 	}

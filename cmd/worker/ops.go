@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/aibatch/aibatch/internal/admin"
+	"github.com/aibatch/aibatch/internal/fleet"
+	"github.com/aibatch/aibatch/wire"
+)
+
+// ops are the worker's operator-facing parts: the fleet totals, the flush
+// responder on the control subject and the admin API, which also serves
+// the metrics. Each is nil when turned off.
+type ops struct {
+	worker    string
+	log       *zap.Logger
+	fleet     *fleet.Totals
+	stopFleet context.CancelFunc
+	fleetDone chan struct{}
+	responder *fleet.FlushResponder
+	admin     *admin.Server
+}
+
+// opsDeps is what the operator-facing parts are built from.
+type opsDeps struct {
+	cfg config
+	// adminAddrSet is true when ADMIN_ADDR was set rather than defaulted: a
+	// set address that cannot be bound stops the worker, the default only
+	// logs a warning (a second worker on the same machine still runs).
+	adminAddrSet bool
+	log          *zap.Logger
+	broker       *broker
+	parts        *engineParts
+}
+
+// startOps starts the fleet totals, the flush responder and the admin API
+// with the metrics. On an error it stops what it started.
+func startOps(ctx context.Context, d opsDeps) (*ops, error) {
+	o := &ops{worker: workerID(), log: d.log}
+	if err := o.start(ctx, d); err != nil {
+		o.stop()
+		return nil, err
+	}
+	return o, nil
+}
+
+// start starts the parts in order: the admin API last, so it reports a
+// worker whose other parts run.
+func (o *ops) start(ctx context.Context, d opsDeps) error {
+	if err := o.startFleet(ctx, d); err != nil {
+		return err
+	}
+	if err := o.serveFlush(d); err != nil {
+		return err
+	}
+	return o.startAdmin(ctx, d)
+}
+
+// startFleet opens the stats bucket and adds this worker's counts to it
+// every STATS_FLUSH_INTERVAL until stop.
+func (o *ops) startFleet(ctx context.Context, d opsDeps) error {
+	if d.cfg.StatsBucket == "" {
+		return nil
+	}
+	totals, err := fleet.Open(ctx, d.broker.js, fleet.Config{
+		Bucket: d.cfg.StatsBucket, Interval: d.cfg.StatsFlushInterval, Replicas: d.cfg.StreamReplicas,
+	})
+	if err != nil {
+		return fmt.Errorf("set up STATS_BUCKET=%s (empty turns fleet totals off): %w", d.cfg.StatsBucket, err)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	o.fleet, o.stopFleet, o.fleetDone = totals, cancel, make(chan struct{})
+	engine := d.parts.engine
+	read := func() fleet.Counters { return fleet.CountersOf(engine.Stats()) }
+	go func() {
+		defer close(o.fleetDone)
+		err := totals.Run(runCtx, read, func(err error) { o.log.Warn("update fleet totals", zap.Error(err)) })
+		if err != nil {
+			o.log.Warn("final update of fleet totals", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+// serveFlush answers flush requests on the control subject.
+func (o *ops) serveFlush(d opsDeps) error {
+	responder, err := fleet.ServeFlush(d.broker.nc, "", o.worker, d.parts.engine, d.cfg.ShutdownTimeout)
+	if err != nil {
+		return fmt.Errorf("serve %s: %w", wire.ControlFlushSubject, err)
+	}
+	o.responder = responder
+	return nil
+}
+
+// startAdmin serves the admin API and the metrics on ADMIN_ADDR.
+func (o *ops) startAdmin(ctx context.Context, d opsDeps) error {
+	if d.cfg.AdminAddr == "" {
+		return nil
+	}
+	srv, err := admin.New(o.adminConfig(d))
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		if d.adminAddrSet {
+			return err
+		}
+		o.log.Warn("admin API not started: the default address is taken (set ADMIN_ADDR to another address, or to empty to turn it off)", zap.Error(err))
+		return nil
+	}
+	o.admin = srv
+	return nil
+}
+
+// adminConfig is what the admin API serves: the engine, readiness of NATS,
+// the consumers and the provider, the metrics, cost, settings and, when
+// on, the fleet's totals and the fleet flush.
+func (o *ops) adminConfig(d opsDeps) admin.Config {
+	p := d.parts
+	consumers := make([]admin.Consumer, len(p.lanes))
+	for i, l := range p.lanes {
+		consumers[i] = l.Consumer()
+	}
+	nc := d.broker.nc
+	cfg := admin.Config{
+		Addr:     d.cfg.AdminAddr,
+		Token:    d.cfg.AdminToken,
+		Worker:   o.worker,
+		Engine:   p.engine,
+		Ready:    admin.Readiness{NATS: nc, Consumers: consumers, Provider: p.provider, ProviderHealth: p.engine.ProviderHealth},
+		Gatherer: p.registry,
+		Cost:     p.cost,
+		Settings: d.cfg.settings(),
+		FlushFleet: func(ctx context.Context) ([]fleet.FlushReply, error) {
+			return fleet.FlushAll(ctx, nc, "", 0)
+		},
+		Log: d.log.Named("admin"),
+	}
+	if o.fleet != nil {
+		cfg.Fleet = o.fleet
+	}
+	return cfg
+}
+
+// adminAddr is where the admin API listens, or "" when it does not.
+func (o *ops) adminAddr() string {
+	if o.admin == nil {
+		return ""
+	}
+	return o.admin.Addr()
+}
+
+// stop stops answering flush requests, makes the last fleet update and
+// shuts the admin API down, in that order.
+func (o *ops) stop() {
+	if o.responder != nil {
+		if err := o.responder.Stop(); err != nil {
+			o.log.Warn("stop flush responder", zap.Error(err))
+		}
+	}
+	if o.stopFleet != nil {
+		o.stopFleet()
+		<-o.fleetDone
+	}
+	if o.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := o.admin.Shutdown(ctx); err != nil {
+			o.log.Warn("shut down admin API", zap.Error(err))
+		}
+	}
+}
+
+// workerID names this worker in flush replies and batch-stats: the host
+// name (a pod's name on Kubernetes) and the process id.
+func workerID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "worker"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
