@@ -236,7 +236,7 @@ func TestCombinedErrors(t *testing.T) {
 		{name: "529 overloaded", arrange: func(s *anthropictest.Server) { s.FailNext(1, 529) }, wantStatus: 529, wantText: "overloaded_error"},
 		{name: "429 rate limit", arrange: func(s *anthropictest.Server) { s.FailNext(1, 429) }, wantStatus: 429, wantRetryAfter: time.Second, wantText: "rate_limit_error"},
 		{name: "413 too large", arrange: func(s *anthropictest.Server) { s.FailNext(1, 413) }, wantPermanent: true, wantStatus: 413, wantText: "request_too_large"},
-		{name: "wrong key", opts: []anthropictest.Option{anthropictest.WithAPIKey("sk-ant-other")}, wantPermanent: true, wantStatus: 401, wantText: "authentication_error"},
+		{name: "wrong key", opts: []anthropictest.Option{anthropictest.WithAPIKey("sk-ant-other")}, wantPermanent: false, wantStatus: 401, wantText: "authentication_error"},
 		{name: "unknown model", model: "unknown-claude", wantPermanent: true, wantStatus: 404, wantText: "not_found_error"},
 		{name: "max_tokens", arrange: func(s *anthropictest.Server) { s.TruncateNext(1) }, wantText: "max_tokens"},
 		{name: "refusal", arrange: func(s *anthropictest.Server) { s.RefuseNext(1) }, wantText: "refus"},

@@ -203,8 +203,8 @@ func TestErrors(t *testing.T) {
 		wantText       string
 	}{
 		{name: "body quoted", status: 422, body: `{"error":"model my-model unknown"}`, wantPermanent: true, wantStatus: 422, wantText: "model my-model unknown"},
-		{name: "token echoed is hidden", status: 401, body: "bad token " + testToken, wantPermanent: true, wantStatus: 401, wantText: "[REDACTED]"},
-		{name: "header value echoed is hidden", status: 403, body: "key s3cret-header refused", cfg: httpapi.Config{Header: http.Header{"X-Api-Key": {"s3cret-header"}}}, wantPermanent: true, wantStatus: 403, wantText: "[REDACTED]"},
+		{name: "token echoed is hidden", status: 401, body: "bad token " + testToken, wantPermanent: false, wantStatus: 401, wantText: "[REDACTED]"},
+		{name: "header value echoed is hidden", status: 403, body: "key s3cret-header refused", cfg: httpapi.Config{Header: http.Header{"X-Api-Key": {"s3cret-header"}}}, wantPermanent: false, wantStatus: 403, wantText: "[REDACTED]"},
 		{name: "long body cut", status: 500, body: strings.Repeat("é", 1000), wantStatus: 500, wantText: "..."},
 		{name: "retry-after date", status: 503, header: map[string]string{"Retry-After": time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)}, wantStatus: 503, wantRetryAfter: time.Hour},
 		{name: "425", status: 425, wantStatus: 425},

@@ -152,7 +152,7 @@ func TestJobLineErrors(t *testing.T) {
 		wantPermanent bool
 	}{
 		{http.StatusBadRequest, true},
-		{http.StatusUnauthorized, true},
+		{http.StatusUnauthorized, false},
 		{http.StatusNotFound, true},
 		{http.StatusUnprocessableEntity, true},
 		{http.StatusRequestTimeout, false},

@@ -298,9 +298,9 @@ func TestCompleteErrors(t *testing.T) {
 		wantText       string
 	}{
 		{name: "400", arrange: failNext(400), wantPermanent: true, wantStatus: 400},
-		{name: "401 injected", arrange: failNext(401), wantPermanent: true, wantStatus: 401},
-		{name: "401 wrong key", opts: []openaitest.Option{openaitest.WithAPIKey("sk-other")}, wantPermanent: true, wantStatus: 401, wantText: "invalid_api_key"},
-		{name: "403", arrange: failNext(403), wantPermanent: true, wantStatus: 403},
+		{name: "401 injected", arrange: failNext(401), wantPermanent: false, wantStatus: 401},
+		{name: "401 wrong key", opts: []openaitest.Option{openaitest.WithAPIKey("sk-other")}, wantPermanent: false, wantStatus: 401, wantText: "invalid_api_key"},
+		{name: "403", arrange: failNext(403), wantPermanent: false, wantStatus: 403},
 		{name: "404 unknown model", model: "unknown-model", wantPermanent: true, wantStatus: 404, wantText: "model_not_found"},
 		{name: "404 listed unknown model", opts: []openaitest.Option{openaitest.WithUnknownModels("gpt-gone")}, model: "gpt-gone", wantPermanent: true, wantStatus: 404},
 		{name: "422", arrange: failNext(422), wantPermanent: true, wantStatus: 422},

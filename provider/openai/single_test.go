@@ -144,7 +144,7 @@ func TestSingleAnswers(t *testing.T) {
 	}{
 		{name: "refusal is permanent", arrange: func(s *openaitest.Server) { s.RefuseNext(1) }, wantErr: true, wantPermanent: true, wantText: "refused"},
 		{name: "cut off answer is kept", arrange: func(s *openaitest.Server) { s.TruncateNext(1) }},
-		{name: "wrong key", opts: []openaitest.Option{openaitest.WithAPIKey("sk-other")}, wantErr: true, wantPermanent: true, wantStatus: 401, wantText: "invalid_api_key"},
+		{name: "wrong key", opts: []openaitest.Option{openaitest.WithAPIKey("sk-other")}, wantErr: true, wantPermanent: false, wantStatus: 401, wantText: "invalid_api_key"},
 		{name: "unknown model", opts: []openaitest.Option{openaitest.WithUnknownModels("gpt-test")}, wantErr: true, wantPermanent: true, wantStatus: 404, wantText: "model_not_found"},
 		{name: "no choices", arrange: func(s *openaitest.Server) { s.OmitInput(newBatch(1).Requests[0].Input) }, wantErr: true, wantText: "no choices"},
 	}

@@ -327,8 +327,8 @@ func (s asyncSuite) testSubmitErrors(t *testing.T) {
 		wantRetryAfter time.Duration
 	}{
 		{http.StatusBadRequest, true, 0},
-		{http.StatusUnauthorized, true, 0},
-		{http.StatusForbidden, true, 0},
+		{http.StatusUnauthorized, false, 0},
+		{http.StatusForbidden, false, 0},
 		{http.StatusNotFound, true, 0},
 		{http.StatusConflict, false, 0},
 		{http.StatusTooManyRequests, false, time.Second},

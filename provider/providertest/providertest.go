@@ -377,8 +377,8 @@ func (s suite) testHTTPErrors(t *testing.T) {
 		wantRetryAfter time.Duration
 	}{
 		{http.StatusBadRequest, true, 0},
-		{http.StatusUnauthorized, true, 0},
-		{http.StatusForbidden, true, 0},
+		{http.StatusUnauthorized, false, 0},
+		{http.StatusForbidden, false, 0},
 		{http.StatusNotFound, true, 0},
 		{http.StatusUnprocessableEntity, true, 0},
 		{http.StatusRequestTimeout, false, 0},
