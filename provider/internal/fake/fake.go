@@ -2,8 +2,10 @@
 // provider/anthropictest and provider/httpapitest) share: the behaviour
 // controls every fake offers (FailNext, SetDelay, DropItems, Shuffle,
 // SetMalformedNext, OmitInput, RejectInput, RepeatIDs, SetResultsFunc), the
-// counting behind Calls and MaxConcurrent, the log behind Requests, and small
-// HTTP helpers.
+// faults real providers show (SetOutputCap, RefuseInput, RequireKey,
+// FailFor, HangFor) and the record of call sizes (CallSizes), the counting
+// behind Calls and MaxConcurrent, the log behind Requests, and small HTTP
+// and JSON helpers (cutting an answer off, reading the batch schema).
 //
 // Each fake keeps its own documented methods and delegates to a Controls:
 // what a control does to an answer (a batch answer, a plain answer, a job)
@@ -29,6 +31,8 @@ const MaxBodyBytes = 32 << 20
 // batch answers hold results of type R. The zero value is ready to use; all
 // methods are safe for concurrent use.
 type Controls[R any] struct {
+	faults // SetOutputCap, RefuseInput, RequireKey, FailFor, HangFor, CallSizes
+
 	calls, inFlight, maxInFlight atomic.Int64
 	malformed                    Countdown
 
