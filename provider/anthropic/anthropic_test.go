@@ -373,7 +373,6 @@ func TestSingleAnswers(t *testing.T) {
 		{name: "refusal is permanent", arrange: func(s *anthropictest.Server) { s.RefuseNext(1) }, wantErr: true, wantPermanent: true, wantText: "refus"},
 		{name: "max_tokens answer is kept", arrange: func(s *anthropictest.Server) { s.TruncateNext(1) }, wantOutput: anthropictest.Answer(in)[:len(anthropictest.Answer(in))/2]},
 		{name: "no text", arrange: func(s *anthropictest.Server) { s.OmitInput(in) }, wantErr: true, wantText: "no text"},
-		{name: "overloaded", arrange: func(s *anthropictest.Server) { s.FailNext(1, 529) }, wantErr: true, wantStatus: 529, wantText: "overloaded_error"},
 		{name: "content filter", arrange: func(s *anthropictest.Server) { s.RejectInput(in, false) }, wantErr: true, wantPermanent: true, wantStatus: 400, wantText: "invalid_request_error"},
 	}
 	for _, tt := range tests {

@@ -18,11 +18,8 @@ import (
 // p.concurrency at once (see Complete for the contract).
 func (p *Provider) completeSingle(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	one := func(r provider.Request) provider.Result { return p.completeOne(ctx, b, r) }
-	results, err := fanout.Complete(ctx, b.Requests, p.concurrency, one, p.singleError)
-	if err != nil {
-		return nil, fmt.Errorf("anthropic: messages: %w", err)
-	}
-	return results, nil
+	whole := func(err error) error { return fmt.Errorf("anthropic: messages: %w", err) }
+	return fanout.Complete(ctx, b.Requests, p.concurrency, one, p.singleError, whole)
 }
 
 // completeOne makes the call for one request.

@@ -253,7 +253,7 @@ func lineResult(line outputLine) (provider.Result, bool) {
 	case line.Response != nil && line.Response.StatusCode == http.StatusOK:
 		var resp openai.ChatCompletion
 		if err := json.Unmarshal(line.Response.Body, &resp); err != nil {
-			r.Err = provider.Transient(fmt.Errorf("parse answer: %w", err))
+			r.Err = requestError(false, fmt.Errorf("parse answer: %w", err))
 			return r, true
 		}
 		r.Output, r.Usage, r.Err = singleAnswer(&resp)
@@ -263,17 +263,19 @@ func lineResult(line outputLine) (provider.Result, bool) {
 			Error *lineError `json:"error"`
 		}
 		cause := fmt.Errorf("request answered HTTP %d", status)
+		var code string
 		if json.Unmarshal(line.Response.Body, &body) == nil && body.Error != nil {
 			cause = fmt.Errorf("request answered HTTP %d: %s", status, body.Error)
+			code = body.Error.Code
 		}
-		r.Err = httpcall.StatusError(status, nil, cause)
+		r.Err, _ = httpcall.Plain(classify(status, nil, code, cause))
 	case line.Error != nil:
 		if line.Error.Code == codeBatchExpired || line.Error.Code == codeBatchCancelled {
 			return r, false
 		}
-		r.Err = provider.Transient(fmt.Errorf("request failed: %s", *line.Error))
+		r.Err = &provider.Error{Scope: provider.ScopeRequest, Err: fmt.Errorf("request failed: %s", *line.Error)}
 	default:
-		r.Err = provider.Transient(errors.New("output line has neither response nor error"))
+		r.Err = requestError(false, errors.New("output line has neither response nor error"))
 	}
 	return r, true
 }
