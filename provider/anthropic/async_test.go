@@ -95,21 +95,25 @@ func TestJobNotAsync(t *testing.T) {
 
 func TestJobErroredTypes(t *testing.T) {
 	t.Parallel()
+	// A request's own rejection is permanent, ScopeRequest; the account's
+	// and the API's troubles (a key, billing, access, load) are transient,
+	// ScopeProvider, as for a synchronous call.
 	tests := []struct {
 		errType       string
 		wantPermanent bool
+		wantScope     provider.Scope
 	}{
-		{"invalid_request_error", true},
-		{"authentication_error", true},
-		{"permission_error", true},
-		{"not_found_error", true},
-		{"billing_error", true},
-		{"request_too_large", true},
-		{"rate_limit_error", false},
-		{"timeout_error", false},
-		{"api_error", false},
-		{"overloaded_error", false},
-		{"a_new_error_type", false},
+		{"invalid_request_error", true, provider.ScopeRequest},
+		{"authentication_error", false, provider.ScopeProvider},
+		{"permission_error", false, provider.ScopeProvider},
+		{"not_found_error", true, provider.ScopeRequest},
+		{"billing_error", false, provider.ScopeProvider},
+		{"request_too_large", true, provider.ScopeRequest},
+		{"rate_limit_error", false, provider.ScopeProvider},
+		{"timeout_error", false, provider.ScopeProvider},
+		{"api_error", false, provider.ScopeProvider},
+		{"overloaded_error", false, provider.ScopeProvider},
+		{"a_new_error_type", false, provider.ScopeProvider},
 	}
 	for _, tt := range tests {
 		t.Run(tt.errType, func(t *testing.T) {
@@ -134,8 +138,8 @@ func TestJobErroredTypes(t *testing.T) {
 				t.Fatalf("key 1: %+v, want errored %s", r, tt.errType)
 			}
 			var pe *provider.Error
-			if !errors.As(r.Err, &pe) || pe.Permanent != tt.wantPermanent {
-				t.Errorf("key 1: Err %v, want a *provider.Error, permanent %v", r.Err, tt.wantPermanent)
+			if !errors.As(r.Err, &pe) || pe.Permanent != tt.wantPermanent || pe.Scope != tt.wantScope || pe.StatusCode != 0 {
+				t.Errorf("key 1: Err %v, want a *provider.Error, permanent %v, scope %v, no status", r.Err, tt.wantPermanent, tt.wantScope)
 			}
 			for _, want := range []string{id, `"1"`, tt.errType} {
 				if !strings.Contains(r.Err.Error(), want) {
@@ -159,8 +163,8 @@ func TestJobUnknownModel(t *testing.T) {
 		t.Fatalf("results %+v, want one error per request", st.Results)
 	}
 	for _, r := range st.Results {
-		if !provider.IsPermanent(r.Err) || !strings.Contains(fmt.Sprint(r.Err), "not_found_error") {
-			t.Errorf("key %q: Err %v, want permanent not_found_error", r.Key, r.Err)
+		if !provider.IsPermanent(r.Err) || !errors.Is(r.Err, provider.ErrUnknownModel) || !strings.Contains(fmt.Sprint(r.Err), "not_found_error") {
+			t.Errorf("key %q: Err %v, want permanent not_found_error wrapping ErrUnknownModel", r.Key, r.Err)
 		}
 	}
 }
