@@ -84,6 +84,12 @@ func (p *Provider) validateJob(b provider.Batch) error {
 //   - canceled and expired: left out, and so is a request with no result:
 //     the caller retries them.
 //
+// A batch that ended with requests canceled or expired (request_counts) is
+// Failed: those requests were never run, and Errors says how many of each
+// ("expired: 3 requests not run before the batch expired"). The Message
+// Batches API has no other way to fail a whole batch: a batch whose
+// requests all errored is not Failed, each request carries its own error.
+//
 // State is the processing_status. Errors concern the poll, not the
 // requests: the Provider not built in ModeAsync (permanent), a failed call
 // (classified as SubmitJob's, 404 for an unknown id), or results that cannot
@@ -106,6 +112,13 @@ func (p *Provider) PollJob(ctx context.Context, jobID string) (provider.JobStatu
 		return provider.JobStatus{}, p.redact(fmt.Errorf("anthropic: poll message batch %q: read results: %w", jobID, err))
 	}
 	st.Results = results
+	if n := batch.RequestCounts.Expired; n > 0 {
+		st.Errors = append(st.Errors, fmt.Sprintf("expired: %d requests not run before the batch expired", n))
+	}
+	if n := batch.RequestCounts.Canceled; n > 0 {
+		st.Errors = append(st.Errors, fmt.Sprintf("canceled: %d requests not run", n))
+	}
+	st.Failed = st.Errors != nil
 	return st, nil
 }
 

@@ -3,6 +3,7 @@ package anthropic_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -231,4 +232,65 @@ func TestCancelJobTwice(t *testing.T) {
 	if st := pollDone(t, p, id); st.State != "ended" || len(st.Results) != 0 {
 		t.Errorf("PollJob = %+v, want ended with no results", st)
 	}
+}
+
+// An expired or cancelled batch is Failed and counts the requests it never
+// ran; a batch whose requests all errored is not, each request carrying
+// its own error.
+func TestJobFailedStates(t *testing.T) {
+	t.Parallel()
+	b := provider.Batch{Model: "claude-test", Requests: []provider.Request{{Key: "0", Input: "a"}, {Key: "1", Input: "b"}, {Key: "2", Input: "c"}}}
+	t.Run("expired", func(t *testing.T) {
+		t.Parallel()
+		srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync})
+		id, err := p.SubmitJob(t.Context(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.ExpireBatch(id, 1); err != nil {
+			t.Fatal(err)
+		}
+		st := pollDone(t, p, id)
+		if !st.Failed || len(st.Results) != 1 || !slices.Equal(st.Errors, []string{"expired: 2 requests not run before the batch expired"}) {
+			t.Errorf("PollJob = %+v, want Failed with 1 result and the count of the expired", st)
+		}
+	})
+	t.Run("canceled", func(t *testing.T) {
+		t.Parallel()
+		_, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync})
+		id, err := p.SubmitJob(t.Context(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.CancelJob(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := p.PollJob(t.Context(), id); err != nil || !st.Done {
+			t.Fatalf("PollJob = %+v, %v; want ended", st, err)
+		}
+		st := pollDone(t, p, id)
+		if !st.Failed || len(st.Results) != 0 || !slices.Equal(st.Errors, []string{"canceled: 3 requests not run"}) {
+			t.Errorf("PollJob = %+v, want Failed with the count of the canceled", st)
+		}
+	})
+	t.Run("every request errored", func(t *testing.T) {
+		t.Parallel()
+		srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync})
+		id, err := p.SubmitJob(t.Context(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.FailBatch(id, "overloaded_error"); err != nil {
+			t.Fatal(err)
+		}
+		st := pollDone(t, p, id)
+		if st.Failed || st.Errors != nil || len(st.Results) != 3 {
+			t.Fatalf("PollJob = %+v, want 3 error results, not Failed", st)
+		}
+		for _, r := range st.Results {
+			if provider.ScopeOf(r.Err) != provider.ScopeProvider || provider.IsPermanent(r.Err) {
+				t.Errorf("key %s: Err %v, want transient ScopeProvider", r.Key, r.Err)
+			}
+		}
+	})
 }

@@ -67,6 +67,10 @@ func (f asyncFake) CompleteJobs() { f.CompleteBatches() }
 
 func (f asyncFake) ExpireJob(id string, answered int) error { return f.ExpireBatch(id, answered) }
 
+// FailJob fails every request of batch id: the Message Batches API has no
+// failed state for a whole batch.
+func (f asyncFake) FailJob(id string) error { return f.FailBatch(id, "api_error") }
+
 func TestAsyncConformance(t *testing.T) {
 	t.Parallel()
 	providertest.RunAsync(t, providertest.AsyncTarget{

@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -109,8 +110,11 @@ type Provider struct {
 	files       openai.FileService
 	batches     openai.BatchService
 	redact      func(error) error // hides the API key in an error message
+	redactor    httpcall.Redactor // the same, for strings
 	mode        Mode
 	concurrency int
+
+	fileDeleteFailures atomic.Int64 // see FileDeleteFailures
 }
 
 // New returns a Provider for cfg, or an error if cfg is not valid. The SDK's
@@ -138,11 +142,13 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 	reqOpts = append(reqOpts, o.requestOptions...)
 	// The New*Service constructors, unlike openai.NewClient, do not read
 	// OPENAI_* environment variables.
+	redactor := httpcall.NewRedactor(cfg.APIKey)
 	p := &Provider{
 		chat:        openai.NewChatCompletionService(reqOpts...),
 		files:       openai.NewFileService(reqOpts...),
 		batches:     openai.NewBatchService(reqOpts...),
-		redact:      httpcall.NewRedactor(cfg.APIKey).Redact,
+		redact:      redactor.Redact,
+		redactor:    redactor,
 		mode:        cfg.Mode,
 		concurrency: cfg.Concurrency,
 	}

@@ -15,11 +15,12 @@
 //     is answered as one request with plain text content. This is what the
 //     openai provider's single mode sends.
 //
-// It also serves the Batch API (see jobs.go): file upload and download
-// (POST /v1/files, GET /v1/files/{id}/content) and batches (POST /v1/batches,
-// GET /v1/batches/{id}, POST /v1/batches/{id}/cancel). A job's lines are
-// plain requests, answered like plain calls once the test ends the job with
-// CompleteJobs or ExpireJob (or WithCompleteAfter does).
+// It also serves the Batch API (see jobs.go): file upload, download and
+// deletion (POST /v1/files, GET /v1/files/{id}/content, DELETE
+// /v1/files/{id}) and batches (POST /v1/batches, GET /v1/batches/{id}, POST
+// /v1/batches/{id}/cancel). A job's lines are plain requests, answered like
+// plain calls once the test ends the job with CompleteJobs or ExpireJob (or
+// WithCompleteAfter does), unless FailJob fails it whole.
 //
 // Behaviour controls are methods on *Server and are safe to call while the
 // server runs. Each says what it does to batch answers, to plain answers and
@@ -35,7 +36,7 @@
 //   - unknown models (WithUnknownModels, and any model named "unknown...")
 //     get 404 model_not_found;
 //   - records: Calls, MaxConcurrent, CallSizes, Requests, and for jobs
-//     Jobs, Cancelled, JobRequests, DeletedFiles;
+//     Jobs, Cancelled, JobRequests, DeletedFiles, HasFile;
 //   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines.
 package openaitest
 
@@ -81,9 +82,10 @@ type Server struct {
 
 	completeAfter int // a job completes on this GET of it; 0: only CompleteJobs
 
-	mu    sync.Mutex // guards what follows
-	files map[string]*storedFile
-	jobs  map[string]*job
+	mu      sync.Mutex // guards what follows
+	files   map[string]*storedFile
+	jobs    map[string]*job
+	deleted []string // ids of the files a DELETE removed, in order
 }
 
 // Option configures a Server at construction.
@@ -130,6 +132,7 @@ func NewUnstartedServer(opts ...Option) *Server {
 	mux.HandleFunc("POST "+ChatCompletionsPath, s.ctl.Counted(s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveChatCompletions)))
 	mux.HandleFunc("POST "+FilesPath, s.jobCall(s.serveFileUpload))
 	mux.HandleFunc("GET "+FilesPath+"/{id}/content", s.jobCall(s.serveFileContent))
+	mux.HandleFunc("DELETE "+FilesPath+"/{id}", s.jobCall(s.serveFileDelete))
 	mux.HandleFunc("POST "+BatchesPath, s.jobCall(s.serveBatchCreate))
 	mux.HandleFunc("GET "+BatchesPath+"/{id}", s.jobCall(s.serveBatchGet))
 	mux.HandleFunc("POST "+BatchesPath+"/{id}/cancel", s.jobCall(s.serveBatchCancel))
