@@ -288,7 +288,8 @@ func (s *Server) HangFor(d time.Duration) { s.ctl.HangFor(d) }
 
 // CallSizes returns the number of requests each Messages call carried (the
 // items of a batch call, 1 for a plain call), oldest first, for the calls
-// that got past the key, failure and hang controls and could be decoded.
+// that reached the model: past the key, failure and hang controls, with a
+// valid body and a known model.
 func (s *Server) CallSizes() []int { return s.ctl.CallSizes() }
 
 // behaviour is what one call does.

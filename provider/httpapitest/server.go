@@ -229,8 +229,8 @@ func (s *Server) FailFor(d time.Duration, status int) { s.ctl.FailFor(d, status)
 func (s *Server) HangFor(d time.Duration) { s.ctl.HangFor(d) }
 
 // CallSizes returns the number of items each call carried, oldest first,
-// for the calls that got past the token, failure and hang controls and
-// could be decoded.
+// for the calls that reached the model: past the token, failure and hang
+// controls, with a valid body and a known model.
 func (s *Server) CallSizes() []int { return s.ctl.CallSizes() }
 
 // authorized reports whether r carries the token RequireKey set.
@@ -295,11 +295,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.ctl.RecordSize(len(req.Items))
 	if model := req.Items[0].Model; strings.HasPrefix(model, "unknown") || s.unknownModels[model] {
 		fake.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "model " + model + " not found", "code": "model_not_found"})
 		return
 	}
+	s.ctl.RecordSize(len(req.Items))
 
 	malformed := s.ctl.TakeMalformed()
 	results := answer(req.Items, s.ctl.Behaviour(), s.ctl.Refused)

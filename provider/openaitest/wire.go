@@ -205,17 +205,6 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		return
 	}
 
-	if !batch {
-		if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
-			if retryable {
-				writeFailure(w, http.StatusServiceUnavailable)
-			} else {
-				writeError(w, http.StatusBadRequest, "Invalid prompt: your prompt was flagged as potentially violating our usage policy.", "invalid_request_error", "", "invalid_prompt")
-			}
-			return
-		}
-	}
-
 	var items []Item
 	if batch {
 		var wi wireItems
@@ -229,6 +218,14 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		s.ctl.RecordSize(len(items))
 	} else {
 		s.ctl.RecordSize(1)
+		if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
+			if retryable {
+				writeFailure(w, http.StatusServiceUnavailable)
+			} else {
+				writeError(w, http.StatusBadRequest, "Invalid prompt: your prompt was flagged as potentially violating our usage policy.", "invalid_request_error", "", "invalid_prompt")
+			}
+			return
+		}
 	}
 
 	b := s.takeBehaviour()

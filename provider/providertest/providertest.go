@@ -55,6 +55,7 @@ const (
 	Single
 )
 
+// String returns the mode's name, as subtests and messages spell it.
 func (m Mode) String() string {
 	switch m {
 	case Combined:

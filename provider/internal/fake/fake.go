@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
-	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -347,21 +346,9 @@ func (p *PerInput[V]) Get(input string) V {
 
 // BatchSchema is the JSON schema of a batch answer,
 // {"results":[{"id":...,"output":...}]}, that the openai and anthropic fakes
-// require a batch request to declare.
+// require a batch request to declare, its "id" optionally restricted by an
+// "enum" of the batch's ids (see ParseBatchSchema).
 const BatchSchema = `{"type":"object","properties":{"results":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"output":{"type":"string"}},"required":["id","output"],"additionalProperties":false}}},"required":["results"],"additionalProperties":false}`
-
-// IsBatchSchema reports whether raw is BatchSchema, compared as JSON values
-// (key order and spacing do not matter). It fails when raw is not JSON.
-func IsBatchSchema(raw json.RawMessage) (bool, error) {
-	var got, want any
-	if err := json.Unmarshal(raw, &got); err != nil {
-		return false, err
-	}
-	if err := json.Unmarshal([]byte(BatchSchema), &want); err != nil {
-		panic(err) // a constant
-	}
-	return reflect.DeepEqual(got, want), nil
-}
 
 // MarshalJSON encodes v as the real APIs write JSON: <, > and & are not
 // escaped, and there is no trailing newline. It panics should v not encode:

@@ -190,6 +190,14 @@ func TestCutAnswer(t *testing.T) {
 func TestParseBatchSchema(t *testing.T) {
 	t.Parallel()
 	withEnum := strings.Replace(fake.BatchSchema, `"id":{"type":"string"}`, `"id":{"type":"string","enum":["a","b"]}`, 1)
+	var reordered map[string]any
+	if err := json.Unmarshal([]byte(withEnum), &reordered); err != nil {
+		t.Fatal(err)
+	}
+	indented, err := json.MarshalIndent(reordered, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		raw     string
@@ -199,6 +207,7 @@ func TestParseBatchSchema(t *testing.T) {
 	}{
 		{"no enum", fake.BatchSchema, nil, true, false},
 		{"enum", withEnum, []string{"a", "b"}, true, false},
+		{"enum, other spacing and key order", string(indented), []string{"a", "b"}, true, false},
 		{"other schema", `{"type":"object"}`, nil, false, false},
 		{"enum not a list", strings.Replace(withEnum, `["a","b"]`, `"a"`, 1), nil, false, true},
 		{"enum of numbers", strings.Replace(withEnum, `["a","b"]`, `[1]`, 1), nil, false, true},
