@@ -40,7 +40,8 @@ const (
 // It uploads a JSONL file (purpose "batch") with one line per request:
 // custom_id is the request's Key and body is the plain Chat Completions
 // request ModeSingle would send (model, Instructions as system message,
-// Input as user message, max_completion_tokens when MaxOutputTokens is set).
+// Input as user message, max_completion_tokens from the request's
+// MaxOutputTokens, else b.MaxOutputTokens, left out when both are 0).
 // It then creates the batch on JobEndpoint with completion window "24h" and
 // metadata JobMetadataKey = b.ID.
 //
