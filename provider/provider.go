@@ -271,17 +271,30 @@ type JobStatus struct {
 	// Done is true once the job will change no more (completed, failed,
 	// expired or cancelled).
 	Done bool
+	// Failed is true when the job ended without answering (some of) its
+	// requests: it failed, expired or was cancelled. Results still holds
+	// whatever it answered first; a request without a result was never run,
+	// and the caller treats that as a failure of the job's shape
+	// (ScopeBatch), not of the request. Failed implies Done.
+	Failed bool
 	// State is the API's word for the job's state, for logs.
 	State string
+	// Errors are the job's own errors, for logs: the reasons the API gave
+	// for a failed job, a count of the requests an expired or cancelled job
+	// never ran. Each is shortened and holds no secret; nil when none.
+	Errors []string
 	// Results are the answers available, each naming its request's Key.
 	Results []Result
 }
 
-// OutputLimiter is implemented by providers that know their models' output
-// limit per call. The engine plans combined calls so that their expected
-// answers fit it; MODEL_MAX_OUTPUT_TOKENS overrides it.
+// OutputLimiter is implemented by providers that know the output limit of
+// their models: the most tokens one call may ask the model to write
+// (max_completion_tokens, max_tokens). The caller plans a call's
+// Batch.MaxOutputTokens within it, and a setting (MODEL_MAX_OUTPUT_TOKENS)
+// overrides it.
 type OutputLimiter interface {
-	// MaxOutputTokens returns the most tokens one call to model may answer
-	// with, or 0 when the model is not known.
+	// MaxOutputTokens returns model's output limit in tokens, or 0 when the
+	// provider does not know the model. It makes no call and is safe for
+	// concurrent use.
 	MaxOutputTokens(model string) int
 }

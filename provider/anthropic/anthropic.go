@@ -1,31 +1,38 @@
 // Package anthropic implements provider.Provider on Anthropic's Messages API
 // through the official SDK (github.com/anthropics/anthropic-sdk-go).
 //
-// In ModeCombined (the default) a whole batch goes out as one call. The
-// system prompt is the batch's Instructions followed by a short fixed line
-// that explains the answer format; the user message is the JSON
+// In ModeCombined (the default) a batch of several requests goes out as one
+// call. The system prompt is the batch's Instructions followed by a short
+// fixed line that explains the answer format; the user message is the JSON
 // {"items":[{"id":Key,"input":Input}]}; the call declares one tool,
-// "batch_results", whose input_schema is {"results":[{"id","output"}]}, and
-// forces it with tool_choice {"type":"tool","name":"batch_results"}. The
-// tool_use block's input is the answer, the same shape as the openai
-// provider's json_schema answer. It has no way to refuse one item alone: an
-// item the model leaves out is missing from the results, and the caller
-// retries it.
+// "batch_results", whose input_schema, built for the call, is
+// {"results":[{"id","output"}]} with every id one of the batch's keys (an
+// "enum"), and forces it with tool_choice {"type":"tool","name":
+// "batch_results"}. The tool_use block's input is the answer, the same shape
+// as the openai provider's json_schema answer. It has no way to refuse one
+// item alone: an item the model leaves out is missing from the results, and
+// the caller retries it.
 //
-// In ModeSingle every request is its own plain call (system = Instructions
-// when set, user message = Input, no tools), up to Config.Concurrency at
-// once; the answer's text blocks are the request's output, and a failed call
-// is that request's Result.Err.
+// A batch of one request, in any mode, and every request in ModeSingle, is
+// a plain call (system = Instructions when set, user message = Input, no
+// tools): its text blocks are the request's output, a refusal or a
+// rejection is that request's own Result.Err (ScopeRequest), and an answer
+// cut off at max_tokens is still its answer. ModeSingle makes up to
+// Config.Concurrency such calls at once.
 //
-// max_tokens, which the Messages API requires, is a request's
-// MaxOutputTokens, or Config.MaxTokens when it sets none; a combined call
-// asks for the sum over its requests plus a small allowance per item for the
-// JSON around each answer. Either is capped at Config.MaxCallTokens.
+// max_tokens, which the Messages API requires, is the call's planned
+// budget, Batch.MaxOutputTokens, or Config.MaxTokens when that is 0; a
+// plain call uses its request's MaxOutputTokens first. Config.MaxCallTokens,
+// when set, caps it.
 //
 // In ModeAsync a batch becomes one Message Batch (see SubmitJob): one plain
 // request per provider.Request, the same request ModeSingle would send,
 // answered within 24 hours at half the price. Complete then behaves as in
 // ModeCombined.
+//
+// Every error is a *provider.Error that says whose failure it is (Scope):
+// see Complete. MaxOutputTokens reports the output limit of the models this
+// package knows (provider.OutputLimiter).
 //
 // The package reads no environment variables: everything comes from Config.
 package anthropic
@@ -50,8 +57,31 @@ import (
 // ToolName is the name of the tool a combined call forces.
 const ToolName = "batch_results"
 
-// resultsSchema is the "results" property of the tool's input_schema.
-const resultsSchema = `{"results":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"output":{"type":"string"}},"required":["id","output"],"additionalProperties":false}}}`
+// resultsSchema is the "results" property of the tool's input_schema for a
+// call answering requests: the id is one of their keys (an "enum").
+func resultsSchema(requests []provider.Request) json.RawMessage {
+	keys := make([]string, len(requests))
+	for i, r := range requests {
+		keys[i] = r.Key
+	}
+	schema := map[string]any{"results": map[string]any{
+		"type": "array",
+		"items": map[string]any{
+			"type": "object",
+			"properties": map[string]any{
+				"id":     map[string]any{"type": "string", "enum": keys},
+				"output": map[string]any{"type": "string"},
+			},
+			"required":             []string{"id", "output"},
+			"additionalProperties": false,
+		},
+	}}
+	raw, err := json.Marshal(schema)
+	if err != nil {
+		panic(err) // strings, maps and bools only
+	}
+	return raw
+}
 
 // toolDescription tells the model what the tool is for.
 const toolDescription = "Record the answer to every item of the user message: one result per item, " +
@@ -62,10 +92,6 @@ const toolDescription = "Record the answer to every item of the user message: on
 const formatLine = `The user message is a JSON object {"items":[{"id":"...","input":"..."}]}. ` +
 	`Treat each item's input as a separate request and answer it on its own. ` +
 	`Give all answers in one call of the batch_results tool: one result per item, the item's id copied unchanged, your answer as output.`
-
-// itemOverheadTokens is the max_tokens allowance per item of a combined call
-// for the JSON around its answer (braces, keys, id).
-const itemOverheadTokens = 16
 
 // requestTimeout is the per-attempt timeout given to the SDK. Setting one
 // keeps the SDK from refusing a large max_tokens without streaming; the
@@ -127,9 +153,6 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 	if p.maxTokens == 0 {
 		p.maxTokens = DefaultMaxTokens
 	}
-	if p.maxCallTokens == 0 {
-		p.maxCallTokens = DefaultMaxCallTokens
-	}
 	return p, nil
 }
 
@@ -141,8 +164,10 @@ func (p *Provider) Mode() Mode { return p.mode }
 
 // Complete sends b as the Provider's Mode says.
 //
-// ModeCombined and ModeAsync make one Messages call for b and return one
-// result per item the tool_use answer holds, in the answer's order. Answers are matched to
+// ModeCombined and ModeAsync make one Messages call for a batch of several
+// requests and return one result per item the tool_use answer holds, in the
+// answer's order. max_tokens is b.MaxOutputTokens, or Config.MaxTokens when
+// it is 0 (capped at Config.MaxCallTokens when set). Answers are matched to
 // requests by id, in any order; ids not in the batch are ignored, and so is
 // every answer to an id after the first one. Requests the answer leaves out
 // are absent from the results (the caller retries them). The call's tokens
@@ -150,26 +175,37 @@ func (p *Provider) Mode() Mode { return p.mode }
 // output_tokens) are split evenly over the returned results with
 // provider.Usage.Split.
 //
-// Errors concern the whole batch, wrap an *provider.Error, and never contain
-// the API key:
-//   - HTTP 400, 401, 403, 404 (e.g. an unknown model), 413 and other 4xx
-//     except 408, 409, 425 and 429: permanent, with StatusCode.
-//   - HTTP 408, 409, 425, 429, 5xx (529 overloaded too), network errors:
-//     transient, with StatusCode when there was one and RetryAfter from the
-//     retry-after header.
-//   - stop_reason "max_tokens" or "refusal", an answer without the tool_use
-//     block, or a tool input that is not the expected shape: transient.
-//   - ctx ending: transient, wrapping ctx.Err().
+// A combined call's errors concern the whole batch, wrap an
+// *provider.Error, and never contain the API key:
+//   - no answer (network error, ctx ending: wrapping ctx.Err()), HTTP 401,
+//     402, 403, 408, 409, 425, 429, 5xx (529 overloaded too): transient,
+//     ScopeProvider, with StatusCode when there was one and RetryAfter from
+//     the retry-after header.
+//   - HTTP 404 not_found_error naming the model ("model: ..."): permanent,
+//     ScopeUnknown, wrapping provider.ErrUnknownModel.
+//   - HTTP 400 invalid_request_error "prompt is too long", and HTTP 413
+//     request_too_large: permanent, ScopeBatch.
+//   - other 4xx: permanent, ScopeUnknown.
+//   - stop_reason "max_tokens" or "model_context_window_exceeded" (the
+//     answer is cut off), "refusal": permanent, ScopeBatch.
+//   - an answer without the tool_use block, or a tool input that is not the
+//     expected shape: transient, ScopeBatch.
 //
-// ModeSingle makes one call per request, at most Config.Concurrency at once,
-// and returns one result per request, in request order. A
-// failed call is its request's Result.Err, classified as above, with two
-// differences: stop_reason "refusal" is permanent (the model refused that
-// prompt alone), and "max_tokens" is not an error (the output is what fitted
-// in the request's budget). An answer without any text block is a transient
-// Result.Err. Each result carries its own call's usage. Complete returns an
-// error only when the batch has no model, or when ctx ended before any call
-// succeeded (transient, wrapping ctx.Err()).
+// A batch of one request, and ModeSingle, make one plain call per request,
+// at most Config.Concurrency at once, and return one result per request, in
+// request order. A plain call's max_tokens is the request's
+// MaxOutputTokens, else b.MaxOutputTokens, else Config.MaxTokens. Its text
+// is the request's Output even when cut off (stop_reason "max_tokens"). A
+// refusal and the permanent errors above other than an unknown model are
+// that request's Result.Err, permanent, ScopeRequest; an answer without any
+// text block is a transient ScopeRequest Result.Err. The other errors
+// (ScopeProvider ones, an unknown model) concern more than one request:
+// Complete returns the first of them as its error when no call succeeded
+// and none failed with ScopeRequest (so a one-request batch whose call met
+// a 529, a 401 or an unknown model fails as a whole); otherwise each is its
+// request's Result.Err. Each result carries its own call's usage.
+//
+// A batch with no model fails at once, permanent.
 func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	if len(b.Requests) == 0 {
 		return nil, nil
@@ -177,7 +213,7 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	if b.Model == "" {
 		return nil, fmt.Errorf("anthropic: messages: %w", provider.Permanent(errors.New("batch has no model")))
 	}
-	if p.mode == ModeSingle {
+	if p.mode == ModeSingle || len(b.Requests) == 1 {
 		return p.completeSingle(ctx, b)
 	}
 	params, err := p.newParams(b)
@@ -191,7 +227,7 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	}
 	results, err := parseAnswer(b, msg)
 	if err != nil {
-		return nil, p.redact(fmt.Errorf("anthropic: messages: %w", provider.Transient(err)))
+		return nil, p.redact(fmt.Errorf("anthropic: messages: %w", err))
 	}
 	for i, u := range usage(msg).Split(len(results)) {
 		results[i].Usage = u
@@ -199,21 +235,27 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	return results, nil
 }
 
-// budget is the max_tokens of a call answering requests.
-func (p *Provider) budget(requests []provider.Request, overhead int) int64 {
-	var sum int
-	for _, r := range requests {
-		if r.MaxOutputTokens > 0 {
-			sum += r.MaxOutputTokens
-		} else {
-			sum += p.maxTokens
-		}
-		sum += overhead
-		if sum >= p.maxCallTokens {
-			return int64(p.maxCallTokens)
-		}
+// maxTokensFor is the max_tokens of a call whose planned budget is budget
+// (0: none): budget, else Config.MaxTokens, capped at Config.MaxCallTokens
+// when set.
+func (p *Provider) maxTokensFor(budget int) int64 {
+	n := p.maxTokens
+	if budget > 0 {
+		n = budget
 	}
-	return int64(sum)
+	if p.maxCallTokens > 0 {
+		n = min(n, p.maxCallTokens)
+	}
+	return int64(n)
+}
+
+// plainMaxTokens is the max_tokens of a plain call for r, one request of
+// b: r's own MaxOutputTokens, else b's budget, else Config.MaxTokens.
+func (p *Provider) plainMaxTokens(b provider.Batch, r provider.Request) int64 {
+	if r.MaxOutputTokens > 0 {
+		return p.maxTokensFor(r.MaxOutputTokens)
+	}
+	return p.maxTokensFor(b.MaxOutputTokens)
 }
 
 // newParams builds the combined Messages request for b.
@@ -241,7 +283,7 @@ func (p *Provider) newParams(b provider.Batch) (anthropic.MessageNewParams, erro
 	}
 	return anthropic.MessageNewParams{
 		Model:     b.Model,
-		MaxTokens: p.budget(b.Requests, itemOverheadTokens),
+		MaxTokens: p.maxTokensFor(b.MaxOutputTokens),
 		System:    []anthropic.TextBlockParam{{Text: system}},
 		Messages: []anthropic.MessageParam{
 			anthropic.NewUserMessage(anthropic.NewTextBlock(string(bytes.TrimSpace(user.Bytes())))),
@@ -250,7 +292,7 @@ func (p *Provider) newParams(b provider.Batch) (anthropic.MessageNewParams, erro
 			Name:        ToolName,
 			Description: anthropic.String(toolDescription),
 			InputSchema: anthropic.ToolInputSchemaParam{
-				Properties:  json.RawMessage(resultsSchema),
+				Properties:  resultsSchema(b.Requests),
 				Required:    []string{"results"},
 				ExtraFields: map[string]any{"additionalProperties": false},
 			},
@@ -262,16 +304,19 @@ func (p *Provider) newParams(b provider.Batch) (anthropic.MessageNewParams, erro
 	}, nil
 }
 
-// parseAnswer matches the tool_use answer's results to b's requests.
+// parseAnswer matches the tool_use answer's results to b's requests. Its
+// errors are ScopeBatch *provider.Errors: permanent for an answer cut off or
+// refused, transient for an answer without the tool_use block or a tool
+// input of another shape.
 func parseAnswer(b provider.Batch, msg *anthropic.Message) ([]provider.Result, error) {
 	if msg == nil {
-		return nil, errors.New("empty answer")
+		return nil, batchError(false, errors.New("empty answer"))
 	}
 	switch msg.StopReason {
-	case anthropic.StopReasonMaxTokens:
-		return nil, errors.New("answer cut off (stop_reason max_tokens)")
+	case anthropic.StopReasonMaxTokens, anthropic.StopReasonModelContextWindowExceeded:
+		return nil, batchError(true, fmt.Errorf("answer cut off at the output limit (stop_reason %s)", msg.StopReason))
 	case anthropic.StopReasonRefusal:
-		return nil, errors.New("model refused the batch (stop_reason refusal)")
+		return nil, batchError(true, fmt.Errorf("model refused the batch (stop_reason refusal%s)", refusalDetail(msg)))
 	}
 	var input json.RawMessage
 	for _, block := range msg.Content {
@@ -281,13 +326,32 @@ func parseAnswer(b provider.Batch, msg *anthropic.Message) ([]provider.Result, e
 		}
 	}
 	if input == nil {
-		return nil, fmt.Errorf("answer has no %s tool_use block (stop_reason %q)", ToolName, msg.StopReason)
+		return nil, batchError(false, fmt.Errorf("answer has no %s tool_use block (stop_reason %q)", ToolName, shorten(string(msg.StopReason))))
 	}
 	results, err := combined.Results(b, input)
 	if err != nil {
-		return nil, fmt.Errorf("parse tool input: %w", err)
+		return nil, batchError(false, fmt.Errorf("parse tool input: %w", err))
 	}
 	return results, nil
+}
+
+// refusalDetail is ", category ..." for a refusal whose stop_details name
+// a category, and "" otherwise.
+func refusalDetail(msg *anthropic.Message) string {
+	if c := msg.StopDetails.Category; c != "" {
+		return ", category " + shorten(string(c))
+	}
+	return ""
+}
+
+// batchError is the ScopeBatch *provider.Error whose cause is err.
+func batchError(permanent bool, err error) *provider.Error {
+	return &provider.Error{Permanent: permanent, Scope: provider.ScopeBatch, Err: err}
+}
+
+// requestError is the ScopeRequest *provider.Error whose cause is err.
+func requestError(permanent bool, err error) *provider.Error {
+	return &provider.Error{Permanent: permanent, Scope: provider.ScopeRequest, Err: err}
 }
 
 // usage is the call's token usage; cached prompt tokens count as input.

@@ -92,17 +92,21 @@ func TestModeDefault(t *testing.T) {
 // TestCombinedRequest checks the wire request of a combined call.
 func TestCombinedRequest(t *testing.T) {
 	t.Parallel()
+	// max_tokens is the batch's planned budget (or Config.MaxTokens), never
+	// a sum over the requests' caps.
 	tests := []struct {
 		name          string
 		instructions  string
 		maxTokens     []int
+		budget        int
 		cfg           anthropic.Config
 		wantMaxTokens int64
 	}{
-		{"defaults", "Be terse.", []int{0, 0, 0}, anthropic.Config{}, 3 * (anthropic.DefaultMaxTokens + 16)},
-		{"request caps", "", []int{100, 0, 50}, anthropic.Config{MaxTokens: 10}, 100 + 10 + 50 + 3*16},
-		{"capped per call", "", []int{5000, 5000}, anthropic.Config{}, anthropic.DefaultMaxCallTokens},
-		{"own call cap", "", []int{0, 0}, anthropic.Config{MaxCallTokens: 500}, 500},
+		{"defaults", "Be terse.", []int{0, 0, 0}, 0, anthropic.Config{}, anthropic.DefaultMaxTokens},
+		{"request caps are not summed", "", []int{100, 0, 50}, 0, anthropic.Config{MaxTokens: 500}, 500},
+		{"the batch's budget", "", []int{100, 0, 50}, 3000, anthropic.Config{MaxTokens: 500}, 3000},
+		{"a large budget", "", []int{5000, 5000}, 64000, anthropic.Config{}, 64000},
+		{"own call cap", "", []int{0, 0}, 2000, anthropic.Config{MaxCallTokens: 500}, 500},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +114,7 @@ func TestCombinedRequest(t *testing.T) {
 			srv, p := setup(t, tt.cfg)
 			b := newBatch(len(tt.maxTokens))
 			b.Instructions = tt.instructions
+			b.MaxOutputTokens = tt.budget
 			for i, m := range tt.maxTokens {
 				b.Requests[i].MaxOutputTokens = m
 			}
@@ -138,6 +143,13 @@ func TestCombinedRequest(t *testing.T) {
 			}
 			if len(req.Tools) != 1 || req.Tools[0].Name != anthropic.ToolName || req.Tools[0].Description == "" {
 				t.Errorf("tools = %+v", req.Tools)
+			}
+			var keys []string
+			for _, r := range b.Requests {
+				keys = append(keys, r.Key)
+			}
+			if !slices.Equal(req.IDEnum, keys) {
+				t.Errorf("the input_schema's enum of ids = %q, want the batch's keys %q", req.IDEnum, keys)
 			}
 			if len(req.Messages) != 1 || req.Messages[0].Role != "user" {
 				t.Fatalf("messages = %+v, want one user message", req.Messages)
@@ -229,19 +241,24 @@ func TestCombinedErrors(t *testing.T) {
 		arrange        func(*anthropictest.Server)
 		model          string
 		wantPermanent  bool
+		wantScope      provider.Scope
 		wantStatus     int
 		wantRetryAfter time.Duration
 		wantText       string
 	}{
-		{name: "529 overloaded", arrange: func(s *anthropictest.Server) { s.FailNext(1, 529) }, wantStatus: 529, wantText: "overloaded_error"},
-		{name: "429 rate limit", arrange: func(s *anthropictest.Server) { s.FailNext(1, 429) }, wantStatus: 429, wantRetryAfter: time.Second, wantText: "rate_limit_error"},
-		{name: "413 too large", arrange: func(s *anthropictest.Server) { s.FailNext(1, 413) }, wantPermanent: true, wantStatus: 413, wantText: "request_too_large"},
-		{name: "wrong key", opts: []anthropictest.Option{anthropictest.WithAPIKey("sk-ant-other")}, wantPermanent: true, wantStatus: 401, wantText: "authentication_error"},
+		{name: "529 overloaded", arrange: func(s *anthropictest.Server) { s.FailNext(1, 529) }, wantScope: provider.ScopeProvider, wantStatus: 529, wantText: "overloaded_error"},
+		{name: "outage", arrange: func(s *anthropictest.Server) { s.FailFor(time.Hour, 500) }, wantScope: provider.ScopeProvider, wantStatus: 500, wantText: "api_error"},
+		{name: "429 rate limit", arrange: func(s *anthropictest.Server) { s.FailNext(1, 429) }, wantScope: provider.ScopeProvider, wantStatus: 429, wantRetryAfter: time.Second, wantText: "rate_limit_error"},
+		{name: "413 too large", arrange: func(s *anthropictest.Server) { s.FailNext(1, 413) }, wantPermanent: true, wantScope: provider.ScopeBatch, wantStatus: 413, wantText: "request_too_large"},
+		{name: "wrong key", opts: []anthropictest.Option{anthropictest.WithAPIKey("sk-ant-other")}, wantScope: provider.ScopeProvider, wantStatus: 401, wantText: "authentication_error"},
 		{name: "unknown model", model: "unknown-claude", wantPermanent: true, wantStatus: 404, wantText: "not_found_error"},
-		{name: "max_tokens", arrange: func(s *anthropictest.Server) { s.TruncateNext(1) }, wantText: "max_tokens"},
-		{name: "refusal", arrange: func(s *anthropictest.Server) { s.RefuseNext(1) }, wantText: "refus"},
-		{name: "tool not used", arrange: func(s *anthropictest.Server) { s.NoToolNext(1) }, wantText: "tool_use"},
-		{name: "malformed body", arrange: func(s *anthropictest.Server) { s.SetMalformedNext(1) }},
+		{name: "404 of another kind", arrange: func(s *anthropictest.Server) { s.FailNext(1, 404) }, wantPermanent: true, wantStatus: 404, wantText: "not_found_error"},
+		{name: "max_tokens", arrange: func(s *anthropictest.Server) { s.TruncateNext(1) }, wantPermanent: true, wantScope: provider.ScopeBatch, wantText: "max_tokens"},
+		{name: "output cap", arrange: func(s *anthropictest.Server) { s.SetOutputCap(2) }, wantPermanent: true, wantScope: provider.ScopeBatch, wantText: "max_tokens"},
+		{name: "refusal", arrange: func(s *anthropictest.Server) { s.RefuseNext(1) }, wantPermanent: true, wantScope: provider.ScopeBatch, wantText: "refus"},
+		{name: "refused input", arrange: func(s *anthropictest.Server) { s.RefuseInput(newBatch(3).Requests[2].Input) }, wantPermanent: true, wantScope: provider.ScopeBatch, wantText: "general_harms"},
+		{name: "tool not used", arrange: func(s *anthropictest.Server) { s.NoToolNext(1) }, wantScope: provider.ScopeBatch, wantText: "tool_use"},
+		{name: "malformed body", arrange: func(s *anthropictest.Server) { s.SetMalformedNext(1) }, wantScope: provider.ScopeProvider},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -259,6 +276,12 @@ func TestCombinedErrors(t *testing.T) {
 				t.Fatalf("Complete = %v, nil; want an error", results)
 			}
 			checkError(t, err, "anthropic: messages: ", tt.wantPermanent, tt.wantStatus, tt.wantRetryAfter)
+			if got := provider.ScopeOf(err); got != tt.wantScope {
+				t.Errorf("error %v: scope %v, want %v", err, got, tt.wantScope)
+			}
+			if errors.Is(err, provider.ErrUnknownModel) != (tt.name == "unknown model") {
+				t.Errorf("error %v: wraps ErrUnknownModel %v", err, errors.Is(err, provider.ErrUnknownModel))
+			}
 			if !strings.Contains(err.Error(), tt.wantText) {
 				t.Errorf("error %q does not mention %q", err, tt.wantText)
 			}
@@ -364,24 +387,45 @@ func TestSingleAnswers(t *testing.T) {
 	tests := []struct {
 		name          string
 		arrange       func(*anthropictest.Server)
+		model         string
 		wantOutput    string
 		wantErr       bool
+		wantWhole     bool // the error is Complete's, not the request's
 		wantPermanent bool
+		wantScope     provider.Scope
 		wantStatus    int
 		wantText      string
 	}{
-		{name: "refusal is permanent", arrange: func(s *anthropictest.Server) { s.RefuseNext(1) }, wantErr: true, wantPermanent: true, wantText: "refus"},
+		{name: "refusal is permanent", arrange: func(s *anthropictest.Server) { s.RefuseNext(1) }, wantErr: true, wantPermanent: true, wantScope: provider.ScopeRequest, wantText: "refus"},
+		{name: "refused input", arrange: func(s *anthropictest.Server) { s.RefuseInput(in) }, wantErr: true, wantPermanent: true, wantScope: provider.ScopeRequest, wantText: "refus"},
 		{name: "max_tokens answer is kept", arrange: func(s *anthropictest.Server) { s.TruncateNext(1) }, wantOutput: anthropictest.Answer(in)[:len(anthropictest.Answer(in))/2]},
-		{name: "no text", arrange: func(s *anthropictest.Server) { s.OmitInput(in) }, wantErr: true, wantText: "no text"},
-		{name: "overloaded", arrange: func(s *anthropictest.Server) { s.FailNext(1, 529) }, wantErr: true, wantStatus: 529, wantText: "overloaded_error"},
-		{name: "content filter", arrange: func(s *anthropictest.Server) { s.RejectInput(in, false) }, wantErr: true, wantPermanent: true, wantStatus: 400, wantText: "invalid_request_error"},
+		{name: "no text", arrange: func(s *anthropictest.Server) { s.OmitInput(in) }, wantErr: true, wantScope: provider.ScopeRequest, wantText: "no text"},
+		{name: "content filter", arrange: func(s *anthropictest.Server) { s.RejectInput(in, false) }, wantErr: true, wantPermanent: true, wantScope: provider.ScopeRequest, wantStatus: 400, wantText: "invalid_request_error"},
+		{name: "too large", arrange: func(s *anthropictest.Server) { s.FailNext(1, 413) }, wantErr: true, wantPermanent: true, wantScope: provider.ScopeRequest, wantStatus: 413, wantText: "request_too_large"},
+		{name: "overloaded", arrange: func(s *anthropictest.Server) { s.FailNext(1, 529) }, wantErr: true, wantWhole: true, wantScope: provider.ScopeProvider, wantStatus: 529, wantText: "overloaded_error"},
+		{name: "wrong key", arrange: func(s *anthropictest.Server) { s.RequireKey("sk-ant-other") }, wantErr: true, wantWhole: true, wantScope: provider.ScopeProvider, wantStatus: 401, wantText: "authentication_error"},
+		{name: "unknown model", arrange: func(*anthropictest.Server) {}, model: "unknown-claude", wantErr: true, wantWhole: true, wantPermanent: true, wantStatus: 404, wantText: "not_found_error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeSingle})
 			tt.arrange(srv)
-			results, err := p.Complete(t.Context(), newBatch(1))
+			b := newBatch(1)
+			if tt.model != "" {
+				b.Model = tt.model
+			}
+			results, err := p.Complete(t.Context(), b)
+			if tt.wantWhole {
+				if err == nil || results != nil {
+					t.Fatalf("Complete = %+v, %v; want no results and an error for the whole batch", results, err)
+				}
+				if provider.ScopeOf(err) != tt.wantScope || errors.Is(err, provider.ErrUnknownModel) != (tt.model != "") {
+					t.Errorf("error %v: scope %v, want %v; unknown model %v", err, provider.ScopeOf(err), tt.wantScope, tt.model != "")
+				}
+				checkError(t, err, `anthropic: messages for request "k0": `, tt.wantPermanent, tt.wantStatus, 0)
+				return
+			}
 			if err != nil || len(results) != 1 || results[0].Key != "k0" {
 				t.Fatalf("Complete = %+v, %v; want one result for k0", results, err)
 			}
@@ -396,6 +440,9 @@ func TestSingleAnswers(t *testing.T) {
 				t.Fatalf("result = %q, want an error", r.Output)
 			}
 			checkError(t, r.Err, `anthropic: messages for request "k0": `, tt.wantPermanent, tt.wantStatus, 0)
+			if got := provider.ScopeOf(r.Err); got != tt.wantScope {
+				t.Errorf("Err %v: scope %v, want %v", r.Err, got, tt.wantScope)
+			}
 			if !strings.Contains(r.Err.Error(), tt.wantText) {
 				t.Errorf("Err %q does not mention %q", r.Err, tt.wantText)
 			}
@@ -437,7 +484,7 @@ func TestForeignErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = p.Complete(t.Context(), newBatch(1))
+		_, err = p.Complete(t.Context(), newBatch(2))
 		checkError(t, err, "anthropic: messages: ", false, http.StatusServiceUnavailable, 7*time.Second)
 	})
 	t.Run("tool input of another shape", func(t *testing.T) {
@@ -453,8 +500,11 @@ func TestForeignErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = p.Complete(t.Context(), newBatch(1))
+		_, err = p.Complete(t.Context(), newBatch(2))
 		checkError(t, err, "anthropic: messages: ", false, 0, 0)
+		if provider.ScopeOf(err) != provider.ScopeBatch {
+			t.Errorf("error %v: scope %v, want batch", err, provider.ScopeOf(err))
+		}
 		if err != nil && !strings.Contains(err.Error(), `no "results"`) {
 			t.Errorf("error %q does not say the results are missing", err)
 		}
@@ -467,7 +517,7 @@ func TestForeignErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = p.Complete(t.Context(), newBatch(1))
+		_, err = p.Complete(t.Context(), newBatch(2))
 		checkError(t, err, "anthropic: messages: ", false, 0, 0)
 	})
 	t.Run("no model", func(t *testing.T) {
@@ -478,4 +528,87 @@ func TestForeignErrors(t *testing.T) {
 		_, err := p.Complete(t.Context(), b)
 		checkError(t, err, "anthropic: messages: ", true, 0, 0)
 	})
+}
+
+// TestErrorMessages covers the error bodies that classify a failure beyond
+// its status: a prompt too long is the call's shape (ScopeBatch), or the
+// request's own in a one-request call; a 404 naming the model is an
+// unknown model.
+func TestErrorMessages(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		status    int
+		body      string
+		wantScope provider.Scope
+		wantModel bool
+	}{
+		{"prompt too long", 400, `{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 208310 tokens > 200000 maximum"}}`, provider.ScopeBatch, false},
+		{"other bad request", 400, `{"type":"error","error":{"type":"invalid_request_error","message":"messages: text content blocks must be non-empty"}}`, provider.ScopeUnknown, false},
+		{"unknown model", 404, `{"type":"error","error":{"type":"not_found_error","message":"model: claude-3-opus-2024"}}`, provider.ScopeUnknown, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tt.status)
+				_, _ = io.WriteString(w, tt.body)
+			}))
+			t.Cleanup(srv.Close)
+			p, err := anthropic.New(anthropic.Config{APIKey: testKey, BaseURL: srv.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = p.Complete(t.Context(), newBatch(3))
+			checkError(t, err, "anthropic: messages: ", true, tt.status, 0)
+			if provider.ScopeOf(err) != tt.wantScope || errors.Is(err, provider.ErrUnknownModel) != tt.wantModel {
+				t.Errorf("combined call: %v: scope %v, want %v; unknown model %v", err, provider.ScopeOf(err), tt.wantScope, tt.wantModel)
+			}
+			results, err := p.Complete(t.Context(), newBatch(1))
+			if tt.wantModel {
+				if err == nil || !errors.Is(err, provider.ErrUnknownModel) {
+					t.Errorf("one-request batch = %v, %v; want the unknown model as the batch's error", results, err)
+				}
+				return
+			}
+			if err != nil || len(results) != 1 {
+				t.Fatalf("one-request batch = %v, %v; want the request's own error", results, err)
+			}
+			if r := results[0]; !provider.IsPermanent(r.Err) || provider.ScopeOf(r.Err) != provider.ScopeRequest {
+				t.Errorf("one-request batch: Err %v, want permanent ScopeRequest", r.Err)
+			}
+		})
+	}
+}
+
+// TestOneRequestBatch checks a batch of one request is a plain call in
+// combined mode: no tool, the request's cap or the batch's budget as
+// max_tokens, its cut-off text its answer, a refusal its own Result.Err.
+func TestOneRequestBatch(t *testing.T) {
+	t.Parallel()
+	srv, p := setup(t, anthropic.Config{})
+	b := newBatch(1)
+	b.MaxOutputTokens = 90
+	results, err := p.Complete(t.Context(), b)
+	if err != nil || len(results) != 1 || results[0].Output != anthropictest.Answer(b.Requests[0].Input) {
+		t.Fatalf("Complete = %+v, %v", results, err)
+	}
+	req := srv.Requests()[0]
+	if len(req.Tools) != 0 || req.ToolChoice != nil || req.MaxTokens != 90 || req.Messages[0].Content != b.Requests[0].Input {
+		t.Errorf("request = %+v, want a plain call with max_tokens 90", req)
+	}
+	b.Requests[0].MaxOutputTokens = 2
+	results, err = p.Complete(t.Context(), b)
+	if err != nil || len(results) != 1 || results[0].Err != nil || results[0].Output != anthropictest.Answer(b.Requests[0].Input)[:8] {
+		t.Fatalf("a cut-off answer = %+v, %v; want its first 8 bytes", results, err)
+	}
+	srv.RefuseInput(b.Requests[0].Input)
+	results, err = p.Complete(t.Context(), b)
+	if err != nil || len(results) != 1 || !provider.IsPermanent(results[0].Err) || provider.ScopeOf(results[0].Err) != provider.ScopeRequest {
+		t.Fatalf("a refusal = %+v, %v; want the request's own permanent error", results, err)
+	}
+	if got := srv.CallSizes(); !slices.Equal(got, []int{1, 1, 1}) {
+		t.Errorf("CallSizes = %v", got)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/option"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/internal/httpcall"
 	"github.com/aibatch/aibatch/provider/internal/validate"
 )
 
@@ -21,12 +22,12 @@ var _ provider.AsyncProvider = (*Provider)(nil)
 // API requires 1 to 64 characters of [a-zA-Z0-9_-]; the engine's keys are
 // decimal numbers) and params is the plain Messages request ModeSingle
 // would send: model, Instructions as system prompt, Input as user message,
-// max_tokens from MaxOutputTokens or Config.MaxTokens, capped at
-// Config.MaxCallTokens.
+// max_tokens from the request's MaxOutputTokens, else b.MaxOutputTokens,
+// else Config.MaxTokens, capped at Config.MaxCallTokens when set.
 //
-// Errors wrap an *provider.Error classified like Complete's (HTTP 4xx other
-// than 408, 409, 425 and 429 permanent, the rest transient, 529 overloaded
-// too) and never contain the API key. A Provider not built in ModeAsync, a
+// Errors wrap an *provider.Error classified like Complete's (HTTP 401, 402,
+// 403, 408, 409, 425, 429, 5xx and 529 transient, ScopeProvider; other 4xx
+// permanent) and never contain the API key. A Provider not built in ModeAsync, a
 // batch with no requests or no model: permanent, before any call.
 func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, error) {
 	if err := p.validateJob(b); err != nil {
@@ -36,7 +37,7 @@ func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, err
 	for i, r := range b.Requests {
 		req := anthropic.MessageBatchNewParamsRequestParams{
 			Model:     b.Model,
-			MaxTokens: p.budget([]provider.Request{r}, 0),
+			MaxTokens: p.plainMaxTokens(b, r),
 			Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(r.Input))},
 		}
 		if b.Instructions != "" {
@@ -71,14 +72,23 @@ func (p *Provider) validateJob(b provider.Batch) error {
 // custom_id (the first result for a custom_id wins):
 //   - succeeded: the message's text blocks joined, with the message's usage
 //     (cached prompt tokens count as input); stop_reason "refusal" is a
-//     permanent Result.Err, a message without text a transient one;
-//   - errored: a Result.Err classified by the error's type:
-//     invalid_request_error, authentication_error, permission_error,
-//     not_found_error, billing_error and request_too_large permanent;
+//     permanent ScopeRequest Result.Err, a message without text a transient
+//     ScopeRequest one;
+//   - errored: a Result.Err classified by the error's type as a plain
+//     call answered with that type's status: invalid_request_error,
+//     not_found_error and request_too_large permanent, ScopeRequest (a
+//     not_found_error naming the model wraps provider.ErrUnknownModel
+//     instead); authentication_error, permission_error, billing_error,
 //     rate_limit_error, timeout_error, api_error, overloaded_error and any
-//     other type transient;
+//     other type transient, ScopeProvider; no StatusCode;
 //   - canceled and expired: left out, and so is a request with no result:
 //     the caller retries them.
+//
+// A batch that ended with requests canceled or expired (request_counts) is
+// Failed: those requests were never run, and Errors says how many of each
+// ("expired: 3 requests not run before the batch expired"). The Message
+// Batches API has no other way to fail a whole batch: a batch whose
+// requests all errored is not Failed, each request carries its own error.
 //
 // State is the processing_status. Errors concern the poll, not the
 // requests: the Provider not built in ModeAsync (permanent), a failed call
@@ -102,6 +112,13 @@ func (p *Provider) PollJob(ctx context.Context, jobID string) (provider.JobStatu
 		return provider.JobStatus{}, p.redact(fmt.Errorf("anthropic: poll message batch %q: read results: %w", jobID, err))
 	}
 	st.Results = results
+	if n := batch.RequestCounts.Expired; n > 0 {
+		st.Errors = append(st.Errors, fmt.Sprintf("expired: %d requests not run before the batch expired", n))
+	}
+	if n := batch.RequestCounts.Canceled; n > 0 {
+		st.Errors = append(st.Errors, fmt.Sprintf("canceled: %d requests not run", n))
+	}
+	st.Failed = st.Errors != nil
 	return st, nil
 }
 
@@ -151,33 +168,20 @@ func resultOf(line anthropic.MessageBatchIndividualResponse) (provider.Result, b
 		}
 	case "errored":
 		e := line.Result.AsErrored().Error.Error
-		r.Err = &provider.Error{Permanent: permanentType(e.Type), Err: fmt.Errorf("request errored (type %s): %q", e.Type, shorten(e.Message))}
+		cause := fmt.Errorf("request errored (type %s): %q", e.Type, shorten(e.Message))
+		pe := classify(typeStatus(string(e.Type)), nil, string(e.Type), e.Message, cause)
+		pe.StatusCode = 0 // a result has no HTTP status of its own
+		r.Err, _ = httpcall.Plain(pe)
 	case "canceled", "expired":
 		return r, false
 	default:
-		r.Err = provider.Transient(fmt.Errorf("unknown result type %q", line.Result.Type))
+		r.Err = requestError(false, fmt.Errorf("unknown result type %q", shorten(line.Result.Type)))
 	}
 	return r, true
 }
 
-// permanentType reports whether retrying a request that errored with the
-// API error type typ cannot help.
-func permanentType(typ string) bool {
-	switch typ {
-	case "invalid_request_error", "authentication_error", "permission_error", "not_found_error", "billing_error", "request_too_large":
-		return true
-	}
-	return false
-}
-
 // shorten cuts s to a length fit for an error message.
-func shorten(s string) string {
-	const limit = 200
-	if len(s) > limit {
-		return s[:limit] + "..."
-	}
-	return s
-}
+func shorten(s string) string { return httpcall.Shorten(s, 200) }
 
 // CancelJob asks the API to cancel the Message Batch jobID. The batch moves
 // to canceling, then ended; PollJob then returns the requests it had

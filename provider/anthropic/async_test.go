@@ -3,6 +3,7 @@ package anthropic_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -95,21 +96,25 @@ func TestJobNotAsync(t *testing.T) {
 
 func TestJobErroredTypes(t *testing.T) {
 	t.Parallel()
+	// A request's own rejection is permanent, ScopeRequest; the account's
+	// and the API's troubles (a key, billing, access, load) are transient,
+	// ScopeProvider, as for a synchronous call.
 	tests := []struct {
 		errType       string
 		wantPermanent bool
+		wantScope     provider.Scope
 	}{
-		{"invalid_request_error", true},
-		{"authentication_error", true},
-		{"permission_error", true},
-		{"not_found_error", true},
-		{"billing_error", true},
-		{"request_too_large", true},
-		{"rate_limit_error", false},
-		{"timeout_error", false},
-		{"api_error", false},
-		{"overloaded_error", false},
-		{"a_new_error_type", false},
+		{"invalid_request_error", true, provider.ScopeRequest},
+		{"authentication_error", false, provider.ScopeProvider},
+		{"permission_error", false, provider.ScopeProvider},
+		{"not_found_error", true, provider.ScopeRequest},
+		{"billing_error", false, provider.ScopeProvider},
+		{"request_too_large", true, provider.ScopeRequest},
+		{"rate_limit_error", false, provider.ScopeProvider},
+		{"timeout_error", false, provider.ScopeProvider},
+		{"api_error", false, provider.ScopeProvider},
+		{"overloaded_error", false, provider.ScopeProvider},
+		{"a_new_error_type", false, provider.ScopeProvider},
 	}
 	for _, tt := range tests {
 		t.Run(tt.errType, func(t *testing.T) {
@@ -134,8 +139,8 @@ func TestJobErroredTypes(t *testing.T) {
 				t.Fatalf("key 1: %+v, want errored %s", r, tt.errType)
 			}
 			var pe *provider.Error
-			if !errors.As(r.Err, &pe) || pe.Permanent != tt.wantPermanent {
-				t.Errorf("key 1: Err %v, want a *provider.Error, permanent %v", r.Err, tt.wantPermanent)
+			if !errors.As(r.Err, &pe) || pe.Permanent != tt.wantPermanent || pe.Scope != tt.wantScope || pe.StatusCode != 0 {
+				t.Errorf("key 1: Err %v, want a *provider.Error, permanent %v, scope %v, no status", r.Err, tt.wantPermanent, tt.wantScope)
 			}
 			for _, want := range []string{id, `"1"`, tt.errType} {
 				if !strings.Contains(r.Err.Error(), want) {
@@ -159,8 +164,8 @@ func TestJobUnknownModel(t *testing.T) {
 		t.Fatalf("results %+v, want one error per request", st.Results)
 	}
 	for _, r := range st.Results {
-		if !provider.IsPermanent(r.Err) || !strings.Contains(fmt.Sprint(r.Err), "not_found_error") {
-			t.Errorf("key %q: Err %v, want permanent not_found_error", r.Key, r.Err)
+		if !provider.IsPermanent(r.Err) || !errors.Is(r.Err, provider.ErrUnknownModel) || !strings.Contains(fmt.Sprint(r.Err), "not_found_error") {
+			t.Errorf("key %q: Err %v, want permanent not_found_error wrapping ErrUnknownModel", r.Key, r.Err)
 		}
 	}
 }
@@ -227,4 +232,65 @@ func TestCancelJobTwice(t *testing.T) {
 	if st := pollDone(t, p, id); st.State != "ended" || len(st.Results) != 0 {
 		t.Errorf("PollJob = %+v, want ended with no results", st)
 	}
+}
+
+// An expired or cancelled batch is Failed and counts the requests it never
+// ran; a batch whose requests all errored is not, each request carrying
+// its own error.
+func TestJobFailedStates(t *testing.T) {
+	t.Parallel()
+	b := provider.Batch{Model: "claude-test", Requests: []provider.Request{{Key: "0", Input: "a"}, {Key: "1", Input: "b"}, {Key: "2", Input: "c"}}}
+	t.Run("expired", func(t *testing.T) {
+		t.Parallel()
+		srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync})
+		id, err := p.SubmitJob(t.Context(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.ExpireBatch(id, 1); err != nil {
+			t.Fatal(err)
+		}
+		st := pollDone(t, p, id)
+		if !st.Failed || len(st.Results) != 1 || !slices.Equal(st.Errors, []string{"expired: 2 requests not run before the batch expired"}) {
+			t.Errorf("PollJob = %+v, want Failed with 1 result and the count of the expired", st)
+		}
+	})
+	t.Run("canceled", func(t *testing.T) {
+		t.Parallel()
+		_, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync})
+		id, err := p.SubmitJob(t.Context(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.CancelJob(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := p.PollJob(t.Context(), id); err != nil || !st.Done {
+			t.Fatalf("PollJob = %+v, %v; want ended", st, err)
+		}
+		st := pollDone(t, p, id)
+		if !st.Failed || len(st.Results) != 0 || !slices.Equal(st.Errors, []string{"canceled: 3 requests not run"}) {
+			t.Errorf("PollJob = %+v, want Failed with the count of the canceled", st)
+		}
+	})
+	t.Run("every request errored", func(t *testing.T) {
+		t.Parallel()
+		srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync})
+		id, err := p.SubmitJob(t.Context(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.FailBatch(id, "overloaded_error"); err != nil {
+			t.Fatal(err)
+		}
+		st := pollDone(t, p, id)
+		if st.Failed || st.Errors != nil || len(st.Results) != 3 {
+			t.Fatalf("PollJob = %+v, want 3 error results, not Failed", st)
+		}
+		for _, r := range st.Results {
+			if provider.ScopeOf(r.Err) != provider.ScopeProvider || provider.IsPermanent(r.Err) {
+				t.Errorf("key %s: Err %v, want transient ScopeProvider", r.Key, r.Err)
+			}
+		}
+	})
 }

@@ -30,12 +30,10 @@ const (
 const (
 	// DefaultConcurrency is the number of single-mode calls in flight at once.
 	DefaultConcurrency = 8
-	// DefaultMaxTokens is the answer budget of a request that sets no
-	// MaxOutputTokens (the Messages API requires max_tokens).
+	// DefaultMaxTokens is the max_tokens of a call whose batch plans no
+	// budget (Batch.MaxOutputTokens 0) and whose request, in a plain call,
+	// sets no MaxOutputTokens: the Messages API requires max_tokens.
 	DefaultMaxTokens = 1024
-	// DefaultMaxCallTokens caps max_tokens of one call; every current Claude
-	// model accepts it.
-	DefaultMaxCallTokens = 8192
 )
 
 // Config says how to reach the Anthropic API. The zero value is not valid:
@@ -60,13 +58,14 @@ type Config struct {
 	// Concurrency bounds the calls one Complete makes at once in ModeSingle.
 	// 0 means DefaultConcurrency; negative is invalid.
 	Concurrency int
-	// MaxTokens is the answer budget of a request whose MaxOutputTokens is 0.
-	// 0 means DefaultMaxTokens; negative is invalid.
+	// MaxTokens is the max_tokens of a call when the batch plans no budget
+	// (Batch.MaxOutputTokens 0) and, in a plain call, the request sets no
+	// MaxOutputTokens. 0 means DefaultMaxTokens; negative is invalid.
 	MaxTokens int
-	// MaxCallTokens caps the max_tokens sent in one call (a combined call
-	// asks for the sum of its requests' budgets). 0 means
-	// DefaultMaxCallTokens; negative is invalid. Raise it only as far as the
-	// models you use allow: a larger max_tokens is a 400 for the whole call.
+	// MaxCallTokens, when set, caps the max_tokens sent in one call,
+	// whatever the batch planned or a request asked for. 0 means no cap
+	// (the caller plans Batch.MaxOutputTokens within the model's limit, see
+	// Provider.MaxOutputTokens); negative is invalid.
 	MaxCallTokens int
 }
 

@@ -31,6 +31,7 @@ func TestConformance(t *testing.T) {
 				Name:          "anthropic",
 				Mode:          tt.pt,
 				PerItemErrors: false, // a forced tool_use answer has no per-item error
+				IDEnum:        true,
 				Concurrency:   concurrency,
 				Secret:        testKey,
 				Answer:        anthropictest.Answer,
@@ -43,9 +44,19 @@ func TestConformance(t *testing.T) {
 					}
 					return p, srv
 				},
+				Sent: sent,
 			})
 		})
 	}
+}
+
+// sent reads what the fake's Messages calls asked for.
+func sent(f providertest.Fake) []providertest.Call {
+	var calls []providertest.Call
+	for _, r := range f.(*anthropictest.Server).Requests() {
+		calls = append(calls, providertest.Call{IDs: r.IDEnum, MaxOutputTokens: int(r.MaxTokens)})
+	}
+	return calls
 }
 
 // asyncFake gives an anthropictest.Server the control names of
@@ -55,6 +66,10 @@ type asyncFake struct{ *anthropictest.Server }
 func (f asyncFake) CompleteJobs() { f.CompleteBatches() }
 
 func (f asyncFake) ExpireJob(id string, answered int) error { return f.ExpireBatch(id, answered) }
+
+// FailJob fails every request of batch id: the Message Batches API has no
+// failed state for a whole batch.
+func (f asyncFake) FailJob(id string) error { return f.FailBatch(id, "api_error") }
 
 func TestAsyncConformance(t *testing.T) {
 	t.Parallel()

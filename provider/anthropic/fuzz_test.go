@@ -44,6 +44,9 @@ func checkParsed(t *testing.T, b provider.Batch, results []provider.Result, err 
 		if n := len(err.Error()); n > maxParseErrorBytes {
 			t.Fatalf("parse error is %d bytes, over %d: %.200q", n, maxParseErrorBytes, err)
 		}
+		if provider.ScopeOf(err) != provider.ScopeBatch {
+			t.Fatalf("parse error %v: scope %v, want batch (the combined answer failed as a whole)", err, provider.ScopeOf(err))
+		}
 		return
 	}
 	keys := make(map[string]bool, len(b.Requests))

@@ -2,7 +2,6 @@ package anthropic
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -12,24 +11,22 @@ import (
 
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/internal/fanout"
+	"github.com/aibatch/aibatch/provider/internal/httpcall"
 )
 
 // completeSingle makes one plain call per request of b, at most
 // p.concurrency at once (see Complete for the contract).
 func (p *Provider) completeSingle(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	one := func(r provider.Request) provider.Result { return p.completeOne(ctx, b, r) }
-	results, err := fanout.Complete(ctx, b.Requests, p.concurrency, one, p.singleError)
-	if err != nil {
-		return nil, fmt.Errorf("anthropic: messages: %w", err)
-	}
-	return results, nil
+	whole := func(err error) error { return fmt.Errorf("anthropic: messages: %w", err) }
+	return fanout.Complete(ctx, b.Requests, p.concurrency, one, p.singleError, whole)
 }
 
 // completeOne makes the call for one request.
 func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider.Request) provider.Result {
 	params := anthropic.MessageNewParams{
 		Model:     b.Model,
-		MaxTokens: p.budget([]provider.Request{r}, 0),
+		MaxTokens: p.plainMaxTokens(b, r),
 		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(r.Input))},
 	}
 	if b.Instructions != "" {
@@ -39,7 +36,8 @@ func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider
 	var raw *http.Response
 	msg, err := p.messages.New(ctx, params, option.WithResponseInto(&raw), option.WithRequestTimeout(requestTimeout))
 	if err != nil {
-		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, callError(ctx, err, raw))}
+		cerr, _ := httpcall.Plain(callError(ctx, err, raw))
+		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, cerr)}
 	}
 	out, err := singleAnswer(msg)
 	if err != nil {
@@ -49,11 +47,12 @@ func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider
 }
 
 // singleAnswer reads the answer to one plain request: its text blocks
-// joined, a permanent error for stop_reason "refusal", a transient one when
-// it has no text block. stop_reason "max_tokens" is not an error.
+// joined. stop_reason "refusal" is a permanent ScopeRequest error, an
+// answer without any text block a transient one. stop_reason "max_tokens"
+// is not an error: the text is what fitted.
 func singleAnswer(msg *anthropic.Message) (string, error) {
 	if msg.StopReason == anthropic.StopReasonRefusal {
-		return "", provider.Permanent(errors.New("model refused the request (stop_reason refusal)"))
+		return "", requestError(true, fmt.Errorf("model refused the request (stop_reason refusal%s)", refusalDetail(msg)))
 	}
 	var out strings.Builder
 	var hasText bool
@@ -64,7 +63,7 @@ func singleAnswer(msg *anthropic.Message) (string, error) {
 		}
 	}
 	if !hasText {
-		return "", provider.Transient(fmt.Errorf("answer has no text (stop_reason %q)", msg.StopReason))
+		return "", requestError(false, fmt.Errorf("answer has no text (stop_reason %q)", shorten(string(msg.StopReason))))
 	}
 	return out.String(), nil
 }

@@ -19,7 +19,7 @@ import (
 const BatchesPath = "/v1/messages/batches"
 
 // Processing statuses of a Message Batch. A batch is created "in_progress"
-// and ends ("ended") with CompleteBatches, ExpireBatch or
+// and ends ("ended") with CompleteBatches, ExpireBatch, FailBatch or
 // WithCompleteAfter; a cancel call makes it "canceling", and "ended" from
 // the next GET on.
 const (
@@ -166,6 +166,33 @@ func (s *Server) ExpireBatch(id string, answered int) error {
 		return fmt.Errorf("anthropictest: batch %q is %s", id, b.status)
 	}
 	s.endLocked(b, answered, "expired")
+	return nil
+}
+
+// FailBatch ends batch id with every request "errored" with the API error
+// type errType (e.g. "api_error", "overloaded_error"), as a batch the API
+// could not run: the Message Batches API has no failed state for a whole
+// batch, its requests fail one by one. It fails for an unknown id and for a
+// batch that is not in progress.
+func (s *Server) FailBatch(id, errType string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.batches[id]
+	switch {
+	case !ok:
+		return fmt.Errorf("anthropictest: no batch %q", id)
+	case b.status != StatusInProgress:
+		return fmt.Errorf("anthropictest: batch %q is %s", id, b.status)
+	}
+	lines := make([]wireResultLine, len(b.entries))
+	for i, e := range b.entries {
+		rid := "req_fake" + strconv.FormatInt(s.seq.Add(1), 10)
+		lines[i] = wireResultLine{CustomID: e.CustomID, Result: wireResult{Type: "errored", Error: &wireErrorReply{
+			Type: "error", Error: map[string]string{"type": errType, "message": "Injected batch failure."}, RequestID: &rid,
+		}}}
+	}
+	b.errored = len(lines)
+	b.results, b.status, b.ended = fake.JSONL(lines, s.ctl.Shuffling()), StatusEnded, time.Now().UTC()
 	return nil
 }
 

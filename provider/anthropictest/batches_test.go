@@ -360,3 +360,26 @@ func TestBatchCompleteAfterAndMalformed(t *testing.T) {
 		t.Errorf("next download has %d lines, want 2", len(lines))
 	}
 }
+
+func TestFailBatch(t *testing.T) {
+	t.Parallel()
+	srv := anthropictest.NewServer()
+	t.Cleanup(srv.Close)
+	b := createBatch(t, srv, batchRequest("r0", "a"), batchRequest("r1", "b"))
+	if err := srv.FailBatch("msgbatch_none", "api_error"); err == nil {
+		t.Error("FailBatch of an unknown batch: nil error")
+	}
+	if err := srv.FailBatch(b.ID, "overloaded_error"); err != nil {
+		t.Fatal(err)
+	}
+	got := getBatch(t, srv, b.ID)
+	if got.ProcessingStatus != anthropictest.StatusEnded || got.RequestCounts.Errored != 2 || got.RequestCounts.Succeeded != 0 {
+		t.Errorf("failed batch = %+v, want ended with 2 errored", got)
+	}
+	if s := fmt.Sprint(summary(batchResults(t, srv, b.ID))); s != "[r0:errored:overloaded_error r1:errored:overloaded_error]" {
+		t.Errorf("results %s", s)
+	}
+	if err := srv.FailBatch(b.ID, "api_error"); err == nil {
+		t.Error("FailBatch of an ended batch: nil error")
+	}
+}

@@ -27,9 +27,24 @@
 // once the test ends the batch with CompleteBatches or ExpireBatch (or
 // WithCompleteAfter does).
 //
-// Behaviour controls (FailNext, SetDelay, DropItems, ...) are methods on
-// *Server and are safe to call while the server runs. Each says what it does
-// to batch answers, to plain answers and to Message Batches.
+// Behaviour controls are methods on *Server and are safe to call while the
+// server runs. Each says what it does to batch answers, to plain answers and
+// to Message Batches:
+//
+//   - answers: DropItems, OmitInput, RejectInput, Shuffle, RepeatIDs,
+//     SetResultsFunc, SetMalformedNext, RefuseNext, TruncateNext, NoToolNext;
+//   - faults of real providers: SetOutputCap (a batch answer cut off,
+//     stop_reason "max_tokens"; a call's max_tokens is honoured too),
+//     RefuseInput (stop_reason "refusal"), RequireKey (401
+//     authentication_error; the key may rotate), FailFor (an outage of 5xx
+//     or 529 for a while), HangFor (no answer for a while), FailNext and
+//     SetDelay;
+//   - unknown models (WithUnknownModels, and any model named "unknown...")
+//     get 404 not_found_error "model: <name>";
+//   - records: Calls, MaxConcurrent, CallSizes, Requests, and for Message
+//     Batches Jobs, Cancelled, BatchRequests;
+//   - Message Batches: CompleteBatches, ExpireBatch, FailBatch,
+//     FailRequests.
 package anthropictest
 
 import (
@@ -64,7 +79,6 @@ type Server struct {
 	ts      *httptest.Server
 	handler http.Handler
 
-	apiKey        string          // required x-api-key; "" accepts any non-empty key
 	unknownModels map[string]bool // models answered with 404 not_found_error
 
 	// Behaviour controls and records, each safe for concurrent use.
@@ -90,8 +104,9 @@ type Option func(*Server)
 
 // WithAPIKey makes the server accept only "x-api-key: key"; any other key
 // gets 401 authentication_error. By default any non-empty key is accepted.
+// RequireKey changes the key while the server runs.
 func WithAPIKey(key string) Option {
-	return func(s *Server) { s.apiKey = key }
+	return func(s *Server) { s.ctl.RequireKey(key) }
 }
 
 // WithUnknownModels makes the server answer 404 not_found_error for the
@@ -228,6 +243,54 @@ func (s *Server) RejectInput(input string, retryable bool) { s.ctl.RejectInput(i
 // Requests returns the Messages requests received so far whose body could
 // be decoded, oldest first.
 func (s *Server) Requests() []Request { return s.requests.All() }
+
+// SetOutputCap makes the fake model stop at its output limit in any batch
+// call carrying more than items requests, as the real API answers a model
+// that reached max_tokens while writing a tool call: stop_reason
+// "max_tokens" and a tool_use block whose input is what the model had
+// written, parsed as far as it goes: the results that fitted in about items
+// requests' worth, and the next one with its output cut short. items <= 0
+// removes the cap.
+//
+// Whatever the cap, a call's own max_tokens is honoured: an answer longer
+// than it (counting a token per 4 bytes) is cut off the same way, a plain
+// answer's text too (its first max_tokens*4 bytes), with stop_reason
+// "max_tokens". Message Batches are not affected.
+func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
+
+// RefuseInput makes the fake model refuse every Messages call that contains
+// input, as the API's classifiers stop one: stop_reason "refusal",
+// stop_details {"type":"refusal","category":...,"explanation":...} and no
+// content blocks. A batch call with input among its items is refused whole;
+// a plain call for input is refused too. Message Batches are not affected.
+func (s *Server) RefuseInput(input string) { s.ctl.RefuseInput(input) }
+
+// RequireKey makes the server accept only "x-api-key: key" from now on, as
+// WithAPIKey does at construction ("" accepts any non-empty key): other
+// calls, Message Batches calls too, get 401
+// {"type":"error","error":{"type":"authentication_error","message":"invalid
+// x-api-key"}}. Call it again to rotate the key.
+func (s *Server) RequireKey(key string) { s.ctl.RequireKey(key) }
+
+// FailFor makes every call (Message Batches calls too) answer status with
+// the API's error JSON (500 api_error, 529 overloaded_error, 429
+// rate_limit_error with retry-after, ...) until d has passed from now by
+// the server's clock (time.Now): an outage. It replaces a failure set
+// before; d <= 0 or status 0 ends it. FailNext, when pending, is taken
+// first.
+func (s *Server) FailFor(d time.Duration, status int) { s.ctl.FailFor(d, status) }
+
+// HangFor makes every call (Message Batches calls too) get no answer until
+// d has passed from now by the server's clock, or until the client gives
+// up; a call still waiting when d has passed is then answered as usual.
+// d <= 0 ends the hang for calls that arrive after.
+func (s *Server) HangFor(d time.Duration) { s.ctl.HangFor(d) }
+
+// CallSizes returns the number of requests each Messages call carried (the
+// items of a batch call, 1 for a plain call), oldest first, for the calls
+// that reached the model: past the key, failure and hang controls, with a
+// valid body and a known model.
+func (s *Server) CallSizes() []int { return s.ctl.CallSizes() }
 
 // behaviour is what one call does.
 type behaviour struct {

@@ -30,6 +30,9 @@ type Request struct {
 	Messages []Message
 	// Tools are the declared tools.
 	Tools []Tool
+	// IDEnum is the "enum" the batch tool's input_schema gives the results'
+	// "id" (the ids the model may answer for); nil when there is none.
+	IDEnum []string
 	// ToolChoice is the tool_choice object; nil when absent.
 	ToolChoice *ToolChoice
 	// Header holds the request's HTTP headers.
@@ -123,14 +126,28 @@ type toolUseBlock struct {
 }
 
 type wireAnswer struct {
-	ID           string    `json:"id"`
-	Type         string    `json:"type"`
-	Role         string    `json:"role"`
-	Model        string    `json:"model"`
-	Content      []any     `json:"content"`
-	StopReason   string    `json:"stop_reason"`
-	StopSequence *string   `json:"stop_sequence"`
-	Usage        wireUsage `json:"usage"`
+	ID           string           `json:"id"`
+	Type         string           `json:"type"`
+	Role         string           `json:"role"`
+	Model        string           `json:"model"`
+	Content      []any            `json:"content"`
+	StopReason   string           `json:"stop_reason"`
+	StopSequence *string          `json:"stop_sequence"`
+	StopDetails  *wireStopDetails `json:"stop_details"`
+	Usage        wireUsage        `json:"usage"`
+}
+
+// wireStopDetails is the stop_details of a refusal.
+type wireStopDetails struct {
+	Type        string  `json:"type"`
+	Category    *string `json:"category"`
+	Explanation *string `json:"explanation"`
+}
+
+// refusalDetails is what the fake's refusals say.
+func refusalDetails() *wireStopDetails {
+	category, explanation := "general_harms", "The request was declined under the usage policy."
+	return &wireStopDetails{Type: "refusal", Category: &category, Explanation: &explanation}
 }
 
 type wireUsage struct {
@@ -147,10 +164,10 @@ type wireUsage struct {
 func (s *Server) apiCall(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, fake.MaxBodyBytes))
-		if !s.ctl.Wait(r) {
+		if !s.ctl.Wait(r) || !s.ctl.Hang(r) {
 			return
 		}
-		if key := r.Header.Get("x-api-key"); key == "" || (s.apiKey != "" && key != s.apiKey) {
+		if !s.ctl.KeyAccepted(r.Header.Get("x-api-key")) {
 			writeError(w, http.StatusUnauthorized, "authentication_error", "invalid x-api-key")
 			return
 		}
@@ -159,6 +176,10 @@ func (s *Server) apiCall(h func(w http.ResponseWriter, r *http.Request, body []b
 			return
 		}
 		if status := s.ctl.TakeFailure(); status != 0 {
+			writeFailure(w, status)
+			return
+		}
+		if status := s.ctl.Failing(); status != 0 {
 			writeFailure(w, status)
 			return
 		}
@@ -211,6 +232,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 		return
 	}
 	var items []Item
+	inputs := []string{user.Content}
 	if batch {
 		var wi struct {
 			Items []Item `json:"items"`
@@ -222,13 +244,21 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 			return
 		}
 		items = wi.Items
-	} else if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
-		if retryable {
-			writeFailure(w, 529)
-		} else {
-			writeError(w, http.StatusBadRequest, "invalid_request_error", "Output blocked by content filtering policy")
+		inputs = make([]string, len(items))
+		for i, it := range items {
+			inputs[i] = it.Input
 		}
-		return
+		s.ctl.RecordSize(len(items))
+	} else {
+		s.ctl.RecordSize(1)
+		if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
+			if retryable {
+				writeFailure(w, 529)
+			} else {
+				writeError(w, http.StatusBadRequest, "invalid_request_error", "Output blocked by content filtering policy")
+			}
+			return
+		}
 	}
 
 	b := s.takeBehaviour()
@@ -243,19 +273,24 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 	}
 	var out string
 	switch {
-	case b.refuse:
-		answer.Content, answer.StopReason = []any{}, "refusal"
+	case b.refuse || s.ctl.Refused(inputs...):
+		answer.Content, answer.StopReason, answer.StopDetails = []any{}, "refusal", refusalDetails()
 	case batch:
 		out = resultsJSON(items, b)
 		switch {
 		case b.truncate:
-			answer.Content = []any{toolUseBlock{Type: "tool_use", ID: "toolu_fake" + strconv.FormatInt(s.seq.Add(1), 10), Name: ToolName, Input: json.RawMessage("{}")}}
+			answer.Content = []any{s.toolUse(json.RawMessage("{}"))}
 			answer.StopReason, out = "max_tokens", out[:len(out)/2]
 		case b.noTool:
 			answer.Content, answer.StopReason = []any{textBlock{Type: "text", Text: out}}, "end_turn"
 		default:
-			answer.Content = []any{toolUseBlock{Type: "tool_use", ID: "toolu_fake" + strconv.FormatInt(s.seq.Add(1), 10), Name: ToolName, Input: json.RawMessage(out)}}
+			written, cut := fake.CutAnswer(out, len(items), s.ctl.OutputCap(), s.ctl.CutOff(len(items)), rec.MaxTokens)
+			input := json.RawMessage(out)
 			answer.StopReason = "tool_use"
+			if cut {
+				input, out, answer.StopReason = partialInput(out, len(written)), written, "max_tokens"
+			}
+			answer.Content = []any{s.toolUse(input)}
 		}
 	case b.LeftOut(user.Content):
 		answer.Content, answer.StopReason = []any{}, "end_turn"
@@ -264,6 +299,8 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 		answer.StopReason = "end_turn"
 		if b.truncate {
 			out, answer.StopReason = out[:len(out)/2], "max_tokens"
+		} else if written, cut := fake.CutAnswer(out, 1, 0, false, rec.MaxTokens); cut {
+			out, answer.StopReason = written, "max_tokens"
 		}
 		answer.Content = []any{textBlock{Type: "text", Text: out}}
 	}
@@ -277,9 +314,46 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 	fake.WriteAnswer(w, answer, b.malformed)
 }
 
+// toolUse is a tool_use block for the batch tool with input.
+func (s *Server) toolUse(input json.RawMessage) toolUseBlock {
+	return toolUseBlock{Type: "tool_use", ID: "toolu_fake" + strconv.FormatInt(s.seq.Add(1), 10), Name: ToolName, Input: input}
+}
+
+// partialInput is the tool input the API makes of a results JSON full that
+// the model stopped writing after n bytes: the results written whole, and
+// the one it was writing with its output cut short. It is a JSON object, as
+// the API parses what the model wrote as far as it goes.
+func partialInput(full string, n int) json.RawMessage {
+	var all struct {
+		Results []Result `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(full), &all); err != nil {
+		return json.RawMessage("{}")
+	}
+	kept := []Result{}
+	used := len(`{"results":[`)
+	for _, r := range all.Results {
+		size := len(fake.MarshalJSON(r)) + 1
+		if used+size > n {
+			// The model stopped inside this result: after its id, within its
+			// output (the output's closing quote never came).
+			prefix := len(`{"id":,"output":"`) + len(fake.MarshalJSON(r.ID))
+			if rest := min(n-used-prefix, len(r.Output)-1); rest >= 0 {
+				kept = append(kept, Result{ID: r.ID, Output: fake.CutBytes(r.Output, rest)})
+			}
+			break
+		}
+		kept = append(kept, r)
+		used += size
+	}
+	return fake.MarshalJSON(struct {
+		Results []Result `json:"results"`
+	}{kept})
+}
+
 // decodeRequest turns the wire request into the record Requests returns.
 func decodeRequest(req wireRequest, h http.Header, body []byte) (Request, error) {
-	rec := Request{Model: req.Model, Tools: req.Tools, ToolChoice: req.ToolChoice, Header: h.Clone(), Body: body}
+	rec := Request{Model: req.Model, Tools: req.Tools, IDEnum: idEnum(req.Tools), ToolChoice: req.ToolChoice, Header: h.Clone(), Body: body}
 	if req.MaxTokens != nil {
 		rec.MaxTokens = *req.MaxTokens
 	}
@@ -333,13 +407,25 @@ func isBatch(req wireRequest) (bool, error) {
 	if t.Name != ToolName {
 		return false, fmt.Errorf("tool_choice.name %q: the fake only serves the %q tool", tc.Name, ToolName)
 	}
-	switch same, err := fake.IsBatchSchema(t.InputSchema); {
+	switch _, same, err := fake.ParseBatchSchema(t.InputSchema); {
 	case err != nil:
 		return false, fmt.Errorf("tools: input_schema: %w", err)
 	case !same:
 		return false, errors.New("tools: the batch_results input_schema is not the batch schema")
 	}
 	return true, nil
+}
+
+// idEnum is the enum of ids the batch tool's input_schema declares, nil
+// when it has none.
+func idEnum(tools []Tool) []string {
+	for _, t := range tools {
+		if t.Name == ToolName {
+			ids, _, _ := fake.ParseBatchSchema(t.InputSchema)
+			return ids
+		}
+	}
+	return nil
 }
 
 // resultsJSON builds the tool input answering items as b says.

@@ -28,5 +28,17 @@ func TestConformance(t *testing.T) {
 			}
 			return p, srv
 		},
+		Sent: func(f providertest.Fake) []providertest.Call {
+			var calls []providertest.Call
+			for _, r := range f.(*httpapitest.Server).Requests() {
+				// A lone item's own cap is its call's limit.
+				limit := r.MaxOutputTokens
+				if len(r.Items) == 1 && r.Items[0].MaxOutputTokens > 0 {
+					limit = r.Items[0].MaxOutputTokens
+				}
+				calls = append(calls, providertest.Call{MaxOutputTokens: limit})
+			}
+			return calls
+		},
 	})
 }

@@ -30,17 +30,21 @@ func fuzzBatch(n uint8) provider.Batch {
 	return b
 }
 
-// checkParsed holds for any answer: an error is transient, short and comes
-// without results; otherwise results are only for the batch's keys, each at
-// most once, and an item's error is classified (permanent or transient),
-// short, and comes without output.
+// checkParsed holds for any answer: an error is ScopeBatch, short and
+// comes without results, and is transient unless the answer said it was
+// truncated; otherwise results are only for the batch's keys, each at most
+// once, and an item's error is classified (permanent or transient,
+// ScopeRequest), short, and comes without output.
 func checkParsed(t *testing.T, b provider.Batch, results []provider.Result, err error) {
 	t.Helper()
 	if err != nil {
 		if results != nil {
 			t.Fatalf("error %v came with %d results", err, len(results))
 		}
-		if !errors.Is(err, provider.ErrTransient) {
+		if provider.ScopeOf(err) != provider.ScopeBatch {
+			t.Fatalf("unparsable answer gave %v, want a ScopeBatch error (split and retried)", err)
+		}
+		if !errors.Is(err, provider.ErrTransient) && !strings.Contains(err.Error(), "truncated") {
 			t.Fatalf("unparsable answer gave %v, want a transient error (retried)", err)
 		}
 		if n := len(err.Error()); n > maxParseErrorBytes {
@@ -73,6 +77,9 @@ func checkParsed(t *testing.T, b provider.Batch, results []provider.Result, err 
 		if !errors.Is(r.Err, provider.ErrPermanent) && !errors.Is(r.Err, provider.ErrTransient) {
 			t.Fatalf("result %q error %v is neither permanent nor transient", r.Key, r.Err)
 		}
+		if provider.ScopeOf(r.Err) != provider.ScopeRequest {
+			t.Fatalf("result %q error %v is not ScopeRequest", r.Key, r.Err)
+		}
 		if n := len(r.Err.Error()); n > maxParseErrorBytes {
 			t.Fatalf("result %q error is %d bytes, over %d", r.Key, n, maxParseErrorBytes)
 		}
@@ -91,6 +98,7 @@ func FuzzParseAnswer(f *testing.F) {
 		if err == nil && !json.Valid(body) {
 			t.Fatalf("body that is not JSON accepted: %q", body)
 		}
+
 	})
 }
 

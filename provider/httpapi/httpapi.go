@@ -10,7 +10,8 @@
 //	Accept: application/json
 //	Authorization: Bearer <Token>       (only when Config.Token is set)
 //
-//	{"items": [
+//	{"max_output_tokens": 4000,
+//	 "items": [
 //	  {"id": "0", "input": "text", "instructions": "system prompt or empty",
 //	   "model": "model name", "max_output_tokens": 100},
 //	  ...
@@ -18,9 +19,12 @@
 //
 // Every item has "id" (unique within the call), "input" (never empty),
 // "instructions" and "model" (the same for every item of a call: a call only
-// combines requests that share them). "max_output_tokens" is present only
-// when the request set a cap. An endpoint should ignore fields it does not
-// know: later versions may add some.
+// combines requests that share them). An item's "max_output_tokens" is
+// present only when the request set a cap of its own. The top-level
+// "max_output_tokens" is the call's output budget the worker planned for
+// all of its items together (provider.Batch.MaxOutputTokens); it is present
+// only when planned. An endpoint should ignore fields it does not know:
+// later versions may add some.
 //
 // A 2xx answer must be JSON of this shape:
 //
@@ -28,25 +32,45 @@
 //	  {"id": "0", "output": "answer", "usage": {"input_tokens": 12, "output_tokens": 30}},
 //	  {"id": "1", "error": "why this item failed", "retryable": true},
 //	  ...
-//	]}
+//	 ],
+//	 "truncated": false}
 //
 // Its entries mean:
 //   - "output" answers the item. "usage" is optional; without it the result
 //     reports no tokens.
-//   - "error" (a non-empty string) refuses that item alone: it becomes the
-//     request's error result and dead letter, unless "retryable" is true,
-//     in which case the request is retried later with backoff. "error" wins
-//     over "output" when both are set.
+//   - "error" (a non-empty string) refuses or rejects that item alone (a
+//     model's refusal, an input the endpoint cannot take): it becomes the
+//     request's own error (ScopeRequest), its error result and dead letter,
+//     unless "retryable" is true, in which case the request is retried later
+//     with backoff. "error" wins over "output" when both are set.
 //   - Results may come in any order. An item left out of "results" (or with
 //     neither "output" nor "error") is retried later. Ids not in the call
 //     are ignored, and so is every result for an id after the first one.
+//   - "truncated": true says the answer was cut off at an output limit (the
+//     call's "max_output_tokens" or the model's own) before every item was
+//     answered. The whole call then fails as too large for one call
+//     (ScopeBatch): the worker sends its items again in smaller calls, and
+//     the results of the cut-off answer are not used. In a call of one item
+//     there is nothing to split: that item's "output" is its answer, cut
+//     off at its limit.
 //
-// Any other status fails the whole call: 4xx (except 408, 409, 425 and 429)
-// means retrying cannot help and dead-letters every item of the call; 408,
-// 409, 425, 429 and 5xx are retried, no sooner than a Retry-After header
-// (seconds or an HTTP date) asks. A 2xx answer that is not the JSON above is
-// retried. The start of an error answer's body appears in the error message,
-// so it must not echo secrets.
+// Any other status fails the whole call:
+//   - 401, 402, 403, 408, 409, 425, 429 and 5xx mean the endpoint cannot
+//     serve anyone right now (ScopeProvider): the call is retried, no
+//     sooner than a Retry-After header (seconds or an HTTP date) asks, and
+//     the worker may stop calling for a while;
+//   - 413 means the call is too large (ScopeBatch): its items are sent
+//     again in smaller calls;
+//   - 404 with the JSON body {"code": "model_not_found", ...} means the
+//     model is unknown (provider.ErrUnknownModel);
+//   - other 4xx mean retrying the same call cannot help and dead-letter
+//     every item of a call of several items; in a call of one item they
+//     are that item's own error.
+//
+// A 2xx answer that is not the JSON above, or larger than
+// Config.MaxResponseBytes, fails the call as too large or garbled for one
+// call (ScopeBatch, transient). The start of an error answer's body appears
+// in the error message, so it must not echo secrets.
 //
 // The package reads no environment variables: everything comes from Config.
 package httpapi
@@ -61,7 +85,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/internal/httpcall"
@@ -188,25 +211,40 @@ type wireResult struct {
 
 // Complete POSTs b to the endpoint and returns one result per item the
 // answer holds, following the endpoint contract in the package doc: an
-// item's "error" is its Result.Err (permanent unless "retryable"), items
-// left out are absent from the results (the caller retries them), unknown
-// and repeated ids are ignored.
+// item's "error" is its Result.Err (permanent unless "retryable",
+// ScopeRequest), items left out are absent from the results (the caller
+// retries them), unknown and repeated ids are ignored. The body's
+// "max_output_tokens" is b.MaxOutputTokens, left out when 0.
 //
 // Errors concern the whole batch, wrap an *provider.Error, and never contain
 // the token or the configured header values:
-//   - HTTP 4xx except 408, 409, 425 and 429: permanent, with StatusCode.
-//   - HTTP 408, 409, 425, 429, 5xx, network errors: transient, with
+//   - no answer (network error, ctx ending: wrapping ctx.Err()), HTTP 401,
+//     402, 403, 408, 409, 425, 429, 5xx: transient, ScopeProvider, with
 //     StatusCode when there was one and RetryAfter from Retry-After.
-//   - A 2xx answer that is not the results JSON, or longer than
-//     MaxResponseBytes: transient.
-//   - ctx ending: transient, wrapping ctx.Err().
+//   - HTTP 404 with code "model_not_found": permanent, ScopeUnknown,
+//     wrapping provider.ErrUnknownModel.
+//   - HTTP 413: permanent, ScopeBatch.
+//   - other 4xx: permanent, ScopeUnknown.
+//   - a 2xx answer with "truncated": true: permanent, ScopeBatch.
+//   - a 2xx answer that is not the results JSON, or longer than
+//     MaxResponseBytes: transient, ScopeBatch.
+//
+// A batch of one request is that request's call: a 4xx other than 404
+// model_not_found is its Result.Err (permanent, ScopeRequest), and a
+// truncated answer's output is its Output.
 func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	if len(b.Requests) == 0 {
 		return nil, nil
 	}
 	results, err := p.complete(ctx, b)
 	if err != nil {
-		return nil, p.redact(fmt.Errorf("httpapi: post batch: %w", err))
+		err = fmt.Errorf("httpapi: post batch: %w", err)
+		if len(b.Requests) == 1 {
+			if own, ok := httpcall.Plain(err); ok {
+				return []provider.Result{{Key: b.Requests[0].Key, Err: p.redact(own)}}, nil
+			}
+		}
+		return nil, p.redact(err)
 	}
 	for i := range results {
 		if results[i].Err != nil {
@@ -216,20 +254,24 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	return results, nil
 }
 
+// body is a call's JSON body.
+type body struct {
+	MaxOutputTokens int    `json:"max_output_tokens,omitempty"`
+	Items           []item `json:"items"`
+}
+
 func (p *Provider) complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	items := make([]item, len(b.Requests))
 	for i, r := range b.Requests {
 		items[i] = item{ID: r.Key, Input: r.Input, Instructions: b.Instructions, Model: b.Model, MaxOutputTokens: max(r.MaxOutputTokens, 0)}
 	}
-	var body bytes.Buffer
-	enc := json.NewEncoder(&body)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(struct {
-		Items []item `json:"items"`
-	}{items}); err != nil {
+	if err := enc.Encode(body{MaxOutputTokens: max(b.MaxOutputTokens, 0), Items: items}); err != nil {
 		return nil, provider.Permanent(fmt.Errorf("encode items: %w", err))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, &body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, &buf)
 	if err != nil {
 		return nil, provider.Permanent(fmt.Errorf("build request: %w", err))
 	}
@@ -255,7 +297,7 @@ func (p *Provider) complete(ctx context.Context, b provider.Batch) ([]provider.R
 		return nil, transportError(ctx, fmt.Errorf("read answer: %w", readErr))
 	}
 	if int64(len(data)) > p.maxBytes {
-		return nil, provider.Transient(fmt.Errorf("answer exceeds %d bytes", p.maxBytes))
+		return nil, batchError(false, fmt.Errorf("answer exceeds %d bytes", p.maxBytes))
 	}
 	return parseAnswer(b, data)
 }
@@ -263,13 +305,17 @@ func (p *Provider) complete(ctx context.Context, b provider.Batch) ([]provider.R
 // parseAnswer matches the answer's results to b's requests.
 func parseAnswer(b provider.Batch, data []byte) ([]provider.Result, error) {
 	var answer struct {
-		Results *[]wireResult `json:"results"`
+		Results   *[]wireResult `json:"results"`
+		Truncated bool          `json:"truncated"`
 	}
 	if err := json.Unmarshal(data, &answer); err != nil {
-		return nil, provider.Transient(fmt.Errorf("parse answer: %w", err))
+		return nil, batchError(false, fmt.Errorf("parse answer: %w", err))
+	}
+	if answer.Truncated && len(b.Requests) > 1 {
+		return nil, batchError(true, errors.New(`answer cut off at the output limit ("truncated": true)`))
 	}
 	if answer.Results == nil {
-		return nil, provider.Transient(errors.New(`parse answer: no "results"`))
+		return nil, batchError(false, errors.New(`parse answer: no "results"`))
 	}
 	pending := make(map[string]bool, len(b.Requests))
 	for _, r := range b.Requests {
@@ -290,11 +336,7 @@ func parseAnswer(b provider.Batch, data []byte) ([]provider.Result, error) {
 		switch {
 		case a.Error != "":
 			cause := fmt.Errorf("endpoint refused it: %s", shorten(a.Error))
-			if a.Retryable {
-				r.Err = fmt.Errorf("httpapi: item %q: %w", a.ID, provider.Transient(cause))
-			} else {
-				r.Err = fmt.Errorf("httpapi: item %q: %w", a.ID, provider.Permanent(cause))
-			}
+			r.Err = fmt.Errorf("httpapi: item %q: %w", a.ID, &provider.Error{Permanent: !a.Retryable, Scope: provider.ScopeRequest, Err: cause})
 		default:
 			r.Output = *a.Output
 		}
@@ -303,13 +345,21 @@ func parseAnswer(b provider.Batch, data []byte) ([]provider.Result, error) {
 	return results, nil
 }
 
+// batchError is the ScopeBatch *provider.Error whose cause is err.
+func batchError(permanent bool, err error) *provider.Error {
+	return &provider.Error{Permanent: permanent, Scope: provider.ScopeBatch, Err: err}
+}
+
 // transportError classifies a failure to get an answer at all.
 func transportError(ctx context.Context, err error) error {
 	if pe := httpcall.Interrupted(ctx, err); pe != nil {
 		return pe
 	}
-	return provider.Transient(err)
+	return httpcall.StatusError(0, nil, err)
 }
+
+// codeModelNotFound is the "code" of a 404 answer for an unknown model.
+const codeModelNotFound = "model_not_found"
 
 // statusError classifies a non-2xx answer; body is its start.
 func statusError(res *http.Response, body []byte) error {
@@ -317,17 +367,15 @@ func statusError(res *http.Response, body []byte) error {
 	if s := strings.TrimSpace(string(body)); s != "" {
 		msg += ": " + shorten(s)
 	}
-	return httpcall.StatusError(res.StatusCode, res.Header, errors.New(msg))
+	pe := httpcall.StatusError(res.StatusCode, res.Header, errors.New(msg))
+	var coded struct {
+		Code string `json:"code"`
+	}
+	if res.StatusCode == http.StatusNotFound && json.Unmarshal(body, &coded) == nil && coded.Code == codeModelNotFound {
+		return httpcall.UnknownModel(pe)
+	}
+	return pe
 }
 
 // shorten cuts s to errorSnippetBytes, on a rune boundary.
-func shorten(s string) string {
-	if len(s) <= errorSnippetBytes {
-		return s
-	}
-	cut := errorSnippetBytes
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
+func shorten(s string) string { return httpcall.Shorten(s, errorSnippetBytes) }

@@ -71,6 +71,7 @@ func TestRequestWireFormat(t *testing.T) {
 	}
 	b := newBatch(3)
 	b.Requests[1].MaxOutputTokens = 40
+	b.MaxOutputTokens = 900
 	results, err := p.Complete(t.Context(), b)
 	if err != nil {
 		t.Fatalf("Complete: %v", err)
@@ -96,10 +97,14 @@ func TestRequestWireFormat(t *testing.T) {
 	}
 	// The wire names are the contract: check them in the raw body.
 	var raw struct {
-		Items []map[string]any `json:"items"`
+		MaxOutputTokens int              `json:"max_output_tokens"`
+		Items           []map[string]any `json:"items"`
 	}
 	if err := json.Unmarshal(req.Body, &raw); err != nil {
 		t.Fatal(err)
+	}
+	if raw.MaxOutputTokens != 900 || req.MaxOutputTokens != 900 {
+		t.Errorf("max_output_tokens = %d, want the batch's budget 900", raw.MaxOutputTokens)
 	}
 	for i, it := range raw.Items {
 		_, hasMax := it["max_output_tokens"]
@@ -178,7 +183,8 @@ func TestAnswers(t *testing.T) {
 				case !ok:
 					t.Errorf("unexpected result %+v", r)
 				case want == "!perm" || want == "!trans":
-					if r.Err == nil || provider.IsPermanent(r.Err) != (want == "!perm") || !strings.HasPrefix(r.Err.Error(), fmt.Sprintf("httpapi: item %q: ", r.Key)) {
+					if r.Err == nil || provider.IsPermanent(r.Err) != (want == "!perm") || provider.ScopeOf(r.Err) != provider.ScopeRequest ||
+						!strings.HasPrefix(r.Err.Error(), fmt.Sprintf("httpapi: item %q: ", r.Key)) {
 						t.Errorf("key %s: Err = %v, want %s", r.Key, r.Err, want)
 					}
 				case r.Err != nil || r.Output != want:
@@ -198,20 +204,26 @@ func TestErrors(t *testing.T) {
 		body           string
 		cfg            httpapi.Config
 		wantPermanent  bool
+		wantScope      provider.Scope
+		wantModel      bool // wraps provider.ErrUnknownModel
 		wantStatus     int
 		wantRetryAfter time.Duration
 		wantText       string
 	}{
 		{name: "body quoted", status: 422, body: `{"error":"model my-model unknown"}`, wantPermanent: true, wantStatus: 422, wantText: "model my-model unknown"},
-		{name: "token echoed is hidden", status: 401, body: "bad token " + testToken, wantPermanent: true, wantStatus: 401, wantText: "[REDACTED]"},
-		{name: "header value echoed is hidden", status: 403, body: "key s3cret-header refused", cfg: httpapi.Config{Header: http.Header{"X-Api-Key": {"s3cret-header"}}}, wantPermanent: true, wantStatus: 403, wantText: "[REDACTED]"},
-		{name: "long body cut", status: 500, body: strings.Repeat("é", 1000), wantStatus: 500, wantText: "..."},
-		{name: "retry-after date", status: 503, header: map[string]string{"Retry-After": time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)}, wantStatus: 503, wantRetryAfter: time.Hour},
-		{name: "425", status: 425, wantStatus: 425},
-		{name: "HTML 200", status: 200, body: "<html>hi</html>", wantText: "parse answer"},
-		{name: "no results", status: 200, body: `{"answers":[]}`, wantText: `no "results"`},
-		{name: "results not a list", status: 200, body: `{"results":{}}`, wantText: "parse answer"},
-		{name: "too long", status: 200, body: `{"results":[]}` + strings.Repeat(" ", 100), cfg: httpapi.Config{MaxResponseBytes: 50}, wantText: "exceeds 50 bytes"},
+		{name: "unknown model", status: 404, body: `{"error":"no model my-model","code":"model_not_found"}`, wantPermanent: true, wantModel: true, wantStatus: 404, wantText: "no model"},
+		{name: "404 of another kind", status: 404, body: `{"error":"no such path"}`, wantPermanent: true, wantStatus: 404, wantText: "no such path"},
+		{name: "too large", status: 413, body: `{"error":"too many items"}`, wantPermanent: true, wantScope: provider.ScopeBatch, wantStatus: 413, wantText: "too many items"},
+		{name: "token echoed is hidden", status: 401, body: "bad token " + testToken, wantScope: provider.ScopeProvider, wantStatus: 401, wantText: "[REDACTED]"},
+		{name: "header value echoed is hidden", status: 403, body: "key s3cret-header refused", cfg: httpapi.Config{Header: http.Header{"X-Api-Key": {"s3cret-header"}}}, wantScope: provider.ScopeProvider, wantStatus: 403, wantText: "[REDACTED]"},
+		{name: "long body cut", status: 500, body: strings.Repeat("é", 1000), wantScope: provider.ScopeProvider, wantStatus: 500, wantText: "..."},
+		{name: "retry-after date", status: 503, header: map[string]string{"Retry-After": time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)}, wantScope: provider.ScopeProvider, wantStatus: 503, wantRetryAfter: time.Hour},
+		{name: "425", status: 425, wantScope: provider.ScopeProvider, wantStatus: 425},
+		{name: "HTML 200", status: 200, body: "<html>hi</html>", wantScope: provider.ScopeBatch, wantText: "parse answer"},
+		{name: "no results", status: 200, body: `{"answers":[]}`, wantScope: provider.ScopeBatch, wantText: `no "results"`},
+		{name: "results not a list", status: 200, body: `{"results":{}}`, wantScope: provider.ScopeBatch, wantText: "parse answer"},
+		{name: "truncated", status: 200, body: `{"results":[{"id":"0","output":"x"}],"truncated":true}`, wantPermanent: true, wantScope: provider.ScopeBatch, wantText: "cut off"},
+		{name: "too long", status: 200, body: `{"results":[]}` + strings.Repeat(" ", 100), cfg: httpapi.Config{MaxResponseBytes: 50}, wantScope: provider.ScopeBatch, wantText: "exceeds 50 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -227,6 +239,9 @@ func TestErrors(t *testing.T) {
 				t.Fatal("Complete succeeded, want an error")
 			}
 			checkError(t, err, tt.wantPermanent, tt.wantStatus)
+			if got := provider.ScopeOf(err); got != tt.wantScope || errors.Is(err, provider.ErrUnknownModel) != tt.wantModel {
+				t.Errorf("error %v: scope %v, want %v; unknown model %v, want %v", err, got, tt.wantScope, !tt.wantModel, tt.wantModel)
+			}
 			// The date has one-second resolution: allow for it.
 			if got := provider.RetryAfter(err); got > tt.wantRetryAfter || got < tt.wantRetryAfter-2*time.Second {
 				t.Errorf("RetryAfter = %v, want about %v", got, tt.wantRetryAfter)
@@ -275,6 +290,9 @@ func TestNetworkErrors(t *testing.T) {
 			t.Fatal("want an error")
 		}
 		checkError(t, err, false, 0)
+		if provider.ScopeOf(err) != provider.ScopeProvider {
+			t.Errorf("error %v: scope %v, want provider", err, provider.ScopeOf(err))
+		}
 		if strings.Contains(err.Error(), "pw-secret-42") {
 			t.Errorf("error %q contains the URL's password", err)
 		}
@@ -295,4 +313,53 @@ func TestNetworkErrors(t *testing.T) {
 		}
 		checkError(t, err, false, 0)
 	})
+}
+
+// TestOneRequest checks a batch of one request is that request's call: a
+// 4xx rejection and a truncated answer are its own, an outage and an
+// unknown model the whole call's.
+func TestOneRequest(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		status     int
+		body       string
+		wantOutput string
+		wantOwn    bool // a permanent ScopeRequest Result.Err
+		wantScope  provider.Scope
+	}{
+		{name: "truncated answer", status: 200, body: `{"results":[{"id":"0","output":"cut sh"}],"truncated":true}`, wantOutput: "cut sh"},
+		{name: "bad request", status: 400, body: `{"error":"input too strange"}`, wantOwn: true},
+		{name: "too large", status: 413, body: `{"error":"input too long"}`, wantOwn: true},
+		{name: "outage", status: 503, body: `{"error":"down"}`, wantScope: provider.ScopeProvider},
+		{name: "wrong token", status: 401, body: `{"error":"who are you"}`, wantScope: provider.ScopeProvider},
+		{name: "unknown model", status: 404, body: `{"error":"no model","code":"model_not_found"}`, wantScope: provider.ScopeUnknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p, err := httpapi.New(httpapi.Config{URL: serve(t, tt.status, nil, tt.body), Token: testToken})
+			if err != nil {
+				t.Fatal(err)
+			}
+			results, err := p.Complete(t.Context(), newBatch(1))
+			switch {
+			case tt.wantOutput != "":
+				if err != nil || len(results) != 1 || results[0].Err != nil || results[0].Output != tt.wantOutput {
+					t.Errorf("Complete = %+v, %v; want the cut-off output %q", results, err, tt.wantOutput)
+				}
+			case tt.wantOwn:
+				if err != nil || len(results) != 1 || results[0].Key != "0" {
+					t.Fatalf("Complete = %+v, %v; want the request's own error", results, err)
+				}
+				if e := results[0].Err; !provider.IsPermanent(e) || provider.ScopeOf(e) != provider.ScopeRequest || !strings.HasPrefix(e.Error(), "httpapi: post batch: ") {
+					t.Errorf("Err %v, want a permanent ScopeRequest error", e)
+				}
+			default:
+				if err == nil || results != nil || provider.ScopeOf(err) != tt.wantScope {
+					t.Errorf("Complete = %+v, %v; want the whole call's error, scope %v", results, err, tt.wantScope)
+				}
+			}
+		})
+	}
 }

@@ -2,15 +2,28 @@
 // (package provider/httpapi) in tests, in the manner of net/http/httptest.
 //
 // The fake implements the endpoint contract documented in package httpapi:
-// it accepts POST {"items":[{"id","input","instructions","model",
-// "max_output_tokens"}]} and answers {"results":[{"id","output","usage"}]},
-// with per-item {"id","error","retryable"} entries for items it refuses, and
-// {"error":"..."} bodies with the HTTP status for whole-call failures. It
-// answers deterministically: the output for an input is always
-// Answer(input).
+// it accepts POST {"max_output_tokens":N,"items":[{"id","input",
+// "instructions","model","max_output_tokens"}]} and answers
+// {"results":[{"id","output","usage"}],"truncated":false}, with per-item
+// {"id","error","retryable"} entries for items it refuses, "truncated": true
+// for an answer cut off at an output limit, and {"error":"..."} bodies with
+// the HTTP status for whole-call failures ({"error":"...","code":
+// "model_not_found"} with 404 for an unknown model). It answers
+// deterministically: the output for an input is always Answer(input).
 //
-// Behaviour controls (FailNext, SetDelay, DropItems, ...) are methods on
-// *Server and are safe to call while the server runs.
+// Behaviour controls are methods on *Server and are safe to call while the
+// server runs:
+//
+//   - answers: DropItems, OmitInput, RejectInput, Shuffle, RepeatIDs,
+//     SetResultsFunc, SetMalformedNext;
+//   - faults of real endpoints: SetOutputCap (an answer cut off, "truncated":
+//     true; a call's max_output_tokens is honoured too), RefuseInput (the
+//     item's own non-retryable "error"), RequireKey (401; the token may
+//     rotate), FailFor (an outage of 5xx for a while), HangFor (no answer
+//     for a while), FailNext and SetDelay;
+//   - unknown models (WithUnknownModels, and any model named "unknown...")
+//     get 404 model_not_found;
+//   - records: Calls, MaxConcurrent, CallSizes, Requests.
 package httpapitest
 
 import (
@@ -21,6 +34,8 @@ import (
 	"mime"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/aibatch/aibatch/provider/internal/fake"
@@ -59,6 +74,9 @@ type Usage struct {
 
 // Request is one decoded call, as Requests returns it.
 type Request struct {
+	// MaxOutputTokens is the call's top-level max_output_tokens; 0 when
+	// absent.
+	MaxOutputTokens int
 	// Items are the call's items in order.
 	Items []Item
 	// Header holds the call's HTTP headers.
@@ -74,25 +92,40 @@ type Server struct {
 	// "http://127.0.0.1:12345/v1/batch".
 	URL string
 
-	ts    *httptest.Server
-	token string // required bearer token; "" requires none
+	ts *httptest.Server
 
-	ctl      fake.Controls[Result]
-	requests fake.Log[Request]
+	ctl           fake.Controls[Result]
+	requests      fake.Log[Request]
+	unknownModels map[string]bool // models answered with 404 model_not_found
+
+	mu    sync.Mutex // guards token
+	token string     // required bearer token; "" requires none
 }
 
 // Option configures a Server at construction.
 type Option func(*Server)
 
 // WithToken makes the server require "Authorization: Bearer token"; other
-// calls get 401. By default no authorization is required.
+// calls get 401. By default no authorization is required. RequireKey
+// changes the token while the server runs.
 func WithToken(token string) Option {
 	return func(s *Server) { s.token = token }
 }
 
+// WithUnknownModels makes the server answer 404 {"error":...,"code":
+// "model_not_found"} for calls whose model is one of models, in addition to
+// every model whose name starts with "unknown".
+func WithUnknownModels(models ...string) Option {
+	return func(s *Server) {
+		for _, m := range models {
+			s.unknownModels[m] = true
+		}
+	}
+}
+
 // NewServer starts a fake endpoint on a loopback port. Call Close when done.
 func NewServer(opts ...Option) *Server {
-	s := &Server{}
+	s := &Server{unknownModels: map[string]bool{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -156,9 +189,61 @@ func (s *Server) SetResultsFunc(f func([]Result) []Result) { s.ctl.SetResultsFun
 // oldest first.
 func (s *Server) Requests() []Request { return s.requests.All() }
 
+// SetOutputCap makes the fake endpoint stop at its output limit in any call
+// carrying more than items items: the answer holds the results of the
+// first items items (as the endpoint produced them) and "truncated": true.
+// items <= 0 removes the cap.
+//
+// Whatever the cap, a call's own max_output_tokens is honoured: an answer
+// whose outputs are longer than it (counting a token per 4 bytes) holds the
+// results that fitted and "truncated": true. A call of one item is cut to
+// its own max_output_tokens, else the call's: its output is its first
+// max_output_tokens*4 bytes, with "truncated": true.
+func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
+
+// RefuseInput makes the fake model refuse every item whose input is input,
+// alone: its result is {"id","error":"refused: ...","retryable":false}
+// while the other items of the call are answered.
+func (s *Server) RefuseInput(input string) { s.ctl.RefuseInput(input) }
+
+// RequireKey makes the server require "Authorization: Bearer key" from now
+// on, as WithToken does at construction; "" requires none. Other calls get
+// 401 {"error":"invalid or missing bearer token"}. Call it again to rotate
+// the token.
+func (s *Server) RequireKey(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.token = key
+}
+
+// FailFor makes every call answer status with {"error":"..."} until d has
+// passed from now by the server's clock (time.Now): an outage. 429 answers
+// carry "Retry-After: 1". It replaces a failure set before; d <= 0 or
+// status 0 ends it. FailNext, when pending, is taken first.
+func (s *Server) FailFor(d time.Duration, status int) { s.ctl.FailFor(d, status) }
+
+// HangFor makes every call get no answer until d has passed from now by the
+// server's clock, or until the client gives up; a call still waiting when d
+// has passed is then answered as usual. d <= 0 ends the hang for calls that
+// arrive after.
+func (s *Server) HangFor(d time.Duration) { s.ctl.HangFor(d) }
+
+// CallSizes returns the number of items each call carried, oldest first,
+// for the calls that reached the model: past the token, failure and hang
+// controls, with a valid body and a known model.
+func (s *Server) CallSizes() []int { return s.ctl.CallSizes() }
+
+// authorized reports whether r carries the token RequireKey set.
+func (s *Server) authorized(r *http.Request) bool {
+	s.mu.Lock()
+	token := s.token
+	s.mu.Unlock()
+	return token == "" || r.Header.Get("Authorization") == "Bearer "+token
+}
+
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, fake.MaxBodyBytes))
-	if !s.ctl.Wait(r) {
+	if !s.ctl.Wait(r) || !s.ctl.Hang(r) {
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -166,11 +251,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "use POST")
 		return
 	}
-	if s.token != "" && r.Header.Get("Authorization") != "Bearer "+s.token {
+	if !s.authorized(r) {
 		writeError(w, http.StatusUnauthorized, "invalid or missing bearer token")
 		return
 	}
-	if status := s.ctl.TakeFailure(); status != 0 {
+	status := s.ctl.TakeFailure()
+	if status == 0 {
+		status = s.ctl.Failing()
+	}
+	if status != 0 {
 		if status == http.StatusTooManyRequests {
 			w.Header().Set("Retry-After", "1")
 		}
@@ -186,7 +275,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req struct {
-		Items []Item `json:"items"`
+		MaxOutputTokens int    `json:"max_output_tokens"`
+		Items           []Item `json:"items"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -194,7 +284,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body is not {\"items\":[...]}: "+err.Error())
 		return
 	}
-	s.requests.Add(Request{Items: req.Items, Header: r.Header.Clone(), Body: body})
+	s.requests.Add(Request{MaxOutputTokens: req.MaxOutputTokens, Items: req.Items, Header: r.Header.Clone(), Body: body})
 	if len(req.Items) == 0 {
 		writeError(w, http.StatusBadRequest, "items is empty")
 		return
@@ -205,16 +295,75 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if model := req.Items[0].Model; strings.HasPrefix(model, "unknown") || s.unknownModels[model] {
+		fake.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "model " + model + " not found", "code": "model_not_found"})
+		return
+	}
+	s.ctl.RecordSize(len(req.Items))
 
 	malformed := s.ctl.TakeMalformed()
-	fake.WriteAnswer(w, map[string][]Result{"results": answer(req.Items, s.ctl.Behaviour())}, malformed)
+	results := answer(req.Items, s.ctl.Behaviour(), s.ctl.Refused)
+	results, truncated := s.limit(req.Items, req.MaxOutputTokens, results)
+	fake.WriteAnswer(w, wireAnswer{Results: results, Truncated: truncated}, malformed)
 }
 
-// answer builds the results for items as b says.
-func answer(items []Item, b fake.Behaviour[Result]) []Result {
+// wireAnswer is a 2xx answer's body.
+type wireAnswer struct {
+	Results   []Result `json:"results"`
+	Truncated bool     `json:"truncated,omitempty"`
+}
+
+// limit cuts results, the answer to items, as SetOutputCap and the call's
+// max_output_tokens say, and reports whether it cut.
+func (s *Server) limit(items []Item, maxTokens int, results []Result) ([]Result, bool) {
+	if len(items) == 1 {
+		limit := items[0].MaxOutputTokens
+		if limit <= 0 {
+			limit = maxTokens
+		}
+		var cut bool
+		for i, r := range results {
+			if r.Output == nil {
+				continue
+			}
+			if out, c := fake.CutAnswer(*r.Output, 1, 0, false, int64(limit)); c {
+				results[i].Output, cut = &out, true
+				if u := results[i].Usage; u != nil {
+					results[i].Usage = &Usage{InputTokens: u.InputTokens, OutputTokens: fake.Tokens(len(out))}
+				}
+			}
+		}
+		return results, cut
+	}
+	keep := len(results)
+	if s.ctl.CutOff(len(items)) {
+		keep = min(keep, s.ctl.OutputCap())
+	}
+	if maxTokens > 0 {
+		var used int
+		for i, r := range results {
+			if r.Output != nil {
+				used += len(*r.Output)
+			}
+			if fake.OverLimit(used, int64(maxTokens)) {
+				keep = min(keep, i)
+				break
+			}
+		}
+	}
+	if keep < len(results) {
+		return results[:keep], true
+	}
+	return results, false
+}
+
+// answer builds the results for items as b and refused (RefuseInput) say.
+func answer(items []Item, b fake.Behaviour[Result], refused func(...string) bool) []Result {
 	results := make([]Result, 0, len(items))
 	for _, it := range items[:b.Kept(len(items))] {
 		switch retryable, rejected := b.Reject[it.Input]; {
+		case refused(it.Input):
+			results = append(results, Result{ID: it.ID, Error: "refused: the model declined to answer this input"})
 		case rejected:
 			results = append(results, Result{ID: it.ID, Error: "rejected by the fake endpoint", Retryable: retryable})
 		case !b.Omit[it.Input]:

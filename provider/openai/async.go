@@ -40,16 +40,17 @@ const (
 // It uploads a JSONL file (purpose "batch") with one line per request:
 // custom_id is the request's Key and body is the plain Chat Completions
 // request ModeSingle would send (model, Instructions as system message,
-// Input as user message, max_completion_tokens when MaxOutputTokens is set).
+// Input as user message, max_completion_tokens from the request's
+// MaxOutputTokens, else b.MaxOutputTokens, left out when both are 0).
 // It then creates the batch on JobEndpoint with completion window "24h" and
 // metadata JobMetadataKey = b.ID.
 //
-// Errors wrap an *provider.Error classified like Complete's (HTTP 4xx other
-// than 408, 409, 425 and 429 permanent, the rest transient) and never contain
-// the API key. A Provider not built in ModeAsync, a batch with no requests
-// or no model: permanent, before any call. Should the upload succeed and the
-// batch creation fail, the uploaded file is left to expire with OpenAI's
-// retention.
+// Errors wrap an *provider.Error classified like Complete's (401, 402, 403,
+// 408, 409, 425, 429, 5xx and no answer transient, ScopeProvider; other 4xx
+// permanent) and never contain the API key. A Provider not built in
+// ModeAsync, a batch with no requests or no model: permanent, before any
+// call. Should the upload succeed and the batch creation fail, the uploaded
+// file is deleted (best effort: see FileDeleteFailures).
 func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, error) {
 	if err := p.validateJob(b); err != nil {
 		return "", fmt.Errorf("openai: submit batch job: %w", err)
@@ -82,7 +83,9 @@ func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, err
 	raw = nil
 	job, err := p.batches.New(ctx, params, option.WithResponseInto(&raw))
 	if err != nil {
-		return "", p.redact(fmt.Errorf("openai: submit batch job: create batch for file %s: %w", file.ID, callError(ctx, err, raw)))
+		cerr := callError(ctx, err, raw)
+		p.deleteFile(ctx, file.ID)
+		return "", p.redact(fmt.Errorf("openai: submit batch job: create batch for file %s: %w", file.ID, cerr))
 	}
 	if job.ID == "" {
 		return "", fmt.Errorf("openai: submit batch job: create batch for file %s: %w", file.ID, provider.Transient(errors.New("answer has no batch id")))
@@ -128,15 +131,27 @@ func jobInput(b provider.Batch) ([]byte, error) {
 // for a custom_id wins):
 //   - a line with response.status_code 200 is answered with the content of
 //     its chat completion and the line's usage; a refusal is a permanent
-//     Result.Err, an answer without choices a transient one;
+//     ScopeRequest Result.Err, an answer without choices a transient one;
 //   - a line with another status is that request's Result.Err, classified
-//     like a failed Complete (4xx permanent except 408, 409, 425 and 429,
-//     the rest transient), with StatusCode;
+//     like a plain call's failure (a 4xx rejection permanent, ScopeRequest;
+//     404 model_not_found wrapping provider.ErrUnknownModel; 401, 403,
+//     408, 409, 425, 429 and 5xx transient, ScopeProvider), with
+//     StatusCode;
 //   - a line with code "batch_expired" or "batch_cancelled" (a request the
 //     job never ran), and a request with no line at all, are left out: the
 //     caller retries them. A failed batch (its input was refused) has no
 //     lines, so all its requests are left out;
-//   - any other error line is a transient Result.Err.
+//   - any other error line is a transient ScopeRequest Result.Err.
+//
+// A batch that ended failed, expired or cancelled is Failed: the requests
+// it left out were never run, and Errors says why: the batch's own errors
+// (errors.data: code, message, input line) for a failed batch, and the
+// number of requests an expired or cancelled one never ran, each shortened
+// and without the API key (at most maxJobErrors of them).
+//
+// Once the batch is done, its input file is deleted (best effort: a
+// failure is counted by FileDeleteFailures, never returned; a file already
+// gone is not a failure).
 //
 // State is the batch's status. Errors concern the poll, not the requests:
 // the Provider not built in ModeAsync (permanent), a failed call (classified
@@ -156,18 +171,76 @@ func (p *Provider) PollJob(ctx context.Context, jobID string) (provider.JobStatu
 		return st, nil
 	}
 	seen := map[string]bool{}
+	var notRun int
 	for _, fileID := range []string{job.OutputFileID, job.ErrorFileID} {
 		if fileID == "" {
 			continue
 		}
-		results, err := p.readJobFile(ctx, jobID, fileID, seen)
+		results, err := p.readJobFile(ctx, jobID, fileID, seen, &notRun)
 		if err != nil {
 			return provider.JobStatus{}, p.redact(fmt.Errorf("openai: poll batch job %q: %w", jobID, err))
 		}
 		st.Results = append(st.Results, results...)
 	}
+	st.Failed = job.Status != openai.BatchStatusCompleted
+	if st.Failed {
+		st.Errors = p.jobErrors(job, notRun)
+	}
+	if job.InputFileID != "" {
+		p.deleteFile(ctx, job.InputFileID)
+	}
 	return st, nil
 }
+
+// maxJobErrors bounds JobStatus.Errors.
+const maxJobErrors = 10
+
+// jobErrors says why job, which ended without answering every request,
+// did so; notRun is how many of its requests it never ran.
+func (p *Provider) jobErrors(job *openai.Batch, notRun int) []string {
+	var errs []string
+	for i, e := range job.Errors.Data {
+		if i == maxJobErrors-1 && len(job.Errors.Data) > maxJobErrors {
+			errs = append(errs, fmt.Sprintf("... and %d more errors", len(job.Errors.Data)-i))
+			break
+		}
+		msg := shorten(e.Message)
+		if e.Code != "" {
+			msg = shorten(e.Code) + ": " + msg
+		}
+		if e.Line > 0 {
+			msg = fmt.Sprintf("input line %d: %s", e.Line, msg)
+		}
+		errs = append(errs, p.redactor.RedactString(msg))
+	}
+	switch {
+	case job.Status == openai.BatchStatusExpired:
+		errs = append(errs, fmt.Sprintf("%s: %d requests not run before the 24h completion window ended", codeBatchExpired, notRun))
+	case job.Status == openai.BatchStatusCancelled:
+		errs = append(errs, fmt.Sprintf("%s: %d requests not run", codeBatchCancelled, notRun))
+	case len(errs) == 0:
+		errs = append(errs, "the batch failed without saying why")
+	}
+	return errs
+}
+
+// deleteFile deletes the uploaded file fileID, best effort: a failure is
+// counted by FileDeleteFailures; a file already gone (404) is not one.
+func (p *Provider) deleteFile(ctx context.Context, fileID string) {
+	var raw *http.Response
+	if _, err := p.files.Delete(ctx, fileID, option.WithResponseInto(&raw)); err != nil {
+		if callError(ctx, err, raw).StatusCode != http.StatusNotFound {
+			p.fileDeleteFailures.Add(1)
+		}
+	}
+}
+
+// FileDeleteFailures returns how many deletions of a job's input file
+// (after the job ended, or after its creation failed) have failed since the
+// Provider was built. Deletion is best effort: such a file stays until
+// OpenAI's retention removes it, and counts against the organization's
+// storage meanwhile. A caller may export the count as a metric.
+func (p *Provider) FileDeleteFailures() int64 { return p.fileDeleteFailures.Load() }
 
 // jobDone reports whether a batch in status s will change no more.
 func jobDone(s openai.BatchStatus) bool {
@@ -208,8 +281,9 @@ func (e lineError) String() string {
 }
 
 // readJobFile downloads one output or error file of job jobID and returns a
-// result per line whose custom_id is not in seen yet, adding it to seen.
-func (p *Provider) readJobFile(ctx context.Context, jobID, fileID string, seen map[string]bool) ([]provider.Result, error) {
+// result per line whose custom_id is not in seen yet, adding it to seen; it
+// adds the lines of requests the job never ran to *notRun.
+func (p *Provider) readJobFile(ctx context.Context, jobID, fileID string, seen map[string]bool, notRun *int) ([]provider.Result, error) {
 	var raw *http.Response
 	resp, err := p.files.Content(ctx, fileID, option.WithResponseInto(&raw))
 	if err != nil {
@@ -236,6 +310,7 @@ func (p *Provider) readJobFile(ctx context.Context, jobID, fileID string, seen m
 		seen[line.CustomID] = true
 		r, ok := lineResult(line)
 		if !ok {
+			*notRun++
 			continue
 		}
 		if r.Err != nil {
@@ -253,7 +328,7 @@ func lineResult(line outputLine) (provider.Result, bool) {
 	case line.Response != nil && line.Response.StatusCode == http.StatusOK:
 		var resp openai.ChatCompletion
 		if err := json.Unmarshal(line.Response.Body, &resp); err != nil {
-			r.Err = provider.Transient(fmt.Errorf("parse answer: %w", err))
+			r.Err = requestError(false, fmt.Errorf("parse answer: %w", err))
 			return r, true
 		}
 		r.Output, r.Usage, r.Err = singleAnswer(&resp)
@@ -263,17 +338,19 @@ func lineResult(line outputLine) (provider.Result, bool) {
 			Error *lineError `json:"error"`
 		}
 		cause := fmt.Errorf("request answered HTTP %d", status)
+		var code string
 		if json.Unmarshal(line.Response.Body, &body) == nil && body.Error != nil {
 			cause = fmt.Errorf("request answered HTTP %d: %s", status, body.Error)
+			code = body.Error.Code
 		}
-		r.Err = httpcall.StatusError(status, nil, cause)
+		r.Err, _ = httpcall.Plain(classify(status, nil, code, cause))
 	case line.Error != nil:
 		if line.Error.Code == codeBatchExpired || line.Error.Code == codeBatchCancelled {
 			return r, false
 		}
-		r.Err = provider.Transient(fmt.Errorf("request failed: %s", *line.Error))
+		r.Err = &provider.Error{Scope: provider.ScopeRequest, Err: fmt.Errorf("request failed: %s", *line.Error)}
 	default:
-		r.Err = provider.Transient(errors.New("output line has neither response nor error"))
+		r.Err = requestError(false, errors.New("output line has neither response nor error"))
 	}
 	return r, true
 }

@@ -152,7 +152,7 @@ func TestJobLineErrors(t *testing.T) {
 		wantPermanent bool
 	}{
 		{http.StatusBadRequest, true},
-		{http.StatusUnauthorized, true},
+		{http.StatusUnauthorized, false},
 		{http.StatusNotFound, true},
 		{http.StatusUnprocessableEntity, true},
 		{http.StatusRequestTimeout, false},
@@ -227,11 +227,102 @@ func TestJobFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := pollDone(t, p, id)
-	if st.State != "failed" || len(st.Results) != 0 {
-		t.Errorf("PollJob = %+v, want state failed and no results", st)
+	if st.State != "failed" || len(st.Results) != 0 || !st.Failed {
+		t.Errorf("PollJob = %+v, want state failed, Failed and no results", st)
+	}
+	if len(st.Errors) != 1 || !strings.Contains(st.Errors[0], "duplicate_custom_id") || !strings.Contains(st.Errors[0], "input line 2") {
+		t.Errorf("Errors = %q, want the input file's error with its line", st.Errors)
 	}
 	if srv.Jobs() != 1 {
 		t.Errorf("fake has %d jobs, want 1", srv.Jobs())
+	}
+}
+
+// A job OpenAI fails while it runs (FailJob: the enqueued token limit) is
+// Failed with the API's reason; its input file is deleted once it ended.
+func TestJobFailedWhileRunning(t *testing.T) {
+	t.Parallel()
+	srv, p := asyncSetup(t)
+	id, err := p.SubmitJob(t.Context(), provider.Batch{Model: "gpt-test", Requests: []provider.Request{{Key: "0", Input: "a"}, {Key: "1", Input: "b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.FailJob(id); err != nil {
+		t.Fatal(err)
+	}
+	st := pollDone(t, p, id)
+	if st.State != "failed" || !st.Failed || len(st.Results) != 0 {
+		t.Errorf("PollJob = %+v, want failed with no results", st)
+	}
+	if len(st.Errors) != 1 || !strings.HasPrefix(st.Errors[0], "token_limit_exceeded: Enqueued token limit reached") {
+		t.Errorf("Errors = %q, want the batch's error", st.Errors)
+	}
+	if err := srv.FailJob(id); err == nil {
+		t.Error("FailJob of a failed job: nil error")
+	}
+	if len(srv.DeletedFiles()) != 1 {
+		t.Errorf("deleted files %v, want the input file", srv.DeletedFiles())
+	}
+}
+
+// Once a job has ended, its input file is deleted (a later poll finds it
+// gone, which is no failure); the output file stays, so that a later poll
+// reads the results again. A failed deletion is counted, not returned.
+func TestJobInputFileDeleted(t *testing.T) {
+	t.Parallel()
+	srv, p := asyncSetup(t)
+	b := provider.Batch{Model: "gpt-test", Requests: []provider.Request{{Key: "0", Input: "a"}, {Key: "1", Input: "b"}}}
+	id, err := p.SubmitJob(t.Context(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.PollJob(t.Context(), id); err != nil || st.Done {
+		t.Fatalf("PollJob = %+v, %v; want running", st, err)
+	}
+	if got := srv.DeletedFiles(); got != nil {
+		t.Fatalf("files deleted while the job runs: %v", got)
+	}
+	srv.CompleteJobs()
+	for range 2 {
+		st := pollDone(t, p, id)
+		if st.Failed || st.Errors != nil || len(st.Results) != 2 {
+			t.Errorf("PollJob = %+v, want 2 results, not Failed", st)
+		}
+	}
+	deleted := srv.DeletedFiles()
+	if len(deleted) != 1 || srv.HasFile(deleted[0]) {
+		t.Fatalf("deleted files %v, want the input file once", deleted)
+	}
+	if req := srv.JobRequests(id); len(req) != 2 {
+		t.Errorf("job requests %v", req)
+	}
+	if p.FileDeleteFailures() != 0 {
+		t.Errorf("FileDeleteFailures = %d, want 0 (a file already gone is no failure)", p.FileDeleteFailures())
+	}
+
+	// A deletion that fails is counted, and the poll still succeeds.
+	id, err = p.SubmitJob(t.Context(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.CompleteJobs()
+	var calls atomic.Int64
+	failDelete := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.Method == http.MethodDelete {
+			calls.Add(1)
+			return &http.Response{StatusCode: http.StatusInternalServerError, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	q, err := openai.New(openai.Config{APIKey: testKey, BaseURL: srv.URL, Mode: openai.ModeAsync, HTTPClient: &http.Client{Transport: failDelete}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := pollDone(t, q, id); len(st.Results) != 2 {
+		t.Errorf("PollJob = %+v, want the results despite the failed deletion", st)
+	}
+	if calls.Load() != 1 || q.FileDeleteFailures() != 1 {
+		t.Errorf("%d deletions tried, FileDeleteFailures = %d; want 1 and 1", calls.Load(), q.FileDeleteFailures())
 	}
 }
 
@@ -318,6 +409,9 @@ func TestSubmitJobCreateFails(t *testing.T) {
 	}
 	if srv.Jobs() != 0 {
 		t.Errorf("fake has %d jobs, want 0", srv.Jobs())
+	}
+	if deleted := srv.DeletedFiles(); len(deleted) != 1 || srv.HasFile(deleted[0]) {
+		t.Errorf("deleted files %v, want the uploaded input file", deleted)
 	}
 }
 

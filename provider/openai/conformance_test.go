@@ -31,6 +31,7 @@ func TestConformance(t *testing.T) {
 				Name:          "openai",
 				Mode:          tt.pt,
 				PerItemErrors: false, // a strict json_schema answer has no per-item error
+				IDEnum:        true,
 				Concurrency:   concurrency,
 				Secret:        testKey,
 				Answer:        openaitest.Answer,
@@ -43,9 +44,19 @@ func TestConformance(t *testing.T) {
 					}
 					return p, srv
 				},
+				Sent: sent,
 			})
 		})
 	}
+}
+
+// sent reads what the fake's chat completion calls asked for.
+func sent(f providertest.Fake) []providertest.Call {
+	var calls []providertest.Call
+	for _, r := range f.(*openaitest.Server).Requests() {
+		calls = append(calls, providertest.Call{IDs: r.IDEnum, MaxOutputTokens: int(r.MaxCompletionTokens)})
+	}
+	return calls
 }
 
 func TestAsyncConformance(t *testing.T) {

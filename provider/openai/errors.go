@@ -17,30 +17,51 @@ import (
 // Check it with errors.Is.
 var ErrNotAsync = errors.New("the provider was not built with Mode async")
 
-// callError classifies the error of a Chat Completions call. raw is the HTTP
-// response when there was one.
+// Error codes of OpenAI's error JSON that classify a call's failure beyond
+// its status.
+const (
+	codeModelNotFound   = "model_not_found"
+	codeContextTooLarge = "context_length_exceeded"
+)
+
+// callError classifies the error of a Chat Completions, Files or Batches
+// call (see Complete). raw is the HTTP response when there was one.
 func callError(ctx context.Context, err error, raw *http.Response) *provider.Error {
 	if pe := httpcall.Interrupted(ctx, err); pe != nil {
 		return pe
 	}
 	var status int
 	var header http.Header
+	var code string
 	var apiErr *openai.Error
 	switch {
 	case errors.As(err, &apiErr):
-		status = apiErr.StatusCode
+		status, code = apiErr.StatusCode, apiErr.Code
 		if apiErr.Response != nil {
 			header = apiErr.Response.Header
 		}
-		if apiErr.Code != "" {
+		if code != "" {
 			// Code is a fixed identifier; Message may quote the key.
-			err = fmt.Errorf("%w (code %s)", err, apiErr.Code)
+			err = fmt.Errorf("%w (code %s)", err, code)
 		}
 	case raw != nil && raw.StatusCode >= 400:
 		// An error body that is not OpenAI's error JSON.
 		status, header = raw.StatusCode, raw.Header
 	}
-	return httpcall.StatusError(status, header, err)
+	return classify(status, header, code, err)
+}
+
+// classify is the *provider.Error of a call answered with status and the
+// error code code (either may be empty), whose cause is err.
+func classify(status int, header http.Header, code string, err error) *provider.Error {
+	pe := httpcall.StatusError(status, header, err)
+	switch {
+	case status == http.StatusNotFound && code == codeModelNotFound:
+		return httpcall.UnknownModel(pe)
+	case status == http.StatusBadRequest && code == codeContextTooLarge:
+		return httpcall.BatchError(pe)
+	}
+	return pe
 }
 
 // permanentStatus reports whether retrying a call answered with status

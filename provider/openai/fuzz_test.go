@@ -43,6 +43,9 @@ func checkParsed(t *testing.T, b provider.Batch, results []provider.Result, err 
 		if n := len(err.Error()); n > maxParseErrorBytes {
 			t.Fatalf("parse error is %d bytes, over %d: %.200q", n, maxParseErrorBytes, err)
 		}
+		if provider.ScopeOf(err) != provider.ScopeBatch {
+			t.Fatalf("parse error %v: scope %v, want batch (the combined answer failed as a whole)", err, provider.ScopeOf(err))
+		}
 		return
 	}
 	keys := make(map[string]bool, len(b.Requests))
@@ -69,8 +72,8 @@ func checkParsed(t *testing.T, b provider.Batch, results []provider.Result, err 
 
 // FuzzParseAnswer feeds parseAnswer a first choice with any content,
 // finish_reason and refusal: it never panics, a refusal or a cut-off answer
-// is always an error, an accepted content is valid JSON, and checkParsed
-// holds.
+// is always a permanent error, an accepted content is valid JSON, and
+// checkParsed holds (every error is ScopeBatch).
 func FuzzParseAnswer(f *testing.F) {
 	f.Add(`{"results":[{"id":"0","output":"a"}]}`, "stop", "", uint8(0))
 	f.Add(`{"results":[{"id":"1","output":"b"},{"id":"0","output":null}]}`, "stop", "", uint8(1))
@@ -89,11 +92,11 @@ func FuzzParseAnswer(f *testing.F) {
 		}}}
 		results, err := parseAnswer(b, resp)
 		checkParsed(t, b, results, err)
-		if refusal != "" && err == nil {
-			t.Fatalf("refusal %q accepted", refusal)
+		if refusal != "" && !provider.IsPermanent(err) {
+			t.Fatalf("refusal %q gave %v, want a permanent error", refusal, err)
 		}
-		if finishReason == "length" && err == nil {
-			t.Fatal("an answer cut off by finish_reason length was accepted")
+		if finishReason == "length" && !provider.IsPermanent(err) {
+			t.Fatalf("an answer cut off by finish_reason length gave %v, want a permanent error", err)
 		}
 		if err == nil && !json.Valid([]byte(content)) {
 			t.Fatalf("content that is not JSON accepted: %q", content)

@@ -1,24 +1,31 @@
 // Package openai implements provider.Provider on OpenAI's Chat Completions
 // API through the official SDK (github.com/openai/openai-go/v3).
 //
-// In ModeCombined (the default) a whole batch goes out as one call. The
-// system message carries the batch's Instructions followed by a short fixed
-// line that explains the answer format; the user message is the JSON
-// {"items":[{"id":Key,"input":Input}]}; response_format is a strict
-// json_schema named "batch_results" that makes the model answer
-// {"results":[{"id":...,"output":...}]}. This answer has no way to refuse one
-// item alone: an item the model leaves out is simply missing from the
-// results, and the caller retries it.
+// In ModeCombined (the default) a batch of several requests goes out as one
+// call. The system message carries the batch's Instructions followed by a
+// short fixed line that explains the answer format; the user message is the
+// JSON {"items":[{"id":Key,"input":Input}]}; response_format is a strict
+// json_schema named "batch_results", built for the call, that makes the
+// model answer {"results":[{"id":...,"output":...}]} with every id one of
+// the batch's keys (an "enum"), so the model cannot invent ids. This answer
+// has no way to refuse one item alone: an item the model leaves out is
+// simply missing from the results, and the caller retries it.
 //
-// In ModeSingle every request is its own plain call (system message =
-// Instructions when set, user message = Input, no response_format), up to
-// Config.Concurrency at once; the answer's text is the request's output, and
-// a failed call is that request's Result.Err.
+// A batch of one request, in any mode, and every request in ModeSingle, is
+// a plain call (system message = Instructions when set, user message =
+// Input, no response_format): its answer's text is the request's output, a
+// refusal or a rejection is that request's own Result.Err (ScopeRequest),
+// and an answer cut off at the output limit is still its answer. ModeSingle
+// makes up to Config.Concurrency such calls at once.
 //
 // In ModeAsync a batch becomes one Batch API job (see SubmitJob): a JSONL
 // file with one plain Chat Completions request per line, the same request
 // ModeSingle would send, answered within 24 hours at about half the price.
 // Complete then behaves as in ModeCombined.
+//
+// Every error is a *provider.Error that says whose failure it is (Scope):
+// see Complete. MaxOutputTokens reports the output limit of the models this
+// package knows (provider.OutputLimiter).
 //
 // The package reads no environment variables: everything comes from Config.
 package openai
@@ -30,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -43,8 +51,49 @@ import (
 // SchemaName is the name of the json_schema response format of a batch call.
 const SchemaName = "batch_results"
 
-// batchSchema is the strict JSON schema of a batch answer.
-const batchSchema = `{"type":"object","properties":{"results":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"output":{"type":"string"}},"required":["id","output"],"additionalProperties":false}}},"required":["results"],"additionalProperties":false}`
+// Limits of a strict json_schema on enums: at most maxEnumValues values,
+// and when there are more than longEnumValues, at most maxEnumChars
+// characters in all. A batch over them is sent without the enum of ids.
+const (
+	maxEnumValues  = 1000
+	longEnumValues = 250
+	maxEnumChars   = 15000
+)
+
+// batchSchema is the strict JSON schema of the answer to a call for
+// requests: {"results":[{"id":...,"output":...}]}, the id restricted to the
+// requests' keys (an "enum") when the API's limits on enums allow.
+func batchSchema(requests []provider.Request) json.RawMessage {
+	id := map[string]any{"type": "string"}
+	var chars int
+	keys := make([]string, len(requests))
+	for i, r := range requests {
+		keys[i] = r.Key
+		chars += len(r.Key)
+	}
+	if n := len(keys); n <= maxEnumValues && (n <= longEnumValues || chars <= maxEnumChars) {
+		id["enum"] = keys
+	}
+	schema := map[string]any{
+		"type": "object",
+		"properties": map[string]any{"results": map[string]any{
+			"type": "array",
+			"items": map[string]any{
+				"type":                 "object",
+				"properties":           map[string]any{"id": id, "output": map[string]any{"type": "string"}},
+				"required":             []string{"id", "output"},
+				"additionalProperties": false,
+			},
+		}},
+		"required":             []string{"results"},
+		"additionalProperties": false,
+	}
+	raw, err := json.Marshal(schema)
+	if err != nil {
+		panic(err) // strings, maps and bools only
+	}
+	return raw
+}
 
 // formatLine ends every system message: it tells the model what the user
 // message holds and how to answer it.
@@ -61,8 +110,11 @@ type Provider struct {
 	files       openai.FileService
 	batches     openai.BatchService
 	redact      func(error) error // hides the API key in an error message
+	redactor    httpcall.Redactor // the same, for strings
 	mode        Mode
 	concurrency int
+
+	fileDeleteFailures atomic.Int64 // see FileDeleteFailures
 }
 
 // New returns a Provider for cfg, or an error if cfg is not valid. The SDK's
@@ -90,11 +142,13 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 	reqOpts = append(reqOpts, o.requestOptions...)
 	// The New*Service constructors, unlike openai.NewClient, do not read
 	// OPENAI_* environment variables.
+	redactor := httpcall.NewRedactor(cfg.APIKey)
 	p := &Provider{
 		chat:        openai.NewChatCompletionService(reqOpts...),
 		files:       openai.NewFileService(reqOpts...),
 		batches:     openai.NewBatchService(reqOpts...),
-		redact:      httpcall.NewRedactor(cfg.APIKey).Redact,
+		redact:      redactor.Redact,
+		redactor:    redactor,
 		mode:        cfg.Mode,
 		concurrency: cfg.Concurrency,
 	}
@@ -115,40 +169,50 @@ func (p *Provider) Mode() Mode { return p.mode }
 
 // Complete sends b as the Provider's Mode says.
 //
-// ModeCombined and ModeAsync make one Chat Completions call for b and return
-// one result per item the model answered, in the answer's order.
-//
-// max_completion_tokens is sent only when some request sets MaxOutputTokens;
-// it is then the sum of MaxOutputTokens over the batch (requests without a
-// cap add nothing and share that budget).
-//
+// ModeCombined and ModeAsync make one Chat Completions call for a batch of
+// several requests and return one result per item the model answered, in
+// the answer's order. max_completion_tokens is b.MaxOutputTokens, the
+// call's planned budget, and is not sent when 0 (the model's default).
 // Answers are matched to requests by id, in any order. Ids that are not in
-// the batch are ignored, and so is every answer to an id after the first one.
-// Requests the answer leaves out are absent from the results (the caller
-// retries them). The call's prompt and completion tokens are split evenly
-// over the returned results with provider.Usage.Split; when no result is
-// returned the usage is dropped.
+// the batch are ignored, and so is every answer to an id after the first
+// one. Requests the answer leaves out are absent from the results (the
+// caller retries them). The call's prompt and completion tokens are split
+// evenly over the returned results with provider.Usage.Split; when no result
+// is returned the usage is dropped.
 //
-// Errors concern the whole batch, wrap an *provider.Error, and never contain
-// the API key:
-//   - HTTP 400, 401, 403, 404 (e.g. model_not_found), 422 and other 4xx
-//     except 408, 409, 425 and 429: permanent, with StatusCode.
-//   - HTTP 408, 409, 425, 429, 5xx, network errors: transient, with
-//     StatusCode when there was one and RetryAfter from the retry-after-ms or
-//     Retry-After (seconds or HTTP date) header.
-//   - A refusal, finish_reason "length", or content that is not the expected
-//     JSON: transient.
-//   - ctx ending: transient, wrapping ctx.Err().
+// A combined call's errors concern the whole batch, wrap an
+// *provider.Error, and never contain the API key:
+//   - no answer (network error, ctx ending: wrapping ctx.Err()), HTTP 401,
+//     402, 403, 408, 409, 425, 429 and 5xx: transient, ScopeProvider, with
+//     StatusCode when there was one and RetryAfter from the retry-after-ms
+//     or Retry-After (seconds or HTTP date) header.
+//   - HTTP 404 with code model_not_found: permanent, ScopeUnknown, wrapping
+//     provider.ErrUnknownModel.
+//   - HTTP 400 with code context_length_exceeded, and HTTP 413: permanent,
+//     ScopeBatch (the call is too large; smaller ones may pass).
+//   - other 4xx (400, 404, 422, ...): permanent, ScopeUnknown.
+//   - an answer cut off (finish_reason "length"), a refusal (message.refusal
+//     set, or finish_reason "content_filter"): permanent, ScopeBatch.
+//   - an answer without choices, or content that is not the expected JSON:
+//     transient, ScopeBatch.
 //
-// ModeSingle makes one call per request, at most Config.Concurrency at once,
-// and returns one result per request, in request order. A
-// failed call is its request's Result.Err, classified as above, with two
-// differences: a refusal is permanent (the model refused that prompt alone),
-// and finish_reason "length" is not an error (the output is what fitted in
-// the request's MaxOutputTokens). An answer with no choices is a transient
-// Result.Err. Each result carries its own call's usage. Complete returns an
-// error only when the batch has no model, or when ctx ended before any call
-// succeeded (transient, wrapping ctx.Err()).
+// A batch of one request, and ModeSingle, make one plain call per request,
+// at most Config.Concurrency at once, and return one result per request,
+// in request order. A plain call's max_completion_tokens is the request's
+// MaxOutputTokens, or b.MaxOutputTokens when the request sets none. Its
+// answer is the request's Output even when cut off (finish_reason
+// "length"). A refusal (message.refusal, finish_reason "content_filter")
+// and the permanent errors above other than an unknown model (400, 413,
+// 422, ...) are that request's Result.Err, permanent, ScopeRequest; an
+// answer with no choices is a transient ScopeRequest Result.Err. The other
+// errors (ScopeProvider ones, an unknown model) concern more than one
+// request: Complete returns the first of them as its error when no call
+// succeeded and none failed with ScopeRequest (so a one-request batch whose
+// call met a 500, a 401 or an unknown model fails as a whole); otherwise
+// each is its request's Result.Err. Each result carries its own call's
+// usage.
+//
+// A batch with no model fails at once, permanent.
 func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	if len(b.Requests) == 0 {
 		return nil, nil
@@ -156,7 +220,7 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	if b.Model == "" {
 		return nil, fmt.Errorf("openai: chat completion: %w", provider.Permanent(errors.New("batch has no model")))
 	}
-	if p.mode == ModeSingle {
+	if p.mode == ModeSingle || len(b.Requests) == 1 {
 		return p.completeSingle(ctx, b)
 	}
 	params, err := newParams(b)
@@ -170,7 +234,7 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	}
 	results, err := parseAnswer(b, resp)
 	if err != nil {
-		return nil, p.redact(fmt.Errorf("openai: chat completion: %w", provider.Transient(err)))
+		return nil, p.redact(fmt.Errorf("openai: chat completion: %w", err))
 	}
 	usage := provider.Usage{InputTokens: resp.Usage.PromptTokens, OutputTokens: resp.Usage.CompletionTokens}
 	for i, u := range usage.Split(len(results)) {
@@ -186,10 +250,8 @@ func newParams(b provider.Batch) (openai.ChatCompletionNewParams, error) {
 		Input string `json:"input"`
 	}
 	items := make([]item, len(b.Requests))
-	var maxTokens int64
 	for i, r := range b.Requests {
 		items[i] = item{ID: r.Key, Input: r.Input}
-		maxTokens += int64(max(r.MaxOutputTokens, 0))
 	}
 	var user bytes.Buffer
 	enc := json.NewEncoder(&user)
@@ -215,35 +277,45 @@ func newParams(b provider.Batch) (openai.ChatCompletionNewParams, error) {
 				JSONSchema: shared.ResponseFormatJSONSchemaJSONSchemaParam{
 					Name:   SchemaName,
 					Strict: openai.Bool(true),
-					Schema: json.RawMessage(batchSchema),
+					Schema: batchSchema(b.Requests),
 				},
 			},
 		},
 	}
-	if maxTokens > 0 {
-		params.MaxCompletionTokens = openai.Int(maxTokens)
+	if b.MaxOutputTokens > 0 {
+		params.MaxCompletionTokens = openai.Int(int64(b.MaxOutputTokens))
 	}
 	return params, nil
 }
 
-// parseAnswer matches the answer's results to b's requests.
+// parseAnswer matches the answer's results to b's requests. Its errors are
+// ScopeBatch *provider.Errors: permanent for a refusal or an answer cut off,
+// transient for an answer without choices or content that is not the
+// expected JSON.
 func parseAnswer(b provider.Batch, resp *openai.ChatCompletion) ([]provider.Result, error) {
 	if resp == nil || len(resp.Choices) == 0 {
-		return nil, errors.New("answer has no choices")
+		return nil, batchError(false, errors.New("answer has no choices"))
 	}
 	choice := resp.Choices[0]
-	if r := choice.Message.Refusal; r != "" {
-		return nil, fmt.Errorf("model refused the batch: %q", shorten(r))
-	}
-	if choice.FinishReason == "length" {
-		return nil, errors.New("answer cut off (finish_reason length)")
+	switch {
+	case choice.Message.Refusal != "":
+		return nil, batchError(true, fmt.Errorf("model refused the batch: %q", shorten(choice.Message.Refusal)))
+	case choice.FinishReason == "length":
+		return nil, batchError(true, errors.New("answer cut off at the output limit (finish_reason length)"))
+	case choice.FinishReason == "content_filter":
+		return nil, batchError(true, errors.New("answer withheld by the content filter (finish_reason content_filter)"))
 	}
 	results, err := combined.Results(b, []byte(choice.Message.Content))
 	switch {
 	case errors.Is(err, combined.ErrNoResults):
-		return nil, fmt.Errorf("parse answer content: %w", err)
+		return nil, batchError(false, fmt.Errorf("parse answer content: %w", err))
 	case err != nil:
-		return nil, fmt.Errorf("parse answer content (finish_reason %q): %w", shorten(string(choice.FinishReason)), err)
+		return nil, batchError(false, fmt.Errorf("parse answer content (finish_reason %q): %w", shorten(string(choice.FinishReason)), err))
 	}
 	return results, nil
+}
+
+// batchError is the ScopeBatch *provider.Error whose cause is err.
+func batchError(permanent bool, err error) *provider.Error {
+	return &provider.Error{Permanent: permanent, Scope: provider.ScopeBatch, Err: err}
 }

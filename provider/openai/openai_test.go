@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -229,14 +230,18 @@ func TestCompleteUsageSplit(t *testing.T) {
 
 func TestCompleteRequest(t *testing.T) {
 	t.Parallel()
+	// max_completion_tokens is the batch's planned budget, never the sum of
+	// the requests' caps.
 	tests := []struct {
 		name         string
 		instructions string
 		maxTokens    []int
+		budget       int
 		wantMax      int64
 	}{
-		{"instructions and caps", "Be terse.", []int{100, 0, 50}, 150},
-		{"no instructions, no caps", "", []int{0, 0}, 0},
+		{"instructions, caps and a budget", "Be terse.", []int{100, 0, 50}, 300, 300},
+		{"caps without a budget", "Be terse.", []int{100, 0, 50}, 0, 0},
+		{"no instructions, no caps", "", []int{0, 0}, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -244,6 +249,7 @@ func TestCompleteRequest(t *testing.T) {
 			tb := setup(t)
 			b := newBatch(len(tt.maxTokens))
 			b.Instructions = tt.instructions
+			b.MaxOutputTokens = tt.budget
 			for i, m := range tt.maxTokens {
 				b.Requests[i].MaxOutputTokens = m
 			}
@@ -276,6 +282,13 @@ func TestCompleteRequest(t *testing.T) {
 			if err := json.Unmarshal([]byte(req.Messages[1].Content), &user); err != nil {
 				t.Fatalf("user message is not the items JSON: %v", err)
 			}
+			var keys []string
+			for _, r := range b.Requests {
+				keys = append(keys, r.Key)
+			}
+			if !slices.Equal(req.IDEnum, keys) {
+				t.Errorf("the schema's enum of ids = %q, want the batch's keys %q", req.IDEnum, keys)
+			}
 			for i, it := range user.Items {
 				if it.ID != b.Requests[i].Key || it.Input != b.Requests[i].Input {
 					t.Errorf("item %d = %+v, want %+v", i, it, b.Requests[i])
@@ -293,25 +306,30 @@ func TestCompleteErrors(t *testing.T) {
 		arrange        func(*openaitest.Server)
 		model          string
 		wantPermanent  bool
+		wantScope      provider.Scope
 		wantStatus     int
 		wantRetryAfter time.Duration
 		wantText       string
 	}{
 		{name: "400", arrange: failNext(400), wantPermanent: true, wantStatus: 400},
-		{name: "401 injected", arrange: failNext(401), wantPermanent: true, wantStatus: 401},
-		{name: "401 wrong key", opts: []openaitest.Option{openaitest.WithAPIKey("sk-other")}, wantPermanent: true, wantStatus: 401, wantText: "invalid_api_key"},
-		{name: "403", arrange: failNext(403), wantPermanent: true, wantStatus: 403},
+		{name: "401 injected", arrange: failNext(401), wantScope: provider.ScopeProvider, wantStatus: 401},
+		{name: "401 wrong key", opts: []openaitest.Option{openaitest.WithAPIKey("sk-other")}, wantScope: provider.ScopeProvider, wantStatus: 401, wantText: "invalid_api_key"},
+		{name: "403", arrange: failNext(403), wantScope: provider.ScopeProvider, wantStatus: 403},
 		{name: "404 unknown model", model: "unknown-model", wantPermanent: true, wantStatus: 404, wantText: "model_not_found"},
 		{name: "404 listed unknown model", opts: []openaitest.Option{openaitest.WithUnknownModels("gpt-gone")}, model: "gpt-gone", wantPermanent: true, wantStatus: 404},
+		{name: "413", arrange: failNext(413), wantPermanent: true, wantScope: provider.ScopeBatch, wantStatus: 413},
 		{name: "422", arrange: failNext(422), wantPermanent: true, wantStatus: 422},
-		{name: "408", arrange: failNext(408), wantStatus: 408},
-		{name: "409", arrange: failNext(409), wantStatus: 409},
-		{name: "429", arrange: failNext(429), wantStatus: 429, wantRetryAfter: time.Second},
-		{name: "500", arrange: failNext(500), wantStatus: 500},
-		{name: "503", arrange: failNext(503), wantStatus: 503},
-		{name: "malformed JSON", arrange: func(s *openaitest.Server) { s.SetMalformedNext(1) }, wantText: "parse answer"},
-		{name: "refusal", arrange: func(s *openaitest.Server) { s.RefuseNext(1) }, wantText: "refused"},
-		{name: "finish_reason length", arrange: func(s *openaitest.Server) { s.TruncateNext(1) }, wantText: "length"},
+		{name: "408", arrange: failNext(408), wantScope: provider.ScopeProvider, wantStatus: 408},
+		{name: "409", arrange: failNext(409), wantScope: provider.ScopeProvider, wantStatus: 409},
+		{name: "429", arrange: failNext(429), wantScope: provider.ScopeProvider, wantStatus: 429, wantRetryAfter: time.Second},
+		{name: "500", arrange: failNext(500), wantScope: provider.ScopeProvider, wantStatus: 500},
+		{name: "503", arrange: failNext(503), wantScope: provider.ScopeProvider, wantStatus: 503},
+		{name: "outage", arrange: func(s *openaitest.Server) { s.FailFor(time.Hour, 502) }, wantScope: provider.ScopeProvider, wantStatus: 502},
+		{name: "malformed JSON", arrange: func(s *openaitest.Server) { s.SetMalformedNext(1) }, wantScope: provider.ScopeBatch, wantText: "parse answer"},
+		{name: "refusal", arrange: func(s *openaitest.Server) { s.RefuseNext(1) }, wantPermanent: true, wantScope: provider.ScopeBatch, wantText: "refused"},
+		{name: "refused input", arrange: func(s *openaitest.Server) { s.RefuseInput(newBatch(3).Requests[1].Input) }, wantPermanent: true, wantScope: provider.ScopeBatch, wantText: "refused"},
+		{name: "finish_reason length", arrange: func(s *openaitest.Server) { s.TruncateNext(1) }, wantPermanent: true, wantScope: provider.ScopeBatch, wantText: "length"},
+		{name: "output cap", arrange: func(s *openaitest.Server) { s.SetOutputCap(2) }, wantPermanent: true, wantScope: provider.ScopeBatch, wantText: "length"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -329,6 +347,12 @@ func TestCompleteErrors(t *testing.T) {
 				t.Fatalf("Complete = %v, nil; want an error", results)
 			}
 			checkError(t, err, tt.wantPermanent, tt.wantStatus, tt.wantRetryAfter)
+			if got := provider.ScopeOf(err); got != tt.wantScope {
+				t.Errorf("error %v: scope %v, want %v", err, got, tt.wantScope)
+			}
+			if errors.Is(err, provider.ErrUnknownModel) != strings.Contains(tt.name, "unknown model") {
+				t.Errorf("error %v: wraps ErrUnknownModel %v", err, errors.Is(err, provider.ErrUnknownModel))
+			}
 			if !strings.Contains(err.Error(), tt.wantText) {
 				t.Errorf("error %q does not mention %q", err, tt.wantText)
 			}
@@ -430,7 +454,7 @@ func TestCompleteForeignErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = p.Complete(t.Context(), newBatch(1))
+		_, err = p.Complete(t.Context(), newBatch(2))
 		checkError(t, err, false, http.StatusServiceUnavailable, 1500*time.Millisecond)
 	})
 	t.Run("HTML 404", func(t *testing.T) {
@@ -441,8 +465,11 @@ func TestCompleteForeignErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = p.Complete(t.Context(), newBatch(1))
+		_, err = p.Complete(t.Context(), newBatch(2))
 		checkError(t, err, true, http.StatusNotFound, 0)
+		if errors.Is(err, provider.ErrUnknownModel) {
+			t.Errorf("a 404 without model_not_found is an unknown model: %v", err)
+		}
 	})
 	t.Run("connection refused, key in URL", func(t *testing.T) {
 		t.Parallel()
@@ -452,7 +479,7 @@ func TestCompleteForeignErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = p.Complete(t.Context(), newBatch(1))
+		_, err = p.Complete(t.Context(), newBatch(2))
 		checkError(t, err, false, 0, 0)
 	})
 }
@@ -467,4 +494,107 @@ func TestCompleteEmptyBatch(t *testing.T) {
 	if tb.srv.Calls() != 0 {
 		t.Errorf("an empty batch made %d calls", tb.srv.Calls())
 	}
+}
+
+// TestCompleteErrorCodes covers the error codes that classify a failure
+// beyond its status: a prompt too long is the call's shape (ScopeBatch), or
+// the request's own in a one-request call.
+func TestCompleteErrorCodes(t *testing.T) {
+	t.Parallel()
+	const body = `{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	p, err := openai.New(openai.Config{APIKey: testKey, BaseURL: srv.URL + "/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Complete(t.Context(), newBatch(3))
+	checkError(t, err, true, http.StatusBadRequest, 0)
+	if provider.ScopeOf(err) != provider.ScopeBatch || !strings.Contains(err.Error(), "context_length_exceeded") {
+		t.Errorf("combined call: %v, want ScopeBatch naming the code", err)
+	}
+	results, err := p.Complete(t.Context(), newBatch(1))
+	if err != nil || len(results) != 1 {
+		t.Fatalf("one-request batch = %v, %v; want the request's own error", results, err)
+	}
+	if r := results[0]; !provider.IsPermanent(r.Err) || provider.ScopeOf(r.Err) != provider.ScopeRequest {
+		t.Errorf("one-request batch: Err %v, want permanent ScopeRequest", r.Err)
+	}
+}
+
+// TestOneRequestBatch checks a batch of one request is a plain call in
+// combined mode: no answer format, the request's cap or the batch's budget
+// as the limit, a refusal or rejection its own Result.Err, an outage the
+// batch's error.
+func TestOneRequestBatch(t *testing.T) {
+	t.Parallel()
+	t.Run("answered", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		b := newBatch(1)
+		b.MaxOutputTokens = 90
+		results, err := tb.p.Complete(t.Context(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkResults(t, b, results, []string{"k0"})
+		req := tb.srv.Requests()[0]
+		if req.ResponseFormat != nil || req.MaxCompletionTokens != 90 || len(req.Messages) != 2 || req.Messages[1].Content != b.Requests[0].Input {
+			t.Errorf("request = %+v, want a plain call with max_completion_tokens 90", req)
+		}
+		b.Requests[0].MaxOutputTokens = 60
+		if _, err := tb.p.Complete(t.Context(), b); err != nil {
+			t.Fatal(err)
+		}
+		if got := tb.srv.Requests()[1].MaxCompletionTokens; got != 60 {
+			t.Errorf("max_completion_tokens = %d, want the request's own 60", got)
+		}
+		if got := tb.srv.CallSizes(); !slices.Equal(got, []int{1, 1}) {
+			t.Errorf("CallSizes = %v", got)
+		}
+	})
+	t.Run("cut off", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		tb.srv.SetOutputCap(1) // caps combined calls only
+		b := newBatch(1)
+		b.Requests[0].MaxOutputTokens = 2
+		results, err := tb.p.Complete(t.Context(), b)
+		if err != nil || len(results) != 1 || results[0].Err != nil {
+			t.Fatalf("Complete = %+v, %v; want the cut-off answer", results, err)
+		}
+		if want := openaitest.Answer(b.Requests[0].Input)[:8]; results[0].Output != want {
+			t.Errorf("Output = %q, want %q", results[0].Output, want)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		b := newBatch(1)
+		tb.srv.RefuseInput(b.Requests[0].Input)
+		results, err := tb.p.Complete(t.Context(), b)
+		if err != nil || len(results) != 1 {
+			t.Fatalf("Complete = %+v, %v; want the request's own error", results, err)
+		}
+		if r := results[0]; !provider.IsPermanent(r.Err) || provider.ScopeOf(r.Err) != provider.ScopeRequest || !strings.Contains(r.Err.Error(), "refused") {
+			t.Errorf("Err = %v, want a permanent ScopeRequest refusal", r.Err)
+		}
+	})
+	t.Run("outage", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		tb.srv.FailFor(time.Hour, 529)
+		results, err := tb.p.Complete(t.Context(), newBatch(1))
+		if results != nil {
+			t.Fatalf("results %+v, want none", results)
+		}
+		var pe *provider.Error
+		if !errors.As(err, &pe) || pe.Scope != provider.ScopeProvider || pe.StatusCode != 529 || pe.Permanent {
+			t.Errorf("error %v, want a transient ScopeProvider 529", err)
+		}
+	})
 }

@@ -11,17 +11,15 @@ import (
 
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/internal/fanout"
+	"github.com/aibatch/aibatch/provider/internal/httpcall"
 )
 
 // completeSingle makes one plain call per request of b, at most
 // p.concurrency at once (see Complete for the contract).
 func (p *Provider) completeSingle(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	one := func(r provider.Request) provider.Result { return p.completeOne(ctx, b, r) }
-	results, err := fanout.Complete(ctx, b.Requests, p.concurrency, one, p.singleError)
-	if err != nil {
-		return nil, fmt.Errorf("openai: chat completion: %w", err)
-	}
-	return results, nil
+	whole := func(err error) error { return fmt.Errorf("openai: chat completion: %w", err) }
+	return fanout.Complete(ctx, b.Requests, p.concurrency, one, p.singleError, whole)
 }
 
 // completeOne makes the call for one request.
@@ -29,7 +27,8 @@ func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider
 	var raw *http.Response
 	resp, err := p.chat.New(ctx, singleParams(b, r), option.WithResponseInto(&raw))
 	if err != nil {
-		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, callError(ctx, err, raw))}
+		cerr, _ := httpcall.Plain(callError(ctx, err, raw))
+		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, cerr)}
 	}
 	out, usage, err := singleAnswer(resp)
 	if err != nil {
@@ -40,7 +39,7 @@ func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider
 
 // singleParams is the plain Chat Completions request for r, one request of
 // b: the Instructions as system message when set, the Input as user
-// message, max_completion_tokens when r sets MaxOutputTokens.
+// message, max_completion_tokens from outputLimit.
 func singleParams(b provider.Batch, r provider.Request) openai.ChatCompletionNewParams {
 	var msgs []openai.ChatCompletionMessageParamUnion
 	if b.Instructions != "" {
@@ -48,24 +47,42 @@ func singleParams(b provider.Batch, r provider.Request) openai.ChatCompletionNew
 	}
 	msgs = append(msgs, openai.UserMessage(r.Input))
 	params := openai.ChatCompletionNewParams{Model: b.Model, Messages: msgs}
-	if r.MaxOutputTokens > 0 {
-		params.MaxCompletionTokens = openai.Int(int64(r.MaxOutputTokens))
+	if n := outputLimit(b, r); n > 0 {
+		params.MaxCompletionTokens = openai.Int(int64(n))
 	}
 	return params
 }
 
-// singleAnswer reads the answer to one plain request: its content and usage,
-// a transient error when it has no choices, a permanent one for a refusal.
-// finish_reason "length" is not an error.
+// outputLimit is the API's output limit of a plain call for r, one request
+// of b: r's own MaxOutputTokens when set, else b's; 0 for none.
+func outputLimit(b provider.Batch, r provider.Request) int {
+	if r.MaxOutputTokens > 0 {
+		return r.MaxOutputTokens
+	}
+	return max(b.MaxOutputTokens, 0)
+}
+
+// singleAnswer reads the answer to one plain request: its content and
+// usage. A refusal (message.refusal, finish_reason "content_filter") is a
+// permanent ScopeRequest error, an answer with no choices a transient one.
+// finish_reason "length" is not an error: the content is what fitted.
 func singleAnswer(resp *openai.ChatCompletion) (string, provider.Usage, error) {
 	if resp == nil || len(resp.Choices) == 0 {
-		return "", provider.Usage{}, provider.Transient(errors.New("answer has no choices"))
+		return "", provider.Usage{}, requestError(false, errors.New("answer has no choices"))
 	}
-	msg := resp.Choices[0].Message
-	if msg.Refusal != "" {
-		return "", provider.Usage{}, provider.Permanent(fmt.Errorf("model refused the request: %q", shorten(msg.Refusal)))
+	choice := resp.Choices[0]
+	switch {
+	case choice.Message.Refusal != "":
+		return "", provider.Usage{}, requestError(true, fmt.Errorf("model refused the request: %q", shorten(choice.Message.Refusal)))
+	case choice.FinishReason == "content_filter":
+		return "", provider.Usage{}, requestError(true, errors.New("answer withheld by the content filter (finish_reason content_filter)"))
 	}
-	return msg.Content, provider.Usage{InputTokens: resp.Usage.PromptTokens, OutputTokens: resp.Usage.CompletionTokens}, nil
+	return choice.Message.Content, provider.Usage{InputTokens: resp.Usage.PromptTokens, OutputTokens: resp.Usage.CompletionTokens}, nil
+}
+
+// requestError is the ScopeRequest *provider.Error whose cause is err.
+func requestError(permanent bool, err error) *provider.Error {
+	return &provider.Error{Permanent: permanent, Scope: provider.ScopeRequest, Err: err}
 }
 
 // singleError wraps err, the failure of the call for request key.
@@ -74,10 +91,4 @@ func (p *Provider) singleError(key string, err error) error {
 }
 
 // shorten cuts s to a length fit for an error message.
-func shorten(s string) string {
-	const limit = 200
-	if len(s) > limit {
-		return s[:limit] + "..."
-	}
-	return s
-}
+func shorten(s string) string { return httpcall.Shorten(s, 200) }

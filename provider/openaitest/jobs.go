@@ -30,8 +30,8 @@ const JobEndpoint = "/v1/chat/completions"
 // Batch statuses, as the Batch API names them. A job is created
 // "validating", is "in_progress" from its first GET (or "failed" when its
 // input file was not valid), and ends "completed" (CompleteJobs,
-// WithCompleteAfter), "expired" (ExpireJob) or, after a cancel call,
-// "cancelling" and then "cancelled" from the next GET on.
+// WithCompleteAfter), "expired" (ExpireJob), "failed" (FailJob) or, after a
+// cancel call, "cancelling" and then "cancelled" from the next GET on.
 const (
 	StatusValidating = "validating"
 	StatusInProgress = "in_progress"
@@ -217,6 +217,47 @@ func (s *Server) ExpireJob(id string, answered int) error {
 	return nil
 }
 
+// FailJob ends job id as failed, as OpenAI fails a batch it cannot run
+// (here: its organization's enqueued token limit reached): status
+// "failed", errors.data holding one error with code
+// "token_limit_exceeded", no output or error file, none of its requests
+// answered. It fails for an unknown id and for a job that is not
+// validating or in progress.
+func (s *Server) FailJob(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j, ok := s.jobs[id]
+	switch {
+	case !ok:
+		return fmt.Errorf("openaitest: no job %q", id)
+	case j.status != StatusValidating && j.status != StatusInProgress:
+		return fmt.Errorf("openaitest: job %q is %s", id, j.status)
+	}
+	j.invalid = []wireBatchError{{
+		Code:    "token_limit_exceeded",
+		Message: "Enqueued token limit reached for " + j.model + " in organization org-fake. Limit: 90,000 enqueued tokens. Please try again once some in_progress batches have been completed.",
+	}}
+	j.status, j.failedAt = StatusFailed, time.Now().Unix()
+	return nil
+}
+
+// DeletedFiles returns the ids of the files deleted with DELETE
+// /v1/files/{id}, in the order they were deleted; nil when none was.
+func (s *Server) DeletedFiles() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.deleted)
+}
+
+// HasFile reports whether file id is stored (uploaded or written by a job,
+// and not deleted).
+func (s *Server) HasFile(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.files[id]
+	return ok
+}
+
 // jobCall is apiCall for the Files and Batch APIs, which answer a body too
 // large with 413.
 func (s *Server) jobCall(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
@@ -286,6 +327,22 @@ func (s *Server) serveFileContent(w http.ResponseWriter, r *http.Request, _ []by
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(data)
+}
+
+func (s *Server) serveFileDelete(w http.ResponseWriter, r *http.Request, _ []byte) {
+	id := r.PathValue("id")
+	s.mu.Lock()
+	_, ok := s.files[id]
+	if ok {
+		delete(s.files, id)
+		s.deleted = append(s.deleted, id)
+	}
+	s.mu.Unlock()
+	if !ok {
+		writeError(w, http.StatusNotFound, "No such File object: "+id, "invalid_request_error", "id", "")
+		return
+	}
+	fake.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "object": "file", "deleted": true})
 }
 
 func (s *Server) serveBatchCreate(w http.ResponseWriter, _ *http.Request, body []byte) {

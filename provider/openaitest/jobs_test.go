@@ -419,3 +419,56 @@ func TestJobCompleteAfterAndMalformed(t *testing.T) {
 		t.Errorf("next download has %d lines, want 2", len(lines))
 	}
 }
+
+func TestFailJob(t *testing.T) {
+	t.Parallel()
+	srv := openaitest.NewServer()
+	t.Cleanup(srv.Close)
+	j := startJob(t, srv, jobLine("0", "a")+jobLine("1", "b"))
+	if err := srv.FailJob("no-such-job"); err == nil {
+		t.Error("FailJob of an unknown job: nil error")
+	}
+	if err := srv.FailJob(j.ID); err != nil {
+		t.Fatal(err)
+	}
+	got := getJob(t, srv, j.ID)
+	if got.Status != openaitest.StatusFailed || got.OutputFileID != nil || got.ErrorFileID != nil ||
+		got.Errors == nil || len(got.Errors.Data) != 1 || got.Errors.Data[0].Code != "token_limit_exceeded" {
+		t.Errorf("failed job = %+v, want failed with token_limit_exceeded and no files", got)
+	}
+	srv.CompleteJobs() // must not revive it
+	if got := getJob(t, srv, j.ID); got.Status != openaitest.StatusFailed {
+		t.Errorf("CompleteJobs revived a failed job: %s", got.Status)
+	}
+	if err := srv.FailJob(j.ID); err == nil {
+		t.Error("FailJob of a failed job: nil error")
+	}
+}
+
+func TestDeleteFile(t *testing.T) {
+	t.Parallel()
+	srv := openaitest.NewServer()
+	t.Cleanup(srv.Close)
+	f := decode[fileObject](t, upload(t, srv, "batch", jobLine("0", "a")))
+	if !srv.HasFile(f.ID) || srv.DeletedFiles() != nil {
+		t.Fatalf("before the delete: HasFile %v, DeletedFiles %v", srv.HasFile(f.ID), srv.DeletedFiles())
+	}
+	type fileDeleted struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Deleted bool   `json:"deleted"`
+	}
+	deleted := decode[fileDeleted](t, call(t, http.MethodDelete, srv.URL+"/files/"+f.ID, "", nil))
+	if deleted.ID != f.ID || deleted.Object != "file" || !deleted.Deleted {
+		t.Errorf("delete answer = %+v", deleted)
+	}
+	if srv.HasFile(f.ID) || fmt.Sprint(srv.DeletedFiles()) != "["+f.ID+"]" {
+		t.Errorf("after the delete: HasFile %v, DeletedFiles %v", srv.HasFile(f.ID), srv.DeletedFiles())
+	}
+	if r := call(t, http.MethodDelete, srv.URL+"/files/"+f.ID, "", nil); r.status != http.StatusNotFound {
+		t.Errorf("second delete: HTTP %d %s, want 404", r.status, r.body)
+	}
+	if r := call(t, http.MethodGet, srv.URL+"/files/"+f.ID+"/content", "", nil); r.status != http.StatusNotFound {
+		t.Errorf("content of a deleted file: HTTP %d, want 404", r.status)
+	}
+}

@@ -15,15 +15,29 @@
 //     is answered as one request with plain text content. This is what the
 //     openai provider's single mode sends.
 //
-// It also serves the Batch API (see jobs.go): file upload and download
-// (POST /v1/files, GET /v1/files/{id}/content) and batches (POST /v1/batches,
-// GET /v1/batches/{id}, POST /v1/batches/{id}/cancel). A job's lines are
-// plain requests, answered like plain calls once the test ends the job with
-// CompleteJobs or ExpireJob (or WithCompleteAfter does).
+// It also serves the Batch API (see jobs.go): file upload, download and
+// deletion (POST /v1/files, GET /v1/files/{id}/content, DELETE
+// /v1/files/{id}) and batches (POST /v1/batches, GET /v1/batches/{id}, POST
+// /v1/batches/{id}/cancel). A job's lines are plain requests, answered like
+// plain calls once the test ends the job with CompleteJobs or ExpireJob (or
+// WithCompleteAfter does), unless FailJob fails it whole.
 //
-// Behaviour controls (FailNext, SetDelay, DropItems, ...) are methods on
-// *Server and are safe to call while the server runs. Each says what it does
-// to batch answers, to plain answers and to Batch API jobs.
+// Behaviour controls are methods on *Server and are safe to call while the
+// server runs. Each says what it does to batch answers, to plain answers and
+// to Batch API jobs:
+//
+//   - answers: DropItems, OmitInput, RejectInput, Shuffle, RepeatIDs,
+//     SetResultsFunc, SetMalformedNext, RefuseNext, TruncateNext;
+//   - faults of real providers: SetOutputCap (a combined answer cut off,
+//     finish_reason "length"; a call's max_completion_tokens is honoured
+//     too), RefuseInput (message.refusal), RequireKey (401
+//     invalid_api_key; the key may rotate), FailFor (an outage of 5xx for a
+//     while), HangFor (no answer for a while), FailNext and SetDelay;
+//   - unknown models (WithUnknownModels, and any model named "unknown...")
+//     get 404 model_not_found;
+//   - records: Calls, MaxConcurrent, CallSizes, Requests, and for jobs
+//     Jobs, Cancelled, JobRequests, DeletedFiles, HasFile;
+//   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines.
 package openaitest
 
 import (
@@ -53,7 +67,6 @@ type Server struct {
 	ts      *httptest.Server
 	handler http.Handler
 
-	apiKey        string          // required bearer token; "" accepts any
 	unknownModels map[string]bool // models answered with 404 model_not_found
 
 	// Behaviour controls and records, each safe for concurrent use.
@@ -69,9 +82,10 @@ type Server struct {
 
 	completeAfter int // a job completes on this GET of it; 0: only CompleteJobs
 
-	mu    sync.Mutex // guards what follows
-	files map[string]*storedFile
-	jobs  map[string]*job
+	mu      sync.Mutex // guards what follows
+	files   map[string]*storedFile
+	jobs    map[string]*job
+	deleted []string // ids of the files a DELETE removed, in order
 }
 
 // Option configures a Server at construction.
@@ -79,9 +93,9 @@ type Option func(*Server)
 
 // WithAPIKey makes the server accept only "Authorization: Bearer key"; any
 // other token gets 401 invalid_api_key. By default any non-empty bearer token
-// is accepted.
+// is accepted. RequireKey changes the key while the server runs.
 func WithAPIKey(key string) Option {
-	return func(s *Server) { s.apiKey = key }
+	return func(s *Server) { s.ctl.RequireKey(key) }
 }
 
 // WithUnknownModels makes the server answer 404 model_not_found for the given
@@ -118,6 +132,7 @@ func NewUnstartedServer(opts ...Option) *Server {
 	mux.HandleFunc("POST "+ChatCompletionsPath, s.ctl.Counted(s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveChatCompletions)))
 	mux.HandleFunc("POST "+FilesPath, s.jobCall(s.serveFileUpload))
 	mux.HandleFunc("GET "+FilesPath+"/{id}/content", s.jobCall(s.serveFileContent))
+	mux.HandleFunc("DELETE "+FilesPath+"/{id}", s.jobCall(s.serveFileDelete))
 	mux.HandleFunc("POST "+BatchesPath, s.jobCall(s.serveBatchCreate))
 	mux.HandleFunc("GET "+BatchesPath+"/{id}", s.jobCall(s.serveBatchGet))
 	mux.HandleFunc("POST "+BatchesPath+"/{id}/cancel", s.jobCall(s.serveBatchCancel))
@@ -211,6 +226,51 @@ func (s *Server) RejectInput(input string, retryable bool) { s.ctl.RejectInput(i
 // Requests returns the chat completion requests received so far whose body
 // could be decoded, oldest first.
 func (s *Server) Requests() []Request { return s.requests.All() }
+
+// SetOutputCap makes the fake model stop at its output limit in any batch
+// call carrying more than items requests: the answer's content is the
+// results JSON cut off after about items results' worth (not valid JSON),
+// with finish_reason "length", as the real API answers a model that reached
+// max_completion_tokens or its own limit. items <= 0 removes the cap.
+//
+// Whatever the cap, a call's own max_completion_tokens is honoured: an
+// answer longer than it (counting a token per 4 bytes) is cut off the same
+// way, a plain answer's text too (its first max_completion_tokens*4
+// bytes), with finish_reason "length". Batch API jobs are not affected.
+func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
+
+// RefuseInput makes the fake model refuse every call that contains input,
+// as OpenAI answers a refusal: message.refusal holds the model's words,
+// content is null and finish_reason is "stop". A batch call with input
+// among its items is refused whole; a plain call for input is refused too.
+// Batch API jobs are not affected.
+func (s *Server) RefuseInput(input string) { s.ctl.RefuseInput(input) }
+
+// RequireKey makes the server accept only "Authorization: Bearer key" from
+// now on, as WithAPIKey does at construction ("" accepts any non-empty
+// token): other calls, Files and Batch calls too, get 401 with OpenAI's
+// error JSON (code "invalid_api_key", the presented key masked in the
+// message). Call it again to rotate the key.
+func (s *Server) RequireKey(key string) { s.ctl.RequireKey(key) }
+
+// FailFor makes every call (Files and Batch calls too) answer status with
+// OpenAI's error JSON until d has passed from now by the server's clock
+// (time.Now): an outage. 429 answers carry "Retry-After: 1". It replaces a
+// failure set before; d <= 0 or status 0 ends it. FailNext, when pending,
+// is taken first.
+func (s *Server) FailFor(d time.Duration, status int) { s.ctl.FailFor(d, status) }
+
+// HangFor makes every call (Files and Batch calls too) get no answer until
+// d has passed from now by the server's clock, or until the client gives
+// up; a call still waiting when d has passed is then answered as usual.
+// d <= 0 ends the hang for calls that arrive after.
+func (s *Server) HangFor(d time.Duration) { s.ctl.HangFor(d) }
+
+// CallSizes returns the number of requests each chat completion call
+// carried (the items of a batch call, 1 for a plain call), oldest first,
+// for the calls that reached the model: past the key, failure and hang
+// controls, with a valid body and a known model.
+func (s *Server) CallSizes() []int { return s.ctl.CallSizes() }
 
 // behaviour is what one call does.
 type behaviour struct {

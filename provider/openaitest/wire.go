@@ -25,6 +25,9 @@ type Request struct {
 	Messages []Message
 	// ResponseFormat is the raw response_format object; nil when absent.
 	ResponseFormat json.RawMessage
+	// IDEnum is the "enum" the batch json_schema gives the results' "id"
+	// (the ids the model may answer for); nil when there is none.
+	IDEnum []string
 	// MaxCompletionTokens is max_completion_tokens; 0 when absent.
 	MaxCompletionTokens int64
 	// Body is the raw request body.
@@ -146,14 +149,18 @@ type apiError struct {
 func (s *Server) apiCall(status int, msg string, h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, bodyErr := io.ReadAll(http.MaxBytesReader(w, r.Body, fake.MaxBodyBytes))
-		if !s.ctl.Wait(r) {
+		if !s.ctl.Wait(r) || !s.ctl.Hang(r) {
 			return
 		}
-		if !s.authorized(r) {
-			writeError(w, http.StatusUnauthorized, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", "", "invalid_api_key")
+		if key, ok := bearer(r); !ok || !s.ctl.KeyAccepted(key) {
+			writeError(w, http.StatusUnauthorized, "Incorrect API key provided: "+mask(key)+". You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", "", "invalid_api_key")
 			return
 		}
 		if failure := s.ctl.TakeFailure(); failure != 0 {
+			writeFailure(w, failure)
+			return
+		}
+		if failure := s.ctl.Failing(); failure != 0 {
 			writeFailure(w, failure)
 			return
 		}
@@ -198,7 +205,19 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		return
 	}
 
-	if !batch {
+	var items []Item
+	if batch {
+		var wi wireItems
+		dec := json.NewDecoder(strings.NewReader(user.Content))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&wi); err != nil || len(wi.Items) == 0 {
+			writeError(w, http.StatusBadRequest, `with response_format batch_results the user message must be {"items":[{"id":"...","input":"..."}]}`, "invalid_request_error", "messages", "")
+			return
+		}
+		items = wi.Items
+		s.ctl.RecordSize(len(items))
+	} else {
+		s.ctl.RecordSize(1)
 		if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
 			if retryable {
 				writeFailure(w, http.StatusServiceUnavailable)
@@ -213,16 +232,16 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 	if !batch && b.Shuffle && !fake.Sleep(r, time.Duration(rand.IntN(10_001))*time.Microsecond) {
 		return
 	}
+	inputs := []string{user.Content}
+	if batch {
+		inputs = make([]string, len(items))
+		for i, it := range items {
+			inputs[i] = it.Input
+		}
+	}
 	var content string
 	if batch {
-		var items wireItems
-		dec := json.NewDecoder(strings.NewReader(user.Content))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&items); err != nil || len(items.Items) == 0 {
-			writeError(w, http.StatusBadRequest, `with response_format batch_results the user message must be {"items":[{"id":"...","input":"..."}]}`, "invalid_request_error", "messages", "")
-			return
-		}
-		content = batchContent(items.Items, b)
+		content = batchContent(items, b)
 	} else {
 		content = Answer(user.Content)
 	}
@@ -230,7 +249,7 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 	answer := wireAnswer{Role: "assistant", Content: &content}
 	finish := "stop"
 	switch {
-	case b.refuse:
+	case b.refuse || s.ctl.Refused(inputs...):
 		refusal := "I'm sorry, but I can't help with that request."
 		answer.Content, answer.Refusal = nil, &refusal
 		content = refusal
@@ -239,6 +258,16 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		finish = "length"
 	case b.malformed && batch:
 		content = `{"results": [{"id": "oops", "output": ` // cut off: not JSON
+	default:
+		var cut bool
+		if batch {
+			content, cut = fake.CutAnswer(content, len(items), s.ctl.OutputCap(), s.ctl.CutOff(len(items)), rec.MaxCompletionTokens)
+		} else {
+			content, cut = fake.CutAnswer(content, 1, 0, false, rec.MaxCompletionTokens)
+		}
+		if cut {
+			finish = "length"
+		}
 	}
 
 	var prompt int
@@ -263,14 +292,23 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 	fake.WriteAnswer(w, completion, !batch && b.malformed) // a batch answer's content is malformed instead
 }
 
-// authorized checks the bearer token.
-func (s *Server) authorized(r *http.Request) bool {
+// bearer returns the call's bearer token, and false when it has none.
+func bearer(r *http.Request) (string, bool) {
 	const prefix = "Bearer "
 	h := r.Header.Get("Authorization")
 	if len(h) <= len(prefix) || h[:len(prefix)] != prefix {
-		return false
+		return "", false
 	}
-	return s.apiKey == "" || h[len(prefix):] == s.apiKey
+	return h[len(prefix):], true
+}
+
+// mask hides most of key as the real API does when it quotes a wrong key:
+// its first 3 and last 4 characters around asterisks.
+func mask(key string) string {
+	if len(key) <= 8 {
+		return strings.Repeat("*", len(key))
+	}
+	return key[:3] + strings.Repeat("*", len(key)-7) + key[len(key)-4:]
 }
 
 // decodeRequest turns the wire request into the record Requests returns.
@@ -279,6 +317,7 @@ func decodeRequest(req wireRequest, body []byte) (Request, error) {
 	if string(rec.ResponseFormat) == "null" {
 		rec.ResponseFormat = nil
 	}
+	rec.IDEnum, _, _ = batchFormat(rec.ResponseFormat)
 	if req.MaxCompletionTokens != nil {
 		rec.MaxCompletionTokens = *req.MaxCompletionTokens
 	}
@@ -304,31 +343,40 @@ func lastUser(msgs []Message) *Message {
 // isBatch reports whether raw asks for a batch answer, and errors when it is
 // a response_format the fake does not serve.
 func isBatch(raw json.RawMessage) (bool, error) {
+	_, batch, err := batchFormat(raw)
+	return batch, err
+}
+
+// batchFormat reports whether raw asks for a batch answer, with the enum
+// of ids its schema lists (nil when none), and errors when it is a
+// response_format the fake does not serve.
+func batchFormat(raw json.RawMessage) (ids []string, batch bool, err error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return false, nil
+		return nil, false, nil
 	}
 	var rf wireResponseFormat
 	if err := json.Unmarshal(raw, &rf); err != nil {
-		return false, fmt.Errorf("invalid response_format: %w", err)
+		return nil, false, fmt.Errorf("invalid response_format: %w", err)
 	}
 	switch rf.Type {
 	case "text":
-		return false, nil
+		return nil, false, nil
 	case "json_schema":
 	default:
-		return false, fmt.Errorf("response_format type %q is not supported here; use a strict json_schema named %q", rf.Type, SchemaName)
+		return nil, false, fmt.Errorf("response_format type %q is not supported here; use a strict json_schema named %q", rf.Type, SchemaName)
 	}
 	js := rf.JSONSchema
 	if js == nil || js.Name != SchemaName || js.Strict == nil || !*js.Strict {
-		return false, fmt.Errorf("response_format must be a strict json_schema named %q", SchemaName)
+		return nil, false, fmt.Errorf("response_format must be a strict json_schema named %q", SchemaName)
 	}
-	switch same, err := fake.IsBatchSchema(js.Schema); {
+	switch ids, same, err := fake.ParseBatchSchema(js.Schema); {
 	case err != nil:
-		return false, fmt.Errorf("invalid response_format.json_schema.schema: %w", err)
+		return nil, false, fmt.Errorf("invalid response_format.json_schema.schema: %w", err)
 	case !same:
-		return false, errors.New("response_format.json_schema.schema is not the batch_results schema")
+		return nil, false, errors.New("response_format.json_schema.schema is not the batch_results schema")
+	default:
+		return ids, true, nil
 	}
-	return true, nil
 }
 
 // batchContent builds the JSON content answering items as b says.

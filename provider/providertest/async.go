@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,8 +18,9 @@ import (
 // test ends it with CompleteJobs or ExpireJob, or cancels it; a job
 // cancelled while running answers none of its requests.
 //
-// The Fake controls apply to jobs as follows: FailNext and SetDelay to
-// every call (submitting, polling, cancelling, downloading results);
+// The Fake controls apply to jobs as follows: FailNext, SetDelay, FailFor,
+// HangFor and RequireKey to every call (submitting, polling, cancelling,
+// downloading results);
 // SetMalformedNext to the next download of a job's results; OmitInput
 // leaves the request out of the job's results; RejectInput makes the
 // job's result for the request an error (transient when retryable,
@@ -32,6 +34,11 @@ type AsyncFake interface {
 	// the order they were submitted) are answered as CompleteJobs would,
 	// the others never are. It errors for an unknown or ended job.
 	ExpireJob(id string, answered int) error
+	// FailJob ends job id without answering any of its requests, in the
+	// API's own way: a batch that failed as a whole where the API has such
+	// a state, every request errored where it has not. It errors for an
+	// unknown or ended job.
+	FailJob(id string) error
 	// Jobs counts the jobs created.
 	Jobs() int64
 	// Cancelled counts the jobs that a cancel call stopped while they ran.
@@ -77,6 +84,7 @@ func RunAsync(t *testing.T, tg AsyncTarget) {
 	t.Run("Lifecycle", s.testLifecycle)
 	t.Run("RequestAlone", s.testRequestAlone)
 	t.Run("Expired", s.testExpired)
+	t.Run("Failed", s.testFailed)
 	t.Run("Cancel", s.testCancel)
 	t.Run("SubmitErrors", s.testSubmitErrors)
 	t.Run("InvalidBatch", s.testInvalidBatch)
@@ -192,6 +200,9 @@ func (s asyncSuite) testLifecycle(t *testing.T) {
 			}
 			s.check(t, b, st.Results, nil)
 			checkUsage(t, st.Results)
+			if st.Failed || st.Errors != nil {
+				t.Errorf("a completed job: Failed %v, Errors %q; want neither", st.Failed, st.Errors)
+			}
 
 			again := poll(t, p, id)
 			if !again.Done {
@@ -264,7 +275,59 @@ func (s asyncSuite) testExpired(t *testing.T) {
 				want[i] = missing
 			}
 			s.check(t, b, st.Results, want)
+			s.checkFailed(t, st)
 		})
+	}
+}
+
+// checkFailed checks a job that ended without running some requests says
+// so: Failed, with short Errors that hide the secret.
+func (s asyncSuite) checkFailed(t *testing.T, st provider.JobStatus) {
+	t.Helper()
+	if !st.Done || !st.Failed || len(st.Errors) == 0 {
+		t.Errorf("job (state %q): Done %v, Failed %v, Errors %q; want Done, Failed and why", st.State, st.Done, st.Failed, st.Errors)
+	}
+	for _, e := range st.Errors {
+		if e == "" || len(e) > 1024 || (s.tg.Secret != "" && strings.Contains(e, s.tg.Secret)) {
+			t.Errorf("job error %q: want a short message without the secret", e)
+		}
+	}
+}
+
+// testFailed covers a job that ended without answering any request: every
+// request is either an error result or missing, and when some are missing
+// the job is Failed and says why.
+func (s asyncSuite) testFailed(t *testing.T) {
+	t.Parallel()
+	p, f := s.tg.New(t)
+	b := newBatch(batchSize)
+	id := s.submit(t, p, b)
+	s.checkRunning(t, b, poll(t, p, id))
+	if err := f.FailJob(id); err != nil {
+		t.Fatalf("FailJob: %v", err)
+	}
+	st := poll(t, p, id)
+	if !st.Done {
+		t.Fatalf("failed job not done (state %q)", st.State)
+	}
+	want := map[int]outcome{}
+	byKey := map[string]bool{}
+	for _, r := range st.Results {
+		byKey[r.Key] = true
+	}
+	var left int
+	for i, r := range b.Requests {
+		want[i] = failed
+		if !byKey[r.Key] {
+			want[i], left = missing, left+1
+		}
+	}
+	s.check(t, b, st.Results, want)
+	if left > 0 {
+		s.checkFailed(t, st)
+	}
+	if err := f.FailJob(id); err == nil {
+		t.Error("FailJob of an ended job: nil error")
 	}
 }
 
@@ -291,6 +354,7 @@ func (s asyncSuite) testCancel(t *testing.T) {
 			want[i] = missing
 		}
 		s.check(t, b, st.Results, want)
+		s.checkFailed(t, st)
 		if err := p.CancelJob(t.Context(), id); err != nil {
 			t.Errorf("CancelJob of a cancelled job: %v, want nil", err)
 		}
@@ -314,6 +378,9 @@ func (s asyncSuite) testCancel(t *testing.T) {
 			t.Fatalf("job not done (state %q)", st.State)
 		}
 		s.check(t, b, st.Results, nil)
+		if st.Failed {
+			t.Errorf("a job cancelled after it completed is Failed: %q", st.Errors)
+		}
 	})
 }
 
@@ -327,8 +394,8 @@ func (s asyncSuite) testSubmitErrors(t *testing.T) {
 		wantRetryAfter time.Duration
 	}{
 		{http.StatusBadRequest, true, 0},
-		{http.StatusUnauthorized, true, 0},
-		{http.StatusForbidden, true, 0},
+		{http.StatusUnauthorized, false, 0},
+		{http.StatusForbidden, false, 0},
 		{http.StatusNotFound, true, 0},
 		{http.StatusConflict, false, 0},
 		{http.StatusTooManyRequests, false, time.Second},

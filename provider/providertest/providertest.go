@@ -1,15 +1,21 @@
 // Package providertest is the conformance suite every provider.Provider in
 // this module runs against its fake server: Run(t, target) checks the
 // contract of provider.Provider (matching answers to requests, missing and
-// repeated answers, malformed answers, error classification, timeouts,
-// per-request failures, one call per batch or per request) through real
-// HTTP.
+// repeated answers, malformed answers, error classification and scope,
+// timeouts, per-request failures, one call per batch or per request)
+// through real HTTP, and how the provider reports the faults of real APIs
+// (see Faults): an answer cut off at the output limit, a refused input, a
+// wrong key, an outage, a hang, an unknown model, and what a call sends
+// (the enum of ids, the output budget).
 //
 // A provider's test builds a Target: how to start a fresh fake server and a
 // provider talking to it, and what the provider can express. Capabilities
 // that differ between providers and modes are stated in the Target
-// (Mode, PerItemErrors), and the suite checks the documented behaviour of
-// each case for every combination instead of skipping a case:
+// (Mode, PerItemErrors, IDEnum), and the suite checks the documented
+// behaviour of each case for every combination instead of skipping a case.
+// Target.Sent reads what the fake received, so the suite can check what
+// the calls carried. The failure scopes the suite expects are in the doc of
+// provider.Scope and summed up in faults.go:
 //
 //   - Combined mode with a per-item error channel (the http provider): a
 //     request refused alone is that request's Result.Err, permanent unless
@@ -49,6 +55,7 @@ const (
 	Single
 )
 
+// String returns the mode's name, as subtests and messages spell it.
 func (m Mode) String() string {
 	switch m {
 	case Combined:
@@ -92,6 +99,40 @@ type Fake interface {
 	// asked for and a second result for an id already answered. Single
 	// answers carry no ids and are not affected.
 	RepeatIDs(on bool)
+
+	// SetOutputCap makes a combined call carrying more than items requests
+	// answered cut off at the output limit, in the API's own way; a call's
+	// own output limit (the budget it sends) is honoured too, and a plain
+	// call over its limit gets its answer cut short. items <= 0 removes the
+	// cap.
+	SetOutputCap(items int)
+	// RefuseInput makes the model refuse any call containing input, in the
+	// API's own way: a combined call without a per-item error channel is
+	// refused whole; with one, only the item is.
+	RefuseInput(input string)
+	// RequireKey makes the fake accept only key from now on (a rotated
+	// key): other calls get 401 with the API's error body.
+	RequireKey(key string)
+	// FailFor makes every call answer HTTP status with the API's error body
+	// until d has passed by the fake's clock; d <= 0 or status 0 ends it.
+	FailFor(d time.Duration, status int)
+	// HangFor makes every call get no answer until d has passed or the
+	// caller gives up; d <= 0 ends it.
+	HangFor(d time.Duration)
+	// CallSizes returns how many requests each call the model saw carried
+	// (1 for a plain call), oldest first.
+	CallSizes() []int
+}
+
+// Call is what one call to the fake asked for, as Target.Sent reads it
+// from the fake's records.
+type Call struct {
+	// IDs is the enum of ids the call's answer schema allows; nil when
+	// there is none (plain calls, APIs without a schema).
+	IDs []string
+	// MaxOutputTokens is the output limit the call sent (max_completion_tokens,
+	// max_tokens, max_output_tokens); 0 when it sent none.
+	MaxOutputTokens int
 }
 
 // Target is one provider in one mode, as the suite runs it.
@@ -104,6 +145,10 @@ type Target struct {
 	// request while answering the others (see the package doc). Must be
 	// false in Single mode, where every request has its own call.
 	PerItemErrors bool
+	// IDEnum reports whether a combined call's answer schema lists the
+	// batch's keys as the enum of ids (Call.IDs), so that the model cannot
+	// answer for an id it was not given.
+	IDEnum bool
 	// Concurrency is the bound on concurrent calls the provider was built
 	// with in Single mode; the suite checks it is kept. Ignored in Combined.
 	Concurrency int
@@ -113,8 +158,13 @@ type Target struct {
 	// Answer is the fake model's deterministic answer to an input.
 	Answer func(input string) string
 	// New starts a fresh fake server and a provider that talks to it; it
-	// registers their clean-up with t.Cleanup.
+	// registers their clean-up with t.Cleanup. The provider is built with
+	// Secret as its key (the fake must accept it until RequireKey says
+	// otherwise).
 	New func(t *testing.T) (provider.Provider, Fake)
+	// Sent reads what every call the fake New returned received, oldest
+	// first, from the fake's own records.
+	Sent func(f Fake) []Call
 }
 
 func (tg Target) validate() error {
@@ -127,8 +177,8 @@ func (tg Target) validate() error {
 		return errors.New("Target.PerItemErrors is meaningless in Single mode")
 	case tg.Mode == Single && tg.Concurrency < 2:
 		return fmt.Errorf("Target.Concurrency %d: the suite needs a Single-mode bound of at least 2", tg.Concurrency)
-	case tg.Answer == nil || tg.New == nil:
-		return errors.New("Target.Answer and Target.New are required")
+	case tg.Answer == nil || tg.New == nil || tg.Sent == nil:
+		return errors.New("Target.Answer, Target.New and Target.Sent are required")
 	}
 	return nil
 }
@@ -149,6 +199,8 @@ func Run(t *testing.T, tg Target) {
 	t.Run("Timeout", s.testTimeout)
 	t.Run("RecoversAfterFailure", s.testRecovers)
 	t.Run("CallsPerBatch", s.testCallsPerBatch)
+	t.Run("Faults", s.testFaults)
+	t.Run("Sent", s.testSent)
 }
 
 type suite struct{ tg Target }
@@ -371,22 +423,28 @@ func (s suite) testRequestAlone(t *testing.T) {
 // mode, the one request whose call failed in Single mode.
 func (s suite) testHTTPErrors(t *testing.T) {
 	t.Parallel()
+	// The scope of a failure of one call of several requests; in Single
+	// mode a permanent one is the request's own (ScopeRequest), unless it
+	// is an unknown model (a fake may answer 404 model_not_found), whose
+	// scope the caller decides (ScopeUnknown).
 	tests := []struct {
 		status         int
 		wantPermanent  bool
+		wantScope      provider.Scope
 		wantRetryAfter time.Duration
 	}{
-		{http.StatusBadRequest, true, 0},
-		{http.StatusUnauthorized, true, 0},
-		{http.StatusForbidden, true, 0},
-		{http.StatusNotFound, true, 0},
-		{http.StatusUnprocessableEntity, true, 0},
-		{http.StatusRequestTimeout, false, 0},
-		{http.StatusConflict, false, 0},
-		{http.StatusTooManyRequests, false, time.Second},
-		{http.StatusInternalServerError, false, 0},
-		{http.StatusBadGateway, false, 0},
-		{http.StatusServiceUnavailable, false, 0},
+		{http.StatusBadRequest, true, provider.ScopeUnknown, 0},
+		{http.StatusUnauthorized, false, provider.ScopeProvider, 0},
+		{http.StatusForbidden, false, provider.ScopeProvider, 0},
+		{http.StatusNotFound, true, provider.ScopeUnknown, 0},
+		{http.StatusRequestEntityTooLarge, true, provider.ScopeBatch, 0},
+		{http.StatusUnprocessableEntity, true, provider.ScopeUnknown, 0},
+		{http.StatusRequestTimeout, false, provider.ScopeProvider, 0},
+		{http.StatusConflict, false, provider.ScopeProvider, 0},
+		{http.StatusTooManyRequests, false, provider.ScopeProvider, time.Second},
+		{http.StatusInternalServerError, false, provider.ScopeProvider, 0},
+		{http.StatusBadGateway, false, provider.ScopeProvider, 0},
+		{http.StatusServiceUnavailable, false, provider.ScopeProvider, 0},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
@@ -414,6 +472,13 @@ func (s suite) testHTTPErrors(t *testing.T) {
 				}
 				if ra := provider.RetryAfter(got); ra != tt.wantRetryAfter {
 					t.Errorf("RetryAfter = %v, want %v", ra, tt.wantRetryAfter)
+				}
+				want := tt.wantScope
+				if s.tg.Mode == Single && tt.wantPermanent && !errors.Is(got, provider.ErrUnknownModel) {
+					want = provider.ScopeRequest
+				}
+				if pe.Scope != want {
+					t.Errorf("Scope = %v, want %v (error %v)", pe.Scope, want, got)
 				}
 			}
 			s.wantCalls(t, f, b)
@@ -485,8 +550,8 @@ func (s suite) testTimeout(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("error %v does not wrap context.DeadlineExceeded", err)
 	}
-	if pe := s.checkError(t, err, false); pe.StatusCode != 0 {
-		t.Errorf("StatusCode = %d, want 0", pe.StatusCode)
+	if pe := s.checkError(t, err, false); pe.StatusCode != 0 || pe.Scope != provider.ScopeProvider {
+		t.Errorf("StatusCode = %d, Scope = %v; want 0, provider", pe.StatusCode, pe.Scope)
 	}
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("Complete returned after %v, long after its deadline", took)

@@ -14,6 +14,7 @@ func TestTargetValidate(t *testing.T) {
 		Mode:   Combined,
 		Answer: func(s string) string { return s },
 		New:    func(*testing.T) (provider.Provider, Fake) { return nil, nil },
+		Sent:   func(Fake) []Call { return nil },
 	}
 	tests := []struct {
 		name    string
@@ -27,6 +28,7 @@ func TestTargetValidate(t *testing.T) {
 		{"per-item errors in single mode", func(tg *Target) { tg.Mode, tg.Concurrency, tg.PerItemErrors = Single, 2, true }, "PerItemErrors"},
 		{"single without concurrency", func(tg *Target) { tg.Mode = Single }, "Concurrency"},
 		{"no constructor", func(tg *Target) { tg.New = nil }, "New"},
+		{"no record reader", func(tg *Target) { tg.Sent = nil }, "Sent"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,8 +2,10 @@
 // provider/anthropictest and provider/httpapitest) share: the behaviour
 // controls every fake offers (FailNext, SetDelay, DropItems, Shuffle,
 // SetMalformedNext, OmitInput, RejectInput, RepeatIDs, SetResultsFunc), the
-// counting behind Calls and MaxConcurrent, the log behind Requests, and small
-// HTTP helpers.
+// faults real providers show (SetOutputCap, RefuseInput, RequireKey,
+// FailFor, HangFor) and the record of call sizes (CallSizes), the counting
+// behind Calls and MaxConcurrent, the log behind Requests, and small HTTP
+// and JSON helpers (cutting an answer off, reading the batch schema).
 //
 // Each fake keeps its own documented methods and delegates to a Controls:
 // what a control does to an answer (a batch answer, a plain answer, a job)
@@ -15,7 +17,6 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
-	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,8 @@ const MaxBodyBytes = 32 << 20
 // batch answers hold results of type R. The zero value is ready to use; all
 // methods are safe for concurrent use.
 type Controls[R any] struct {
+	faults // SetOutputCap, RefuseInput, RequireKey, FailFor, HangFor, CallSizes
+
 	calls, inFlight, maxInFlight atomic.Int64
 	malformed                    Countdown
 
@@ -343,21 +346,9 @@ func (p *PerInput[V]) Get(input string) V {
 
 // BatchSchema is the JSON schema of a batch answer,
 // {"results":[{"id":...,"output":...}]}, that the openai and anthropic fakes
-// require a batch request to declare.
+// require a batch request to declare, its "id" optionally restricted by an
+// "enum" of the batch's ids (see ParseBatchSchema).
 const BatchSchema = `{"type":"object","properties":{"results":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"output":{"type":"string"}},"required":["id","output"],"additionalProperties":false}}},"required":["results"],"additionalProperties":false}`
-
-// IsBatchSchema reports whether raw is BatchSchema, compared as JSON values
-// (key order and spacing do not matter). It fails when raw is not JSON.
-func IsBatchSchema(raw json.RawMessage) (bool, error) {
-	var got, want any
-	if err := json.Unmarshal(raw, &got); err != nil {
-		return false, err
-	}
-	if err := json.Unmarshal([]byte(BatchSchema), &want); err != nil {
-		panic(err) // a constant
-	}
-	return reflect.DeepEqual(got, want), nil
-}
 
 // MarshalJSON encodes v as the real APIs write JSON: <, > and & are not
 // escaped, and there is no trailing newline. It panics should v not encode:

@@ -313,38 +313,6 @@ func TestMarshalJSON(t *testing.T) {
 	}
 }
 
-func TestIsBatchSchema(t *testing.T) {
-	t.Parallel()
-	var reordered map[string]any
-	if err := json.Unmarshal([]byte(fake.BatchSchema), &reordered); err != nil {
-		t.Fatal(err)
-	}
-	indented, err := json.MarshalIndent(reordered, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name    string
-		raw     string
-		want    bool
-		wantErr bool
-	}{
-		{"same", fake.BatchSchema, true, false},
-		{"same, other spacing and key order", string(indented), true, false},
-		{"other schema", `{"type":"object"}`, false, false},
-		{"not JSON", `{"type":`, false, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			got, err := fake.IsBatchSchema(json.RawMessage(tt.raw))
-			if got != tt.want || (err != nil) != tt.wantErr {
-				t.Errorf("IsBatchSchema = %v, %v; want %v, error %v", got, err, tt.want, tt.wantErr)
-			}
-		})
-	}
-}
-
 func TestWriteJSON(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

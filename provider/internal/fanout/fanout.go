@@ -1,10 +1,13 @@
-// Package fanout runs the single mode of the SDK providers (provider/openai
-// and provider/anthropic): one call per request of a batch, a bounded number
-// at once, one result per request.
+// Package fanout runs the plain calls of the SDK providers (provider/openai
+// and provider/anthropic): one call per request of a batch (ModeSingle, or
+// a batch of one request), a bounded number at once, one result per
+// request, or one error when the calls' failure concerns more than their
+// requests.
 package fanout
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/aibatch/aibatch/provider"
@@ -15,13 +18,19 @@ import (
 //
 // A request still waiting for a free slot when ctx ends is not called: its
 // result is {Key, Err: fail(Key, err)}, err being the transient
-// *provider.Error whose cause is ctx's error.
+// ScopeProvider *provider.Error whose cause is ctx's error.
 //
-// When ctx has ended and no result is free of error, Complete returns no
-// results and the transient *provider.Error whose cause is ctx's error;
-// otherwise its error is nil.
+// When no result is free of error, the failure may concern more than the
+// requests, and Complete returns no results and an error instead:
+//   - when ctx has ended: whole(err), err being the transient ScopeProvider
+//     *provider.Error whose cause is ctx's error;
+//   - when every result's error concerns the provider (ScopeProvider: an
+//     outage, a wrong key, a rate limit) or the model (it wraps
+//     provider.ErrUnknownModel): the first request's error, unchanged.
+//
+// Otherwise its error is nil, and a result's Err may be of any scope.
 func Complete(ctx context.Context, reqs []provider.Request, limit int,
-	one func(provider.Request) provider.Result, fail func(key string, err error) error,
+	one func(provider.Request) provider.Result, fail func(key string, err error) error, whole func(err error) error,
 ) ([]provider.Result, error) {
 	results := make([]provider.Result, len(reqs))
 	sem := make(chan struct{}, limit)
@@ -30,7 +39,7 @@ func Complete(ctx context.Context, reqs []provider.Request, limit int,
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			results[i] = provider.Result{Key: r.Key, Err: fail(r.Key, provider.Transient(ctx.Err()))}
+			results[i] = provider.Result{Key: r.Key, Err: fail(r.Key, interrupted(ctx))}
 			continue
 		}
 		wg.Go(func() {
@@ -39,10 +48,29 @@ func Complete(ctx context.Context, reqs []provider.Request, limit int,
 		})
 	}
 	wg.Wait()
-	if ctxErr := ctx.Err(); ctxErr != nil && !anyAnswered(results) {
-		return nil, provider.Transient(ctxErr)
+	if anyAnswered(results) {
+		return results, nil
 	}
-	return results, nil
+	if ctx.Err() != nil {
+		return nil, whole(interrupted(ctx))
+	}
+	for _, r := range results {
+		if !beyondRequest(r.Err) {
+			return results, nil
+		}
+	}
+	return nil, results[0].Err
+}
+
+// interrupted is the error of a call ctx ended.
+func interrupted(ctx context.Context) error {
+	return &provider.Error{Scope: provider.ScopeProvider, Err: ctx.Err()}
+}
+
+// beyondRequest reports whether err concerns more than its request: the
+// provider or the model.
+func beyondRequest(err error) bool {
+	return provider.ScopeOf(err) == provider.ScopeProvider || errors.Is(err, provider.ErrUnknownModel)
 }
 
 // anyAnswered reports whether some result has no error.

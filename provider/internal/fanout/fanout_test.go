@@ -25,6 +25,8 @@ func requests(n int) []provider.Request {
 
 func failWith(key string, err error) error { return fmt.Errorf("request %q: %w", key, err) }
 
+func wholeWith(err error) error { return fmt.Errorf("batch: %w", err) }
+
 // Complete runs the calls up to the limit at once, never more, and returns
 // the results in request order.
 func TestCompleteLimit(t *testing.T) {
@@ -57,7 +59,7 @@ func TestCompleteLimit(t *testing.T) {
 				}
 				return provider.Result{Key: r.Key, Output: "out " + r.Input}
 			}
-			results, err := fanout.Complete(t.Context(), requests(tt.n), tt.limit, one, failWith)
+			results, err := fanout.Complete(t.Context(), requests(tt.n), tt.limit, one, failWith, wholeWith)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -108,7 +110,7 @@ func TestCompleteCancelledWhileWaiting(t *testing.T) {
 		<-started
 		cancel()
 	}()
-	results, err := fanout.Complete(ctx, requests(3), 1, one, fail)
+	results, err := fanout.Complete(ctx, requests(3), 1, one, fail, wholeWith)
 	if err != nil {
 		t.Fatalf("Complete: %v, want the results since one call succeeded", err)
 	}
@@ -120,8 +122,8 @@ func TestCompleteCancelledWhileWaiting(t *testing.T) {
 	}
 	for _, r := range results[1:] {
 		var pe *provider.Error
-		if r.Err == nil || !errors.As(r.Err, &pe) || pe.Permanent || !errors.Is(r.Err, context.Canceled) {
-			t.Errorf("result %+v, want a transient error wrapping context.Canceled", r)
+		if r.Err == nil || !errors.As(r.Err, &pe) || pe.Permanent || pe.Scope != provider.ScopeProvider || !errors.Is(r.Err, context.Canceled) {
+			t.Errorf("result %+v, want a transient ScopeProvider error wrapping context.Canceled", r)
 		}
 		if !strings.HasPrefix(r.Err.Error(), fmt.Sprintf("request %q: ", r.Key)) {
 			t.Errorf("error %q does not come from fail", r.Err)
@@ -129,8 +131,8 @@ func TestCompleteCancelledWhileWaiting(t *testing.T) {
 	}
 }
 
-// When ctx ended and no call succeeded, Complete returns no results and a
-// transient error wrapping ctx's error.
+// When ctx ended and no call succeeded, Complete returns no results and
+// whole's transient ScopeProvider error wrapping ctx's error.
 func TestCompleteCancelledWithoutAnswer(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(t.Context())
@@ -138,27 +140,69 @@ func TestCompleteCancelledWithoutAnswer(t *testing.T) {
 	one := func(r provider.Request) provider.Result {
 		return provider.Result{Key: r.Key, Err: provider.Transient(ctx.Err())}
 	}
-	results, err := fanout.Complete(ctx, requests(4), 2, one, failWith)
+	results, err := fanout.Complete(ctx, requests(4), 2, one, failWith, wholeWith)
 	if results != nil {
 		t.Errorf("results %+v, want none", results)
 	}
-	if err == nil || provider.IsPermanent(err) || !errors.Is(err, context.Canceled) {
-		t.Errorf("error %v, want a transient one wrapping context.Canceled", err)
+	if err == nil || provider.IsPermanent(err) || provider.ScopeOf(err) != provider.ScopeProvider || !errors.Is(err, context.Canceled) {
+		t.Errorf("error %v, want a transient ScopeProvider one wrapping context.Canceled", err)
+	}
+	if !strings.HasPrefix(err.Error(), "batch: ") {
+		t.Errorf("error %q does not come from whole", err)
 	}
 }
 
-// Failed calls do not make Complete fail while ctx is alive.
-func TestCompleteAllFailedCallsAreResults(t *testing.T) {
+// Failed calls do not make Complete fail while ctx is alive, unless every
+// one of them failed for a reason beyond its request (the provider, the
+// model): then the first request's error is the whole batch's.
+func TestCompleteAllFailed(t *testing.T) {
 	t.Parallel()
-	boom := errors.New("boom")
-	one := func(r provider.Request) provider.Result { return provider.Result{Key: r.Key, Err: boom} }
-	results, err := fanout.Complete(t.Context(), requests(3), 2, one, failWith)
-	if err != nil || len(results) != 3 {
-		t.Fatalf("Complete = %d results, %v; want 3 results and no error", len(results), err)
+	request := &provider.Error{Permanent: true, Scope: provider.ScopeRequest, Err: errors.New("refused")}
+	outage := &provider.Error{Scope: provider.ScopeProvider, StatusCode: 500, Err: errors.New("outage")}
+	model := &provider.Error{Permanent: true, Err: fmt.Errorf("%w: gpt-x", provider.ErrUnknownModel)}
+	shape := &provider.Error{Scope: provider.ScopeBatch, Err: errors.New("too long")}
+	plain := errors.New("boom")
+	tests := []struct {
+		name      string
+		errs      []error // by request; nil answers
+		wantWhole error
+	}{
+		{"an unscoped error", []error{plain, plain, plain}, nil},
+		{"all refused", []error{request, request, request}, nil},
+		{"all batch-scoped", []error{shape, shape, shape}, nil},
+		{"all outage", []error{outage, outage, outage}, outage},
+		{"all unknown model", []error{model, model, model}, model},
+		{"outage and model", []error{model, outage, outage}, model},
+		{"an outage and a refusal", []error{outage, request, outage}, nil},
+		{"an outage and an answer", []error{outage, nil, outage}, nil},
+		{"one request, outage", []error{outage}, outage},
+		{"one request, refused", []error{request}, nil},
 	}
-	for _, r := range results {
-		if !errors.Is(r.Err, boom) {
-			t.Errorf("result %+v, want its call's error", r)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			one := func(r provider.Request) provider.Result {
+				i, _ := strconv.Atoi(r.Key)
+				if e := tt.errs[i]; e != nil {
+					return provider.Result{Key: r.Key, Err: failWith(r.Key, e)}
+				}
+				return provider.Result{Key: r.Key, Output: "answered"}
+			}
+			results, err := fanout.Complete(t.Context(), requests(len(tt.errs)), 2, one, failWith, wholeWith)
+			if tt.wantWhole != nil {
+				if results != nil || !errors.Is(err, tt.wantWhole) || err.Error() != failWith("0", tt.errs[0]).Error() {
+					t.Fatalf("Complete = %d results, %v; want no results and the first request's error", len(results), err)
+				}
+				return
+			}
+			if err != nil || len(results) != len(tt.errs) {
+				t.Fatalf("Complete = %d results, %v; want %d results and no error", len(results), err, len(tt.errs))
+			}
+			for i, r := range results {
+				if tt.errs[i] != nil && !errors.Is(r.Err, tt.errs[i]) || tt.errs[i] == nil && r.Err != nil {
+					t.Errorf("result %+v, want its call's error %v", r, tt.errs[i])
+				}
+			}
+		})
 	}
 }
