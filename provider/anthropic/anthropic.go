@@ -226,11 +226,12 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 		return nil, p.redact(fmt.Errorf("anthropic: messages: %w", callError(ctx, err, raw)))
 	}
 	results, err := parseAnswer(b, msg)
-	if err != nil {
-		return nil, p.redact(fmt.Errorf("anthropic: messages: %w", err))
-	}
 	for i, u := range usage(msg).Split(len(results)) {
 		results[i].Usage = u
+	}
+	if err != nil {
+		// A cut-off answer keeps the results it completed.
+		return results, p.redact(fmt.Errorf("anthropic: messages: %w", err))
 	}
 	return results, nil
 }
@@ -305,18 +306,14 @@ func (p *Provider) newParams(b provider.Batch) (anthropic.MessageNewParams, erro
 }
 
 // parseAnswer matches the tool_use answer's results to b's requests. Its
-// errors are ScopeBatch *provider.Errors: permanent for an answer cut off or
-// refused, transient for an answer without the tool_use block or a tool
-// input of another shape.
+// errors are ScopeBatch *provider.Errors: permanent for an answer cut off
+// (wrapping provider.ErrCutOff, returned with the results the tool input
+// completed before the cut) or refused (wrapping provider.ErrRefused),
+// transient for an answer without the tool_use block or a tool input of
+// another shape.
 func parseAnswer(b provider.Batch, msg *anthropic.Message) ([]provider.Result, error) {
 	if msg == nil {
 		return nil, batchError(false, errors.New("empty answer"))
-	}
-	switch msg.StopReason {
-	case anthropic.StopReasonMaxTokens, anthropic.StopReasonModelContextWindowExceeded:
-		return nil, batchError(true, fmt.Errorf("answer cut off at the output limit (stop_reason %s)", msg.StopReason))
-	case anthropic.StopReasonRefusal:
-		return nil, batchError(true, fmt.Errorf("model refused the batch (stop_reason refusal%s)", refusalDetail(msg)))
 	}
 	var input json.RawMessage
 	for _, block := range msg.Content {
@@ -324,6 +321,12 @@ func parseAnswer(b provider.Batch, msg *anthropic.Message) ([]provider.Result, e
 			input = block.Input
 			break
 		}
+	}
+	switch msg.StopReason {
+	case anthropic.StopReasonMaxTokens, anthropic.StopReasonModelContextWindowExceeded:
+		return combined.CompletedParsed(b, input), batchError(true, fmt.Errorf("%w (stop_reason %s)", provider.ErrCutOff, msg.StopReason))
+	case anthropic.StopReasonRefusal:
+		return nil, batchError(true, fmt.Errorf("%w the batch (stop_reason refusal%s)", provider.ErrRefused, refusalDetail(msg)))
 	}
 	if input == nil {
 		return nil, batchError(false, fmt.Errorf("answer has no %s tool_use block (stop_reason %q)", ToolName, shorten(string(msg.StopReason))))

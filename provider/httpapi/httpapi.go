@@ -48,9 +48,10 @@
 //     are ignored, and so is every result for an id after the first one.
 //   - "truncated": true says the answer was cut off at an output limit (the
 //     call's "max_output_tokens" or the model's own) before every item was
-//     answered. The whole call then fails as too large for one call
-//     (ScopeBatch): the worker sends its items again in smaller calls, and
-//     the results of the cut-off answer are not used. In a call of one item
+//     answered. The results it does hold are kept; the call fails as too
+//     large for one call (ScopeBatch, wrapping provider.ErrCutOff), so the
+//     worker sends the other items again in smaller calls and learns how
+//     many answers fit. In a call of one item
 //     there is nothing to split: that item's "output" is its answer, cut
 //     off at its limit.
 //
@@ -225,7 +226,8 @@ type wireResult struct {
 //     wrapping provider.ErrUnknownModel.
 //   - HTTP 413: permanent, ScopeBatch.
 //   - other 4xx: permanent, ScopeUnknown.
-//   - a 2xx answer with "truncated": true: permanent, ScopeBatch.
+//   - a 2xx answer with "truncated": true: permanent, ScopeBatch, wrapping
+//     provider.ErrCutOff, with the results the answer holds.
 //   - a 2xx answer that is not the results JSON, or longer than
 //     MaxResponseBytes: transient, ScopeBatch.
 //
@@ -311,11 +313,16 @@ func parseAnswer(b provider.Batch, data []byte) ([]provider.Result, error) {
 	if err := json.Unmarshal(data, &answer); err != nil {
 		return nil, batchError(false, fmt.Errorf("parse answer: %w", err))
 	}
+	if answer.Results == nil && !answer.Truncated {
+		return nil, batchError(false, errors.New(`parse answer: no "results"`))
+	}
+	var cut error
 	if answer.Truncated && len(b.Requests) > 1 {
-		return nil, batchError(true, errors.New(`answer cut off at the output limit ("truncated": true)`))
+		// The results that fit are kept; the rest go again.
+		cut = batchError(true, fmt.Errorf(`%w ("truncated": true)`, provider.ErrCutOff))
 	}
 	if answer.Results == nil {
-		return nil, batchError(false, errors.New(`parse answer: no "results"`))
+		return nil, cut
 	}
 	pending := make(map[string]bool, len(b.Requests))
 	for _, r := range b.Requests {
@@ -342,7 +349,7 @@ func parseAnswer(b provider.Batch, data []byte) ([]provider.Result, error) {
 		}
 		results = append(results, r)
 	}
-	return results, nil
+	return results, cut
 }
 
 // batchError is the ScopeBatch *provider.Error whose cause is err.

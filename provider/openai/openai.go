@@ -233,12 +233,13 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 		return nil, p.redact(fmt.Errorf("openai: chat completion: %w", callError(ctx, err, raw)))
 	}
 	results, err := parseAnswer(b, resp)
-	if err != nil {
-		return nil, p.redact(fmt.Errorf("openai: chat completion: %w", err))
-	}
 	usage := provider.Usage{InputTokens: resp.Usage.PromptTokens, OutputTokens: resp.Usage.CompletionTokens}
 	for i, u := range usage.Split(len(results)) {
 		results[i].Usage = u
+	}
+	if err != nil {
+		// A cut-off answer keeps the results it completed.
+		return results, p.redact(fmt.Errorf("openai: chat completion: %w", err))
 	}
 	return results, nil
 }
@@ -289,9 +290,10 @@ func newParams(b provider.Batch) (openai.ChatCompletionNewParams, error) {
 }
 
 // parseAnswer matches the answer's results to b's requests. Its errors are
-// ScopeBatch *provider.Errors: permanent for a refusal or an answer cut off,
-// transient for an answer without choices or content that is not the
-// expected JSON.
+// ScopeBatch *provider.Errors: permanent for a refusal (wrapping
+// provider.ErrRefused) or an answer cut off (wrapping provider.ErrCutOff,
+// returned with the results the answer completed before the cut), transient
+// for an answer without choices or content that is not the expected JSON.
 func parseAnswer(b provider.Batch, resp *openai.ChatCompletion) ([]provider.Result, error) {
 	if resp == nil || len(resp.Choices) == 0 {
 		return nil, batchError(false, errors.New("answer has no choices"))
@@ -299,11 +301,12 @@ func parseAnswer(b provider.Batch, resp *openai.ChatCompletion) ([]provider.Resu
 	choice := resp.Choices[0]
 	switch {
 	case choice.Message.Refusal != "":
-		return nil, batchError(true, fmt.Errorf("model refused the batch: %q", shorten(choice.Message.Refusal)))
+		return nil, batchError(true, fmt.Errorf("%w the batch: %q", provider.ErrRefused, shorten(choice.Message.Refusal)))
 	case choice.FinishReason == "length":
-		return nil, batchError(true, errors.New("answer cut off at the output limit (finish_reason length)"))
+		return combined.Completed(b, []byte(choice.Message.Content)),
+			batchError(true, fmt.Errorf("%w (finish_reason length)", provider.ErrCutOff))
 	case choice.FinishReason == "content_filter":
-		return nil, batchError(true, errors.New("answer withheld by the content filter (finish_reason content_filter)"))
+		return nil, batchError(true, fmt.Errorf("answer withheld by the content filter (finish_reason content_filter): %w", provider.ErrRefused))
 	}
 	results, err := combined.Results(b, []byte(choice.Message.Content))
 	switch {

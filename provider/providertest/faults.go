@@ -121,6 +121,35 @@ func (s suite) faults() []fault {
 			check(s, t, b, results, err)
 		}
 	}
+	// cutOff checks an answer cut off at the output limit: a permanent
+	// ScopeBatch error wrapping provider.ErrCutOff, and only the results
+	// the answer completed before the cut, each right, at most cap of them.
+	cutOff := func(cap int) func(suite, *testing.T, provider.Batch, []provider.Result, error) {
+		return func(s suite, t *testing.T, b provider.Batch, results []provider.Result, err error) {
+			t.Helper()
+			if !errors.Is(err, provider.ErrCutOff) {
+				t.Fatalf("Complete(%d requests) = %+v, %v; want an error wrapping provider.ErrCutOff", len(b.Requests), results, err)
+			}
+			pe := s.checkError(t, err, true)
+			if pe.Scope != provider.ScopeBatch {
+				t.Errorf("error %v: Scope %v, want batch", err, pe.Scope)
+			}
+			if len(results) > cap {
+				t.Errorf("%d results kept from an answer cut off after %d", len(results), cap)
+			}
+			byKey := map[string]provider.Request{}
+			for _, r := range b.Requests {
+				byKey[r.Key] = r
+			}
+			for _, r := range results {
+				req, ok := byKey[r.Key]
+				if !ok || r.Err != nil || r.Output != s.tg.Answer(req.Input) {
+					t.Errorf("kept result %+v: want the whole answer to a request of the batch", r)
+				}
+				delete(byKey, r.Key)
+			}
+		}
+	}
 	const refused = 2 // the request RefuseInput names
 
 	cases := []fault{
@@ -134,7 +163,7 @@ func (s suite) faults() []fault {
 					answeredAlone(s, t, b, 0, results, err)
 					return
 				}
-				wholeError(provider.ScopeBatch, 0, true)(s, t, b, results, err)
+				cutOff(2)(s, t, b, results, err)
 			},
 			alone: answeredAlone,
 		},
@@ -149,7 +178,7 @@ func (s suite) faults() []fault {
 					s.checkCutShort(t, b, results, err)
 					return
 				}
-				wholeError(provider.ScopeBatch, 0, true)(s, t, b, results, err)
+				cutOff(0)(s, t, b, results, err)
 			},
 			alone: func(s suite, t *testing.T, b provider.Batch, _ int, results []provider.Result, err error) {
 				t.Helper()

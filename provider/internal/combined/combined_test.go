@@ -3,6 +3,7 @@ package combined_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/aibatch/aibatch/provider"
@@ -64,3 +65,50 @@ func TestResults(t *testing.T) {
 
 // errAny stands for any JSON decoding error in TestResults.
 var errAny = errors.New("any JSON error")
+
+func TestCompleted(t *testing.T) {
+	t.Parallel()
+	b := provider.Batch{Requests: []provider.Request{{Key: "0"}, {Key: "1"}, {Key: "2"}}}
+	tests := []struct {
+		name string
+		data string
+		want []string // keys answered
+	}{
+		{"cut inside the third output", `{"results":[{"id":"0","output":"a"},{"id":"1","output":"b"},{"id":"2","output":"c is lo`, []string{"0", "1"}},
+		{"cut between entries", `{"results":[{"id":"0","output":"a"},`, []string{"0"}},
+		{"cut inside the first entry", `{"results":[{"id":"0","outp`, nil},
+		{"cut before the array", `{"resu`, nil},
+		{"empty", ``, nil},
+		{"another member first", `{"note":{"x":[1,2]},"results":[{"id":"1","output":"b"},{"id"`, []string{"1"}},
+		{"whole answer", `{"results":[{"id":"0","output":"a"},{"id":"2","output":"c"}]}`, []string{"0", "2"}},
+		{"unknown and repeated ids are dropped", `{"results":[{"id":"9","output":"x"},{"id":"0","output":"a"},{"id":"0","output":"again"},{"id":"1"`, []string{"0"}},
+		{"not an object", `["results"]`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var got []string
+			for _, r := range combined.Completed(b, []byte(tt.data)) {
+				got = append(got, r.Key)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Completed(%q) answered %v, want %v", tt.data, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCompletedParsedDropsTheLastEntry(t *testing.T) {
+	t.Parallel()
+	b := provider.Batch{Requests: []provider.Request{{Key: "0"}, {Key: "1"}, {Key: "2"}}}
+	// Parsed as far as it goes: the last output may be cut short.
+	got := combined.CompletedParsed(b, []byte(`{"results":[{"id":"0","output":"a"},{"id":"1","output":"b is cut sh"}]}`))
+	if len(got) != 1 || got[0].Key != "0" {
+		t.Fatalf("CompletedParsed = %+v, want only the first result", got)
+	}
+	// Raw text cut off is read as Completed reads it.
+	got = combined.CompletedParsed(b, []byte(`{"results":[{"id":"0","output":"a"},{"id":"1","out`))
+	if len(got) != 1 || got[0].Key != "0" {
+		t.Fatalf("CompletedParsed of raw text = %+v, want the first result", got)
+	}
+}
