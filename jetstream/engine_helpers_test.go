@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/attempts"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider"
@@ -34,6 +35,8 @@ type bundle struct {
 	topo   jetstream.Topology
 	engine *batch.Engine
 	cfg    batch.Config
+	// attempts keeps the engine's attempt records in a real bucket.
+	attempts *attempts.Store
 
 	stop func() // stops the engine and waits for Run to return
 }
@@ -106,7 +109,11 @@ func (b *bundle) startWrapped(t *testing.T, cfg batch.Config, p provider.Provide
 	if wrap != nil {
 		publisher = wrap(publisher)
 	}
-	opts = append([]batch.Option{batch.WithUrgentQueue(uq), batch.WithLogger(zaptest.NewLogger(t))}, opts...)
+	b.attempts, err = attempts.Ensure(ctx, b.js, attempts.Config{})
+	if err != nil {
+		t.Fatalf("attempt records: %v", err)
+	}
+	opts = append([]batch.Option{batch.WithUrgentQueue(uq), batch.WithLogger(zaptest.NewLogger(t)), batch.WithAttemptStore(b.attempts)}, opts...)
 	e, err := batch.New(cfg, bq, publisher, p, opts...)
 	if err != nil {
 		t.Fatalf("new engine: %v", err)
@@ -220,4 +227,24 @@ func (b *bundle) waitDrained(t *testing.T, timeout time.Duration) {
 	jetstreamtest.Eventually(t, timeout, "request stream drained", func() bool {
 		return jetstreamtest.Count(t, b.js, b.topo.RequestStream) == 0
 	})
+}
+
+// attemptRecords counts the records in the attempt bucket.
+func (b *bundle) attemptRecords(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := b.js.KeyValue(ctx, attempts.DefaultBucket)
+	if err != nil {
+		t.Fatalf("open the attempt bucket: %v", err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatalf("list attempt records: %v", err)
+	}
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	return n
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -25,21 +24,21 @@ func (w *workerEnv) deadLetters(t *testing.T) []*jetstream.RawStreamMsg {
 	return jetstreamtest.Messages(t, w.js, w.topo.DeadStream)
 }
 
-// makeDeadLetters has the worker dead-letter two requests because the
-// provider fails (MaxDeliver 1), one that can never succeed (no input), and
-// one for an unknown model, and returns the client that sent them.
+// makeDeadLetters has the worker dead-letter two requests the model refuses,
+// one that can never succeed (no input), and one for an unknown model, and
+// returns the client that sent them.
 func makeDeadLetters(t *testing.T, w *workerEnv) *client.Client {
 	t.Helper()
 	c := w.newClient(t, "dl")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	w.fake.FailNext(1000, http.StatusInternalServerError)
 	for _, id := range []string{"t-1", "t-2"} {
+		w.fake.RefuseInput("input of " + id)
 		if _, err := c.Do(ctx, wire.Request{ID: id, Input: "input of " + id}); !errors.Is(err, client.ErrFailed) {
 			t.Fatalf("do %s: %v, want a failed result", id, err)
 		}
+		w.fake.AcceptInput("input of " + id)
 	}
-	w.fake.FailNext(0, 0)
 	if _, err := c.Do(ctx, wire.Request{ID: "m-1", Input: "x", Model: "unknown-model"}); !errors.Is(err, client.ErrFailed) {
 		t.Fatalf("do m-1: %v, want a failed result", err)
 	}
@@ -69,8 +68,8 @@ func TestDead(t *testing.T) {
 	}
 	for _, want := range []string{
 		`(?m)^SEQ +STORED +REQUEST SUBJECT +ATTEMPTS +ID +ERROR$`,
-		`(?m)^1 +\S+Z +ai\.requests\.dl +1 +t-1 +\S.*500`,
-		`(?m)^2 +\S+Z +ai\.requests\.dl +1 +t-2 +\S.*500`,
+		`(?m)^1 +\S+Z +ai\.requests\.dl +1 +t-1 +\S.*refused`,
+		`(?m)^2 +\S+Z +ai\.requests\.dl +1 +t-2 +\S.*refused`,
 		`(?m)^3 +\S+Z +ai\.requests\.dl +1 +m-1 +.*model_not_found`,
 		`(?m)^4 +\S+Z +ai\.requests\.dl +1 +no-input +invalid request: "input" is missing or empty$`,
 		`(?m)^4 dead letters$`,
@@ -87,7 +86,7 @@ func TestDead(t *testing.T) {
 	}{
 		{"by error", []string{"--error", "MODEL_NOT_FOUND"}, []string{"m-1"}},
 		{"by id", []string{"--id", "t-2,no-input"}, []string{"t-2", "no-input"}},
-		{"by id and error", []string{"--id", "t-2,no-input", "--error", "500"}, []string{"t-2"}},
+		{"by id and error", []string{"--id", "t-2,no-input", "--error", "refused"}, []string{"t-2"}},
 		{"none", []string{"--error", "no such error"}, nil},
 		{"other topic", []string{"--subject", "ai.dead.other"}, nil},
 	}
@@ -129,7 +128,7 @@ func TestReplay(t *testing.T) {
 	c := makeDeadLetters(t, w)
 
 	// A dry run changes nothing.
-	code, stdout, stderr := runCLI(t, "replay", "--server", w.url(), "--error", "500", "--dry-run")
+	code, stdout, stderr := runCLI(t, "replay", "--server", w.url(), "--error", "refused", "--dry-run")
 	if code != exitOK || strings.Count(stdout, "would replay dead letter") != 2 || !strings.Contains(stdout, "2 dead letters would be replayed") {
 		t.Fatalf("dry run: exit %d, stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -137,8 +136,8 @@ func TestReplay(t *testing.T) {
 		t.Fatalf("%d dead letters after a dry run, want 4", n)
 	}
 
-	// The provider works again (FailNext(0) above): replay the two it failed.
-	code, stdout, stderr = runCLI(t, "replay", "--server", w.url(), "--error", "500")
+	// The model answers them now (AcceptInput above): replay the two it refused.
+	code, stdout, stderr = runCLI(t, "replay", "--server", w.url(), "--error", "refused")
 	if code != exitOK {
 		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}

@@ -265,6 +265,9 @@ func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
 // a plain call for input is refused too. Message Batches are not affected.
 func (s *Server) RefuseInput(input string) { s.ctl.RefuseInput(input) }
 
+// AcceptInput undoes RefuseInput for input: the model answers it again.
+func (s *Server) AcceptInput(input string) { s.ctl.AcceptInput(input) }
+
 // RequireKey makes the server accept only "x-api-key: key" from now on, as
 // WithAPIKey does at construction ("" accepts any non-empty key): other
 // calls, Message Batches calls too, get 401

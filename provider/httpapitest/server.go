@@ -206,6 +206,9 @@ func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
 // while the other items of the call are answered.
 func (s *Server) RefuseInput(input string) { s.ctl.RefuseInput(input) }
 
+// AcceptInput undoes RefuseInput for input: the model answers it again.
+func (s *Server) AcceptInput(input string) { s.ctl.AcceptInput(input) }
+
 // RequireKey makes the server require "Authorization: Bearer key" from now
 // on, as WithToken does at construction; "" requires none. Other calls get
 // 401 {"error":"invalid or missing bearer token"}. Call it again to rotate

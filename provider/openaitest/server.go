@@ -246,6 +246,9 @@ func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
 // Batch API jobs are not affected.
 func (s *Server) RefuseInput(input string) { s.ctl.RefuseInput(input) }
 
+// AcceptInput undoes RefuseInput for input: the model answers it again.
+func (s *Server) AcceptInput(input string) { s.ctl.AcceptInput(input) }
+
 // RequireKey makes the server accept only "Authorization: Bearer key" from
 // now on, as WithAPIKey does at construction ("" accepts any non-empty
 // token): other calls, Files and Batch calls too, get 401 with OpenAI's

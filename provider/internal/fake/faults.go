@@ -61,6 +61,13 @@ func (f *faults) RefuseInput(input string) {
 	f.refused[input] = true
 }
 
+// AcceptInput undoes RefuseInput for input.
+func (f *faults) AcceptInput(input string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.refused, input)
+}
+
 // Refused reports whether RefuseInput named one of inputs.
 func (f *faults) Refused(inputs ...string) bool {
 	f.mu.Lock()
