@@ -436,16 +436,18 @@ func rewriteAnswer(body []byte, fault string, seed uint64) ([]byte, bool) {
 }
 
 // rewriteContent applies a content fault to a batch answer's content,
-// {"results":[{"id","output"}]}.
+// {"results":[{"id","output"}]}. A plain (one-request) answer's text is left
+// alone: cutting it would make a wrong answer no client could tell from a
+// right one, which no real provider's fault looks like.
 func rewriteContent(content, fault string, rng *rand.Rand) (string, bool) {
-	if fault == FaultMalformed {
-		return content[:len(content)/2], true
-	}
 	var answer struct {
 		Results []json.RawMessage `json:"results"`
 	}
 	if json.Unmarshal([]byte(content), &answer) != nil || answer.Results == nil {
 		return "", false
+	}
+	if fault == FaultMalformed {
+		return content[:len(content)/2], true
 	}
 	switch fault {
 	case FaultDropItem:
