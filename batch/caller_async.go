@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -191,7 +192,22 @@ func (a *asyncCaller) waitForJob(ctx context.Context, jobID string, waiting map[
 					settled = append(settled, it)
 				}
 			}
-			if status.Done {
+			switch {
+			case status.Done && status.Failed:
+				// The job's failure, not its requests': they go back
+				// without spending an attempt, and are sent again in a new
+				// job once this one's records are gone.
+				a.stats.jobsFailed.Add(1)
+				a.log.Warn("batch job failed: its unanswered requests go back without spending an attempt",
+					zap.String("job", jobID), zap.String("state", status.State), zap.Int("unanswered", len(waiting)),
+					zap.Strings("errors", status.Errors))
+				cause := fmt.Errorf("batch job %s ended %s without answering", jobID, status.State)
+				for k, it := range waiting {
+					it.deferUntil(cause, a.poll)
+					settled = append(settled, it)
+					delete(waiting, k)
+				}
+			case status.Done:
 				for k, it := range waiting {
 					it.failed(errMissing)
 					settled = append(settled, it)

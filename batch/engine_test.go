@@ -336,6 +336,8 @@ type jobAPI struct {
 	mu       sync.Mutex
 	jobs     map[string]provider.Batch
 	finished bool
+	// failFirst makes the first job end failed (expired) without answers.
+	failFirst bool
 }
 
 func (a *jobAPI) SubmitJob(_ context.Context, b provider.Batch) (string, error) {
@@ -353,6 +355,9 @@ func (a *jobAPI) PollJob(ctx context.Context, id string) (provider.JobStatus, er
 	a.mu.Unlock()
 	if !ok {
 		return provider.JobStatus{}, fmt.Errorf("no job %s", id)
+	}
+	if a.failFirst && id == "job-1" {
+		return provider.JobStatus{Done: true, Failed: true, State: "expired", Errors: []string{"token_limit_exceeded"}}, nil
 	}
 	if !done {
 		return provider.JobStatus{State: "in_progress"}, nil
@@ -408,6 +413,133 @@ func TestEngineAsyncRestartResumesTheRecordedJob(t *testing.T) {
 		}
 		if n := api.submitted(); n != 1 {
 			t.Fatalf("%d jobs submitted, want the recorded one resumed", n)
+		}
+	})
+}
+
+func TestEngineAsyncFailedJobSpendsNoAttempt(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := batchtest.NewBroker()
+		api := &jobAPI{Provider: batchtest.NewProvider(), jobs: map[string]provider.Batch{}, failFirst: true, finished: true}
+		store := batchtest.NewJobStore()
+		attempts := batchtest.NewAttemptStore()
+		cfg := engineConfig(b)
+		cfg.Async, cfg.MaxBatchSize, cfg.MaxDeliver = true, 10, 1
+		publishInputs(t, b, reqSubject, "job", 10)
+		e, _ := startEngine(t, b, api, cfg, batch.WithJobStore(store), batch.WithAttemptStore(attempts))
+		// The first job fails at its first poll; its requests come back
+		// after JobPollInterval and go in a second job.
+		time.Sleep(3 * batch.DefaultJobPollInterval)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 10 || len(b.DeadLetters()) != 0 || b.Requests() != 0 {
+			t.Fatalf("%d results, %d dead letters, %d left", len(got), len(b.DeadLetters()), b.Requests())
+		}
+		for id, r := range got {
+			if r.Status != wire.StatusOK {
+				t.Errorf("%s: %+v", id, r)
+			}
+		}
+		if n := api.submitted(); n != 2 {
+			t.Fatalf("%d jobs submitted, want the failed one and a second", n)
+		}
+		if s := e.Stats(); s.JobsFailed != 1 || store.Len() != 0 || attempts.Len() != 0 {
+			t.Fatalf("jobs failed %d, %d job records, %d attempt records", s.JobsFailed, store.Len(), attempts.Len())
+		}
+	})
+}
+
+// TestEngineTriggers runs each trigger rule on the engine, on the fake
+// clock: what sends a batch, and that nothing sends it sooner.
+func TestEngineTriggers(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		cfg     func(*batch.Config)
+		subject string
+		act     func(t *testing.T, e *batch.Engine) // after the requests are published
+		// before is how long nothing may be sent; after, when all three
+		// results must be there.
+		before, after time.Duration
+		want          wire.Trigger
+		wantCalls     int
+	}{
+		{name: "interval", cfg: func(c *batch.Config) { c.Interval, c.MaxWait = 10*time.Minute, time.Hour }, subject: reqSubject,
+			before: 10*time.Minute - time.Second, after: 10*time.Minute + time.Second, want: wire.TriggerInterval, wantCalls: 1},
+		{name: "max_wait", cfg: func(c *batch.Config) { c.MaxWait = 3 * time.Minute }, subject: reqSubject,
+			before: 3*time.Minute - time.Second, after: 3*time.Minute + time.Second, want: wire.TriggerMaxWait, wantCalls: 1},
+		{name: "size", cfg: func(c *batch.Config) { c.MaxBatchSize = 3 }, subject: reqSubject,
+			after: time.Second, want: wire.TriggerSize, wantCalls: 1},
+		{name: "urgent", subject: urgentSubject, after: time.Millisecond, want: wire.TriggerUrgent, wantCalls: 1},
+		{name: "immediate", cfg: func(c *batch.Config) { c.Immediate = true }, subject: reqSubject,
+			after: time.Millisecond, want: wire.TriggerImmediate, wantCalls: 3},
+		{name: "forced", subject: reqSubject, before: time.Minute,
+			act: func(t *testing.T, e *batch.Engine) {
+				rep, err := e.Flush(t.Context())
+				if err != nil || rep.Requests != 3 || rep.Batches != 1 {
+					t.Fatalf("Flush = %+v, %v; want 3 requests in 1 batch", rep, err)
+				}
+			},
+			after: time.Millisecond, want: wire.TriggerForced, wantCalls: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				b, p := batchtest.NewBroker(), batchtest.NewProvider()
+				cfg := engineConfig(b)
+				if tt.cfg != nil {
+					tt.cfg(&cfg)
+				}
+				e, _ := startEngine(t, b, p, cfg)
+				publishInputs(t, b, tt.subject, tt.name, 3)
+				if tt.before > 0 {
+					time.Sleep(tt.before)
+					synctest.Wait()
+					if n := len(b.Results()); n != 0 || p.Calls() != 0 {
+						t.Fatalf("%d results, %d calls after %v; want nothing yet", n, p.Calls(), tt.before)
+					}
+				}
+				if tt.act != nil {
+					tt.act(t, e)
+				}
+				time.Sleep(tt.after)
+				synctest.Wait()
+				got := results(t, b)
+				if len(got) != 3 || p.Calls() != tt.wantCalls {
+					t.Fatalf("%d results in %d calls, want 3 in %d", len(got), p.Calls(), tt.wantCalls)
+				}
+				for id, r := range got {
+					if r.Batch.Trigger != tt.want || r.Status != wire.StatusOK {
+						t.Errorf("%s: %+v, want trigger %s", id, r, tt.want)
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestEngineRetryTriggerFetchesHandedBackRequests: a request handed back
+// for a retry is fetched when it is due again, by the retry rule, not at the
+// next interval.
+func TestEngineRetryTriggerFetchesHandedBackRequests(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		p.FailItem("again 0", nil, 1)
+		cfg := engineConfig(b)
+		cfg.MaxBatchSize = 2
+		startEngine(t, b, p, cfg, batch.WithAttemptStore(batchtest.NewAttemptStore()))
+		publishInputs(t, b, reqSubject, "again", 2)
+		time.Sleep(2 * batch.DefaultRetryBackoff)
+		synctest.Wait()
+		got := results(t, b)
+		if r := got["again-0"]; r.Batch.Trigger != wire.TriggerRetry || r.Attempts != 2 || r.Status != wire.StatusOK {
+			t.Fatalf("again-0: %+v, want ok from a retry fetch", r)
+		}
+		if r := got["again-1"]; r.Batch.Trigger != wire.TriggerSize {
+			t.Fatalf("again-1: %+v", r)
 		}
 	})
 }

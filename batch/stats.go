@@ -30,6 +30,8 @@ type Stats struct {
 	Deferred int64 `json:"deferred"`
 	// Probes counts the probe calls made while a breaker was open.
 	Probes int64 `json:"probes"`
+	// JobsFailed counts Batch API jobs that ended failed or expired.
+	JobsFailed int64 `json:"jobs_failed"`
 	// APICalls counts provider calls; Batches counts fetched sets sent.
 	APICalls int64 `json:"api_calls"`
 	Batches  int64 `json:"batches"`
@@ -51,7 +53,7 @@ type Stats struct {
 
 type stats struct {
 	inFlight, requests, resultsOK, resultsError, deadLetters, retries, apiCalls, batches atomic.Int64
-	deferred, probes                                                                     atomic.Int64
+	deferred, probes, jobsFailed                                                         atomic.Int64
 	inputTokens, outputTokens                                                            atomic.Int64
 
 	mu        sync.Mutex
@@ -98,6 +100,7 @@ func (e *Engine) Stats() Stats {
 		Retries:      s.retries.Load(),
 		Deferred:     s.deferred.Load(),
 		Probes:       s.probes.Load(),
+		JobsFailed:   s.jobsFailed.Load(),
 		Breakers:     e.breakers.states(),
 		Groups:       e.groups.states(),
 		APICalls:     s.apiCalls.Load(),
