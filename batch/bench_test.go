@@ -202,7 +202,11 @@ func BenchmarkProcessBatch(b *testing.B) {
 	ctx := context.Background()
 	m := newReqMeter(b, benchBatch)
 	for range b.N {
-		e.process(ctx, wire.TriggerSize, msgs)
+		items := make([]*item, len(msgs))
+		for i, m := range msgs {
+			items[i] = e.intake.read(ctx, m)
+		}
+		e.process(ctx, wire.TriggerSize, items)
 	}
 	m.report()
 	if got, want := e.Stats().ResultsOK, int64(b.N*benchBatch); got != want {

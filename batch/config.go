@@ -20,8 +20,22 @@ type Config struct {
 	Async bool
 	// JobPollInterval is how often a Batch API job is polled. Default 30s.
 	JobPollInterval time.Duration
-	// MaxBatchSize is the most requests in one fetch and one call. Default 50.
+	// MaxBatchSize is the most requests in one call, and in one fetch.
+	// Default 50.
 	MaxBatchSize int
+	// HoldMaxRequests and HoldMaxBytes bound the batch lane's holding
+	// window: the fetched requests it holds (unacked, kept alive) until
+	// their group fills a call or is otherwise due. When it is full the
+	// group waiting longest is sent as it is (trigger window_full).
+	// Memory is about HoldMaxBytes plus ~1 KiB per held request.
+	// Defaults 5000 (or MaxBatchSize when larger) and 32 MiB.
+	HoldMaxRequests int
+	HoldMaxBytes    int
+	// MixTopics lets requests of different topics (the subject tokens after
+	// the lane's prefix) share a call (ISOLATE_TOPICS=false). By default
+	// they never do: one producer's input could sway the answers to
+	// another's. Default false.
+	MixTopics bool
 	// Interval is how often whatever waits is sent. Default 1h.
 	Interval time.Duration
 	// MaxWait is the longest a request waits before its batch is sent
@@ -101,6 +115,8 @@ type Config struct {
 // with the README and the Kubernetes ConfigMap).
 const (
 	DefaultMaxBatchSize    = 50
+	DefaultHoldMaxRequests = 5000
+	DefaultHoldMaxBytes    = 32 << 20
 	DefaultJobPollInterval = 30 * time.Second
 	DefaultInterval        = time.Hour
 	DefaultMaxWait         = 5 * time.Minute
@@ -129,6 +145,8 @@ const firstProbe = time.Second
 // WithDefaults returns c with every unset field given its default.
 func (c Config) WithDefaults() Config {
 	setDefault(&c.MaxBatchSize, DefaultMaxBatchSize)
+	setDefault(&c.HoldMaxRequests, max(DefaultHoldMaxRequests, c.MaxBatchSize))
+	setDefault(&c.HoldMaxBytes, DefaultHoldMaxBytes)
 	setDefault(&c.JobPollInterval, DefaultJobPollInterval)
 	setDefault(&c.Interval, DefaultInterval)
 	setDefault(&c.MaxWait, DefaultMaxWait)
@@ -178,6 +196,11 @@ func (c Config) Validate() error {
 		}
 	}
 	positive("MaxBatchSize", c.MaxBatchSize)
+	positive("HoldMaxRequests", c.HoldMaxRequests)
+	positive("HoldMaxBytes", c.HoldMaxBytes)
+	if c.HoldMaxRequests > 0 && c.HoldMaxRequests < c.MaxBatchSize {
+		errs = append(errs, fmt.Errorf("HoldMaxRequests (%d) is below MaxBatchSize (%d): the window must hold a full call", c.HoldMaxRequests, c.MaxBatchSize))
+	}
 	positive("MaxDeliver", c.MaxDeliver)
 	positive("MaxRequestBytes", c.MaxRequestBytes)
 	positive("MaxResultBytes", c.MaxResultBytes)

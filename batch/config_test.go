@@ -13,6 +13,8 @@ func TestWithDefaults(t *testing.T) {
 	want := Config{
 		JobPollInterval:     30 * time.Second,
 		MaxBatchSize:        50,
+		HoldMaxRequests:     5000,
+		HoldMaxBytes:        32 << 20,
 		Interval:            time.Hour,
 		MaxWait:             5 * time.Minute,
 		PollInterval:        250 * time.Millisecond,
@@ -45,6 +47,9 @@ func TestWithDefaultsKeepsSetFields(t *testing.T) {
 		JobPollInterval:      time.Second,
 		MaxBatchTokens:       1000,
 		MaxBatchSize:         7,
+		HoldMaxRequests:      70,
+		HoldMaxBytes:         7000,
+		MixTopics:            true,
 		Interval:             3 * time.Second,
 		MaxWait:              2 * time.Second,
 		PollInterval:         time.Millisecond,
@@ -167,7 +172,7 @@ func TestValidateReportsEverything(t *testing.T) {
 		t.Fatal("Config{}.Validate() = nil, want errors")
 	}
 	for _, field := range []string{
-		"MaxBatchSize", "MaxDeliver", "MaxRequestBytes", "MaxResultBytes", "MaxInflight",
+		"MaxBatchSize", "HoldMaxRequests", "HoldMaxBytes", "MaxDeliver", "MaxRequestBytes", "MaxResultBytes", "MaxInflight",
 		"Interval", "MaxWait", "PollInterval", "CallTimeout", "AckWait", "RetryBackoff", "ShutdownTimeout", "JobPollInterval",
 		"RequestTTL", "ProbeInterval", "DefaultOutputTokens", "DefaultModel", "ResultPrefix", "DeadPrefix",
 	} {
@@ -175,10 +180,10 @@ func TestValidateReportsEverything(t *testing.T) {
 			t.Errorf("Config{}.Validate() does not name %s: %v", field, err)
 		}
 	}
-	// 6 counts + 10 durations + the AckWait floor + DefaultModel + prefixes;
+	// 8 counts + 10 durations + the AckWait floor + DefaultModel + prefixes;
 	// RetryMaxBackoff (0) is not below RetryBackoff (0).
-	if n := len(joined(err)); n != 19 {
-		t.Errorf("Config{}.Validate() reported %d errors, want 19: %v", n, err)
+	if n := len(joined(err)); n != 21 {
+		t.Errorf("Config{}.Validate() reported %d errors, want 21: %v", n, err)
 	}
 }
 

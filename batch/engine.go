@@ -50,6 +50,7 @@ type Engine struct {
 	settler *settler
 
 	batchLane *batchLane
+	window    *window
 	flushes   chan flushRequest
 	running   atomic.Bool
 
@@ -138,8 +139,11 @@ func (e *Engine) wire() error {
 		e.async = &asyncCaller{api: api, jobs: e.jobs, sync: e.caller, settler: e.settler, poll: cfg.JobPollInterval,
 			maxWait: cfg.MaxWait, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
 	}
-	e.batchLane = &batchLane{queue: e.queue, cfg: cfg, slots: newSemaphore(cfg.MaxInflight), dispatch: e.dispatch,
-		flushes: e.flushes, handBack: handBack, expiries: expiries, paused: e.providerDown, stats: &e.stats, observer: e.observer, log: e.log}
+	e.window = newWindow(cfg.HoldMaxRequests, cfg.HoldMaxBytes)
+	e.batchLane = &batchLane{queue: e.queue, cfg: cfg, intake: e.intake, window: e.window, groups: e.groups,
+		slots: newSemaphore(cfg.MaxInflight), dispatch: e.dispatch, abandon: e.abandon, flushes: e.flushes,
+		handBack: handBack, expiries: expiries, paused: e.providerDown, stats: &e.stats, observer: e.observer,
+		log: e.log, freed: make(chan struct{}, 1)}
 	return nil
 }
 
@@ -188,7 +192,7 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 func (e *Engine) eagerLane(q Queue, trigger wire.Trigger, fetchMax int) *eagerLane {
-	return &eagerLane{queue: q, trigger: trigger, fetchMax: fetchMax, slots: newSemaphore(e.cfg.MaxInflight),
+	return &eagerLane{queue: q, intake: e.intake, trigger: trigger, fetchMax: fetchMax, slots: newSemaphore(e.cfg.MaxInflight),
 		dispatch: e.dispatch, pollInterval: e.cfg.PollInterval, paused: e.providerDown, log: e.log}
 }
 
@@ -218,37 +222,43 @@ func (e *Engine) Flush(ctx context.Context) (FlushReport, error) {
 	}
 }
 
-// dispatch runs one fetched set of requests through the stages in its own
-// goroutine and calls release when done. A panic (a bug) must not take the
-// worker down: the settler hands the requests back, and it is logged loudly.
-func (e *Engine) dispatch(trigger wire.Trigger, msgs []Message, release func()) {
+// dispatch runs one set of requests (read by the intake) through the
+// stages in its own goroutine and calls release when done. A panic (a bug)
+// must not take the worker down: the settler hands the requests back, and
+// it is logged loudly.
+func (e *Engine) dispatch(trigger wire.Trigger, items []*item, release func()) {
 	e.inflight.Add(1)
-	e.stats.inFlight.Add(int64(len(msgs)))
+	e.stats.inFlight.Add(int64(len(items)))
 	go func() {
 		defer e.inflight.Done()
 		defer release()
-		defer e.stats.inFlight.Add(-int64(len(msgs)))
+		defer e.stats.inFlight.Add(-int64(len(items)))
 		defer func() {
 			if r := recover(); r != nil {
-				e.log.Error("panic while processing batch; requests handed back", zap.Any("panic", r), zap.Int("size", len(msgs)))
-				e.settler.handBackAll(msgs, e.cfg.RetryBackoff)
+				e.log.Error("panic while processing batch; requests handed back", zap.Any("panic", r), zap.Int("size", len(items)))
+				e.settler.handBackAll(items, e.cfg.RetryBackoff)
 			}
 		}()
-		e.process(e.procCtx, trigger, msgs)
+		e.process(e.procCtx, trigger, items)
 	}()
 }
 
-// process takes one fetched set of requests through the stages.
-func (e *Engine) process(ctx context.Context, trigger wire.Trigger, msgs []Message) {
-	e.stats.batchSent(trigger, len(msgs), time.Now())
-	e.observer.BatchFetched(trigger, len(msgs))
+// abandon hands requests the batch lane held back to the broker at once.
+func (e *Engine) abandon(items []*item) {
+	e.settler.settle(e.procCtx, items)
+}
+
+// process takes one set of requests through the stages.
+func (e *Engine) process(ctx context.Context, trigger wire.Trigger, items []*item) {
+	e.stats.batchSent(trigger, len(items), time.Now())
+	e.observer.BatchFetched(trigger, len(items))
+	msgs := make([]Message, len(items))
+	for i, it := range items {
+		msgs[i] = it.msg
+	}
 	stop := keepAlive(msgs, e.cfg.AckWait/3)
 	defer stop()
 
-	items := make([]*item, len(msgs))
-	for i, m := range msgs {
-		items[i] = e.intake.read(ctx, m)
-	}
 	if e.async != nil && trigger != wire.TriggerUrgent {
 		var rejected []*item
 		for _, it := range items {

@@ -7,15 +7,18 @@ import (
 	"sync"
 )
 
-// groupKey names the requests that may share a call.
-type groupKey struct{ model, instructions string }
+// groupKey names the requests that may share a call: the same model and
+// instructions, and the same topic unless topics may mix.
+type groupKey struct{ model, instructions, topic string }
 
-func keyOf(it *item) groupKey { return groupKey{it.req.Model, it.req.Instructions} }
+func keyOf(it *item) groupKey { return groupKey{it.req.Model, it.req.Instructions, it.groupTopic} }
 
 // GroupState is what the engine has learned about one group of requests
 // that share calls (same model and instructions).
 type GroupState struct {
 	Model string `json:"model"`
+	// Topic is the group's topic; empty when topics may share a call.
+	Topic string `json:"topic,omitempty"`
 	// Instructions identifies the group's instructions by the start of a
 	// SHA-256 of them ("" for none), so stats never show a prompt.
 	Instructions string `json:"instructions,omitempty"`
@@ -148,7 +151,7 @@ func (g *groups) answered(k groupKey, n int, outputTokens int64) {
 }
 
 func (g *groups) state(k groupKey, m *groupMemory) GroupState {
-	return GroupState{Model: k.model, Instructions: instructionsID(k.instructions), Size: m.size, OutputTokens: int(m.outAvg + 0.5)}
+	return GroupState{Model: k.model, Instructions: instructionsID(k.instructions), Topic: k.topic, Size: m.size, OutputTokens: int(m.outAvg + 0.5)}
 }
 
 // states returns every group's state, by model and then instructions.
@@ -163,7 +166,10 @@ func (g *groups) states() []GroupState {
 		if out[i].Model != out[j].Model {
 			return out[i].Model < out[j].Model
 		}
-		return out[i].Instructions < out[j].Instructions
+		if out[i].Instructions != out[j].Instructions {
+			return out[i].Instructions < out[j].Instructions
+		}
+		return out[i].Topic < out[j].Topic
 	})
 	return out
 }

@@ -21,6 +21,9 @@ type item struct {
 	id      string
 	topic   string
 	replyTo string
+	// groupTopic is the topic in the item's group key: its topic, or ""
+	// when topics may share a call.
+	groupTopic string
 
 	// attempts is what earlier deliveries spent, as the AttemptStore
 	// recorded it; stored says whether it holds a record to delete.
@@ -97,6 +100,7 @@ type intake struct {
 	// subjects: no result may be sent there.
 	laneFilters      []string
 	forbiddenReplies []string
+	mixTopics        bool
 }
 
 func newIntake(cfg Config, attempts AttemptStore, log *zap.Logger) intake {
@@ -109,6 +113,7 @@ func newIntake(cfg Config, attempts AttemptStore, log *zap.Logger) intake {
 		attempts:         attempts,
 		log:              log,
 		laneFilters:      lanes,
+		mixTopics:        cfg.MixTopics,
 		forbiddenReplies: append(append([]string{}, lanes...), cfg.DeadPrefix+".>"),
 	}
 }
@@ -117,6 +122,9 @@ func newIntake(cfg Config, attempts AttemptStore, log *zap.Logger) intake {
 func (in intake) read(ctx context.Context, m Message) *item {
 	it := &item{msg: m, d: m.Delivery()}
 	it.topic = topicOf(m.Subject(), in.laneFilters)
+	if !in.mixTopics {
+		it.groupTopic = it.topic
+	}
 	req, err := wire.DecodeRequest(m.Data(), in.maxRequestBytes)
 	it.req = req
 	it.id = requestID(req, m, it.d)

@@ -11,17 +11,25 @@ import (
 	"github.com/aibatch/aibatch/wire"
 )
 
-// dispatchFunc takes a fetched set of requests on to the calls. It must
-// call release when the set is done, to free the lane's in-flight slot.
-type dispatchFunc func(trigger wire.Trigger, msgs []Message, release func())
+// dispatchFunc takes a set of requests on to the calls. It must call
+// release when the set is done, to free the lane's in-flight slot.
+type dispatchFunc func(trigger wire.Trigger, items []*item, release func())
 
-// batchLane reads the batch lane's backlog every PollInterval and fetches a
-// batch when the scheduler's rules (scheduler.go) say one is due.
+// batchLane fetches requests when the scheduler's rules (scheduler.go) say
+// so, holds them by group in its window (holding.go), and sends a group
+// when it is due. It fetches only while it has an in-flight slot free to
+// send what fills up, so a worker does not hoard requests its fleet could
+// send.
 type batchLane struct {
 	queue    Queue
 	cfg      Config
+	intake   intake
+	window   *window
+	groups   *groups
 	slots    semaphore
 	dispatch dispatchFunc
+	// abandon hands held requests back when the lane stops.
+	abandon  func(items []*item)
 	flushes  chan flushRequest
 	handBack *handBacks
 	// expiries holds when requests this worker deferred pass RequestTTL.
@@ -33,12 +41,17 @@ type batchLane struct {
 	log      *zap.Logger
 	// inFlight counts this lane's requests in calls now.
 	inFlight atomic.Int64
+	// freed is told when a dispatched set releases its slot.
+	freed chan struct{}
 }
 
-// run sends batches when due until ctx ends.
+// run fetches, holds and sends until ctx ends; then it hands the held
+// requests back.
 func (l *batchLane) run(ctx context.Context) {
 	ticker := time.NewTicker(l.cfg.PollInterval)
 	defer ticker.Stop()
+	keepAlive := time.NewTicker(l.cfg.AckWait / 3)
+	defer keepAlive.Stop()
 	s := schedule{lastFlush: time.Now()}
 	// Requests held by a worker that died come back after AckWait; look for
 	// them then rather than at the next interval.
@@ -46,48 +59,53 @@ func (l *batchLane) run(ctx context.Context) {
 		l.handBack.add(time.Now().Add(l.cfg.AckWait + retryGrace))
 	}
 	for {
-		if l.pollOnce(ctx, &s) {
-			if ctx.Err() != nil {
-				return
-			}
-			continue
-		}
+		l.pollOnce(ctx, &s)
 		select {
 		case <-ctx.Done():
+			l.abandonHeld()
 			return
 		case <-ticker.C:
+		case <-l.freed:
+		case <-keepAlive.C:
+			for _, m := range l.window.messages() {
+				_ = m.InProgress()
+			}
 		case req := <-l.flushes:
 			req.reply <- l.forceFlush(ctx, &s)
 		}
 	}
 }
 
-// pollOnce reads the backlog and sends one batch if one is due. It returns
-// true when a full batch was sent for size, so the caller sends the next one
-// at once instead of waiting for the next poll.
-func (l *batchLane) pollOnce(ctx context.Context, s *schedule) bool {
-	s.paused = l.paused()
-	if s.drainLeft >= l.cfg.MaxBatchSize && !s.paused {
-		n, err := l.send(ctx, wire.TriggerSize)
-		if err != nil || n < l.cfg.MaxBatchSize {
-			// Another worker took some, or the fetch failed: read the
-			// backlog again.
-			s.drainLeft = 0
-			return err == nil && n > 0
-		}
-		s.drainLeft -= n
-		s.lastFlush = time.Now()
-		return true
+// abandonHeld hands every held request back at once, without spending an
+// attempt: another worker (or this one, restarted) takes them.
+func (l *batchLane) abandonHeld() {
+	var items []*item
+	for _, g := range l.window.snapshot() {
+		items = append(items, l.window.take(g.key, len(g.items))...)
 	}
+	if len(items) > 0 {
+		l.abandon(items)
+	}
+}
+
+// pollOnce reads the backlog, fetches into the window while the rules say
+// so, and sends every group that is due.
+func (l *batchLane) pollOnce(ctx context.Context, s *schedule) {
 	b, err := l.queue.Backlog(ctx)
 	if err != nil {
-		if ctx.Err() == nil {
-			l.log.Warn("read backlog", zap.Error(err))
+		if ctx.Err() != nil {
+			return
 		}
-		return false
+		l.log.Warn("read backlog", zap.Error(err))
 	}
 	now := time.Now()
-	if b.Pending == 0 && b.AckPending > int(l.inFlight.Load()) && s.orphanCheckAt.IsZero() {
+	s.paused = l.paused()
+	held := l.window.snapshot()
+	heldCount := 0
+	for _, g := range held {
+		heldCount += len(g.items)
+	}
+	if err == nil && b.Pending == 0 && b.AckPending > int(l.inFlight.Load())+heldCount && s.orphanCheckAt.IsZero() {
 		// Requests are delivered to some worker and not acked, and no new
 		// request will trigger a fetch that would pick them up: if their
 		// worker died (or a fetch reply was lost on the way), they become
@@ -96,70 +114,125 @@ func (l *batchLane) pollOnce(ctx context.Context, s *schedule) bool {
 	}
 	s.retryAt = l.handBack.next()
 	s.expireAt = l.expiries.next()
-	if b.Pending == 0 && now.Sub(s.lastFlush) >= l.cfg.Interval {
+	if b.Pending == 0 && heldCount == 0 && now.Sub(s.lastFlush) >= l.cfg.Interval {
 		s.lastFlush = now // an interval with nothing to send
 	}
-	l.stats.setSchedule(b, nextDue(b, *s, l.cfg))
+	l.stats.setSchedule(b, nextDue(b, held, *s, l.cfg))
 	l.observer.BacklogRead(b)
-	trigger, ok := due(now, b, *s, l.cfg)
-	if !ok {
-		return false
+
+	reason := fetchNone
+	if err == nil {
+		reason = fetchDue(now, b, *s, l.cfg)
 	}
-	if trigger == wire.TriggerRetry {
+	if reason == fetchBack {
 		l.handBack.takeDue(now)
-	}
-	if !s.expireAt.IsZero() && !now.Before(s.expireAt) {
 		l.expiries.takeDue(now)
+		if !s.orphanCheckAt.IsZero() && !now.Before(s.orphanCheckAt) {
+			s.orphanCheckAt = time.Time{}
+		}
 	}
-	if s.paused {
+	if s.paused && reason != fetchNone {
 		l.log.Info("provider unavailable: fetching to end requests past REQUEST_TTL", zap.Duration("request_ttl", l.cfg.RequestTTL))
 	}
-	if !s.orphanCheckAt.IsZero() && !now.Before(s.orphanCheckAt) {
-		s.orphanCheckAt = time.Time{}
+	for fetching := reason != fetchNone; ; {
+		l.sendDue(ctx, now, s)
+		if !fetching || l.window.full() || !l.slots.free() || ctx.Err() != nil {
+			return
+		}
+		fetching = l.fetch(ctx, l.window.room())
 	}
-	n, err := l.send(ctx, trigger)
+}
+
+// fetch takes up to a call's worth of requests (at most room) into the
+// window, and reports whether there may be more to fetch now.
+func (l *batchLane) fetch(ctx context.Context, room int) bool {
+	want := min(room, l.cfg.MaxBatchSize)
+	msgs, err := l.queue.Fetch(ctx, want)
 	if err != nil {
 		if ctx.Err() == nil {
-			l.log.Warn("fetch batch", zap.String("trigger", string(trigger)), zap.Error(err))
+			l.log.Warn("fetch requests", zap.Error(err))
 		}
 		return false
 	}
-	s.lastFlush = now
-	full := n == l.cfg.MaxBatchSize
-	if trigger == wire.TriggerSize && full {
-		s.drainLeft = b.Pending - n
-	}
-	if trigger == wire.TriggerRetry && full {
-		// More handed-back (or orphaned) requests may be waiting than one
-		// batch took: look again at once.
-		l.handBack.add(now)
-	}
-	return trigger == wire.TriggerSize && full
+	l.hold(msgs)
+	return len(msgs) == want
 }
 
-// send takes an in-flight slot, fetches up to MaxBatchSize requests and
-// dispatches them. It returns how many requests it fetched.
-func (l *batchLane) send(ctx context.Context, trigger wire.Trigger) (int, error) {
-	if err := l.slots.acquire(ctx); err != nil {
-		return 0, err
+// hold reads msgs into the window; requests that can never succeed are
+// settled at once.
+func (l *batchLane) hold(msgs []Message) {
+	var rejected []*item
+	for _, m := range msgs {
+		it := l.intake.read(context.Background(), m)
+		if it.outcome != outcomeNone {
+			rejected = append(rejected, it)
+			continue
+		}
+		l.window.add(it)
 	}
-	msgs, err := l.queue.Fetch(ctx, l.cfg.MaxBatchSize)
-	if err != nil || len(msgs) == 0 {
-		l.slots.release()
-		return 0, err
+	if len(rejected) > 0 {
+		n := int64(len(rejected))
+		l.inFlight.Add(n)
+		l.dispatch(wire.TriggerSize, rejected, func() { l.inFlight.Add(-n) })
 	}
-	n := int64(len(msgs))
-	l.inFlight.Add(n)
-	l.dispatch(trigger, msgs, func() {
-		l.inFlight.Add(-n)
-		l.slots.release()
-	})
-	return len(msgs), nil
+}
+
+// sendDue sends every held group that is due, a call's worth per in-flight
+// slot, oldest group first, until the slots run out.
+func (l *batchLane) sendDue(ctx context.Context, now time.Time, s *schedule) {
+	held := l.window.snapshot()
+	full := l.window.full()
+	intervalDue := now.Sub(s.lastFlush) >= l.cfg.Interval
+	for i, g := range held {
+		size := l.groups.size(g.key)
+		trigger, n, ok := groupDue(now, g, size, *s, l.cfg, full, i == 0)
+		if !ok {
+			continue
+		}
+		if !l.send(ctx, g.key, trigger, n, size, false) {
+			return
+		}
+	}
+	if intervalDue && len(l.window.snapshot()) == 0 {
+		s.lastFlush = now
+	}
+}
+
+// send dispatches n of group k's held requests, at most size per in-flight
+// slot. It waits for slots when wait is set; otherwise it stops when none is
+// free, and reports whether it sent all n.
+func (l *batchLane) send(ctx context.Context, k groupKey, trigger wire.Trigger, n, size int, wait bool) bool {
+	for n > 0 {
+		if wait {
+			if l.slots.acquire(ctx) != nil {
+				return false
+			}
+		} else if !l.slots.tryAcquire() {
+			return false
+		}
+		items := l.window.take(k, min(n, max(size, 1)))
+		if len(items) == 0 {
+			l.slots.release()
+			return true
+		}
+		n -= len(items)
+		count := int64(len(items))
+		l.inFlight.Add(count)
+		l.dispatch(trigger, items, func() {
+			l.inFlight.Add(-count)
+			l.slots.release()
+			select {
+			case l.freed <- struct{}{}:
+			default:
+			}
+		})
+	}
+	return true
 }
 
 // FlushReport says what a forced flush sent.
 type FlushReport struct {
-	// Batches counts the fetches sent to calls.
+	// Batches counts the sets of requests sent to calls.
 	Batches int `json:"batches"`
 	// Requests counts the requests in them.
 	Requests int `json:"requests"`
@@ -169,27 +242,25 @@ type FlushReport struct {
 
 type flushRequest struct{ reply chan FlushReport }
 
-// forceFlush sends everything that waited in the batch lane when it was
-// called, in batches of MaxBatchSize.
+// forceFlush fetches what waits in the stream (as far as the window holds)
+// and sends every held group, whatever the schedule says.
 func (l *batchLane) forceFlush(ctx context.Context, s *schedule) FlushReport {
 	var report FlushReport
-	b, err := l.queue.Backlog(ctx)
-	if err != nil {
-		report.Err = err
-		return report
+	for !l.window.full() && l.fetch(ctx, l.window.room()) {
 	}
-	for remaining := max(b.Pending, 1); remaining > 0; {
-		n, err := l.send(ctx, wire.TriggerForced)
-		if err != nil {
-			report.Err = err
-			break
+	for _, g := range l.window.snapshot() {
+		size := l.groups.size(g.key)
+		n := len(g.items)
+		for sent := 0; sent < n; {
+			chunk := min(n-sent, max(size, 1))
+			if !l.send(ctx, g.key, wire.TriggerForced, chunk, size, true) {
+				report.Err = ctx.Err()
+				return report
+			}
+			report.Batches++
+			report.Requests += chunk
+			sent += chunk
 		}
-		if n == 0 {
-			break
-		}
-		report.Batches++
-		report.Requests += n
-		remaining -= n
 	}
 	if report.Requests > 0 {
 		s.lastFlush = time.Now()
@@ -202,6 +273,7 @@ func (l *batchLane) forceFlush(ctx context.Context, s *schedule) FlushReport {
 // (one call per request).
 type eagerLane struct {
 	queue        Queue
+	intake       intake
 	trigger      wire.Trigger
 	fetchMax     int
 	slots        semaphore
@@ -243,7 +315,11 @@ func (l *eagerLane) run(ctx context.Context) {
 			}
 			continue
 		}
-		l.dispatch(l.trigger, msgs, l.slots.release)
+		items := make([]*item, len(msgs))
+		for i, m := range msgs {
+			items[i] = l.intake.read(ctx, m)
+		}
+		l.dispatch(l.trigger, items, l.slots.release)
 	}
 }
 
@@ -262,3 +338,16 @@ func (s semaphore) acquire(ctx context.Context) error {
 }
 
 func (s semaphore) release() { <-s }
+
+// tryAcquire takes a slot if one is free now.
+func (s semaphore) tryAcquire() bool {
+	select {
+	case s <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// free reports whether a slot is free now.
+func (s semaphore) free() bool { return len(s) < cap(s) }

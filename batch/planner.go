@@ -112,16 +112,15 @@ func (p planner) splitForOutput(group []*item, limit int) [][]*item {
 }
 
 // groupForCalls splits the items without an outcome into groups that may
-// share one call: same model and same instructions, in arrival order.
+// share one call (keyOf), in arrival order.
 func groupForCalls(items []*item) [][]*item {
-	type key struct{ model, instructions string }
-	var order []key
-	groups := make(map[key][]*item)
+	var order []groupKey
+	groups := make(map[groupKey][]*item)
 	for _, it := range items {
 		if it.outcome != outcomeNone {
 			continue
 		}
-		k := key{it.req.Model, it.req.Instructions}
+		k := keyOf(it)
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}

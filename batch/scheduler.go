@@ -6,10 +6,13 @@ import (
 	"github.com/aibatch/aibatch/wire"
 )
 
+// The scheduler's rules: when the batch lane fetches, and when a held group
+// is sent. The lane (lanes.go) applies them every PollInterval.
+
 // schedule is the batch lane's memory between polls.
 type schedule struct {
-	// lastFlush is when the lane last sent, or last found nothing to send
-	// when Interval passed.
+	// lastFlush is when the lane last sent every held group for Interval,
+	// or found nothing to send when Interval passed.
 	lastFlush time.Time
 	// retryAt is when the earliest request this worker handed back for a
 	// retry becomes deliverable again; zero when there is none.
@@ -23,59 +26,96 @@ type schedule struct {
 	// expireAt is when the first request this worker deferred passes
 	// RequestTTL; zero when there is none.
 	expireAt time.Time
-	// drainLeft is how many requests the last backlog read said still wait
-	// behind the batches sent since: while it holds a full batch, the lane
-	// fetches without reading the backlog again, so a backlog drains at the
-	// speed of the fetches.
-	drainLeft int
 }
 
-// due decides whether the batch lane sends now, and why. The first rule that
-// holds wins: size, max_wait, retry, interval. While the lane is paused (the
-// provider is unavailable) only a request past RequestTTL makes a fetch, so
-// that it ends as expired.
-func due(now time.Time, b Backlog, s schedule, c Config) (wire.Trigger, bool) {
+// fetchReason says why the batch lane fetches.
+type fetchReason int
+
+const (
+	fetchNone fetchReason = iota
+	// fetchNew: requests wait in the stream; the lane holds them by group.
+	fetchNew
+	// fetchBack: requests handed back (for a retry, by a dead worker, or
+	// deferred past their RequestTTL) are deliverable again.
+	fetchBack
+)
+
+// fetchDue decides whether the batch lane fetches now. While it is paused
+// (the provider is unavailable) only requests past RequestTTL make a fetch,
+// so that they end as expired.
+func fetchDue(now time.Time, b Backlog, s schedule, c Config) fetchReason {
+	due := func(t time.Time) bool { return !t.IsZero() && !now.Before(t) }
 	if s.paused {
 		switch {
 		case b.Pending > 0 && !b.Oldest.IsZero() && now.Sub(b.Oldest) >= c.RequestTTL:
-			return wire.TriggerMaxWait, true
-		case !s.expireAt.IsZero() && !now.Before(s.expireAt):
-			return wire.TriggerRetry, true
+			return fetchNew
+		case due(s.expireAt):
+			return fetchBack
 		}
-		return "", false
+		return fetchNone
 	}
 	switch {
-	case b.Pending >= c.MaxBatchSize:
-		return wire.TriggerSize, true
-	case b.Pending > 0 && !b.Oldest.IsZero() && now.Sub(b.Oldest) >= c.MaxWait:
-		return wire.TriggerMaxWait, true
-	case !s.retryAt.IsZero() && !now.Before(s.retryAt):
-		return wire.TriggerRetry, true
-	case b.Pending == 0 && !s.orphanCheckAt.IsZero() && !now.Before(s.orphanCheckAt):
+	case due(s.retryAt):
+		return fetchBack
+	case b.Pending == 0 && due(s.orphanCheckAt):
 		// Only with nothing new pending, so the fetch takes nothing but
 		// redeliveries; new requests bring the orphans along when they go.
-		return wire.TriggerRetry, true
-	case b.Pending > 0 && now.Sub(s.lastFlush) >= c.Interval:
-		return wire.TriggerInterval, true
+		return fetchBack
+	case b.Pending > 0:
+		return fetchNew
 	}
-	return "", false
+	return fetchNone
+}
+
+// groupDue decides whether a held group is sent now, why, and how many of
+// its requests. The first rule that holds wins:
+//
+//   - retry: it holds a request delivered before, which has waited already;
+//     the whole group goes.
+//   - size: it holds at least a call's worth (size, the group's current
+//     call size); every full call's worth goes, the rest keeps waiting.
+//   - max_wait: its oldest request has waited MaxWait; the whole group goes.
+//   - interval: Interval passed since the last such flush; the whole group
+//     goes.
+//   - window_full: the window is full and this group has waited longest;
+//     the whole group goes, to make room.
+func groupDue(now time.Time, g heldGroup, size int, s schedule, c Config, windowFull, longestWaiting bool) (wire.Trigger, int, bool) {
+	n := len(g.items)
+	switch {
+	case n == 0:
+		return "", 0, false
+	case g.retries > 0:
+		return wire.TriggerRetry, n, true
+	case n >= size:
+		return wire.TriggerSize, n - n%size, true
+	case !g.oldest.IsZero() && now.Sub(g.oldest) >= c.MaxWait:
+		return wire.TriggerMaxWait, n, true
+	case now.Sub(s.lastFlush) >= c.Interval:
+		return wire.TriggerInterval, n, true
+	case windowFull && longestWaiting:
+		return wire.TriggerWindowFull, n, true
+	}
+	return "", 0, false
 }
 
 // nextDue is the earliest time a batch becomes due by the clock, assuming no
-// more requests arrive: the interval, the oldest request's MaxWait, or a
-// retry. It is zero when nothing waits.
-func nextDue(b Backlog, s schedule, c Config) time.Time {
+// more requests arrive: a held group's MaxWait, the interval, or a retry. It
+// is zero when nothing waits.
+func nextDue(b Backlog, held []heldGroup, s schedule, c Config) time.Time {
 	var next time.Time
 	earliest := func(t time.Time) {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
 	}
-	if b.Pending > 0 {
+	if b.Pending > 0 || len(held) > 0 {
 		earliest(s.lastFlush.Add(c.Interval))
-		if !b.Oldest.IsZero() {
-			earliest(b.Oldest.Add(c.MaxWait))
-		}
+	}
+	if b.Pending > 0 && !b.Oldest.IsZero() {
+		earliest(b.Oldest.Add(c.MaxWait))
+	}
+	for _, g := range held {
+		earliest(g.oldest.Add(c.MaxWait))
 	}
 	earliest(s.retryAt)
 	return next

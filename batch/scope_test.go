@@ -117,6 +117,8 @@ func TestCutOffAnswersShrinkTheBatch(t *testing.T) {
 		publishInputs(t, b, reqSubject, "cut", 500)
 		sizes := &sizeRecorder{}
 		startEngine(t, b, p, engineConfig(b), batch.WithAttemptStore(batchtest.NewAttemptStore()), batch.WithObserver(sizes))
+		// What does not fill a call of the shrunk size goes at MaxWait.
+		time.Sleep(batch.DefaultMaxWait)
 		synctest.Wait()
 		got := results(t, b)
 		if len(got) != 500 || len(b.DeadLetters()) != 0 {

@@ -274,12 +274,12 @@ func (s *settler) record(ctx context.Context, it *item) {
 	it.stored = true
 }
 
-// handBackAll returns msgs to the broker after delay, whatever happened to
-// them: the way out of a batch that a bug stopped. A message already ended
-// refuses the Nak, which is harmless.
-func (s *settler) handBackAll(msgs []Message, delay time.Duration) {
-	for _, m := range msgs {
-		_ = m.Nak(delay)
+// handBackAll returns the requests to the broker after delay, whatever
+// happened to them: the way out of a batch that a bug stopped. A message
+// already ended refuses the Nak, which is harmless.
+func (s *settler) handBackAll(items []*item, delay time.Duration) {
+	for _, it := range items {
+		_ = it.msg.Nak(delay)
 	}
 	s.handBack.add(time.Now().Add(delay + retryGrace))
 }

@@ -45,10 +45,15 @@ type Stats struct {
 	// error named; empty until the first provider-scope failure.
 	Breakers []BreakerState `json:"breakers"`
 	// Groups holds each group's current call size and average answer.
-	Groups    []GroupState `json:"groups"`
-	LastFlush time.Time    `json:"last_flush_at"`
-	NextFlush time.Time    `json:"next_flush_at"`
-	Started   time.Time    `json:"started_at"`
+	Groups []GroupState `json:"groups"`
+	// Held is the batch lane's holding window: the groups of fetched
+	// requests waiting for their group to fill a call, with their sizes and
+	// oldest requests. HeldRequests totals them.
+	Held         []HeldGroup `json:"held"`
+	HeldRequests int         `json:"held_requests"`
+	LastFlush    time.Time   `json:"last_flush_at"`
+	NextFlush    time.Time   `json:"next_flush_at"`
+	Started      time.Time   `json:"started_at"`
 }
 
 type stats struct {
@@ -103,6 +108,7 @@ func (e *Engine) Stats() Stats {
 		JobsFailed:   s.jobsFailed.Load(),
 		Breakers:     e.breakers.states(),
 		Groups:       e.groups.states(),
+		Held:         e.window.states(),
 		APICalls:     s.apiCalls.Load(),
 		Batches:      s.batches.Load(),
 		Usage:        provider.Usage{InputTokens: s.inputTokens.Load(), OutputTokens: s.outputTokens.Load()},
@@ -118,5 +124,8 @@ func (e *Engine) Stats() Stats {
 	}
 	s.mu.Unlock()
 	out.FallbackFlushes = out.Triggers[wire.TriggerMaxWait]
+	for _, g := range out.Held {
+		out.HeldRequests += g.Requests
+	}
 	return out
 }

@@ -29,6 +29,7 @@ func TestLongReplySubjectIsRefused(t *testing.T) {
 	)
 	cfg := testConfig()
 	cfg.MaxBatchSize = 3
+	cfg.MaxWait = 200 * time.Millisecond
 	b.start(t, cfg)
 
 	got := b.waitResults(t, 3, 15*time.Second)

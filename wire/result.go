@@ -74,4 +74,7 @@ const (
 	TriggerImmediate Trigger = "immediate"
 	// TriggerRetry: requests handed back for a retry became due again.
 	TriggerRetry Trigger = "retry"
+	// TriggerWindowFull: the worker's holding window was full, so the
+	// group waiting longest was sent before it filled up.
+	TriggerWindowFull Trigger = "window_full"
 )

@@ -114,7 +114,7 @@ func TestTriggersMatchTheSchema(t *testing.T) {
 		inSchema = append(inSchema, v.(string))
 	}
 	all := []wire.Trigger{wire.TriggerSize, wire.TriggerInterval, wire.TriggerMaxWait, wire.TriggerUrgent,
-		wire.TriggerForced, wire.TriggerImmediate, wire.TriggerRetry}
+		wire.TriggerForced, wire.TriggerImmediate, wire.TriggerRetry, wire.TriggerWindowFull}
 	var inCode []string
 	for _, tr := range all {
 		inCode = append(inCode, string(tr))

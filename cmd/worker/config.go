@@ -31,6 +31,9 @@ type config struct {
 	BatchInterval      time.Duration `env:"BATCH_INTERVAL, default=1h"`
 	BatchIntervalHours string        `env:"BATCH_INTERVAL_HOURS"`
 	MaxBatchSize       int           `env:"MAX_BATCH_SIZE, default=50"`
+	HoldMaxRequests    int           `env:"HOLD_MAX_REQUESTS, default=5000"`
+	HoldMaxBytes       byteSize      `env:"HOLD_MAX_BYTES, default=32MiB"`
+	IsolateTopics      bool          `env:"ISOLATE_TOPICS, default=true"`
 	MaxWait            time.Duration `env:"MAX_WAIT, default=5m"`
 	MaxDeliver         int           `env:"MAX_DELIVER, default=5"`
 	MaxRequestBytes    byteSize      `env:"MAX_REQUEST_BYTES, default=64KiB"`
@@ -188,6 +191,7 @@ func (c config) validate() error {
 		{"MAX_BATCH_TOKENS", c.MaxBatchTokens, 0, 10_000_000},
 		{"STREAM_REPLICAS", c.StreamReplicas, 1, 5},
 		{"DEFAULT_OUTPUT_TOKENS", c.DefaultOutputTokens, 1, 10_000_000},
+		{"HOLD_MAX_REQUESTS", c.HoldMaxRequests, 1, 10_000_000},
 	}
 	for _, i := range ints {
 		if i.v < i.lo || i.v > i.h {
@@ -223,6 +227,9 @@ func (c config) validate() error {
 	}
 	if !bucketName.MatchString(c.AttemptsBucket) {
 		bad("ATTEMPTS_BUCKET", fmt.Sprintf("%q", c.AttemptsBucket), "letters, digits, - and _ only, such as AI_ATTEMPTS")
+	}
+	if c.HoldMaxBytes < c.MaxRequestBytes {
+		bad("HOLD_MAX_BYTES", int64(c.HoldMaxBytes), fmt.Sprintf("at least MAX_REQUEST_BYTES (%d), such as 32MiB", int64(c.MaxRequestBytes)))
 	}
 	if c.MaxRequestBytes < 16 || c.MaxRequestBytes > 8<<20 {
 		bad("MAX_REQUEST_BYTES", int64(c.MaxRequestBytes), "a size from 16 bytes to 8MiB, such as 65536 or 64KiB")

@@ -62,6 +62,10 @@ var ownerDefaults = []struct {
 	{"SHUTDOWN_TIMEOUT", "batch.DefaultShutdownTimeout", batch.DefaultShutdownTimeout},
 	{"JOB_POLL_INTERVAL", "batch.DefaultJobPollInterval", batch.DefaultJobPollInterval},
 	{"REQUEST_TTL", "batch.DefaultRequestTTL", batch.DefaultRequestTTL},
+	{"HOLD_MAX_REQUESTS", "batch.DefaultHoldMaxRequests", batch.DefaultHoldMaxRequests},
+	{"HOLD_MAX_BYTES", "batch.DefaultHoldMaxBytes", byteSize(batch.DefaultHoldMaxBytes)},
+	// batch.Config.MixTopics' zero value (false) is ISOLATE_TOPICS=true.
+	{"ISOLATE_TOPICS", "!batch.Config{}.MixTopics", !batch.Config{}.MixTopics},
 	{"PROVIDER_PROBE_INTERVAL", "batch.DefaultProbeInterval", batch.DefaultProbeInterval},
 	{"DEFAULT_OUTPUT_TOKENS", "batch.DefaultOutputTokens", batch.DefaultOutputTokens},
 	{"ATTEMPTS_BUCKET", "attempts.DefaultBucket", attempts.DefaultBucket},

@@ -15,13 +15,19 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		// After the first signal the worker drains; a second one gets the
-		// default behaviour and ends the process at once. Nothing is lost:
-		// the broker still holds every request not acked.
-		<-ctx.Done()
-		stop()
+		// After the first signal the worker drains; a second one ends the
+		// process at once. Nothing is lost: the broker still holds every
+		// request not acked. Both signals are caught by one channel, so a
+		// second one that comes right after the first is not missed.
+		<-signals
+		cancel()
+		s := <-signals
+		fmt.Fprintf(os.Stderr, "worker: second signal (%s): exiting at once\n", s)
+		os.Exit(128 + int(s.(syscall.Signal)))
 	}()
 	lookup, err := withDotEnv(envconfig.OsLookuper(), ".env")
 	if err == nil {

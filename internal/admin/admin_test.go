@@ -31,7 +31,10 @@ func TestBatchStatsReflectForcedFlush(t *testing.T) {
 
 	var flushed admin.FlushResponse
 	b.getJSON(t, http.MethodPost, "/admin/batch-process", "", http.StatusOK, &flushed)
-	wantBatches := (n + maxBatchSize - 1) / maxBatchSize
+	// The requests alternate between two models: two groups, each sent in
+	// calls of at most maxBatchSize.
+	perModel := (n + len(models) - 1) / len(models)
+	wantBatches := len(models) * ((perModel + maxBatchSize - 1) / maxBatchSize)
 	if flushed.Requests != n || flushed.Batches != wantBatches {
 		t.Fatalf("flush = %+v, want %d requests in %d batches", flushed, n, wantBatches)
 	}
@@ -44,7 +47,7 @@ func TestBatchStatsReflectForcedFlush(t *testing.T) {
 	})
 	w := st.Worker
 	calls := b.fake.Calls()
-	// One fetched batch holds both models; each model gets its own call.
+	// Each model is its own group and call.
 	if calls != int64(len(models)) {
 		t.Errorf("the fake AI server got %d calls, want %d (one per model)", calls, len(models))
 	}
@@ -119,7 +122,7 @@ func TestMetricsAfterWork(t *testing.T) {
 		want   float64
 	}{
 		{"aibatch_requests_total", []string{`trigger="forced"`}, n},
-		{"aibatch_batches_total", []string{`trigger="forced"`}, 1},
+		{"aibatch_batches_total", []string{`trigger="forced"`}, float64(len(models))}, // a batch per group
 		{"aibatch_results_total", []string{`status="ok"`}, n},
 		{"aibatch_api_calls_total", []string{`provider="openai"`, `trigger="forced"`, `mode="combined"`, `status="ok"`}, calls},
 		{"aibatch_batch_size_sum", nil, n},
