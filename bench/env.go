@@ -123,10 +123,16 @@ func requestBody(prefix string, i, size int) []byte {
 // publish, in windows of the client's pending limit, and waits until the
 // server stored all of them.
 func (c *client) publishMany(ctx context.Context, subject, prefix string, first, n, size int) error {
+	return c.publishBodies(ctx, subject, first, n, func(i int) []byte { return requestBody(prefix, i, size) })
+}
+
+// publishBodies publishes body(i) for i from first to first+n-1 to subject
+// as publishMany does.
+func (c *client) publishBodies(ctx context.Context, subject string, first, n int, body func(i int) []byte) error {
 	const window = 2048
 	before := c.pubErrs.Load()
 	for i := first; i < first+n; i++ {
-		if _, err := c.js.PublishAsync(subject, requestBody(prefix, i, size)); err != nil {
+		if _, err := c.js.PublishAsync(subject, body(i)); err != nil {
 			return fmt.Errorf("publish request %d: %w", i, err)
 		}
 		if (i-first+1)%window == 0 {

@@ -2,7 +2,9 @@
 // and what it saves: throughput against the simplest loop the broker allows,
 // API calls per request against immediate mode, urgent-lane latency and the
 // batch lane's longest wait, hiding provider latency with calls in flight,
-// and the worker's peak memory. Every scenario runs against embedded
+// the worker's peak memory, and the provider calls spent when the model's
+// answers are cut off at an output limit or it refuses some inputs (the
+// real openai provider against the fake OpenAI server, over HTTP). Every scenario runs against embedded
 // JetStream servers with file storage on loopback; comparisons are measured
 // side by side in each run and reported as median, min and max over the
 // runs.
@@ -10,6 +12,7 @@
 //	go run ./bench              # the full run `make bench` does
 //	go run ./bench -quick       # every scenario, small, in well under a minute
 //	go run ./bench -only rates  # one scenario
+//	go run ./bench -only fault-cap,fault-refusal  # the provider-fault scenarios
 //
 // It prints one table on stdout (progress goes to stderr) and writes the
 // same figures, with the raw ones, as JSON (-out). Targets are reported,
@@ -64,9 +67,14 @@ type options struct {
 	Inflights   []int         `json:"inflights"`
 	Rounds      int           `json:"rounds"`
 
-	MemRequests int `json:"memory_requests"`
-	MemSize     int `json:"memory_request_bytes"`
-	MemRuns     int `json:"memory_runs"`
+	MemRequests   int `json:"memory_requests"`
+	MemSize       int `json:"memory_request_bytes"`
+	MemRuns       int `json:"memory_runs"`
+	FaultRequests int `json:"fault_requests"`
+	FaultBatch    int `json:"fault_max_batch_size"`
+	FaultCap      int `json:"fault_output_cap_items"`
+	RefuseEvery   int `json:"fault_refuse_every"`
+
 	// ProfileDir, when set, receives CPU profiles (go tool pprof) of each
 	// scenario 1 drain (the whole harness process: server and drainer) and
 	// of scenario 5's worker and ceiling processes (the drainer alone).
@@ -90,7 +98,7 @@ func (o options) MarshalJSON() ([]byte, error) {
 }
 
 // scenarios in the order they run.
-var scenarios = []string{"micro", "throughput", "rates", "latency", "inflight", "memory"}
+var scenarios = []string{"micro", "throughput", "rates", "latency", "inflight", "memory", "fault-cap", "fault-refusal"}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == childCommand {
@@ -131,6 +139,10 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.MemRequests, "mem-requests", 1_000_000, "scenario 5: backlog drained by each process")
 	fs.IntVar(&o.MemSize, "mem-bytes", 1024, "scenario 5: request body size")
 	fs.IntVar(&o.MemRuns, "mem-runs", 1, "scenario 5: runs")
+	fs.IntVar(&o.FaultRequests, "fault-requests", 1000, "scenarios 7-8: backlog drained per measurement")
+	fs.IntVar(&o.FaultBatch, "fault-batch", 50, "scenarios 7-8: MAX_BATCH_SIZE")
+	fs.IntVar(&o.FaultCap, "fault-cap", 20, "scenario 7: the fake's answers fit this many items (openaitest SetOutputCap)")
+	fs.IntVar(&o.RefuseEvery, "refuse-every", 50, "scenario 8: the fake refuses one input in this many (openaitest RefuseInput)")
 	fs.StringVar(&o.ProfileDir, "profile", "", "directory for CPU profiles: scenario 1 per drain (server + drainer), scenario 5 per process (drainer alone)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -156,6 +168,9 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.Runs < 1 || o.MemRuns < 1 || o.Rounds < 1 || len(o.TPBatches) == 0 || len(o.Inflights) == 0 {
 		return nil, fmt.Errorf("-runs, -mem-runs, -rounds must be 1 or more, -tp-batches and -inflights not empty")
+	}
+	if o.FaultRequests < 1 || o.FaultBatch < 1 || o.FaultCap < 1 || o.RefuseEvery < 1 {
+		return nil, fmt.Errorf("-fault-requests, -fault-batch, -fault-cap and -refuse-every must be 1 or more")
 	}
 	for _, s := range splitList(o.Only) {
 		if !slices.Contains(scenarios, s) {
@@ -195,11 +210,13 @@ func run(args []string) int {
 			}
 			return scenarioMicro(o.Micro, r)
 		},
-		"throughput": func() error { return scenarioThroughput(ctx, o, r) },
-		"rates":      func() error { return scenarioRates(ctx, o, r) },
-		"latency":    func() error { return scenarioLatency(ctx, o, r) },
-		"inflight":   func() error { return scenarioInflight(ctx, o, r) },
-		"memory":     func() error { return scenarioMemory(ctx, o, r) },
+		"throughput":    func() error { return scenarioThroughput(ctx, o, r) },
+		"rates":         func() error { return scenarioRates(ctx, o, r) },
+		"latency":       func() error { return scenarioLatency(ctx, o, r) },
+		"inflight":      func() error { return scenarioInflight(ctx, o, r) },
+		"memory":        func() error { return scenarioMemory(ctx, o, r) },
+		"fault-cap":     func() error { return scenarioFaultCap(ctx, o, r) },
+		"fault-refusal": func() error { return scenarioFaultRefusal(ctx, o, r) },
 	}
 	code := 0
 	for _, name := range scenarios {

@@ -17,13 +17,16 @@ import (
 // target is the goal a row is checked against: its median, or with worst
 // set, its worst run (a bound that must hold every time).
 type target struct {
-	op    string // ">=", "<" or "<="
+	op    string // ">=", "<", "<=" or "="
 	value float64
 	worst bool
 }
 
 func atLeast(v float64) *target { return &target{op: ">=", value: v} }
 func below(v float64) *target   { return &target{op: "<", value: v} }
+
+// exactly is a count every run must hit.
+func exactly(v float64) *target { return &target{op: "=", value: v, worst: true} }
 
 // never is a bound no run may exceed.
 func never(above float64) *target { return &target{op: "<=", value: above, worst: true} }
@@ -39,6 +42,12 @@ func (t *target) met(s summary) bool {
 	}
 	if math.IsNaN(v) {
 		return false
+	}
+	if t.op == "=" {
+		if t.worst {
+			return s.Min == t.value && s.Max == t.value
+		}
+		return v == t.value
 	}
 	switch t.op {
 	case ">=":
@@ -210,8 +219,10 @@ func formatValue(v float64, unit string) string {
 		return "-"
 	}
 	switch unit {
-	case "req/s", "ns/req", "ns/op", "B/op", "B/req":
+	case "req/s", "ns/req", "ns/op", "B/op", "B/req", "count":
 		return thousands(v)
+	case "calls/1k req":
+		return fmt.Sprintf("%.1f", v)
 	case "ratio":
 		return fmt.Sprintf("%.2f", v)
 	case "calls/req":

@@ -117,6 +117,8 @@ func TestTarget(t *testing.T) {
 		{"below: equal is missed", below(0.85), s, false},
 		{"never: judged on the worst run", never(0.88), s, false},
 		{"never: equal is met", never(0.9), s, true},
+		{"exactly: every run", exactly(3), summary{Median: 3, Min: 3, Max: 3}, true},
+		{"exactly: one run off is missed", exactly(3), summary{Median: 3, Min: 3, Max: 4}, false},
 		{"NaN never meets", atLeast(0), summary{Median: math.NaN(), Min: math.NaN(), Max: math.NaN()}, false},
 	}
 	for _, tt := range tests {
@@ -144,6 +146,8 @@ func TestFormatValue(t *testing.T) {
 		{97.66, "%", "97.7%"},
 		{16.62, "ms", "16.6"},
 		{math.NaN(), "ms", "-"},
+		{1000, "count", "1,000"},
+		{260, "calls/1k req", "260.0"},
 	}
 	for _, tt := range tests {
 		if got := formatValue(tt.v, tt.unit); got != tt.want {
@@ -284,5 +288,40 @@ func TestRowJSONIsFlat(t *testing.T) {
 	want := `{"scenario":"1 x","measure":"m","unit":"ratio","median":0.5,"min":0.5,"max":0.5,"runs":[0.5,null],"target":"\u003e= 0.80","met":false}`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
+	}
+}
+
+// splitDepth follows batch/caller.go's halving (m/2 and m - m/2): it is
+// ceil(log2 n), the bound scenario 8 prints.
+func TestSplitDepth(t *testing.T) {
+	t.Parallel()
+	for n := 1; n <= 1000; n++ {
+		want := int(math.Ceil(math.Log2(float64(n))))
+		if got := splitDepth(n); got != want {
+			t.Errorf("splitDepth(%d) = %d, want ceil(log2 %d) = %d", n, got, n, want)
+		}
+	}
+	if got := splitDepth(50); got != 6 {
+		t.Errorf("splitDepth(50) = %d, want 6 (50 25 13 7 4 2 1)", got)
+	}
+}
+
+// Refused inputs are one in every, and every input is unique.
+func TestFaultInputs(t *testing.T) {
+	t.Parallel()
+	n := 0
+	seen := map[string]bool{}
+	for i := range 1000 {
+		if refused(i, 50) {
+			n++
+		}
+		in := faultInput(i, 460)
+		if len(in) != 460 || seen[in] {
+			t.Fatalf("input %d: %d bytes, repeated %v", i, len(in), seen[in])
+		}
+		seen[in] = true
+	}
+	if n != 20 {
+		t.Errorf("refused %d of 1000, want 20", n)
 	}
 }

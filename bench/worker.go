@@ -7,15 +7,17 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/provider"
 )
 
 // worker is the real engine (batch.New on jetstream.Ensure's queues and
-// publisher) with an in-process provider, on its own connection, as the
+// publisher) with a provider (the in-process benchProvider, or the real
+// openai provider calling a fake server), on its own connection, as the
 // worker binary wires it.
 type worker struct {
 	c      *client
 	engine *batch.Engine
-	prov   *benchProvider
+	prov   provider.Provider
 	obs    *waitObserver
 	lane   *timedQueue
 	cancel context.CancelFunc
@@ -24,7 +26,7 @@ type worker struct {
 
 // startWorker connects to url and runs an engine with cfg (DefaultModel is
 // filled in) until stop.
-func startWorker(ctx context.Context, url string, cfg batch.Config, prov *benchProvider) (*worker, error) {
+func startWorker(ctx context.Context, url string, cfg batch.Config, prov provider.Provider) (*worker, error) {
 	c, err := connect(url, "bench-worker")
 	if err != nil {
 		return nil, err
