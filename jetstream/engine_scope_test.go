@@ -26,6 +26,9 @@ func TestOutputCapShrinksTheBatchAndLosesNothing(t *testing.T) {
 	b.publish(t, inputs("ai.requests.cap", "cap", 500)...)
 	cfg := testConfig()
 	cfg.MaxBatchSize = 50
+	// What is left of the group after the size shrank is held for peers
+	// until MaxWait; none will come.
+	cfg.MaxWait = time.Second
 	b.start(t, cfg)
 
 	got := b.waitResults(t, 500, 30*time.Second)
