@@ -1,6 +1,8 @@
 package jetstream_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -247,5 +249,81 @@ func TestAWrongKeyWaitsForTheProviderToAcceptIt(t *testing.T) {
 	}
 	if err := b.engine.ProviderHealth(); err != nil {
 		t.Fatalf("ProviderHealth after the key was accepted = %v", err)
+	}
+}
+
+// TestTenTemplatesInOneBurst: 1,000 requests round-robin over 10
+// instructions take about the ideal 10 × ceil(100/50) = 20 calls, because
+// requests are held by group until their group fills a call.
+func TestTenTemplatesInOneBurst(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var reqs []req
+	for i := range 1000 {
+		body, _ := json.Marshal(wire.Request{ID: fmt.Sprintf("tpl-%d", i), Input: fmt.Sprintf("observation %d", i),
+			Instructions: fmt.Sprintf("template %d: answer briefly", i%10)})
+		reqs = append(reqs, req{subject: "ai.requests.templates", body: string(body)})
+	}
+	b.publish(t, reqs...)
+	cfg := testConfig()
+	cfg.MaxBatchSize = 50
+	b.start(t, cfg)
+	got := b.waitResults(t, 1000, 30*time.Second)
+	for id, r := range got {
+		if r.Status != wire.StatusOK || r.Batch.Trigger != wire.TriggerSize || r.Batch.Size != 50 {
+			t.Fatalf("%s: %+v", id, r.Result)
+		}
+	}
+	if calls := b.fake.Calls(); calls > 22 {
+		t.Fatalf("%d calls for 1,000 requests over 10 templates, want at most 22 (ideal 20)", calls)
+	}
+	t.Logf("1,000 requests over 10 templates in %d calls", b.fake.Calls())
+}
+
+// TestTopicsNeverShareACallByDefault: requests of two topics with the same
+// instructions are never combined, unless ISOLATE_TOPICS is off.
+func TestTopicsNeverShareACallByDefault(t *testing.T) {
+	t.Parallel()
+	for _, mix := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mix=%v", mix), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			var reqs []req
+			for i := range 400 {
+				tenant := []string{"tenant-a", "tenant-b"}[i%2]
+				body, _ := json.Marshal(wire.Request{ID: fmt.Sprintf("%s-%d", tenant, i), Input: fmt.Sprintf("%s says %d", tenant, i)})
+				reqs = append(reqs, req{subject: "ai.requests." + tenant, body: string(body)})
+			}
+			b.publish(t, reqs...)
+			cfg := testConfig()
+			cfg.MaxBatchSize = 50
+			cfg.MixTopics = mix
+			b.start(t, cfg)
+			got := b.waitResults(t, 400, 30*time.Second)
+			topicsOf := map[string]map[string]bool{} // batch id -> topics
+			for id, r := range got {
+				if r.Status != wire.StatusOK {
+					t.Fatalf("%s: %+v", id, r.Result)
+				}
+				topic := id[:strings.LastIndexByte(id, '-')] // "tenant-a-12" is tenant-a's
+				if topicsOf[r.Batch.ID] == nil {
+					topicsOf[r.Batch.ID] = map[string]bool{}
+				}
+				topicsOf[r.Batch.ID][topic] = true
+			}
+			mixed := 0
+			for _, topics := range topicsOf {
+				if len(topics) > 1 {
+					mixed++
+				}
+			}
+			switch {
+			case !mix && mixed > 0:
+				t.Fatalf("%d calls carried requests of both topics", mixed)
+			case mix && mixed == 0:
+				t.Fatal("with ISOLATE_TOPICS=false no call mixed the topics; want them to share calls")
+			}
+			t.Logf("mix=%v: %d calls, %d of them mixed", mix, b.fake.Calls(), mixed)
+		})
 	}
 }
