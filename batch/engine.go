@@ -37,6 +37,7 @@ type Engine struct {
 	provider provider.Provider
 	jobs     JobStore
 	attempts AttemptStore
+	lease    HoldLease
 
 	breakers *breakers
 	groups   *groups
@@ -142,7 +143,7 @@ func (e *Engine) wire() error {
 	e.window = newWindow(cfg.HoldMaxRequests, cfg.HoldMaxBytes)
 	e.batchLane = &batchLane{queue: e.queue, cfg: cfg, intake: e.intake, window: e.window, groups: e.groups,
 		slots: newSemaphore(cfg.MaxInflight), dispatch: e.dispatch, abandon: e.abandon, flushes: e.flushes,
-		handBack: handBack, expiries: expiries, paused: e.providerDown, stats: &e.stats, observer: e.observer,
+		handBack: handBack, expiries: expiries, paused: e.providerDown, lease: e.lease, stats: &e.stats, observer: e.observer,
 		log: e.log, freed: make(chan struct{}, 1)}
 	return nil
 }

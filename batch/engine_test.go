@@ -543,3 +543,52 @@ func TestEngineRetryTriggerFetchesHandedBackRequests(t *testing.T) {
 		}
 	})
 }
+
+// fixedLease is a HoldLease that holds or not.
+type fixedLease bool
+
+func (l fixedLease) Held() bool { return bool(l) }
+
+// TestAFleetGathersPartialGroupsInOneWorker: two engines on one stream at a
+// low rate over 5 templates; only the holder gathers partial groups, so the
+// fleet makes the calls one worker would, not twice as many.
+func TestAFleetGathersPartialGroupsInOneWorker(t *testing.T) {
+	t.Parallel()
+	run := func(t *testing.T, leases ...batch.HoldLease) int {
+		var calls int
+		synctest.Test(t, func(t *testing.T) {
+			b, p := batchtest.NewBroker(), batchtest.NewProvider()
+			cfg := engineConfig(b)
+			cfg.MaxWait = time.Minute
+			for _, l := range leases {
+				var opts []batch.Option
+				if l != nil {
+					opts = append(opts, batch.WithHoldLease(l))
+				}
+				startEngine(t, b, p, cfg, opts...)
+			}
+			// 5 templates, a request every 2s each, for 5 minutes.
+			for i := range 750 {
+				body, _ := json.Marshal(wire.Request{ID: fmt.Sprintf("r-%d", i), Input: fmt.Sprintf("in %d", i), Instructions: fmt.Sprintf("template %d", i%5)})
+				mustPublish(t, b, reqSubject, string(body), nil)
+				if i%5 == 4 {
+					time.Sleep(2 * time.Second)
+				}
+			}
+			time.Sleep(2 * cfg.MaxWait)
+			synctest.Wait()
+			if n := len(results(t, b)); n != 750 || b.Requests() != 0 {
+				t.Fatalf("%d results, %d left", n, b.Requests())
+			}
+			calls = p.Calls()
+		})
+		return calls
+	}
+	one := run(t, nil)
+	two := run(t, fixedLease(true), fixedLease(false))
+	unled := run(t, nil, nil)
+	t.Logf("calls: one worker %d, two with a holder %d, two without %d", one, two, unled)
+	if float64(two) > 1.5*float64(one) {
+		t.Fatalf("two workers with a holder made %d calls, one worker %d: over 1.5×", two, one)
+	}
+}

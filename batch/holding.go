@@ -168,6 +168,18 @@ func (w *window) messages() []Message {
 	return out
 }
 
+// HoldLease says whether this worker is the fleet's holder: the one whose
+// batch lane gathers partial groups. A worker that is not fetches new
+// requests only once a backlog of two calls' worth builds up, so at a low
+// rate each group fills in one worker's window. Without a lease every worker
+// holds.
+type HoldLease interface {
+	Held() bool
+}
+
+// WithHoldLease sets the fleet's holder lease.
+func WithHoldLease(l HoldLease) Option { return func(e *Engine) { e.lease = l } }
+
 // HeldGroup is one group of requests a worker holds, waiting for the group
 // to fill a call.
 type HeldGroup struct {

@@ -35,7 +35,9 @@ type batchLane struct {
 	// expiries holds when requests this worker deferred pass RequestTTL.
 	expiries *handBacks
 	// paused reports whether the provider can serve no one now.
-	paused   func() bool
+	paused func() bool
+	// lease, when set, says whether this worker gathers partial groups.
+	lease    HoldLease
 	stats    *stats
 	observer Observer
 	log      *zap.Logger
@@ -100,6 +102,7 @@ func (l *batchLane) pollOnce(ctx context.Context, s *schedule) {
 	}
 	now := time.Now()
 	s.paused = l.paused()
+	s.follower = l.lease != nil && !l.lease.Held()
 	held := l.window.snapshot()
 	heldCount := 0
 	for _, g := range held {

@@ -26,6 +26,10 @@ type schedule struct {
 	// expireAt is when the first request this worker deferred passes
 	// RequestTTL; zero when there is none.
 	expireAt time.Time
+	// follower is true when another worker of the fleet holds partial
+	// groups (HoldLease): this one fetches new requests only once a backlog
+	// builds up.
+	follower bool
 }
 
 // fetchReason says why the batch lane fetches.
@@ -40,7 +44,9 @@ const (
 	fetchBack
 )
 
-// fetchDue decides whether the batch lane fetches now. While it is paused
+// fetchDue decides whether the batch lane fetches now. A follower (another
+// worker gathers partial groups) fetches new requests only when two calls'
+// worth wait. While it is paused
 // (the provider is unavailable) only requests past RequestTTL make a fetch,
 // so that they end as expired.
 func fetchDue(now time.Time, b Backlog, s schedule, c Config) fetchReason {
@@ -61,7 +67,7 @@ func fetchDue(now time.Time, b Backlog, s schedule, c Config) fetchReason {
 		// Only with nothing new pending, so the fetch takes nothing but
 		// redeliveries; new requests bring the orphans along when they go.
 		return fetchBack
-	case b.Pending > 0:
+	case b.Pending > 0 && (!s.follower || b.Pending >= 2*c.MaxBatchSize):
 		return fetchNew
 	}
 	return fetchNone

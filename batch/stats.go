@@ -51,9 +51,12 @@ type Stats struct {
 	// oldest requests. HeldRequests totals them.
 	Held         []HeldGroup `json:"held"`
 	HeldRequests int         `json:"held_requests"`
-	LastFlush    time.Time   `json:"last_flush_at"`
-	NextFlush    time.Time   `json:"next_flush_at"`
-	Started      time.Time   `json:"started_at"`
+	// Holder is true when this worker gathers partial groups for the
+	// fleet (WithHoldLease), or has no fleet.
+	Holder    bool      `json:"holder"`
+	LastFlush time.Time `json:"last_flush_at"`
+	NextFlush time.Time `json:"next_flush_at"`
+	Started   time.Time `json:"started_at"`
 }
 
 type stats struct {
@@ -109,6 +112,7 @@ func (e *Engine) Stats() Stats {
 		Breakers:     e.breakers.states(),
 		Groups:       e.groups.states(),
 		Held:         e.window.states(),
+		Holder:       e.lease == nil || e.lease.Held(),
 		APICalls:     s.apiCalls.Load(),
 		Batches:      s.batches.Load(),
 		Usage:        provider.Usage{InputTokens: s.inputTokens.Load(), OutputTokens: s.outputTokens.Load()},

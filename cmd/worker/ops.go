@@ -77,8 +77,19 @@ func (o *ops) startFleet(ctx context.Context, d opsDeps) error {
 	o.fleet, o.stopFleet, o.fleetDone = totals, cancel, make(chan struct{})
 	engine := d.parts.engine
 	read := func() fleet.Counters { return fleet.CountersOf(engine.Stats()) }
+	lease, err := fleet.OpenLease(totals, fleet.LeaseConfig{Worker: o.worker})
+	if err != nil {
+		return err
+	}
+	d.parts.lease.set(lease)
+	leaseDone := make(chan struct{})
+	go func() {
+		defer close(leaseDone)
+		lease.Run(runCtx, func(err error) { o.log.Warn("holder lease", zap.Error(err)) })
+	}()
 	go func() {
 		defer close(o.fleetDone)
+		defer func() { <-leaseDone }()
 		err := totals.Run(runCtx, read, func(err error) { o.log.Warn("update fleet totals", zap.Error(err)) })
 		if err != nil {
 			o.log.Warn("final update of fleet totals", zap.Error(err))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -14,6 +15,7 @@ import (
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/attempts"
 	"github.com/aibatch/aibatch/internal/cost"
+	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/internal/jobstore"
 	"github.com/aibatch/aibatch/internal/metrics"
 	"github.com/aibatch/aibatch/jetstream"
@@ -76,6 +78,7 @@ func serve(ctx context.Context, log *zap.Logger, engine *batch.Engine, o *ops) e
 // it.
 type engineParts struct {
 	engine   *batch.Engine
+	lease    *holdLease
 	lanes    []*jetstream.Queue // batch lane, urgent lane
 	provider string
 	registry *prometheus.Registry
@@ -102,6 +105,8 @@ func buildEngine(ctx context.Context, cfg config, log *zap.Logger, b *broker) (*
 	if err != nil {
 		return nil, err
 	}
+	lease := &holdLease{}
+	opts = append(opts, batch.WithHoldLease(lease))
 	engine, err := batch.New(engineConfig(cfg, b), batchLane, pub, p, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("build the engine: %w", err)
@@ -110,7 +115,7 @@ func buildEngine(ctx context.Context, cfg config, log *zap.Logger, b *broker) (*
 		return nil, fmt.Errorf("set up metrics: %w", err)
 	}
 	return &engineParts{
-		engine: engine, lanes: []*jetstream.Queue{batchLane, urgentLane},
+		engine: engine, lease: lease, lanes: []*jetstream.Queue{batchLane, urgentLane},
 		provider: p.Name(), registry: obs.registry, cost: obs.cost,
 	}, nil
 }
@@ -212,4 +217,17 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.DisableStacktrace = true
 	return zc.Build()
+}
+
+// holdLease is the engine's batch.HoldLease: the fleet's lease once the
+// fleet bucket is open, and "holds" before that or without one
+// (STATS_BUCKET empty), when every worker gathers partial groups.
+type holdLease struct{ lease atomic.Pointer[fleet.Lease] }
+
+func (h *holdLease) set(l *fleet.Lease) { h.lease.Store(l) }
+
+// Held reports whether this worker gathers partial groups.
+func (h *holdLease) Held() bool {
+	l := h.lease.Load()
+	return l == nil || l.Held()
 }

@@ -86,6 +86,12 @@ type WorkerStats struct {
 	// Groups holds each group's current call size (adaptive) and average
 	// answer length.
 	Groups []batch.GroupState `json:"groups"`
+	// Held is the batch lane's holding window: the open groups, their
+	// sizes and oldest requests; HeldRequests totals them. Holder is true
+	// when this worker gathers partial groups for the fleet.
+	Held         []batch.HeldGroup `json:"held"`
+	HeldRequests int               `json:"held_requests"`
+	Holder       bool              `json:"holder"`
 }
 
 // figures derives the ratios from c.
@@ -128,6 +134,9 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 			Probes:          st.Probes,
 			Breakers:        nonNil(st.Breakers),
 			Groups:          nonNil(st.Groups),
+			Held:            nonNil(st.Held),
+			HeldRequests:    st.HeldRequests,
+			Holder:          st.Holder,
 		},
 		Config: s.settings,
 	}
