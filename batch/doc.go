@@ -12,8 +12,9 @@
 // data flowing one way:
 //
 //	stage      file                      job
-//	scheduler  scheduler.go, lanes.go    WHEN a batch is due (size, interval, max_wait,
-//	                                     retry, forced, urgent, immediate), and the fetch
+//	scheduler  scheduler.go, lanes.go,   WHEN to fetch, and WHEN a held group is due
+//	           holding.go                (size, max_wait, retry, interval, window_full,
+//	                                     forced, urgent, immediate); the holding window
 //	intake     item.go                   reads each message; rejects what can never succeed
 //	planner    planner.go                WHICH requests share a call (model, instructions,
 //	                                     token budget)
