@@ -22,7 +22,7 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags "-s -w" -o /out/worker ./cmd/worker
+    GOEXPERIMENT=jsonv2 go build -trimpath -ldflags "-s -w" -o /out/worker ./cmd/worker
 
 # distroless/static: CA certificates, /etc/passwd with the nonroot user, tzdata;
 # no shell, no package manager.
