@@ -18,20 +18,23 @@ func (l testLog) Write(p []byte) (int, error) {
 }
 
 // TestChaosShort is the short form of `make chaos`: about 2,000 requests
-// through every scenario (each fault alone, then all together), worker
-// processes built from ./cmd/worker. It fails on any duplicate, lost request
-// or other breach of the invariant, and when a scenario's faults were not
-// actually injected.
+// through every scenario (each fault alone, then all together) with the
+// provider periods of ShortScenarios (an outage of 6s, a key rejected for
+// 3s), worker processes built from ./cmd/worker. It fails on any duplicate,
+// lost request, innocent dead letter or other breach of the invariant, and
+// when a scenario's faults were not actually injected.
 func TestChaosShort(t *testing.T) {
 	if testing.Short() {
-		t.Skip("the chaos harness runs worker processes for about a minute")
+		t.Skip("the chaos harness runs worker processes for about 20 seconds")
 	}
+	scenarios := chaos.ShortScenarios()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	report, err := chaos.Run(ctx, chaos.Config{
-		Requests: 2000,
-		Parallel: len(chaos.DefaultScenarios()),
-		Drain:    60 * time.Second,
+		Requests:  2000,
+		Scenarios: scenarios,
+		Parallel:  len(scenarios),
+		Drain:     60 * time.Second,
 		// The workers run without the race detector: with it, 21 worker
 		// processes on 2 cores take the short form well past a minute
 		// (cmd/worker's own process tests run the worker with -race;
@@ -47,19 +50,19 @@ func TestChaosShort(t *testing.T) {
 		t.Fatalf("chaos harness: %v", err)
 	}
 
-	if got := len(report.Scenarios); got != len(chaos.DefaultScenarios()) {
-		t.Fatalf("report has %d scenarios, want %d", got, len(chaos.DefaultScenarios()))
+	if got := len(report.Scenarios); got != len(scenarios) {
+		t.Fatalf("report has %d scenarios, want %d", got, len(scenarios))
 	}
 	sent := 0
 	for i, s := range report.Scenarios {
-		sc := chaos.DefaultScenarios()[i]
+		sc := scenarios[i]
 		sent += s.Sent
 		if s.Err != nil {
 			t.Errorf("%s: harness failed: %v", s.Name, s.Err)
 		}
-		if s.Duplicates != 0 || s.Lost != 0 || s.Phantoms != 0 || s.WrongOutputs != 0 || s.Violations != 0 {
-			t.Errorf("%s: duplicates %d, lost %d, phantoms %d, wrong outputs %d, other violations %d; evidence:\n  %s",
-				s.Name, s.Duplicates, s.Lost, s.Phantoms, s.WrongOutputs, s.Violations, strings.Join(s.Evidence, "\n  "))
+		if s.Duplicates != 0 || s.Lost != 0 || s.Innocent != 0 || s.Phantoms != 0 || s.WrongOutputs != 0 || s.Violations != 0 {
+			t.Errorf("%s: duplicates %d, lost %d, innocent dead letters %d, phantoms %d, wrong outputs %d, other violations %d; evidence:\n  %s",
+				s.Name, s.Duplicates, s.Lost, s.Innocent, s.Phantoms, s.WrongOutputs, s.Violations, strings.Join(s.Evidence, "\n  "))
 		}
 		if s.Accepted == 0 || s.ResultsOK == 0 {
 			t.Errorf("%s: %d requests accepted, %d ok: the scenario did not run traffic", s.Name, s.Accepted, s.ResultsOK)
@@ -71,9 +74,15 @@ func TestChaosShort(t *testing.T) {
 		}
 		var providerFaults int64
 		for name, n := range s.ProviderFaults {
-			if name != chaos.FaultHeld {
+			if name != chaos.FaultHeld && name != chaos.FaultOutage && name != chaos.FaultKeyRejected {
 				providerFaults += n
 			}
+		}
+		// A period happened when it failed calls and a call was answered
+		// after it: the workers found the provider back.
+		periods := map[string]bool{}
+		for _, p := range s.Periods {
+			periods[p.Kind] = p.Failed > 0 && p.Recovery >= 0
 		}
 		checks := []struct {
 			on       bool
@@ -85,11 +94,13 @@ func TestChaosShort(t *testing.T) {
 			{sc.KillLeader, len(s.LeaderMoves) > 0, "stream leader's node shut down"},
 			{sc.ProviderFaults, providerFaults > 0, "provider faults"},
 			{sc.Poison, s.Poison > 0 && s.Errors >= s.Poison && s.DeadLetters >= s.Poison, "poison ended as errors and dead letters"},
+			{sc.Outage.For > 0, periods[chaos.PeriodOutage], "provider outage, then a call answered"},
+			{sc.KeyRejected.For > 0, periods[chaos.PeriodKeyRejected], "API key rejected, then a call answered"},
 		}
 		for _, c := range checks {
 			if c.on && !c.happened {
-				t.Errorf("%s: fault %q did not happen (kills %v, restarts %d, server restarts %d, leader moves %d, provider faults %v, poison %d)",
-					s.Name, c.what, s.WorkerKills, s.WorkerRestarts, s.ServerRestarts, len(s.LeaderMoves), s.ProviderFaults, s.Poison)
+				t.Errorf("%s: fault %q did not happen (kills %v, restarts %d, server restarts %d, leader moves %d, provider faults %v, periods %v, poison %d)",
+					s.Name, c.what, s.WorkerKills, s.WorkerRestarts, s.ServerRestarts, len(s.LeaderMoves), s.ProviderFaults, s.Periods, s.Poison)
 			}
 		}
 	}

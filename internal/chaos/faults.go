@@ -109,6 +109,34 @@ func (r *scenarioRun) loseWorker(ctx context.Context, _ *rand.Rand) {
 	r.logf("SIGKILL worker 0 mid-call; it stays down")
 }
 
+// providerPeriod returns the fault that makes the provider fail every call
+// for p.For from p.At after the traffic starts: an outage (kind
+// PeriodOutage) or a rejected key (PeriodKeyRejected). The fault returns
+// when the period is over; the phase lasts longer (periodTail).
+func (r *scenarioRun) providerPeriod(kind string, p ProviderPeriod) func(context.Context, *rand.Rand) {
+	return func(ctx context.Context, _ *rand.Rand) {
+		if !wait(ctx, p.At) {
+			return
+		}
+		var err error
+		what := "API key rejected (HTTP 401)"
+		if kind == PeriodOutage {
+			err = r.proxy.StartOutage(p.For)
+			what = "provider outage (HTTP " + statusList(OutageStatuses()) + ")"
+		} else {
+			err = r.proxy.StartKeyRejection(p.For)
+		}
+		if err != nil {
+			r.harnessError(err)
+			return
+		}
+		r.logf("%s for %s begins", what, p.For)
+		if wait(ctx, p.For) {
+			r.logf("%s over", what)
+		}
+	}
+}
+
 // restartServer shuts the single server down every 0.8-1.5s until ctx
 // ends, keeps it down 0.2-0.7s and starts it again on the same port and
 // store directory. The server is up when it returns.
