@@ -2,6 +2,7 @@ package chaos_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -106,5 +107,42 @@ func TestChaosShort(t *testing.T) {
 	}
 	if sent != 2000 {
 		t.Errorf("requests sent over all scenarios = %d, want 2000", sent)
+	}
+}
+
+// TestChaosCrashThenLongOutage reproduces a bug of the worker and is skipped
+// unless CHAOS_KNOWN_BUGS is set. Every worker is SIGKILLed just after one
+// of them stored results and before it acked their requests; the provider is
+// down for 45s from that moment. The requests come back after ACK_WAIT, wait
+// out the outage without spending attempts, and are answered again 45s after
+// their first results were stored: past the duplicate window of AI_RESULTS,
+// which the workers size by MAX_DELIVER × (PROVIDER_TIMEOUT + ACK_WAIT +
+// RETRY_MAX_BACKOFF) = 35s (batch.Config.RedeliveryWindow) without counting
+// the time a request may wait for the provider. Each such request then has
+// two ok results. The same outage of 20s gives none.
+func TestChaosCrashThenLongOutage(t *testing.T) {
+	if os.Getenv("CHAOS_KNOWN_BUGS") == "" {
+		t.Skip("reproduces a known bug (duplicate results after an outage longer than the duplicate window); set CHAOS_KNOWN_BUGS=1 to run it")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	report, err := chaos.Run(ctx, chaos.Config{
+		Requests: 400,
+		Scenarios: []chaos.Scenario{{Name: "crash-then-outage", CrashAtOutage: true,
+			Outage: chaos.ProviderPeriod{At: 2 * time.Second, For: 45 * time.Second}}},
+		Log: testLog{t},
+	})
+	var out strings.Builder
+	_ = report.Write(&out)
+	t.Logf("chaos report:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("chaos harness: %v", err)
+	}
+	s := report.Scenarios[0]
+	if s.WorkerKills[chaos.KillResultStored] == 0 {
+		t.Fatalf("no crash at the outage: kills %v", s.WorkerKills)
+	}
+	if p := report.Problems(); p != 0 {
+		t.Errorf("%d breaches (duplicates %d); evidence:\n  %s", p, s.Duplicates, strings.Join(s.Evidence, "\n  "))
 	}
 }

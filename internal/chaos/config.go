@@ -47,6 +47,12 @@ type Scenario struct {
 	// before the workers' secret was. No request may be dead-lettered for
 	// it.
 	KeyRejected ProviderPeriod
+	// CrashAtOutage SIGKILLs every worker, just as the outage begins, the
+	// moment one of them has stored a result and before it acks: the
+	// requests of that call come back during the outage, their results
+	// stored already, and wait for it to end. Needs Outage; not with
+	// LoseWorker.
+	CrashAtOutage bool
 }
 
 // ProviderPeriod schedules a stretch of time during which the provider
@@ -108,6 +114,9 @@ func (s Scenario) Faults() string {
 	if s.KeyRejected.on() {
 		f = append(f, fmt.Sprintf("API key rejected (HTTP 401) for %s from %s", s.KeyRejected.For, s.KeyRejected.At))
 	}
+	if s.CrashAtOutage {
+		f = append(f, "every worker SIGKILLed as the outage begins, just after a result was stored")
+	}
 	if len(f) == 0 {
 		return "none"
 	}
@@ -128,6 +137,8 @@ func (s Scenario) validate() error {
 		return fmt.Errorf("chaos: scenario %s: LoseWorker and KillWorkers do not go together", s.Name)
 	case s.Outage.At < 0 || s.Outage.For < 0 || s.KeyRejected.At < 0 || s.KeyRejected.For < 0:
 		return fmt.Errorf("chaos: scenario %s: provider periods must not start or last a negative time", s.Name)
+	case s.CrashAtOutage && (!s.Outage.on() || s.LoseWorker):
+		return fmt.Errorf("chaos: scenario %s: CrashAtOutage needs Outage, and not LoseWorker", s.Name)
 	}
 	return nil
 }

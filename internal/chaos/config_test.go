@@ -28,6 +28,7 @@ func TestConfigValidate(t *testing.T) {
 		{"outage before the traffic", Config{Scenarios: []Scenario{{Name: "x", Outage: ProviderPeriod{At: -time.Second, For: time.Second}}}}, "provider periods"},
 		{"negative key rejection", Config{Scenarios: []Scenario{{Name: "x", KeyRejected: ProviderPeriod{For: -time.Second}}}}, "provider periods"},
 		{"short scenarios", Config{Scenarios: ShortScenarios()}, ""},
+		{"crash at no outage", Config{Scenarios: []Scenario{{Name: "x", CrashAtOutage: true}}}, "CrashAtOutage needs Outage"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -19,6 +20,10 @@ const (
 	KillRandom = "random"
 	// KillLost: mid-call, and the worker is never restarted.
 	KillLost = "lost-for-good"
+	// KillResultStored: every worker at once, the moment the broker stored a
+	// result of one of them, before that worker could ack its request
+	// (Scenario.CrashAtOutage).
+	KillResultStored = "result-stored"
 )
 
 // maxFaults bounds every fault loop, whatever the phase's length.
@@ -121,7 +126,14 @@ func (r *scenarioRun) providerPeriod(kind string, p ProviderPeriod) func(context
 		var err error
 		what := "API key rejected (HTTP 401)"
 		if kind == PeriodOutage {
+			var restart func()
+			if r.sc.CrashAtOutage {
+				restart = r.crashOnResult(ctx)
+			}
 			err = r.proxy.StartOutage(p.For)
+			if restart != nil {
+				restart()
+			}
 			what = "provider outage (HTTP " + statusList(OutageStatuses()) + ")"
 		} else {
 			err = r.proxy.StartKeyRejection(p.For)
@@ -133,6 +145,48 @@ func (r *scenarioRun) providerPeriod(kind string, p ProviderPeriod) func(context
 		r.logf("%s for %s begins", what, p.For)
 		if wait(ctx, p.For) {
 			r.logf("%s over", what)
+		}
+	}
+}
+
+// crashOnResult waits up to 10s for the broker to store a result, then
+// SIGKILLs every worker at once: the one that published it dies before its
+// acks. It returns the function that starts them again.
+func (r *scenarioRun) crashOnResult(ctx context.Context) (restart func()) {
+	sub, err := r.js.Conn().SubscribeSync(resultSubjects)
+	if err != nil {
+		r.harnessError(fmt.Errorf("chaos: watch the results: %w", err))
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = sub.NextMsgWithContext(wctx)
+	cancel()
+	_ = sub.Unsubscribe()
+	if err != nil {
+		r.logf("no result stored within 10s: no crash at the outage")
+		return nil
+	}
+	var wg sync.WaitGroup
+	for slot := range r.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.pool.kill(slot); err != nil {
+				r.harnessError(err)
+				return
+			}
+			r.mu.Lock()
+			r.rep.WorkerKills[KillResultStored]++
+			r.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	r.logf("a result was stored: SIGKILL every worker")
+	return func() {
+		for slot := range r.cfg.Workers {
+			if err := r.pool.start(slot); err != nil {
+				r.harnessError(err)
+			}
 		}
 	}
 }

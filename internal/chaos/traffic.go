@@ -59,6 +59,8 @@ func PoisonKinds() []PoisonKind {
 const (
 	requestSubject = "ai.requests.chaos"
 	urgentSubject  = "ai.urgent.chaos"
+	// resultSubjects are the subjects of every result the workers publish.
+	resultSubjects = "ai.results.>"
 )
 
 // sentRequest is what a producer sent, for the checker to match against.
