@@ -109,7 +109,7 @@ type findings struct {
 	lost         int // accepted requests without a result, errors without a dead letter
 	phantoms     int // results or dead letters for ids never sent
 	wrongOutputs int // ok results whose output or metadata is not their request's
-	exhausted    int // normal requests that used up their attempts
+	innocent     int // requests not made poison with an error result or a dead letter
 	violations   int // every other breach of the invariant
 	leftover     int // requests still in AI_REQUESTS
 
@@ -159,9 +159,14 @@ type parsedResult struct {
 //   - no result or dead letter names an id that was never sent (phantoms);
 //   - an ok result's output is openaitest.Answer of its own input, and its
 //     metadata is its own request's (wrongOutputs);
-//   - a poison request ends as an error; a normal one ends ok unless it used
-//     up its attempts (exhausted, reported, not a breach); a dead letter
-//     holds its request's body unchanged (violations);
+//   - a poison request ends as an error (violations); a request the
+//     harness did not make poison has no error result and no dead letter
+//     (innocent): every poison kind fails by the request's own fault, and
+//     every other fault the harness injects (provider outages, a rejected
+//     key, 5xx, 429, timeouts, malformed or short answers, killed workers,
+//     restarted servers) must end in an ok result, whatever attempts and
+//     time it takes;
+//   - a dead letter holds its request's body unchanged (violations);
 //   - the request stream is empty (leftover; a violation unless the request
 //     is counted as lost already).
 func check(sent []*sentRequest, results, dead, leftover []storedMsg) findings {
@@ -227,6 +232,7 @@ func check(sent []*sentRequest, results, dead, leftover []storedMsg) findings {
 
 // checkOne checks one request's stored outcome.
 func (f *findings) checkOne(s *sentRequest, rs []parsedResult, ds []storedMsg) {
+	f.checkInnocent(s, rs, ds)
 	if len(rs) == 0 {
 		if s.accepted {
 			f.lost++
@@ -278,15 +284,6 @@ func (f *findings) checkOne(s *sentRequest, rs []parsedResult, ds []storedMsg) {
 		}
 	case wire.StatusError:
 		f.resultsError++
-		if s.poison == "" {
-			if strings.Contains(r.Error, "gave up after") {
-				f.exhausted++
-				f.note("attempts used up (reported, not a breach)", "request %s (AI_RESULTS seq %d, attempt %d): %s", s.id, r.seq, r.Attempts, r.Error)
-			} else {
-				f.violations++
-				f.note("normal request failed", "request %s (AI_RESULTS seq %d): %s", s.id, r.seq, r.Error)
-			}
-		}
 		if len(ds) == 0 {
 			f.lost++
 			f.note("dead letter lost", "request %s (%s) has an error result (AI_RESULTS seq %d: %s) and no dead letter", s.id, kindOf(s), r.seq, r.Error)
@@ -305,6 +302,38 @@ func (f *findings) checkOne(s *sentRequest, rs []parsedResult, ds []storedMsg) {
 		f.violations++
 		f.note("unknown status", "request %s (AI_RESULTS seq %d): status %q", s.id, r.seq, r.Status)
 	}
+}
+
+// checkInnocent counts a request the harness did not make poison that has
+// an error result or a dead letter: an innocent dead letter, once per
+// request whatever else is wrong with it.
+func (f *findings) checkInnocent(s *sentRequest, rs []parsedResult, ds []storedMsg) {
+	if s.poison != "" {
+		return
+	}
+	for _, r := range rs {
+		if r.Status == wire.StatusError {
+			f.innocent++
+			f.note("innocent dead letter"+innocentReason(r.Error), "request %s (not poison) ended as an error (AI_RESULTS seq %d, attempt %d, %d dead letters): %s",
+				s.id, r.seq, r.Attempts, len(ds), r.Error)
+			return
+		}
+	}
+	if len(ds) > 0 {
+		f.innocent++
+		f.note("innocent dead letter", "request %s (not poison) has a dead letter (AI_DEAD seq %d: %q) and no error result", s.id, ds[0].seq, ds[0].header.Get(wire.HeaderError))
+	}
+}
+
+// innocentReason names what ended an innocent request, from its error.
+func innocentReason(err string) string {
+	switch {
+	case strings.HasPrefix(err, "expired"):
+		return " (expired: REQUEST_TTL)"
+	case strings.Contains(err, "gave up after"):
+		return " (attempts used up)"
+	}
+	return ""
 }
 
 func kindOf(s *sentRequest) string {

@@ -98,12 +98,23 @@ func TestCheckFindsEveryBreach(t *testing.T) {
 		{"normal request failed", func(w *world) {
 			w.results[0].data, _ = json.Marshal(wire.Result{ID: w.sent[0].id, Status: wire.StatusError, Error: "permanent provider error (HTTP 400)"})
 			w.deadLetter(w.sent[0].id, w.sent[0].body, 1)
-		}, func(f findings) bool { return f.violations == 1 }, "normal request failed"},
+		}, func(f findings) bool { return f.innocent == 1 && f.violations == 0 && f.lost == 0 }, "innocent dead letter"},
 		{"normal request used up its attempts", func(w *world) {
-			w.results[0].data, _ = json.Marshal(wire.Result{ID: w.sent[0].id, Status: wire.StatusError, Error: "gave up after 10 attempts: timeout"})
+			w.results[0].data, _ = json.Marshal(wire.Result{ID: w.sent[0].id, Status: wire.StatusError, Error: "gave up after 10 attempts (MAX_DELIVER is 10)"})
 			w.deadLetter(w.sent[0].id, w.sent[0].body, 1)
-		}, func(f findings) bool { return f.exhausted == 1 && f.violations == 0 }, "attempts used up (reported, not a breach)"},
-		{"ok with a dead letter", func(w *world) { w.deadLetter(w.sent[0].id, w.sent[0].body, 1) }, func(f findings) bool { return f.violations == 1 }, "ok with dead letter"},
+		}, func(f findings) bool { return f.innocent == 1 && f.violations == 0 }, "innocent dead letter (attempts used up)"},
+		{"normal request expired", func(w *world) {
+			w.results[0].data, _ = json.Marshal(wire.Result{ID: w.sent[0].id, Status: wire.StatusError, Error: "expired: waited 24h0m0s, over REQUEST_TTL (24h0m0s)"})
+			w.deadLetter(w.sent[0].id, w.sent[0].body, 1)
+		}, func(f findings) bool { return f.innocent == 1 && f.violations == 0 }, "innocent dead letter (expired: REQUEST_TTL)"},
+		{"normal request failed without its dead letter", func(w *world) {
+			w.results[0].data, _ = json.Marshal(wire.Result{ID: w.sent[0].id, Status: wire.StatusError, Error: "provider unavailable"})
+		}, func(f findings) bool { return f.innocent == 1 && f.lost == 1 }, "innocent dead letter"},
+		{"ok with a dead letter", func(w *world) { w.deadLetter(w.sent[0].id, w.sent[0].body, 1) }, func(f findings) bool { return f.violations == 1 && f.innocent == 1 }, "ok with dead letter"},
+		{"dead letter of a normal request without a result", func(w *world) {
+			w.results = w.results[1:]
+			w.deadLetter(w.sent[0].id, w.sent[0].body, 1)
+		}, func(f findings) bool { return f.innocent == 1 && f.lost == 1 && f.violations == 1 }, "innocent dead letter"},
 		{"dead letter body changed", func(w *world) { w.dead[0].data = []byte("changed") }, func(f findings) bool { return f.violations == 1 }, "dead letter body changed"},
 		{"dead letter of another delivery", func(w *world) { w.dead[0].header.Set(wire.HeaderStreamSeq, "7") }, func(f findings) bool { return f.violations == 1 }, "dead letter for another delivery"},
 		{"unreadable result", func(w *world) {
@@ -133,8 +144,8 @@ func TestCheckFindsEveryBreach(t *testing.T) {
 			if !tt.want(f) {
 				t.Fatalf("findings %+v do not show the breach", f)
 			}
-			breaches := f.duplicates + f.lost + f.phantoms + f.wrongOutputs + f.violations
-			if tt.kind == "" || tt.kind == "attempts used up (reported, not a breach)" {
+			breaches := f.duplicates + f.lost + f.innocent + f.phantoms + f.wrongOutputs + f.violations
+			if tt.kind == "" {
 				if breaches != 0 {
 					t.Fatalf("found %d breaches in a healthy world: %v", breaches, f.evidence())
 				}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -37,7 +38,54 @@ type Scenario struct {
 	// it held must still be answered by the other workers. Not with
 	// KillWorkers; needs two workers or more.
 	LoseWorker bool
+	// Outage makes the provider answer every call HTTP 500, 503 or 529 (in
+	// turn, OpenAI's error JSON) for a while: an outage of the provider.
+	// No request may be dead-lettered for it.
+	Outage ProviderPeriod
+	// KeyRejected makes the provider answer every call HTTP 401
+	// invalid_api_key for a while, as when the key was revoked or rotated
+	// before the workers' secret was. No request may be dead-lettered for
+	// it.
+	KeyRejected ProviderPeriod
+	// CrashAtOutage SIGKILLs every worker, just as the outage begins, the
+	// moment one of them has stored a result and before it acks: the
+	// requests of that call come back during the outage, their results
+	// stored already, and wait for it to end. Needs Outage; not with
+	// LoseWorker.
+	CrashAtOutage bool
 }
+
+// ProviderPeriod schedules a stretch of time during which the provider
+// answers every call with the same failure, besides the random faults of
+// ProviderFaults. The traffic goes on until periodTail after the last
+// period of a scenario ends, however few requests it has.
+type ProviderPeriod struct {
+	// At is when the period begins, from the start of the traffic.
+	At time.Duration
+	// For is how long it lasts; 0 means no period.
+	For time.Duration
+}
+
+// on reports whether the period is scheduled.
+func (p ProviderPeriod) on() bool { return p.For > 0 }
+
+// end is when the period ends, from the start of the traffic; 0 when it is
+// not scheduled.
+func (p ProviderPeriod) end() time.Duration {
+	if !p.on() {
+		return 0
+	}
+	return p.At + p.For
+}
+
+// periodTail is how long traffic goes on after a scenario's last provider
+// period ends: requests that arrive while the workers' circuit breakers are
+// still open, waiting for their next probe.
+const periodTail = 2 * time.Second
+
+// periodsEnd is when the scenario's last provider period ends, from the
+// start of the traffic; 0 when it has none.
+func (s Scenario) periodsEnd() time.Duration { return max(s.Outage.end(), s.KeyRejected.end()) }
 
 // Faults describes what the scenario injects, in words.
 func (s Scenario) Faults() string {
@@ -60,6 +108,15 @@ func (s Scenario) Faults() string {
 	if s.LoseWorker {
 		f = append(f, "a worker SIGKILLed mid-call and never restarted")
 	}
+	if s.Outage.on() {
+		f = append(f, fmt.Sprintf("provider outage (HTTP %s) for %s from %s", statusList(OutageStatuses()), s.Outage.For, s.Outage.At))
+	}
+	if s.KeyRejected.on() {
+		f = append(f, fmt.Sprintf("API key rejected (HTTP 401) for %s from %s", s.KeyRejected.For, s.KeyRejected.At))
+	}
+	if s.CrashAtOutage {
+		f = append(f, "every worker SIGKILLed as the outage begins, just after a result was stored")
+	}
 	if len(f) == 0 {
 		return "none"
 	}
@@ -78,13 +135,62 @@ func (s Scenario) validate() error {
 		return fmt.Errorf("chaos: scenario %s: KillLeader needs Cluster", s.Name)
 	case s.LoseWorker && s.KillWorkers:
 		return fmt.Errorf("chaos: scenario %s: LoseWorker and KillWorkers do not go together", s.Name)
+	case s.Outage.At < 0 || s.Outage.For < 0 || s.KeyRejected.At < 0 || s.KeyRejected.For < 0:
+		return fmt.Errorf("chaos: scenario %s: provider periods must not start or last a negative time", s.Name)
+	case s.CrashAtOutage && (!s.Outage.on() || s.LoseWorker):
+		return fmt.Errorf("chaos: scenario %s: CrashAtOutage needs Outage, and not LoseWorker", s.Name)
 	}
 	return nil
 }
 
 // DefaultScenarios returns each fault alone, then all of them together: on
 // one server (with its restarts) and on the cluster (with the leader's loss).
+// It is the long form (`make chaos`): the provider is down for 2 minutes in
+// provider-outage and rejects the key for 1 minute in key-rejected; the
+// all-* scenarios reject the key for 10s, then have an outage of 40s, longer
+// than the results' duplicate window the workers derive from WorkerEnv
+// (35s).
 func DefaultScenarios() []Scenario {
+	allKey := ProviderPeriod{At: 3 * time.Second, For: 10 * time.Second}
+	allOutage := ProviderPeriod{At: 25 * time.Second, For: 40 * time.Second}
+	return scenarios(periods{
+		outage:        ProviderPeriod{At: 2 * time.Second, For: 2 * time.Minute},
+		key:           ProviderPeriod{At: 2 * time.Second, For: time.Minute},
+		singleOutage:  allOutage,
+		singleKey:     allKey,
+		clusterOutage: allOutage,
+		clusterKey:    allKey,
+	})
+}
+
+// ShortScenarios returns the scenarios of DefaultScenarios with provider
+// periods of seconds, for the short form (TestChaosShort, `make test`): an
+// outage of 6s in provider-outage, a key rejected for 3s in key-rejected, an
+// outage of 1s in all-single-node and a key rejected for 1s in all-cluster.
+// With the workers' PROVIDER_PROBE_INTERVAL of 1s (WorkerEnv) each is over
+// within a second of its end. The all-* periods keep those scenarios' fault
+// phase near its 3s minimum: a longer phase restarts servers more often,
+// and after a restart the workers sometimes wait 30s for a PubAck that
+// never comes (docs/reliability.md).
+func ShortScenarios() []Scenario {
+	return scenarios(periods{
+		outage:       ProviderPeriod{At: time.Second, For: 6 * time.Second},
+		key:          ProviderPeriod{At: time.Second, For: 3 * time.Second},
+		singleOutage: ProviderPeriod{At: 500 * time.Millisecond, For: time.Second},
+		clusterKey:   ProviderPeriod{At: 500 * time.Millisecond, For: time.Second},
+	})
+}
+
+// periods are the provider periods of the scenarios that have them.
+type periods struct {
+	outage, key               ProviderPeriod // provider-outage, key-rejected
+	singleOutage, singleKey   ProviderPeriod // all-single-node
+	clusterOutage, clusterKey ProviderPeriod // all-cluster
+}
+
+// scenarios returns every fault alone, then all together, with provider
+// periods p.
+func scenarios(p periods) []Scenario {
 	return []Scenario{
 		{Name: "workers-killed", Weight: 1, KillWorkers: true},
 		{Name: "server-restart", Weight: 1, RestartServer: true},
@@ -94,8 +200,13 @@ func DefaultScenarios() []Scenario {
 		// A worker killed mid-call and never restarted: the workers that
 		// remain must pick up what it held with no new traffic to wake them.
 		{Name: "worker-lost", Weight: 1, LoseWorker: true},
-		{Name: "all-single-node", Weight: 2, KillWorkers: true, RestartServer: true, ProviderFaults: true, Poison: true},
-		{Name: "all-cluster", Weight: 2, Cluster: true, KillWorkers: true, KillLeader: true, ProviderFaults: true, Poison: true},
+		// The provider down for everyone, or rejecting the key: requests
+		// wait in the stream, without spending attempts, until a probe
+		// finds the provider back.
+		{Name: "provider-outage", Weight: 1, Outage: p.outage},
+		{Name: "key-rejected", Weight: 1, KeyRejected: p.key},
+		{Name: "all-single-node", Weight: 2, KillWorkers: true, RestartServer: true, ProviderFaults: true, Poison: true, Outage: p.singleOutage, KeyRejected: p.singleKey},
+		{Name: "all-cluster", Weight: 2, Cluster: true, KillWorkers: true, KillLeader: true, ProviderFaults: true, Poison: true, Outage: p.clusterOutage, KeyRejected: p.clusterKey},
 	}
 }
 
@@ -105,7 +216,8 @@ type Config struct {
 	// their weights. Default 2000 (the short form; `make chaos` runs
 	// 50,000).
 	Requests int
-	// Scenarios run in order. Default DefaultScenarios().
+	// Scenarios run in order. Default DefaultScenarios(), the long form;
+	// the short form runs ShortScenarios().
 	Scenarios []Scenario
 	// Parallel is how many scenarios run at the same time. Default 1.
 	Parallel int
@@ -231,27 +343,40 @@ const apiKey = "sk-chaos-never-log-this-5f1c"
 
 // WorkerEnv returns the environment the harness gives every worker besides
 // NATS_URL and OPENAI_BASE_URL: short timers so faults resolve within
-// seconds, and MAX_DELIVER high enough that provider faults alone do not use
-// up a request's attempts. The duplicate window of results is MAX_DELIVER ×
-// (PROVIDER_TIMEOUT + ACK_WAIT + RETRY_MAX_BACKOFF) = 35s.
+// seconds, PROVIDER_PROBE_INTERVAL 1s so an open circuit breaker probes the
+// provider every second at most (cmd/chaos sets the worker's default, 1m,
+// unless told otherwise), and MAX_DELIVER 10: only a request's own failures
+// spend attempts, but deliveries whose worker was killed mid-call count
+// towards it too. The duplicate window of results the workers derive is
+// MAX_DELIVER × (PROVIDER_TIMEOUT + ACK_WAIT + RETRY_MAX_BACKOFF) = 35s.
 func WorkerEnv() map[string]string {
 	return map[string]string{
-		"OPENAI_API_KEY":       apiKey,
-		"MAX_BATCH_SIZE":       "20",
-		"BATCH_INTERVAL":       "250ms",
-		"MAX_WAIT":             "500ms",
-		"POLL_INTERVAL":        "50ms",
-		"ACK_WAIT":             "2s",
-		"PROVIDER_TIMEOUT":     "1s",
-		"RETRY_BACKOFF":        "50ms",
-		"RETRY_MAX_BACKOFF":    "500ms",
-		"MAX_DELIVER":          "10",
-		"MAX_REQUEST_BYTES":    "16KiB",
-		"MAX_INFLIGHT_BATCHES": "4",
-		"SHUTDOWN_TIMEOUT":     "5s",
-		"STATS_FLUSH_INTERVAL": "1s",
-		"ADMIN_ADDR":           "127.0.0.1:0",
-		"LOG_LEVEL":            "info",
-		"LOG_FORMAT":           "json",
+		"OPENAI_API_KEY":          apiKey,
+		"PROVIDER_PROBE_INTERVAL": "1s",
+		"MAX_BATCH_SIZE":          "20",
+		"BATCH_INTERVAL":          "250ms",
+		"MAX_WAIT":                "500ms",
+		"POLL_INTERVAL":           "50ms",
+		"ACK_WAIT":                "2s",
+		"PROVIDER_TIMEOUT":        "1s",
+		"RETRY_BACKOFF":           "50ms",
+		"RETRY_MAX_BACKOFF":       "500ms",
+		"MAX_DELIVER":             "10",
+		"MAX_REQUEST_BYTES":       "16KiB",
+		"MAX_INFLIGHT_BATCHES":    "4",
+		"SHUTDOWN_TIMEOUT":        "5s",
+		"STATS_FLUSH_INTERVAL":    "1s",
+		"ADMIN_ADDR":              "127.0.0.1:0",
+		"LOG_LEVEL":               "info",
+		"LOG_FORMAT":              "json",
 	}
+}
+
+// statusList prints HTTP statuses as "500/503/529".
+func statusList(statuses []int) string {
+	parts := make([]string, len(statuses))
+	for i, st := range statuses {
+		parts[i] = strconv.Itoa(st)
+	}
+	return strings.Join(parts, "/")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -19,6 +20,10 @@ const (
 	KillRandom = "random"
 	// KillLost: mid-call, and the worker is never restarted.
 	KillLost = "lost-for-good"
+	// KillResultStored: every worker at once, the moment the broker stored a
+	// result of one of them, before that worker could ack its request
+	// (Scenario.CrashAtOutage).
+	KillResultStored = "result-stored"
 )
 
 // maxFaults bounds every fault loop, whatever the phase's length.
@@ -107,6 +112,83 @@ func (r *scenarioRun) loseWorker(ctx context.Context, _ *rand.Rand) {
 	r.rep.WorkerKills[KillLost]++
 	r.mu.Unlock()
 	r.logf("SIGKILL worker 0 mid-call; it stays down")
+}
+
+// providerPeriod returns the fault that makes the provider fail every call
+// for p.For from p.At after the traffic starts: an outage (kind
+// PeriodOutage) or a rejected key (PeriodKeyRejected). The fault returns
+// when the period is over; the phase lasts longer (periodTail).
+func (r *scenarioRun) providerPeriod(kind string, p ProviderPeriod) func(context.Context, *rand.Rand) {
+	return func(ctx context.Context, _ *rand.Rand) {
+		if !wait(ctx, p.At) {
+			return
+		}
+		var err error
+		what := "API key rejected (HTTP 401)"
+		if kind == PeriodOutage {
+			var restart func()
+			if r.sc.CrashAtOutage {
+				restart = r.crashOnResult(ctx)
+			}
+			err = r.proxy.StartOutage(p.For)
+			if restart != nil {
+				restart()
+			}
+			what = "provider outage (HTTP " + statusList(OutageStatuses()) + ")"
+		} else {
+			err = r.proxy.StartKeyRejection(p.For)
+		}
+		if err != nil {
+			r.harnessError(err)
+			return
+		}
+		r.logf("%s for %s begins", what, p.For)
+		if wait(ctx, p.For) {
+			r.logf("%s over", what)
+		}
+	}
+}
+
+// crashOnResult waits up to 10s for the broker to store a result, then
+// SIGKILLs every worker at once: the one that published it dies before its
+// acks. It returns the function that starts them again.
+func (r *scenarioRun) crashOnResult(ctx context.Context) (restart func()) {
+	sub, err := r.js.Conn().SubscribeSync(resultSubjects)
+	if err != nil {
+		r.harnessError(fmt.Errorf("chaos: watch the results: %w", err))
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = sub.NextMsgWithContext(wctx)
+	cancel()
+	_ = sub.Unsubscribe()
+	if err != nil {
+		r.logf("no result stored within 10s: no crash at the outage")
+		return nil
+	}
+	var wg sync.WaitGroup
+	for slot := range r.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.pool.kill(slot); err != nil {
+				r.harnessError(err)
+				return
+			}
+			r.mu.Lock()
+			r.rep.WorkerKills[KillResultStored]++
+			r.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	r.logf("a result was stored: SIGKILL every worker")
+	return func() {
+		for slot := range r.cfg.Workers {
+			if err := r.pool.start(slot); err != nil {
+				r.harnessError(err)
+			}
+		}
+	}
 }
 
 // restartServer shuts the single server down every 0.8-1.5s until ctx

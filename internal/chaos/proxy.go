@@ -34,7 +34,45 @@ const (
 	// FaultHeld: the call was held open so its worker could be killed in
 	// the middle of it.
 	FaultHeld = "held_for_kill"
+	// FaultOutage: the call came during an outage (StartOutage) and was
+	// answered HTTP 500, 503 or 529 with OpenAI's error JSON.
+	FaultOutage = "outage"
+	// FaultKeyRejected: the call came while the key was rejected
+	// (StartKeyRejection) and was answered HTTP 401 invalid_api_key.
+	FaultKeyRejected = "key_rejected"
 )
+
+// Kinds of Period.
+const (
+	// PeriodOutage: every call is answered with a 5xx status.
+	PeriodOutage = "outage"
+	// PeriodKeyRejected: every call is answered HTTP 401 invalid_api_key.
+	PeriodKeyRejected = "key_rejected"
+)
+
+// OutageStatuses are the statuses an outage answers by default, in turn:
+// OpenAI's 500 and 503, and 529 (overloaded) as Anthropic sends it.
+func OutageStatuses() []int { return []int{500, 503, 529} }
+
+// Period is a stretch of time during which the proxy answered every call,
+// whatever its path, with one failure: an outage or a rejected key. It is
+// injected besides the per-call faults of FaultRates, and takes precedence
+// over them (a call held for a kill excepted).
+type Period struct {
+	// Kind is PeriodOutage or PeriodKeyRejected.
+	Kind string
+	// Statuses are the HTTP statuses answered, in turn.
+	Statuses []int
+	// Start and End bound the period.
+	Start, End time.Time
+	// Failed counts the calls answered with the period's failure, and
+	// ByStatus the same calls by status.
+	Failed   int64
+	ByStatus map[int]int64
+	// Recovered is when the first chat completion call after End was
+	// answered HTTP 200; zero when none was yet.
+	Recovered time.Time
+}
 
 // FaultRates are the chances, from 0 to 1, that one provider call gets each
 // fault. A call gets at most one fault; the rates must add up to at most 1.
@@ -125,6 +163,8 @@ type ProxyStats struct {
 	Forwarded int64
 	// Faults counts the calls by the fault injected (Fault* names).
 	Faults map[string]int64
+	// Periods are the outages and key rejections started, oldest first.
+	Periods []Period
 }
 
 // Proxy is a reverse proxy in front of an OpenAI-compatible server that
@@ -138,6 +178,7 @@ type Proxy struct {
 	client     *http.Client
 	retryAfter string
 	maxHang    time.Duration
+	now        func() time.Time // the clock of periods
 	closing    chan struct{}
 	servers    []*http.Server
 	urls       []string
@@ -151,6 +192,7 @@ type Proxy struct {
 	faults    map[string]int64
 	holds     map[int]chan struct{}
 	answers   map[int]chan struct{}
+	periods   []*Period
 	closeOnce sync.Once
 }
 
@@ -178,6 +220,7 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		client:     &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 30 * time.Second}},
 		retryAfter: strconv.Itoa(max(1, int(cfg.RetryAfter.Round(time.Second)/time.Second))),
 		maxHang:    cfg.MaxHang,
+		now:        time.Now,
 		closing:    make(chan struct{}),
 		rates:      cfg.Rates,
 		rng:        rand.New(rand.NewPCG(cfg.Seed, 0x70726f7879)),
@@ -217,7 +260,63 @@ func (p *Proxy) Stats() ProxyStats {
 	for k, v := range p.faults {
 		s.Faults[k] = v
 	}
+	for _, pd := range p.periods {
+		c := *pd
+		c.Statuses = append([]int(nil), pd.Statuses...)
+		c.ByStatus = make(map[int]int64, len(pd.ByStatus))
+		for k, v := range pd.ByStatus {
+			c.ByStatus[k] = v
+		}
+		s.Periods = append(s.Periods, c)
+	}
 	return s
+}
+
+// StartOutage makes the proxy answer every call, from now until d has
+// passed, with OpenAI's error JSON and the statuses in turn (default
+// OutageStatuses): the provider is down for everyone. It fails for a
+// status that is not 5xx or a d that is not positive.
+func (p *Proxy) StartOutage(d time.Duration, statuses ...int) error {
+	if len(statuses) == 0 {
+		statuses = OutageStatuses()
+	}
+	for _, st := range statuses {
+		if st < 500 || st > 599 {
+			return fmt.Errorf("chaos: outage status %d: want 5xx", st)
+		}
+	}
+	return p.startPeriod(PeriodOutage, d, statuses)
+}
+
+// StartKeyRejection makes the proxy answer every call, from now until d has
+// passed, HTTP 401 with OpenAI's error JSON for a wrong key (code
+// invalid_api_key, the presented key masked in the message), as when the
+// key was revoked or rotated. It fails for a d that is not positive.
+func (p *Proxy) StartKeyRejection(d time.Duration) error {
+	return p.startPeriod(PeriodKeyRejected, d, []int{http.StatusUnauthorized})
+}
+
+func (p *Proxy) startPeriod(kind string, d time.Duration, statuses []int) error {
+	if d <= 0 {
+		return fmt.Errorf("chaos: %s period of %s: want a positive duration", kind, d)
+	}
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.periods = append(p.periods, &Period{Kind: kind, Statuses: append([]int(nil), statuses...), Start: now, End: now.Add(d), ByStatus: map[int]int64{}})
+	return nil
+}
+
+// answeredOK records a chat completion answered HTTP 200 at now: the first
+// after a period's end is its recovery.
+func (p *Proxy) answeredOK(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pd := range p.periods {
+		if pd.Recovered.IsZero() && !now.Before(pd.End) {
+			pd.Recovered = now
+		}
+	}
 }
 
 // HoldNext makes the proxy hold the next chat completion call from slot's
@@ -277,25 +376,63 @@ func (p *Proxy) Close() {
 	})
 }
 
-// decide counts a chat completion call and picks what happens to it.
-func (p *Proxy) decide(slot int) string {
+// decide picks what happens to a call arriving at now, and counts it. A
+// chat completion call (completion) is held for a kill when one is armed for
+// its slot; otherwise any call gets a running period's failure
+// (FaultOutage or FaultKeyRejected, with the status to answer); otherwise a
+// chat completion call gets a random fault of the rates, or none.
+func (p *Proxy) decide(slot int, completion bool, now time.Time) (fault string, status int) {
 	p.mu.Lock()
-	p.calls++
-	ch, hold := p.holds[slot]
-	if hold {
-		delete(p.holds, slot)
-		p.faults[FaultHeld]++
-		p.mu.Unlock()
-		close(ch)
-		return FaultHeld
+	if completion {
+		p.calls++
+		if ch, hold := p.holds[slot]; hold {
+			delete(p.holds, slot)
+			p.faults[FaultHeld]++
+			p.mu.Unlock()
+			close(ch)
+			return FaultHeld, 0
+		}
 	}
-	fault := p.rates.pick(p.rng.Float64())
+	defer p.mu.Unlock()
+	if fault, status := p.periodFault(now); fault != "" {
+		return fault, status
+	}
+	if !completion {
+		return "", 0
+	}
+	fault = p.rates.pick(p.rng.Float64())
 	switch fault {
 	case FaultServerError, FaultRateLimit, FaultTimeout:
 		p.faults[fault]++
 	}
-	p.mu.Unlock()
-	return fault
+	return fault, 0
+}
+
+// periodFault returns the fault and status a call arriving at now gets from
+// a running period, or "", and counts it. A key rejection comes before an
+// outage: the key is checked first. The caller holds p.mu.
+func (p *Proxy) periodFault(now time.Time) (fault string, status int) {
+	var in *Period
+	for _, pd := range p.periods {
+		if now.Before(pd.Start) || !now.Before(pd.End) {
+			continue
+		}
+		if in == nil || pd.Kind == PeriodKeyRejected {
+			in = pd
+		}
+	}
+	if in == nil {
+		return "", 0
+	}
+	status = in.Statuses[in.Failed%int64(len(in.Statuses))]
+	in.Failed++
+	in.ByStatus[status]++
+	fault = FaultOutage
+	if in.Kind == PeriodKeyRejected {
+		fault = FaultKeyRejected
+	}
+	p.faults[fault]++
+	return fault, status
 }
 
 func (p *Proxy) count(name string) {
@@ -310,11 +447,12 @@ func (p *Proxy) serve(slot int, w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusBadRequest, "We could not read the body of your request.", "invalid_request_error", "")
 		return
 	}
-	fault := ""
-	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/chat/completions") {
-		fault = p.decide(slot)
-	}
+	completion := r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/chat/completions")
+	fault, status := p.decide(slot, completion, p.now())
 	switch fault {
+	case FaultOutage, FaultKeyRejected:
+		writePeriodError(w, r, fault, status)
+		return
 	case FaultHeld, FaultTimeout:
 		p.hang(r)
 		return
@@ -355,7 +493,8 @@ func (p *Proxy) serve(slot int, w http.ResponseWriter, r *http.Request) {
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
 	}
-	if status == http.StatusOK {
+	if status == http.StatusOK && completion {
+		p.answeredOK(p.now())
 		p.fire(p.answers, slot)
 	}
 }
@@ -474,6 +613,33 @@ func rewriteContent(content, fault string, rng *rand.Rand) (string, bool) {
 		return "", false
 	}
 	return string(out), true
+}
+
+// writePeriodError answers a call that came during a period with the
+// period's fault (FaultOutage or FaultKeyRejected) and status.
+func writePeriodError(w http.ResponseWriter, r *http.Request, fault string, status int) {
+	if fault == FaultKeyRejected {
+		key, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		writeAPIError(w, status, "Incorrect API key provided: "+maskKey(key)+". You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", "invalid_api_key")
+		return
+	}
+	switch status {
+	case http.StatusServiceUnavailable:
+		writeAPIError(w, status, "The engine is currently overloaded, please try again later.", "server_error", "")
+	case 529:
+		writeAPIError(w, status, "Overloaded", "overloaded_error", "")
+	default:
+		writeAPIError(w, status, "The server had an error while processing your request. Sorry about that!", "server_error", "")
+	}
+}
+
+// maskKey hides most of key as OpenAI does when it quotes a wrong key: its
+// first 3 and last 4 characters around asterisks.
+func maskKey(key string) string {
+	if len(key) <= 8 {
+		return strings.Repeat("*", len(key))
+	}
+	return key[:3] + strings.Repeat("*", len(key)-7) + key[len(key)-4:]
 }
 
 // writeAPIError answers with OpenAI's error JSON; an empty code is null.

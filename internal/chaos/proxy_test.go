@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -349,5 +350,93 @@ func TestNewProxyRejectsBadConfig(t *testing.T) {
 				t.Fatalf("NewProxy(%+v) succeeded, want an error", tt.cfg)
 			}
 		})
+	}
+}
+
+func TestProxyOutageFailsEveryCallWith5xxInTurn(t *testing.T) {
+	t.Parallel()
+	// Random faults are not drawn while a period runs: every call would
+	// otherwise time out.
+	b := setupProxy(t, chaos.FaultRates{Timeout: 1})
+	if err := b.proxy.StartOutage(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{500, 503, 529, 500} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := b.provider.Complete(ctx, threeItems)
+		cancel()
+		status, _, body := b.rec.last()
+		if typ, _ := apiErrorOf(t, body); status != want || typ == "" {
+			t.Errorf("call %d: answer %d type %q, want %d with OpenAI's error JSON", i, status, typ, want)
+		}
+		var pe *provider.Error
+		if !errors.As(err, &pe) || pe.StatusCode != want || pe.Permanent || provider.ScopeOf(err) != provider.ScopeProvider {
+			t.Errorf("call %d: provider error %v, want a transient HTTP %d of provider scope", i, err, want)
+		}
+	}
+	stats := b.proxy.Stats()
+	if stats.Calls != 4 || stats.Forwarded != 0 || stats.Faults[chaos.FaultOutage] != 4 || len(stats.Faults) != 1 {
+		t.Errorf("stats %+v, want 4 calls, none forwarded, 4 outage faults and no other", stats)
+	}
+	if len(stats.Periods) != 1 {
+		t.Fatalf("periods %+v, want one", stats.Periods)
+	}
+	p := stats.Periods[0]
+	if p.Kind != chaos.PeriodOutage || p.Failed != 4 || p.ByStatus[500] != 2 || p.ByStatus[503] != 1 || p.ByStatus[529] != 1 || !p.Recovered.IsZero() {
+		t.Errorf("period %+v, want an outage that failed 2×500, 503 and 529, not recovered", p)
+	}
+}
+
+func TestProxyKeyRejectionAnswers401InvalidAPIKey(t *testing.T) {
+	t.Parallel()
+	b := setupProxy(t, chaos.FaultRates{})
+	if err := b.proxy.StartKeyRejection(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.proxy.StartOutage(time.Hour); err != nil { // the key is checked first
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := b.provider.Complete(ctx, threeItems)
+	status, _, body := b.rec.last()
+	var e struct {
+		Error struct {
+			Message string  `json:"message"`
+			Type    string  `json:"type"`
+			Code    *string `json:"code"`
+		} `json:"error"`
+	}
+	if jerr := json.Unmarshal(body, &e); jerr != nil || status != http.StatusUnauthorized || e.Error.Type != "invalid_request_error" || e.Error.Code == nil || *e.Error.Code != "invalid_api_key" {
+		t.Fatalf("answer %d %s, want 401 invalid_request_error invalid_api_key", status, body)
+	}
+	// OpenAI quotes the key it was given, masked.
+	if msg := e.Error.Message; !strings.HasPrefix(msg, "Incorrect API key provided: sk-") || strings.Contains(msg, "sk-proxy-test") || !strings.Contains(msg, "test.") {
+		t.Errorf("message %q, want the key masked but for its first 3 and last 4 characters", msg)
+	}
+	var pe *provider.Error
+	if !errors.As(err, &pe) || pe.StatusCode != http.StatusUnauthorized || provider.ScopeOf(err) != provider.ScopeProvider {
+		t.Errorf("provider error %v, want an HTTP 401 of provider scope", err)
+	}
+	stats := b.proxy.Stats()
+	if stats.Faults[chaos.FaultKeyRejected] != 1 || stats.Faults[chaos.FaultOutage] != 0 {
+		t.Errorf("faults %v, want one key rejection and no outage", stats.Faults)
+	}
+}
+
+func TestProxyRejectsBadPeriods(t *testing.T) {
+	t.Parallel()
+	b := setupProxy(t, chaos.FaultRates{})
+	for name, err := range map[string]error{
+		"zero outage":         b.proxy.StartOutage(0),
+		"outage of 404":       b.proxy.StartOutage(time.Minute, 404),
+		"negative key period": b.proxy.StartKeyRejection(-time.Second),
+	} {
+		if err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	if p := b.proxy.Stats().Periods; len(p) != 0 {
+		t.Errorf("periods %+v started by bad calls", p)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -63,16 +64,15 @@ type ScenarioReport struct {
 	// WrongOutputs ok results whose output or metadata belongs to another
 	// request; both must be 0.
 	Phantoms, WrongOutputs int
+	// Innocent counts innocent dead letters: requests the harness did not
+	// make poison that ended as an error result or have a dead letter,
+	// whatever the error (attempts used up, expired, refused); must be 0.
+	Innocent int
 	// Violations counts every other breach (a poison request ending ok, a
-	// normal request failing other than by using up its attempts, a dead
-	// letter whose body changed, requests left in the stream, a data race,
-	// a panic or the API key in a worker's log); must be 0.
+	// dead letter whose body changed, requests left in the stream, a data
+	// race, a panic or the API key in a worker's log); must be 0.
 	Violations int
-	// Exhausted counts normal requests that used up MAX_DELIVER attempts:
-	// reported, not a breach.
-	Exhausted int
-	// Evidence holds examples of each breach found, and of exhausted
-	// requests.
+	// Evidence holds examples of each breach found.
 	Evidence []string
 
 	// MaxQueuedBatch and MaxQueuedUrgent are the longest a request of each
@@ -84,6 +84,8 @@ type ScenarioReport struct {
 	// proxy); ProviderFaults counts them by the fault injected.
 	ProviderCalls  int64
 	ProviderFaults map[string]int64
+	// Periods are the provider outages and key rejections injected.
+	Periods []PeriodReport
 	// WorkerKills counts SIGKILLs by moment: "mid-call", "after-answer",
 	// "random".
 	WorkerKills map[string]int
@@ -104,10 +106,46 @@ type ScenarioReport struct {
 	Err error
 }
 
+// PeriodReport is one provider period as the proxy saw it.
+type PeriodReport struct {
+	// Kind is PeriodOutage or PeriodKeyRejected; Statuses are the HTTP
+	// statuses it answered, in turn.
+	Kind     string
+	Statuses []int
+	// At is when it began, from the scenario's start; For how long it
+	// lasted.
+	At, For time.Duration
+	// Failed counts the calls it failed, ByStatus by status.
+	Failed   int64
+	ByStatus map[int]int64
+	// Recovery is the time from its end to the first chat completion call
+	// answered HTTP 200 (the workers' probes finding the provider back);
+	// -1 when no call was answered after it.
+	Recovery time.Duration
+}
+
+// String describes the period in one line.
+func (p PeriodReport) String() string {
+	what := "provider outage"
+	if p.Kind == PeriodKeyRejected {
+		what = "API key rejected"
+	}
+	by := make(map[string]int64, len(p.ByStatus))
+	for st, n := range p.ByStatus {
+		by["HTTP "+strconv.Itoa(st)] = n
+	}
+	out := fmt.Sprintf("%s (HTTP %s) from %s for %s: %d calls failed (%s); ", what, statusList(p.Statuses),
+		p.At.Round(100*time.Millisecond), p.For.Round(100*time.Millisecond), p.Failed, countsText(by, "none"))
+	if p.Recovery < 0 {
+		return out + "no call answered after it"
+	}
+	return out + fmt.Sprintf("first call answered %s after it ended", p.Recovery.Round(10*time.Millisecond))
+}
+
 // Problems returns the scenario's breaches of the invariant, plus one if
 // the harness failed.
 func (s ScenarioReport) Problems() int {
-	n := s.Duplicates + s.Lost + s.Phantoms + s.WrongOutputs + s.Violations
+	n := s.Duplicates + s.Lost + s.Innocent + s.Phantoms + s.WrongOutputs + s.Violations
 	if s.Err != nil {
 		n++
 	}
@@ -131,28 +169,29 @@ func (r Report) Write(w io.Writer) error {
 		b.WriteString("\n")
 	}
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tsent\tok\terrors\tdead\tduplicates\tlost\tviolations\tcalls\tworker restarts\tserver restarts\twall\t")
+	fmt.Fprintln(tw, "scenario\tsent\tok\terrors\tdead\tduplicates\tlost\tinnocent dead\tviolations\tcalls\tworker restarts\tserver restarts\twall\t")
 	var total ScenarioReport
 	for _, s := range r.Scenarios {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", s.Name, s.Sent, s.ResultsOK, s.Errors, s.DeadLetters,
-			s.Duplicates, s.Lost, s.Phantoms+s.WrongOutputs+s.Violations, s.ProviderCalls, s.WorkerRestarts, s.ServerRestarts, s.Wall.Round(100*time.Millisecond))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", s.Name, s.Sent, s.ResultsOK, s.Errors, s.DeadLetters,
+			s.Duplicates, s.Lost, s.Innocent, s.Phantoms+s.WrongOutputs+s.Violations, s.ProviderCalls, s.WorkerRestarts, s.ServerRestarts, s.Wall.Round(100*time.Millisecond))
 		total.Sent += s.Sent
 		total.ResultsOK += s.ResultsOK
 		total.Errors += s.Errors
 		total.DeadLetters += s.DeadLetters
 		total.Duplicates += s.Duplicates
 		total.Lost += s.Lost
+		total.Innocent += s.Innocent
 		total.Violations += s.Phantoms + s.WrongOutputs + s.Violations
 		total.ProviderCalls += s.ProviderCalls
 		total.WorkerRestarts += s.WorkerRestarts
 		total.ServerRestarts += s.ServerRestarts
 	}
-	fmt.Fprintf(tw, "total\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", total.Sent, total.ResultsOK, total.Errors, total.DeadLetters,
-		total.Duplicates, total.Lost, total.Violations, total.ProviderCalls, total.WorkerRestarts, total.ServerRestarts, r.Wall.Round(100*time.Millisecond))
+	fmt.Fprintf(tw, "total\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", total.Sent, total.ResultsOK, total.Errors, total.DeadLetters,
+		total.Duplicates, total.Lost, total.Innocent, total.Violations, total.ProviderCalls, total.WorkerRestarts, total.ServerRestarts, r.Wall.Round(100*time.Millisecond))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	verdict := "PASS: every accepted request ended exactly once"
+	verdict := "PASS: every accepted request ended exactly once, and only poison as an error"
 	if p := r.Problems(); p > 0 {
 		verdict = fmt.Sprintf("FAIL: %d breaches of the invariant", p)
 	}
@@ -177,14 +216,18 @@ func (s ScenarioReport) write(b *strings.Builder) {
 	row("requests sent", fmt.Sprintf("%d (accepted %d, unconfirmed %d, publish retries %d; poison %d, urgent %d)",
 		s.Sent, s.Accepted, s.Unconfirmed, s.PublishRetries, s.Poison, s.Urgent))
 	row("results ok", fmt.Sprint(s.ResultsOK))
-	row("errors", fmt.Sprintf("%d (attempts used up: %d)", s.Errors, s.Exhausted))
+	row("errors", fmt.Sprint(s.Errors))
 	row("dead letters", fmt.Sprint(s.DeadLetters))
 	row("duplicates found", fmt.Sprintf("%d (must be 0)", s.Duplicates))
 	row("lost", fmt.Sprintf("%d (must be 0)", s.Lost))
+	row("innocent dead", fmt.Sprintf("%d (requests not made poison that ended as errors or dead letters; must be 0)", s.Innocent))
 	row("other violations", fmt.Sprintf("%d (phantoms %d, wrong outputs %d, other %d; must be 0)",
 		s.Phantoms+s.WrongOutputs+s.Violations, s.Phantoms, s.WrongOutputs, s.Violations))
 	row("longest queued", fmt.Sprintf("batch lane %s, urgent lane %s", s.MaxQueuedBatch, s.MaxQueuedUrgent))
 	row("provider calls", fmt.Sprintf("%d (%s)", s.ProviderCalls, countsText(s.ProviderFaults, "no faults")))
+	for _, p := range s.Periods {
+		row("provider period", p.String())
+	}
 	row("worker kills", fmt.Sprintf("%d (%s)", s.kills(), countsText(s.WorkerKills, "none")))
 	row("worker restarts", fmt.Sprintf("%d (exits the harness did not cause: %d)", s.WorkerRestarts, len(s.WorkerExits)))
 	row("server restarts", fmt.Sprint(s.ServerRestarts))

@@ -283,9 +283,14 @@ func (r *scenarioRun) execute(ctx context.Context) error {
 
 // inject publishes reqs over the fault phase while the scenario's faults
 // run, and returns once the faults have stopped, with every node and worker
-// up again (a lost worker excepted).
+// up again (a lost worker excepted). The phase lasts until periodTail after
+// the scenario's last provider period, if that is later than its traffic
+// would take at Config.Rate.
 func (r *scenarioRun) inject(ctx context.Context, reqs []*sentRequest, rng *rand.Rand) {
 	phase := max(r.cfg.MinFaultPhase, time.Duration(len(reqs))*time.Second/time.Duration(r.cfg.Rate))
+	if end := r.sc.periodsEnd(); end > 0 {
+		phase = max(phase, end+periodTail)
+	}
 	start := time.Now()
 	faultCtx, stopFaults := context.WithTimeout(ctx, phase)
 	defer stopFaults()
@@ -293,7 +298,10 @@ func (r *scenarioRun) inject(ctx context.Context, reqs []*sentRequest, rng *rand
 	for _, f := range []struct {
 		on  bool
 		run func(context.Context, *rand.Rand)
-	}{{r.sc.KillWorkers, r.killWorkers}, {r.sc.RestartServer, r.restartServer}, {r.sc.KillLeader, r.killLeader}, {r.sc.LoseWorker, r.loseWorker}} {
+	}{
+		{r.sc.KillWorkers, r.killWorkers}, {r.sc.RestartServer, r.restartServer}, {r.sc.KillLeader, r.killLeader}, {r.sc.LoseWorker, r.loseWorker},
+		{r.sc.Outage.on(), r.providerPeriod(PeriodOutage, r.sc.Outage)}, {r.sc.KeyRejected.on(), r.providerPeriod(PeriodKeyRejected, r.sc.KeyRejected)},
+	} {
 		if !f.on {
 			continue
 		}
@@ -329,15 +337,15 @@ func (r *scenarioRun) drain(ctx context.Context) {
 func (r *scenarioRun) collect(ctx context.Context, reqs []*sentRequest) error {
 	readCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	results, err := readStream(readCtx, r.js, resultStream)
+	results, err := retryRead(readCtx, r, func(c context.Context) ([]storedMsg, error) { return readStream(c, r.js, resultStream) })
 	if err != nil {
 		return err
 	}
-	dead, err := readStream(readCtx, r.js, deadStream)
+	dead, err := retryRead(readCtx, r, func(c context.Context) ([]storedMsg, error) { return readStream(c, r.js, deadStream) })
 	if err != nil {
 		return err
 	}
-	leftover, err := readByGet(readCtx, r.js, requestStream, 1000)
+	leftover, err := retryRead(readCtx, r, func(c context.Context) ([]storedMsg, error) { return readByGet(c, r.js, requestStream, 1000) })
 	if err != nil {
 		return err
 	}
@@ -351,7 +359,7 @@ func (r *scenarioRun) collect(ctx context.Context, reqs []*sentRequest) error {
 	rep.Accepted, rep.Unconfirmed, rep.Poison, rep.Urgent = f.accepted, f.unconfirmed, f.poison, f.urgent
 	rep.ResultsOK, rep.Errors, rep.DeadLetters = f.resultsOK, f.resultsError, f.deadLetters
 	rep.Duplicates, rep.Lost, rep.Phantoms, rep.WrongOutputs = f.duplicates, f.lost, f.phantoms, f.wrongOutputs
-	rep.Violations, rep.Exhausted = f.violations, f.exhausted
+	rep.Innocent, rep.Violations = f.innocent, f.violations
 	rep.MaxQueuedBatch, rep.MaxQueuedUrgent = f.maxQueuedBatch, f.maxQueuedUrgent
 	rep.Evidence = f.evidence()
 	if f.leftover > 0 {
@@ -363,6 +371,13 @@ func (r *scenarioRun) collect(ctx context.Context, reqs []*sentRequest) error {
 	}
 	ps := r.proxy.Stats()
 	rep.ProviderCalls, rep.ProviderFaults = ps.Calls, ps.Faults
+	for _, pd := range ps.Periods {
+		pr := PeriodReport{Kind: pd.Kind, Statuses: pd.Statuses, At: pd.Start.Sub(r.start), For: pd.End.Sub(pd.Start), Failed: pd.Failed, ByStatus: pd.ByStatus, Recovery: -1}
+		if !pd.Recovered.IsZero() {
+			pr.Recovery = pd.Recovered.Sub(pd.End)
+		}
+		rep.Periods = append(rep.Periods, pr)
+	}
 	restarts, exits := r.pool.stats()
 	rep.WorkerRestarts = restarts
 	rep.WorkerExits = append(rep.WorkerExits, exits...)
@@ -373,6 +388,23 @@ func (r *scenarioRun) collect(ctx context.Context, reqs []*sentRequest) error {
 		}
 	}
 	return nil
+}
+
+// retryRead calls read until it succeeds, up to 5 times while ctx lasts: a
+// cluster whose stream leader just moved may answer "no responders" for a
+// moment. It returns read's last error.
+func retryRead(ctx context.Context, r *scenarioRun, read func(context.Context) ([]storedMsg, error)) ([]storedMsg, error) {
+	var err error
+	for try := 1; ; try++ {
+		var msgs []storedMsg
+		if msgs, err = read(ctx); err == nil {
+			return msgs, nil
+		}
+		if try == 5 || !wait(ctx, time.Duration(try)*500*time.Millisecond) {
+			return nil, err
+		}
+		r.logf("reading the streams back failed (%v); trying again", err)
+	}
 }
 
 // parseSize reads a size the way the worker does: bytes, or a number with

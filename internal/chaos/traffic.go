@@ -16,7 +16,13 @@ import (
 )
 
 // PoisonKind is one kind of request that can never succeed. Each must end as
-// an error result and a dead letter.
+// an error result and a dead letter, and each fails by the request's own
+// fault (request scope), whatever the provider does: a body that is not a
+// JSON request, has no usable input or is over MAX_REQUEST_BYTES is rejected
+// before any call, and unknown_model names a model that the request chose
+// (HTTP 404 model_not_found for a model other than the worker's default).
+// No other request may end as an error (the checker's innocent dead
+// letters).
 type PoisonKind string
 
 // The poison mixed into traffic by scenarios with Poison set.
@@ -53,6 +59,8 @@ func PoisonKinds() []PoisonKind {
 const (
 	requestSubject = "ai.requests.chaos"
 	urgentSubject  = "ai.urgent.chaos"
+	// resultSubjects are the subjects of every result the workers publish.
+	resultSubjects = "ai.results.>"
 )
 
 // sentRequest is what a producer sent, for the checker to match against.

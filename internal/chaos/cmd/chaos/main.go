@@ -1,10 +1,16 @@
 // Command chaos runs the reliability harness of package chaos: worker
 // processes, embedded NATS servers and a fault-injecting provider, each fault
 // alone and then all together, and prints what it injected and what it found.
-// It exits 1 when any request was lost, duplicated or otherwise broke the
-// invariant, and 2 when the harness could not run.
+// It exits 1 when any request was lost, duplicated, dead-lettered without
+// being poison or otherwise broke the invariant, and 2 when the harness could
+// not run.
 //
 //	go run ./internal/chaos/cmd/chaos -requests 50000
+//
+// By default it runs the long form (chaos.DefaultScenarios: a 2-minute
+// provider outage, a key rejected for a minute) with the workers'
+// PROVIDER_PROBE_INTERVAL at its production default of 1m; -short runs the
+// scenarios of TestChaosShort (chaos.ShortScenarios) instead.
 package main
 
 import (
@@ -37,6 +43,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg       chaos.Config
 		scenarios string
 		quiet     bool
+		short     bool
+		probe     time.Duration
 	)
 	fs.IntVar(&cfg.Requests, "requests", 50000, "requests over all scenarios, shared by weight")
 	fs.IntVar(&cfg.Workers, "workers", 3, "worker processes per scenario")
@@ -49,13 +57,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Dir, "dir", "", "keep the logs and stores here (default: a temporary directory, kept only on failure)")
 	fs.StringVar(&scenarios, "scenarios", "", "comma-separated scenario names to run (default: every fault alone, then all together)")
 	fs.BoolVar(&quiet, "quiet", false, "print only the report, not each fault")
+	fs.BoolVar(&short, "short", false, "run the short form's scenarios (provider outages of seconds, as TestChaosShort)")
+	fs.DurationVar(&probe, "probe-interval", time.Minute, "the workers' PROVIDER_PROBE_INTERVAL: the longest wait between probes of an open circuit breaker")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if probe <= 0 {
+		fmt.Fprintf(stderr, "chaos: -probe-interval %s: want a positive duration\n", probe)
+		return 2
+	}
+	cfg.WorkerEnv = map[string]string{"PROVIDER_PROBE_INTERVAL": probe.String()}
+	all := chaos.DefaultScenarios()
+	if short {
+		all = chaos.ShortScenarios()
+		cfg.Scenarios = all
+	}
 	if scenarios != "" {
+		cfg.Scenarios = nil
 		byName := map[string]chaos.Scenario{}
 		var names []string
-		for _, s := range chaos.DefaultScenarios() {
+		for _, s := range all {
 			byName[s.Name] = s
 			names = append(names, s.Name)
 		}
