@@ -3,6 +3,7 @@ package jetstream
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -60,6 +61,12 @@ func (p *Publisher) Publish(ctx context.Context, msgs []batch.Outgoing) []batch.
 			}
 		}
 	}
+	// A PubAck lost with a server restart or a leader change never comes:
+	// give up on it after PubAckTimeout, so its request is handed back and
+	// stored by the next delivery (deduplicated by Nats-Msg-Id), instead of
+	// holding the whole batch until ctx ends.
+	wait, cancel := context.WithTimeout(ctx, PubAckTimeout)
+	defer cancel()
 	for i, f := range futures {
 		if f == nil {
 			continue
@@ -69,12 +76,16 @@ func (p *Publisher) Publish(ctx context.Context, msgs []batch.Outgoing) []batch.
 			acks[i] = batch.PublishAck{Duplicate: a.Duplicate, Sequence: a.Sequence}
 		case err := <-f.Err():
 			acks[i].Err = fmt.Errorf("jetstream: store message on %q: %w", msgs[i].Subject, err)
-		case <-ctx.Done():
-			acks[i].Err = fmt.Errorf("jetstream: wait for ack on %q: %w", msgs[i].Subject, ctx.Err())
+		case <-wait.Done():
+			acks[i].Err = fmt.Errorf("jetstream: wait for ack on %q: %w", msgs[i].Subject, wait.Err())
 		}
 	}
 	return acks
 }
+
+// PubAckTimeout bounds the wait for the broker's acknowledgements of one
+// Publish call.
+const PubAckTimeout = 10 * time.Second
 
 func (p *Publisher) isCaptured(subject string) bool {
 	for _, f := range p.captured {
