@@ -133,6 +133,10 @@ func decide(f facts) verdict {
 // settleTimeout is the least time settling a batch's outcomes may take.
 const settleTimeout = 30 * time.Second
 
+// recordTimeout bounds one attempt-record write; a write that fails counts
+// the delivery as one that ended without an outcome.
+const recordTimeout = 5 * time.Second
+
 // settler carries out decide's verdicts: it publishes results and dead
 // letters, and acks or hands back messages.
 type settler struct {
@@ -267,6 +271,10 @@ func (s *settler) record(ctx context.Context, it *item) {
 	if s.attempts == nil {
 		return
 	}
+	// Bounded on its own: a write lost with a server restart must not hold
+	// the rest of the batch's hand-backs.
+	ctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
 	if err := s.attempts.Put(ctx, it.d.Stream, it.d.StreamSeq, it.attempts); err != nil {
 		s.log.Warn("record attempts", zap.String("id", it.id), zap.Error(err))
 		return
