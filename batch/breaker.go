@@ -56,6 +56,24 @@ type breaker struct {
 	state      BreakerState
 	lastStatus int
 	interval   time.Duration
+	// streak counts provider-scope failures since the last success, while
+	// closed.
+	streak int
+}
+
+// openAfter is how many provider-scope failures in a row, with no success
+// between them, open a breaker: a lone 5xx among healthy calls does not stop
+// the lanes. A rejected key, a refused access or an unknown default model
+// open it at once: they will not pass on their own.
+const openAfter = 3
+
+// opensAtOnce reports whether err opens a breaker on its own.
+func opensAtOnce(err error) bool {
+	switch statusOf(err) {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return true
+	}
+	return errors.Is(err, provider.ErrUnknownModel)
 }
 
 // errBreakerOpen is the cause recorded on requests handed back because a
@@ -97,8 +115,10 @@ func (b *breakers) anyOpen() (BreakerState, bool) {
 
 // fail records a provider-scope failure of a call to model; modelScoped
 // says the error concerns that model only, probe that the call was a probe.
-// A breaker opens on its first failure; each failed probe doubles the wait
-// for the next one. It returns the breaker's state.
+// A breaker opens after openAfter failures in a row (at once for a rejected
+// key or an unknown default model); each failed probe doubles the wait for
+// the next one. It returns the breaker's state: the caller defers the call's
+// requests until NextProbe when it is open, and briefly when not.
 func (b *breakers) fail(model string, modelScoped, probe bool, err error, now time.Time) BreakerState {
 	name := ""
 	if modelScoped {
@@ -110,8 +130,17 @@ func (b *breakers) fail(model string, modelScoped, probe bool, err error, now ti
 		br = &breaker{state: BreakerState{Model: name, State: BreakerClosed}}
 		b.byName[name] = br
 	}
-	opened := br.state.State != BreakerOpen
 	status := statusOf(err)
+	if br.state.State != BreakerOpen {
+		br.streak++
+		if br.streak < openAfter && !opensAtOnce(err) && !probe {
+			br.lastStatus = status
+			st := br.state
+			b.mu.Unlock()
+			return st
+		}
+	}
+	opened := br.state.State != BreakerOpen
 	switch {
 	case opened:
 		br.state = BreakerState{Model: name, State: BreakerOpen, Since: now, probeModel: model}
@@ -139,7 +168,11 @@ func (b *breakers) succeed(model string, now time.Time) {
 	b.mu.Lock()
 	for _, name := range []string{"", model} {
 		br, ok := b.byName[name]
-		if !ok || br.state.State != BreakerOpen {
+		if !ok {
+			continue
+		}
+		br.streak = 0
+		if br.state.State != BreakerOpen {
 			continue
 		}
 		br.state = BreakerState{Model: name, State: BreakerClosed, Since: now}

@@ -40,12 +40,15 @@ type caller struct {
 	timeout      time.Duration
 	defaultModel string
 	breakers     *breakers
-	groups       *groups
-	planner      planner
-	ids          *batchIDs
-	stats        *stats
-	observer     Observer
-	log          *zap.Logger
+	// backoff is how long a call's requests wait after a provider-scope
+	// failure that did not open the breaker.
+	backoff  time.Duration
+	groups   *groups
+	planner  planner
+	ids      *batchIDs
+	stats    *stats
+	observer Observer
+	log      *zap.Logger
 }
 
 // callAll makes the calls concurrently and returns when every one is done.
@@ -58,7 +61,7 @@ func (c *caller) callAndSplit(ctx context.Context, trigger wire.Trigger, cl call
 	group := cl.items
 	model := group[0].req.Model
 	if st, open := c.breakers.open(model); open {
-		deferAll(group, st)
+		c.deferAll(group, st, nil)
 		return
 	}
 	answered, err := c.call(ctx, trigger, cl)
@@ -73,7 +76,7 @@ func (c *caller) callAndSplit(ctx context.Context, trigger wire.Trigger, cl call
 	switch scope, modelScoped := c.scopeOf(err, model, len(group)); scope {
 	case provider.ScopeProvider:
 		st := c.breakers.fail(model, modelScoped, false, err, time.Now())
-		deferAll(group, st)
+		c.deferAll(group, st, err)
 	case provider.ScopeBatch:
 		c.breakers.succeed(model, time.Now())
 		cutOff := errors.Is(err, provider.ErrCutOff)
@@ -161,11 +164,18 @@ func (c *caller) scopeOf(err error, model string, n int) (provider.Scope, bool) 
 	}
 }
 
-// deferAll makes group wait for the provider until the breaker's next probe.
-func deferAll(group []*item, st BreakerState) {
+// deferAll makes group wait for the provider: until the breaker's next
+// probe when it is open, else for RetryBackoff (or the provider's
+// Retry-After); no attempt is spent either way.
+func (c *caller) deferAll(group []*item, st BreakerState, err error) {
+	cause := fmt.Errorf("%w: %s", errBreakerOpen, st.Reason)
 	wait := max(time.Until(st.NextProbe), 0)
+	if st.State != BreakerOpen {
+		cause = fmt.Errorf("the provider failed the call; the request waits in the stream: %w", err)
+		wait = max(c.backoff, provider.RetryAfter(err))
+	}
 	for _, it := range group {
-		it.deferUntil(fmt.Errorf("%w: %s", errBreakerOpen, st.Reason), wait)
+		it.deferUntil(cause, wait)
 	}
 }
 
@@ -253,7 +263,7 @@ func (c *caller) record(waiting map[string]*item, results []provider.Result) (re
 		// call of a fan-out may find the provider down.
 		if scope, modelScoped := c.scopeOf(r.Err, it.req.Model, 1); scope == provider.ScopeProvider &&
 			(provider.ScopeOf(r.Err) == provider.ScopeProvider || modelScoped) {
-			deferAll([]*item{it}, c.breakers.fail(it.req.Model, modelScoped, false, r.Err, time.Now()))
+			c.deferAll([]*item{it}, c.breakers.fail(it.req.Model, modelScoped, false, r.Err, time.Now()), r.Err)
 			continue
 		}
 		it.failed(r.Err)

@@ -331,3 +331,62 @@ func (r *sizeRecorder) all() []int {
 	defer r.mu.Unlock()
 	return append([]int{50}, r.sizes...)
 }
+
+func TestALoneFailureDoesNotOpenTheBreaker(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		p.FailNext(1, batchtest.ProviderDown())
+		publishInputs(t, b, urgentSubject, "blip", 3)
+		changes := &breakerRecorder{}
+		e, _ := startEngine(t, b, p, engineConfig(b), batch.WithAttemptStore(batchtest.NewAttemptStore()), batch.WithObserver(changes))
+		synctest.Wait()
+		if err := e.ProviderHealth(); err != nil {
+			t.Fatalf("one 500 opened the breaker: %v", err)
+		}
+		if s := e.Stats(); s.Deferred != 3 || s.Retries != 0 {
+			t.Fatalf("deferred %d, retries %d; want the 3 deferred, no attempt spent", s.Deferred, s.Retries)
+		}
+		time.Sleep(batch.DefaultRetryBackoff + time.Second)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 3 || e.Stats().Probes != 0 {
+			t.Fatalf("%d results, %d probes", len(got), e.Stats().Probes)
+		}
+		for id, r := range got {
+			if r.Status != wire.StatusOK {
+				t.Fatalf("%s: %+v", id, r)
+			}
+		}
+		// Three in a row do open it.
+		p.FailNext(3, batchtest.ProviderDown())
+		publishInputs(t, b, urgentSubject, "storm", 1)
+		time.Sleep(5 * batch.DefaultRetryBackoff)
+		synctest.Wait()
+		if got := changes.states(); len(got) != 2 || got[0] != batch.BreakerOpen || got[1] != batch.BreakerClosed {
+			t.Fatalf("breaker changes %v, want it opened by the third failure in a row and closed by a probe", got)
+		}
+		if r := results(t, b)["storm-0"]; r.Status != wire.StatusOK {
+			t.Fatalf("storm-0: %+v", r)
+		}
+	})
+}
+
+// breakerRecorder records every breaker state change.
+type breakerRecorder struct {
+	batch.NopObserver
+	mu      sync.Mutex
+	changes []string
+}
+
+func (r *breakerRecorder) BreakerChanged(b batch.BreakerState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, b.State)
+}
+
+func (r *breakerRecorder) states() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.changes...)
+}

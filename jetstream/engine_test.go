@@ -184,7 +184,7 @@ func TestOnlySameModelAndInstructionsShareACall(t *testing.T) {
 func TestAProviderOutageSpendsNoAttempt(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.fake.FailNext(2, 500) // the first call and the first probe
+	b.fake.FailNext(2, 500) // two calls in a row: too few to open the breaker
 	b.publish(t, inputs("ai.requests.t", "outage", 5)...)
 	cfg := testConfig()
 	cfg.MaxBatchSize = 5
@@ -196,9 +196,10 @@ func TestAProviderOutageSpendsNoAttempt(t *testing.T) {
 			t.Fatalf("%s: %+v, want ok when the provider came back", id, r.Result)
 		}
 	}
-	// The failed call, two probes (at 1s and 3s), the batch again.
-	if b.fake.Calls() != 4 || b.engine.Stats().Probes != 2 {
-		t.Fatalf("calls = %d, probes = %d; want 4 and 2", b.fake.Calls(), b.engine.Stats().Probes)
+	// Two failed calls, each followed by a short wait in the stream, then
+	// the answer; no breaker opened, no probe made.
+	if b.fake.Calls() != 3 || b.engine.Stats().Probes != 0 || b.engine.Stats().Deferred != 10 {
+		t.Fatalf("calls = %d, probes = %d, deferred = %d; want 3, 0 and 10", b.fake.Calls(), b.engine.Stats().Probes, b.engine.Stats().Deferred)
 	}
 	if n := jetstreamtest.Count(t, b.js, b.topo.DeadStream); n != 0 {
 		t.Fatalf("dead letters = %d, want 0", n)
