@@ -201,9 +201,18 @@ func logStarted(log *zap.Logger, cfg config, p *engineParts, o *ops) {
 // newLogger builds the zap logger at LOG_LEVEL in LOG_FORMAT (json, or
 // console for people).
 func newLogger(level, format string) (*zap.Logger, error) {
+	zc, err := loggerConfig(level, format)
+	if err != nil {
+		return nil, err
+	}
+	return zc.Build()
+}
+
+// loggerConfig is newLogger's configuration.
+func loggerConfig(level, format string) (zap.Config, error) {
 	lvl, err := zapcore.ParseLevel(strings.ToLower(level))
 	if err != nil {
-		return nil, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", level)
+		return zap.Config{}, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", level)
 	}
 	zc := zap.NewProductionConfig()
 	if format == "console" {
@@ -211,5 +220,9 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	}
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.DisableStacktrace = true
-	return zc.Build()
+	// Durations carry their unit ("1.5s", "250ms"): the production
+	// encoder's default writes bare seconds (1.5), which a reader of
+	// max_wait or latency cannot tell from milliseconds.
+	zc.EncoderConfig.EncodeDuration = zapcore.StringDurationEncoder
+	return zc, nil
 }
