@@ -98,13 +98,14 @@ func newProvider(c config) (provider.Provider, error) {
 			// bearer header.
 			key = "unused"
 		}
-		p, err = openai.New(openai.Config{APIKey: key, BaseURL: c.OpenAIBaseURL, Mode: openai.Mode(c.BatchMode)})
+		// The base URLs may be written with or without /v1.
+		p, err = openai.New(openai.Config{APIKey: key, BaseURL: openai.NormalizeBaseURL(c.OpenAIBaseURL), Mode: openai.Mode(c.BatchMode)})
 	case "anthropic":
 		key := c.AnthropicAPIKey
 		if key == "" {
 			key = "unused"
 		}
-		p, err = anthropic.New(anthropic.Config{APIKey: key, BaseURL: c.AnthropicBaseURL, Mode: anthropic.Mode(c.BatchMode)})
+		p, err = anthropic.New(anthropic.Config{APIKey: key, BaseURL: anthropic.NormalizeBaseURL(c.AnthropicBaseURL), Mode: anthropic.Mode(c.BatchMode)})
 	case "http":
 		p, err = httpapi.New(httpapi.Config{URL: c.HTTPProviderURL, Token: c.HTTPProviderToken, Mode: httpapi.Mode(c.BatchMode)})
 	default:
