@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/admin"
 	"github.com/aibatch/aibatch/internal/attempts"
 	"github.com/aibatch/aibatch/internal/cost"
 	"github.com/aibatch/aibatch/internal/jobstore"
@@ -31,19 +32,32 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	b, err := connect(ctx, cfg, log)
+	// The probes answer before anything else starts: /healthz while the
+	// process runs, /readyz with what the worker waits for.
+	_, adminAddrSet := lookup.Lookup("ADMIN_ADDR")
+	adm, err := startAdmin(ctx, cfg, adminAddrSet, log)
+	if err != nil {
+		return err
+	}
+	defer shutdownAdmin(adm, log) // after a failed start; ops.stop does it otherwise
+	report := func(check, reason string) {
+		if adm != nil {
+			adm.SetStarting(check, reason)
+		}
+	}
+	b, err := connect(ctx, cfg, log, report)
 	if err != nil {
 		return stoppedBeforeStart(ctx, log, err)
 	}
 	defer b.close()
+	report(admin.CheckStream, "setting up the streams and consumers")
 	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
 	parts, err := buildEngine(setupCtx, cfg, log, b)
 	if err != nil {
 		return stoppedBeforeStart(ctx, log, err)
 	}
-	_, adminAddrSet := lookup.Lookup("ADMIN_ADDR")
-	o, err := startOps(setupCtx, opsDeps{cfg: cfg, adminAddrSet: adminAddrSet, log: log, broker: b, parts: parts})
+	o, err := startOps(setupCtx, opsDeps{cfg: cfg, admin: adm, log: log, broker: b, parts: parts})
 	if err != nil {
 		return stoppedBeforeStart(ctx, log, err)
 	}
