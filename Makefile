@@ -4,6 +4,12 @@ GO ?= go
 BIN := bin
 DEMO_NATS := nats://127.0.0.1:4222
 DEMO_AI := 127.0.0.1:8089
+# The build's identity, in aibatch_build_info and the worker's start line
+# (internal/buildinfo); override with make build VERSION=v1.2.0.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILDINFO := github.com/aibatch/aibatch/internal/buildinfo
+LDFLAGS := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT)
 
 .DEFAULT_GOAL := help
 
@@ -13,11 +19,11 @@ help: ## Show the targets
 
 .PHONY: build
 build: ## Build the worker, publisher and fake AI server into ./bin
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 .PHONY: image
 image: ## Build the worker container image
-	docker build -t aibatch-worker:dev .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t aibatch-worker:dev .
 
 .PHONY: demo
 demo: build ## Run 1,000 requests through an embedded JetStream and a local fake OpenAI server

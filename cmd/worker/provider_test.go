@@ -6,12 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/anthropic"
 	"github.com/aibatch/aibatch/provider/anthropictest"
 	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/provider/openaitest"
 	"github.com/aibatch/aibatch/provider/ratelimit"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestNewProviderWrapsTheRateLimiter(t *testing.T) {
@@ -132,6 +134,50 @@ func TestNormalizeBaseURL(t *testing.T) {
 	} {
 		if got := anthropic.NormalizeBaseURL(in); got != want {
 			t.Errorf("anthropic.NormalizeBaseURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The cost gauges carry their unit and appear only once a priced call was
+// answered, as batch-stats' estimates are null until then: without PRICES
+// /metrics shows no cost rather than a cost of 0.
+func TestCostGaugesAbsentUntilAPricedCall(t *testing.T) {
+	t.Parallel()
+	names := func(reg *prometheus.Registry) map[string]float64 {
+		t.Helper()
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, f := range families {
+			out[f.GetName()] = f.GetMetric()[0].GetGauge().GetValue()
+		}
+		return out
+	}
+	for _, prices := range []string{"", "gpt-4o-mini=1/2"} {
+		a, err := newAccountant(config{Prices: prices, BatchDiscount: 0.5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg := prometheus.NewRegistry()
+		if err := registerCost(reg, a); err != nil {
+			t.Fatal(err)
+		}
+		if got := names(reg); len(got) != 0 {
+			t.Errorf("PRICES=%q, no call yet: gathered %v, want no cost gauges", prices, got)
+		}
+		a.CallFinished(batch.CallReport{Model: "gpt-4o-mini", Usage: provider.Usage{InputTokens: 1_000_000, OutputTokens: 1_000_000}, SoloPromptTokens: 3_000_000})
+		got := names(reg)
+		if prices == "" {
+			if len(got) != 0 {
+				t.Errorf("PRICES unset, after a call: gathered %v, want no cost gauges", got)
+			}
+			continue
+		}
+		// 1M input at $1 and 1M output at $2; alone, 3M input: $5, so $2 saved.
+		if got["aibatch_estimated_cost_dollars"] != 3 || got["aibatch_estimated_saving_dollars"] != 2 {
+			t.Errorf("after a priced call: %v, want cost 3 and saving 2 dollars", got)
 		}
 	}
 }

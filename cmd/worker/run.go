@@ -14,6 +14,7 @@ import (
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/admin"
 	"github.com/aibatch/aibatch/internal/attempts"
+	"github.com/aibatch/aibatch/internal/buildinfo"
 	"github.com/aibatch/aibatch/internal/cost"
 	"github.com/aibatch/aibatch/internal/jobstore"
 	"github.com/aibatch/aibatch/internal/metrics"
@@ -123,6 +124,11 @@ func buildEngine(ctx context.Context, cfg config, log *zap.Logger, b *broker) (*
 	if err := obs.metrics.RegisterInFlight(func() int64 { return engine.Stats().InFlight }); err != nil {
 		return nil, fmt.Errorf("set up metrics: %w", err)
 	}
+	// The engine polls the batch lane's backlog; the urgent lane's is read
+	// when /metrics is scraped.
+	if err := obs.metrics.RegisterUrgentBacklog(urgentLane.Backlog, 0); err != nil {
+		return nil, fmt.Errorf("set up metrics: %w", err)
+	}
 	return &engineParts{
 		engine: engine, lanes: []*jetstream.Queue{batchLane, urgentLane},
 		provider: p.Name(), registry: obs.registry, cost: obs.cost,
@@ -176,7 +182,9 @@ type observers struct {
 // newObservers builds the registry, the metrics and the accountant.
 func newObservers(cfg config) (*observers, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	bi := buildinfo.Get()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		metrics.BuildInfo(bi.Version, bi.Commit, bi.GoVersion))
 	m, err := metrics.New(reg, metrics.WithSyncMode(syncMode(cfg.BatchMode)))
 	if err != nil {
 		return nil, fmt.Errorf("set up metrics: %w", err)
@@ -203,8 +211,9 @@ func syncMode(batchMode string) string {
 // logStarted logs the settings the worker runs with.
 func logStarted(log *zap.Logger, cfg config, p *engineParts, o *ops) {
 	ec := p.engine.Config()
+	bi := buildinfo.Get()
 	log.Info("worker started",
-		zap.String("worker", o.worker),
+		zap.String("worker", o.worker), zap.String("version", bi.Version), zap.String("commit", bi.Commit),
 		zap.String("provider", p.provider), zap.String("mode", cfg.BatchMode), zap.String("model", cfg.Model),
 		zap.Bool("batched", !ec.Immediate), zap.Int("max_batch_size", ec.MaxBatchSize),
 		zap.Duration("batch_interval", ec.Interval), zap.Duration("max_wait", ec.MaxWait),
