@@ -22,7 +22,8 @@ import (
 )
 
 // run wires the worker from its configuration and serves until ctx ends:
-// connect to NATS, build the engine, start the operator-facing parts, run.
+// serve the probes, connect to NATS, build the engine, start the
+// operator-facing parts (handing the admin server the engine), run.
 func run(ctx context.Context, lookup envconfig.Lookuper) error {
 	cfg, err := loadConfig(ctx, lookup)
 	if err != nil {
