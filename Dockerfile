@@ -18,11 +18,17 @@ RUN --mount=type=cache,target=/go/pkg/mod go mod download
 
 COPY . .
 # Static (CGO_ENABLED=0), no local paths (-trimpath), no symbol table or
-# DWARF (-s -w): the binary runs on an image without libc.
+# DWARF (-s -w): the binary runs on an image without libc. VERSION and
+# COMMIT label aibatch_build_info (make image passes them; .git is not in
+# the build context, so Go cannot stamp the commit itself).
+ARG VERSION=dev
+ARG COMMIT=unknown
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    GOEXPERIMENT=jsonv2 go build -trimpath -ldflags "-s -w" -o /out/worker ./cmd/worker
+    GOEXPERIMENT=jsonv2 go build -trimpath \
+      -ldflags "-s -w -X github.com/aibatch/aibatch/internal/buildinfo.version=${VERSION} -X github.com/aibatch/aibatch/internal/buildinfo.commit=${COMMIT}" \
+      -o /out/worker ./cmd/worker
 
 # distroless/static: CA certificates, /etc/passwd with the nonroot user, tzdata;
 # no shell, no package manager.

@@ -7,8 +7,19 @@ GO ?= go
 # Builds without it (plain `go build`) work the same, only slower.
 export GOEXPERIMENT := jsonv2
 BIN := bin
-DEMO_NATS := nats://127.0.0.1:4222
-DEMO_AI := 127.0.0.1:8089
+# make demo's loopback ports: make demo NATS_PORT=14222 AI_PORT=18089 ADMIN_PORT=18080
+NATS_PORT ?= 4222
+AI_PORT ?= 8089
+ADMIN_PORT ?= 8080
+DEMO_NATS = nats://127.0.0.1:$(NATS_PORT)
+DEMO_AI = 127.0.0.1:$(AI_PORT)
+DEMO_ADMIN = 127.0.0.1:$(ADMIN_PORT)
+# The build's identity, in aibatch_build_info and the worker's start line
+# (internal/buildinfo); override with make build VERSION=v1.2.0.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILDINFO := github.com/aibatch/aibatch/internal/buildinfo
+LDFLAGS := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT)
 
 .DEFAULT_GOAL := help
 
@@ -18,23 +29,30 @@ help: ## Show the targets
 
 .PHONY: build
 build: ## Build the worker, publisher and fake AI server into ./bin
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 .PHONY: image
 image: ## Build the worker container image
-	docker build -t aibatch-worker:dev .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t aibatch-worker:dev .
 
 .PHONY: demo
-demo: build ## Run 1,000 requests through an embedded JetStream and a local fake OpenAI server
+demo: demo-ports build ## Run 1,000 requests through an embedded JetStream and a local fake OpenAI server (ports: NATS_PORT, AI_PORT, ADMIN_PORT)
 	@set -euo pipefail; mkdir -p data; \
 	trap 'kill -TERM $$(jobs -p) 2>/dev/null; wait 2>/dev/null' EXIT; \
 	$(BIN)/fakeai -addr $(DEMO_AI) 2>data/demo-fakeai.log & \
 	OPENAI_BASE_URL=http://$(DEMO_AI)/v1 OPENAI_API_KEY=demo-key-not-secret \
+	NATS_LISTEN=127.0.0.1:$(NATS_PORT) ADMIN_ADDR=$(DEMO_ADMIN) \
 	MAX_BATCH_SIZE=50 BATCH_INTERVAL=30s MAX_WAIT=3s LOG_FORMAT=console \
 	  $(BIN)/worker 2>data/demo-worker.log & \
-	echo "worker: embedded JetStream on $(DEMO_NATS), store ./data, log data/demo-worker.log"; \
+	echo "worker: embedded JetStream on $(DEMO_NATS), store ./data, admin http://$(DEMO_ADMIN), log data/demo-worker.log"; \
 	$(BIN)/publisher send --server $(DEMO_NATS) --synthetic 1000 --wait \
 	  --provider-stats http://$(DEMO_AI)/stats
+
+# Before anything is built or started: a port in use fails the demo at once,
+# naming it, rather than late (or into another server's stream).
+.PHONY: demo-ports
+demo-ports:
+	@$(GO) run ./internal/cmd/portcheck NATS_PORT=127.0.0.1:$(NATS_PORT) AI_PORT=$(DEMO_AI) ADMIN_PORT=$(DEMO_ADMIN)
 
 .PHONY: test
 test: lint ## Run every test with the race detector

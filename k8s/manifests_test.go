@@ -49,7 +49,7 @@ var runtimeEnv = []string{"GOMEMLIMIT", "GOMAXPROCS", "GOGC", "GODEBUG"}
 const drainAllowance = 10 * time.Second
 
 // kustomizations are the directories that build a deployable set.
-var kustomizations = []string{"base", "overlays/cluster"}
+var kustomizations = []string{"base", "overlays/cluster", "overlays/monitoring"}
 
 // ---- Strict decoding ---------------------------------------------------
 
@@ -119,6 +119,67 @@ type kustomization struct {
 			Name string `json:"name"`
 		} `json:"target"`
 	} `json:"patches,omitempty"`
+	// Components are directories holding a kind: Component.
+	Components         []string             `json:"components,omitempty"`
+	ConfigMapGenerator []configMapGenerator `json:"configMapGenerator,omitempty"`
+}
+
+// configMapGenerator is the part of a configMapGenerator entry these
+// manifests use: files (key=path or path), no hash suffix, labels.
+type configMapGenerator struct {
+	Name    string   `json:"name"`
+	Files   []string `json:"files,omitempty"`
+	Options struct {
+		DisableNameSuffixHash bool              `json:"disableNameSuffixHash,omitempty"`
+		Labels                map[string]string `json:"labels,omitempty"`
+	} `json:"options"`
+}
+
+// serviceMonitor is the part of the Prometheus Operator's ServiceMonitor
+// (monitoring.coreos.com/v1) these manifests use; unknown fields are
+// errors, as for the API types.
+type serviceMonitor struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		JobLabel          string               `json:"jobLabel,omitempty"`
+		Selector          metav1.LabelSelector `json:"selector"`
+		NamespaceSelector *struct {
+			Any        bool     `json:"any,omitempty"`
+			MatchNames []string `json:"matchNames,omitempty"`
+		} `json:"namespaceSelector,omitempty"`
+		Endpoints []struct {
+			Port          string `json:"port"`
+			Path          string `json:"path,omitempty"`
+			Interval      string `json:"interval,omitempty"`
+			ScrapeTimeout string `json:"scrapeTimeout,omitempty"`
+		} `json:"endpoints"`
+	} `json:"spec"`
+}
+
+// prometheusRule is the Prometheus Operator's PrometheusRule
+// (monitoring.coreos.com/v1): its spec is a Prometheus rule file, which
+// promcheck.Rules also checks with Prometheus's own loader.
+type prometheusRule struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		Groups []struct {
+			Name     string `json:"name"`
+			Interval string `json:"interval,omitempty"`
+			Rules    []struct {
+				Alert         string            `json:"alert,omitempty"`
+				Record        string            `json:"record,omitempty"`
+				Expr          string            `json:"expr"`
+				For           string            `json:"for,omitempty"`
+				KeepFiringFor string            `json:"keep_firing_for,omitempty"`
+				Labels        map[string]string `json:"labels,omitempty"`
+				Annotations   map[string]string `json:"annotations,omitempty"`
+			} `json:"rules"`
+		} `json:"groups"`
+	} `json:"spec"`
 }
 
 // newObject returns an empty value of the type for apiVersion and kind.
@@ -136,8 +197,12 @@ func newObject(apiVersion, kind string) (any, error) {
 		return &policyv1.PodDisruptionBudget{}, nil
 	case "keda.sh/v1alpha1 ScaledObject":
 		return &scaledObject{}, nil
-	case "kustomize.config.k8s.io/v1beta1 Kustomization":
+	case "kustomize.config.k8s.io/v1beta1 Kustomization", "kustomize.config.k8s.io/v1alpha1 Component":
 		return &kustomization{}, nil
+	case "monitoring.coreos.com/v1 ServiceMonitor":
+		return &serviceMonitor{}, nil
+	case "monitoring.coreos.com/v1 PrometheusRule":
+		return &prometheusRule{}, nil
 	}
 	return nil, fmt.Errorf("apiVersion %q kind %q: not a type these manifests may use", apiVersion, kind)
 }
@@ -280,6 +345,10 @@ func TestStrictDecodingRejectsTypos(t *testing.T) {
 		{"unknown PDB field", "base/pdb.yaml", "maxUnavailable:", "maxUnavaliable:", "maxUnavaliable"},
 		{"unknown Kustomization field", "base/kustomization.yaml", "resources:", "resource:", "resource"},
 		{"unknown kind", "base/service.yaml", "kind: Service", "kind: Servise", "Servise"},
+		{"unknown ServiceMonitor field", "monitoring/servicemonitor.yaml", "endpoints:", "endpoint:", "endpoint"},
+		{"ServiceMonitor field with the wrong case", "monitoring/servicemonitor.yaml", "scrapeTimeout:", "scrapetimeout:", "scrapetimeout"},
+		{"unknown PrometheusRule field", "monitoring/prometheusrule.yaml", "annotations:", "anotations:", "anotations"},
+		{"unknown Component field", "monitoring/kustomization.yaml", "configMapGenerator:", "configMapGenerators:", "configMapGenerators"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -320,14 +389,30 @@ type manifestSet struct {
 	services      []*corev1.Service
 	pdbs          []*policyv1.PodDisruptionBudget
 	scaledObjects []*scaledObject
+	// The monitoring component's: dashboards are the ConfigMaps labelled
+	// grafana_dashboard, not the worker's settings.
+	serviceMonitors []*serviceMonitor
+	rules           []*prometheusRule
+	dashboards      []*corev1.ConfigMap
 }
+
+// dashboardLabel marks a ConfigMap Grafana's sidecar loads as dashboards.
+const dashboardLabel = "grafana_dashboard"
 
 func (s *manifestSet) add(obj any) error {
 	switch o := obj.(type) {
 	case *appsv1.Deployment:
 		s.deployments = append(s.deployments, o)
 	case *corev1.ConfigMap:
+		if _, ok := o.Labels[dashboardLabel]; ok {
+			s.dashboards = append(s.dashboards, o)
+			return nil
+		}
 		s.configMaps = append(s.configMaps, o)
+	case *serviceMonitor:
+		s.serviceMonitors = append(s.serviceMonitors, o)
+	case *prometheusRule:
+		s.rules = append(s.rules, o)
 	case *corev1.Secret:
 		s.secrets = append(s.secrets, o)
 	case *corev1.Service:
@@ -349,13 +434,20 @@ type renderedDoc struct {
 }
 
 // render builds dir the way kustomize does for the features these
-// manifests use: resources (files and directories), patches (merge
+// manifests use: resources (files and directories), components,
+// configMapGenerator (files, without a hash suffix), patches (merge
 // patches), images and namespace. kubectl kustomize, when installed, is
 // checked by TestKubectlKustomizeBuilds.
 func render(t *testing.T, dir string) []renderedDoc {
 	t.Helper()
 	k := readKustomization(t, dir)
 	var docs []renderedDoc
+	for _, c := range k.Components {
+		docs = append(docs, render(t, filepath.Join(dir, c))...)
+	}
+	for _, g := range k.ConfigMapGenerator {
+		docs = append(docs, generateConfigMap(t, dir, g))
+	}
 	for _, r := range k.Resources {
 		p := filepath.Join(dir, r)
 		if st, err := os.Stat(p); err == nil && st.IsDir() {
@@ -408,6 +500,40 @@ func render(t *testing.T, dir string) []renderedDoc {
 		}
 	}
 	return docs
+}
+
+// generateConfigMap is what kustomize's configMapGenerator makes of g: a
+// ConfigMap with each file's content under its key (key=path, or the
+// file's name), g's labels, and no hash suffix (the manifests ask for
+// none: a dashboard's name is fixed).
+func generateConfigMap(t *testing.T, dir string, g configMapGenerator) renderedDoc {
+	t.Helper()
+	if !g.Options.DisableNameSuffixHash {
+		t.Fatalf("%s: configMapGenerator %s: set options.disableNameSuffixHash (this test does not compute kustomize's hash)", dir, g.Name)
+	}
+	data := map[string]any{}
+	for _, f := range g.Files {
+		key, path, ok := strings.Cut(f, "=")
+		if !ok {
+			key, path = filepath.Base(f), f
+		}
+		b, err := os.ReadFile(filepath.Join(dir, path))
+		if err != nil {
+			t.Fatalf("%s: configMapGenerator %s: %v", dir, g.Name, err)
+		}
+		data[key] = string(b)
+	}
+	meta := map[string]any{"name": g.Name}
+	if len(g.Options.Labels) > 0 {
+		labels := map[string]any{}
+		for k, v := range g.Options.Labels {
+			labels[k] = v
+		}
+		meta["labels"] = labels
+	}
+	return renderedDoc{kind: "ConfigMap", name: g.Name, obj: map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data,
+	}}
 }
 
 func toRendered(t *testing.T, file string, doc []byte) renderedDoc {
@@ -1137,6 +1263,23 @@ func TestKustomizationFilesExist(t *testing.T) {
 		for _, p := range k.Patches {
 			if _, err := os.Stat(filepath.Join(dir, p.Path)); err != nil {
 				t.Errorf("%s: patch %s: %v", dir, p.Path, err)
+			}
+		}
+		for _, c := range k.Components {
+			ck := readKustomization(t, filepath.Join(dir, c))
+			if ck.Kind != "Component" {
+				t.Errorf("%s: component %s is a %s, not a Component", dir, c, ck.Kind)
+			}
+		}
+		for _, g := range k.ConfigMapGenerator {
+			for _, f := range g.Files {
+				_, path, ok := strings.Cut(f, "=")
+				if !ok {
+					path = f
+				}
+				if _, err := os.Stat(filepath.Join(dir, path)); err != nil {
+					t.Errorf("%s: configMapGenerator %s: %v", dir, g.Name, err)
+				}
 			}
 		}
 	}

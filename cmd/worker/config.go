@@ -110,6 +110,7 @@ type config struct {
 // working directory underneath it (the real environment wins), and checks
 // every value. Errors name the variable, its value and what is allowed.
 func loadConfig(ctx context.Context, lookup envconfig.Lookuper) (config, error) {
+	lookup = emptyIsUnset{lookup}
 	var c config
 	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: lookup}); err != nil {
 		return c, fmt.Errorf("configuration: %s", envErrorText(err))
@@ -136,7 +137,26 @@ func withDotEnv(lookup envconfig.Lookuper, path string) (envconfig.Lookuper, err
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %s (want KEY=value lines; the text is not shown, it may hold a secret)", path, dotEnvProblem(err))
 	}
-	return envconfig.MultiLookuper(lookup, envconfig.MapLookuper(vals)), nil
+	// An empty variable in the environment lets the file's value through.
+	return envconfig.MultiLookuper(emptyIsUnset{lookup}, envconfig.MapLookuper(vals)), nil
+}
+
+// emptyMeansOff are the variables whose empty value means something of its
+// own: the feature is off. Every other variable set to "" (or to blanks)
+// reads as unset, so its default applies: docker-compose's ${VAR} of an
+// unset VAR and an empty ConfigMap key give "".
+var emptyMeansOff = map[string]bool{"ADMIN_ADDR": true, "STATS_BUCKET": true}
+
+// emptyIsUnset is a Lookuper that reads a variable set to "" as unset,
+// except those in emptyMeansOff.
+type emptyIsUnset struct{ l envconfig.Lookuper }
+
+func (e emptyIsUnset) Lookup(key string) (string, bool) {
+	v, ok := e.l.Lookup(key)
+	if ok && strings.TrimSpace(v) == "" && !emptyMeansOff[key] {
+		return "", false
+	}
+	return v, ok
 }
 
 // dotEnvProblem says what is wrong with a .env file without quoting it:

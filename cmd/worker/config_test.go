@@ -224,14 +224,10 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"PROVIDER=foo", "want openai, anthropic or http"}},
 		{"no key", map[string]string{"OPENAI_API_KEY": ""},
 			[]string{"OPENAI_API_KEY is empty", "OPENAI_BASE_URL"}},
-		{"empty model", map[string]string{"MODEL": ""},
-			[]string{"MODEL", "model name"}},
 		{"URL without scheme", map[string]string{"NATS_URL": "127.0.0.1:4222"},
 			[]string{"NATS_URL=127.0.0.1:4222", "nats://127.0.0.1:4222", "empty for the embedded server"}},
 		{"listen address", map[string]string{"NATS_LISTEN": "localhost"},
 			[]string{"NATS_LISTEN=localhost", "host:port"}},
-		{"no store dir", map[string]string{"STORE_DIR": ""},
-			[]string{"STORE_DIR", "directory"}},
 		{"overlapping lanes", map[string]string{"URGENT_SUBJECTS": "ai.requests.urgent.>"},
 			[]string{"URGENT_SUBJECTS", `"ai.requests.>" overlaps "ai.requests.urgent.>"`}},
 		{"requests overlap results", map[string]string{"RESULTS_PREFIX": "ai.requests.out"},
@@ -426,5 +422,58 @@ func TestModelOutputLimitsReachTheEngine(t *testing.T) {
 	want := map[string]int{"gpt-4o": 16384, "my-model": 8192}
 	if !reflect.DeepEqual(ec.ModelMaxOutputTokens, want) || ec.RequestTTL != 2*time.Hour {
 		t.Fatalf("engine config: limits %v, TTL %v; want %v and 2h", ec.ModelMaxOutputTokens, ec.RequestTTL, want)
+	}
+}
+
+// A variable set to "" is unset: docker-compose's ${VAR} and an empty
+// ConfigMap key give "", and the default must apply, not 0 or an error.
+// ADMIN_ADDR and STATS_BUCKET keep "" as "off".
+func TestEmptyMeansUnset(t *testing.T) {
+	t.Parallel()
+	empty := map[string]string{}
+	for name := range envVars(t) {
+		if name != "OPENAI_API_KEY" {
+			empty[name] = ""
+		}
+	}
+	empty["BATCH_INTERVAL"] = "  " // blanks too
+	got, err := load(t, empty)
+	if err != nil {
+		t.Fatalf("every variable set to \"\": %v", err)
+	}
+	want := defaults()
+	want.AdminAddr, want.StatsBucket = "", ""
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("every variable set to \"\":\n got %+v\nwant %+v", got, want)
+	}
+
+	for _, name := range []string{"MAX_BATCH_SIZE", "MAX_WAIT", "MODEL", "STORE_DIR", "MAX_REQUEST_BYTES", "REQUEST_SUBJECTS"} {
+		c, err := load(t, map[string]string{name: ""})
+		if err != nil {
+			t.Errorf("%s=: %v", name, err)
+			continue
+		}
+		if !reflect.DeepEqual(c, defaults()) {
+			t.Errorf("%s=: configuration differs from the defaults: %+v", name, c)
+		}
+	}
+
+	// An empty variable in the environment lets .env's value through; a set
+	// one still wins.
+	path := filepath.Join(t.TempDir(), ".env")
+	if err := os.WriteFile(path, []byte("MAX_BATCH_SIZE=7\nMAX_WAIT=9s\nADMIN_ADDR=127.0.0.1:9999\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	real := envconfig.MapLookuper(map[string]string{"OPENAI_API_KEY": secret, "MAX_BATCH_SIZE": "", "MAX_WAIT": "3s", "ADMIN_ADDR": ""})
+	lookup, err := withDotEnv(real, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(context.Background(), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxBatchSize != 7 || c.MaxWait != 3*time.Second || c.AdminAddr != "" {
+		t.Errorf("MAX_BATCH_SIZE=%d MAX_WAIT=%s ADMIN_ADDR=%q; want 7 from .env, 3s and \"\" (off) from the environment", c.MaxBatchSize, c.MaxWait, c.AdminAddr)
 	}
 }

@@ -29,13 +29,11 @@ type ops struct {
 // opsDeps is what the operator-facing parts are built from.
 type opsDeps struct {
 	cfg config
-	// adminAddrSet is true when ADMIN_ADDR was set rather than defaulted: a
-	// set address that cannot be bound stops the worker, the default only
-	// logs a warning (a second worker on the same machine still runs).
-	adminAddrSet bool
-	log          *zap.Logger
-	broker       *broker
-	parts        *engineParts
+	// admin is the admin server startAdmin started, or nil when it is off.
+	admin  *admin.Server
+	log    *zap.Logger
+	broker *broker
+	parts  *engineParts
 }
 
 // startOps starts the fleet totals, the flush responder and the admin API
@@ -49,8 +47,9 @@ func startOps(ctx context.Context, d opsDeps) (*ops, error) {
 	return o, nil
 }
 
-// start starts the parts in order: the admin API last, so it reports a
-// worker whose other parts run.
+// start starts the parts in order: the admin API, serving the probes since
+// start-up, gets the engine last, so it reports a worker whose other parts
+// run.
 func (o *ops) start(ctx context.Context, d opsDeps) error {
 	if err := o.startFleet(ctx, d); err != nil {
 		return err
@@ -58,7 +57,7 @@ func (o *ops) start(ctx context.Context, d opsDeps) error {
 	if err := o.serveFlush(d); err != nil {
 		return err
 	}
-	return o.startAdmin(ctx, d)
+	return o.attachAdmin(d)
 }
 
 // startFleet opens the stats bucket and adds this worker's counts to it
@@ -108,23 +107,54 @@ func (o *ops) serveFlush(d opsDeps) error {
 	return nil
 }
 
-// startAdmin serves the admin API and the metrics on ADMIN_ADDR.
-func (o *ops) startAdmin(ctx context.Context, d opsDeps) error {
-	if d.cfg.AdminAddr == "" {
-		return nil
+// startAdmin serves the probes on ADMIN_ADDR before the worker connects to
+// NATS, so /healthz answers and /readyz says what the worker waits for;
+// attachAdmin adds the rest once the engine exists. It returns nil when
+// ADMIN_ADDR is empty, or when the default address is taken: a set address
+// that cannot be bound stops the worker (adminAddrSet), the default only
+// logs a warning (a second worker on the same machine still runs).
+func startAdmin(ctx context.Context, cfg config, adminAddrSet bool, log *zap.Logger) (*admin.Server, error) {
+	if cfg.AdminAddr == "" {
+		return nil, nil
 	}
-	srv, err := admin.New(o.adminConfig(d))
+	srv, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Token: cfg.AdminToken, Log: log.Named("admin")})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := srv.Start(ctx); err != nil {
-		if d.adminAddrSet {
-			return err
+		if adminAddrSet {
+			return nil, err
 		}
-		o.log.Warn("admin API not started: the default address is taken (set ADMIN_ADDR to another address, or to empty to turn it off)", zap.Error(err))
+		log.Warn("admin API not started: the default address is taken (set ADMIN_ADDR to another address, or to empty to turn it off)", zap.Error(err))
+		return nil, nil
+	}
+	log.Info("admin API listening", zap.String("addr", srv.Addr()))
+	return srv, nil
+}
+
+// shutdownAdmin stops srv, if it runs; a second call does nothing.
+func shutdownAdmin(srv *admin.Server, log *zap.Logger) {
+	if srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shut down admin API", zap.Error(err))
+	}
+}
+
+// attachAdmin hands the admin server, when it runs, the engine and the
+// parts beside it: from now on it serves batch-stats, the flush, the
+// readiness checks and the metrics.
+func (o *ops) attachAdmin(d opsDeps) error {
+	if d.admin == nil {
 		return nil
 	}
-	o.admin = srv
+	if err := d.admin.Attach(o.adminConfig(d)); err != nil {
+		return err
+	}
+	o.admin = d.admin
 	return nil
 }
 
@@ -139,8 +169,6 @@ func (o *ops) adminConfig(d opsDeps) admin.Config {
 	}
 	nc := d.broker.nc
 	cfg := admin.Config{
-		Addr:     d.cfg.AdminAddr,
-		Token:    d.cfg.AdminToken,
 		Worker:   o.worker,
 		Engine:   p.engine,
 		Ready:    admin.Readiness{NATS: nc, Consumers: consumers, Provider: p.provider, ProviderHealth: p.engine.ProviderHealth},
@@ -178,13 +206,7 @@ func (o *ops) stop() {
 		o.stopFleet()
 		<-o.fleetDone
 	}
-	if o.admin != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := o.admin.Shutdown(ctx); err != nil {
-			o.log.Warn("shut down admin API", zap.Error(err))
-		}
-	}
+	shutdownAdmin(o.admin, o.log)
 }
 
 // workerID names this worker in flush replies and batch-stats: the host

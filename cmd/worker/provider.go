@@ -98,13 +98,14 @@ func newProvider(c config) (provider.Provider, error) {
 			// bearer header.
 			key = "unused"
 		}
-		p, err = openai.New(openai.Config{APIKey: key, BaseURL: c.OpenAIBaseURL, Mode: openai.Mode(c.BatchMode)})
+		// The base URLs may be written with or without /v1.
+		p, err = openai.New(openai.Config{APIKey: key, BaseURL: openai.NormalizeBaseURL(c.OpenAIBaseURL), Mode: openai.Mode(c.BatchMode)})
 	case "anthropic":
 		key := c.AnthropicAPIKey
 		if key == "" {
 			key = "unused"
 		}
-		p, err = anthropic.New(anthropic.Config{APIKey: key, BaseURL: c.AnthropicBaseURL, Mode: anthropic.Mode(c.BatchMode)})
+		p, err = anthropic.New(anthropic.Config{APIKey: key, BaseURL: anthropic.NormalizeBaseURL(c.AnthropicBaseURL), Mode: anthropic.Mode(c.BatchMode)})
 	case "http":
 		p, err = httpapi.New(httpapi.Config{URL: c.HTTPProviderURL, Token: c.HTTPProviderToken, Mode: httpapi.Mode(c.BatchMode)})
 	default:
@@ -163,21 +164,40 @@ type costObserver struct {
 
 func (o costObserver) CallFinished(c batch.CallReport) { o.a.CallFinished(c) }
 
-// registerCost exposes the estimated spend and saving as gauges.
+// registerCost exposes the estimated spend and saving as gauges, in
+// dollars (PRICES are dollars per million tokens):
+// aibatch_estimated_cost_dollars and aibatch_estimated_saving_dollars.
+// Like batch-stats' estimated_cost and estimated_saving, which are null
+// until then, the gauges are absent until a call of a model priced in
+// PRICES was answered: without PRICES they never appear, rather than show
+// a cost of 0 that nobody computed.
 func registerCost(reg prometheus.Registerer, a *cost.Accountant) error {
-	for _, g := range []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "aibatch_estimated_cost",
-			Help: "Estimated spend on provider calls since the worker started, from PRICES (currency units).",
-		}, func() float64 { return a.Totals().Spend }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "aibatch_estimated_saving",
-			Help: "Estimated saving of batching against one call per request since the worker started (currency units).",
-		}, func() float64 { return a.Totals().Saving }),
-	} {
-		if err := reg.Register(g); err != nil {
-			return fmt.Errorf("register cost metrics: %w", err)
-		}
+	if err := reg.Register(costCollector{a: a}); err != nil {
+		return fmt.Errorf("register cost metrics: %w", err)
 	}
 	return nil
+}
+
+var (
+	costDesc = prometheus.NewDesc("aibatch_estimated_cost_dollars",
+		"Estimated spend on provider calls since the worker started, in dollars, from PRICES; absent until a call of a priced model was answered.", nil, nil)
+	savingDesc = prometheus.NewDesc("aibatch_estimated_saving_dollars",
+		"Estimated saving of batching against one call per request since the worker started, in dollars; absent until a call of a priced model was answered.", nil, nil)
+)
+
+// costCollector reads the accountant's totals at scrape time.
+type costCollector struct{ a *cost.Accountant }
+
+func (c costCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- costDesc
+	ch <- savingDesc
+}
+
+func (c costCollector) Collect(ch chan<- prometheus.Metric) {
+	t := c.a.Totals()
+	if t.PricedCalls == 0 {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(costDesc, prometheus.GaugeValue, t.Spend)
+	ch <- prometheus.MustNewConstMetric(savingDesc, prometheus.GaugeValue, t.Saving)
 }

@@ -13,7 +13,9 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/admin"
 	"github.com/aibatch/aibatch/internal/attempts"
+	"github.com/aibatch/aibatch/internal/buildinfo"
 	"github.com/aibatch/aibatch/internal/cost"
 	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/internal/jobstore"
@@ -22,7 +24,8 @@ import (
 )
 
 // run wires the worker from its configuration and serves until ctx ends:
-// connect to NATS, build the engine, start the operator-facing parts, run.
+// serve the probes, connect to NATS, build the engine, start the
+// operator-facing parts (handing the admin server the engine), run.
 func run(ctx context.Context, lookup envconfig.Lookuper) error {
 	cfg, err := loadConfig(ctx, lookup)
 	if err != nil {
@@ -33,19 +36,32 @@ func run(ctx context.Context, lookup envconfig.Lookuper) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	b, err := connect(ctx, cfg, log)
+	// The probes answer before anything else starts: /healthz while the
+	// process runs, /readyz with what the worker waits for.
+	_, adminAddrSet := lookup.Lookup("ADMIN_ADDR")
+	adm, err := startAdmin(ctx, cfg, adminAddrSet, log)
+	if err != nil {
+		return err
+	}
+	defer shutdownAdmin(adm, log) // after a failed start; ops.stop does it otherwise
+	report := func(check, reason string) {
+		if adm != nil {
+			adm.SetStarting(check, reason)
+		}
+	}
+	b, err := connect(ctx, cfg, log, report)
 	if err != nil {
 		return stoppedBeforeStart(ctx, log, err)
 	}
 	defer b.close()
+	report(admin.CheckStream, "setting up the streams and consumers")
 	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
 	parts, err := buildEngine(setupCtx, cfg, log, b)
 	if err != nil {
 		return stoppedBeforeStart(ctx, log, err)
 	}
-	_, adminAddrSet := lookup.Lookup("ADMIN_ADDR")
-	o, err := startOps(setupCtx, opsDeps{cfg: cfg, adminAddrSet: adminAddrSet, log: log, broker: b, parts: parts})
+	o, err := startOps(setupCtx, opsDeps{cfg: cfg, admin: adm, log: log, broker: b, parts: parts})
 	if err != nil {
 		return stoppedBeforeStart(ctx, log, err)
 	}
@@ -114,6 +130,11 @@ func buildEngine(ctx context.Context, cfg config, log *zap.Logger, b *broker) (*
 	if err := obs.metrics.RegisterInFlight(func() int64 { return engine.Stats().InFlight }); err != nil {
 		return nil, fmt.Errorf("set up metrics: %w", err)
 	}
+	// The engine polls the batch lane's backlog; the urgent lane's is read
+	// when /metrics is scraped.
+	if err := obs.metrics.RegisterUrgentBacklog(urgentLane.Backlog, 0); err != nil {
+		return nil, fmt.Errorf("set up metrics: %w", err)
+	}
 	return &engineParts{
 		engine: engine, lease: lease, lanes: []*jetstream.Queue{batchLane, urgentLane},
 		provider: p.Name(), registry: obs.registry, cost: obs.cost,
@@ -167,7 +188,9 @@ type observers struct {
 // newObservers builds the registry, the metrics and the accountant.
 func newObservers(cfg config) (*observers, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	bi := buildinfo.Get()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		metrics.BuildInfo(bi.Version, bi.Commit, bi.GoVersion))
 	m, err := metrics.New(reg, metrics.WithSyncMode(syncMode(cfg.BatchMode)))
 	if err != nil {
 		return nil, fmt.Errorf("set up metrics: %w", err)
@@ -194,8 +217,9 @@ func syncMode(batchMode string) string {
 // logStarted logs the settings the worker runs with.
 func logStarted(log *zap.Logger, cfg config, p *engineParts, o *ops) {
 	ec := p.engine.Config()
+	bi := buildinfo.Get()
 	log.Info("worker started",
-		zap.String("worker", o.worker),
+		zap.String("worker", o.worker), zap.String("version", bi.Version), zap.String("commit", bi.Commit),
 		zap.String("provider", p.provider), zap.String("mode", cfg.BatchMode), zap.String("model", cfg.Model),
 		zap.Bool("batched", !ec.Immediate), zap.Int("max_batch_size", ec.MaxBatchSize),
 		zap.Duration("batch_interval", ec.Interval), zap.Duration("max_wait", ec.MaxWait),
@@ -206,9 +230,18 @@ func logStarted(log *zap.Logger, cfg config, p *engineParts, o *ops) {
 // newLogger builds the zap logger at LOG_LEVEL in LOG_FORMAT (json, or
 // console for people).
 func newLogger(level, format string) (*zap.Logger, error) {
+	zc, err := loggerConfig(level, format)
+	if err != nil {
+		return nil, err
+	}
+	return zc.Build()
+}
+
+// loggerConfig is newLogger's configuration.
+func loggerConfig(level, format string) (zap.Config, error) {
 	lvl, err := zapcore.ParseLevel(strings.ToLower(level))
 	if err != nil {
-		return nil, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", level)
+		return zap.Config{}, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", level)
 	}
 	zc := zap.NewProductionConfig()
 	if format == "console" {
@@ -216,7 +249,11 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	}
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.DisableStacktrace = true
-	return zc.Build()
+	// Durations carry their unit ("1.5s", "250ms"): the production
+	// encoder's default writes bare seconds (1.5), which a reader of
+	// max_wait or latency cannot tell from milliseconds.
+	zc.EncoderConfig.EncodeDuration = zapcore.StringDurationEncoder
+	return zc, nil
 }
 
 // holdLease is the engine's batch.HoldLease: the fleet's lease once the

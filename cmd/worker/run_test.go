@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/aibatch/aibatch/internal/metrics"
@@ -43,6 +46,30 @@ func TestSyncMode(t *testing.T) {
 	} {
 		if got := syncMode(batchMode); got != want {
 			t.Errorf("syncMode(%q) = %q, want %q", batchMode, got, want)
+		}
+	}
+}
+
+// Durations in the logs carry their unit: "max_wait":"5m0s", not 300.
+func TestLogDurationsCarryTheirUnit(t *testing.T) {
+	t.Parallel()
+	for _, format := range []string{"json", "console"} {
+		zc, err := loggerConfig("info", format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc := zapcore.NewJSONEncoder(zc.EncoderConfig)
+		buf, err := enc.EncodeEntry(zapcore.Entry{Message: "batch sent"}, []zapcore.Field{
+			zap.Duration("latency", 1500*time.Millisecond), zap.Duration("max_wait", 5*time.Minute),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := buf.String()
+		for _, want := range []string{`"latency":"1.5s"`, `"max_wait":"5m0s"`} {
+			if !strings.Contains(line, want) {
+				t.Errorf("LOG_FORMAT=%s: %s does not contain %s", format, strings.TrimSpace(line), want)
+			}
 		}
 	}
 }

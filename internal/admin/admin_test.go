@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"math"
 	"net/http"
 	"slices"
@@ -519,5 +520,92 @@ func TestReadyzFollowsTheProviderBreaker(t *testing.T) {
 	_, exposition = b.do(t, http.MethodGet, "/metrics", "")
 	if up := metricValue(t, string(exposition), "aibatch_provider_up"); up != 1 {
 		t.Fatalf("aibatch_provider_up = %v after the outage", up)
+	}
+}
+
+// A worker starts its admin server before it connects to NATS: the probes
+// answer at once, /readyz says what the worker waits for, and the rest
+// answers 503 until Attach hands the server the engine.
+func TestStartingServerAnswersProbes(t *testing.T) {
+	t.Parallel()
+	const token = "starting-token"
+	srv, err := admin.New(admin.Config{Addr: "127.0.0.1:0", Token: token, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	base := "http://" + srv.Addr()
+	get := func(path, auth string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+
+	if status, _ := get("/healthz", ""); status != http.StatusOK {
+		t.Errorf("/healthz = %d while starting, want 200", status)
+	}
+	const waiting = "waiting for NATS at nats://127.0.0.1:4222"
+	srv.SetStarting(admin.CheckNATS, waiting)
+	status, body := get("/readyz", "")
+	var ready admin.ReadyResponse
+	if err := json.Unmarshal([]byte(body), &ready); err != nil {
+		t.Fatalf("/readyz body %s: %v", body, err)
+	}
+	if status != http.StatusServiceUnavailable || ready.Failed != admin.CheckNATS || ready.Error != waiting {
+		t.Errorf("/readyz = %d %s, want 503 failing nats with %q", status, body, waiting)
+	}
+	if status, _ := get("/admin/batch-stats", ""); status != http.StatusUnauthorized {
+		t.Errorf("/admin/batch-stats without the token = %d while starting, want 401", status)
+	}
+	for _, path := range []string{"/admin/batch-stats", "/metrics"} {
+		if status, body := get(path, token); status != http.StatusServiceUnavailable || !strings.Contains(body, waiting) {
+			t.Errorf("%s = %d %s while starting, want 503 saying %q", path, status, body, waiting)
+		}
+	}
+	srv.SetStarting(admin.CheckStream, "setting up streams")
+	if _, body := get("/readyz", ""); !strings.Contains(body, `"failed": "stream"`) || !strings.Contains(body, "setting up streams") {
+		t.Errorf("/readyz after SetStarting(stream) = %s", body)
+	}
+
+	if err := srv.Attach(admin.Config{}); err == nil {
+		t.Error("Attach without an engine: no error")
+	}
+	b := newBundle(t, options{noEngineRun: true})
+	cfg := admin.Config{
+		Engine: b.engine, Gatherer: b.reg, Worker: "worker-early",
+		Ready: admin.Readiness{NATS: b.nc, Consumers: []admin.Consumer{b.batch.Consumer(), b.urgent.Consumer()}, Provider: "openai"},
+		Token: "ignored", Addr: "ignored",
+	}
+	if err := srv.Attach(cfg); err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	if err := srv.Attach(cfg); err == nil {
+		t.Error("a second Attach: no error")
+	}
+	srv.SetStarting(admin.CheckNATS, "too late") // no effect now
+	if status, body := get("/readyz", ""); status != http.StatusOK {
+		t.Errorf("/readyz after Attach = %d %s, want 200", status, body)
+	}
+	if status, body := get("/admin/batch-stats", token); status != http.StatusOK || !strings.Contains(body, "worker-early") {
+		t.Errorf("/admin/batch-stats after Attach = %d %s, want 200 with the worker's id", status, body)
+	}
+	if status, _ := get("/admin/batch-stats", "ignored"); status != http.StatusUnauthorized {
+		t.Errorf("/admin/batch-stats with Attach's token = %d, want 401: the server keeps New's token", status)
+	}
+	if status, body := get("/metrics", ""); status != http.StatusOK || !strings.Contains(body, "aibatch_in_flight_requests") {
+		t.Errorf("/metrics after Attach = %d, want 200 with the registry", status)
 	}
 }

@@ -31,12 +31,17 @@ const (
 )
 
 // ready runs the readiness checks in order and stops at the first failure.
+// A worker that is starting fails the check it waits for.
 func (s *Server) ready(ctx context.Context) ReadyResponse {
-	rd := s.cfg.Ready
+	v := s.view.Load()
+	rd := v.cfg.Ready
 	resp := ReadyResponse{Status: "ready", Passed: []string{}}
 	fail := func(check string, err error) ReadyResponse {
 		resp.Status, resp.Failed, resp.Error = "unavailable", check, err.Error()
 		return resp
+	}
+	if !v.attached() {
+		return fail(v.startingCheck, errors.New(v.starting))
 	}
 	if rd.NATS == nil || !rd.NATS.IsConnected() {
 		return fail(CheckNATS, errors.New("not connected to NATS"))

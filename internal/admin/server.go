@@ -10,6 +10,12 @@
 //	GET  /readyz                      200 when NATS, the streams, the consumers and the provider are usable; 503 naming the failing check otherwise
 //	GET  /metrics                     Prometheus exposition of the given registry
 //
+// A worker starts its server before it connects to NATS, so the probes
+// answer while it waits: New without an Engine gives a server that answers
+// /healthz, and /readyz, /admin/* and /metrics with 503 and the reason
+// SetStarting gave ("waiting for NATS at nats://host:4222"), until Attach
+// hands it the engine.
+//
 // When a token is set, /admin/* requires "Authorization: Bearer <token>";
 // the probes and /metrics stay open. A server that listens beyond loopback
 // without a token is refused.
@@ -23,6 +29,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -93,7 +100,8 @@ type Config struct {
 	Token string
 	// Worker identifies this worker in batch-stats.
 	Worker string
-	// Engine is required.
+	// Engine is required by Attach. New accepts a Config without it: the
+	// server then answers as a worker that is starting (see SetStarting).
 	Engine Engine
 	// Fleet, when set, adds the fleet's totals to batch-stats.
 	Fleet FleetTotals
@@ -162,10 +170,15 @@ func isLoopback(host string) bool {
 // Server is the admin HTTP server. Create it with New, start it with Start
 // and stop it with Shutdown.
 type Server struct {
-	cfg      Config
-	settings map[string]string
-	handler  http.Handler
-	log      *zap.Logger
+	// cfg holds what New was given: the address, token and logger stay;
+	// what the routes serve is in view.
+	cfg     Config
+	handler http.Handler
+	log     *zap.Logger
+
+	// view is what the routes serve now; viewMu orders its updates.
+	view   atomic.Pointer[view]
+	viewMu sync.Mutex
 
 	mu      sync.Mutex
 	srv     *http.Server
@@ -174,9 +187,28 @@ type Server struct {
 	stopped bool
 }
 
+// view is what the routes serve: a running worker's parts, or, before
+// Attach, why the worker is not serving yet.
+type view struct {
+	cfg      Config
+	settings map[string]string
+	// metrics serves /metrics; nil answers 404.
+	metrics http.Handler
+	// startingCheck and starting say what a worker without an engine waits
+	// for: the /readyz check that fails and why.
+	startingCheck, starting string
+}
+
+// attached reports whether the view has the worker's engine.
+func (v *view) attached() bool { return v.cfg.Engine != nil }
+
+// DefaultStarting is what a server without an engine says until
+// SetStarting says more.
+const DefaultStarting = "worker starting"
+
 // New checks cfg and returns a server that is not listening yet. It refuses
-// a non-loopback Addr without a Token (the error wraps ErrExposed) and a
-// missing Engine.
+// a non-loopback Addr without a Token (the error wraps ErrExposed). Without
+// an Engine the server answers as a worker that is starting until Attach.
 func New(cfg Config) (*Server, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = DefaultAddr
@@ -184,21 +216,64 @@ func New(cfg Config) (*Server, error) {
 	if err := CheckExposure(cfg.Addr, cfg.Token); err != nil {
 		return nil, err
 	}
-	if cfg.Engine == nil {
-		return nil, errors.New("admin: New needs the engine")
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
 	}
+	s := &Server{cfg: cfg, log: cfg.Log}
+	s.view.Store(newView(cfg, CheckNATS, DefaultStarting))
+	s.handler = s.routes()
+	return s, nil
+}
+
+// newView is the view of cfg, with the defaults of its timeouts.
+func newView(cfg Config, startingCheck, starting string) *view {
 	if cfg.FlushTimeout <= 0 {
 		cfg.FlushTimeout = 30 * time.Second
 	}
 	if cfg.Ready.Timeout <= 0 {
 		cfg.Ready.Timeout = 2 * time.Second
 	}
-	if cfg.Log == nil {
-		cfg.Log = zap.NewNop()
+	v := &view{cfg: cfg, settings: Redact(cfg.Settings), startingCheck: startingCheck, starting: starting}
+	if cfg.Gatherer != nil {
+		v.metrics = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
 	}
-	s := &Server{cfg: cfg, settings: Redact(cfg.Settings), log: cfg.Log}
-	s.handler = s.routes()
-	return s, nil
+	return v
+}
+
+// SetStarting says what a server without an engine answers on /readyz:
+// check is the check that fails (CheckNATS, CheckStream) and reason why,
+// such as "waiting for NATS at nats://nats:4222". The reason is served to
+// anyone who can reach the probes: it must hold no secret. After Attach it
+// does nothing.
+func (s *Server) SetStarting(check, reason string) {
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	cur := s.view.Load()
+	if cur.attached() {
+		return
+	}
+	next := *cur
+	next.startingCheck, next.starting = check, reason
+	s.view.Store(&next)
+}
+
+// Attach gives a server created without an engine what a running worker
+// serves: cfg's Engine (required), Worker, Fleet, FlushFleet, Ready, Cost,
+// Gatherer, Settings and FlushTimeout. The server keeps the Addr, Token and
+// Log it was created with; cfg's are ignored. It returns an error when cfg
+// has no Engine or the server has one already.
+func (s *Server) Attach(cfg Config) error {
+	if cfg.Engine == nil {
+		return errors.New("admin: Attach needs the engine")
+	}
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	if s.view.Load().attached() {
+		return errors.New("admin: Attach called twice; a server serves one engine")
+	}
+	cfg.Addr, cfg.Token, cfg.Log = s.cfg.Addr, s.cfg.Token, s.cfg.Log
+	s.view.Store(newView(cfg, "", ""))
+	return nil
 }
 
 // Handler returns the server's routes, for tests and for mounting them
@@ -211,15 +286,34 @@ func (s *Server) routes() http.Handler {
 	admin.HandleFunc("POST /admin/batch-process", s.batchProcess)
 
 	mux := http.NewServeMux()
-	mux.Handle("/admin/", s.requireToken(admin))
+	mux.Handle("/admin/", s.requireToken(s.whenAttached(admin)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	if s.cfg.Gatherer != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
-	}
+	mux.Handle("GET /metrics", s.whenAttached(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m := s.view.Load().metrics
+		if m == nil {
+			http.NotFound(w, r)
+			return
+		}
+		m.ServeHTTP(w, r)
+	})))
 	return mux
+}
+
+// whenAttached answers 503 with the start-up reason until the server has
+// an engine, and passes requests to next after that.
+func (s *Server) whenAttached(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v := s.view.Load()
+		if !v.attached() {
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "worker starting: " + v.starting})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Start listens on Addr and serves in the background until Shutdown. ctx

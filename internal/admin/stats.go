@@ -118,10 +118,11 @@ func timeOrNull(t time.Time) *time.Time {
 }
 
 func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
-	st := s.cfg.Engine.Stats()
+	v := s.view.Load()
+	st := v.cfg.Engine.Stats()
 	resp := StatsResponse{
 		Worker: WorkerStats{
-			ID:              s.cfg.Worker,
+			ID:              v.cfg.Worker,
 			Figures:         figures(fleet.CountersOf(st)),
 			Pending:         st.Pending,
 			InFlight:        st.InFlight,
@@ -138,19 +139,19 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 			HeldRequests:    st.HeldRequests,
 			Holder:          st.Holder,
 		},
-		Config: s.settings,
+		Config: v.settings,
 	}
-	if s.cfg.Cost != nil {
-		t := s.cfg.Cost.Totals()
+	if v.cfg.Cost != nil {
+		t := v.cfg.Cost.Totals()
 		resp.UnpricedCalls = t.Unpriced
 		if t.PricedCalls > 0 {
 			resp.EstimatedCost, resp.EstimatedSaving = &t.Spend, &t.Saving
 		}
 	}
-	if s.cfg.Fleet != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Ready.Timeout)
+	if v.cfg.Fleet != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), v.cfg.Ready.Timeout)
 		defer cancel()
-		totals, err := s.cfg.Fleet.Read(ctx)
+		totals, err := v.cfg.Fleet.Read(ctx)
 		if err != nil {
 			resp.FleetError = err.Error()
 		} else {
@@ -170,11 +171,12 @@ type FlushResponse struct {
 }
 
 func (s *Server) batchProcess(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.FlushTimeout)
+	v := s.view.Load()
+	ctx, cancel := context.WithTimeout(r.Context(), v.cfg.FlushTimeout)
 	defer cancel()
 	switch scope := r.URL.Query().Get("scope"); scope {
 	case "", "worker":
-		report, err := s.cfg.Engine.Flush(ctx)
+		report, err := v.cfg.Engine.Flush(ctx)
 		if err != nil {
 			status := http.StatusInternalServerError
 			switch {
@@ -190,11 +192,11 @@ func (s *Server) batchProcess(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("forced flush", zap.Int("batches", report.Batches), zap.Int("requests", report.Requests), zap.String("remote", r.RemoteAddr))
 		writeJSON(w, http.StatusOK, FlushResponse{Batches: report.Batches, Requests: report.Requests})
 	case "all":
-		if s.cfg.FlushFleet == nil {
+		if v.cfg.FlushFleet == nil {
 			writeJSON(w, http.StatusNotImplemented, errorBody{Error: "scope=all is not available on this worker"})
 			return
 		}
-		replies, err := s.cfg.FlushFleet(ctx)
+		replies, err := v.cfg.FlushFleet(ctx)
 		if err != nil {
 			s.log.Warn("fleet flush failed", zap.Error(err))
 			writeJSON(w, http.StatusBadGateway, errorBody{Error: "flush every worker: " + err.Error()})

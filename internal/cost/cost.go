@@ -25,7 +25,8 @@ import (
 	"github.com/aibatch/aibatch/batch"
 )
 
-// Price is what a model costs, in currency units per million tokens.
+// Price is what a model costs, in US dollars per million tokens (the unit
+// the providers publish; the worker's metrics are named *_dollars).
 type Price struct {
 	Input  float64 `json:"input_per_million"`
 	Output float64 `json:"output_per_million"`

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aibatch/aibatch/batch"
@@ -116,9 +118,16 @@ func (c Config) WithDefaults() Config {
 
 // Totals keeps the fleet's totals in a key-value bucket. Create it with
 // Open; it is safe for concurrent use.
+//
+// An operator starts the totals over by deleting the bucket (nats kv rm
+// AI_STATS -f) while workers run: the next Read or Add finds it gone and
+// creates it again, and the totals count from then on.
 type Totals struct {
-	kv  jetstream.KeyValue
+	js  jetstream.JetStream
 	cfg Config
+
+	mu sync.Mutex
+	kv jetstream.KeyValue
 }
 
 // Open creates the bucket named by cfg, or opens it if it exists.
@@ -127,29 +136,64 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Totals, err
 	if cfg.Interval < 0 || cfg.Replicas < 1 || cfg.Replicas > 5 || cfg.MaxConflicts < 1 {
 		return nil, errors.New("fleet: want a positive interval, 1 to 5 replicas and at least 1 conflict retry")
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      cfg.Bucket,
+	f := &Totals{js: js, cfg: cfg}
+	if _, err := f.open(ctx); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// open creates the bucket, or opens it if it exists, and uses it from now
+// on.
+func (f *Totals) open(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := f.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      f.cfg.Bucket,
 		Description: "aibatch fleet-wide counters",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
+		Replicas:    f.cfg.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fleet: create or open key-value bucket %q: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("fleet: create or open key-value bucket %q: %w", f.cfg.Bucket, err)
 	}
-	return &Totals{kv: kv, cfg: cfg}, nil
+	f.mu.Lock()
+	f.kv = kv
+	f.mu.Unlock()
+	return kv, nil
 }
 
-// Read returns the fleet's totals; all zero when nothing was added yet.
+// bucket is the bucket in use.
+func (f *Totals) bucket() jetstream.KeyValue {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.kv
+}
+
+// bucketGone reports whether err says the bucket's stream does not exist
+// any more: with direct gets (the default of new buckets) nobody answers a
+// read of a deleted bucket, and a write finds no stream.
+func bucketGone(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// Read returns the fleet's totals; all zero when nothing was added yet, or
+// since the bucket was deleted (it is created again).
 func (f *Totals) Read(ctx context.Context) (Counters, error) {
 	c, _, err := f.read(ctx)
+	if bucketGone(err) {
+		if _, err := f.open(ctx); err != nil {
+			return Counters{}, err
+		}
+		c, _, err = f.read(ctx)
+	}
 	return c, err
 }
 
 // read returns the totals and their revision; revision 0 means the key does
 // not exist (or was deleted).
 func (f *Totals) read(ctx context.Context) (Counters, uint64, error) {
-	e, err := f.kv.Get(ctx, f.cfg.Key)
+	e, err := f.bucket().Get(ctx, f.cfg.Key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Counters{}, 0, nil
 	}
@@ -165,29 +209,49 @@ func (f *Totals) read(ctx context.Context) (Counters, uint64, error) {
 
 // Add adds d to the fleet's totals. When another worker updated the totals
 // in between, it reads them again and retries, up to MaxConflicts times.
+// When the bucket was deleted, it creates it again (once per call) and adds
+// d to the new, empty totals.
 func (f *Totals) Add(ctx context.Context, d Counters) error {
 	if d.IsZero() {
 		return nil
 	}
+	reopened := false
+	reopen := func(err error) error {
+		if reopened || !bucketGone(err) {
+			return err
+		}
+		reopened = true
+		_, err = f.open(ctx)
+		return err
+	}
 	for range f.cfg.MaxConflicts {
 		cur, rev, err := f.read(ctx)
 		if err != nil {
-			return err
+			if err := reopen(err); err != nil {
+				return err
+			}
+			continue // the bucket is back, empty: read again
 		}
 		body, err := json.Marshal(cur.Add(d))
 		if err != nil {
 			return fmt.Errorf("fleet: encode totals: %w", err)
 		}
+		kv := f.bucket()
 		if rev == 0 {
-			_, err = f.kv.Create(ctx, f.cfg.Key, body)
+			_, err = kv.Create(ctx, f.cfg.Key, body)
 		} else {
-			_, err = f.kv.Update(ctx, f.cfg.Key, body, rev)
+			_, err = kv.Update(ctx, f.cfg.Key, body, rev)
 		}
 		switch {
 		case err == nil:
 			return nil
 		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 			continue // another worker was first: read again
+		case bucketGone(err) && !reopened:
+			if err := reopen(err); err != nil {
+				return err
+			}
+			continue
 		default:
 			return fmt.Errorf("fleet: update totals %s/%s: %w", f.cfg.Bucket, f.cfg.Key, err)
 		}

@@ -192,3 +192,67 @@ func TestCountersOf(t *testing.T) {
 		t.Errorf("c.Sub(c) = %+v, want zero", got)
 	}
 }
+
+// An operator starts the totals over with `nats kv rm AI_STATS -f` while
+// workers run: they create the bucket again and add what they count from
+// then on, instead of failing every update with "no responders".
+func TestTotalsRecreateADeletedBucket(t *testing.T) {
+	t.Parallel()
+	ns := jetstreamtest.RunServer(t, "")
+	ctx := testCtx(t)
+	// Two workers, each with its own connection: one adds as Run does, the
+	// other reads as batch-stats does.
+	_, js := jetstreamtest.Connect(t, ns)
+	_, otherJS := jetstreamtest.Connect(t, ns)
+	worker, err := fleet.Open(ctx, js, fleet.Config{Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := fleet.Open(ctx, otherJS, fleet.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var src counterSource
+	var errs []error
+	var errMu sync.Mutex
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- worker.Run(runCtx, src.read, func(err error) { errMu.Lock(); errs = append(errs, err); errMu.Unlock() })
+	}()
+	before := fleet.Counters{Requests: 100, ResultsOK: 100, APICalls: 2, Batches: 2}
+	src.add(before)
+	jetstreamtest.Eventually(t, 10*time.Second, "the first counts in the totals", func() bool {
+		got, err := reader.Read(ctx)
+		return err == nil && got == before
+	})
+
+	if err := js.DeleteKeyValue(ctx, fleet.DefaultBucket); err != nil {
+		t.Fatalf("delete the bucket: %v", err)
+	}
+	after := fleet.Counters{Requests: 7, ResultsOK: 6, ResultsError: 1, DeadLetters: 1, APICalls: 1, Batches: 1}
+	src.add(after)
+	jetstreamtest.Eventually(t, 10*time.Second, "the totals started over with what came after the delete", func() bool {
+		got, err := reader.Read(ctx)
+		return err == nil && got == after
+	})
+	// A reader alone recreates it too: an empty bucket, zero totals.
+	if err := js.DeleteKeyValue(ctx, fleet.DefaultBucket); err != nil {
+		t.Fatalf("delete the bucket again: %v", err)
+	}
+	if got, err := reader.Read(ctx); err != nil || !got.IsZero() {
+		t.Errorf("Read after a delete = %+v, %v; want zero totals and no error", got, err)
+	}
+	if _, err := js.KeyValue(ctx, fleet.DefaultBucket); err != nil {
+		t.Errorf("the bucket was not created again: %v", err)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run's final update: %v", err)
+	}
+	errMu.Lock()
+	defer errMu.Unlock()
+	if len(errs) > 0 {
+		t.Errorf("updates failed after the delete: %v", errs)
+	}
+}

@@ -7,6 +7,7 @@
 package metrics
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -183,6 +184,12 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		}
 	}
 	m.providerUp.Set(1)
+	// Series that exist from the start, so a dashboard or an alert sees 0
+	// rather than nothing: both result statuses, and the provider's own
+	// breaker (model ""), closed.
+	m.results.WithLabelValues(wire.StatusOK)
+	m.results.WithLabelValues(wire.StatusError)
+	m.breakerOpen.WithLabelValues("").Set(0)
 	return m, nil
 }
 
@@ -294,4 +301,87 @@ func (m *Metrics) BreakerChanged(b batch.BreakerState) {
 // GroupResized sets aibatch_group_batch_size for the group.
 func (m *Metrics) GroupResized(g batch.GroupState) {
 	m.groupSize.WithLabelValues(g.Model, g.Instructions).Set(float64(g.Size))
+}
+
+// BuildInfo returns the gauge aibatch_build_info, always 1, whose labels
+// say which build runs: version, commit and go_version (see
+// internal/buildinfo). Register it on the same registry as the rest.
+func BuildInfo(version, commit, goVersion string) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "aibatch_build_info",
+		Help:        "Always 1; the labels say which build of the worker runs.",
+		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "go_version": goVersion},
+	}, func() float64 { return 1 })
+}
+
+// DefaultUrgentBacklogTTL is how long RegisterUrgentBacklog keeps a reading
+// of the urgent lane's backlog: scrapes within it ask the server nothing.
+const DefaultUrgentBacklogTTL = 5 * time.Second
+
+// RegisterUrgentBacklog adds the urgent lane's backlog, which the engine
+// does not poll (the urgent lane long-polls instead):
+// aibatch_urgent_pending_requests, aibatch_urgent_ack_pending_requests and
+// aibatch_urgent_oldest_pending_timestamp_seconds, the counterparts of the
+// batch lane's gauges. read is called at scrape time (pass the urgent
+// queue's Backlog, which reads the consumer's Info), at most once per ttl
+// (DefaultUrgentBacklogTTL when 0) and for at most 2s; when it fails the
+// gauges are left out of that scrape rather than shown stale. Call it once.
+func (m *Metrics) RegisterUrgentBacklog(read func(context.Context) (batch.Backlog, error), ttl time.Duration) error {
+	if ttl <= 0 {
+		ttl = DefaultUrgentBacklogTTL
+	}
+	c := &backlogCollector{
+		read: read, ttl: ttl,
+		pending: prometheus.NewDesc("aibatch_urgent_pending_requests",
+			"Requests in the urgent lane never delivered yet, read from its consumer at scrape time (cached briefly).", nil, nil),
+		ackPending: prometheus.NewDesc("aibatch_urgent_ack_pending_requests",
+			"Requests of the urgent lane delivered to a worker and not yet acknowledged, read at scrape time (cached briefly).", nil, nil),
+		oldest: prometheus.NewDesc("aibatch_urgent_oldest_pending_timestamp_seconds",
+			"Unix time the oldest never-delivered request of the urgent lane was published, read at scrape time (cached briefly); 0 when none waits.", nil, nil),
+	}
+	if err := m.reg.Register(c); err != nil {
+		return fmt.Errorf("metrics: register urgent backlog: %w", err)
+	}
+	return nil
+}
+
+// backlogCollector reads a lane's backlog when scraped, keeping a reading
+// for ttl.
+type backlogCollector struct {
+	read                        func(context.Context) (batch.Backlog, error)
+	ttl                         time.Duration
+	pending, ackPending, oldest *prometheus.Desc
+
+	mu     sync.Mutex
+	readAt time.Time
+	last   batch.Backlog
+	ok     bool
+}
+
+func (c *backlogCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.pending
+	ch <- c.ackPending
+	ch <- c.oldest
+}
+
+func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	if time.Since(c.readAt) >= c.ttl {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		b, err := c.read(ctx)
+		cancel()
+		c.last, c.ok, c.readAt = b, err == nil, time.Now()
+	}
+	b, ok := c.last, c.ok
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	oldest := 0.0
+	if !b.Oldest.IsZero() {
+		oldest = float64(b.Oldest.UnixNano()) / float64(time.Second)
+	}
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(b.Pending))
+	ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, float64(b.AckPending))
+	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, oldest)
 }

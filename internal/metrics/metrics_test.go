@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"strings"
@@ -302,4 +303,91 @@ func counterValue(t *testing.T, reg prometheus.Gatherer, name string, labels map
 func gaugeValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 	t.Helper()
 	return series(t, reg, name, nil).GetGauge().GetValue()
+}
+
+func TestBuildInfo(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics.BuildInfo("v1.2.0", "abc123", "go1.26.8"))
+	want := map[string]string{"version": "v1.2.0", "commit": "abc123", "go_version": "go1.26.8"}
+	if got := series(t, reg, "aibatch_build_info", want).GetGauge().GetValue(); got != 1 {
+		t.Errorf("aibatch_build_info%v = %v, want 1", want, got)
+	}
+}
+
+// Both result statuses and the provider's own breaker exist from the start,
+// at 0, so a dashboard or an alert sees 0 rather than nothing.
+func TestSeriesThatExistFromTheStart(t *testing.T) {
+	t.Parallel()
+	_, reg := newMetrics(t)
+	for _, status := range []string{wire.StatusOK, wire.StatusError} {
+		if got := counterValue(t, reg, "aibatch_results_total", map[string]string{"status": status}); got != 0 {
+			t.Errorf("aibatch_results_total{status=%q} = %v at the start, want 0", status, got)
+		}
+	}
+	if got := series(t, reg, "aibatch_breaker_open", map[string]string{"model": ""}).GetGauge().GetValue(); got != 0 {
+		t.Errorf(`aibatch_breaker_open{model=""} = %v at the start, want 0`, got)
+	}
+	if got := gaugeValue(t, reg, "aibatch_provider_up"); got != 1 {
+		t.Errorf("aibatch_provider_up = %v at the start, want 1", got)
+	}
+}
+
+func TestUrgentBacklogIsReadAtScrapeTime(t *testing.T) {
+	t.Parallel()
+	m, reg := newMetrics(t)
+	var (
+		reads int
+		next  = batch.Backlog{Pending: 3, AckPending: 2, Oldest: time.Unix(1_700_000_000, 0)}
+		fail  error
+	)
+	read := func(ctx context.Context) (batch.Backlog, error) {
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("the urgent backlog is read without a deadline")
+		}
+		reads++
+		return next, fail
+	}
+	if err := m.RegisterUrgentBacklog(read, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	checks := map[string]float64{
+		"aibatch_urgent_pending_requests":                 3,
+		"aibatch_urgent_ack_pending_requests":             2,
+		"aibatch_urgent_oldest_pending_timestamp_seconds": 1_700_000_000,
+	}
+	for name, want := range checks {
+		if got := gaugeValue(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	// Within the TTL the reading is reused: three scrapes above, one read.
+	next = batch.Backlog{Pending: 99}
+	if got := gaugeValue(t, reg, "aibatch_urgent_pending_requests"); got != 3 || reads != 1 {
+		t.Errorf("within the TTL: pending %v after %d reads, want the cached 3 after 1 read", got, reads)
+	}
+
+	// A failed read leaves the gauges out instead of showing stale values.
+	m2, reg2 := newMetrics(t)
+	if err := m2.RegisterUrgentBacklog(func(context.Context) (batch.Backlog, error) {
+		return batch.Backlog{}, errors.New("no answer")
+	}, time.Nanosecond); err != nil {
+		t.Fatal(err)
+	}
+	for name := range checks {
+		if _, ok := gather(t, reg2)[name]; ok {
+			t.Errorf("%s gathered after a failed read", name)
+		}
+	}
+	// No oldest request: 0, as for the batch lane.
+	m3, reg3 := newMetrics(t)
+	if err := m3.RegisterUrgentBacklog(func(context.Context) (batch.Backlog, error) { return batch.Backlog{}, nil }, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := gaugeValue(t, reg3, "aibatch_urgent_oldest_pending_timestamp_seconds"); got != 0 {
+		t.Errorf("oldest with nothing waiting = %v, want 0", got)
+	}
+	if err := m3.RegisterUrgentBacklog(func(context.Context) (batch.Backlog, error) { return batch.Backlog{}, nil }, 0); err == nil {
+		t.Error("a second RegisterUrgentBacklog: no error")
+	}
 }

@@ -3,6 +3,8 @@ package anthropic
 import (
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/anthropics/anthropic-sdk-go/option"
 
@@ -46,7 +48,8 @@ type Config struct {
 	// (e.g. "https://api.anthropic.com" or an anthropictest.Server's URL);
 	// calls go to BaseURL + "/v1/messages". Empty means the SDK's default,
 	// https://api.anthropic.com. When set it must be an absolute http or
-	// https URL.
+	// https URL. NormalizeBaseURL turns the form with the version segment
+	// into this one.
 	BaseURL string
 	// HTTPClient carries the calls; nil means the SDK's default. Per-call
 	// deadlines come from the ctx given to Complete.
@@ -99,4 +102,21 @@ type options struct {
 // caller retries with its own backoff.
 func WithRequestOptions(opts ...option.RequestOption) Option {
 	return func(o *options) { o.requestOptions = append(o.requestOptions, opts...) }
+}
+
+// NormalizeBaseURL returns raw in the form Config.BaseURL wants, so that
+// an operator may write the base URL with or without "/v1": a trailing
+// "/v1" (the SDK adds it to every path) and trailing slashes are removed,
+// so "https://api.anthropic.com/v1/" becomes "https://api.anthropic.com"
+// instead of sending calls to …/v1/v1/messages. Empty, and text that is not
+// a URL, come back unchanged (Validate reports the latter).
+func NormalizeBaseURL(raw string) string {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if raw == "" || err != nil || u.Host == "" {
+		return raw
+	}
+	p := strings.TrimRight(u.Path, "/")
+	p = strings.TrimSuffix(p, "/v1")
+	u.Path, u.RawPath = strings.TrimRight(p, "/"), ""
+	return u.String()
 }

@@ -3,6 +3,8 @@ package openai
 import (
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/openai/openai-go/v3/option"
 
@@ -39,7 +41,8 @@ type Config struct {
 	// BaseURL is the API's base URL, ending in the version segment
 	// (e.g. "https://api.openai.com/v1" or an openaitest.Server's URL).
 	// Empty means the SDK's default, https://api.openai.com/v1. When set it
-	// must be an absolute http or https URL.
+	// must be an absolute http or https URL. NormalizeBaseURL turns the
+	// form without the version segment into this one.
 	BaseURL string
 	// HTTPClient carries the calls; nil means the SDK's default
 	// (http.DefaultClient). Per-call deadlines come from the ctx given to
@@ -82,4 +85,25 @@ type options struct {
 // the caller retries with its own backoff.
 func WithRequestOptions(opts ...option.RequestOption) Option {
 	return func(o *options) { o.requestOptions = append(o.requestOptions, opts...) }
+}
+
+// NormalizeBaseURL returns raw in the form Config.BaseURL wants, so that
+// an operator may write the base URL with or without "/v1": a URL with no
+// path ("http://127.0.0.1:8089", with or without a trailing slash) gets
+// "/v1", and a trailing slash is dropped. A URL with a path of its own
+// ("https://gateway.example/openai/v1", "/api/v4") keeps it: OpenAI-
+// compatible servers put their version segment in different places. Empty,
+// and text that is not a URL, come back unchanged (Validate reports the
+// latter).
+func NormalizeBaseURL(raw string) string {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if raw == "" || err != nil || u.Host == "" {
+		return raw
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	if u.Path == "" {
+		u.Path = "/v1"
+	}
+	return u.String()
 }
