@@ -76,6 +76,7 @@ func TestProcessMonitoringUsesExportedMetrics(t *testing.T) {
 		"ADMIN_ADDR":      adminAddr,
 		"PRICES":          "gpt-4o-mini=0.15/0.60",
 		"MAX_BATCH_SIZE":  "3",
+		"MAX_WAIT":        "500ms", // partial groups are held until then
 		"POLL_INTERVAL":   "20ms",
 	})
 	waitStreams(t, js)
