@@ -88,6 +88,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s), one after another; a f
 .PHONY: chaos
 chaos: fuzz ## Fuzz every target for FUZZTIME, then fault injection, long form: 50,000 requests through killed workers, server restarts, a lost cluster leader, provider faults, a 2-minute provider outage, a rejected API key and poison (~13 min)
 	$(GO) run ./internal/chaos/cmd/chaos -requests 50000
+	CHAOS_LONG=1 $(GO) test -count=1 -run 'TestChaosCrashThenLongOutage' ./internal/chaos/
 
 .PHONY: clean
 clean: ## Remove built binaries and the demo's ./data

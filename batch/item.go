@@ -29,6 +29,10 @@ type item struct {
 	// recorded it; stored says whether it holds a record to delete.
 	attempts AttemptRecord
 	stored   bool
+	// uncertain is true when an earlier delivery ended without an outcome
+	// on record: its worker may have stored a result and died before the
+	// ack.
+	uncertain bool
 
 	outcome    outcome
 	err        error
@@ -139,6 +143,7 @@ func (in intake) read(ctx context.Context, m Message) *item {
 		}
 	}
 	unexplained := in.readAttempts(ctx, it)
+	it.uncertain = unexplained > 0 || (in.attempts == nil && it.d.NumDelivered > 1)
 	switch {
 	case err != nil:
 		it.reject(err)

@@ -97,3 +97,16 @@ type Publisher interface {
 	// results stream.
 	StoredResult(ctx context.Context, seq uint64) ([]byte, error)
 }
+
+// ResultFinder is implemented by Publishers that can look up a stored
+// result by its Nats-Msg-Id. The engine asks before storing the result of a
+// request that may have been answered by a delivery that ended without an
+// outcome on record (its worker died after storing, before acking), longer
+// ago than the result stream's duplicate window: a second result would not
+// be caught by Nats-Msg-Id then.
+type ResultFinder interface {
+	// FindResult returns the stream sequence of the message stored on
+	// subject since since with the Nats-Msg-Id msgID, and false when there
+	// is none (or subject is not stored).
+	FindResult(ctx context.Context, subject, msgID string, since time.Time) (uint64, bool, error)
+}

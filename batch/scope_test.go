@@ -390,3 +390,37 @@ func (r *breakerRecorder) states() []string {
 	defer r.mu.Unlock()
 	return append([]string(nil), r.changes...)
 }
+
+// TestNoSecondResultAfterALongOutage: a worker stored a request's result and
+// its ack was lost; before the redelivery could be answered the provider
+// went down for longer than the result stream's duplicate window. The
+// engine finds the stored result instead of storing a second one.
+func TestNoSecondResultAfterALongOutage(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := batchtest.NewBroker(batchtest.WithOutcomeDedupeWindow(10 * time.Minute))
+		p := batchtest.NewProvider()
+		cfg := engineConfig(b)
+		cfg.CallTimeout, cfg.RetryMaxBackoff = 10*time.Second, 10*time.Second // a window of about 4m
+		if w := cfg.WithDefaults().RedeliveryWindow(); w > 10*time.Minute {
+			t.Fatalf("the engine's window %v is longer than the stream's", w)
+		}
+		attempts := batchtest.NewAttemptStore()
+		publishInputs(t, b, urgentSubject, "twice", 3)
+		b.Inject(batchtest.LoseAck, 3) // stored, acks lost
+		startEngine(t, b, p, cfg, batch.WithAttemptStore(attempts))
+		synctest.Wait()
+		if n := len(b.Results()); n != 3 || b.Requests() != 3 {
+			t.Fatalf("%d results, %d requests left; want 3 stored and 3 acks lost", n, b.Requests())
+		}
+		// The provider goes down before the redeliveries come (after the
+		// ack wait), for longer than the stream's duplicate window.
+		p.FailFor(30*time.Minute, nil)
+		time.Sleep(40 * time.Minute)
+		synctest.Wait()
+		got := results(t, b) // fails on a second result for any id
+		if len(got) != 3 || b.Requests() != 0 || len(b.DeadLetters()) != 0 {
+			t.Fatalf("%d results, %d left, %d dead letters", len(got), b.Requests(), len(b.DeadLetters()))
+		}
+	})
+}

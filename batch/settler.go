@@ -147,6 +147,9 @@ type settler struct {
 	attempts   AttemptStore // nil: NumDelivered counts attempts
 	ackWait    time.Duration
 	handBack   *handBacks
+	// dedupeWindow is how long the result stream remembers a Nats-Msg-Id
+	// (Config.RedeliveryWindow); older uncertain results are looked up.
+	dedupeWindow time.Duration
 	// expiries learns when deferred requests pass requestTTL, so that a
 	// paused lane fetches them to end them.
 	expiries   *handBacks
@@ -200,7 +203,7 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 	if len(storing) == 0 {
 		return
 	}
-	acks := s.pub.Publish(ctx, results)
+	acks := s.publishResults(ctx, storing, results)
 
 	var deadFor []*item
 	var deadLetters []Outgoing
@@ -258,6 +261,42 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 			s.nak(it, s.retry.base)
 		}
 	}
+}
+
+// publishResults stores the results, except those a request's earlier
+// delivery already stored longer ago than the duplicate window remembers:
+// those are found and reported as duplicates, so a request never gets a
+// second result.
+func (s *settler) publishResults(ctx context.Context, storing []*item, results []Outgoing) []PublishAck {
+	finder, _ := s.pub.(ResultFinder)
+	if finder == nil || s.dedupeWindow <= 0 {
+		return s.pub.Publish(ctx, results)
+	}
+	acks := make([]PublishAck, len(results))
+	var send []Outgoing
+	var at []int
+	for i, it := range storing {
+		if it.uncertain && time.Since(it.d.Published) > s.dedupeWindow {
+			seq, found, err := finder.FindResult(ctx, results[i].Subject, results[i].MsgID, it.d.Published)
+			switch {
+			case err != nil:
+				// Not knowing, storing is the safe side: a duplicate at
+				// worst, never a lost result.
+				s.log.Warn("look for an earlier result", zap.String("id", it.id), zap.Error(err))
+			case found:
+				acks[i] = PublishAck{Duplicate: true, Sequence: seq}
+				continue
+			}
+		}
+		send = append(send, results[i])
+		at = append(at, i)
+	}
+	if len(send) > 0 {
+		for j, a := range s.pub.Publish(ctx, send) {
+			acks[at[j]] = a
+		}
+	}
+	return acks
 }
 
 func (s *settler) facts(it *item) facts {

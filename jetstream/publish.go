@@ -104,3 +104,53 @@ func (p *Publisher) StoredResult(ctx context.Context, seq uint64) ([]byte, error
 	}
 	return m.Data, nil
 }
+
+// FindResult looks for a message stored on subject since since with the
+// Nats-Msg-Id msgID, reading headers only, and returns its sequence. It
+// implements batch.ResultFinder: the engine asks it before storing the
+// result of a request that may have been answered before, longer ago than
+// the stream's duplicate window remembers.
+func (p *Publisher) FindResult(ctx context.Context, subject, msgID string, since time.Time) (uint64, bool, error) {
+	if !p.isCaptured(subject) {
+		return 0, false, nil
+	}
+	c, err := p.results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+		HeadersOnly:    true,
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("jetstream: look for stored result %s: %w", msgID, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("jetstream: look for stored result %s: %w", msgID, err)
+	}
+	left := info.NumPending
+	for left > 0 {
+		batch, err := c.Fetch(int(min(left, 500)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return 0, false, fmt.Errorf("jetstream: look for stored result %s: %w", msgID, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if m.Headers().Get(nats.MsgIdHdr) == msgID {
+				meta, err := m.Metadata()
+				if err != nil {
+					return 0, false, fmt.Errorf("jetstream: look for stored result %s: %w", msgID, err)
+				}
+				return meta.Sequence.Stream, true, nil
+			}
+		}
+		if err := batch.Error(); err != nil || n == 0 {
+			if err == nil {
+				err = fmt.Errorf("%d messages left unread", left)
+			}
+			return 0, false, fmt.Errorf("jetstream: look for stored result %s: %w", msgID, err)
+		}
+		left -= uint64(n)
+	}
+	return 0, false, nil
+}

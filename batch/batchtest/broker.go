@@ -737,3 +737,23 @@ func (d dedupe) add(id string, seq uint64, now time.Time) {
 	}
 	d.ids[id] = dedupeEntry{seq: seq, at: now}
 }
+
+var _ batch.ResultFinder = publisher{}
+
+// FindResult looks through the stored results for one on subject with
+// msgID, as the jetstream adapter does from since on; the double keeps no
+// store times and looks through all.
+func (p publisher) FindResult(ctx context.Context, subject, msgID string, _ time.Time) (uint64, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, false, fmt.Errorf("batchtest: look for result %s: %w", msgID, err)
+	}
+	b := p.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, m := range b.results.msgs {
+		if m.Subject == subject && m.MsgID == msgID {
+			return m.Seq, true, nil
+		}
+	}
+	return 0, false, nil
+}
