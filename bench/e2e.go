@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/provider/openaitest"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // e2eResult is what one drain of scenario 9 measured: one process (the
@@ -34,6 +36,9 @@ type e2eResult struct {
 	Calls int64 `json:"calls,omitempty"`
 	// ChildSeconds is a loop's own clock, after its connection and set-up.
 	ChildSeconds float64 `json:"child_seconds,omitempty"`
+	// ResultBytes is the mean size of a stored result, headers and the
+	// stream's overhead included (0 for the fetch + ack loop).
+	ResultBytes float64 `json:"result_bytes"`
 }
 
 func (e e2eResult) perSec() float64      { return float64(e.Requests) / e.Seconds }
@@ -41,6 +46,15 @@ func (e e2eResult) cpuUS() float64       { return e.CPUSeconds * 1e6 / float64(e
 func (e e2eResult) serverUS() float64    { return e.ServerCPUSeconds * 1e6 / float64(e.Requests) }
 func (e e2eResult) String() string       { return e.Side }
 func (e e2eResult) callsPerReq() float64 { return float64(e.Calls) / float64(e.Requests) }
+
+// e2eOutputBytes is the length of the fake OpenAI server's answer to a
+// request of size bytes: the pipelined loop stores results that long, so
+// the results stream stores as much for it as for the worker.
+func e2eOutputBytes(size int) int {
+	var r wire.Request
+	_ = json.Unmarshal(requestBody("b-", 0, size), &r)
+	return len(openaitest.Answer(r.Input))
+}
 
 // e2eSides are the drainers of scenario 9.
 var e2eSides = []string{"worker", string(loopPipelined), string(loopFetchAck)}
@@ -76,11 +90,21 @@ func scenarioE2E(ctx context.Context, o *options, r *report) error {
 			if err := copyDir(seed, dir); err != nil {
 				return fmt.Errorf("copy seeded store: %w", err)
 			}
-			srv, err := startServerProcess(dir)
+			srvProfile := ""
+			if o.ProfileDir != "" {
+				srvProfile = filepath.Join(o.ProfileDir, fmt.Sprintf("e2e-server-%s-%d.cpu.pprof", side, run+1))
+			}
+			srv, err := startServerProcess(dir, srvProfile)
 			if err != nil {
 				return err
 			}
 			res, err := runE2ESide(ctx, o, bin, srv, side, run)
+			if perr := srv.stopProfile(); err == nil {
+				err = perr
+			}
+			if err == nil {
+				res.ResultBytes, err = resultBytes(ctx, srv.url)
+			}
 			if err == nil {
 				want := o.E2ERequests
 				if side == string(loopFetchAck) {
@@ -99,8 +123,8 @@ func scenarioE2E(ctx context.Context, o *options, r *report) error {
 			if res.Calls > 0 {
 				extra = fmt.Sprintf(", %d provider calls", res.Calls)
 			}
-			r.progress("9 end to end: run %d %-9s %8.0f req/s (%.2fs), CPU per request: drainer %.1fus, server %.1fus%s",
-				run+1, side, res.perSec(), res.Seconds, res.cpuUS(), res.serverUS(), extra)
+			r.progress("9 end to end: run %d %-9s %8.0f req/s (%.2fs), CPU per request: drainer %.1fus, server %.1fus, %.0f B stored per result%s",
+				run+1, side, res.perSec(), res.Seconds, res.cpuUS(), res.serverUS(), res.ResultBytes, extra)
 		}
 		ratio := perRun["worker"].cpuUS() / perRun[string(loopPipelined)].cpuUS()
 		ratios = append(ratios, ratio)
@@ -161,7 +185,7 @@ func runE2ESide(ctx context.Context, o *options, bin string, srv *serverProcess,
 		start := time.Now()
 		go func() {
 			defer close(finished)
-			rep, childErr = runChild(ctx, side, srv.url, n, o.TPBatches[0], o.Inflight, profile)
+			rep, childErr = runChild(ctx, side, srv.url, n, o.TPBatches[0], o.Inflight, e2eOutputBytes(o.E2ESize), profile)
 		}()
 		end, err := waitStreamEmpty(ctx, poller, 10*time.Minute, finished)
 		srvCPU1, _ := srv.cpu()
@@ -209,13 +233,34 @@ func runE2ESide(ctx context.Context, o *options, bin string, srv *serverProcess,
 	return res, nil
 }
 
-// waitStreamEmpty polls the request stream every 5ms until it holds no
+// resultBytes is the mean stored size of a result in the results stream.
+func resultBytes(ctx context.Context, url string) (float64, error) {
+	c, err := connect(url, "bench-sizes")
+	if err != nil {
+		return 0, err
+	}
+	defer c.close()
+	s, err := c.js.Stream(ctx, topology().ResultStream)
+	if err != nil {
+		return 0, fmt.Errorf("open results stream: %w", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read results stream: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return 0, nil
+	}
+	return float64(info.State.Bytes) / float64(info.State.Msgs), nil
+}
+
+// waitStreamEmpty polls the request stream every 20ms until it holds no
 // request, and returns when it saw that. It fails 5s after the drainer
 // ended (gone is closed) if requests are still left, or after timeout.
 func waitStreamEmpty(ctx context.Context, c *client, timeout time.Duration, gone <-chan struct{}) (time.Time, error) {
 	t := topology()
 	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
+	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		left, err := c.streamMsgs(ctx, t.RequestStream)

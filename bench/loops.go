@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aibatch/aibatch/wire"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 )
 
@@ -37,15 +39,29 @@ const (
 // publishes reports whether the loop stores a result per request.
 func (k loopKind) publishes() bool { return k == loopPipelined }
 
-// loopResult is what the pipelined loop publishes for every request: a body
-// the size of a typical worker result. The loop spends nothing on building
-// it, so the loop is what the broker allows.
+// loopResult is what the pipelined loop publishes for every request in
+// scenarios 1 and 5: a body the size of the in-process worker's result (its
+// provider echoes 32 bytes of the input). The loop spends nothing on
+// building it, so the loop is what the broker allows. Scenario 9 publishes
+// resultBody of the size the fake OpenAI server's answers make instead.
 var loopResult = []byte(`{"id":"b-123456","status":"ok","output":"echo: {\"id\":\"b-123456\",\"input\":\"observ","model":"bench-model","usage":{"input_tokens":125,"output_tokens":10},"batch":{"id":"0123abcd-42","size":50,"trigger":"size"},"queued_ms":1234,"attempts":1}`)
 
+// resultBody is a result as the worker stores it, its output outputBytes
+// long.
+func resultBody(outputBytes int) []byte {
+	b, _ := json.Marshal(wire.Result{
+		ID: "b-123456", Status: wire.StatusOK, Output: strings.Repeat("x", outputBytes), Model: "gpt-4o-mini",
+		Usage: wire.Usage{InputTokens: 125, OutputTokens: 10},
+		Batch: wire.BatchInfo{ID: "0123abcd-42", Size: 50, Trigger: wire.TriggerSize}, QueuedMS: 1234, Attempts: 1,
+	})
+	return b
+}
+
 // drainLoop drains n requests from cons with the loop kind, size requests
-// per fetch and inflight batches at once, and returns when all n are acked
-// (the acks are buffered; the caller flushes the connection).
-func drainLoop(ctx context.Context, c *client, cons natsjs.Consumer, kind loopKind, n, size, inflight int) (time.Duration, error) {
+// per fetch and inflight batches at once, publishing result for each
+// (pipelined loop), and returns when all n are acked (the acks are
+// buffered; the caller flushes the connection).
+func drainLoop(ctx context.Context, c *client, cons natsjs.Consumer, kind loopKind, n, size, inflight int, result []byte) (time.Duration, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
@@ -56,7 +72,7 @@ func drainLoop(ctx context.Context, c *client, cons natsjs.Consumer, kind loopKi
 	errs := make([]error, inflight)
 	for g := range inflight {
 		wg.Go(func() {
-			if err := loopBatches(ctx, c, cons, kind, int64(n), size, &claimed); err != nil {
+			if err := loopBatches(ctx, c, cons, kind, int64(n), size, result, &claimed); err != nil {
 				errs[g] = err
 				cancel()
 			}
@@ -70,7 +86,7 @@ func drainLoop(ctx context.Context, c *client, cons natsjs.Consumer, kind loopKi
 }
 
 // loopBatches is one goroutine of drainLoop: one batch in flight at a time.
-func loopBatches(ctx context.Context, c *client, cons natsjs.Consumer, kind loopKind, n int64, size int, claimed *atomic.Int64) error {
+func loopBatches(ctx context.Context, c *client, cons natsjs.Consumer, kind loopKind, n int64, size int, result []byte, claimed *atomic.Int64) error {
 	futures := make([]natsjs.PubAckFuture, 0, size)
 	msgs := make([]natsjs.Msg, 0, size)
 	for claimed.Load() < n {
@@ -106,7 +122,7 @@ func loopBatches(ctx context.Context, c *client, cons natsjs.Consumer, kind loop
 				// results stream does the same deduplication work.
 				subject := "ai.results." + strings.TrimPrefix(m.Subject(), "ai.requests.")
 				id := "result:" + meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
-				f, err := c.js.PublishAsync(subject, loopResult, natsjs.WithMsgID(id))
+				f, err := c.js.PublishAsync(subject, result, natsjs.WithMsgID(id))
 				if err != nil {
 					return fmt.Errorf("publish result: %w", err)
 				}
@@ -131,8 +147,12 @@ func loopBatches(ctx context.Context, c *client, cons natsjs.Consumer, kind loop
 	return nil
 }
 
-// runLoop drains n requests from the server at url with the loop kind.
-func runLoop(ctx context.Context, url string, kind loopKind, n, size, inflight int) (time.Duration, error) {
+// runLoop drains n requests from the server at url with the loop kind,
+// publishing result for each (nil: loopResult).
+func runLoop(ctx context.Context, url string, kind loopKind, n, size, inflight int, result []byte) (time.Duration, error) {
+	if result == nil {
+		result = loopResult
+	}
 	c, err := connect(url, "bench-"+string(kind))
 	if err != nil {
 		return 0, err
@@ -142,7 +162,7 @@ func runLoop(ctx context.Context, url string, kind loopKind, n, size, inflight i
 	if err != nil {
 		return 0, err
 	}
-	elapsed, err := drainLoop(ctx, c, bq.Consumer(), kind, n, size, inflight)
+	elapsed, err := drainLoop(ctx, c, bq.Consumer(), kind, n, size, inflight, result)
 	if err != nil {
 		return 0, err
 	}

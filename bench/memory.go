@@ -56,6 +56,7 @@ func childMain(args []string) int {
 	n := fs.Int("n", 0, "requests to drain")
 	size := fs.Int("batch", 50, "batch size")
 	inflight := fs.Int("inflight", batch.DefaultMaxInflight, "batches in flight (MAX_INFLIGHT_BATCHES)")
+	outputBytes := fs.Int("result-output-bytes", 0, "a loop's results carry an output this long (0: the in-process worker's size)")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the drain to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -80,7 +81,11 @@ func childMain(args []string) int {
 	case "worker":
 		elapsed, _, err = runWorkerDrain(ctx, *url, *n, batch.Config{MaxBatchSize: *size, MaxInflight: *inflight})
 	case string(loopPipelined), string(loopFetchAck):
-		elapsed, err = runLoop(ctx, *url, loopKind(*side), *n, *size, *inflight)
+		var result []byte
+		if *outputBytes > 0 {
+			result = resultBody(*outputBytes)
+		}
+		elapsed, err = runLoop(ctx, *url, loopKind(*side), *n, *size, *inflight, result)
 	default:
 		err = fmt.Errorf("-side %q: want worker, %s or %s", *side, loopPipelined, loopFetchAck)
 	}
@@ -123,13 +128,14 @@ func vmHWM() (int64, error) {
 
 // runChild runs one drainer in a child process and returns its report, with
 // the peak RSS and CPU time the kernel accounted to it.
-func runChild(ctx context.Context, side, url string, n, size, inflight int, profile string) (childReport, error) {
+func runChild(ctx context.Context, side, url string, n, size, inflight, outputBytes int, profile string) (childReport, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return childReport{}, fmt.Errorf("find own executable: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, exe, childCommand, "-side", side, "-url", url,
-		"-n", strconv.Itoa(n), "-batch", strconv.Itoa(size), "-inflight", strconv.Itoa(inflight), "-cpuprofile", profile)
+		"-n", strconv.Itoa(n), "-batch", strconv.Itoa(size), "-inflight", strconv.Itoa(inflight),
+		"-result-output-bytes", strconv.Itoa(outputBytes), "-cpuprofile", profile)
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = os.Stderr
@@ -176,7 +182,7 @@ func scenarioMemory(ctx context.Context, o *options, r *report) error {
 			if o.ProfileDir != "" {
 				profile = filepath.Join(o.ProfileDir, fmt.Sprintf("%s-%d.cpu.pprof", side, run+1))
 			}
-			rep, err := runChild(ctx, side, b.url(), o.MemRequests, o.TPBatches[0], o.Inflight, profile)
+			rep, err := runChild(ctx, side, b.url(), o.MemRequests, o.TPBatches[0], o.Inflight, 0, profile)
 			if err == nil {
 				err = verifyDrained(ctx, b.url(), o.MemRequests, o.MemRequests)
 			}

@@ -106,6 +106,20 @@ func TestParseProcStat(t *testing.T) {
 	}
 }
 
+func TestResultBody(t *testing.T) {
+	t.Parallel()
+	var r wire.Result
+	if err := json.Unmarshal(resultBody(512), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Output) != 512 || r.Status != wire.StatusOK {
+		t.Errorf("resultBody(512): output %d bytes, status %q", len(r.Output), r.Status)
+	}
+	if n := e2eOutputBytes(512); n < 450 || n > 520 {
+		t.Errorf("e2eOutputBytes(512) = %d, want about the input's length plus \"processed: \"", n)
+	}
+}
+
 func TestLoopKinds(t *testing.T) {
 	t.Parallel()
 	if !loopPipelined.publishes() || loopFetchAck.publishes() {
@@ -139,7 +153,7 @@ func TestLoopsDrain(t *testing.T) {
 			if err := c.publishMany(ctx, bulkSubject, "t-", 0, n, 200); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := runLoop(ctx, b.url(), kind, n, 50, 4); err != nil {
+			if _, err := runLoop(ctx, b.url(), kind, n, 50, 4, resultBody(600)); err != nil {
 				t.Fatal(err)
 			}
 			results := 0

@@ -10,9 +10,11 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -33,8 +35,17 @@ const serverCommand = "server-child"
 func serverMain(args []string) int {
 	fs := flag.NewFlagSet(serverCommand, flag.ContinueOnError)
 	store := fs.String("store", "", "JetStream store directory")
+	profile := fs.String("cpuprofile", "", "write a CPU profile to this file from start to SIGUSR2")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *profile != "" {
+		stopProfile, err := profileUntilSIGUSR2(*profile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", serverCommand, err)
+			return 1
+		}
+		defer stopProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -50,21 +61,69 @@ func serverMain(args []string) int {
 	return 0
 }
 
+// profileUntilSIGUSR2 writes a CPU profile of this process to path until
+// SIGUSR2 (then it creates path.done) or until the returned function is
+// called.
+func profileUntilSIGUSR2(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+			_ = os.WriteFile(path+".done", nil, 0o644)
+		})
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR2)
+	go func() {
+		<-sig
+		stop()
+	}()
+	return stop, nil
+}
+
+// waitProfileDone waits until a process profiling with profileUntilSIGUSR2
+// (or the worker's hook) has written path, after SIGUSR2.
+func waitProfileDone(p *os.Process, path string) error {
+	if err := p.Signal(syscall.SIGUSR2); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(path + ".done"); err == nil {
+			_ = os.Remove(path + ".done")
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("no CPU profile in %s after 10s", path)
+}
+
 // serverProcess is a server-child.
 type serverProcess struct {
-	cmd  *exec.Cmd
-	url  string
-	done chan struct{}
+	cmd     *exec.Cmd
+	url     string
+	done    chan struct{}
+	profile string
 }
 
 // startServerProcess starts a server-child storing in dir and waits until
-// it listens.
-func startServerProcess(dir string) (*serverProcess, error) {
+// it listens. With profile set it writes a CPU profile there until
+// stopProfile.
+func startServerProcess(dir, profile string) (*serverProcess, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
-	cmd := exec.Command(exe, serverCommand, "-store", dir)
+	cmd := exec.Command(exe, serverCommand, "-store", dir, "-cpuprofile", profile)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -73,7 +132,7 @@ func startServerProcess(dir string) (*serverProcess, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start server process: %w", err)
 	}
-	s := &serverProcess{cmd: cmd, done: make(chan struct{})}
+	s := &serverProcess{cmd: cmd, done: make(chan struct{}), profile: profile}
 	lines := make(chan string, 1)
 	readDone := make(chan struct{})
 	go func() {
@@ -107,6 +166,14 @@ func startServerProcess(dir string) (*serverProcess, error) {
 
 // cpu is the server process's CPU time so far.
 func (s *serverProcess) cpu() (time.Duration, error) { return procCPU(s.cmd.Process.Pid) }
+
+// stopProfile makes a profiling server write its CPU profile.
+func (s *serverProcess) stopProfile() error {
+	if s.profile == "" {
+		return nil
+	}
+	return waitProfileDone(s.cmd.Process, s.profile)
+}
 
 // stop ends the server and waits for it.
 func (s *serverProcess) stop() {
@@ -252,18 +319,7 @@ func (w *workerProcess) stopProfile() error {
 	if w.profile == "" {
 		return nil
 	}
-	if err := w.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(w.profile + ".done"); err == nil {
-			_ = os.Remove(w.profile + ".done")
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("worker: no CPU profile in %s after 10s", w.profile)
+	return waitProfileDone(w.cmd.Process, w.profile)
 }
 
 // stop sends SIGTERM and waits for the worker to end (SIGKILL after 30s).

@@ -100,7 +100,7 @@ func scenarioThroughput(ctx context.Context, o *options, r *report) error {
 				elapsed, st, err = runWorkerDrain(ctx, b.url(), o.TPRequests, batch.Config{MaxBatchSize: side.batch, MaxInflight: o.Inflight})
 				workerStats[side.String()] = append(workerStats[side.String()], st)
 			} else {
-				elapsed, err = runLoop(ctx, b.url(), side.loop, o.TPRequests, side.batch, o.Inflight)
+				elapsed, err = runLoop(ctx, b.url(), side.loop, o.TPRequests, side.batch, o.Inflight, nil)
 				if !side.loop.publishes() {
 					results = 0
 				}
