@@ -176,9 +176,10 @@ func (c *client) streamMsgs(ctx context.Context, name string) (uint64, error) {
 }
 
 // verifyDrained checks the end state of a drain of n requests: every request
-// acked (the WorkQueue stream is empty) and exactly n results stored. Acks
-// are sent without waiting for the server, so it polls for a while.
-func verifyDrained(ctx context.Context, url string, n int) error {
+// acked (the WorkQueue stream is empty) and exactly results results stored
+// (n, or 0 for the fetch + ack loop). Acks are sent without waiting for the
+// server, so it polls for a while.
+func verifyDrained(ctx context.Context, url string, n, results int) error {
 	c, err := connect(url, "bench-verify")
 	if err != nil {
 		return err
@@ -195,12 +196,12 @@ func verifyDrained(ctx context.Context, url string, n int) error {
 		if err != nil {
 			return err
 		}
-		if reqs == 0 && res == uint64(n) {
+		if reqs == 0 && res == uint64(results) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("after the drain: %d requests still in %s (want 0), %d results in %s (want %d)",
-				reqs, t.RequestStream, res, t.ResultStream, n)
+			return fmt.Errorf("after the drain of %d: %d requests still in %s (want 0), %d results in %s (want %d)",
+				n, reqs, t.RequestStream, res, t.ResultStream, results)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -1,18 +1,23 @@
 // Command bench measures what the batching layer costs on top of JetStream
-// and what it saves: throughput against the simplest loop the broker allows,
-// API calls per request against immediate mode, urgent-lane latency and the
-// batch lane's longest wait, hiding provider latency with calls in flight,
-// the worker's peak memory, and the provider calls spent when the model's
-// answers are cut off at an output limit or it refuses some inputs (the
-// real openai provider against the fake OpenAI server, over HTTP). Every scenario runs against embedded
-// JetStream servers with file storage on loopback; comparisons are measured
-// side by side in each run and reported as median, min and max over the
-// runs.
+// and what it saves: throughput against broker loops that bound it (a
+// pipelined fetch, publish, ack loop with as many batches in flight as the
+// worker, and fetch + ack alone), the worker process end to end against
+// those loops in processes of their own (CPU per request of each), API
+// calls per request against immediate mode and, with several prompt
+// templates and a fleet of worker processes, against the ideal,
+// urgent-lane latency and the batch lane's longest wait, hiding provider
+// latency with calls in flight, the worker's peak memory, and the provider
+// calls spent when the model's answers are cut off at an output limit or it
+// refuses some inputs (the real openai provider against the fake OpenAI
+// server, over HTTP). Every scenario runs against JetStream servers with
+// file storage on loopback; comparisons are measured side by side in each
+// run and reported as median, min and max over the runs.
 //
 //	go run ./bench              # the full run `make bench` does
-//	go run ./bench -quick       # every scenario, small, in well under a minute
+//	go run ./bench -quick       # every scenario, small, in about a minute
 //	go run ./bench -only rates  # one scenario
 //	go run ./bench -only fault-cap,fault-refusal  # the provider-fault scenarios
+//	go run ./bench -only e2e,mixed-burst,mixed-rates  # scenarios 9 and 10
 //
 // It prints one table on stdout (progress goes to stderr) and writes the
 // same figures, with the raw ones, as JSON (-out). Targets are reported,
@@ -49,6 +54,9 @@ type options struct {
 	TPRequests int   `json:"throughput_requests"`
 	TPSize     int   `json:"throughput_request_bytes"`
 	TPBatches  []int `json:"throughput_batches"`
+	// Inflight is MAX_INFLIGHT_BATCHES of the worker and the batches the
+	// broker loops keep in flight, in scenarios 1, 5 and 9.
+	Inflight int `json:"inflight_batches"`
 
 	Rates        []float64     `json:"rates"`
 	RateDuration time.Duration `json:"rate_duration"`
@@ -75,9 +83,24 @@ type options struct {
 	FaultCap      int `json:"fault_output_cap_items"`
 	RefuseEvery   int `json:"fault_refuse_every"`
 
+	E2ERequests int `json:"e2e_requests"`
+	E2ESize     int `json:"e2e_request_bytes"`
+
+	MixTemplates      int           `json:"mixed_templates"`
+	MixBatch          int           `json:"mixed_max_batch_size"`
+	MixBurst          int           `json:"mixed_burst"`
+	MixBurstTarget    int           `json:"mixed_burst_target_calls"`
+	MixSteadyRate     float64       `json:"mixed_steady_rate"`
+	MixSteadyDuration time.Duration `json:"mixed_steady_duration"`
+	MixLowRate        float64       `json:"mixed_low_rate"`
+	MixLowDuration    time.Duration `json:"mixed_low_duration"`
+	MixMaxWait        time.Duration `json:"mixed_max_wait"`
+	MixWorkers        int           `json:"mixed_workers"`
+
 	// ProfileDir, when set, receives CPU profiles (go tool pprof) of each
 	// scenario 1 drain (the whole harness process: server and drainer) and
-	// of scenario 5's worker and ceiling processes (the drainer alone).
+	// of scenario 5's worker and loop processes (the drainer alone), and of
+	// scenario 9's worker process and loop processes.
 	ProfileDir string `json:"profile_dir,omitempty"`
 }
 
@@ -93,16 +116,26 @@ func (o options) MarshalJSON() ([]byte, error) {
 		LaneMaxWait    string `json:"lane_max_wait"`
 		LaneDuration   string `json:"lane_duration"`
 		SlowLatency    string `json:"slow_latency"`
+		MixSteady      string `json:"mixed_steady_duration"`
+		MixLow         string `json:"mixed_low_duration"`
+		MixMaxWait     string `json:"mixed_max_wait"`
 	}{plain(o), o.RateDuration.String(), o.RateInterval.String(), o.RateMaxWait.String(),
-		o.UrgentDuration.String(), o.LaneMaxWait.String(), o.LaneDuration.String(), o.SlowLatency.String()})
+		o.UrgentDuration.String(), o.LaneMaxWait.String(), o.LaneDuration.String(), o.SlowLatency.String(),
+		o.MixSteadyDuration.String(), o.MixLowDuration.String(), o.MixMaxWait.String()})
 }
 
 // scenarios in the order they run.
-var scenarios = []string{"micro", "throughput", "rates", "latency", "inflight", "memory", "fault-cap", "fault-refusal"}
+var scenarios = []string{"micro", "throughput", "rates", "latency", "inflight", "memory", "fault-cap", "fault-refusal",
+	"e2e", "mixed-burst", "mixed-rates"}
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == childCommand {
-		os.Exit(childMain(os.Args[2:]))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case childCommand:
+			os.Exit(childMain(os.Args[2:]))
+		case serverCommand:
+			os.Exit(serverMain(os.Args[2:]))
+		}
 	}
 	os.Exit(run(os.Args[1:]))
 }
@@ -121,7 +154,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.RequestSize, "request-bytes", 500, "request body size in scenarios 2-4")
 	fs.IntVar(&o.TPRequests, "tp-requests", 200_000, "scenario 1: backlog drained per measurement")
 	fs.IntVar(&o.TPSize, "tp-bytes", 500, "scenario 1: request body size")
-	intsVar(fs, &o.TPBatches, "tp-batches", []int{50, 100}, "scenario 1: MAX_BATCH_SIZE values (the ceiling fetches as many)")
+	intsVar(fs, &o.TPBatches, "tp-batches", []int{50, 100}, "scenario 1: MAX_BATCH_SIZE values (the loops fetch as many)")
+	fs.IntVar(&o.Inflight, "inflight", 4, "scenarios 1, 5 and 9: MAX_INFLIGHT_BATCHES, and the batches the broker loops keep in flight")
 	floatsVar(fs, &o.Rates, "rates", []float64{1, 10, 100, 1000}, "scenario 2: Poisson arrival rates, requests/s")
 	fs.DurationVar(&o.RateDuration, "rate-duration", 10*time.Second, "scenario 2: arrivals last this long per rate")
 	fs.DurationVar(&o.RateInterval, "rate-interval", time.Second, "scenario 2: BATCH_INTERVAL")
@@ -143,7 +177,19 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.FaultBatch, "fault-batch", 50, "scenarios 7-8: MAX_BATCH_SIZE")
 	fs.IntVar(&o.FaultCap, "fault-cap", 20, "scenario 7: the fake's answers fit this many items (openaitest SetOutputCap)")
 	fs.IntVar(&o.RefuseEvery, "refuse-every", 50, "scenario 8: the fake refuses one input in this many (openaitest RefuseInput)")
-	fs.StringVar(&o.ProfileDir, "profile", "", "directory for CPU profiles: scenario 1 per drain (server + drainer), scenario 5 per process (drainer alone)")
+	fs.IntVar(&o.E2ERequests, "e2e-requests", 200_000, "scenario 9: backlog drained by each process")
+	fs.IntVar(&o.E2ESize, "e2e-bytes", 512, "scenario 9: request body size")
+	fs.IntVar(&o.MixTemplates, "mix-templates", 10, "scenario 10: prompt templates (instructions), round-robin")
+	fs.IntVar(&o.MixBatch, "mix-batch", 50, "scenario 10: MAX_BATCH_SIZE")
+	fs.IntVar(&o.MixBurst, "mix-burst", 1000, "scenario 10: requests in the burst")
+	fs.IntVar(&o.MixBurstTarget, "mix-burst-target", 22, "scenario 10: most calls the burst may take (the issue's target; ideal 20 at the defaults)")
+	fs.Float64Var(&o.MixSteadyRate, "mix-steady-rate", 100, "scenario 10: steady load, requests/s over every template")
+	fs.DurationVar(&o.MixSteadyDuration, "mix-steady-duration", time.Minute, "scenario 10: steady load's arrivals last this long")
+	fs.Float64Var(&o.MixLowRate, "mix-low-rate", 3, "scenario 10: low rate, requests/s over every template")
+	fs.DurationVar(&o.MixLowDuration, "mix-low-duration", 90*time.Second, "scenario 10: low rate's arrivals last this long")
+	fs.DurationVar(&o.MixMaxWait, "mix-max-wait", 20*time.Second, "scenario 10: the workers' MAX_WAIT at the steady and low rates")
+	fs.IntVar(&o.MixWorkers, "mix-workers", 3, "scenario 10: worker processes of the fleet cells")
+	fs.StringVar(&o.ProfileDir, "profile", "", "directory for CPU profiles: scenario 1 per drain (server + drainer), scenarios 5 and 9 per drainer process (scenario 9 builds the worker with a profiling hook, bench/testdata/workerprofile.go)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -157,6 +203,7 @@ func parseOptions(args []string) (*options, error) {
 			"runs": "1", "out": filepath.Join(os.TempDir(), "aibatch-bench-quick.json"),
 			"tp-requests": "5000", "rate-duration": "2s", "urgent-duration": "2s", "urgent-backlog": "2000",
 			"lane-max-wait": "1s", "lane-duration": "3s", "rounds": "2", "mem-requests": "10000",
+			"e2e-requests": "10000", "mix-steady-duration": "5s", "mix-low-duration": "10s", "mix-max-wait": "3s",
 		}
 		for name, v := range quick {
 			if !set[name] {
@@ -166,11 +213,17 @@ func parseOptions(args []string) (*options, error) {
 			}
 		}
 	}
-	if o.Runs < 1 || o.MemRuns < 1 || o.Rounds < 1 || len(o.TPBatches) == 0 || len(o.Inflights) == 0 {
-		return nil, fmt.Errorf("-runs, -mem-runs, -rounds must be 1 or more, -tp-batches and -inflights not empty")
+	if o.Runs < 1 || o.MemRuns < 1 || o.Rounds < 1 || o.Inflight < 1 || len(o.TPBatches) == 0 || len(o.Inflights) == 0 {
+		return nil, fmt.Errorf("-runs, -mem-runs, -rounds, -inflight must be 1 or more, -tp-batches and -inflights not empty")
 	}
 	if o.FaultRequests < 1 || o.FaultBatch < 1 || o.FaultCap < 1 || o.RefuseEvery < 1 {
 		return nil, fmt.Errorf("-fault-requests, -fault-batch, -fault-cap and -refuse-every must be 1 or more")
+	}
+	if o.E2ERequests < 1 || o.MixTemplates < 1 || o.MixBatch < 1 || o.MixBurst < 1 || o.MixWorkers < 1 {
+		return nil, fmt.Errorf("-e2e-requests, -mix-templates, -mix-batch, -mix-burst and -mix-workers must be 1 or more")
+	}
+	if o.MixSteadyRate <= 0 || o.MixLowRate <= 0 || o.MixSteadyDuration <= 0 || o.MixLowDuration <= 0 || o.MixMaxWait <= 0 {
+		return nil, fmt.Errorf("-mix-steady-rate, -mix-low-rate, -mix-steady-duration, -mix-low-duration and -mix-max-wait must be above 0")
 	}
 	for _, s := range splitList(o.Only) {
 		if !slices.Contains(scenarios, s) {
@@ -217,6 +270,9 @@ func run(args []string) int {
 		"memory":        func() error { return scenarioMemory(ctx, o, r) },
 		"fault-cap":     func() error { return scenarioFaultCap(ctx, o, r) },
 		"fault-refusal": func() error { return scenarioFaultRefusal(ctx, o, r) },
+		"e2e":           func() error { return scenarioE2E(ctx, o, r) },
+		"mixed-burst":   func() error { return scenarioMixedBurst(ctx, o, r) },
+		"mixed-rates":   func() error { return scenarioMixedRates(ctx, o, r) },
 	}
 	code := 0
 	for _, name := range scenarios {

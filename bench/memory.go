@@ -21,7 +21,8 @@ import (
 )
 
 // childCommand is the subcommand the harness re-executes itself with to run
-// one side of the memory scenario in a process of its own.
+// one drainer (the in-process worker or a broker loop) in a process of its
+// own: scenario 5, and the loops of scenario 9.
 const childCommand = "drain-child"
 
 // childReport is what a drain child prints on stdout when done.
@@ -46,14 +47,16 @@ type childReport struct {
 }
 
 // childMain drains a backlog from a server started by the parent, with the
-// worker or the ceiling loop, and prints a childReport. It returns the exit
+// worker or a broker loop, and prints a childReport. It returns the exit
 // code.
 func childMain(args []string) int {
 	fs := flag.NewFlagSet(childCommand, flag.ContinueOnError)
-	side := fs.String("side", "worker", "worker or ceiling")
+	side := fs.String("side", "worker", "worker, pipelined or fetch-ack")
 	url := fs.String("url", "", "NATS server URL")
 	n := fs.Int("n", 0, "requests to drain")
 	size := fs.Int("batch", 50, "batch size")
+	inflight := fs.Int("inflight", batch.DefaultMaxInflight, "batches in flight (MAX_INFLIGHT_BATCHES)")
+	outputBytes := fs.Int("result-output-bytes", 0, "a loop's results carry an output this long (0: the in-process worker's size)")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the drain to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -76,11 +79,15 @@ func childMain(args []string) int {
 	var err error
 	switch *side {
 	case "worker":
-		elapsed, _, err = runWorkerDrain(ctx, *url, *n, batch.Config{MaxBatchSize: *size})
-	case "ceiling":
-		elapsed, err = runCeiling(ctx, *url, *n, *size)
+		elapsed, _, err = runWorkerDrain(ctx, *url, *n, batch.Config{MaxBatchSize: *size, MaxInflight: *inflight})
+	case string(loopPipelined), string(loopFetchAck):
+		var result []byte
+		if *outputBytes > 0 {
+			result = resultBody(*outputBytes)
+		}
+		elapsed, err = runLoop(ctx, *url, loopKind(*side), *n, *size, *inflight, result)
 	default:
-		err = fmt.Errorf("-side %q: want worker or ceiling", *side)
+		err = fmt.Errorf("-side %q: want worker, %s or %s", *side, loopPipelined, loopFetchAck)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", childCommand, err)
@@ -119,15 +126,16 @@ func vmHWM() (int64, error) {
 	return 0, fmt.Errorf("read peak RSS: no VmHWM in /proc/self/status")
 }
 
-// runChild runs one side of the memory scenario in a child process and
-// returns its report, with the peak RSS the kernel accounted to it.
-func runChild(ctx context.Context, side, url string, n, size int, profile string) (childReport, error) {
+// runChild runs one drainer in a child process and returns its report, with
+// the peak RSS and CPU time the kernel accounted to it.
+func runChild(ctx context.Context, side, url string, n, size, inflight, outputBytes int, profile string) (childReport, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return childReport{}, fmt.Errorf("find own executable: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, exe, childCommand, "-side", side, "-url", url,
-		"-n", strconv.Itoa(n), "-batch", strconv.Itoa(size), "-cpuprofile", profile)
+		"-n", strconv.Itoa(n), "-batch", strconv.Itoa(size), "-inflight", strconv.Itoa(inflight),
+		"-result-output-bytes", strconv.Itoa(outputBytes), "-cpuprofile", profile)
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = os.Stderr
@@ -148,7 +156,7 @@ func runChild(ctx context.Context, side, url string, n, size int, profile string
 // peakMiB is the child's peak RSS in MiB.
 func (c childReport) peakMiB() float64 { return float64(c.VmHWMKiB) / 1024 }
 
-// scenarioMemory is scenario 5: peak RSS of the worker and of the ceiling
+// scenarioMemory is scenario 5: peak RSS of the worker and of the pipelined
 // loop, each in a process of its own, draining the same large backlog from
 // a server in the harness's process.
 func scenarioMemory(ctx context.Context, o *options, r *report) error {
@@ -161,7 +169,7 @@ func scenarioMemory(ctx context.Context, o *options, r *report) error {
 		return err
 	}
 	r.progress("5 memory: seeded in %s", time.Since(t0).Round(time.Millisecond))
-	sides := []string{"worker", "ceiling"}
+	sides := []string{"worker", string(loopPipelined)}
 	reports := make(map[string][]childReport)
 	for run := range o.MemRuns {
 		for k := range sides {
@@ -174,9 +182,9 @@ func scenarioMemory(ctx context.Context, o *options, r *report) error {
 			if o.ProfileDir != "" {
 				profile = filepath.Join(o.ProfileDir, fmt.Sprintf("%s-%d.cpu.pprof", side, run+1))
 			}
-			rep, err := runChild(ctx, side, b.url(), o.MemRequests, o.TPBatches[0], profile)
+			rep, err := runChild(ctx, side, b.url(), o.MemRequests, o.TPBatches[0], o.Inflight, 0, profile)
 			if err == nil {
-				err = verifyDrained(ctx, b.url(), o.MemRequests)
+				err = verifyDrained(ctx, b.url(), o.MemRequests, o.MemRequests)
 			}
 			b.stop(true)
 			if err != nil {
@@ -199,12 +207,12 @@ func scenarioMemory(ctx context.Context, o *options, r *report) error {
 	rate := func(c childReport) float64 { return float64(c.N) / c.Seconds }
 	label := fmt.Sprintf("%s x %d B backlog", countLabel(o.MemRequests), o.MemSize)
 	r.add(row{Scenario: sc, Measure: "worker peak RSS, " + label, Unit: "MiB", summary: col("worker", peak), Target: below(64)})
-	r.add(row{Scenario: sc, Measure: "ceiling loop peak RSS, " + label, Unit: "MiB", summary: col("ceiling", peak)})
+	r.add(row{Scenario: sc, Measure: "pipelined loop peak RSS, " + label, Unit: "MiB", summary: col(string(loopPipelined), peak)})
 	r.add(row{Scenario: sc, Measure: "worker drain (own process)", Unit: "req/s", summary: col("worker", rate)})
-	r.add(row{Scenario: sc, Measure: "ceiling drain (own process)", Unit: "req/s", summary: col("ceiling", rate)})
+	r.add(row{Scenario: sc, Measure: "pipelined loop drain (own process)", Unit: "req/s", summary: col(string(loopPipelined), rate)})
 	cpu := func(c childReport) float64 { return c.CPUSeconds * 1e6 / float64(c.N) }
 	r.add(row{Scenario: sc, Measure: "worker CPU per request (own process, no server)", Unit: "us", summary: col("worker", cpu)})
-	r.add(row{Scenario: sc, Measure: "ceiling CPU per request (own process, no server)", Unit: "us", summary: col("ceiling", cpu)})
+	r.add(row{Scenario: sc, Measure: "pipelined loop CPU per request (own process, no server)", Unit: "us", summary: col(string(loopPipelined), cpu)})
 	r.detail("memory", map[string]any{
 		"requests": o.MemRequests, "request_bytes": o.MemSize, "batch": o.TPBatches[0], "children": reports,
 	})

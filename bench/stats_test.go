@@ -217,7 +217,8 @@ func TestParseOptionsQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if quick.Runs != 1 || quick.MemRequests >= full.MemRequests || quick.RateDuration >= full.RateDuration {
+	if quick.Runs != 1 || quick.MemRequests >= full.MemRequests || quick.RateDuration >= full.RateDuration ||
+		quick.E2ERequests >= full.E2ERequests || quick.MixSteadyDuration >= full.MixSteadyDuration || quick.MixLowDuration >= full.MixLowDuration {
 		t.Errorf("-quick kept full sizes: %+v", quick)
 	}
 	if quick.TPRequests != 777 {
@@ -226,7 +227,7 @@ func TestParseOptionsQuick(t *testing.T) {
 	if quick.Out == full.Out {
 		t.Errorf("-quick writes over the full results file %s", full.Out)
 	}
-	for _, bad := range [][]string{{"-only", "nope"}, {"-inflights", "0"}, {"-rates", "x"}, {"extra"}} {
+	for _, bad := range [][]string{{"-only", "nope"}, {"-inflights", "0"}, {"-inflight", "0"}, {"-mix-workers", "0"}, {"-mix-max-wait", "0s"}, {"-rates", "x"}, {"extra"}} {
 		if _, err := parseOptions(bad); err == nil {
 			t.Errorf("parseOptions(%q) accepted", bad)
 		}
