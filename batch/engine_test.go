@@ -592,3 +592,26 @@ func TestAFleetGathersPartialGroupsInOneWorker(t *testing.T) {
 		t.Fatalf("two workers with a holder made %d calls, one worker %d: over 1.5×", two, one)
 	}
 }
+
+// TestABurstOnAFleetIsNotHeldByFollowers: a burst large enough that a
+// follower helps with it; once it has drained, the follower sends what it
+// holds instead of keeping it from the holder until MaxWait.
+func TestABurstOnAFleetIsNotHeldByFollowers(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		cfg := engineConfig(b) // MaxWait 5m
+		for i := range 1000 {
+			body, _ := json.Marshal(wire.Request{ID: fmt.Sprintf("r-%d", i), Input: fmt.Sprintf("in %d", i), Instructions: fmt.Sprintf("template %d", i%10)})
+			mustPublish(t, b, reqSubject, string(body), nil)
+		}
+		startEngine(t, b, p, cfg, batch.WithHoldLease(fixedLease(false)))
+		startEngine(t, b, p, cfg, batch.WithHoldLease(fixedLease(true)))
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if n := len(results(t, b)); n != 1000 {
+			t.Fatalf("%d results 10s after a burst; the rest wait for MaxWait", n)
+		}
+		t.Logf("1,000 requests over 10 templates on a holder and a follower: %d calls", p.Calls())
+	})
+}

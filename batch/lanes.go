@@ -103,6 +103,7 @@ func (l *batchLane) pollOnce(ctx context.Context, s *schedule) {
 	now := time.Now()
 	s.paused = l.paused()
 	s.follower = l.lease != nil && !l.lease.Held()
+	s.drained = err == nil && b.Pending < 2*l.cfg.MaxBatchSize
 	held := l.window.snapshot()
 	heldCount := 0
 	for _, g := range held {

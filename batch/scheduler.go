@@ -30,6 +30,10 @@ type schedule struct {
 	// groups (HoldLease): this one fetches new requests only once a backlog
 	// builds up.
 	follower bool
+	// drained is true when fewer than two calls' worth wait in the stream:
+	// a follower then sends the partial groups it holds instead of keeping
+	// them from the holder until MaxWait.
+	drained bool
 }
 
 // fetchReason says why the batch lane fetches.
@@ -80,7 +84,9 @@ func fetchDue(now time.Time, b Backlog, s schedule, c Config) fetchReason {
 //     the whole group goes.
 //   - size: it holds at least a call's worth (size, the group's current
 //     call size); every full call's worth goes, the rest keeps waiting.
-//   - max_wait: its oldest request has waited MaxWait; the whole group goes.
+//   - max_wait: its oldest request has waited MaxWait, or this worker is a
+//     follower and the backlog it helped with has drained; the whole group
+//     goes.
 //   - interval: Interval passed since the last such flush; the whole group
 //     goes.
 //   - window_full: the window is full and this group has waited longest;
@@ -95,6 +101,10 @@ func groupDue(now time.Time, g heldGroup, size int, s schedule, c Config, window
 	case n >= size:
 		return wire.TriggerSize, n - n%size, true
 	case !g.oldest.IsZero() && now.Sub(g.oldest) >= c.MaxWait:
+		return wire.TriggerMaxWait, n, true
+	case s.follower && s.drained:
+		// The backlog this follower helped with is gone: new requests go
+		// to the holder, so nothing will fill this group here.
 		return wire.TriggerMaxWait, n, true
 	case now.Sub(s.lastFlush) >= c.Interval:
 		return wire.TriggerInterval, n, true

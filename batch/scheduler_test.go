@@ -89,6 +89,9 @@ func TestGroupDue(t *testing.T) {
 		{name: "interval: 1ns short", g: held(1, recent, 0), size: 10, s: schedule{lastFlush: now.Add(-time.Hour + time.Nanosecond)}},
 		{name: "window full: the longest waiting group goes", g: held(3, recent, 0), size: 10, s: fresh, full: true, longest: true, want: wire.TriggerWindowFull, wantN: 3},
 		{name: "window full: other groups wait", g: held(3, recent, 0), size: 10, s: fresh, full: true},
+		{name: "follower: a partial group goes once the backlog drained", g: held(3, recent, 0), size: 10, s: schedule{lastFlush: recent, follower: true, drained: true}, want: wire.TriggerMaxWait, wantN: 3},
+		{name: "follower: a partial group waits while a backlog lasts", g: held(3, recent, 0), size: 10, s: schedule{lastFlush: recent, follower: true}},
+		{name: "holder: a partial group waits when drained", g: held(3, recent, 0), size: 10, s: schedule{lastFlush: recent, drained: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
