@@ -1,6 +1,7 @@
 package jetstream_test
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -8,7 +9,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
+	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/wire"
 )
 
@@ -132,5 +136,68 @@ func TestInboxResultsCarryNatsMsgID(t *testing.T) {
 	dead := jetstreamtest.Messages(t, b.js, b.topo.DeadStream)
 	if len(dead) != 1 || !strings.HasPrefix(dead[0].Header.Get(wire.HeaderMsgID), "dead:"+b.topo.RequestStream+":") {
 		t.Errorf("dead letters %d, first Nats-Msg-Id %q", len(dead), dead[0].Header.Get(wire.HeaderMsgID))
+	}
+}
+
+// TestTopicBudgetIsSharedByTheFleet runs two engines one after the other,
+// each with its own connection to the fleet's bucket: what the first spent
+// on topic t counts against the second, which refuses t's next request at
+// intake ("budget exceeded", an error result and a dead letter, no call),
+// while another topic goes on.
+func TestTopicBudgetIsSharedByTheFleet(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	budgets := func() *fleet.Budgets {
+		_, js := jetstreamtest.Connect(t, b.ns)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		totals, err := fleet.Open(ctx, js, fleet.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bg, err := fleet.OpenBudgets(totals, fleet.BudgetConfig{Limits: map[string]int64{"t": 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bg
+	}
+	p, err := openai.New(openai.Config{APIKey: "test-key", BaseURL: b.fake.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := budgets()
+	b.publish(t, req{subject: "ai.urgent.t", body: `{"id":"first","input":"a"}`})
+	b.startWith(t, testConfig(), p, batch.WithBudget(first))
+	got := b.waitResults(t, 1, 15*time.Second)
+	if r := got["first"]; r.Status != wire.StatusOK || r.Usage.InputTokens+r.Usage.OutputTokens == 0 {
+		t.Fatalf("first: %+v, want answered with usage", r.Result)
+	}
+	b.waitDrained(t, 10*time.Second)
+	b.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if used, err := first.Used(ctx, "t", time.Now()); err != nil || used == 0 {
+		t.Fatalf("topic t used %d (%v) in the bucket, want the first answer's usage", used, err)
+	}
+
+	b.publish(t,
+		req{subject: "ai.urgent.t", body: `{"id":"second","input":"b"}`},
+		req{subject: "ai.urgent.other", body: `{"id":"other","input":"c"}`},
+	)
+	b.startWith(t, testConfig(), p, batch.WithBudget(budgets()))
+	got = b.waitResults(t, 3, 15*time.Second)
+	if r := got["second"]; r.Status != wire.StatusError || !strings.Contains(r.Error, `budget exceeded: topic "t" has used`) {
+		t.Errorf("second: status %q error %q, want refused for the budget", r.Status, r.Error)
+	}
+	if r := got["other"]; r.Status != wire.StatusOK {
+		t.Errorf("other: %+v", r.Result)
+	}
+	b.waitDrained(t, 10*time.Second)
+	dead := jetstreamtest.Messages(t, b.js, b.topo.DeadStream)
+	if len(dead) != 1 || !strings.Contains(dead[0].Header.Get(wire.HeaderError), "budget exceeded") {
+		t.Fatalf("%d dead letters, want 1 for the budget", len(dead))
+	}
+	if calls := b.fake.Calls(); calls != 2 {
+		t.Errorf("%d provider calls, want 2 (first, other)", calls)
 	}
 }
