@@ -104,6 +104,14 @@ type config struct {
 	AdminToken         string        `env:"ADMIN_TOKEN"`
 	StatsBucket        string        `env:"STATS_BUCKET, default=AI_STATS"`
 	StatsFlushInterval time.Duration `env:"STATS_FLUSH_INTERVAL, default=5s"`
+
+	// What a producer may ask of the worker (security.go).
+	ReplySubjects []string `env:"REPLY_SUBJECTS, default=ai.results.>,_INBOX.>"`
+	// AllowedModels empty means MODEL and the models priced in PRICES.
+	AllowedModels        []string `env:"ALLOWED_MODELS"`
+	MaxOutputTokensLimit int      `env:"MAX_OUTPUT_TOKENS_LIMIT, default=0"`
+	// TopicBudgets is "topic=tokens,..."; parsed by validateSecurity.
+	TopicBudgets string `env:"TOPIC_BUDGETS"`
 }
 
 // loadConfig reads the environment through lookup, with a .env file in the
@@ -270,6 +278,7 @@ func (c config) validate() error {
 		bad("LOG_FORMAT", c.LogFormat, "json or console")
 	}
 	errs = append(errs, c.validateOps()...)
+	errs = append(errs, c.validateSecurity()...)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -329,6 +338,8 @@ func (c config) settings() map[string]string {
 			out[name] = fmt.Sprint(f)
 		}
 	}
+	// The models in effect, when they come from MODEL and PRICES.
+	out["ALLOWED_MODELS"] = strings.Join(c.allowedModels(), ",")
 	return out
 }
 
@@ -360,6 +371,9 @@ func (c config) engine() batch.Config {
 		UrgentSubjects:       c.UrgentSubjects,
 		ResultPrefix:         c.ResultsPrefix,
 		DeadPrefix:           c.DeadPrefix,
+		ReplySubjects:        c.ReplySubjects,
+		AllowedModels:        c.allowedModels(),
+		MaxOutputTokensLimit: c.MaxOutputTokensLimit,
 	}.WithDefaults()
 }
 
