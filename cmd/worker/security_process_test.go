@@ -5,13 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
+	"github.com/aibatch/aibatch/internal/admin"
+	ajs "github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/wire"
 )
@@ -127,4 +132,78 @@ func waitOutcomes(t *testing.T, js natsjs.JetStream, n int) map[string]wire.Resu
 		t.Fatalf("%d results, want %d", len(out), n)
 	}
 	return out
+}
+
+// TestProcessBatchStatsShowsNonSecrets asks a running worker's batch-stats
+// for its settings: the secrets it was given (the API key, the admin token,
+// the NATS password) are redacted, and settings merely named like secrets
+// (MAX_BATCH_TOKENS and the rest) are shown.
+func TestProcessBatchStatsShowsNonSecrets(t *testing.T) {
+	t.Parallel()
+	const user, password, adminToken = "worker", "nats-pw-7f3a91c2", "admin-tok-5be1d0"
+	ns, err := ajs.RunServer(ajs.ServerConfig{Port: -1, StoreDir: t.TempDir(),
+		Options: &server.Options{Users: []*server.User{{Username: user, Password: password}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	fake := newFake(t)
+	w := startWorker(t, "", map[string]string{
+		"NATS_URL":                ns.ClientURL(),
+		"NATS_USER":               user,
+		"NATS_PASSWORD":           password,
+		"OPENAI_BASE_URL":         fake.URL,
+		"OPENAI_API_KEY":          procSecret,
+		"ADMIN_TOKEN":             adminToken,
+		"MAX_BATCH_TOKENS":        "90000",
+		"PROVIDER_TPM":            "200000",
+		"MODEL_MAX_OUTPUT_TOKENS": "gpt-4o-mini=16384",
+		"MAX_OUTPUT_TOKENS_LIMIT": "4096",
+		"TOPIC_BUDGETS":           "billing=1000000",
+	})
+	api := workerAdmin(t, w)
+	req, err := http.NewRequest(http.MethodGet, api.base+"/admin/batch-stats", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := api.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/admin/batch-stats = %d %s (%v)", resp.StatusCode, body, err)
+	}
+	for _, secret := range []string{procSecret, adminToken, password} {
+		if strings.Contains(string(body), secret) {
+			t.Errorf("batch-stats shows a secret: %s", body)
+		}
+	}
+	var st admin.StatsResponse
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"OPENAI_API_KEY":          admin.Redacted,
+		"ADMIN_TOKEN":             admin.Redacted,
+		"NATS_PASSWORD":           admin.Redacted,
+		"NATS_TOKEN":              "",
+		"NATS_USER":               user,
+		"MAX_BATCH_TOKENS":        "90000",
+		"PROVIDER_TPM":            "200000",
+		"DEFAULT_OUTPUT_TOKENS":   "256",
+		"MODEL_MAX_OUTPUT_TOKENS": "gpt-4o-mini=16384",
+		"MAX_OUTPUT_TOKENS_LIMIT": "4096",
+		"TOPIC_BUDGETS":           "billing=1000000",
+		"ALLOWED_MODELS":          "gpt-4o-mini",
+		"REPLY_SUBJECTS":          "ai.results.>,_INBOX.>",
+	}
+	for name, v := range want {
+		if got, ok := st.Config[name]; !ok || got != v {
+			t.Errorf("batch-stats %s = %q, want %q", name, got, v)
+		}
+	}
+	w.stop(t)
 }

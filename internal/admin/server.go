@@ -106,8 +106,13 @@ type Config struct {
 	// Gatherer is served on /metrics; when nil, /metrics answers 404.
 	Gatherer prometheus.Gatherer
 	// Settings are the effective settings shown in batch-stats, by name.
-	// Secret values are redacted (see Redact) before they are served.
+	// The values of those named in Secrets are redacted (see Redact)
+	// before they are served.
 	Settings map[string]string
+	// Secrets names the settings that hold secrets: API keys, tokens and
+	// passwords. Paths of credential files are not secrets; their contents
+	// are never among the settings.
+	Secrets []string
 	// FlushTimeout bounds a forced flush. Default 30s.
 	FlushTimeout time.Duration
 	// Log receives request errors and forced flushes; default none.
@@ -196,7 +201,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	s := &Server{cfg: cfg, settings: Redact(cfg.Settings), log: cfg.Log}
+	s := &Server{cfg: cfg, settings: Redact(cfg.Settings, cfg.Secrets), log: cfg.Log}
 	s.handler = s.routes()
 	return s, nil
 }
