@@ -3,6 +3,7 @@ package batch
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/aibatch/aibatch/wire"
@@ -108,6 +109,24 @@ type Config struct {
 	// DeadPrefix is where dead letters go: <DeadPrefix>.<topic>.
 	// Default "ai.dead".
 	DeadPrefix string
+
+	// ReplySubjects are the filters a request's Batch-Reply-To must match
+	// (REPLY_SUBJECTS). A request naming another subject ends, before any
+	// call, as an error result on <ResultPrefix>.<topic> and a dead letter:
+	// the worker never publishes to it. Default wire.ReplySubjects
+	// ("ai.results.>" and "_INBOX.>"); ">" allows any subject the other
+	// checks allow.
+	ReplySubjects []string
+	// AllowedModels are the models a request may name (ALLOWED_MODELS); a
+	// request naming another ends, before any call, as an error result and
+	// a dead letter. DefaultModel is always allowed. Nil, or a list holding
+	// "*", allows any model. Default nil.
+	AllowedModels []string
+	// MaxOutputTokensLimit is the largest max_output_tokens a request may
+	// ask for (MAX_OUTPUT_TOKENS_LIMIT); a request asking for more ends,
+	// before any call, as an error result and a dead letter. 0 means no
+	// limit but the model's own. Default 0.
+	MaxOutputTokensLimit int
 }
 
 // Defaults of Config's fields: the one place each is stated. cmd/worker's
@@ -137,7 +156,15 @@ const (
 	// DefaultOutputTokens is a request's expected answer length before
 	// its group's average is known.
 	DefaultOutputTokens = 256
+	// DefaultMaxOutputTokensLimit: no limit on a request's
+	// max_output_tokens but the model's own.
+	DefaultMaxOutputTokensLimit = 0
+	// AnyModel in AllowedModels allows every model.
+	AnyModel = "*"
 )
+
+// DefaultReplySubjects are ReplySubjects' default filters: wire.ReplySubjects.
+func DefaultReplySubjects() []string { return strings.Split(wire.ReplySubjects, ",") }
 
 // firstProbe is the wait before the first probe of an open breaker.
 const firstProbe = time.Second
@@ -170,6 +197,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if len(c.UrgentSubjects) == 0 {
 		c.UrgentSubjects = []string{wire.UrgentSubjects}
+	}
+	if len(c.ReplySubjects) == 0 {
+		c.ReplySubjects = DefaultReplySubjects()
 	}
 	return c
 }
@@ -238,6 +268,19 @@ func (c Config) Validate() error {
 	}
 	if c.ResultPrefix == "" || c.DeadPrefix == "" {
 		errs = append(errs, errors.New("ResultPrefix and DeadPrefix must not be empty"))
+	}
+	for _, f := range c.ReplySubjects {
+		if !validFilter(f) {
+			errs = append(errs, fmt.Errorf("ReplySubjects holds %q, want subject filters such as ai.results.> or _INBOX.>", f))
+		}
+	}
+	for _, m := range c.AllowedModels {
+		if strings.TrimSpace(m) == "" || strings.TrimSpace(m) != m {
+			errs = append(errs, fmt.Errorf("AllowedModels holds %q, want model names (or %q for any)", m, AnyModel))
+		}
+	}
+	if c.MaxOutputTokensLimit < 0 {
+		errs = append(errs, fmt.Errorf("MaxOutputTokensLimit is %d, want 0 (no limit) or more", c.MaxOutputTokensLimit))
 	}
 	return errors.Join(errs...)
 }

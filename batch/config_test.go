@@ -34,6 +34,7 @@ func TestWithDefaults(t *testing.T) {
 		UrgentSubjects:      []string{"ai.urgent.>"},
 		ResultPrefix:        "ai.results",
 		DeadPrefix:          "ai.dead",
+		ReplySubjects:       []string{"ai.results.>", "_INBOX.>"},
 	}
 	if got := (Config{}).WithDefaults(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Config{}.WithDefaults() =\n%+v\nwant\n%+v", got, want)
@@ -71,6 +72,9 @@ func TestWithDefaultsKeepsSetFields(t *testing.T) {
 		UrgentSubjects:       []string{"hot.>", "pager.>"},
 		ResultPrefix:         "out",
 		DeadPrefix:           "graveyard",
+		ReplySubjects:        []string{"replies.>"},
+		AllowedModels:        []string{"m", "m2"},
+		MaxOutputTokensLimit: 4096,
 	}
 	want := set
 	want.RequestSubjects = []string{"jobs.>"}
@@ -138,6 +142,17 @@ func TestValidate(t *testing.T) {
 		{"ResultPrefix empty", func(c *Config) { c.ResultPrefix = "" }, "ResultPrefix", 1},
 		{"DeadPrefix empty", func(c *Config) { c.DeadPrefix = "" }, "DeadPrefix", 1},
 		{"two bad fields", func(c *Config) { c.MaxBatchSize, c.MaxWait = 0, 0 }, "MaxWait", 2},
+		{"ReplySubjects any subject", func(c *Config) { c.ReplySubjects = []string{">"} }, "", 0},
+		{"ReplySubjects with * and >", func(c *Config) { c.ReplySubjects = []string{"replies.*.>", "_INBOX.>"} }, "", 0},
+		{"ReplySubjects empty filter", func(c *Config) { c.ReplySubjects = []string{"ai.results.>", ""} }, "ReplySubjects", 1},
+		{"ReplySubjects > in the middle", func(c *Config) { c.ReplySubjects = []string{"ai.>.x"} }, "ReplySubjects", 1},
+		{"ReplySubjects empty token", func(c *Config) { c.ReplySubjects = []string{"ai..x"} }, "ReplySubjects", 1},
+		{"ReplySubjects with a space", func(c *Config) { c.ReplySubjects = []string{"ai results"} }, "ReplySubjects", 1},
+		{"AllowedModels any", func(c *Config) { c.AllowedModels = []string{AnyModel} }, "", 0},
+		{"AllowedModels empty name", func(c *Config) { c.AllowedModels = []string{"m", ""} }, "AllowedModels", 1},
+		{"AllowedModels padded name", func(c *Config) { c.AllowedModels = []string{" m"} }, "AllowedModels", 1},
+		{"MaxOutputTokensLimit negative", func(c *Config) { c.MaxOutputTokensLimit = -1 }, "MaxOutputTokensLimit", 1},
+		{"MaxOutputTokensLimit 1", func(c *Config) { c.MaxOutputTokensLimit = 1 }, "", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -38,6 +38,7 @@ type Engine struct {
 	jobs     JobStore
 	attempts AttemptStore
 	lease    HoldLease
+	budget   Budget
 
 	breakers *breakers
 	groups   *groups
@@ -110,7 +111,7 @@ func (e *Engine) wire() error {
 	ids := newBatchIDs()
 	e.breakers = newBreakers(min(firstProbe, cfg.ProbeInterval), cfg.ProbeInterval, e.breakerChanged)
 	e.groups = newGroups(cfg.MaxBatchSize, e.groupResized)
-	e.intake = newIntake(cfg, e.attempts, e.log)
+	e.intake = newIntake(cfg, e.attempts, e.budget, e.log)
 	e.planner = planner{maxBatchTokens: cfg.MaxBatchTokens, defaultOutputTokens: cfg.DefaultOutputTokens,
 		outputLimit: outputLimits(cfg.ModelMaxOutputTokens, e.provider), groups: e.groups}
 	e.settler = &settler{
@@ -119,6 +120,7 @@ func (e *Engine) wire() error {
 		retry:        retryPolicy{base: cfg.RetryBackoff, max: cfg.RetryMaxBackoff},
 		maxDeliver:   cfg.MaxDeliver,
 		attempts:     e.attempts,
+		budget:       e.budget,
 		ackWait:      cfg.AckWait,
 		handBack:     handBack,
 		expiries:     expiries,

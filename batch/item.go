@@ -2,8 +2,11 @@ package batch
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aibatch/aibatch/provider"
@@ -41,6 +44,8 @@ type item struct {
 	usage      provider.Usage
 	batch      wire.BatchInfo
 	queued     time.Duration
+	// spent says the answer's usage was added to the topic's budget.
+	spent bool
 }
 
 // outcome is what the stages found out about a request. What each outcome
@@ -90,36 +95,63 @@ func (it *item) failed(err error) {
 }
 
 // intake reads delivered messages into items. Requests that can never
-// succeed (invalid bodies, forbidden reply subjects) are rejected here, before
-// any call.
+// succeed (invalid bodies, forbidden reply subjects, models or output
+// lengths outside the allowed ones, topics over their budget) are rejected
+// here, before any call.
 type intake struct {
 	maxRequestBytes int
 	defaultModel    string
 	maxDeliver      int
 	ttl             time.Duration
 	attempts        AttemptStore // nil: NumDelivered counts every attempt
+	budget          Budget       // nil: no topic has a budget
 	log             *zap.Logger
 	// laneFilters are the request and urgent subject filters; a request's
 	// topic is what their > covers. forbiddenReplies adds the dead-letter
-	// subjects: no result may be sent there.
+	// subjects: no result may be sent there. allowedReplies are the filters
+	// a reply subject must match (REPLY_SUBJECTS).
 	laneFilters      []string
 	forbiddenReplies []string
-	mixTopics        bool
+	allowedReplies   []string
+	// allowedModels is nil when any model is allowed.
+	allowedModels        []string
+	maxOutputTokensLimit int
+	mixTopics            bool
 }
 
-func newIntake(cfg Config, attempts AttemptStore, log *zap.Logger) intake {
+// budgetTimeout bounds one read of a topic's budget at intake.
+const budgetTimeout = 5 * time.Second
+
+func newIntake(cfg Config, attempts AttemptStore, budget Budget, log *zap.Logger) intake {
 	lanes := append(append([]string{}, cfg.RequestSubjects...), cfg.UrgentSubjects...)
 	return intake{
-		maxRequestBytes:  cfg.MaxRequestBytes,
-		defaultModel:     cfg.DefaultModel,
-		maxDeliver:       cfg.MaxDeliver,
-		ttl:              cfg.RequestTTL,
-		attempts:         attempts,
-		log:              log,
-		laneFilters:      lanes,
-		mixTopics:        cfg.MixTopics,
-		forbiddenReplies: append(append([]string{}, lanes...), cfg.DeadPrefix+".>"),
+		maxRequestBytes:      cfg.MaxRequestBytes,
+		defaultModel:         cfg.DefaultModel,
+		maxDeliver:           cfg.MaxDeliver,
+		ttl:                  cfg.RequestTTL,
+		attempts:             attempts,
+		budget:               budget,
+		log:                  log,
+		laneFilters:          lanes,
+		mixTopics:            cfg.MixTopics,
+		forbiddenReplies:     append(append([]string{}, lanes...), cfg.DeadPrefix+".>"),
+		allowedReplies:       cfg.ReplySubjects,
+		allowedModels:        allowedModels(cfg.AllowedModels, cfg.DefaultModel),
+		maxOutputTokensLimit: cfg.MaxOutputTokensLimit,
 	}
+}
+
+// allowedModels is the allow-list the intake checks: nil (any model) when
+// the setting is empty or holds AnyModel, else the setting with the default
+// model added.
+func allowedModels(setting []string, defaultModel string) []string {
+	if len(setting) == 0 || slices.Contains(setting, AnyModel) {
+		return nil
+	}
+	if slices.Contains(setting, defaultModel) {
+		return setting
+	}
+	return append(slices.Clone(setting), defaultModel)
 }
 
 // read turns one message into an item.
@@ -136,11 +168,18 @@ func (in intake) read(ctx context.Context, m Message) *item {
 		it.req.Model = in.defaultModel
 	}
 	if reply := m.Header(wire.HeaderReplyTo); reply != "" {
-		if rerr := checkReplySubject(reply, in.forbiddenReplies); rerr != nil && err == nil {
+		rerr := checkReplySubject(reply, in.forbiddenReplies)
+		if rerr == nil {
+			rerr = checkReplyAllowed(reply, in.allowedReplies)
+		}
+		if rerr != nil && err == nil {
 			err = rerr
 		} else if rerr == nil {
 			it.replyTo = reply
 		}
+	}
+	if err == nil {
+		err = in.checkAsks(it.req)
 	}
 	unexplained := in.readAttempts(ctx, it)
 	it.uncertain = unexplained > 0 || (in.attempts == nil && it.d.NumDelivered > 1)
@@ -157,8 +196,42 @@ func (in intake) read(ctx context.Context, m Message) *item {
 		it.reject(fmt.Errorf("gave up after %d deliveries that ended without an outcome: workers stopped mid-call (MAX_DELIVER is %d)", unexplained, in.maxDeliver))
 	case it.attempts.Spent >= in.maxDeliver:
 		it.reject(fmt.Errorf("gave up after %d attempts (MAX_DELIVER is %d)", it.attempts.Spent, in.maxDeliver))
+	default:
+		in.checkBudget(ctx, it)
 	}
 	return it
+}
+
+// checkAsks refuses a request for a model outside ALLOWED_MODELS, or for
+// more output tokens than MAX_OUTPUT_TOKENS_LIMIT: what it asks would be
+// paid with the organisation's key.
+func (in intake) checkAsks(r wire.Request) error {
+	if in.allowedModels != nil && !slices.Contains(in.allowedModels, r.Model) {
+		return fmt.Errorf("%w: model %q is not in ALLOWED_MODELS (%s)", wire.ErrInvalidRequest, r.Model, strings.Join(in.allowedModels, ","))
+	}
+	if in.maxOutputTokensLimit > 0 && r.MaxOutputTokens > in.maxOutputTokensLimit {
+		return fmt.Errorf("%w: \"max_output_tokens\" is %d, over MAX_OUTPUT_TOKENS_LIMIT (%d)", wire.ErrInvalidRequest, r.MaxOutputTokens, in.maxOutputTokensLimit)
+	}
+	return nil
+}
+
+// checkBudget rejects a request whose topic has spent its budget. When the
+// budget cannot be read the request goes on: a budget is a limit on spend,
+// not a reason to stop serving.
+func (in intake) checkBudget(ctx context.Context, it *item) {
+	if in.budget == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, budgetTimeout)
+	defer cancel()
+	err := in.budget.Allow(ctx, it.topic)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrBudgetExceeded):
+		it.reject(err)
+	default:
+		in.log.Warn("read the topic's budget; the request goes on", zap.String("id", it.id), zap.String("topic", it.topic), zap.Error(err))
+	}
 }
 
 // readAttempts fills in what earlier deliveries of a redelivered request

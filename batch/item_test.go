@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,7 +65,7 @@ func TestIntake(t *testing.T) {
 	t.Parallel()
 	cfg := Config{DefaultModel: "default-model", MaxDeliver: 3, MaxRequestBytes: 256}.WithDefaults()
 	lanes := []string{"ai.requests.>", "ai.urgent.>"}
-	in := newIntake(cfg, nil, zap.NewNop())
+	in := newIntake(cfg, nil, nil, zap.NewNop())
 	if !slices.Equal(in.laneFilters, lanes) || !slices.Equal(in.forbiddenReplies, append(slices.Clone(lanes), "ai.dead.>")) {
 		t.Fatalf("intake filters %v, forbidden replies %v", in.laneFilters, in.forbiddenReplies)
 	}
@@ -103,8 +104,8 @@ func TestIntake(t *testing.T) {
 			wantOutcome: outcomeRejected, wantErr: `"input" is missing`, wantTopic: "billing", wantID: "16", wantModel: "m3"},
 		{name: "invalid body keeps a valid reply subject for its error result",
 			msg: fakeMessage{subject: "ai.requests.billing", data: []byte(`{"id":"r17","input":""}`), d: d(17, 1),
-				header: map[string]string{wire.HeaderReplyTo: "replies.r17"}},
-			wantOutcome: outcomeRejected, wantErr: `"input" is missing`, wantTopic: "billing", wantID: "r17", wantModel: "default-model", wantReplyTo: "replies.r17"},
+				header: map[string]string{wire.HeaderReplyTo: "ai.results.r17"}},
+			wantOutcome: outcomeRejected, wantErr: `"input" is missing`, wantTopic: "billing", wantID: "r17", wantModel: "default-model", wantReplyTo: "ai.results.r17"},
 		{name: "oversize body fails",
 			msg:         fakeMessage{subject: "ai.requests.billing", data: []byte(`{"input":"` + strings.Repeat("x", 300) + `"}`), d: d(18, 1)},
 			wantOutcome: outcomeRejected, wantErr: "MAX_REQUEST_BYTES", wantTopic: "billing", wantID: "18", wantModel: "default-model"},
@@ -114,6 +115,14 @@ func TestIntake(t *testing.T) {
 		{name: "delivery past MaxDeliver fails without a call",
 			msg:         fakeMessage{subject: "ai.requests.billing", data: []byte(`{"input":"hi"}`), d: d(20, 4)},
 			wantOutcome: outcomeRejected, wantErr: "gave up after 3 deliveries", wantTopic: "billing", wantID: "20", wantModel: "default-model"},
+		{name: "reply subject outside REPLY_SUBJECTS fails the request; its result goes to the default subject",
+			msg: fakeMessage{subject: "ai.requests.billing", data: []byte(`{"input":"hi"}`), d: d(22, 1),
+				header: map[string]string{wire.HeaderReplyTo: "orders.create"}},
+			wantOutcome: outcomeRejected, wantErr: `"orders.create" is not in REPLY_SUBJECTS (ai.results.>,_INBOX.>)`, wantTopic: "billing", wantID: "22", wantModel: "default-model"},
+		{name: "invalid body: its reason wins over a reply subject outside REPLY_SUBJECTS",
+			msg: fakeMessage{subject: "ai.requests.billing", data: []byte(`{"input":" "}`), d: d(23, 1),
+				header: map[string]string{wire.HeaderReplyTo: "orders.create"}},
+			wantOutcome: outcomeRejected, wantErr: `"input" is missing`, wantTopic: "billing", wantID: "23", wantModel: "default-model"},
 		{name: "subject outside the lanes: last token is the topic",
 			msg:         fakeMessage{subject: "legacy.jobs", data: []byte(`{"input":"hi"}`), d: d(21, 1)},
 			wantOutcome: outcomeNone, wantTopic: "jobs", wantID: "21", wantModel: "default-model"},
@@ -143,6 +152,96 @@ func TestIntake(t *testing.T) {
 		})
 	}
 }
+
+// TestIntakeChecksWhatARequestAsks covers ALLOWED_MODELS,
+// MAX_OUTPUT_TOKENS_LIMIT and a topic's budget: each rejects at intake,
+// before any call.
+func TestIntakeChecksWhatARequestAsks(t *testing.T) {
+	t.Parallel()
+	budget := &fakeBudget{refuse: map[string]error{
+		"spent":  fmt.Errorf("%w: topic \"spent\" has used 1200 of its 1000 tokens", ErrBudgetExceeded),
+		"broken": errors.New("budget store unreachable"),
+	}}
+	tests := []struct {
+		name     string
+		cfg      Config
+		subject  string
+		body     string
+		delivery uint64 // NumDelivered; 1 when 0
+		wantErr  string // substring; "" when the request goes on
+		budgeted bool   // Allow was asked
+	}{
+		{name: "any model by default", subject: "ai.requests.t", body: `{"input":"x","model":"whatever"}`, budgeted: true},
+		{name: "model in the list", cfg: Config{AllowedModels: []string{"m1", "m2"}},
+			subject: "ai.requests.t", body: `{"input":"x","model":"m2"}`, budgeted: true},
+		{name: "no model: the default model is always allowed", cfg: Config{AllowedModels: []string{"m1"}},
+			subject: "ai.requests.t", body: `{"input":"x"}`, budgeted: true},
+		{name: "the default model named", cfg: Config{AllowedModels: []string{"m1"}},
+			subject: "ai.requests.t", body: `{"input":"x","model":"default-model"}`, budgeted: true},
+		{name: "* allows any model", cfg: Config{AllowedModels: []string{"m1", AnyModel}},
+			subject: "ai.requests.t", body: `{"input":"x","model":"gpt-5-pro"}`, budgeted: true},
+		{name: "model outside the list", cfg: Config{AllowedModels: []string{"m1", "m2"}},
+			subject: "ai.requests.t", body: `{"input":"x","model":"gpt-5-pro"}`,
+			wantErr: `model "gpt-5-pro" is not in ALLOWED_MODELS (m1,m2,default-model)`},
+		{name: "model names are exact", cfg: Config{AllowedModels: []string{"m1"}},
+			subject: "ai.requests.t", body: `{"input":"x","model":"M1"}`, wantErr: `model "M1" is not in ALLOWED_MODELS`},
+		{name: "no output limit by default", subject: "ai.requests.t", body: `{"input":"x","max_output_tokens":1000000}`, budgeted: true},
+		{name: "max_output_tokens at the limit", cfg: Config{MaxOutputTokensLimit: 4096},
+			subject: "ai.requests.t", body: `{"input":"x","max_output_tokens":4096}`, budgeted: true},
+		{name: "no max_output_tokens under a limit", cfg: Config{MaxOutputTokensLimit: 4096},
+			subject: "ai.requests.t", body: `{"input":"x"}`, budgeted: true},
+		{name: "max_output_tokens over the limit", cfg: Config{MaxOutputTokensLimit: 4096},
+			subject: "ai.requests.t", body: `{"input":"x","max_output_tokens":4097}`,
+			wantErr: `"max_output_tokens" is 4097, over MAX_OUTPUT_TOKENS_LIMIT (4096)`},
+		{name: "topic over its budget", subject: "ai.requests.spent", body: `{"input":"x"}`,
+			wantErr: "budget exceeded: topic \"spent\"", budgeted: true},
+		{name: "urgent lane shares the topic's budget", subject: "ai.urgent.spent", body: `{"input":"x"}`,
+			wantErr: "budget exceeded", budgeted: true},
+		{name: "an unreadable budget lets the request go on", subject: "ai.requests.broken", body: `{"input":"x"}`, budgeted: true},
+		{name: "a rejected request is not checked against the budget", cfg: Config{AllowedModels: []string{"m1"}},
+			subject: "ai.requests.spent", body: `{"input":"x","model":"m9"}`, wantErr: "ALLOWED_MODELS"},
+		{name: "a request out of attempts is not checked against the budget", subject: "ai.requests.spent",
+			body: `{"input":"x"}`, delivery: 9, wantErr: "gave up after"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := tt.cfg
+			cfg.DefaultModel = "default-model"
+			b := &fakeBudget{refuse: budget.refuse}
+			in := newIntake(cfg.WithDefaults(), nil, b, zap.NewNop())
+			n := max(tt.delivery, 1)
+			it := in.read(context.Background(), fakeMessage{subject: tt.subject, data: []byte(tt.body),
+				d: Delivery{Stream: "AI_REQUESTS", StreamSeq: uint64(i + 1), NumDelivered: n}})
+			if tt.wantErr == "" {
+				if it.outcome != outcomeNone || it.err != nil {
+					t.Fatalf("outcome %d, err %v; want the request to go on", it.outcome, it.err)
+				}
+			} else {
+				if it.outcome != outcomeRejected || it.err == nil || !strings.Contains(it.err.Error(), tt.wantErr) {
+					t.Fatalf("outcome %d, err %v; want rejected with %q", it.outcome, it.err, tt.wantErr)
+				}
+			}
+			if asked := b.asked.Load() > 0; asked != tt.budgeted {
+				t.Errorf("budget asked: %v, want %v", asked, tt.budgeted)
+			}
+		})
+	}
+}
+
+// fakeBudget refuses the topics in refuse with their error and counts the
+// Allow calls.
+type fakeBudget struct {
+	refuse map[string]error
+	asked  atomic.Int64
+}
+
+func (b *fakeBudget) Allow(_ context.Context, topic string) error {
+	b.asked.Add(1)
+	return b.refuse[topic]
+}
+
+func (b *fakeBudget) Spend(context.Context, string, int64) error { return nil }
 
 // fakeMessage is a delivered request with fixed contents. It records nothing:
 // the tests that use it check what the engine computes from a message, not

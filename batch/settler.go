@@ -145,6 +145,7 @@ type settler struct {
 	retry      retryPolicy
 	maxDeliver int
 	attempts   AttemptStore // nil: NumDelivered counts attempts
+	budget     Budget       // nil: no topic has a budget
 	ackWait    time.Duration
 	handBack   *handBacks
 	// dedupeWindow is how long the result stream remembers a Nats-Msg-Id
@@ -166,6 +167,7 @@ type settler struct {
 func (s *settler) settle(ctx context.Context, items []*item) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(s.ackWait, settleTimeout))
 	defer cancel()
+	s.spend(ctx, items)
 
 	// One jitter per settlement keeps a batch's retries together, so they
 	// come back as one batch, while batches of a fleet spread out.
@@ -297,6 +299,35 @@ func (s *settler) publishResults(ctx context.Context, storing []*item, results [
 		}
 	}
 	return acks
+}
+
+// spend adds what the answered items' calls used to their topics'
+// budgets, once per item, in one update per topic.
+func (s *settler) spend(ctx context.Context, items []*item) {
+	if s.budget == nil {
+		return
+	}
+	byTopic := map[string]int64{}
+	var topics []string
+	for _, it := range items {
+		if it.outcome != outcomeAnswered || it.spent {
+			continue
+		}
+		it.spent = true
+		n := it.usage.InputTokens + it.usage.OutputTokens
+		if n <= 0 {
+			continue
+		}
+		if _, seen := byTopic[it.topic]; !seen {
+			topics = append(topics, it.topic)
+		}
+		byTopic[it.topic] += n
+	}
+	for _, topic := range topics {
+		if err := s.budget.Spend(ctx, topic, byTopic[topic]); err != nil {
+			s.log.Warn("add usage to the topic's budget", zap.String("topic", topic), zap.Int64("tokens", byTopic[topic]), zap.Error(err))
+		}
+	}
 }
 
 func (s *settler) facts(it *item) facts {

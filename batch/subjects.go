@@ -71,3 +71,31 @@ func checkReplySubject(subject string, forbidden []string) error {
 	}
 	return nil
 }
+
+// checkReplyAllowed refuses a reply subject that no filter of allowed
+// (REPLY_SUBJECTS) matches: a producer may have its result sent to the
+// results subjects or its own inbox, not to any subject the worker's
+// credentials reach. Call it on subjects checkReplySubject accepted.
+func checkReplyAllowed(subject string, allowed []string) error {
+	for _, f := range allowed {
+		if subjectMatches(subject, f) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s %q is not in REPLY_SUBJECTS (%s)", wire.ErrInvalidRequest, wire.HeaderReplyTo, subject, strings.Join(allowed, ","))
+}
+
+// validFilter reports whether f is a subject filter: non-empty tokens
+// without whitespace, > only as the last token.
+func validFilter(f string) bool {
+	if f == "" || strings.ContainsAny(f, " \t\r\n") {
+		return false
+	}
+	toks := strings.Split(f, ".")
+	for i, tok := range toks {
+		if tok == "" || (tok == ">" && i != len(toks)-1) {
+			return false
+		}
+	}
+	return true
+}

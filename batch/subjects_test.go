@@ -144,3 +144,51 @@ func TestCheckReplySubject(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckReplyAllowed(t *testing.T) {
+	t.Parallel()
+	defaults := DefaultReplySubjects()
+	tests := []struct {
+		name    string
+		subject string
+		allowed []string
+		want    bool
+	}{
+		{"results subject", "ai.results.billing", defaults, true},
+		{"deep results subject", "ai.results.client.42", defaults, true},
+		{"private inbox", "_INBOX.x.y", defaults, true},
+		{"nats.go inbox", "_INBOX.Ab3dEf5gH7iJkLmN0pQ2sT.1", defaults, true},
+		{"another service's subject", "orders.create", defaults, false},
+		{"the results prefix alone", "ai.results", defaults, false},
+		{"inbox prefix alone", "_INBOX", defaults, false},
+		{"lookalike token", "ai.resultsx.billing", defaults, false},
+		{"lowercase inbox", "_inbox.x", defaults, false},
+		{"own allow-list", "replies.team-a.7", []string{"replies.*.>"}, true},
+		{"own allow-list, one token short", "replies.team-a", []string{"replies.*.>"}, false},
+		{"any subject", "orders.create", []string{">"}, true},
+		{"empty allow-list allows nothing", "ai.results.x", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := checkReplyAllowed(tt.subject, tt.allowed)
+			if tt.want {
+				if err != nil {
+					t.Fatalf("checkReplyAllowed(%q, %q) = %v, want nil", tt.subject, tt.allowed, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("checkReplyAllowed(%q, %q) = nil, want a refusal", tt.subject, tt.allowed)
+			}
+			if !errors.Is(err, wire.ErrInvalidRequest) {
+				t.Errorf("error %v does not wrap wire.ErrInvalidRequest", err)
+			}
+			for _, want := range []string{wire.HeaderReplyTo, "REPLY_SUBJECTS", tt.subject, strings.Join(tt.allowed, ",")} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not name %q", err, want)
+				}
+			}
+		})
+	}
+}

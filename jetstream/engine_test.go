@@ -323,13 +323,13 @@ func TestReplyToHeaderRoutesTheResult(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	// One reply subject the results stream stores, one private inbox it does not.
-	sub, err := b.nc.SubscribeSync("inbox.private")
+	sub, err := b.nc.SubscribeSync("_INBOX.private")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.publish(t,
 		req{subject: "ai.requests.t", body: `{"id":"stored","input":"a"}`, header: map[string]string{wire.HeaderReplyTo: "ai.results.client.42"}},
-		req{subject: "ai.requests.t", body: `{"id":"inbox","input":"b","metadata":{"k":1}}`, header: map[string]string{wire.HeaderReplyTo: "inbox.private"}},
+		req{subject: "ai.requests.t", body: `{"id":"inbox","input":"b","metadata":{"k":1}}`, header: map[string]string{wire.HeaderReplyTo: "_INBOX.private"}},
 	)
 	cfg := testConfig()
 	cfg.MaxBatchSize = 2

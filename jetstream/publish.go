@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Publisher stores results and dead letters. It implements batch.Publisher.
@@ -18,6 +19,8 @@ import (
 // JetStream and count as stored once the server acknowledges them; a reply
 // subject no stream captures (a producer's private inbox) gets a plain NATS
 // publish, flushed to the server, which is all NATS can promise there.
+// Every message carries its Nats-Msg-Id header, captured or not, so a
+// subscriber on a private inbox can de-duplicate on it too.
 type Publisher struct {
 	js       jetstream.JetStream
 	results  jetstream.Stream
@@ -37,6 +40,9 @@ func (p *Publisher) Publish(ctx context.Context, msgs []batch.Outgoing) []batch.
 		m.Data = o.Data
 		for k, v := range o.Header {
 			m.Header.Set(k, v)
+		}
+		if o.MsgID != "" {
+			m.Header.Set(wire.HeaderMsgID, o.MsgID)
 		}
 		if !p.isCaptured(o.Subject) {
 			if err := nc.PublishMsg(m); err != nil {

@@ -27,6 +27,13 @@ const (
 	// streams capture by default.
 	ResultSubjects = ResultPrefix + ".>"
 	DeadSubjects   = DeadPrefix + ".>"
+	// InboxSubjects are NATS clients' private inboxes (nats.go's NewInbox,
+	// the nats CLI's requests).
+	InboxSubjects = "_INBOX.>"
+	// ReplySubjects is the default allow-list of Batch-Reply-To subjects,
+	// comma-separated: results go to the results subjects or a private
+	// inbox, and nowhere else.
+	ReplySubjects = ResultSubjects + "," + InboxSubjects
 
 	// RequestStream holds requests until they are answered.
 	RequestStream = "AI_REQUESTS"

@@ -570,8 +570,8 @@ func (m *message) InProgress() error {
 // Stored is one message the Publisher stored or sent.
 type Stored struct {
 	Subject string
-	// MsgID is the Outgoing's MsgID. On stored messages the Header holds it
-	// too, as Nats-Msg-Id, when it is not empty.
+	// MsgID is the Outgoing's MsgID. The Header holds it too, as
+	// Nats-Msg-Id, when it is not empty, on stored and plain messages alike.
 	MsgID  string
 	Header map[string]string
 	Data   []byte
@@ -663,7 +663,7 @@ func (b *Broker) publishLocked(o batch.Outgoing, now time.Time) batch.PublishAck
 	case matchesAny(o.Subject, b.dead.subjects):
 		st = &b.dead
 	default:
-		b.plain = append(b.plain, Stored{Subject: o.Subject, MsgID: o.MsgID, Header: maps.Clone(o.Header), Data: bytes.Clone(o.Data)})
+		b.plain = append(b.plain, Stored{Subject: o.Subject, MsgID: o.MsgID, Header: withMsgID(o), Data: bytes.Clone(o.Data)})
 		if matchesAny(o.Subject, b.cfg.requestSubjects) {
 			// A plain publish still lands in a stream that listens.
 			b.storeRequestLocked(o.Subject, o.Data, o.Header, now)
@@ -673,6 +673,16 @@ func (b *Broker) publishLocked(o batch.Outgoing, now time.Time) batch.PublishAck
 	if seq, dup := st.ids.lookup(o.MsgID, now); dup {
 		return batch.PublishAck{Duplicate: true, Sequence: seq}
 	}
+	h := withMsgID(o)
+	seq := uint64(len(st.msgs) + 1)
+	st.msgs = append(st.msgs, Stored{Subject: o.Subject, MsgID: o.MsgID, Header: h, Data: bytes.Clone(o.Data), Seq: seq})
+	st.ids.add(o.MsgID, seq, now)
+	return batch.PublishAck{Sequence: seq}
+}
+
+// withMsgID is o's headers with its MsgID as Nats-Msg-Id, as the JetStream
+// adapter sends every message, stored or plain.
+func withMsgID(o batch.Outgoing) map[string]string {
 	h := maps.Clone(o.Header)
 	if o.MsgID != "" {
 		if h == nil {
@@ -680,10 +690,7 @@ func (b *Broker) publishLocked(o batch.Outgoing, now time.Time) batch.PublishAck
 		}
 		h[wire.HeaderMsgID] = o.MsgID
 	}
-	seq := uint64(len(st.msgs) + 1)
-	st.msgs = append(st.msgs, Stored{Subject: o.Subject, MsgID: o.MsgID, Header: h, Data: bytes.Clone(o.Data), Seq: seq})
-	st.ids.add(o.MsgID, seq, now)
-	return batch.PublishAck{Sequence: seq}
+	return h
 }
 
 // StoredResult returns the body of the result stored at seq.

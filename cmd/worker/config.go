@@ -25,7 +25,10 @@ import (
 )
 
 // config is every setting the worker reads from its environment. Only this
-// command reads the environment; packages take plain structs.
+// command reads the environment; packages take plain structs. A field
+// tagged secret:"true" holds a secret (a key, token or password): it is
+// never logged, and batch-stats shows it as [redacted]. Paths of
+// credential files are not secrets.
 type config struct {
 	UseBatchedClient   bool          `env:"USE_BATCHED_CLIENT, default=true"`
 	BatchInterval      time.Duration `env:"BATCH_INTERVAL, default=1h"`
@@ -73,8 +76,8 @@ type config struct {
 	NATSCreds    string `env:"NATS_CREDS"`
 	NATSNKeySeed string `env:"NATS_NKEY_SEED"`
 	NATSUser     string `env:"NATS_USER"`
-	NATSPassword string `env:"NATS_PASSWORD"`
-	NATSToken    string `env:"NATS_TOKEN"`
+	NATSPassword string `env:"NATS_PASSWORD" secret:"true"`
+	NATSToken    string `env:"NATS_TOKEN" secret:"true"`
 	NATSTLSCA    string `env:"NATS_TLS_CA"`
 	NATSTLSCert  string `env:"NATS_TLS_CERT"`
 	NATSTLSKey   string `env:"NATS_TLS_KEY"`
@@ -82,12 +85,12 @@ type config struct {
 	Provider          string        `env:"PROVIDER, default=openai"`
 	BatchMode         string        `env:"BATCH_MODE, default=combined"`
 	Model             string        `env:"MODEL, default=gpt-4o-mini"`
-	OpenAIAPIKey      string        `env:"OPENAI_API_KEY"`
+	OpenAIAPIKey      string        `env:"OPENAI_API_KEY" secret:"true"`
 	OpenAIBaseURL     string        `env:"OPENAI_BASE_URL"`
-	AnthropicAPIKey   string        `env:"ANTHROPIC_API_KEY"`
+	AnthropicAPIKey   string        `env:"ANTHROPIC_API_KEY" secret:"true"`
 	AnthropicBaseURL  string        `env:"ANTHROPIC_BASE_URL"`
 	HTTPProviderURL   string        `env:"HTTP_PROVIDER_URL"`
-	HTTPProviderToken string        `env:"HTTP_PROVIDER_TOKEN"`
+	HTTPProviderToken string        `env:"HTTP_PROVIDER_TOKEN" secret:"true"`
 	ProviderRPM       int           `env:"PROVIDER_RPM, default=0"`
 	ProviderTPM       int           `env:"PROVIDER_TPM, default=0"`
 	MaxBatchTokens    int           `env:"MAX_BATCH_TOKENS, default=100000"`
@@ -101,9 +104,17 @@ type config struct {
 
 	// AdminAddr is where the admin API listens; "" turns it off.
 	AdminAddr          string        `env:"ADMIN_ADDR, default=127.0.0.1:8080"`
-	AdminToken         string        `env:"ADMIN_TOKEN"`
+	AdminToken         string        `env:"ADMIN_TOKEN" secret:"true"`
 	StatsBucket        string        `env:"STATS_BUCKET, default=AI_STATS"`
 	StatsFlushInterval time.Duration `env:"STATS_FLUSH_INTERVAL, default=5s"`
+
+	// What a producer may ask of the worker (security.go).
+	ReplySubjects []string `env:"REPLY_SUBJECTS, default=ai.results.>,_INBOX.>"`
+	// AllowedModels empty means MODEL and the models priced in PRICES.
+	AllowedModels        []string `env:"ALLOWED_MODELS"`
+	MaxOutputTokensLimit int      `env:"MAX_OUTPUT_TOKENS_LIMIT, default=0"`
+	// TopicBudgets is "topic=tokens,..."; parsed by validateSecurity.
+	TopicBudgets string `env:"TOPIC_BUDGETS"`
 }
 
 // loadConfig reads the environment through lookup, with a .env file in the
@@ -290,6 +301,7 @@ func (c config) validate() error {
 		bad("LOG_FORMAT", c.LogFormat, "json or console")
 	}
 	errs = append(errs, c.validateOps()...)
+	errs = append(errs, c.validateSecurity()...)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -349,6 +361,23 @@ func (c config) settings() map[string]string {
 			out[name] = fmt.Sprint(f)
 		}
 	}
+	// The models in effect, when they come from MODEL and PRICES.
+	out["ALLOWED_MODELS"] = strings.Join(c.allowedModels(), ",")
+	return out
+}
+
+// secretSettings names the settings that hold secrets: the fields tagged
+// secret:"true".
+func secretSettings() []string {
+	var out []string
+	t := reflect.TypeFor[config]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Tag.Get("secret") == "true" {
+			name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			out = append(out, name)
+		}
+	}
 	return out
 }
 
@@ -380,6 +409,9 @@ func (c config) engine() batch.Config {
 		UrgentSubjects:       c.UrgentSubjects,
 		ResultPrefix:         c.ResultsPrefix,
 		DeadPrefix:           c.DeadPrefix,
+		ReplySubjects:        c.ReplySubjects,
+		AllowedModels:        c.allowedModels(),
+		MaxOutputTokensLimit: c.MaxOutputTokensLimit,
 	}.WithDefaults()
 }
 

@@ -79,6 +79,8 @@ func defaults() config {
 		AdminAddr:          "127.0.0.1:8080",
 		StatsBucket:        "AI_STATS",
 		StatsFlushInterval: 5 * time.Second,
+
+		ReplySubjects: []string{"ai.results.>", "_INBOX.>"},
 	}
 }
 
@@ -154,6 +156,38 @@ func TestConfigValidValues(t *testing.T) {
 			func(c config) bool { return c.topology().MaxMsgs == 50 && c.topology().MaxBytes == 64<<10 }},
 		{"stream limits in decimal units", map[string]string{"STREAM_MAX_BYTES": "2GB", "MAX_BATCH_SIZE": "10", "STREAM_MAX_MSGS": "10"},
 			func(c config) bool { return c.topology().MaxBytes == 2_000_000_000 && c.topology().MaxMsgs == 10 }},
+		{"reply subjects by default", nil,
+			func(c config) bool {
+				return reflect.DeepEqual(c.engine().ReplySubjects, []string{"ai.results.>", "_INBOX.>"})
+			}},
+		{"reply subjects set", map[string]string{"REPLY_SUBJECTS": "replies.*.>,_INBOX.>"},
+			func(c config) bool {
+				return reflect.DeepEqual(c.engine().ReplySubjects, []string{"replies.*.>", "_INBOX.>"})
+			}},
+		{"reply subjects: any", map[string]string{"REPLY_SUBJECTS": ">"},
+			func(c config) bool { return reflect.DeepEqual(c.engine().ReplySubjects, []string{">"}) }},
+		{"allowed models by default: MODEL", nil,
+			func(c config) bool { return reflect.DeepEqual(c.engine().AllowedModels, []string{"gpt-4o-mini"}) }},
+		{"allowed models by default: MODEL and the priced models, sorted", map[string]string{
+			"MODEL": "gpt-4o", "PRICES": "gpt-4o-mini=0.15/0.60,gpt-4o=2.5/10,claude-3-5-haiku-latest=0.80/4"},
+			func(c config) bool {
+				return reflect.DeepEqual(c.engine().AllowedModels, []string{"gpt-4o", "claude-3-5-haiku-latest", "gpt-4o-mini"}) &&
+					c.settings()["ALLOWED_MODELS"] == "gpt-4o,claude-3-5-haiku-latest,gpt-4o-mini"
+			}},
+		{"allowed models set", map[string]string{"ALLOWED_MODELS": "gpt-4o, o3-mini", "PRICES": "gpt-4o-mini=0.15/0.60"},
+			func(c config) bool {
+				// The engine adds MODEL (gpt-4o-mini) itself.
+				return reflect.DeepEqual(c.engine().AllowedModels, []string{"gpt-4o", "o3-mini"})
+			}},
+		{"allowed models: any", map[string]string{"ALLOWED_MODELS": "*"},
+			func(c config) bool { return reflect.DeepEqual(c.engine().AllowedModels, []string{"*"}) }},
+		{"output limit", map[string]string{"MAX_OUTPUT_TOKENS_LIMIT": "4096"},
+			func(c config) bool { return c.engine().MaxOutputTokensLimit == 4096 }},
+		{"topic budgets", map[string]string{"TOPIC_BUDGETS": "billing=2000000, support.eu = 500000"},
+			func(c config) bool {
+				b, err := parseTopicBudgets(c.TopicBudgets)
+				return err == nil && reflect.DeepEqual(b, map[string]int64{"billing": 2_000_000, "support.eu": 500_000})
+			}},
 		{"stream limits off", map[string]string{"STREAM_MAX_MSGS": "0", "STREAM_MAX_BYTES": "0"},
 			func(c config) bool {
 				// 0 reaches the server as -1: no limit.
@@ -291,6 +325,26 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"STREAM_MAX_BYTES=1024", "at least MAX_REQUEST_BYTES (65536)"}},
 		{"stream max bytes overflow", map[string]string{"STREAM_MAX_BYTES": "9000000000GiB"},
 			[]string{"STREAM_MAX_BYTES", `"9000000000GiB"`, "not a size"}},
+		{"reply subject filter with an empty token", map[string]string{"REPLY_SUBJECTS": "ai.results.>,replies..x"},
+			[]string{"REPLY_SUBJECTS=ai.results.>,replies..x", `"replies..x" is not a subject filter`, "ai.results.>,_INBOX.>"}},
+		{"reply subjects under $", map[string]string{"REPLY_SUBJECTS": "$JS.API.>"},
+			[]string{"REPLY_SUBJECTS", `"$JS.API.>"`}},
+		{"allowed models with a blank", map[string]string{"ALLOWED_MODELS": "gpt-4o,,o3"},
+			[]string{"ALLOWED_MODELS=gpt-4o,,o3", "model names separated by commas", "* for any model"}},
+		{"output limit negative", map[string]string{"MAX_OUTPUT_TOKENS_LIMIT": "-1"},
+			[]string{"MAX_OUTPUT_TOKENS_LIMIT=-1", "0 (no limit but the model's own)"}},
+		{"output limit in words", map[string]string{"MAX_OUTPUT_TOKENS_LIMIT": "many"},
+			[]string{"MAX_OUTPUT_TOKENS_LIMIT", `"many"`, "want a whole number"}},
+		{"topic budget without tokens", map[string]string{"TOPIC_BUDGETS": "billing"},
+			[]string{"TOPIC_BUDGETS=billing", "topic=tokens", "billing=2000000"}},
+		{"topic budget of zero", map[string]string{"TOPIC_BUDGETS": "billing=0"},
+			[]string{"TOPIC_BUDGETS=billing=0", "1 or more"}},
+		{"topic budget with a wildcard", map[string]string{"TOPIC_BUDGETS": "billing.*=10"},
+			[]string{"TOPIC_BUDGETS=billing.*=10", "letters, digits"}},
+		{"topic budget twice", map[string]string{"TOPIC_BUDGETS": "a=1,a=2"},
+			[]string{"TOPIC_BUDGETS=a=1,a=2", `"a" has two budgets`}},
+		{"topic budgets without the fleet bucket", map[string]string{"TOPIC_BUDGETS": "a=1", "STATS_BUCKET": ""},
+			[]string{"TOPIC_BUDGETS", "STATS_BUCKET is empty"}},
 		{"several at once", map[string]string{"MAX_BATCH_SIZE": "0", "LOG_LEVEL": "loud"},
 			[]string{"MAX_BATCH_SIZE=0", "LOG_LEVEL=loud"}},
 	}

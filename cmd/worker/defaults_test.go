@@ -102,6 +102,9 @@ var ownerDefaults = []struct {
 	{"LOG_LEVEL", "defaultLogLevel", defaultLogLevel},
 	{"LOG_FORMAT", "defaultLogFormat", defaultLogFormat},
 	{"ADMIN_ADDR", "admin.DefaultAddr", admin.DefaultAddr},
+
+	{"REPLY_SUBJECTS", "batch.DefaultReplySubjects() (wire.ReplySubjects)", batch.DefaultReplySubjects()},
+	{"MAX_OUTPUT_TOKENS_LIMIT", "batch.DefaultMaxOutputTokensLimit", batch.DefaultMaxOutputTokensLimit},
 }
 
 // manifestOverrides are the Kubernetes values that deliberately differ from

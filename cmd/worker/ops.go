@@ -175,6 +175,7 @@ func (o *ops) adminConfig(d opsDeps) admin.Config {
 		Gatherer: p.registry,
 		Cost:     p.cost,
 		Settings: d.cfg.settings(),
+		Secrets:  secretSettings(),
 		FlushFleet: func(ctx context.Context) ([]fleet.FlushReply, error) {
 			return fleet.FlushAll(ctx, nc, "", 0)
 		},

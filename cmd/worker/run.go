@@ -166,6 +166,9 @@ func engineOptions(ctx context.Context, cfg config, log *zap.Logger, b *broker, 
 		return nil, fmt.Errorf("set up ATTEMPTS_BUCKET=%s: %w", cfg.AttemptsBucket, err)
 	}
 	opts = append(opts, batch.WithAttemptStore(attemptStore))
+	if opts, err = withBudgets(ctx, cfg, b.js, opts); err != nil {
+		return nil, err
+	}
 	if cfg.BatchMode != "async" {
 		return opts, nil
 	}

@@ -378,13 +378,14 @@ func TestConfigIsServedWithoutSecrets(t *testing.T) {
 		natsPass   = "nats-pw-42"
 	)
 	b := newBundle(t, options{token: adminToken, settings: map[string]string{
-		"OPENAI_API_KEY":  apiKey,
-		"ADMIN_TOKEN":     adminToken,
-		"NATS_URL":        "nats://worker:" + natsPass + "@127.0.0.1:4222,nats://127.0.0.1:4223",
-		"OPENAI_BASE_URL": "http://127.0.0.1:8089/v1?api_key=" + apiKey,
-		"MODEL":           "gpt-4o-mini",
-		"MAX_BATCH_SIZE":  "50",
-	}})
+		"OPENAI_API_KEY":   apiKey,
+		"ADMIN_TOKEN":      adminToken,
+		"NATS_URL":         "nats://worker:" + natsPass + "@127.0.0.1:4222,nats://127.0.0.1:4223",
+		"OPENAI_BASE_URL":  "http://127.0.0.1:8089/v1?api_key=" + apiKey,
+		"MODEL":            "gpt-4o-mini",
+		"MAX_BATCH_SIZE":   "50",
+		"MAX_BATCH_TOKENS": "100000",
+	}, secrets: []string{"OPENAI_API_KEY", "ADMIN_TOKEN"}})
 	status, body := b.do(t, http.MethodGet, "/admin/batch-stats", "Bearer "+adminToken)
 	if status != http.StatusOK {
 		t.Fatalf("batch-stats = %d %s", status, body)
@@ -403,6 +404,8 @@ func TestConfigIsServedWithoutSecrets(t *testing.T) {
 		"ADMIN_TOKEN":    admin.Redacted,
 		"MODEL":          "gpt-4o-mini",
 		"MAX_BATCH_SIZE": "50",
+		// Named like a secret, but a count: shown.
+		"MAX_BATCH_TOKENS": "100000",
 	}
 	for k, v := range want {
 		if st.Config[k] != v {
@@ -416,6 +419,7 @@ func TestConfigIsServedWithoutSecrets(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	t.Parallel()
+	secrets := []string{"OPENAI_API_KEY", "ADMIN_TOKEN", "DB_PASSWORD", "ANTHROPIC_API_KEY", "MY_CREDENTIAL"}
 	tests := []struct {
 		name, value, want string
 	}{
@@ -423,16 +427,22 @@ func TestRedact(t *testing.T) {
 		{"OPENAI_BASE_URL", "http://h/v1?k=sk-long-secret-1", "http://h/v1?k=" + admin.Redacted},
 		{"ADMIN_TOKEN", "t", admin.Redacted},
 		{"DB_PASSWORD", "p", admin.Redacted},
+		{"MY_CREDENTIAL", "c", admin.Redacted},
 		{"ANTHROPIC_API_KEY", "", ""},
 		{"MODEL", "gpt-4o-mini", "gpt-4o-mini"},
 		{"NATS_URL", "nats://u:p@h:4222", "nats://REDACTED@h:4222"},
 		{"NATS_URL_PLAIN", "nats://h:4222", "nats://h:4222"},
+		// Only the named settings are secrets, whatever the others are
+		// called.
+		{"MAX_BATCH_TOKENS", "100000", "100000"},
+		{"SOME_API_KEY_PATH", "/etc/keys/k.pem", "/etc/keys/k.pem"},
+		{"PASSWORD_MIN_LENGTH", "12", "12"},
 	}
 	in := make(map[string]string)
 	for _, tt := range tests {
 		in[tt.name] = tt.value
 	}
-	out := admin.Redact(in)
+	out := admin.Redact(in, secrets)
 	for _, tt := range tests {
 		if out[tt.name] != tt.want {
 			t.Errorf("Redact %s=%q = %q, want %q", tt.name, tt.value, out[tt.name], tt.want)
@@ -440,6 +450,9 @@ func TestRedact(t *testing.T) {
 	}
 	if in["OPENAI_API_KEY"] != "sk-long-secret-1" {
 		t.Error("Redact changed its input")
+	}
+	if got := admin.Redact(in, nil); got["OPENAI_API_KEY"] != "sk-long-secret-1" || got["NATS_URL"] != "nats://REDACTED@h:4222" {
+		t.Errorf("with no secrets named: %v; want only URL credentials redacted", got)
 	}
 }
 

@@ -58,6 +58,7 @@ type bundle struct {
 type options struct {
 	token       string
 	settings    map[string]string
+	secrets     []string
 	noEngineRun bool
 	fleetFlush  bool
 	provider    string // "" means openai, "-" none
@@ -102,6 +103,7 @@ func newBundle(t *testing.T, o options) *bundle {
 		Fleet:    b.fleet,
 		Gatherer: b.reg,
 		Settings: o.settings,
+		Secrets:  o.secrets,
 		Ready: admin.Readiness{
 			NATS:      b.nc,
 			Consumers: []admin.Consumer{b.batch.Consumer(), b.urgent.Consumer()},

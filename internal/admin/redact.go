@@ -8,37 +8,28 @@ import (
 // Redacted replaces a secret value in served settings.
 const Redacted = "[redacted]"
 
-// secretWords mark a setting's name as holding a secret.
-var secretWords = []string{"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"}
-
-// IsSecret reports whether a setting named name holds a secret
-// (OPENAI_API_KEY, ADMIN_TOKEN, ...).
-func IsSecret(name string) bool {
-	upper := strings.ToUpper(name)
-	for _, w := range secretWords {
-		if strings.Contains(upper, w) {
-			return true
-		}
-	}
-	return false
-}
-
 // minScrubbed is the shortest secret cut out of other settings; shorter
 // ones would mangle ordinary text.
 const minScrubbed = 6
 
-// Redact returns a copy of settings safe to show: a secret's value becomes
-// Redacted (an empty one stays empty, showing it is unset), credentials in
-// URLs (user:password@) are replaced, and a secret's value (of 6 characters
-// or more) is cut out of every other setting too.
-func Redact(settings map[string]string) map[string]string {
+// Redact returns a copy of settings safe to show. The settings named in
+// secrets, and only those, hold secrets: their values become Redacted (an
+// empty one stays empty, showing it is unset). Credentials in URLs
+// (user:password@) are replaced, and a secret's value (of 6 characters or
+// more) is cut out of every other setting too. Names are not guessed at:
+// MAX_BATCH_TOKENS counts tokens, it is no token.
+func Redact(settings map[string]string, secrets []string) map[string]string {
 	out := make(map[string]string, len(settings))
-	var secrets []string
+	secret := make(map[string]bool, len(secrets))
+	for _, name := range secrets {
+		secret[name] = true
+	}
+	var values []string
 	for name, v := range settings {
-		if IsSecret(name) && v != "" {
+		if secret[name] && v != "" {
 			out[name] = Redacted
 			if len(v) >= minScrubbed {
-				secrets = append(secrets, v)
+				values = append(values, v)
 			}
 			continue
 		}
@@ -48,7 +39,7 @@ func Redact(settings map[string]string) map[string]string {
 		if v == Redacted {
 			continue
 		}
-		for _, sec := range secrets {
+		for _, sec := range values {
 			v = strings.ReplaceAll(v, sec, Redacted)
 		}
 		out[name] = v

@@ -114,8 +114,13 @@ type Config struct {
 	// Gatherer is served on /metrics; when nil, /metrics answers 404.
 	Gatherer prometheus.Gatherer
 	// Settings are the effective settings shown in batch-stats, by name.
-	// Secret values are redacted (see Redact) before they are served.
+	// The values of those named in Secrets are redacted (see Redact)
+	// before they are served.
 	Settings map[string]string
+	// Secrets names the settings that hold secrets: API keys, tokens and
+	// passwords. Paths of credential files are not secrets; their contents
+	// are never among the settings.
+	Secrets []string
 	// FlushTimeout bounds a forced flush. Default 30s.
 	FlushTimeout time.Duration
 	// Log receives request errors and forced flushes; default none.
@@ -233,7 +238,7 @@ func newView(cfg Config, startingCheck, starting string) *view {
 	if cfg.Ready.Timeout <= 0 {
 		cfg.Ready.Timeout = 2 * time.Second
 	}
-	v := &view{cfg: cfg, settings: Redact(cfg.Settings), startingCheck: startingCheck, starting: starting}
+	v := &view{cfg: cfg, settings: Redact(cfg.Settings, cfg.Secrets), startingCheck: startingCheck, starting: starting}
 	if cfg.Gatherer != nil {
 		v.metrics = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
 	}
