@@ -124,12 +124,12 @@ func FuzzSubjects(f *testing.F) {
 		literal := server.IsValidLiteralSubject(subject)
 		validFilter := server.IsValidSubject(filter)
 		if literal && validFilter {
-			got, want := subjectMatches(subject, filter), refMatch(subject, filter)
+			got, want := wire.SubjectMatches(subject, filter), refMatch(subject, filter)
 			if got != want {
-				t.Fatalf("subjectMatches(%q, %q) = %t, want %t", subject, filter, got, want)
+				t.Fatalf("wire.SubjectMatches(%q, %q) = %t, want %t", subject, filter, got, want)
 			}
 		}
-		if literal && validFilter && strings.HasSuffix(filter, ">") && subjectMatches(subject, filter) {
+		if literal && validFilter && strings.HasSuffix(filter, ">") && wire.SubjectMatches(subject, filter) {
 			topic := topicOf(subject, []string{filter})
 			if topic == "" || !server.IsValidLiteralSubject(topic) {
 				t.Fatalf("topicOf(%q, %q) = %q, want a non-empty literal subject", subject, filter, topic)

@@ -7,29 +7,13 @@ import (
 	"github.com/aibatch/aibatch/wire"
 )
 
-// subjectMatches reports whether the literal subject is matched by filter,
-// which may hold the wildcards * (one token) and > (one or more tokens, last).
-func subjectMatches(subject, filter string) bool {
-	st := strings.Split(subject, ".")
-	ft := strings.Split(filter, ".")
-	for i, f := range ft {
-		if f == ">" {
-			return len(st) > i
-		}
-		if i >= len(st) || (f != "*" && f != st[i]) {
-			return false
-		}
-	}
-	return len(st) == len(ft)
-}
-
 // topicOf returns the part of subject that the first matching filter's >
 // wildcard covers ("ai.requests.billing.eu" under "ai.requests.>" gives
 // "billing.eu"). Without a > wildcard, or when no filter matches, it returns
 // the subject's last token.
 func topicOf(subject string, filters []string) string {
 	for _, f := range filters {
-		if !subjectMatches(subject, f) || !strings.HasSuffix(f, ">") {
+		if !wire.SubjectMatches(subject, f) || !strings.HasSuffix(f, ">") {
 			continue
 		}
 		n := strings.Count(f, ".")
@@ -65,7 +49,7 @@ func checkReplySubject(subject string, forbidden []string) error {
 		return fmt.Errorf("%w: %s %q is a system subject", wire.ErrInvalidRequest, wire.HeaderReplyTo, subject)
 	}
 	for _, f := range forbidden {
-		if subjectMatches(subject, f) {
+		if wire.SubjectMatches(subject, f) {
 			return fmt.Errorf("%w: %s %q is a request or dead-letter subject (%s)", wire.ErrInvalidRequest, wire.HeaderReplyTo, subject, f)
 		}
 	}
@@ -78,7 +62,7 @@ func checkReplySubject(subject string, forbidden []string) error {
 // credentials reach. Call it on subjects checkReplySubject accepted.
 func checkReplyAllowed(subject string, allowed []string) error {
 	for _, f := range allowed {
-		if subjectMatches(subject, f) {
+		if wire.SubjectMatches(subject, f) {
 			return nil
 		}
 	}

@@ -38,8 +38,8 @@ func TestSubjectMatches(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.subject+" vs "+tt.filter, func(t *testing.T) {
 			t.Parallel()
-			if got := subjectMatches(tt.subject, tt.filter); got != tt.want {
-				t.Errorf("subjectMatches(%q, %q) = %v, want %v", tt.subject, tt.filter, got, tt.want)
+			if got := wire.SubjectMatches(tt.subject, tt.filter); got != tt.want {
+				t.Errorf("wire.SubjectMatches(%q, %q) = %v, want %v", tt.subject, tt.filter, got, tt.want)
 			}
 		})
 	}

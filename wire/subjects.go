@@ -92,3 +92,20 @@ func ResultMsgID(stream string, seq uint64) string {
 func DeadMsgID(stream string, seq uint64) string {
 	return "dead:" + stream + ":" + strconv.FormatUint(seq, 10)
 }
+
+// SubjectMatches reports whether the literal subject is matched by filter,
+// which may hold the NATS wildcards * (one token) and > (one or more tokens,
+// last).
+func SubjectMatches(subject, filter string) bool {
+	st := strings.Split(subject, ".")
+	ft := strings.Split(filter, ".")
+	for i, f := range ft {
+		if f == ">" {
+			return len(st) > i
+		}
+		if i >= len(st) || (f != "*" && f != st[i]) {
+			return false
+		}
+	}
+	return len(st) == len(ft)
+}

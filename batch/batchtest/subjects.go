@@ -1,6 +1,10 @@
 package batchtest
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/aibatch/aibatch/wire"
+)
 
 // NATS subject rules, written out here so that batchtest needs neither the
 // NATS server nor its client: a subject is dot-separated tokens; in a filter
@@ -36,25 +40,10 @@ func validSubject(s string, wildcards bool) bool {
 	return true
 }
 
-// subjectMatches reports whether the literal subject is matched by filter.
-func subjectMatches(subject, filter string) bool {
-	st := strings.Split(subject, ".")
-	ft := strings.Split(filter, ".")
-	for i, f := range ft {
-		if f == ">" {
-			return len(st) > i
-		}
-		if i >= len(st) || (f != "*" && f != st[i]) {
-			return false
-		}
-	}
-	return len(st) == len(ft)
-}
-
 // matchesAny reports whether subject is matched by one of filters.
 func matchesAny(subject string, filters []string) bool {
 	for _, f := range filters {
-		if subjectMatches(subject, f) {
+		if wire.SubjectMatches(subject, f) {
 			return true
 		}
 	}

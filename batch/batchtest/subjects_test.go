@@ -1,6 +1,10 @@
 package batchtest
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/aibatch/aibatch/wire"
+)
 
 func TestSubjectRules(t *testing.T) {
 	t.Parallel()
@@ -17,8 +21,8 @@ func TestSubjectRules(t *testing.T) {
 		{"ai.requests.t", "ai.requests.u", false},
 		{"ai.requests.t", ">", true},
 	} {
-		if got := subjectMatches(tt.subject, tt.filter); got != tt.match {
-			t.Errorf("subjectMatches(%q, %q) = %v", tt.subject, tt.filter, got)
+		if got := wire.SubjectMatches(tt.subject, tt.filter); got != tt.match {
+			t.Errorf("wire.SubjectMatches(%q, %q) = %v", tt.subject, tt.filter, got)
 		}
 	}
 	for _, tt := range []struct {
