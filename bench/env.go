@@ -298,39 +298,10 @@ func freshBroker(ctx context.Context, root, name string) (*broker, error) {
 // stored them. onSend, when set, is called with each request's number just
 // before it is published. It returns how many it published.
 func (c *client) publishPoisson(ctx context.Context, subject, prefix string, rate float64, d time.Duration, size int, seed uint64, onSend func(i int)) (int, error) {
-	p := newPoisson(rate, seed)
-	before := c.pubErrs.Load()
-	start := time.Now()
-	next := start
-	timer := time.NewTimer(0)
-	<-timer.C
-	n := 0
-	for {
-		next = next.Add(p.next())
-		if next.Sub(start) >= d {
-			break
-		}
-		if wait := time.Until(next); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				return n, ctx.Err()
-			}
-		}
+	return c.publishPoissonBodies(ctx, subject, rate, d, seed, func(i int) []byte {
 		if onSend != nil {
-			onSend(n)
+			onSend(i)
 		}
-		if _, err := c.js.PublishAsync(subject, requestBody(prefix, n, size)); err != nil {
-			return n, fmt.Errorf("publish request %d: %w", n, err)
-		}
-		n++
-	}
-	if err := c.waitPublished(ctx); err != nil {
-		return n, err
-	}
-	if failed := c.pubErrs.Load() - before; failed > 0 {
-		return n, fmt.Errorf("publish requests to %s: the server refused %d of %d", subject, failed, n)
-	}
-	return n, nil
+		return requestBody(prefix, i, size)
+	})
 }
