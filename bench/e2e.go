@@ -41,11 +41,10 @@ type e2eResult struct {
 	ResultBytes float64 `json:"result_bytes"`
 }
 
-func (e e2eResult) perSec() float64      { return float64(e.Requests) / e.Seconds }
-func (e e2eResult) cpuUS() float64       { return e.CPUSeconds * 1e6 / float64(e.Requests) }
-func (e e2eResult) serverUS() float64    { return e.ServerCPUSeconds * 1e6 / float64(e.Requests) }
-func (e e2eResult) String() string       { return e.Side }
-func (e e2eResult) callsPerReq() float64 { return float64(e.Calls) / float64(e.Requests) }
+func (e e2eResult) perSec() float64   { return float64(e.Requests) / e.Seconds }
+func (e e2eResult) cpuUS() float64    { return e.CPUSeconds * 1e6 / float64(e.Requests) }
+func (e e2eResult) serverUS() float64 { return e.ServerCPUSeconds * 1e6 / float64(e.Requests) }
+func (e e2eResult) String() string    { return e.Side }
 
 // e2eOutputBytes is the length of the fake OpenAI server's answer to a
 // request of size bytes: the pipelined loop stores results that long, so

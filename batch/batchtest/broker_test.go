@@ -261,7 +261,9 @@ func TestDeliveriesCountsEveryDelivery(t *testing.T) {
 		if err := m.Nak(0); err != nil {
 			t.Fatal(err)
 		}
-		m = mustFetch(t, q, 1)[0]
+		if m = mustFetch(t, q, 1)[0]; m.Delivery().NumDelivered != 2 {
+			t.Fatalf("after a Nak: delivery %d, want 2", m.Delivery().NumDelivered)
+		}
 		time.Sleep(b.AckWait())
 		m = mustFetch(t, q, 1)[0]
 		if err := m.Ack(); err != nil {
