@@ -52,6 +52,13 @@ func (w *window) room() int {
 	return max(0, w.maxCount-w.count)
 }
 
+// empty reports whether the window holds nothing.
+func (w *window) empty() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.count == 0
+}
+
 // full reports whether the window is at its bound.
 func (w *window) full() bool { return w.room() == 0 }
 

@@ -197,7 +197,7 @@ func (l *batchLane) sendDue(ctx context.Context, now time.Time, s *schedule) {
 			return
 		}
 	}
-	if intervalDue && len(l.window.snapshot()) == 0 {
+	if intervalDue && l.window.empty() {
 		s.lastFlush = now
 	}
 }
