@@ -96,6 +96,9 @@ var ownerDefaults = []struct {
 	{"MODEL", "defaultModel", defaultModel},
 	{"PROVIDER_RPM", "ratelimit.NoLimit", ratelimit.NoLimit},
 	{"PROVIDER_TPM", "ratelimit.NoLimit", ratelimit.NoLimit},
+	{"QUOTA_HEARTBEAT", "fleet.DefaultQuotaHeartbeat", fleet.DefaultQuotaHeartbeat},
+	{"PROVIDER_QUEUE_TOKENS", "ratelimit.NoLimit", ratelimit.NoLimit},
+	{"PROVIDER_QUEUE_REQUESTS", "ratelimit.NoLimit", ratelimit.NoLimit},
 	{"MAX_BATCH_TOKENS", "defaultMaxBatchTokens", defaultMaxBatchTokens},
 	{"BATCH_DISCOUNT", "cost.DefaultBatchDiscount", cost.DefaultBatchDiscount},
 

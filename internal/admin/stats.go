@@ -12,6 +12,7 @@ import (
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/ratelimit"
 	"github.com/aibatch/aibatch/wire"
 )
 
@@ -34,8 +35,20 @@ type StatsResponse struct {
 	// UnpricedCalls counts calls of models missing from PRICES, so a
 	// partial estimate is not taken for a whole one.
 	UnpricedCalls int64 `json:"unpriced_calls"`
+	// Quota is what the worker paces its provider calls by: the account's
+	// limits, the fleet's share of them, what the provider's headers say
+	// is left, and in async mode the provider's batch queue; null when the
+	// worker does not say.
+	Quota *QuotaStats `json:"quota"`
 	// Config is the effective settings, secrets redacted.
 	Config map[string]string `json:"config"`
+}
+
+// QuotaStats is batch-stats' quota: the limiter's status and, in async
+// mode, the Batch API queue's.
+type QuotaStats struct {
+	ratelimit.Status
+	Queue *ratelimit.QueueStatus `json:"queue,omitempty"`
 }
 
 // Figures are counters with the figures derived from them.
@@ -147,6 +160,10 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 		if t.PricedCalls > 0 {
 			resp.EstimatedCost, resp.EstimatedSaving = &t.Spend, &t.Saving
 		}
+	}
+	if v.cfg.Quota != nil {
+		q := v.cfg.Quota()
+		resp.Quota = &q
 	}
 	if v.cfg.Fleet != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), v.cfg.Ready.Timeout)

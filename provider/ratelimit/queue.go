@@ -61,7 +61,7 @@ func SumJobs(jobs map[string]Job, now time.Time) map[string]Job {
 
 // JobQueue counts the Batch API jobs a fleet has in the provider's queue.
 // *fleet.Quota (internal/fleet) shares it through a key-value bucket;
-// without one a Queue counts this process's jobs alone.
+// LocalJobQueue counts this process's jobs alone.
 type JobQueue interface {
 	// Enqueue records job id, which the provider has just accepted.
 	Enqueue(ctx context.Context, id string, j Job) error
@@ -89,7 +89,8 @@ type QueueLimits struct {
 // QueueOption changes how NewQueue builds a Queue.
 type QueueOption func(*Queue)
 
-// WithJobQueue makes the Queue count the jobs of the fleet in jq.
+// WithJobQueue makes the Queue count the jobs of the fleet in jq; without
+// it a Queue counts its own jobs (LocalJobQueue).
 func WithJobQueue(jq JobQueue) QueueOption { return func(q *Queue) { q.jobs = jq } }
 
 // WithQueueClock makes the Queue read the time from c and wait with c.
@@ -138,7 +139,7 @@ func NewQueue(p provider.AsyncProvider, l QueueLimits, opts ...QueueOption) (*Qu
 		o(q)
 	}
 	if q.jobs == nil {
-		q.jobs = &localJobs{jobs: map[string]Job{}, clock: q.clock}
+		q.jobs = &LocalJobQueue{}
 	}
 	return q, nil
 }
@@ -322,34 +323,43 @@ func (q *Queue) Status() QueueStatus {
 		LearnedRequest: q.learned.Requests, Waiting: q.waiting}
 }
 
-// localJobs is the JobQueue of a process alone.
-type localJobs struct {
-	mu    sync.Mutex
-	jobs  map[string]Job
-	clock Clock
+// LocalJobQueue is the JobQueue of a process alone: what this process
+// enqueued. The zero value is ready to use; it is safe for concurrent use.
+type LocalJobQueue struct {
+	mu   sync.Mutex
+	jobs map[string]Job
 }
 
-func (l *localJobs) Enqueue(_ context.Context, id string, j Job) error {
+var _ JobQueue = (*LocalJobQueue)(nil)
+
+// Enqueue implements JobQueue.
+func (l *LocalJobQueue) Enqueue(_ context.Context, id string, j Job) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.jobs == nil {
+		l.jobs = map[string]Job{}
+	}
 	l.jobs[id] = j
 	return nil
 }
 
-func (l *localJobs) Dequeue(_ context.Context, id string) error {
+// Dequeue implements JobQueue.
+func (l *LocalJobQueue) Dequeue(_ context.Context, id string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.jobs, id)
 	return nil
 }
 
-func (l *localJobs) Enqueued() map[string]Job {
+// Enqueued implements JobQueue.
+func (l *LocalJobQueue) Enqueued() map[string]Job {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return SumJobs(l.jobs, l.clock.Now())
+	return SumJobs(l.jobs, time.Now())
 }
 
-func (l *localJobs) Job(id string) (Job, bool) {
+// Job implements JobQueue.
+func (l *LocalJobQueue) Job(id string) (Job, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	j, ok := l.jobs[id]
