@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,9 @@ import (
 
 	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
+	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/openai"
+	"github.com/aibatch/aibatch/provider/openaitest"
 	"github.com/aibatch/aibatch/provider/ratelimit"
 )
 
@@ -240,5 +244,68 @@ func TestOpenQuotaRefusesABadScope(t *testing.T) {
 		if _, err := fleet.OpenQuota(ctx, totals, cfg); err == nil {
 			t.Errorf("OpenQuota(%+v) succeeded", cfg)
 		}
+	}
+}
+
+// TestQuotaKeepsTheFleetsJobsWithinTheQueue: two workers submit Batch API
+// jobs of 100 tokens to one OpenAI organization that may hold 250 enqueued
+// tokens of the model. The second worker sees the first one's jobs and
+// waits for room: no job is refused.
+func TestQuotaKeepsTheFleetsJobsWithinTheQueue(t *testing.T) {
+	t.Parallel()
+	ns := jetstreamtest.RunServer(t, "")
+	srv := openaitest.NewServer()
+	t.Cleanup(srv.Close)
+	srv.SetEnqueuedTokenLimit(250)
+	queue := func(w *quotaWorker) *ratelimit.Queue {
+		inner, err := openai.New(openai.Config{APIKey: "sk-test", BaseURL: srv.URL, Mode: openai.ModeAsync})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := ratelimit.NewQueue(inner, ratelimit.QueueLimits{Tokens: 250}, ratelimit.WithJobQueue(w.q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+	a, b := openQuota(t, ns, "acct", "a", time.Second), openQuota(t, ns, "acct", "b", time.Second)
+	qa, qb := queue(a), queue(b)
+	job := provider.Batch{ID: "b", Model: "gpt-test"}
+	for i := range 10 {
+		job.Requests = append(job.Requests, provider.Request{Key: strconv.Itoa(i), Input: strings.Repeat("x", 40)})
+	}
+	var ids []string
+	for range 2 {
+		id, err := qa.SubmitJob(t.Context(), job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	jetstreamtest.Eventually(t, 5*time.Second, "b sees a's jobs", func() bool { return b.q.Enqueued()["gpt-test"].Tokens == 200 })
+	done := make(chan error, 1)
+	go func() {
+		_, err := qb.SubmitJob(t.Context(), job)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("b's job went out (%v) with a's 200 tokens in the queue; want it waiting", err)
+	case <-time.After(1500 * time.Millisecond): // more than the queue's recheck
+	}
+	srv.CompleteJobs()
+	if _, err := qa.PollJob(t.Context(), ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("b's job still waits after one of a's jobs ended")
+	}
+	if n := srv.QueueRefused(); n != 0 {
+		t.Errorf("%d jobs refused for the enqueued token limit, want 0", n)
 	}
 }
