@@ -83,27 +83,27 @@ type config struct {
 	NATSTLSCert  string `env:"NATS_TLS_CERT"`
 	NATSTLSKey   string `env:"NATS_TLS_KEY"`
 
-	Provider          string        `env:"PROVIDER, default=openai"`
-	BatchMode         string        `env:"BATCH_MODE, default=combined"`
-	Model             string        `env:"MODEL, default=gpt-4o-mini"`
-	OpenAIAPIKey      string        `env:"OPENAI_API_KEY" secret:"true"`
-	OpenAIBaseURL     string        `env:"OPENAI_BASE_URL"`
-	AnthropicAPIKey   string        `env:"ANTHROPIC_API_KEY" secret:"true"`
-	AnthropicBaseURL  string        `env:"ANTHROPIC_BASE_URL"`
-	HTTPProviderURL   string        `env:"HTTP_PROVIDER_URL"`
-	HTTPProviderToken string        `env:"HTTP_PROVIDER_TOKEN" secret:"true"`
-	ProviderRPM       int           `env:"PROVIDER_RPM, default=0"`
-	ProviderTPM       int           `env:"PROVIDER_TPM, default=0"`
+	Provider          string `env:"PROVIDER, default=openai"`
+	BatchMode         string `env:"BATCH_MODE, default=combined"`
+	Model             string `env:"MODEL, default=gpt-4o-mini"`
+	OpenAIAPIKey      string `env:"OPENAI_API_KEY" secret:"true"`
+	OpenAIBaseURL     string `env:"OPENAI_BASE_URL"`
+	AnthropicAPIKey   string `env:"ANTHROPIC_API_KEY" secret:"true"`
+	AnthropicBaseURL  string `env:"ANTHROPIC_BASE_URL"`
+	HTTPProviderURL   string `env:"HTTP_PROVIDER_URL"`
+	HTTPProviderToken string `env:"HTTP_PROVIDER_TOKEN" secret:"true"`
+	ProviderRPM       int    `env:"PROVIDER_RPM, default=0"`
+	ProviderTPM       int    `env:"PROVIDER_TPM, default=0"`
 	// The fleet's share of them and the Batch API queue (quota.go).
 	QuotaScope            string        `env:"QUOTA_SCOPE"`
 	QuotaHeartbeat        time.Duration `env:"QUOTA_HEARTBEAT, default=1s"`
 	ProviderQueueTokens   int           `env:"PROVIDER_QUEUE_TOKENS, default=0"`
 	ProviderQueueRequests int           `env:"PROVIDER_QUEUE_REQUESTS, default=0"`
-	MaxBatchTokens    int           `env:"MAX_BATCH_TOKENS, default=100000"`
-	JobPollInterval   time.Duration `env:"JOB_POLL_INTERVAL, default=30s"`
-	JobsBucket        string        `env:"JOBS_BUCKET, default=AI_JOBS"`
-	Prices            string        `env:"PRICES"`
-	BatchDiscount     float64       `env:"BATCH_DISCOUNT, default=0.5"`
+	MaxBatchTokens        int           `env:"MAX_BATCH_TOKENS, default=100000"`
+	JobPollInterval       time.Duration `env:"JOB_POLL_INTERVAL, default=30s"`
+	JobsBucket            string        `env:"JOBS_BUCKET, default=AI_JOBS"`
+	Prices                string        `env:"PRICES"`
+	BatchDiscount         float64       `env:"BATCH_DISCOUNT, default=0.5"`
 
 	LogLevel  string `env:"LOG_LEVEL, default=info"`
 	LogFormat string `env:"LOG_FORMAT, default=json"`
