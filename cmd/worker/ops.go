@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -122,14 +123,22 @@ func (o *ops) startQuota(ctx, runCtx context.Context, d opsDeps, totals *fleet.T
 		return nil, fmt.Errorf("set up the fleet's quota (QUOTA_SCOPE=%s): %w", scope, err)
 	}
 	done := make(chan struct{})
+	var last atomic.Pointer[error]
 	go func() {
 		defer close(done)
-		q.Run(runCtx, func(err error) { o.log.Warn("fleet quota", zap.Error(err)) })
+		q.Run(runCtx, func(err error) {
+			last.Store(&err)
+			o.log.Warn("fleet quota", zap.Error(err))
+		})
 	}()
 	select {
 	case <-q.Ready():
 	case <-ctx.Done():
-		return done, fmt.Errorf("set up the fleet's quota (QUOTA_SCOPE=%s): %w", scope, ctx.Err())
+		err := ctx.Err()
+		if l := last.Load(); l != nil {
+			err = fmt.Errorf("%w (last: %w)", err, *l)
+		}
+		return done, fmt.Errorf("set up the fleet's quota (QUOTA_SCOPE=%s; the worker needs to watch %s in STATS_BUCKET): %w", scope, "quota."+scope+".>", err)
 	}
 	d.parts.quota.fleet.set(q)
 	o.log.Info("fleet quota", zap.String("scope", scope), zap.Int("workers", q.Workers()),
