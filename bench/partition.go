@@ -214,14 +214,16 @@ func scenarioPartition(ctx context.Context, o *options, r *report) error {
 	// The ceiling: fetch + ack loops, one per partition, side by side.
 	rates := map[int][]float64{}
 	for run := range o.Runs {
-		for _, p := range partCounts {
+		// Rotate the order every run so no count always goes first.
+		for k := range partCounts {
+			p := partCounts[(k+run)%len(partCounts)]
 			rate, counts, split, err := partitionCeiling(ctx, o, root, p)
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", partName(p), run+1, err)
 			}
 			rates[p] = append(rates[p], rate)
 			r.progress("11 partitions: run %d %-22s fetch + ack %8.0f req/s; requests per partition %v, topics in two partitions %d", run+1, partName(p), rate, counts, split)
-			if run == 0 && p > 1 {
+			if run == 0 && p > 1 { // the spread is the same every run
 				detail[fmt.Sprintf("spread_%d", p)] = counts
 				r.add(row{Scenario: sc, Measure: fmt.Sprintf("%d partitions: topics found in more than one partition (groups split)", p), Unit: "count", summary: summarize([]float64{float64(split)}), Target: exactly(0)})
 				r.add(row{Scenario: sc, Measure: fmt.Sprintf("%d partitions: largest partition / mean (%d topics)", p, partitionTopics), Unit: "ratio", summary: summarize([]float64{imbalance(counts)})})
@@ -240,7 +242,9 @@ func scenarioPartition(ctx context.Context, o *options, r *report) error {
 	}
 	e2e := map[int][]float64{}
 	for run := range o.Runs {
-		for _, p := range partCounts[1:] {
+		counts := partCounts[1:]
+		for k := range counts {
+			p := counts[(k+run)%len(counts)]
 			rate, err := partitionE2E(ctx, o, bin, root, p, run)
 			if err != nil {
 				return fmt.Errorf("%s end to end run %d: %w", partName(p), run+1, err)
