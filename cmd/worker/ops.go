@@ -65,6 +65,10 @@ func (o *ops) start(ctx context.Context, d opsDeps) error {
 // every STATS_FLUSH_INTERVAL until stop.
 func (o *ops) startFleet(ctx context.Context, d opsDeps) error {
 	if d.cfg.StatsBucket == "" {
+		if d.cfg.ProviderRPM > 0 || d.cfg.ProviderTPM > 0 {
+			o.log.Warn("STATS_BUCKET is empty: this worker keeps to the whole PROVIDER_RPM and PROVIDER_TPM alone, not its share of the fleet's",
+				zap.Int("provider_rpm", d.cfg.ProviderRPM), zap.Int("provider_tpm", d.cfg.ProviderTPM))
+		}
 		return nil
 	}
 	totals, err := fleet.Open(ctx, d.broker.js, fleet.Config{
