@@ -20,6 +20,16 @@ type Result struct {
 	Status string `json:"status"`
 	// Output is the model's answer when Status is StatusOK.
 	Output string `json:"output,omitempty"`
+	// FinishReason says why the answer ended, in OpenAI's terms: "stop",
+	// "length" (cut off at the request's output cap), "content_filter" or
+	// "tool_calls". Empty for embeddings and errors.
+	FinishReason string `json:"finish_reason,omitempty"`
+	// Embedding is the vector of an embedding request.
+	Embedding []float32 `json:"embedding,omitempty"`
+	// Message is, for a request sent alone with provider_options, the
+	// provider's answer message verbatim (OpenAI's choices[0].message, with
+	// tool_calls and the rest); Output holds its text content.
+	Message json.RawMessage `json:"message,omitempty"`
 	// Error says what went wrong when Status is StatusError.
 	Error string `json:"error,omitempty"`
 	// Model is the model that answered (or was asked).
