@@ -326,7 +326,7 @@ func lineResult(line outputLine) (provider.Result, bool) {
 	r := provider.Result{Key: line.CustomID}
 	switch {
 	case line.Response != nil && line.Response.StatusCode == http.StatusOK:
-		var resp openai.ChatCompletion
+		var resp chatAnswer
 		if err := json.Unmarshal(line.Response.Body, &resp); err != nil {
 			r.Err = requestError(false, fmt.Errorf("parse answer: %w", err))
 			return r, true

@@ -228,11 +228,11 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 		return nil, fmt.Errorf("openai: chat completion: %w", provider.Permanent(err))
 	}
 	var raw *http.Response
-	resp, err := p.chat.New(ctx, params, option.WithResponseInto(&raw))
-	if err != nil {
+	var resp chatAnswer
+	if _, err := p.chat.New(ctx, params, option.WithResponseInto(&raw), option.WithResponseBodyInto(&resp)); err != nil {
 		return nil, p.redact(fmt.Errorf("openai: chat completion: %w", callError(ctx, err, raw)))
 	}
-	results, err := parseAnswer(b, resp)
+	results, err := parseAnswer(b, &resp)
 	usage := provider.Usage{InputTokens: resp.Usage.PromptTokens, OutputTokens: resp.Usage.CompletionTokens}
 	for i, u := range usage.Split(len(results)) {
 		results[i].Usage = u
@@ -294,7 +294,7 @@ func newParams(b provider.Batch) (openai.ChatCompletionNewParams, error) {
 // provider.ErrRefused) or an answer cut off (wrapping provider.ErrCutOff,
 // returned with the results the answer completed before the cut), transient
 // for an answer without choices or content that is not the expected JSON.
-func parseAnswer(b provider.Batch, resp *openai.ChatCompletion) ([]provider.Result, error) {
+func parseAnswer(b provider.Batch, resp *chatAnswer) ([]provider.Result, error) {
 	if resp == nil || len(resp.Choices) == 0 {
 		return nil, batchError(false, errors.New("answer has no choices"))
 	}

@@ -25,12 +25,12 @@ func (p *Provider) completeSingle(ctx context.Context, b provider.Batch) ([]prov
 // completeOne makes the call for one request.
 func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider.Request) provider.Result {
 	var raw *http.Response
-	resp, err := p.chat.New(ctx, singleParams(b, r), option.WithResponseInto(&raw))
-	if err != nil {
+	var resp chatAnswer
+	if _, err := p.chat.New(ctx, singleParams(b, r), option.WithResponseInto(&raw), option.WithResponseBodyInto(&resp)); err != nil {
 		cerr, _ := httpcall.Plain(callError(ctx, err, raw))
 		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, cerr)}
 	}
-	out, usage, err := singleAnswer(resp)
+	out, usage, err := singleAnswer(&resp)
 	if err != nil {
 		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, err)}
 	}
@@ -66,7 +66,7 @@ func outputLimit(b provider.Batch, r provider.Request) int {
 // usage. A refusal (message.refusal, finish_reason "content_filter") is a
 // permanent ScopeRequest error, an answer with no choices a transient one.
 // finish_reason "length" is not an error: the content is what fitted.
-func singleAnswer(resp *openai.ChatCompletion) (string, provider.Usage, error) {
+func singleAnswer(resp *chatAnswer) (string, provider.Usage, error) {
 	if resp == nil || len(resp.Choices) == 0 {
 		return "", provider.Usage{}, requestError(false, errors.New("answer has no choices"))
 	}
