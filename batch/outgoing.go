@@ -41,7 +41,7 @@ func (o outgoing) resultMsg(it *item) Outgoing {
 		Output:   it.output,
 		Model:    it.req.Model,
 		Metadata: it.req.Metadata,
-		Usage:    wire.Usage{InputTokens: it.usage.InputTokens, OutputTokens: it.usage.OutputTokens},
+		Usage:    wire.Usage{InputTokens: it.usage.InputTokens, CachedInputTokens: it.usage.CachedInputTokens, OutputTokens: it.usage.OutputTokens},
 		Batch:    it.batch,
 		QueuedMS: it.queued.Milliseconds(),
 		Attempts: int(it.d.NumDelivered),

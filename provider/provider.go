@@ -87,14 +87,32 @@ type Result struct {
 }
 
 // Usage counts tokens as the provider reported them.
+//
+// InputTokens counts every prompt token, whatever it was billed at; the
+// cached and cache-write counts are parts of it, each billed at its own
+// rate (Anthropic reports them apart from input_tokens; the provider adds
+// them up so the meaning is one for every provider).
 type Usage struct {
-	InputTokens  int64 `json:"input_tokens"`
-	OutputTokens int64 `json:"output_tokens"`
+	InputTokens int64 `json:"input_tokens"`
+	// CachedInputTokens is the part of InputTokens read from the
+	// provider's prompt cache (OpenAI's prompt_tokens_details.cached_tokens,
+	// Anthropic's cache_read_input_tokens).
+	CachedInputTokens int64 `json:"cached_input_tokens,omitempty"`
+	// CacheWriteTokens is the part of InputTokens written to the prompt
+	// cache (Anthropic's cache_creation_input_tokens); OpenAI caches
+	// without charging for it.
+	CacheWriteTokens int64 `json:"cache_write_tokens,omitempty"`
+	OutputTokens     int64 `json:"output_tokens"`
 }
 
 // Add returns the sum of u and o.
 func (u Usage) Add(o Usage) Usage {
-	return Usage{InputTokens: u.InputTokens + o.InputTokens, OutputTokens: u.OutputTokens + o.OutputTokens}
+	return Usage{
+		InputTokens:       u.InputTokens + o.InputTokens,
+		CachedInputTokens: u.CachedInputTokens + o.CachedInputTokens,
+		CacheWriteTokens:  u.CacheWriteTokens + o.CacheWriteTokens,
+		OutputTokens:      u.OutputTokens + o.OutputTokens,
+	}
 }
 
 // Split divides u over n results as evenly as whole tokens allow; the first
@@ -103,14 +121,22 @@ func (u Usage) Split(n int) []Usage {
 	if n <= 0 {
 		return nil
 	}
+	in, cached, write, out := splitCount(u.InputTokens, n), splitCount(u.CachedInputTokens, n), splitCount(u.CacheWriteTokens, n), splitCount(u.OutputTokens, n)
 	parts := make([]Usage, n)
 	for i := range parts {
-		parts[i] = Usage{InputTokens: u.InputTokens / int64(n), OutputTokens: u.OutputTokens / int64(n)}
-		if int64(i) < u.InputTokens%int64(n) {
-			parts[i].InputTokens++
-		}
-		if int64(i) < u.OutputTokens%int64(n) {
-			parts[i].OutputTokens++
+		parts[i] = Usage{InputTokens: in[i], CachedInputTokens: cached[i], CacheWriteTokens: write[i], OutputTokens: out[i]}
+	}
+	return parts
+}
+
+// splitCount divides v into n whole parts, the first ones taking the
+// remainder.
+func splitCount(v int64, n int) []int64 {
+	parts := make([]int64, n)
+	for i := range parts {
+		parts[i] = v / int64(n)
+		if int64(i) < v%int64(n) {
+			parts[i]++
 		}
 	}
 	return parts
