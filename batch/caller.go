@@ -207,9 +207,10 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 	results, err := c.provider.Complete(callCtx, b)
 	cancel()
 	c.stats.apiCalls.Add(1)
+	c.stats.providerItems.Add(int64(len(group)))
 	latency := time.Since(start)
-	report := CallReport{Provider: c.provider.Name(), Model: b.Model, Trigger: trigger, Size: len(group), Latency: latency, Err: err,
-		SoloPromptTokens: soloPromptTokens(b)}
+	report := CallReport{Provider: c.provider.Name(), Model: b.Model, Trigger: trigger, Size: len(group), Served: served(group),
+		Latency: latency, Err: err, SoloPromptTokens: soloPromptTokensOf(group)}
 	defer func() { c.observer.CallFinished(report) }()
 
 	var recorded int

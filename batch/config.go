@@ -37,6 +37,12 @@ type Config struct {
 	// they never do: one producer's input could sway the answers to
 	// another's. Default false.
 	MixTopics bool
+	// CacheNondeterministic gives requests with a temperature above 0 a
+	// request key, so that they are answered from the response cache and
+	// share a duplicate's answer inside a call
+	// (RESPONSE_CACHE_NONDETERMINISTIC). Default false: such requests ask
+	// for a sample and each gets its own (see dedupe.go).
+	CacheNondeterministic bool
 	// Interval is how often whatever waits is sent. Default 1h.
 	Interval time.Duration
 	// MaxWait is the longest a request waits before its batch is sent

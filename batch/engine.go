@@ -39,6 +39,10 @@ type Engine struct {
 	attempts AttemptStore
 	lease    HoldLease
 	budget   Budget
+	// cacheStore is the response cache (WithResponseCache); cache is the
+	// engine's side of it, nil when it is off.
+	cacheStore ResponseCache
+	cache      *responseCache
 
 	breakers *breakers
 	groups   *groups
@@ -114,7 +118,11 @@ func (e *Engine) wire() error {
 	e.intake = newIntake(cfg, e.attempts, e.budget, e.log)
 	e.planner = planner{maxBatchTokens: cfg.MaxBatchTokens, defaultOutputTokens: cfg.DefaultOutputTokens,
 		outputLimit: outputLimits(cfg.ModelMaxOutputTokens, e.provider), groups: e.groups}
+	if e.cacheStore != nil {
+		e.cache = &responseCache{store: e.cacheStore, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+	}
 	e.settler = &settler{
+		cache:        e.cache,
 		pub:          e.pub,
 		out:          outgoing{resultPrefix: cfg.ResultPrefix, deadPrefix: cfg.DeadPrefix, maxResultBytes: cfg.MaxResultBytes},
 		retry:        retryPolicy{base: cfg.RetryBackoff, max: cfg.RetryMaxBackoff},
@@ -146,7 +154,7 @@ func (e *Engine) wire() error {
 	e.window = newWindow(cfg.HoldMaxRequests, cfg.HoldMaxBytes)
 	e.batchLane = &batchLane{queue: e.queue, cfg: cfg, intake: e.intake, window: e.window, groups: e.groups,
 		slots: newSemaphore(cfg.MaxInflight), dispatch: e.dispatch, abandon: e.abandon, flushes: e.flushes,
-		handBack: handBack, expiries: expiries, paused: e.providerDown, lease: e.lease, stats: &e.stats, observer: e.observer,
+		handBack: handBack, expiries: expiries, paused: e.providerDown, lease: e.lease, cache: e.cache, stats: &e.stats, observer: e.observer,
 		log: e.log, freed: make(chan struct{}, 1)}
 	return nil
 }
@@ -263,6 +271,12 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, items []*ite
 	stop := keepAlive(msgs, e.cfg.AckWait/3)
 	defer stop()
 
+	if e.cache != nil {
+		if hits := e.cache.answer(ctx, items); len(hits) > 0 {
+			e.settler.settle(ctx, hits)
+			items = uncached(items)
+		}
+	}
 	if e.async != nil && trigger != wire.TriggerUrgent {
 		var rejected []*item
 		for _, it := range items {
@@ -274,7 +288,10 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, items []*ite
 		e.async.callAll(ctx, trigger, items)
 		return
 	}
-	e.caller.callAll(ctx, trigger, e.planner.plan(items))
+	heads := collapse(items)
+	e.stats.duplicates.Add(int64(len(items) - len(heads)))
+	e.caller.callAll(ctx, trigger, e.planner.plan(heads))
+	spread(heads)
 	e.settler.settle(ctx, items)
 }
 

@@ -28,6 +28,8 @@ type Observer interface {
 	BreakerChanged(b BreakerState)
 	// GroupResized reports a group whose call size changed.
 	GroupResized(g GroupState)
+	// CacheUsed reports a use of the response cache (WithResponseCache).
+	CacheUsed(r CacheReport)
 }
 
 // CallReport describes one provider call.
@@ -35,8 +37,12 @@ type CallReport struct {
 	Provider string
 	Model    string
 	Trigger  wire.Trigger
-	// Size is the number of requests in the call.
-	Size    int
+	// Size is the number of items in the call: what the provider was sent.
+	Size int
+	// Served is the number of requests the call answers: Size, plus the
+	// duplicates that shared an item's answer (see collapse in dedupe.go).
+	// 0 means Size.
+	Served  int
 	Latency time.Duration
 	// Err is the whole-call error; nil when the call was answered.
 	Err error
@@ -135,6 +141,12 @@ func (os observers) GroupResized(g GroupState) {
 	}
 }
 
+func (os observers) CacheUsed(r CacheReport) {
+	for _, o := range os {
+		o.CacheUsed(r)
+	}
+}
+
 // NopObserver does nothing with what it is told. Embed it in an Observer
 // that cares about some reports only; methods added to Observer later then
 // need no change.
@@ -148,3 +160,4 @@ func (NopObserver) RequestDeferred()               {}
 func (NopObserver) BacklogRead(Backlog)            {}
 func (NopObserver) BreakerChanged(BreakerState)    {}
 func (NopObserver) GroupResized(GroupState)        {}
+func (NopObserver) CacheUsed(CacheReport)          {}

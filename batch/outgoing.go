@@ -45,9 +45,10 @@ func (o outgoing) resultMsg(it *item) Outgoing {
 		Batch:    it.batch,
 		QueuedMS: it.queued.Milliseconds(),
 		Attempts: int(it.d.NumDelivered),
+		Cached:   it.cached,
 	}
 	if it.outcome != outcomeAnswered {
-		r.Status, r.Output, r.Error = wire.StatusError, "", errText(it.err)
+		r.Status, r.Output, r.Error, r.Cached = wire.StatusError, "", errText(it.err), false
 		if !json.Valid(r.Metadata) {
 			r.Metadata = nil
 		}
