@@ -81,6 +81,8 @@ func defaults() config {
 		StatsFlushInterval: 5 * time.Second,
 
 		ReplySubjects: []string{"ai.results.>", "_INBOX.>"},
+
+		CacheBucket: "AI_CACHE",
 	}
 }
 
@@ -236,6 +238,10 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"DEFAULT_OUTPUT_TOKENS=0", "from 1"}},
 		{"attempts bucket with a dot", map[string]string{"ATTEMPTS_BUCKET": "AI.ATTEMPTS"},
 			[]string{"ATTEMPTS_BUCKET", "AI.ATTEMPTS", "letters, digits"}},
+		{"cache bucket with a dot", map[string]string{"CACHE_BUCKET": "AI.CACHE"},
+			[]string{"CACHE_BUCKET", "AI.CACHE", "letters, digits"}},
+		{"response cache TTL below a second", map[string]string{"RESPONSE_CACHE_TTL": "10ms"},
+			[]string{"RESPONSE_CACHE_TTL=10ms", "0 (no response cache)", "24h"}},
 		{"negative wait", map[string]string{"MAX_WAIT": "-1s"},
 			[]string{"MAX_WAIT=-1s", "at least 1ms", "5m"}},
 		{"wait in words", map[string]string{"MAX_WAIT": "5 minutes"},

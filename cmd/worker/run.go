@@ -169,6 +169,9 @@ func engineOptions(ctx context.Context, cfg config, log *zap.Logger, b *broker, 
 	if opts, err = withBudgets(ctx, cfg, b.js, opts); err != nil {
 		return nil, err
 	}
+	if opts, err = withResponseCache(ctx, cfg, b.js, opts); err != nil {
+		return nil, err
+	}
 	if cfg.BatchMode != "async" {
 		return opts, nil
 	}
