@@ -230,7 +230,7 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 		return recorded, err
 	}
 	answered, ignored, usage := c.record(waiting, results)
-	report.Usage = usage
+	report.Usage, report.ServiceTier = usage, tierOf(results)
 	if len(waiting) == 0 {
 		c.groups.answered(keyOf(group[0]), len(group), usage.OutputTokens)
 	}

@@ -54,6 +54,10 @@ type CallReport struct {
 	// Resumed is true for a job a previous worker submitted: it is not a
 	// new call, but its answers' usage is reported here.
 	Resumed bool
+	// ServiceTier is the provider's service tier that answered the call
+	// (OpenAI's service_tier: "default", "flex", "priority"); empty when
+	// the API did not say.
+	ServiceTier string
 	// Probe is true for a call made to find out whether an unavailable
 	// provider is back; it answers no request.
 	Probe bool

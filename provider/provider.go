@@ -84,6 +84,10 @@ type Result struct {
 	Err error
 	// Usage is this request's share of the call's token usage.
 	Usage Usage
+	// ServiceTier is the service tier that answered, as the API reported
+	// it (OpenAI's service_tier: "default", "flex", "priority"); empty when
+	// the API does not say. It is priced: flex costs half.
+	ServiceTier string
 }
 
 // Usage counts tokens as the provider reported them.

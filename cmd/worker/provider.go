@@ -164,6 +164,8 @@ type costObserver struct {
 
 func (o costObserver) CallFinished(c batch.CallReport) { o.a.CallFinished(c) }
 
+func (o costObserver) CacheUsed(r batch.CacheReport) { o.a.CacheUsed(r) }
+
 // registerCost exposes the estimated spend and saving as gauges, in
 // dollars (PRICES are dollars per million tokens):
 // aibatch_estimated_cost_dollars and aibatch_estimated_saving_dollars.
@@ -182,7 +184,11 @@ var (
 	costDesc = prometheus.NewDesc("aibatch_estimated_cost_dollars",
 		"Estimated spend on provider calls since the worker started, in dollars, from PRICES; absent until a call of a priced model was answered.", nil, nil)
 	savingDesc = prometheus.NewDesc("aibatch_estimated_saving_dollars",
-		"Estimated saving of batching against one call per request since the worker started, in dollars; absent until a call of a priced model was answered.", nil, nil)
+		"Estimated saving of batching, the response cache and prompt caching against one call per request since the worker started, in dollars; absent until a call of a priced model was answered.", nil, nil)
+	modelCostDesc = prometheus.NewDesc("aibatch_model_estimated_cost_dollars",
+		"Estimated spend on a model's calls since the worker started, in dollars, from PRICES; absent for models not in PRICES.", []string{"model"}, nil)
+	modelSoloDesc = prometheus.NewDesc("aibatch_model_one_by_one_cost_dollars",
+		"Estimated cost of the same requests of a model sent one per call at the standard rate with no cache, in dollars; absent for models not in PRICES.", []string{"model"}, nil)
 )
 
 // costCollector reads the accountant's totals at scrape time.
@@ -191,13 +197,21 @@ type costCollector struct{ a *cost.Accountant }
 func (c costCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- costDesc
 	ch <- savingDesc
+	ch <- modelCostDesc
+	ch <- modelSoloDesc
 }
 
 func (c costCollector) Collect(ch chan<- prometheus.Metric) {
 	t := c.a.Totals()
-	if t.PricedCalls == 0 {
+	if !t.Estimated() {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(costDesc, prometheus.GaugeValue, t.Spend)
 	ch <- prometheus.MustNewConstMetric(savingDesc, prometheus.GaugeValue, t.Saving)
+	for _, m := range t.ByModel {
+		if m.Priced {
+			ch <- prometheus.MustNewConstMetric(modelCostDesc, prometheus.GaugeValue, m.Cost, m.Model)
+			ch <- prometheus.MustNewConstMetric(modelSoloDesc, prometheus.GaugeValue, m.OneByOne, m.Model)
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/cost"
 	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/wire"
@@ -34,6 +35,11 @@ type StatsResponse struct {
 	// UnpricedCalls counts calls of models missing from PRICES, so a
 	// partial estimate is not taken for a whole one.
 	UnpricedCalls int64 `json:"unpriced_calls"`
+	// Models holds, per model, the requests served, provider items, prompt
+	// tokens read from the provider's cache, response cache hits, and the
+	// estimated cost next to what the same requests would have cost sent
+	// one by one; empty before the first answer.
+	Models []cost.ModelTotals `json:"models"`
 	// Config is the effective settings, secrets redacted.
 	Config map[string]string `json:"config"`
 }
@@ -140,13 +146,15 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 			Holder:          st.Holder,
 		},
 		Config: v.settings,
+		Models: []cost.ModelTotals{},
 	}
 	if v.cfg.Cost != nil {
 		t := v.cfg.Cost.Totals()
 		resp.UnpricedCalls = t.Unpriced
-		if t.PricedCalls > 0 {
+		if t.Estimated() {
 			resp.EstimatedCost, resp.EstimatedSaving = &t.Spend, &t.Saving
 		}
+		resp.Models = nonNil(t.ByModel)
 	}
 	if v.cfg.Fleet != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), v.cfg.Ready.Timeout)
