@@ -41,7 +41,7 @@ func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, err
 			Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(r.Input))},
 		}
 		if b.Instructions != "" {
-			req.System = []anthropic.TextBlockParam{{Text: b.Instructions}}
+			req.System = systemBlocks(b.Model, b.Instructions)
 		}
 		params.Requests[i] = anthropic.MessageBatchNewParamsRequest{CustomID: r.Key, Params: req}
 	}

@@ -394,7 +394,7 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 		Model:      wr.Model,
 		Content:    []any{textBlock{Type: "text", Text: out}},
 		StopReason: "end_turn",
-		Usage:      wireUsage{InputTokens: fake.Tokens(prompt), OutputTokens: fake.Tokens(len(out)), ServiceTier: "batch"},
+		Usage:      s.batchUsage(wr, prompt, fake.Tokens(len(out))),
 	}}, true
 }
 
@@ -426,4 +426,12 @@ func (b *msgBatch) wire(r *http.Request) wireBatch {
 		w.RequestCounts.Processing = len(b.entries)
 	}
 	return w
+}
+
+// batchUsage is a batch request's usage: prompt caching applies to Message
+// Batches too.
+func (s *Server) batchUsage(wr wireRequest, prompt int, out int64) wireUsage {
+	u := s.prompts.usage(wr, prompt, out)
+	u.ServiceTier = "batch"
+	return u
 }
