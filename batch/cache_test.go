@@ -277,3 +277,25 @@ func TestOnlyOkAnswersAreCached(t *testing.T) {
 		}
 	})
 }
+
+func TestLanesAskForTheirServiceTiers(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		cfg := engineConfig(b)
+		cfg.BatchServiceTier, cfg.UrgentServiceTier = "flex", "priority"
+		cfg.MaxBatchSize = 2
+		startEngine(t, b, p, cfg)
+		publishInputs(t, b, urgentSubject, "u", 1)
+		publishInputs(t, b, reqSubject, "b", 2)
+		time.Sleep(2 * batch.DefaultPollInterval)
+		synctest.Wait()
+		tiers := map[string]string{}
+		for _, call := range p.Batches() {
+			tiers[call.Requests[0].Input[:1]] = call.ServiceTier
+		}
+		if tiers["u"] != "priority" || tiers["b"] != "flex" {
+			t.Fatalf("tiers asked %v, want priority for urgent, flex for the batch lane", tiers)
+		}
+	})
+}

@@ -45,6 +45,7 @@ type caller struct {
 	backoff  time.Duration
 	groups   *groups
 	planner  planner
+	tiers    laneTiers
 	ids      *batchIDs
 	stats    *stats
 	observer Observer
@@ -192,6 +193,7 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 		Instructions:    group[0].req.Instructions,
 		Requests:        make([]provider.Request, len(group)),
 		MaxOutputTokens: cl.maxOutputTokens,
+		ServiceTier:     c.tiers.of(trigger),
 	}
 	waiting := make(map[string]*item, len(group))
 	start := time.Now()

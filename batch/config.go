@@ -43,6 +43,13 @@ type Config struct {
 	// (RESPONSE_CACHE_NONDETERMINISTIC). Default false: such requests ask
 	// for a sample and each gets its own (see dedupe.go).
 	CacheNondeterministic bool
+	// BatchServiceTier and UrgentServiceTier are the provider's service
+	// tier the batch and urgent lanes' calls ask for (provider.Batch's
+	// ServiceTier: OpenAI's "flex", "default", "priority"); empty means the
+	// provider's default. The batch lane's serves its MAX_WAIT fallback
+	// and retries too. Default "".
+	BatchServiceTier  string
+	UrgentServiceTier string
 	// Interval is how often whatever waits is sent. Default 1h.
 	Interval time.Duration
 	// MaxWait is the longest a request waits before its batch is sent

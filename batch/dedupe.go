@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 
-	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/wire"
 )
 
@@ -137,15 +136,4 @@ func soloPromptTokensOf(items []*item) int64 {
 		n += int64(1+len(it.dupes)) * soloTokens(it.req.Instructions, it.req.Input)
 	}
 	return n
-}
-
-// tierOf is the service tier that answered a call: the first its results
-// name.
-func tierOf(results []provider.Result) string {
-	for _, r := range results {
-		if r.ServiceTier != "" {
-			return r.ServiceTier
-		}
-	}
-	return ""
 }

@@ -139,7 +139,7 @@ func (e *Engine) wire() error {
 		log:          e.log,
 	}
 	e.caller = &caller{provider: e.provider, timeout: cfg.CallTimeout, defaultModel: cfg.DefaultModel, breakers: e.breakers, backoff: cfg.RetryBackoff,
-		groups: e.groups, planner: e.planner, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+		groups: e.groups, planner: e.planner, ids: ids, tiers: laneTiers{batch: cfg.BatchServiceTier, urgent: cfg.UrgentServiceTier}, stats: &e.stats, observer: e.observer, log: e.log}
 	if cfg.Async {
 		api, ok := e.provider.(provider.AsyncProvider)
 		if !ok {

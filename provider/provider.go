@@ -53,6 +53,10 @@ type Batch struct {
 	Instructions string
 	// Requests holds at least one request. Keys are unique within the batch.
 	Requests []Request
+	// ServiceTier is the provider's service tier to ask for (OpenAI's
+	// service_tier: "flex", "default", "priority"); empty means the
+	// provider's default. Providers without tiers ignore it.
+	ServiceTier string
 	// MaxOutputTokens is the call's output budget, planned by the caller
 	// to fit every request's expected answer within the model's limit; 0
 	// means the provider's default. It is the API's limit for the whole call

@@ -120,6 +120,8 @@ type config struct {
 	ResponseCacheTTL              time.Duration `env:"RESPONSE_CACHE_TTL, default=0"`
 	ResponseCacheNondeterministic bool          `env:"RESPONSE_CACHE_NONDETERMINISTIC, default=false"`
 	CacheBucket                   string        `env:"CACHE_BUCKET, default=AI_CACHE"`
+	BatchServiceTier              string        `env:"BATCH_SERVICE_TIER"`
+	UrgentServiceTier             string        `env:"URGENT_SERVICE_TIER"`
 }
 
 // loadConfig reads the environment through lookup, with a .env file in the
@@ -419,6 +421,8 @@ func (c config) engine() batch.Config {
 		AllowedModels:         c.allowedModels(),
 		MaxOutputTokensLimit:  c.MaxOutputTokensLimit,
 		CacheNondeterministic: c.ResponseCacheNondeterministic,
+		BatchServiceTier:      c.BatchServiceTier,
+		UrgentServiceTier:     c.UrgentServiceTier,
 	}.WithDefaults()
 }
 

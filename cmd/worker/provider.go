@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/aibatch/aibatch/batch"
@@ -85,7 +87,10 @@ func (c config) auth() jetstream.AuthConfig {
 // when PROVIDER_RPM or PROVIDER_TPM is set. In async mode the limits apply to
 // the synchronous calls (the MAX_WAIT fallback); Batch API jobs have the
 // provider's own, separate quotas.
-func newProvider(c config) (provider.Provider, error) {
+//
+// A service tier a model refuses (BATCH_SERVICE_TIER, URGENT_SERVICE_TIER)
+// is logged once; its calls go to the default tier.
+func newProvider(c config, log *zap.Logger) (provider.Provider, error) {
 	var (
 		p   provider.Provider
 		err error
@@ -99,7 +104,8 @@ func newProvider(c config) (provider.Provider, error) {
 			key = "unused"
 		}
 		// The base URLs may be written with or without /v1.
-		p, err = openai.New(openai.Config{APIKey: key, BaseURL: openai.NormalizeBaseURL(c.OpenAIBaseURL), Mode: openai.Mode(c.BatchMode)})
+		p, err = openai.New(openai.Config{APIKey: key, BaseURL: openai.NormalizeBaseURL(c.OpenAIBaseURL), Mode: openai.Mode(c.BatchMode),
+			TierRejected: tierRejectedLogger(log)})
 	case "anthropic":
 		key := c.AnthropicAPIKey
 		if key == "" {

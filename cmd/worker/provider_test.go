@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/anthropic"
@@ -36,7 +38,7 @@ func TestNewProviderWrapsTheRateLimiter(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c := config{Provider: "openai", BatchMode: tt.mode, OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: tt.rpm}
-			p, err := newProvider(c)
+			p, err := newProvider(c, zap.NewNop())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,7 +54,7 @@ func TestNewProviderWrapsTheRateLimiter(t *testing.T) {
 	}
 
 	// The wrapped async provider's jobs reach the Batch API.
-	p, err := newProvider(config{Provider: "openai", BatchMode: "async", OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: 60})
+	p, err := newProvider(config{Provider: "openai", BatchMode: "async", OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: 60}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +91,7 @@ func TestBaseURLsWithAndWithoutVersion(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			tt.cfg.BatchMode, tt.cfg.OpenAIAPIKey, tt.cfg.AnthropicAPIKey = "combined", "k", "k"
-			p, err := newProvider(tt.cfg)
+			p, err := newProvider(tt.cfg, zap.NewNop())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -109,7 +109,7 @@ func buildEngine(ctx context.Context, cfg config, log *zap.Logger, b *broker) (*
 	if err != nil {
 		return nil, fmt.Errorf("set up streams: %w", err)
 	}
-	p, err := newProvider(cfg)
+	p, err := newProvider(cfg, log)
 	if err != nil {
 		return nil, err
 	}

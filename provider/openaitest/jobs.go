@@ -591,6 +591,7 @@ func (s *Server) answerLineLocked(req JobRequest) (wireOutputLine, bool) {
 	}
 	usage := wireUsage{PromptTokens: fake.Tokens(prompt), CompletionTokens: fake.Tokens(len(content))}
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
+	usage.PromptTokensDetails.CachedTokens = s.cachedTokens(req.Request)
 	line.Response = &wireResponse{StatusCode: http.StatusOK, RequestID: s.newID("req_fake"), Body: wireCompletion{
 		ID:      s.newID("chatcmpl-fake"),
 		Object:  "chat.completion",

@@ -37,7 +37,10 @@
 //     get 404 model_not_found;
 //   - records: Calls, MaxConcurrent, CallSizes, Requests, and for jobs
 //     Jobs, Cancelled, JobRequests, DeletedFiles, HasFile;
-//   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines.
+//   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines;
+//   - costs (costs.go): service_tier answered back, RejectTier,
+//     FlexUnavailableNext, and usage.prompt_tokens_details.cached_tokens
+//     for a repeated prefix of 1,024 tokens or more.
 package openaitest
 
 import (
@@ -81,6 +84,8 @@ type Server struct {
 	cancelled atomic.Int64 // batches moved to cancelling
 
 	completeAfter int // a job completes on this GET of it; 0: only CompleteJobs
+
+	costs costs // service tiers and the prompt cache (costs.go)
 
 	mu      sync.Mutex // guards what follows
 	files   map[string]*storedFile
