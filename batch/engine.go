@@ -150,6 +150,13 @@ func (e *Engine) wire() error {
 		}
 		e.async = &asyncCaller{api: api, jobs: e.jobs, sync: e.caller, settler: e.settler, poll: cfg.JobPollInterval,
 			maxWait: cfg.MaxWait, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+		if cfg.AsyncCombine {
+			combine, ok := e.provider.(provider.CombinedJobProvider)
+			if !ok {
+				return fmt.Errorf("%w: %s cannot combine requests in a Batch API line", ErrNoBatchAPI, e.provider.Name())
+			}
+			e.async.combine = combine
+		}
 	}
 	e.window = newWindow(cfg.HoldMaxRequests, cfg.HoldMaxBytes)
 	e.batchLane = &batchLane{queue: e.queue, cfg: cfg, intake: e.intake, window: e.window, groups: e.groups,

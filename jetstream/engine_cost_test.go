@@ -10,6 +10,7 @@ import (
 
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/respcache"
+	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/provider/openaitest"
 	"github.com/aibatch/aibatch/wire"
@@ -178,4 +179,58 @@ func TestEngineFallsBackToTheProviderOnABadCacheEntry(t *testing.T) {
 	if r := b.waitResults(t, 4, 10*time.Second)["d"]; r.Cached || r.Status != wire.StatusOK || b.fake.Calls() != 3 {
 		t.Fatalf("d: %+v after %d calls, want a provider call after the purge", r.Result, b.fake.Calls())
 	}
+}
+
+// startCombinedAsync runs an engine in async mode with ASYNC_COMBINE, the
+// real openai provider in ModeAsync against the fake.
+func (b *bundle) startCombinedAsync(t *testing.T, cfg batch.Config) {
+	t.Helper()
+	p, err := openai.New(openai.Config{APIKey: "test-key", BaseURL: b.fake.URL, Mode: openai.ModeAsync})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AsyncCombine = true
+	b.startWith(t, cfg, p, batch.WithJobStore(b.jobStore(t)))
+}
+
+func TestAsyncCombineSendsACombinedCallPerLine(t *testing.T) {
+	t.Parallel()
+	b := setup(t, openaitest.WithCompleteAfter(1))
+	b.publish(t, over("ai.requests.t", "line", 20, 20)...)
+	b.startCombinedAsync(t, asyncConfig())
+	got := b.waitResults(t, 20, 20*time.Second)
+	for i := range 20 {
+		r := got["line-"+strconv.Itoa(i)]
+		if r.Status != wire.StatusOK || r.Output != openaitest.Answer("obs "+strconv.Itoa(i)) || r.Attempts != 1 {
+			t.Fatalf("line-%d: %+v", i, r.Result)
+		}
+	}
+	// Two jobs of one line of 10 each, and no synchronous call.
+	if jobs, calls := b.fake.Jobs(), b.fake.Calls(); jobs != 2 || len(b.fake.CallSizes()) != 0 {
+		t.Fatalf("%d jobs, %d calls (sizes %v); want 2 jobs and no synchronous call", jobs, calls, b.fake.CallSizes())
+	}
+	b.waitDrained(t, 5*time.Second)
+}
+
+func TestAsyncCombineCallsACutOffLineAgainWithoutSpendingAttempts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, openaitest.WithCompleteAfter(1))
+	// Lines and calls of more than 4 items are cut off after about 4.
+	b.fake.SetOutputCap(4)
+	b.publish(t, over("ai.requests.t", "cut", 10, 10)...)
+	b.startCombinedAsync(t, asyncConfig())
+	got := b.waitResults(t, 10, 20*time.Second)
+	for i := range 10 {
+		r := got["cut-"+strconv.Itoa(i)]
+		if r.Status != wire.StatusOK || r.Output != openaitest.Answer("obs "+strconv.Itoa(i)) || r.Attempts != 1 {
+			t.Fatalf("cut-%d: %+v; want answered on its first attempt", i, r.Result)
+		}
+	}
+	if len(b.fake.CallSizes()) == 0 {
+		t.Fatal("no synchronous call for the requests the cut-off line left")
+	}
+	if dead := jetstreamtest.Count(t, b.js, b.topo.DeadStream); dead != 0 {
+		t.Fatalf("%d dead letters", dead)
+	}
+	b.waitDrained(t, 5*time.Second)
 }

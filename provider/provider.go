@@ -300,6 +300,29 @@ type AsyncProvider interface {
 	CancelJob(ctx context.Context, jobID string) error
 }
 
+// CombinedJobProvider is an AsyncProvider that can put a combined call in
+// each line of a Batch API job, so the Batch API's discount and the prompt
+// cache of the shared instructions add up (ASYNC_COMBINE).
+type CombinedJobProvider interface {
+	AsyncProvider
+	// SubmitCombinedJob starts a job with one line per element of lines,
+	// each line the combined call Complete would make for it. The keys of
+	// line n's requests must be CombinedKey(n, 0) to CombinedKey(n,
+	// len-1): PollJob finds a line's keys from its index and size alone, so
+	// a worker that restarts can read the job it did not submit.
+	//
+	// PollJob returns one Result per request a line answered. A line that
+	// is cut off, refused, not the expected answer or failed as a whole
+	// gives each request it did not answer a Result whose Err has ScopeBatch
+	// (ErrCutOff for a cut-off line): the caller calls those again in
+	// smaller calls, spending no attempt. A line the job never ran is left
+	// out, like a plain line.
+	SubmitCombinedJob(ctx context.Context, lines []Batch) (string, error)
+}
+
+// CombinedKey is the key of request i of line n of a combined job.
+func CombinedKey(n, i int) string { return fmt.Sprintf("%d-%d", n, i) }
+
 // JobStatus is what PollJob found.
 type JobStatus struct {
 	// Done is true once the job will change no more (completed, failed,

@@ -120,6 +120,7 @@ type config struct {
 	ResponseCacheTTL              time.Duration `env:"RESPONSE_CACHE_TTL, default=0"`
 	ResponseCacheNondeterministic bool          `env:"RESPONSE_CACHE_NONDETERMINISTIC, default=false"`
 	CacheBucket                   string        `env:"CACHE_BUCKET, default=AI_CACHE"`
+	AsyncCombine                  bool          `env:"ASYNC_COMBINE, default=false"`
 	BatchServiceTier              string        `env:"BATCH_SERVICE_TIER"`
 	UrgentServiceTier             string        `env:"URGENT_SERVICE_TIER"`
 }
@@ -421,6 +422,7 @@ func (c config) engine() batch.Config {
 		AllowedModels:         c.allowedModels(),
 		MaxOutputTokensLimit:  c.MaxOutputTokensLimit,
 		CacheNondeterministic: c.ResponseCacheNondeterministic,
+		AsyncCombine:          c.AsyncCombine,
 		BatchServiceTier:      c.BatchServiceTier,
 		UrgentServiceTier:     c.UrgentServiceTier,
 	}.WithDefaults()

@@ -110,6 +110,7 @@ var ownerDefaults = []struct {
 	{"RESPONSE_CACHE_TTL", "respcache.DefaultTTL", respcache.DefaultTTL},
 	{"RESPONSE_CACHE_NONDETERMINISTIC", "batch.Config{}.CacheNondeterministic", batch.Config{}.CacheNondeterministic},
 	{"CACHE_BUCKET", "respcache.DefaultBucket", respcache.DefaultBucket},
+	{"ASYNC_COMBINE", "batch.Config{}.AsyncCombine", batch.Config{}.AsyncCombine},
 }
 
 // manifestOverrides are the Kubernetes values that deliberately differ from

@@ -127,6 +127,9 @@ func newProvider(c config, log *zap.Logger) (provider.Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("set up PROVIDER_RPM/PROVIDER_TPM: %w", err)
 	}
+	if cp, ok := p.(provider.CombinedJobProvider); ok && c.BatchMode == "async" {
+		return limitedCombined{limitedAsync{Provider: limited, jobs: cp}, cp}, nil
+	}
 	if ap, ok := p.(provider.AsyncProvider); ok && c.BatchMode == "async" {
 		return limitedAsync{Provider: limited, jobs: ap}, nil
 	}
@@ -150,6 +153,17 @@ func (l limitedAsync) PollJob(ctx context.Context, id string) (provider.JobStatu
 
 func (l limitedAsync) CancelJob(ctx context.Context, id string) error {
 	return l.jobs.CancelJob(ctx, id)
+}
+
+// limitedCombined is limitedAsync for a provider that can combine requests
+// in a Batch API line (ASYNC_COMBINE).
+type limitedCombined struct {
+	limitedAsync
+	combined provider.CombinedJobProvider
+}
+
+func (l limitedCombined) SubmitCombinedJob(ctx context.Context, lines []provider.Batch) (string, error) {
+	return l.combined.SubmitCombinedJob(ctx, lines)
 }
 
 // newAccountant prices calls with PRICES; calls in async mode get

@@ -45,8 +45,14 @@ func TestNewProviderWrapsTheRateLimiter(t *testing.T) {
 			_, isAsync := p.(provider.AsyncProvider)
 			_, plainLimited := p.(*ratelimit.Provider)
 			_, asyncLimited := p.(limitedAsync)
+			_, combinedLimited := p.(limitedCombined)
+			asyncLimited = asyncLimited || combinedLimited
 			// The SDK providers always have the job methods; what matters is
-			// that async mode keeps them through the limiter.
+			// that async mode keeps them through the limiter, and the
+			// openai provider's combined jobs (ASYNC_COMBINE) too.
+			if _, combines := p.(provider.CombinedJobProvider); tt.wantAsync && !combines {
+				t.Fatalf("%T lost SubmitCombinedJob", p)
+			}
 			if (tt.wantAsync && !isAsync) || (plainLimited || asyncLimited) != tt.wantLimited {
 				t.Fatalf("%T: async %v, limited %v; want %v, %v", p, isAsync, plainLimited || asyncLimited, tt.wantAsync, tt.wantLimited)
 			}

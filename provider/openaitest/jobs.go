@@ -579,12 +579,21 @@ func (s *Server) answerLineLocked(req JobRequest) (wireOutputLine, bool) {
 	if status := s.failLines.Get(user.Content); status != 0 {
 		return fail(status, failure(status))
 	}
+	content, finish := Answer(user.Content), "stop"
+	var refusal *string
 	if req.ResponseFormat != nil {
-		if batch, err := isBatch(req.ResponseFormat); err != nil || batch {
-			return fail(http.StatusBadRequest, newAPIError("The fake answers only plain requests in a batch job.", "invalid_request_error", "response_format", ""))
+		batch, err := isBatch(req.ResponseFormat)
+		if err != nil {
+			return fail(http.StatusBadRequest, newAPIError(err.Error(), "invalid_request_error", "response_format", ""))
+		}
+		if batch {
+			var wi wireItems
+			if err := json.Unmarshal([]byte(user.Content), &wi); err != nil || len(wi.Items) == 0 {
+				return fail(http.StatusBadRequest, newAPIError(`with response_format batch_results the user message must be {"items":[{"id":"...","input":"..."}]}`, "invalid_request_error", "messages", ""))
+			}
+			content, finish, refusal = s.combinedLine(wi.Items, req.MaxCompletionTokens)
 		}
 	}
-	content := Answer(user.Content)
 	var prompt int
 	for _, m := range req.Messages {
 		prompt += len(m.Content)
@@ -597,7 +606,7 @@ func (s *Server) answerLineLocked(req JobRequest) (wireOutputLine, bool) {
 		Object:  "chat.completion",
 		Created: time.Now().Unix(),
 		Model:   req.Model,
-		Choices: []wireChoice{{Message: wireAnswer{Role: "assistant", Content: &content}, Logprobs: json.RawMessage("null"), FinishReason: "stop"}},
+		Choices: []wireChoice{{Message: lineAnswer(content, refusal), Logprobs: json.RawMessage("null"), FinishReason: finish}},
 		Usage:   usage,
 	}}
 	return line, true
@@ -647,3 +656,33 @@ func (j *job) wire() wireBatch {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// combinedLine answers a combined call in a job line (ASYNC_COMBINE) as a
+// synchronous combined call is answered: every item, but for those OmitInput
+// leaves out; cut off at SetOutputCap or the line's max_completion_tokens
+// (finish_reason "length"); refused whole when RefuseInput names an item's
+// input.
+func (s *Server) combinedLine(items []Item, maxTokens int64) (content, finish string, refusal *string) {
+	inputs := make([]string, len(items))
+	for i, it := range items {
+		inputs[i] = it.Input
+	}
+	if s.ctl.Refused(inputs...) {
+		r := "I'm sorry, but I can't help with that request."
+		return r, "stop", &r
+	}
+	content = batchContent(items, behaviour{Behaviour: s.ctl.Behaviour()})
+	content, cut := fake.CutAnswer(content, len(items), s.ctl.OutputCap(), s.ctl.CutOff(len(items)), maxTokens)
+	if cut {
+		return content, "length", nil
+	}
+	return content, "stop", nil
+}
+
+// lineAnswer is a job line's answer message: content, or a refusal.
+func lineAnswer(content string, refusal *string) wireAnswer {
+	if refusal != nil {
+		return wireAnswer{Role: "assistant", Refusal: refusal}
+	}
+	return wireAnswer{Role: "assistant", Content: &content}
+}

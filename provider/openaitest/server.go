@@ -241,7 +241,8 @@ func (s *Server) Requests() []Request { return s.requests.All() }
 // Whatever the cap, a call's own max_completion_tokens is honoured: an
 // answer longer than it (counting a token per 4 bytes) is cut off the same
 // way, a plain answer's text too (its first max_completion_tokens*4
-// bytes), with finish_reason "length". Batch API jobs are not affected.
+// bytes), with finish_reason "length". In Batch API jobs, combined lines
+// (ASYNC_COMBINE) are cut off the same way; plain lines are not affected.
 func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
 
 // RefuseInput makes the fake model refuse every call that contains input,
