@@ -158,6 +158,19 @@ type wireResponse struct {
 // Jobs returns how many batches the server has created.
 func (s *Server) Jobs() int64 { return s.jobsMade.Load() }
 
+// JobLines returns how many lines the input files of every batch created
+// held: the requests sent through the Batch API (one per line, or one
+// combined call per line with ASYNC_COMBINE).
+func (s *Server) JobLines() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, j := range s.jobs {
+		n += len(j.requests)
+	}
+	return n
+}
+
 // Cancelled returns how many batches a cancel call moved to cancelling (a
 // cancel call for a batch already cancelling or ended does not count).
 func (s *Server) Cancelled() int64 { return s.cancelled.Load() }
