@@ -187,5 +187,10 @@ func TestCostGaugesAbsentUntilAPricedCall(t *testing.T) {
 		if got["aibatch_estimated_cost_dollars"] != 3 || got["aibatch_estimated_saving_dollars"] != 2 {
 			t.Errorf("after a priced call: %v, want cost 3 and saving 2 dollars", got)
 		}
+		// Per model: the cost next to what one call per request would
+		// have cost.
+		if got["aibatch_model_estimated_cost_dollars"] != 3 || got["aibatch_model_one_by_one_cost_dollars"] != 5 {
+			t.Errorf("after a priced call: %v, want the model's cost 3 and one-by-one cost 5 dollars", got)
+		}
 	}
 }

@@ -98,6 +98,13 @@ type WorkerStats struct {
 	Held         []batch.HeldGroup `json:"held"`
 	HeldRequests int               `json:"held_requests"`
 	Holder       bool              `json:"holder"`
+	// ProviderItems counts the items sent in provider calls; Duplicates
+	// the requests that shared an item's answer instead (sent once).
+	ProviderItems int64 `json:"provider_items"`
+	Duplicates    int64 `json:"duplicates"`
+	// Cache counts the response cache's hits, misses, failures, writes
+	// and bytes; zero when RESPONSE_CACHE_TTL is 0.
+	Cache batch.CacheStats `json:"cache"`
 }
 
 // figures derives the ratios from c.
@@ -144,6 +151,9 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 			Held:            nonNil(st.Held),
 			HeldRequests:    st.HeldRequests,
 			Holder:          st.Holder,
+			ProviderItems:   st.ProviderItems,
+			Duplicates:      st.Duplicates,
+			Cache:           st.Cache,
 		},
 		Config: v.settings,
 		Models: []cost.ModelTotals{},
