@@ -241,7 +241,7 @@ func TestConfigErrors(t *testing.T) {
 		{"cache bucket with a dot", map[string]string{"CACHE_BUCKET": "AI.CACHE"},
 			[]string{"CACHE_BUCKET", "AI.CACHE", "letters, digits"}},
 		{"async combine without async mode", map[string]string{"ASYNC_COMBINE": "true"},
-			[]string{"ASYNC_COMBINE=true", "BATCH_MODE=async and PROVIDER=openai"}},
+			[]string{"ASYNC_COMBINE=true", "BATCH_MODE=async and PROVIDER=openai or anthropic"}},
 		{"unknown service tier", map[string]string{"BATCH_SERVICE_TIER": "cheap"},
 			[]string{"BATCH_SERVICE_TIER=\"cheap\"", "flex, default, priority"}},
 		{"service tier of another provider", map[string]string{"URGENT_SERVICE_TIER": "flex", "PROVIDER": "anthropic", "ANTHROPIC_API_KEY": "k"},

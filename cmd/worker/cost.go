@@ -41,8 +41,8 @@ func (c config) validateCost() []error {
 			errs = append(errs, fmt.Errorf("%s=%q: service tiers are OpenAI's; PROVIDER=%s has none (leave it empty)", v.name, v.value, c.Provider))
 		}
 	}
-	if c.AsyncCombine && (c.BatchMode != "async" || c.Provider != "openai") {
-		errs = append(errs, fmt.Errorf("ASYNC_COMBINE=true: needs BATCH_MODE=async and PROVIDER=openai (have BATCH_MODE=%s, PROVIDER=%s)", c.BatchMode, c.Provider))
+	if c.AsyncCombine && (c.BatchMode != "async" || c.Provider == "http") {
+		errs = append(errs, fmt.Errorf("ASYNC_COMBINE=true: needs BATCH_MODE=async and PROVIDER=openai or anthropic (have BATCH_MODE=%s, PROVIDER=%s)", c.BatchMode, c.Provider))
 	}
 	if !bucketName.MatchString(c.CacheBucket) {
 		errs = append(errs, fmt.Errorf("CACHE_BUCKET=%q: want letters, digits, - and _ only, such as AI_CACHE", c.CacheBucket))

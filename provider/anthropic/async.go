@@ -135,14 +135,16 @@ func (p *Provider) readResults(ctx context.Context, jobID string) ([]provider.Re
 			continue
 		}
 		seen[line.CustomID] = true
-		r, ok := resultOf(line)
+		rs, ok := lineResults(line)
 		if !ok {
 			continue
 		}
-		if r.Err != nil {
-			r.Err = p.redact(fmt.Errorf("anthropic: message batch %q, request %q: %w", jobID, r.Key, r.Err))
+		for _, r := range rs {
+			if r.Err != nil {
+				r.Err = p.redact(fmt.Errorf("anthropic: message batch %q, request %q: %w", jobID, r.Key, r.Err))
+			}
+			results = append(results, r)
 		}
-		results = append(results, r)
 	}
 	if err := stream.Err(); err != nil {
 		var apiErr *anthropic.Error

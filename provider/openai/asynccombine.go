@@ -18,10 +18,11 @@ import (
 // combined call Complete would make for one batch (the system message with
 // the instructions and the format line, the items, the strict json_schema),
 // so the Batch API's discount and the prompt cache of the shared
-// instructions add up. Line n's custom_id is "c<n>_<size>", from which
-// PollJob knows the line's keys (provider.CombinedKey(n, 0) to (n, size-1))
-// without the input file, so a restarted worker reads a job it did not
-// submit.
+// instructions add up. Inside a line the items are keyed "0" to "size-1",
+// so lines of a size share one answer schema and their whole prefix; line
+// n's custom_id is "c<n>_<size>", from which PollJob maps them back to
+// provider.CombinedKey(n, 0) to (n, size-1) without the input file, so a
+// restarted worker reads a job it did not submit.
 
 var _ provider.CombinedJobProvider = (*Provider)(nil)
 
@@ -51,7 +52,7 @@ func (p *Provider) SubmitCombinedJob(ctx context.Context, lines []provider.Batch
 				return "", fmt.Errorf("openai: submit combined batch job: %w", provider.Permanent(fmt.Errorf("line %d: request %d has key %q, want %q", n, i, r.Key, provider.CombinedKey(n, i))))
 			}
 		}
-		params, err := newParams(b)
+		params, err := newParams(localKeys(b))
 		if err != nil {
 			return "", fmt.Errorf("openai: submit combined batch job: %w", provider.Permanent(err))
 		}
@@ -68,7 +69,7 @@ func (p *Provider) SubmitCombinedJob(ctx context.Context, lines []provider.Batch
 func combinedLineResults(line outputLine, n, size int) ([]provider.Result, bool) {
 	b := provider.Batch{Requests: make([]provider.Request, size)}
 	for i := range size {
-		b.Requests[i] = provider.Request{Key: provider.CombinedKey(n, i)}
+		b.Requests[i] = provider.Request{Key: strconv.Itoa(i)}
 	}
 	var results []provider.Result
 	var lineErr error
@@ -98,15 +99,30 @@ func combinedLineResults(line outputLine, n, size int) ([]provider.Result, bool)
 		lineErr = batchError(false, errors.New("the combined line's answer left the request out"))
 	}
 	answered := make(map[string]bool, len(results))
-	for _, r := range results {
+	for i, r := range results {
 		answered[r.Key] = true
+		local, _ := strconv.Atoi(r.Key) // one of b's keys: digits
+		results[i].Key = provider.CombinedKey(n, local)
 	}
-	for _, r := range b.Requests {
+	for i, r := range b.Requests {
 		if !answered[r.Key] {
-			results = append(results, provider.Result{Key: r.Key, Err: lineErr})
+			results = append(results, provider.Result{Key: provider.CombinedKey(n, i), Err: lineErr})
 		}
 	}
 	return results, true
+}
+
+// localKeys is line with its requests keyed "0" to "size-1" inside the
+// call: every line of a size then has the same answer schema, so the
+// lines share the cached prefix; the line's custom_id maps the keys back.
+func localKeys(line provider.Batch) provider.Batch {
+	reqs := make([]provider.Request, len(line.Requests))
+	for i, r := range line.Requests {
+		r.Key = strconv.Itoa(i)
+		reqs[i] = r
+	}
+	line.Requests = reqs
+	return line
 }
 
 // lineResults is the results of one line of a job's output: a combined
