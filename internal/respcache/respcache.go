@@ -21,11 +21,13 @@ import (
 
 // Defaults of Config's fields.
 const (
-	DefaultBucket = "AI_CACHE"
-	// DefaultTTL is 0: the cache is off unless RESPONSE_CACHE_TTL is set.
-	DefaultTTL      time.Duration = 0
-	DefaultReplicas               = 1
+	DefaultBucket   = "AI_CACHE"
+	DefaultReplicas = 1
 )
+
+// DefaultTTL is RESPONSE_CACHE_TTL's default, 0: the cache is off unless it
+// is set. Open refuses a TTL of 0 (ErrNoTTL).
+const DefaultTTL time.Duration = 0
 
 // Config configures the bucket.
 type Config struct {
