@@ -10,6 +10,7 @@ import (
 
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/batch/batchtest"
+	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/wire"
 )
 
@@ -296,6 +297,39 @@ func TestLanesAskForTheirServiceTiers(t *testing.T) {
 		}
 		if tiers["u"] != "priority" || tiers["b"] != "flex" {
 			t.Fatalf("tiers asked %v, want priority for urgent, flex for the batch lane", tiers)
+		}
+	})
+}
+
+func TestAsyncDuplicatesFollowTheirJobsAnswer(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := batchtest.NewBroker()
+		api := &jobAPI{Provider: batchtest.NewProvider(), jobs: map[string]provider.Batch{}, finished: true}
+		cfg := engineConfig(b)
+		cfg.Async, cfg.MaxBatchSize, cfg.JobPollInterval = true, 10, time.Second
+		publishBodies(t, b, reqSubject, repeated("adup", 10, 2)...)
+		startEngine(t, b, api, cfg, batch.WithJobStore(batchtest.NewJobStore()))
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 10 || b.Requests() != 0 {
+			t.Fatalf("%d results, %d requests left", len(got), b.Requests())
+		}
+		api.mu.Lock()
+		jobs := api.jobs
+		api.mu.Unlock()
+		items := 0
+		for _, j := range jobs {
+			items += len(j.Requests)
+		}
+		if items != 2 {
+			t.Fatalf("the jobs carried %d requests, want the 2 distinct ones", items)
+		}
+		for i := range 10 {
+			if r := got["adup-"+strconv.Itoa(i)]; r.Status != wire.StatusOK || r.Output != batchtest.Echo("q "+strconv.Itoa(i%2)) {
+				t.Fatalf("adup-%d: %+v", i, r)
+			}
 		}
 	})
 }

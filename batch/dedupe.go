@@ -137,3 +137,20 @@ func soloPromptTokensOf(items []*item) int64 {
 	}
 	return n
 }
+
+// follow gives each duplicate its head's outcome once the head was settled
+// (async mode, where a head's result is stored as its job answers it,
+// with the whole item's usage) and returns the duplicates. They report no
+// usage of their own: their heads' results did.
+func follow(heads []*item) []*item {
+	var out []*item
+	for _, h := range heads {
+		for _, d := range h.dupes {
+			d.outcome, d.err, d.retryAfter, d.output = h.outcome, h.err, h.retryAfter, h.output
+			d.batch = h.batch
+			d.queued = h.queued + h.d.Published.Sub(d.d.Published)
+			out = append(out, d)
+		}
+	}
+	return out
+}

@@ -292,7 +292,12 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, items []*ite
 			}
 		}
 		e.settler.settle(ctx, rejected)
-		e.async.callAll(ctx, trigger, items)
+		heads := collapse(items)
+		e.stats.duplicates.Add(int64(len(items) - len(heads)))
+		e.async.callAll(ctx, trigger, heads)
+		// The heads were settled as their answers came; their duplicates
+		// follow them now, sharing no usage: the head's result reported it.
+		e.settler.settle(ctx, follow(heads))
 		return
 	}
 	heads := collapse(items)
