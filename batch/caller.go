@@ -200,6 +200,7 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 		b.Requests[i] = provider.Request{Key: key, Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens}
 		waiting[key] = it
 		it.batch = wire.BatchInfo{ID: b.ID, Size: len(group), Trigger: trigger}
+		it.position = i
 		it.queued = start.Sub(it.d.Published)
 		it.err = nil
 	}
