@@ -11,8 +11,8 @@ import (
 	"github.com/aibatch/aibatch/provider/ratelimit"
 )
 
-// TryComplete calls only when the limits allow it at once, takes nothing
-// when they do not, and never waits.
+// TryComplete calls only when the limits allow it at once and leave each
+// bucket half full, takes nothing when they do not, and never waits.
 func TestTryComplete(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -22,9 +22,9 @@ func TestTryComplete(t *testing.T) {
 		want    []bool // whether each call went out
 	}{
 		{"no limits", ratelimit.Limits{}, []int{5, 5, 5}, []bool{true, true, true}},
-		{"RPM burst, then nothing", ratelimit.Limits{RPM: 2}, []int{1, 1, 1}, []bool{true, true, false}},
-		{"TPM", ratelimit.Limits{TPM: 600}, []int{300, 300, 1}, []bool{true, true, false}},
-		{"RPM and TPM", ratelimit.Limits{RPM: 2, TPM: 100}, []int{100, 50}, []bool{true, false}},
+		{"RPM: the upper half only", ratelimit.Limits{RPM: 4}, []int{1, 1, 1}, []bool{true, true, false}},
+		{"TPM: the upper half only", ratelimit.Limits{TPM: 600}, []int{300, 1}, []bool{true, false}},
+		{"RPM and TPM", ratelimit.Limits{RPM: 4, TPM: 100}, []int{50, 10}, []bool{true, false}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,27 +57,22 @@ func TestTryComplete(t *testing.T) {
 		})
 	}
 
-	// A TryComplete the token bucket refuses gives its call slot back: after
-	// 30s the call bucket holds 2 again (1 left + 1 refilled), so two
-	// Completes go at once.
+	// A TryComplete the token bucket refuses takes no call slot either:
+	// three of the four calls a minute are left for Complete, at once.
 	_, inner := httpTarget(t)
 	clock := newFakeClock()
-	p, err := ratelimit.New(inner, ratelimit.Limits{RPM: 2, TPM: 100}, ratelimit.WithClock(clock))
+	p, err := ratelimit.New(inner, ratelimit.Limits{RPM: 4, TPM: 100}, ratelimit.WithClock(clock))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, called, _ := p.TryComplete(t.Context(), batch(100)); !called {
+	if _, called, _ := p.TryComplete(t.Context(), batch(50)); !called {
 		t.Fatal("the first TryComplete did not call")
 	}
-	if _, called, _ := p.TryComplete(t.Context(), batch(50)); called {
-		t.Fatal("TryComplete called with an empty token bucket")
+	if _, called, _ := p.TryComplete(t.Context(), batch(10)); called {
+		t.Fatal("TryComplete took the token bucket's lower half")
 	}
-	if err := clock.Sleep(t.Context(), 30*time.Second); err != nil { // 50 tokens and a call back
-		t.Fatal(err)
-	}
-	clock.takeSleeps()
-	for range 2 {
-		if _, err := p.Complete(t.Context(), batch(25)); err != nil {
+	for range 3 {
+		if _, err := p.Complete(t.Context(), batch(10)); err != nil {
 			t.Fatal(err)
 		}
 	}
