@@ -51,7 +51,7 @@ type GroupQuality struct {
 
 // qualityBounds are the upper ends of the buckets batch sizes and positions
 // are counted in: 1, 2, 3-5, 6-10, 11-20, 21-50, ...
-var qualityBounds = []int{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10000}
+var qualityBounds = []int{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000}
 
 // QualityBucketOf returns the bucket a batch size or a position n (from 1)
 // is counted in: its ends, and its name as metrics label it ("1", "3-5",
