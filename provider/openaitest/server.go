@@ -15,9 +15,10 @@
 //     is answered as one request with plain text content. This is what the
 //     openai provider's single mode sends.
 //
-// It also serves the Batch API (see jobs.go): file upload, download and
-// deletion (POST /v1/files, GET /v1/files/{id}/content, DELETE
-// /v1/files/{id}) and batches (POST /v1/batches, GET /v1/batches/{id}, POST
+// It also serves embeddings (POST /v1/embeddings, see embeddings.go:
+// Embedding is the fake model's vector of a text) and the Batch API (see
+// jobs.go): file upload, download and deletion (POST /v1/files, GET
+// /v1/files/{id}/content, DELETE /v1/files/{id}) and batches (POST /v1/batches, GET /v1/batches/{id}, POST
 // /v1/batches/{id}/cancel). A job's lines are plain requests, answered like
 // plain calls once the test ends the job with CompleteJobs or ExpireJob (or
 // WithCompleteAfter does), unless FailJob fails it whole.
@@ -71,11 +72,12 @@ type Server struct {
 	unknownModels map[string]bool // models answered with 404 model_not_found
 
 	// Behaviour controls and records, each safe for concurrent use.
-	ctl       fake.Controls[Result]
-	refuse    fake.Countdown
-	truncate  fake.Countdown
-	requests  fake.Log[Request]
-	failLines fake.PerInput[int] // job inputs answered with this status
+	ctl        fake.Controls[Result]
+	refuse     fake.Countdown
+	truncate   fake.Countdown
+	requests   fake.Log[Request]
+	failLines  fake.PerInput[int] // job inputs answered with this status
+	embeddings embeddingCalls
 
 	seq       atomic.Int64 // completion, file, batch and line ids
 	jobsMade  atomic.Int64 // batches created
@@ -131,6 +133,7 @@ func NewUnstartedServer(opts ...Option) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+ChatCompletionsPath, s.ctl.Counted(s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveChatCompletions)))
+	mux.HandleFunc("POST "+EmbeddingsPath, s.countEmbedding(s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveEmbeddings)))
 	mux.HandleFunc("POST "+FilesPath, s.jobCall(s.serveFileUpload))
 	mux.HandleFunc("GET "+FilesPath+"/{id}/content", s.jobCall(s.serveFileContent))
 	mux.HandleFunc("DELETE "+FilesPath+"/{id}", s.jobCall(s.serveFileDelete))
