@@ -12,6 +12,10 @@ import (
 // combining changes answers. With QualityFloor set, a group whose answers
 // agree too rarely gets smaller calls. The zero value of every field means
 // its default; sampling is off until Rate is above 0.
+//
+// Sampling measures what combined calls do: with a provider that answers a
+// batch with one call per request (openai's and anthropic's ModeSingle)
+// both answers come from plain calls, and the figures say nothing.
 type ShadowConfig struct {
 	// Rate is the fraction of the requests answered in combined calls that
 	// are sampled (SHADOW_RATE), from 0 (off) to 1. Each costs one more
