@@ -11,6 +11,7 @@ import (
 	"unicode"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Embedder turns texts into embedding vectors; shadow sampling compares two
@@ -31,12 +32,19 @@ const (
 	// objects (or arrays) are compared as JSON, two short answers exactly,
 	// free text by similarity.
 	answerFree answerKind = iota
-	// answerStructured: the request asked for structured output; the
-	// answers must be JSON-equal. Requests cannot ask for it yet: when the
-	// wire format gains a response_format, the sampler passes this for
-	// requests that set one.
+	// answerStructured: the request asked for structured output
+	// (response_format json_object or json_schema); the answers must be
+	// JSON-equal.
 	answerStructured
 )
+
+// answerKindOf is what req asked its answer to be.
+func answerKindOf(req wire.Request) answerKind {
+	if f := req.ResponseFormat; f != nil && f.Type != wire.FormatText {
+		return answerStructured
+	}
+	return answerFree
+}
 
 // Methods of comparison, as ShadowSample.Method names them.
 const (

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // fakeEmbedder embeds a text as the counts of a few words, or fails.
@@ -136,6 +137,22 @@ func TestShadowConfigValidate(t *testing.T) {
 		err := tt.c.WithDefaults().Validate()
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Validate(%+v) = %v, want %q", tt.c, err, tt.want)
+		}
+	}
+}
+
+func TestAnswerKindOf(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		format *wire.ResponseFormat
+		want   answerKind
+	}{
+		{nil, answerFree},
+		{&wire.ResponseFormat{Type: wire.FormatText}, answerFree},
+		{&wire.ResponseFormat{Type: wire.FormatJSONObject}, answerStructured},
+	} {
+		if got := answerKindOf(wire.Request{Input: "x", ResponseFormat: tt.format}); got != tt.want {
+			t.Errorf("answerKindOf(response_format %+v) = %v, want %v", tt.format, got, tt.want)
 		}
 	}
 }

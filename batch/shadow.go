@@ -101,12 +101,11 @@ type spareCaller interface {
 
 // sample is a picked request on its way to its shadow call.
 type sample struct {
-	key             groupKey
-	input           string
-	maxOutputTokens int
-	combined        string
-	size, position  int
-	trigger         wire.Trigger
+	key            groupKey
+	req            wire.Request
+	combined       string
+	size, position int
+	trigger        wire.Trigger
 }
 
 // shadow is the shadow stage.
@@ -147,10 +146,11 @@ func newShadow(cfg ShadowConfig, e *Engine) *shadow {
 }
 
 // offer picks samples among settled items: those answered in combined
-// calls, each with probability Rate. It never blocks.
+// calls, each with probability Rate (embeddings aside: a vector does not
+// depend on its neighbours). It never blocks.
 func (s *shadow) offer(items []*item) {
 	for _, it := range items {
-		if it.outcome != outcomeAnswered || !it.ended || it.batch.Size < 2 {
+		if it.outcome != outcomeAnswered || !it.ended || it.batch.Size < 2 || it.req.IsEmbedding() {
 			continue
 		}
 		s.mu.Lock()
@@ -160,8 +160,7 @@ func (s *shadow) offer(items []*item) {
 			continue
 		}
 		s.picked.Add(1)
-		smp := sample{key: keyOf(it), input: it.req.Input, maxOutputTokens: it.req.MaxOutputTokens, combined: it.output,
-			size: it.batch.Size, position: it.position + 1, trigger: it.batch.Trigger}
+		smp := sample{key: keyOf(it), req: it.req, combined: it.output, size: it.batch.Size, position: it.position + 1, trigger: it.batch.Trigger}
 		select {
 		case s.queue <- smp:
 		default:
@@ -204,7 +203,7 @@ func (s *shadow) take(ctx context.Context, smp sample) {
 		ID:              "shadow-" + s.ids.next(),
 		Model:           model,
 		Instructions:    smp.key.instructions,
-		Requests:        []provider.Request{{Key: "0", Input: smp.input, MaxOutputTokens: smp.maxOutputTokens}},
+		Requests:        []provider.Request{providerRequest("0", smp.req)},
 		MaxOutputTokens: s.outputLimit(model),
 	}
 	callCtx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -248,7 +247,7 @@ func (s *shadow) take(ctx context.Context, smp sample) {
 // compare scores a sample's two answers and records the score.
 func (s *shadow) compare(ctx context.Context, smp sample, alone string) {
 	start := time.Now()
-	score, method, usage, err := s.agreement.score(ctx, smp.combined, alone, answerFree)
+	score, method, usage, err := s.agreement.score(ctx, smp.combined, alone, answerKindOf(smp.req))
 	if method == MethodEmbedding || err != nil {
 		s.observer.CallFinished(CallReport{Provider: s.provider.Name(), Model: s.cfg.EmbeddingModel, Trigger: smp.trigger,
 			Size: 2, Latency: time.Since(start), Err: err, Usage: usage, Shadow: true})
