@@ -195,7 +195,7 @@ func (s *shadow) run(ctx context.Context) {
 // take makes one shadow call and records how its answer compares.
 func (s *shadow) take(ctx context.Context, smp sample) {
 	model := smp.key.model
-	if _, open := s.breakers.open(model); open {
+	if _, open := s.breakers.open(model); open || ctx.Err() != nil {
 		s.dropped.Add(1)
 		return
 	}

@@ -419,3 +419,94 @@ func TestShadowCallsYieldToRateLimits(t *testing.T) {
 		}
 	})
 }
+
+// wordEmbedder embeds a text as the counts of its words in a small
+// vocabulary, and counts its calls.
+type wordEmbedder struct {
+	mu    sync.Mutex
+	calls int
+}
+
+func (e *wordEmbedder) Embeddings(_ context.Context, model string, inputs []string) ([][]float64, provider.Usage, error) {
+	e.mu.Lock()
+	e.calls++
+	e.mu.Unlock()
+	vocab := []string{"the", "answer", "is", "long", "enough", "to", "be", "free", "text", "another", "item"}
+	out := make([][]float64, len(inputs))
+	for i, in := range inputs {
+		v := make([]float64, len(vocab))
+		for _, w := range strings.Fields(strings.ToLower(in)) {
+			for j, word := range vocab {
+				if w == word {
+					v[j]++
+				}
+			}
+		}
+		out[i] = v
+	}
+	return out, provider.Usage{InputTokens: 10}, nil
+}
+
+// sampleRecorder records every shadow sample and shadow call reported.
+type sampleRecorder struct {
+	batch.NopObserver
+	mu      sync.Mutex
+	samples []batch.ShadowSample
+	calls   []batch.CallReport
+}
+
+func (r *sampleRecorder) ShadowSampled(s batch.ShadowSample) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.samples = append(r.samples, s)
+}
+
+func (r *sampleRecorder) CallFinished(c batch.CallReport) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c.Shadow {
+		r.calls = append(r.calls, c)
+	}
+}
+
+// Free-text answers are scored by the cosine similarity of their
+// embeddings when an Embedder is set, and its calls are shadow calls.
+func TestShadowScoresFreeTextByEmbeddings(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		p.SetAnswer(func(string) string { return "the answer is long enough to be free text" })
+		p.WrongAfter(5)
+		emb, rec := &wordEmbedder{}, &sampleRecorder{}
+		publishInputs(t, b, reqSubject, "emb", 50)
+		e, _ := startEngine(t, b, p, engineConfig(b), batch.WithObserver(rec),
+			batch.WithShadow(batch.ShadowConfig{Rate: 1, Embedder: emb, EmbeddingModel: "embed-test"}))
+		synctest.Wait()
+		if got := results(t, b); len(got) != 50 {
+			t.Fatalf("%d results", len(got))
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if len(rec.samples) != 50 || emb.calls != 50 {
+			t.Fatalf("%d samples, %d embedding calls; want 50 of each", len(rec.samples), emb.calls)
+		}
+		for _, s := range rec.samples {
+			// batchtest.WrongAnswer shares two words of the right answer: a low score.
+			if s.Method != batch.MethodEmbedding || (s.Position <= 5) != s.Agree || (s.Position <= 5) != (s.Score > 0.99) {
+				t.Fatalf("sample %+v: want scored by embedding, agreeing exactly up to position 5", s)
+			}
+		}
+		var embeddingCalls int
+		for _, c := range rec.calls {
+			if c.Model == "embed-test" {
+				embeddingCalls++
+			}
+		}
+		if embeddingCalls != 50 || len(rec.calls) != 100 {
+			t.Fatalf("%d shadow calls reported, %d of them embeddings; want 50 of each kind", len(rec.calls), embeddingCalls)
+		}
+		if g := shadowGroup(t, e); g.Agreement != 0.1 {
+			t.Fatalf("agreement %.2f, want 5 of 50", g.Agreement)
+		}
+	})
+}
