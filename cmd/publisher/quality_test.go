@@ -22,7 +22,7 @@ import (
 func TestQuality(t *testing.T) {
 	t.Parallel()
 	cfg := workerConfig()
-	cfg.MaxWait = time.Second // full calls of 50
+	cfg.MaxWait = 10 * time.Second // full calls of 50, whatever the machine's load
 	w := startWorker(t, cfg, batch.WithShadow(batch.ShadowConfig{Rate: 1}))
 	w.fake.SetWrongAfter(10)
 	c := w.newClient(t, "quality")
