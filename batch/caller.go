@@ -199,9 +199,10 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 	start := time.Now()
 	for i, it := range group {
 		key := strconv.Itoa(i)
-		b.Requests[i] = provider.Request{Key: key, Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens}
+		b.Requests[i] = providerRequest(key, it.req)
 		waiting[key] = it
 		it.batch = wire.BatchInfo{ID: b.ID, Size: len(group), Trigger: trigger}
+		it.position = i
 		it.queued = start.Sub(it.d.Published)
 		it.err = nil
 	}
@@ -241,6 +242,12 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 		zap.String("model", b.Model), zap.Duration("latency", latency),
 		zap.Int("answered", answered), zap.Int("missing", len(waiting)), zap.Int("ignored", ignored))
 	return answered, nil
+}
+
+// providerRequest is what a call carries of req, under key; a shadow call
+// carries the same.
+func providerRequest(key string, req wire.Request) provider.Request {
+	return provider.Request{Key: key, Input: req.Input, MaxOutputTokens: req.MaxOutputTokens}
 }
 
 // record sets each result's outcome on the item waiting for it and removes

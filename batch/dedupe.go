@@ -107,7 +107,7 @@ func spread(heads []*item) {
 		h.usage = shares[0]
 		for i, d := range h.dupes {
 			d.outcome, d.err, d.retryAfter, d.output, d.usage = h.outcome, h.err, h.retryAfter, h.output, shares[i+1]
-			d.batch = h.batch
+			d.batch, d.position = h.batch, h.position
 			d.queued = h.queued + h.d.Published.Sub(d.d.Published)
 		}
 	}
@@ -147,7 +147,7 @@ func follow(heads []*item) []*item {
 	for _, h := range heads {
 		for _, d := range h.dupes {
 			d.outcome, d.err, d.retryAfter, d.output = h.outcome, h.err, h.retryAfter, h.output
-			d.batch = h.batch
+			d.batch, d.position = h.batch, h.position
 			d.queued = h.queued + h.d.Published.Sub(d.d.Published)
 			out = append(out, d)
 		}

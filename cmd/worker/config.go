@@ -123,6 +123,12 @@ type config struct {
 	AsyncCombine                  bool          `env:"ASYNC_COMBINE, default=false"`
 	BatchServiceTier              string        `env:"BATCH_SERVICE_TIER"`
 	UrgentServiceTier             string        `env:"URGENT_SERVICE_TIER"`
+	// Shadow sampling and the quality guard (shadow.go).
+	ShadowRate           float64 `env:"SHADOW_RATE, default=0"`
+	ShadowAgreeAt        float64 `env:"SHADOW_AGREE_AT, default=0.9"`
+	ShadowEmbeddingModel string  `env:"SHADOW_EMBEDDING_MODEL"`
+	QualityFloor         float64 `env:"QUALITY_FLOOR, default=0"`
+	ShadowWindow         int     `env:"SHADOW_WINDOW, default=50"`
 }
 
 // loadConfig reads the environment through lookup, with a .env file in the
@@ -311,6 +317,7 @@ func (c config) validate() error {
 	errs = append(errs, c.validateOps()...)
 	errs = append(errs, c.validateSecurity()...)
 	errs = append(errs, c.validateCost()...)
+	errs = append(errs, c.validateShadow()...)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

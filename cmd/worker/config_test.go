@@ -82,7 +82,9 @@ func defaults() config {
 
 		ReplySubjects: []string{"ai.results.>", "_INBOX.>"},
 
-		CacheBucket: "AI_CACHE",
+		CacheBucket:   "AI_CACHE",
+		ShadowAgreeAt: 0.9,
+		ShadowWindow:  50,
 	}
 }
 

@@ -111,6 +111,10 @@ var ownerDefaults = []struct {
 	{"RESPONSE_CACHE_NONDETERMINISTIC", "batch.Config{}.CacheNondeterministic", batch.Config{}.CacheNondeterministic},
 	{"CACHE_BUCKET", "respcache.DefaultBucket", respcache.DefaultBucket},
 	{"ASYNC_COMBINE", "batch.Config{}.AsyncCombine", batch.Config{}.AsyncCombine},
+	{"SHADOW_RATE", "batch.DefaultShadowRate", batch.DefaultShadowRate},
+	{"SHADOW_AGREE_AT", "batch.DefaultShadowAgreeAt", batch.DefaultShadowAgreeAt},
+	{"QUALITY_FLOOR", "batch.DefaultQualityFloor", batch.DefaultQualityFloor},
+	{"SHADOW_WINDOW", "batch.DefaultShadowWindow", batch.DefaultShadowWindow},
 }
 
 // manifestOverrides are the Kubernetes values that deliberately differ from

@@ -209,6 +209,8 @@ var (
 		"Estimated spend on a model's calls since the worker started, in dollars, from PRICES; absent for models not in PRICES.", []string{"model"}, nil)
 	modelSoloDesc = prometheus.NewDesc("aibatch_model_one_by_one_cost_dollars",
 		"Estimated cost of the same requests of a model sent one per call at the standard rate with no cache, in dollars; absent for models not in PRICES.", []string{"model"}, nil)
+	shadowCostDesc = prometheus.NewDesc("aibatch_estimated_shadow_cost_dollars",
+		"Estimated spend on shadow calls (SHADOW_RATE) since the worker started, in dollars, apart from aibatch_estimated_cost_dollars; absent until one of a priced model was answered.", nil, nil)
 )
 
 // costCollector reads the accountant's totals at scrape time.
@@ -219,10 +221,14 @@ func (c costCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- savingDesc
 	ch <- modelCostDesc
 	ch <- modelSoloDesc
+	ch <- shadowCostDesc
 }
 
 func (c costCollector) Collect(ch chan<- prometheus.Metric) {
 	t := c.a.Totals()
+	if t.ShadowCalls > 0 {
+		ch <- prometheus.MustNewConstMetric(shadowCostDesc, prometheus.GaugeValue, t.Shadow)
+	}
 	if !t.Estimated() {
 		return
 	}

@@ -32,6 +32,9 @@ type StatsResponse struct {
 	// model with a known price (PRICES) was answered.
 	EstimatedCost   *float64 `json:"estimated_cost"`
 	EstimatedSaving *float64 `json:"estimated_saving"`
+	// EstimatedShadowCost is what shadow calls (SHADOW_RATE) cost, counted
+	// apart from EstimatedCost; null until one of a priced model was made.
+	EstimatedShadowCost *float64 `json:"estimated_shadow_cost"`
 	// UnpricedCalls counts calls of models missing from PRICES, so a
 	// partial estimate is not taken for a whole one.
 	UnpricedCalls int64 `json:"unpriced_calls"`
@@ -105,6 +108,9 @@ type WorkerStats struct {
 	// Cache counts the response cache's hits, misses, failures, writes
 	// and bytes; zero when RESPONSE_CACHE_TTL is 0.
 	Cache batch.CacheStats `json:"cache"`
+	// Shadow is what shadow sampling measured: per group, the samples,
+	// their agreement and mean score, by batch size and by position.
+	Shadow batch.ShadowStats `json:"shadow"`
 }
 
 // figures derives the ratios from c.
@@ -154,6 +160,7 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 			ProviderItems:   st.ProviderItems,
 			Duplicates:      st.Duplicates,
 			Cache:           st.Cache,
+			Shadow:          st.Shadow,
 		},
 		Config: v.settings,
 		Models: []cost.ModelTotals{},
@@ -165,6 +172,9 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 			resp.EstimatedCost, resp.EstimatedSaving = &t.Spend, &t.Saving
 		}
 		resp.Models = nonNil(t.ByModel)
+		if t.ShadowCalls > 0 {
+			resp.EstimatedShadowCost = &t.Shadow
+		}
 	}
 	if v.cfg.Fleet != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), v.cfg.Ready.Timeout)

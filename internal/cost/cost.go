@@ -12,6 +12,9 @@
 //     a combined answer, which carries JSON framing.
 //   - Models missing from the table are not priced; their calls are counted
 //     in Unpriced so a partial figure is never mistaken for a whole one.
+//   - Shadow calls (a request sent again alone to measure answer quality,
+//     and the embedding calls that score it) are counted apart, in Shadow:
+//     they answer no request and save nothing.
 package cost
 
 import (
@@ -114,6 +117,11 @@ type Totals struct {
 	Unpriced    int64 `json:"unpriced_calls"`
 	// ByModel holds the figures of each model, sorted by name.
 	ByModel []ModelTotals `json:"by_model"`
+	// Shadow is the estimated cost of shadow calls, counted apart from
+	// Spend and Saving; ShadowCalls counts the priced ones (unpriced ones
+	// count in Unpriced).
+	Shadow      float64 `json:"estimated_shadow_cost"`
+	ShadowCalls int64   `json:"shadow_calls"`
 }
 
 // ModelTotals are one model's figures.
@@ -192,19 +200,22 @@ func (a *Accountant) Add(c batch.CallReport, discounted bool) {
 	price, ok := a.prices[c.Model]
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	m := a.model(c.Model)
-	m.Priced = ok
-	if !c.Resumed {
-		m.Calls++
-		m.ProviderItems += int64(c.Size)
-		m.Requests += int64(max(c.Served, c.Size))
+	var m *ModelTotals
+	if !c.Shadow {
+		// A shadow call answers no request: it is no model's work.
+		m = a.model(c.Model)
+		m.Priced = ok
+		if !c.Resumed {
+			m.Calls++
+			m.ProviderItems += int64(c.Size)
+			m.Requests += int64(max(c.Served, c.Size))
+		}
+		m.CachedTokens += c.Usage.CachedInputTokens
 	}
-	m.CachedTokens += c.Usage.CachedInputTokens
 	if !ok {
 		a.t.Unpriced++
 		return
 	}
-	a.t.PricedCalls++
 	u := c.Usage
 	plain := max(u.InputTokens-u.CachedInputTokens-u.CacheWriteTokens, 0)
 	spend := (float64(plain)*price.Input + float64(u.CachedInputTokens)*price.CachedInput +
@@ -214,6 +225,12 @@ func (a *Accountant) Add(c batch.CallReport, discounted bool) {
 		off = max(off, a.discount)
 	}
 	spend *= 1 - off
+	if c.Shadow {
+		a.t.ShadowCalls++
+		a.t.Shadow += spend
+		return
+	}
+	a.t.PricedCalls++
 	// Duplicates that shared an item would each have had an answer of
 	// their own.
 	out := float64(u.OutputTokens)

@@ -461,7 +461,7 @@ func (s *Server) combinedResultLocked(wr wireRequest, rec Request, content strin
 	if s.ctl.Refused(inputs...) {
 		answer.Content, answer.StopReason, answer.StopDetails = []any{}, "refusal", refusalDetails()
 	} else {
-		out = resultsJSON(wi.Items, behaviour{Behaviour: s.ctl.Behaviour()})
+		out = resultsJSON(wi.Items, behaviour{Behaviour: s.ctl.Behaviour()}, s.ctl.AnswerAt)
 		written, cut := fake.CutAnswer(out, len(wi.Items), s.ctl.OutputCap(), s.ctl.CutOff(len(wi.Items)), rec.MaxTokens)
 		input, stop := json.RawMessage(out), "tool_use"
 		if cut {

@@ -279,7 +279,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 	case b.refuse || s.ctl.Refused(inputs...):
 		answer.Content, answer.StopReason, answer.StopDetails = []any{}, "refusal", refusalDetails()
 	case batch:
-		out = resultsJSON(items, b)
+		out = resultsJSON(items, b, s.ctl.AnswerAt)
 		switch {
 		case b.truncate:
 			answer.Content = []any{s.toolUse(json.RawMessage("{}"))}
@@ -432,12 +432,13 @@ func idEnum(tools []Tool) []string {
 	return nil
 }
 
-// resultsJSON builds the tool input answering items as b says.
-func resultsJSON(items []Item, b behaviour) string {
+// resultsJSON builds the tool input answering items as b and answerAt
+// (SetWrongAfter) say.
+func resultsJSON(items []Item, b behaviour, answerAt func(i, n int, right string) string) string {
 	results := make([]Result, 0, len(items))
-	for _, it := range items[:b.Kept(len(items))] {
+	for i, it := range items[:b.Kept(len(items))] {
 		if !b.LeftOut(it.Input) {
-			results = append(results, Result{ID: it.ID, Output: Answer(it.Input)})
+			results = append(results, Result{ID: it.ID, Output: answerAt(i, len(items), Answer(it.Input))})
 		}
 	}
 	results = b.Finish(results, func(x, y Result) bool { return x == y }, func(first Result) (Result, Result) {

@@ -684,7 +684,7 @@ func (s *Server) combinedLine(items []Item, maxTokens int64) (content, finish st
 		r := "I'm sorry, but I can't help with that request."
 		return r, "stop", &r
 	}
-	content = batchContent(items, behaviour{Behaviour: s.ctl.Behaviour()})
+	content = batchContent(items, behaviour{Behaviour: s.ctl.Behaviour()}, s.ctl.AnswerAt)
 	content, cut := fake.CutAnswer(content, len(items), s.ctl.OutputCap(), s.ctl.CutOff(len(items)), maxTokens)
 	if cut {
 		return content, "length", nil

@@ -261,7 +261,7 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 	}
 	var content string
 	if batch {
-		content = batchContent(items, b)
+		content = batchContent(items, b, s.ctl.AnswerAt)
 	} else {
 		content = Answer(user.Content)
 	}
@@ -402,12 +402,13 @@ func batchFormat(raw json.RawMessage) (ids []string, batch bool, err error) {
 	}
 }
 
-// batchContent builds the JSON content answering items as b says.
-func batchContent(items []Item, b behaviour) string {
+// batchContent builds the JSON content answering items as b and answerAt
+// (SetWrongAfter) say.
+func batchContent(items []Item, b behaviour, answerAt func(i, n int, right string) string) string {
 	results := make([]Result, 0, len(items))
-	for _, it := range items[:b.Kept(len(items))] {
+	for i, it := range items[:b.Kept(len(items))] {
 		if !b.LeftOut(it.Input) {
-			results = append(results, Result{ID: it.ID, Output: Answer(it.Input)})
+			results = append(results, Result{ID: it.ID, Output: answerAt(i, len(items), Answer(it.Input))})
 		}
 	}
 	results = b.Finish(results, func(x, y Result) bool { return x == y }, func(first Result) (Result, Result) {
