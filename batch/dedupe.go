@@ -18,6 +18,10 @@ import (
 //
 //   - provider_options: never. What they ask (tools, n, logprobs, ...) is
 //     outside the wire format, and such a request is sent alone anyway.
+//   - embeddings: not yet. An answer is kept and shared as its output text;
+//     a vector (and a chat answer's finish_reason and message) is not, so
+//     an embedding request shares nothing until the cache entry and spread
+//     carry it.
 //   - temperature above 0: only with RESPONSE_CACHE_NONDETERMINISTIC=true.
 //     A producer that sets a temperature above 0 asks for a sample, and two
 //     samples should be two answers.
@@ -37,7 +41,7 @@ type requestKeyer struct {
 // answer-changing parameters and max_output_tokens), hex-encoded. It
 // returns "" when r may not share an answer.
 func (k requestKeyer) key(r wire.Request) string {
-	if len(r.ProviderOptions) > 0 {
+	if len(r.ProviderOptions) > 0 || r.IsEmbedding() {
 		return ""
 	}
 	if t := r.Temperature; t != nil && *t > 0 && !k.nondeterministic {
