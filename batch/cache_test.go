@@ -210,7 +210,9 @@ func TestEmbeddingsAreNeitherCachedNorShared(t *testing.T) {
 		// The answer kept and shared is text: a vector would be lost.
 		b, p, cache := batchtest.NewBroker(), batchtest.NewProvider(), batchtest.NewCache()
 		startEngine(t, b, p, engineConfig(b), batch.WithResponseCache(cache))
-		req := func(id string) wire.Request { return wire.Request{ID: id, Kind: wire.KindEmbedding, Input: "vector me"} }
+		req := func(id string) wire.Request {
+			return wire.Request{ID: id, Kind: wire.KindEmbedding, Input: "vector me"}
+		}
 		publishBodies(t, b, urgentSubject, req("a"), req("b"))
 		synctest.Wait()
 		if got := results(t, b); len(got) != 2 || got["b"].Cached || cache.Len() != 0 || providerItems(p) != 2 {
