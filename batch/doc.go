@@ -16,10 +16,12 @@
 //	           holding.go                (size, max_wait, retry, interval, window_full,
 //	                                     forced, urgent, immediate); the holding window
 //	intake     item.go                   reads each message; rejects what can never succeed
-//	planner    planner.go                WHICH requests share a call (model, instructions,
-//	                                     token budget)
+//	cache      cache.go                  answers repeats from the response cache
+//	planner    planner.go, dedupe.go     WHICH requests share a call (model, instructions,
+//	                                     token budget); duplicates go as one item
 //	caller     caller.go,                the provider calls (combined, or Batch API jobs),
-//	           caller_async.go           recording each request's answer or failure
+//	           caller_async.go,          recording each request's answer or failure
+//	           caller_async_combine.go
 //	settler    settler.go, outgoing.go   WHAT each outcome does to its message: the only
 //	                                     code that acks or hands back (Nak), and publishes
 //	                                     results and dead letters

@@ -39,6 +39,10 @@ type Engine struct {
 	attempts AttemptStore
 	lease    HoldLease
 	budget   Budget
+	// cacheStore is the response cache (WithResponseCache); cache is the
+	// engine's side of it, nil when it is off.
+	cacheStore ResponseCache
+	cache      *responseCache
 
 	breakers *breakers
 	groups   *groups
@@ -117,7 +121,11 @@ func (e *Engine) wire() error {
 	e.intake = newIntake(cfg, e.attempts, e.budget, e.log)
 	e.planner = planner{maxBatchTokens: cfg.MaxBatchTokens, defaultOutputTokens: cfg.DefaultOutputTokens,
 		outputLimit: outputLimits(cfg.ModelMaxOutputTokens, e.provider), groups: e.groups}
+	if e.cacheStore != nil {
+		e.cache = &responseCache{store: e.cacheStore, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+	}
 	e.settler = &settler{
+		cache:        e.cache,
 		pub:          e.pub,
 		out:          outgoing{resultPrefix: cfg.ResultPrefix, deadPrefix: cfg.DeadPrefix, maxResultBytes: cfg.MaxResultBytes},
 		retry:        retryPolicy{base: cfg.RetryBackoff, max: cfg.RetryMaxBackoff},
@@ -134,7 +142,7 @@ func (e *Engine) wire() error {
 		log:          e.log,
 	}
 	e.caller = &caller{provider: e.provider, timeout: cfg.CallTimeout, defaultModel: cfg.DefaultModel, breakers: e.breakers, backoff: cfg.RetryBackoff,
-		groups: e.groups, planner: e.planner, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+		groups: e.groups, planner: e.planner, ids: ids, tiers: laneTiers{batch: cfg.BatchServiceTier, urgent: cfg.UrgentServiceTier}, stats: &e.stats, observer: e.observer, log: e.log}
 	if cfg.Async {
 		api, ok := e.provider.(provider.AsyncProvider)
 		if !ok {
@@ -145,6 +153,13 @@ func (e *Engine) wire() error {
 		}
 		e.async = &asyncCaller{api: api, jobs: e.jobs, sync: e.caller, settler: e.settler, poll: cfg.JobPollInterval,
 			maxWait: cfg.MaxWait, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+		if cfg.AsyncCombine {
+			combine, ok := e.provider.(provider.CombinedJobProvider)
+			if !ok {
+				return fmt.Errorf("%w: %s cannot combine requests in a Batch API line", ErrNoBatchAPI, e.provider.Name())
+			}
+			e.async.combine = combine
+		}
 	}
 	e.shadowCfg = e.shadowCfg.WithDefaults()
 	if err := e.shadowCfg.Validate(); err != nil {
@@ -156,7 +171,7 @@ func (e *Engine) wire() error {
 	e.window = newWindow(cfg.HoldMaxRequests, cfg.HoldMaxBytes)
 	e.batchLane = &batchLane{queue: e.queue, cfg: cfg, intake: e.intake, window: e.window, groups: e.groups,
 		slots: newSemaphore(cfg.MaxInflight), dispatch: e.dispatch, abandon: e.abandon, flushes: e.flushes,
-		handBack: handBack, expiries: expiries, paused: e.providerDown, lease: e.lease, stats: &e.stats, observer: e.observer,
+		handBack: handBack, expiries: expiries, paused: e.providerDown, lease: e.lease, cache: e.cache, stats: &e.stats, observer: e.observer,
 		log: e.log, freed: make(chan struct{}, 1)}
 	return nil
 }
@@ -282,6 +297,12 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, items []*ite
 	stop := keepAlive(msgs, e.cfg.AckWait/3)
 	defer stop()
 
+	if e.cache != nil {
+		if hits := e.cache.answer(ctx, items); len(hits) > 0 {
+			e.settler.settle(ctx, hits)
+			items = uncached(items)
+		}
+	}
 	if e.async != nil && trigger != wire.TriggerUrgent {
 		var rejected []*item
 		for _, it := range items {
@@ -290,10 +311,18 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, items []*ite
 			}
 		}
 		e.settler.settle(ctx, rejected)
-		e.async.callAll(ctx, trigger, items)
+		heads := collapse(items)
+		e.stats.duplicates.Add(int64(len(items) - len(heads)))
+		e.async.callAll(ctx, trigger, heads)
+		// The heads were settled as their answers came; their duplicates
+		// follow them now, sharing no usage: the head's result reported it.
+		e.settler.settle(ctx, follow(heads))
 		return
 	}
-	e.caller.callAll(ctx, trigger, e.planner.plan(items))
+	heads := collapse(items)
+	e.stats.duplicates.Add(int64(len(items) - len(heads)))
+	e.caller.callAll(ctx, trigger, e.planner.plan(heads))
+	spread(heads)
 	e.settler.settle(ctx, items)
 	if e.shadow != nil {
 		e.shadow.offer(items)

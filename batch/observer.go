@@ -28,6 +28,8 @@ type Observer interface {
 	BreakerChanged(b BreakerState)
 	// GroupResized reports a group whose call size changed.
 	GroupResized(g GroupState)
+	// CacheUsed reports a use of the response cache (WithResponseCache).
+	CacheUsed(r CacheReport)
 	// ShadowSampled reports a request answered in a combined call and
 	// again alone, compared (WithShadow).
 	ShadowSampled(s ShadowSample)
@@ -41,8 +43,12 @@ type CallReport struct {
 	Provider string
 	Model    string
 	Trigger  wire.Trigger
-	// Size is the number of requests in the call.
-	Size    int
+	// Size is the number of items in the call: what the provider was sent.
+	Size int
+	// Served is the number of requests the call answers: Size, plus the
+	// duplicates that shared an item's answer (see collapse in dedupe.go).
+	// 0 means Size.
+	Served  int
 	Latency time.Duration
 	// Err is the whole-call error; nil when the call was answered.
 	Err error
@@ -54,6 +60,10 @@ type CallReport struct {
 	// Resumed is true for a job a previous worker submitted: it is not a
 	// new call, but its answers' usage is reported here.
 	Resumed bool
+	// ServiceTier is the provider's service tier that answered the call
+	// (OpenAI's service_tier: "default", "flex", "priority"); empty when
+	// the API did not say.
+	ServiceTier string
 	// Probe is true for a call made to find out whether an unavailable
 	// provider is back; it answers no request.
 	Probe bool
@@ -145,6 +155,12 @@ func (os observers) GroupResized(g GroupState) {
 	}
 }
 
+func (os observers) CacheUsed(r CacheReport) {
+	for _, o := range os {
+		o.CacheUsed(r)
+	}
+}
+
 func (os observers) ShadowSampled(s ShadowSample) {
 	for _, o := range os {
 		o.ShadowSampled(s)
@@ -170,5 +186,6 @@ func (NopObserver) RequestDeferred()               {}
 func (NopObserver) BacklogRead(Backlog)            {}
 func (NopObserver) BreakerChanged(BreakerState)    {}
 func (NopObserver) GroupResized(GroupState)        {}
+func (NopObserver) CacheUsed(CacheReport)          {}
 func (NopObserver) ShadowSampled(ShadowSample)     {}
 func (NopObserver) QualityLimited(QualityChange)   {}

@@ -150,7 +150,8 @@ func newShadow(cfg ShadowConfig, e *Engine) *shadow {
 // depend on its neighbours). It never blocks.
 func (s *shadow) offer(items []*item) {
 	for _, it := range items {
-		if it.outcome != outcomeAnswered || !it.ended || it.batch.Size < 2 || it.req.IsEmbedding() {
+		// A cached answer came from no call: there is nothing to compare.
+		if it.outcome != outcomeAnswered || !it.ended || it.cached || it.batch.Size < 2 || it.req.IsEmbedding() {
 			continue
 		}
 		s.mu.Lock()

@@ -9,7 +9,8 @@
 // latency with calls in flight, the worker's peak memory, and the provider
 // calls spent when the model's answers are cut off at an output limit or it
 // refuses some inputs (the real openai provider against the fake OpenAI
-// server, over HTTP). Every scenario runs against JetStream servers with
+// server, over HTTP), and the Batch API lines and estimated cost of
+// ASYNC_COMBINE against plain async mode. Every scenario runs against JetStream servers with
 // file storage on loopback; comparisons are measured side by side in each
 // run and reported as median, min and max over the runs.
 //
@@ -126,7 +127,7 @@ func (o options) MarshalJSON() ([]byte, error) {
 
 // scenarios in the order they run.
 var scenarios = []string{"micro", "throughput", "rates", "latency", "inflight", "memory", "fault-cap", "fault-refusal",
-	"e2e", "mixed-burst", "mixed-rates"}
+	"e2e", "mixed-burst", "mixed-rates", "async-combine"}
 
 func main() {
 	if len(os.Args) > 1 {
@@ -173,8 +174,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.MemRequests, "mem-requests", 1_000_000, "scenario 5: backlog drained by each process")
 	fs.IntVar(&o.MemSize, "mem-bytes", 1024, "scenario 5: request body size")
 	fs.IntVar(&o.MemRuns, "mem-runs", 1, "scenario 5: runs")
-	fs.IntVar(&o.FaultRequests, "fault-requests", 1000, "scenarios 7-8: backlog drained per measurement")
-	fs.IntVar(&o.FaultBatch, "fault-batch", 50, "scenarios 7-8: MAX_BATCH_SIZE")
+	fs.IntVar(&o.FaultRequests, "fault-requests", 1000, "scenarios 7, 8 and 11: backlog drained per measurement")
+	fs.IntVar(&o.FaultBatch, "fault-batch", 50, "scenarios 7, 8 and 11: MAX_BATCH_SIZE")
 	fs.IntVar(&o.FaultCap, "fault-cap", 20, "scenario 7: the fake's answers fit this many items (openaitest SetOutputCap)")
 	fs.IntVar(&o.RefuseEvery, "refuse-every", 50, "scenario 8: the fake refuses one input in this many (openaitest RefuseInput)")
 	fs.IntVar(&o.E2ERequests, "e2e-requests", 200_000, "scenario 9: backlog drained by each process")
@@ -273,6 +274,7 @@ func run(args []string) int {
 		"e2e":           func() error { return scenarioE2E(ctx, o, r) },
 		"mixed-burst":   func() error { return scenarioMixedBurst(ctx, o, r) },
 		"mixed-rates":   func() error { return scenarioMixedRates(ctx, o, r) },
+		"async-combine": func() error { return scenarioAsyncCombine(ctx, o, r) },
 	}
 	code := 0
 	for _, name := range scenarios {

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/aibatch/aibatch/batch"
@@ -85,7 +87,10 @@ func (c config) auth() jetstream.AuthConfig {
 // when PROVIDER_RPM or PROVIDER_TPM is set. In async mode the limits apply to
 // the synchronous calls (the MAX_WAIT fallback); Batch API jobs have the
 // provider's own, separate quotas.
-func newProvider(c config) (provider.Provider, error) {
+//
+// A service tier a model refuses (BATCH_SERVICE_TIER, URGENT_SERVICE_TIER)
+// is logged once; its calls go to the default tier.
+func newProvider(c config, log *zap.Logger) (provider.Provider, error) {
 	var (
 		p   provider.Provider
 		err error
@@ -99,7 +104,8 @@ func newProvider(c config) (provider.Provider, error) {
 			key = "unused"
 		}
 		// The base URLs may be written with or without /v1.
-		p, err = openai.New(openai.Config{APIKey: key, BaseURL: openai.NormalizeBaseURL(c.OpenAIBaseURL), Mode: openai.Mode(c.BatchMode)})
+		p, err = openai.New(openai.Config{APIKey: key, BaseURL: openai.NormalizeBaseURL(c.OpenAIBaseURL), Mode: openai.Mode(c.BatchMode),
+			TierRejected: tierRejectedLogger(log)})
 	case "anthropic":
 		key := c.AnthropicAPIKey
 		if key == "" {
@@ -120,6 +126,9 @@ func newProvider(c config) (provider.Provider, error) {
 	limited, err := ratelimit.New(p, ratelimit.Limits{RPM: c.ProviderRPM, TPM: c.ProviderTPM})
 	if err != nil {
 		return nil, fmt.Errorf("set up PROVIDER_RPM/PROVIDER_TPM: %w", err)
+	}
+	if cp, ok := p.(provider.CombinedJobProvider); ok && c.BatchMode == "async" {
+		return limitedCombined{limitedAsync{Provider: limited, jobs: cp}, cp}, nil
 	}
 	if ap, ok := p.(provider.AsyncProvider); ok && c.BatchMode == "async" {
 		return limitedAsync{Provider: limited, jobs: ap}, nil
@@ -146,6 +155,17 @@ func (l limitedAsync) CancelJob(ctx context.Context, id string) error {
 	return l.jobs.CancelJob(ctx, id)
 }
 
+// limitedCombined is limitedAsync for a provider that can combine requests
+// in a Batch API line (ASYNC_COMBINE).
+type limitedCombined struct {
+	limitedAsync
+	combined provider.CombinedJobProvider
+}
+
+func (l limitedCombined) SubmitCombinedJob(ctx context.Context, lines []provider.Batch) (string, error) {
+	return l.combined.SubmitCombinedJob(ctx, lines)
+}
+
 // newAccountant prices calls with PRICES; calls in async mode get
 // BATCH_DISCOUNT.
 func newAccountant(c config) (*cost.Accountant, error) {
@@ -163,6 +183,8 @@ type costObserver struct {
 }
 
 func (o costObserver) CallFinished(c batch.CallReport) { o.a.CallFinished(c) }
+
+func (o costObserver) CacheUsed(r batch.CacheReport) { o.a.CacheUsed(r) }
 
 // registerCost exposes the estimated spend and saving as gauges, in
 // dollars (PRICES are dollars per million tokens):
@@ -182,7 +204,11 @@ var (
 	costDesc = prometheus.NewDesc("aibatch_estimated_cost_dollars",
 		"Estimated spend on provider calls since the worker started, in dollars, from PRICES; absent until a call of a priced model was answered.", nil, nil)
 	savingDesc = prometheus.NewDesc("aibatch_estimated_saving_dollars",
-		"Estimated saving of batching against one call per request since the worker started, in dollars; absent until a call of a priced model was answered.", nil, nil)
+		"Estimated saving of batching, the response cache and prompt caching against one call per request since the worker started, in dollars; absent until a call of a priced model was answered.", nil, nil)
+	modelCostDesc = prometheus.NewDesc("aibatch_model_estimated_cost_dollars",
+		"Estimated spend on a model's calls since the worker started, in dollars, from PRICES; absent for models not in PRICES.", []string{"model"}, nil)
+	modelSoloDesc = prometheus.NewDesc("aibatch_model_one_by_one_cost_dollars",
+		"Estimated cost of the same requests of a model sent one per call at the standard rate with no cache, in dollars; absent for models not in PRICES.", []string{"model"}, nil)
 	shadowCostDesc = prometheus.NewDesc("aibatch_estimated_shadow_cost_dollars",
 		"Estimated spend on shadow calls (SHADOW_RATE) since the worker started, in dollars, apart from aibatch_estimated_cost_dollars; absent until one of a priced model was answered.", nil, nil)
 )
@@ -193,6 +219,8 @@ type costCollector struct{ a *cost.Accountant }
 func (c costCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- costDesc
 	ch <- savingDesc
+	ch <- modelCostDesc
+	ch <- modelSoloDesc
 	ch <- shadowCostDesc
 }
 
@@ -201,9 +229,15 @@ func (c costCollector) Collect(ch chan<- prometheus.Metric) {
 	if t.ShadowCalls > 0 {
 		ch <- prometheus.MustNewConstMetric(shadowCostDesc, prometheus.GaugeValue, t.Shadow)
 	}
-	if t.PricedCalls == 0 {
+	if !t.Estimated() {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(costDesc, prometheus.GaugeValue, t.Spend)
 	ch <- prometheus.MustNewConstMetric(savingDesc, prometheus.GaugeValue, t.Saving)
+	for _, m := range t.ByModel {
+		if m.Priced {
+			ch <- prometheus.MustNewConstMetric(modelCostDesc, prometheus.GaugeValue, m.Cost, m.Model)
+			ch <- prometheus.MustNewConstMetric(modelSoloDesc, prometheus.GaugeValue, m.OneByOne, m.Model)
+		}
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/anthropic"
@@ -36,15 +38,21 @@ func TestNewProviderWrapsTheRateLimiter(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c := config{Provider: "openai", BatchMode: tt.mode, OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: tt.rpm}
-			p, err := newProvider(c)
+			p, err := newProvider(c, zap.NewNop())
 			if err != nil {
 				t.Fatal(err)
 			}
 			_, isAsync := p.(provider.AsyncProvider)
 			_, plainLimited := p.(*ratelimit.Provider)
 			_, asyncLimited := p.(limitedAsync)
+			_, combinedLimited := p.(limitedCombined)
+			asyncLimited = asyncLimited || combinedLimited
 			// The SDK providers always have the job methods; what matters is
-			// that async mode keeps them through the limiter.
+			// that async mode keeps them through the limiter, and the
+			// openai provider's combined jobs (ASYNC_COMBINE) too.
+			if _, combines := p.(provider.CombinedJobProvider); tt.wantAsync && !combines {
+				t.Fatalf("%T lost SubmitCombinedJob", p)
+			}
 			if (tt.wantAsync && !isAsync) || (plainLimited || asyncLimited) != tt.wantLimited {
 				t.Fatalf("%T: async %v, limited %v; want %v, %v", p, isAsync, plainLimited || asyncLimited, tt.wantAsync, tt.wantLimited)
 			}
@@ -52,7 +60,7 @@ func TestNewProviderWrapsTheRateLimiter(t *testing.T) {
 	}
 
 	// The wrapped async provider's jobs reach the Batch API.
-	p, err := newProvider(config{Provider: "openai", BatchMode: "async", OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: 60})
+	p, err := newProvider(config{Provider: "openai", BatchMode: "async", OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: 60}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +97,7 @@ func TestBaseURLsWithAndWithoutVersion(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			tt.cfg.BatchMode, tt.cfg.OpenAIAPIKey, tt.cfg.AnthropicAPIKey = "combined", "k", "k"
-			p, err := newProvider(tt.cfg)
+			p, err := newProvider(tt.cfg, zap.NewNop())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -178,6 +186,11 @@ func TestCostGaugesAbsentUntilAPricedCall(t *testing.T) {
 		// 1M input at $1 and 1M output at $2; alone, 3M input: $5, so $2 saved.
 		if got["aibatch_estimated_cost_dollars"] != 3 || got["aibatch_estimated_saving_dollars"] != 2 {
 			t.Errorf("after a priced call: %v, want cost 3 and saving 2 dollars", got)
+		}
+		// Per model: the cost next to what one call per request would
+		// have cost.
+		if got["aibatch_model_estimated_cost_dollars"] != 3 || got["aibatch_model_one_by_one_cost_dollars"] != 5 {
+			t.Errorf("after a priced call: %v, want the model's cost 3 and one-by-one cost 5 dollars", got)
 		}
 	}
 }

@@ -109,7 +109,7 @@ func buildEngine(ctx context.Context, cfg config, log *zap.Logger, b *broker) (*
 	if err != nil {
 		return nil, fmt.Errorf("set up streams: %w", err)
 	}
-	p, err := newProvider(cfg)
+	p, err := newProvider(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +171,9 @@ func engineOptions(ctx context.Context, cfg config, log *zap.Logger, b *broker, 
 	}
 	opts = append(opts, batch.WithAttemptStore(attemptStore), batch.WithShadow(shadow))
 	if opts, err = withBudgets(ctx, cfg, b.js, opts); err != nil {
+		return nil, err
+	}
+	if opts, err = withResponseCache(ctx, cfg, b.js, opts); err != nil {
 		return nil, err
 	}
 	if cfg.BatchMode != "async" {

@@ -58,6 +58,12 @@ type Scenario struct {
 	// stored already, and wait for it to end. Needs Outage; not with
 	// LoseWorker.
 	CrashAtOutage bool
+	// ResponseCache turns the workers' response cache on
+	// (RESPONSE_CACHE_TTL=1h) and makes the traffic ask the same inputs
+	// again and again (repeatedInputs distinct ones): answers come from the
+	// cache, from a call a duplicate shares, or from the provider, and each
+	// request must still end exactly once with its own input's answer.
+	ResponseCache bool
 }
 
 // ProviderPeriod schedules a stretch of time during which the provider
@@ -121,6 +127,9 @@ func (s Scenario) Faults() string {
 	}
 	if s.CrashAtOutage {
 		f = append(f, "every worker SIGKILLed as the outage begins, just after a result was stored")
+	}
+	if s.ResponseCache {
+		f = append(f, fmt.Sprintf("response cache on, inputs repeated (%d distinct)", repeatedInputs))
 	}
 	if s.ShadowRate > 0 {
 		f = append(f, fmt.Sprintf("shadow sampling of %g of the requests", s.ShadowRate))
@@ -215,6 +224,10 @@ func scenarios(p periods) []Scenario {
 		// finds the provider back.
 		{Name: "provider-outage", Weight: 1, Outage: p.outage},
 		{Name: "key-rejected", Weight: 1, KeyRejected: p.key},
+		// The response cache on, answers repeated and shared between
+		// duplicates, while workers die mid-call and the provider
+		// misbehaves: nothing may end twice or be lost for it.
+		{Name: "response-cache", Weight: 1, ResponseCache: true, KillWorkers: true, ProviderFaults: true},
 		// Shadow samples of answer quality among the faults: they take
 		// provider calls of their own and must leave every result as it
 		// was, and dead-letter nothing.

@@ -54,6 +54,8 @@ type ScenarioReport struct {
 	// ResultsOK and Errors count requests by the status of their result;
 	// DeadLetters counts the dead letters stored.
 	ResultsOK, Errors, DeadLetters int
+	// Cached counts ok results answered from the response cache.
+	Cached int
 	// Duplicates counts results and dead letters beyond the first for a
 	// request; must be 0.
 	Duplicates int
@@ -219,7 +221,7 @@ func (s ScenarioReport) write(b *strings.Builder) {
 	row := func(name, value string) { fmt.Fprintf(tw, "  %s\t%s\n", name, value) }
 	row("requests sent", fmt.Sprintf("%d (accepted %d, unconfirmed %d, publish retries %d; poison %d, urgent %d)",
 		s.Sent, s.Accepted, s.Unconfirmed, s.PublishRetries, s.Poison, s.Urgent))
-	row("results ok", fmt.Sprint(s.ResultsOK))
+	row("results ok", fmt.Sprintf("%d (from the response cache %d)", s.ResultsOK, s.Cached))
 	row("errors", fmt.Sprint(s.Errors))
 	row("dead letters", fmt.Sprint(s.DeadLetters))
 	row("duplicates found", fmt.Sprintf("%d (must be 0)", s.Duplicates))

@@ -62,6 +62,10 @@ type Metrics struct {
 	providerUp     prometheus.Gauge
 	breakerOpen    *prometheus.GaugeVec
 	groupSize      *prometheus.GaugeVec
+	providerItems  *prometheus.CounterVec
+	servedByCalls  *prometheus.CounterVec
+	cacheEvents    *prometheus.CounterVec
+	cacheBytes     *prometheus.CounterVec
 	shadowSamples  *prometheus.CounterVec
 	shadowScore    *prometheus.HistogramVec
 	qualityResizes *prometheus.CounterVec
@@ -120,7 +124,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "aibatch_tokens_total",
-			Help: "Tokens the provider reported, by provider, model and direction (input or output).",
+			Help: "Tokens the provider reported, by provider, model and direction: input (all prompt tokens), output, and the parts of the input read from (cached_input) or written to (cache_write) the provider's prompt cache.",
 		}, []string{"provider", "model", "direction"}),
 		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "aibatch_batch_size",
@@ -176,6 +180,22 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			Name: "aibatch_group_batch_size",
 			Help: "Most requests one call of a group may carry now (adaptive: halves on a cut-off answer, grows back while calls succeed); instructions is a short hash.",
 		}, []string{"model", "instructions"}),
+		providerItems: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_provider_items_total",
+			Help: "Items sent in answered provider calls, by provider and model: what the provider was asked (duplicates inside a call are one item).",
+		}, []string{"provider", "model"}),
+		servedByCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_requests_served_total",
+			Help: "Requests answered, by model and source: call (a provider call, duplicates included) or cache (the response cache).",
+		}, []string{"model", "source"}),
+		cacheEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_response_cache_total",
+			Help: "Uses of the response cache (RESPONSE_CACHE_TTL), by model and event: hit, miss, stored, failed (unreadable, corrupt or not written).",
+		}, []string{"model", "event"}),
+		cacheBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_response_cache_bytes_total",
+			Help: "Bytes of response cache entries, by direction: read (hits) or written.",
+		}, []string{"direction"}),
 		shadowSamples: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "aibatch_shadow_samples_total",
 			Help: "Requests answered in a combined call and again alone (SHADOW_RATE), by model and whether the two answers agree (score at least SHADOW_AGREE_AT).",
@@ -200,6 +220,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		m.requests, m.batches, m.results, m.apiCalls, m.retries, m.deadLetters, m.tokens,
 		m.batchSize, m.callLatency, m.queueWait, m.attempts, m.pending, m.ackPending, m.oldestPending,
 		m.deferred, m.probes, m.providerUp, m.breakerOpen, m.groupSize,
+		m.providerItems, m.servedByCalls, m.cacheEvents, m.cacheBytes,
 		m.shadowSamples, m.shadowScore, m.qualityResizes,
 	} {
 		if err := reg.Register(c); err != nil {
@@ -270,6 +291,23 @@ func (m *Metrics) CallFinished(c batch.CallReport) {
 	}
 	m.callLatency.WithLabelValues(c.Provider, mode).Observe(c.Latency.Seconds())
 	m.countTokens(c)
+	if c.Err == nil && !c.Resumed {
+		m.providerItems.WithLabelValues(c.Provider, c.Model).Add(float64(c.Size))
+		m.servedByCalls.WithLabelValues(c.Model, "call").Add(float64(max(c.Served, c.Size)))
+	}
+}
+
+// CacheUsed counts a use of the response cache, its bytes, and a hit as a
+// request served from the cache.
+func (m *Metrics) CacheUsed(r batch.CacheReport) {
+	m.cacheEvents.WithLabelValues(r.Model, string(r.Event)).Inc()
+	switch r.Event {
+	case batch.CacheHit:
+		m.cacheBytes.WithLabelValues("read").Add(float64(r.Bytes))
+		m.servedByCalls.WithLabelValues(r.Model, "cache").Inc()
+	case batch.CacheStored:
+		m.cacheBytes.WithLabelValues("written").Add(float64(r.Bytes))
+	}
 }
 
 func (m *Metrics) countTokens(c batch.CallReport) {
@@ -278,6 +316,13 @@ func (m *Metrics) countTokens(c batch.CallReport) {
 	}
 	if c.Usage.OutputTokens > 0 {
 		m.tokens.WithLabelValues(c.Provider, c.Model, "output").Add(float64(c.Usage.OutputTokens))
+	}
+	// Parts of the input, billed at their own rates.
+	if c.Usage.CachedInputTokens > 0 {
+		m.tokens.WithLabelValues(c.Provider, c.Model, "cached_input").Add(float64(c.Usage.CachedInputTokens))
+	}
+	if c.Usage.CacheWriteTokens > 0 {
+		m.tokens.WithLabelValues(c.Provider, c.Model, "cache_write").Add(float64(c.Usage.CacheWriteTokens))
 	}
 }
 

@@ -96,6 +96,8 @@ type Server struct {
 
 	completeAfter int // a batch ends on this GET of it; 0: only CompleteBatches
 
+	prompts promptCache // prefixes marked with cache_control (promptcache.go)
+
 	mu      sync.Mutex // guards what follows
 	batches map[string]*msgBatch
 }

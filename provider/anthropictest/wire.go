@@ -26,6 +26,9 @@ type Request struct {
 	MaxTokens int64
 	// System is the system prompt, text blocks joined.
 	System string
+	// CacheControl is true when a system block carries cache_control
+	// {"type":"ephemeral"} (see promptcache.go).
+	CacheControl bool
 	// Messages are the request's messages in order, text blocks joined.
 	Messages []Message
 	// Tools are the declared tools.
@@ -309,7 +312,8 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 	for _, m := range rec.Messages {
 		prompt += len(m.Content)
 	}
-	answer.Usage = wireUsage{InputTokens: fake.Tokens(prompt), OutputTokens: fake.Tokens(len(out)), ServiceTier: "standard"}
+	answer.Usage = s.prompts.usage(req, prompt, fake.Tokens(len(out)))
+	answer.Usage.ServiceTier = "standard"
 
 	fake.WriteAnswer(w, answer, b.malformed)
 }
@@ -361,7 +365,7 @@ func decodeRequest(req wireRequest, h http.Header, body []byte) (Request, error)
 	if err != nil {
 		return Request{}, fmt.Errorf("system: %w", err)
 	}
-	rec.System = sys
+	rec.System, rec.CacheControl = sys, marked(req)
 	for i, m := range req.Messages {
 		if m.Role != "user" && m.Role != "assistant" {
 			return Request{}, fmt.Errorf("messages.%d.role: Input should be 'user' or 'assistant'", i)

@@ -8,6 +8,8 @@ package openai
 type chatAnswer struct {
 	Choices []chatChoice `json:"choices"`
 	Usage   chatUsage    `json:"usage"`
+	// ServiceTier is the tier that answered (tier.go).
+	ServiceTier string `json:"service_tier"`
 }
 
 type chatChoice struct {
@@ -22,6 +24,11 @@ type chatMessage struct {
 }
 
 type chatUsage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
+	PromptTokens        int64 `json:"prompt_tokens"`
+	CompletionTokens    int64 `json:"completion_tokens"`
+	PromptTokensDetails struct {
+		// CachedTokens is the part of PromptTokens read from the prompt
+		// cache (promptcache.go).
+		CachedTokens int64 `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
 }

@@ -39,7 +39,10 @@
 //     get 404 model_not_found;
 //   - records: Calls, MaxConcurrent, CallSizes, Requests, and for jobs
 //     Jobs, Cancelled, JobRequests, DeletedFiles, HasFile;
-//   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines.
+//   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines;
+//   - costs (costs.go): service_tier answered back, RejectTier,
+//     FlexUnavailableNext, and usage.prompt_tokens_details.cached_tokens
+//     for a repeated prefix of 1,024 tokens or more.
 package openaitest
 
 import (
@@ -84,6 +87,8 @@ type Server struct {
 	cancelled atomic.Int64 // batches moved to cancelling
 
 	completeAfter int // a job completes on this GET of it; 0: only CompleteJobs
+
+	costs costs // service tiers and the prompt cache (costs.go)
 
 	mu      sync.Mutex // guards what follows
 	files   map[string]*storedFile
@@ -240,7 +245,8 @@ func (s *Server) Requests() []Request { return s.requests.All() }
 // Whatever the cap, a call's own max_completion_tokens is honoured: an
 // answer longer than it (counting a token per 4 bytes) is cut off the same
 // way, a plain answer's text too (its first max_completion_tokens*4
-// bytes), with finish_reason "length". Batch API jobs are not affected.
+// bytes), with finish_reason "length". In Batch API jobs, combined lines
+// (ASYNC_COMBINE) are cut off the same way; plain lines are not affected.
 func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
 
 // WrongAnswer is the output SetWrongAfter gives the items past its
