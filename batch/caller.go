@@ -45,6 +45,7 @@ type caller struct {
 	backoff  time.Duration
 	groups   *groups
 	planner  planner
+	tiers    laneTiers
 	ids      *batchIDs
 	stats    *stats
 	observer Observer
@@ -192,14 +193,16 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 		Instructions:    group[0].req.Instructions,
 		Requests:        make([]provider.Request, len(group)),
 		MaxOutputTokens: cl.maxOutputTokens,
+		ServiceTier:     c.tiers.of(trigger),
 	}
 	waiting := make(map[string]*item, len(group))
 	start := time.Now()
 	for i, it := range group {
 		key := strconv.Itoa(i)
-		b.Requests[i] = provider.Request{Key: key, Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens}
+		b.Requests[i] = providerRequest(key, it.req)
 		waiting[key] = it
 		it.batch = wire.BatchInfo{ID: b.ID, Size: len(group), Trigger: trigger}
+		it.position = i
 		it.queued = start.Sub(it.d.Published)
 		it.err = nil
 	}
@@ -207,9 +210,10 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 	results, err := c.provider.Complete(callCtx, b)
 	cancel()
 	c.stats.apiCalls.Add(1)
+	c.stats.providerItems.Add(int64(len(group)))
 	latency := time.Since(start)
-	report := CallReport{Provider: c.provider.Name(), Model: b.Model, Trigger: trigger, Size: len(group), Latency: latency, Err: err,
-		SoloPromptTokens: soloPromptTokens(b)}
+	report := CallReport{Provider: c.provider.Name(), Model: b.Model, Trigger: trigger, Size: len(group), Served: served(group),
+		Latency: latency, Err: err, SoloPromptTokens: soloPromptTokensOf(group)}
 	defer func() { c.observer.CallFinished(report) }()
 
 	var recorded int
@@ -229,7 +233,7 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 		return recorded, err
 	}
 	answered, ignored, usage := c.record(waiting, results)
-	report.Usage = usage
+	report.Usage, report.ServiceTier = usage, tierOf(results)
 	if len(waiting) == 0 {
 		c.groups.answered(keyOf(group[0]), len(group), usage.OutputTokens)
 	}
@@ -238,6 +242,12 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 		zap.String("model", b.Model), zap.Duration("latency", latency),
 		zap.Int("answered", answered), zap.Int("missing", len(waiting)), zap.Int("ignored", ignored))
 	return answered, nil
+}
+
+// providerRequest is what a call carries of req, under key; a shadow call
+// carries the same.
+func providerRequest(key string, req wire.Request) provider.Request {
+	return provider.Request{Key: key, Input: req.Input, MaxOutputTokens: req.MaxOutputTokens}
 }
 
 // record sets each result's outcome on the item waiting for it and removes

@@ -3,7 +3,7 @@ package batch
 import (
 	"context"
 	"fmt"
-	"strconv"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,12 +32,15 @@ import (
 // each request as its answer arrives; requests that reach MaxWait fall back
 // to a synchronous call.
 type asyncCaller struct {
-	api      provider.AsyncProvider
-	jobs     JobStore
-	sync     *caller
-	settler  *settler
-	poll     time.Duration
-	maxWait  time.Duration
+	api     provider.AsyncProvider
+	jobs    JobStore
+	sync    *caller
+	settler *settler
+	poll    time.Duration
+	maxWait time.Duration
+	// combine, when set, puts a combined call in each line of a job
+	// (Config.AsyncCombine).
+	combine  provider.CombinedJobProvider
 	ids      *batchIDs
 	stats    *stats
 	observer Observer
@@ -106,12 +109,16 @@ func (a *asyncCaller) runJob(ctx context.Context, trigger wire.Trigger, part job
 	var recs []JobRecord
 	resumed := part.jobID != ""
 	if !resumed {
-		b := provider.Batch{ID: batchID, Model: part.items[0].req.Model, Instructions: part.items[0].req.Instructions}
-		for i, it := range part.items {
-			key := strconv.Itoa(i)
-			b.Requests = append(b.Requests, provider.Request{Key: key, Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens})
-			waiting[key] = it
+		job := a.layout(batchID, part.items)
+		if len(job.unplanned) > 0 {
+			a.settler.settle(ctx, job.unplanned)
+			part.items = slices.DeleteFunc(part.items, func(it *item) bool { return it.outcome != outcomeNone })
+			if len(part.items) == 0 {
+				return
+			}
 		}
+		b := job.batch
+		waiting = job.waiting
 		for key, it := range waiting {
 			recs = append(recs, JobRecord{BatchID: batchID, Key: key, Stream: it.d.Stream, StreamSeq: it.d.StreamSeq})
 		}
@@ -121,7 +128,7 @@ func (a *asyncCaller) runJob(ctx context.Context, trigger wire.Trigger, part job
 			a.log.Warn("record batch before submitting", zap.String("batch", batchID), zap.Error(err))
 		}
 		start := time.Now()
-		id, err := a.api.SubmitJob(ctx, b)
+		id, err := job.submit(ctx)
 		a.stats.apiCalls.Add(1)
 		if err != nil {
 			a.observer.CallFinished(CallReport{Provider: a.api.Name(), Model: b.Model, Trigger: trigger, Size: len(b.Requests),
@@ -142,7 +149,8 @@ func (a *asyncCaller) runJob(ctx context.Context, trigger wire.Trigger, part job
 		if err := a.jobs.Bind(context.WithoutCancel(ctx), batchID, id, start); err != nil {
 			a.log.Warn("record batch job", zap.String("job", id), zap.Error(err))
 		}
-		a.log.Info("batch job submitted", zap.String("job", id), zap.String("batch", batchID), zap.Int("size", len(b.Requests)), zap.String("model", b.Model))
+		a.log.Info("batch job submitted", zap.String("job", id), zap.String("batch", batchID), zap.Int("size", len(b.Requests)),
+			zap.Int("lines", job.lines), zap.String("model", b.Model))
 	} else {
 		for i, it := range part.items {
 			waiting[part.keys[i]] = it
@@ -155,7 +163,7 @@ func (a *asyncCaller) runJob(ctx context.Context, trigger wire.Trigger, part job
 		it.queued = part.submitted.Sub(it.d.Published)
 		b.Requests = append(b.Requests, provider.Request{Input: it.req.Input})
 	}
-	finished, usage := a.waitForJob(ctx, part.jobID, waiting)
+	finished, usage := a.waitForJob(ctx, trigger, part.jobID, waiting)
 	a.observer.CallFinished(CallReport{Provider: a.api.Name(), Model: part.items[0].req.Model, Trigger: trigger,
 		Size: len(part.items), Latency: time.Now().Sub(part.submitted), Usage: usage,
 		Async: true, Resumed: resumed, SoloPromptTokens: soloPromptTokens(b)})
@@ -171,7 +179,7 @@ func (a *asyncCaller) runJob(ctx context.Context, trigger wire.Trigger, part job
 // items that reach MaxWait to a synchronous call. It returns false when ctx
 // ended first and the items still waiting were handed back, and the usage
 // the job's answers reported.
-func (a *asyncCaller) waitForJob(ctx context.Context, jobID string, waiting map[string]*item) (finished bool, usage provider.Usage) {
+func (a *asyncCaller) waitForJob(ctx context.Context, trigger wire.Trigger, jobID string, waiting map[string]*item) (finished bool, usage provider.Usage) {
 	ticker := time.NewTicker(a.poll)
 	defer ticker.Stop()
 	for {
@@ -181,6 +189,12 @@ func (a *asyncCaller) waitForJob(ctx context.Context, jobID string, waiting map[
 		}
 		var settled []*item
 		if err == nil {
+			// Lines whose combined call failed as a whole: their requests
+			// are called again at once, in smaller calls.
+			if failed := a.takeLineFailures(waiting, &status); len(failed) > 0 {
+				a.sync.callAll(ctx, trigger, a.sync.planner.plan(failed))
+				settled = append(settled, failed...)
+			}
 			before := make(map[string]*item, len(waiting))
 			for k, it := range waiting {
 				before[k] = it

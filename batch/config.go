@@ -19,6 +19,12 @@ type Config struct {
 	// combined call (BATCH_MODE=async); MaxInflight then bounds the jobs
 	// running at once. Default false.
 	Async bool
+	// AsyncCombine puts a combined call of up to a group's call size in
+	// each line of a Batch API job (ASYNC_COMBINE), instead of one request
+	// per line: the batch discount and the prompt cache of the shared
+	// instructions add up. It needs a provider.CombinedJobProvider.
+	// Default false.
+	AsyncCombine bool
 	// JobPollInterval is how often a Batch API job is polled. Default 30s.
 	JobPollInterval time.Duration
 	// MaxBatchSize is the most requests in one call, and in one fetch.
@@ -37,6 +43,19 @@ type Config struct {
 	// they never do: one producer's input could sway the answers to
 	// another's. Default false.
 	MixTopics bool
+	// CacheNondeterministic gives requests with a temperature above 0 a
+	// request key, so that they are answered from the response cache and
+	// share a duplicate's answer inside a call
+	// (RESPONSE_CACHE_NONDETERMINISTIC). Default false: such requests ask
+	// for a sample and each gets its own (see dedupe.go).
+	CacheNondeterministic bool
+	// BatchServiceTier and UrgentServiceTier are the provider's service
+	// tier the batch and urgent lanes' calls ask for (provider.Batch's
+	// ServiceTier: OpenAI's "flex", "default", "priority"); empty means the
+	// provider's default. The batch lane's serves its MAX_WAIT fallback
+	// and retries too. Default "".
+	BatchServiceTier  string
+	UrgentServiceTier string
 	// Interval is how often whatever waits is sent. Default 1h.
 	Interval time.Duration
 	// MaxWait is the longest a request waits before its batch is sent
@@ -253,6 +272,9 @@ func (c Config) Validate() error {
 		if n <= 0 || model == "" {
 			errs = append(errs, fmt.Errorf("ModelMaxOutputTokens[%q] is %d, want a model name and a whole number of 1 or more", model, n))
 		}
+	}
+	if c.AsyncCombine && !c.Async {
+		errs = append(errs, errors.New("AsyncCombine needs Async: it lays out Batch API jobs"))
 	}
 	if c.Async && c.Immediate {
 		errs = append(errs, errors.New("Async and Immediate exclude each other: a Batch API job is a batch"))

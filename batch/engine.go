@@ -39,6 +39,10 @@ type Engine struct {
 	attempts AttemptStore
 	lease    HoldLease
 	budget   Budget
+	// cacheStore is the response cache (WithResponseCache); cache is the
+	// engine's side of it, nil when it is off.
+	cacheStore ResponseCache
+	cache      *responseCache
 
 	breakers *breakers
 	groups   *groups
@@ -50,6 +54,9 @@ type Engine struct {
 	caller  *caller
 	async   *asyncCaller // set in async mode
 	settler *settler
+
+	shadowCfg ShadowConfig
+	shadow    *shadow // set when shadow sampling is on
 
 	batchLane *batchLane
 	window    *window
@@ -114,7 +121,11 @@ func (e *Engine) wire() error {
 	e.intake = newIntake(cfg, e.attempts, e.budget, e.log)
 	e.planner = planner{maxBatchTokens: cfg.MaxBatchTokens, defaultOutputTokens: cfg.DefaultOutputTokens,
 		outputLimit: outputLimits(cfg.ModelMaxOutputTokens, e.provider), groups: e.groups}
+	if e.cacheStore != nil {
+		e.cache = &responseCache{store: e.cacheStore, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+	}
 	e.settler = &settler{
+		cache:        e.cache,
 		pub:          e.pub,
 		out:          outgoing{resultPrefix: cfg.ResultPrefix, deadPrefix: cfg.DeadPrefix, maxResultBytes: cfg.MaxResultBytes},
 		retry:        retryPolicy{base: cfg.RetryBackoff, max: cfg.RetryMaxBackoff},
@@ -131,7 +142,7 @@ func (e *Engine) wire() error {
 		log:          e.log,
 	}
 	e.caller = &caller{provider: e.provider, timeout: cfg.CallTimeout, defaultModel: cfg.DefaultModel, breakers: e.breakers, backoff: cfg.RetryBackoff,
-		groups: e.groups, planner: e.planner, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+		groups: e.groups, planner: e.planner, ids: ids, tiers: laneTiers{batch: cfg.BatchServiceTier, urgent: cfg.UrgentServiceTier}, stats: &e.stats, observer: e.observer, log: e.log}
 	if cfg.Async {
 		api, ok := e.provider.(provider.AsyncProvider)
 		if !ok {
@@ -142,11 +153,25 @@ func (e *Engine) wire() error {
 		}
 		e.async = &asyncCaller{api: api, jobs: e.jobs, sync: e.caller, settler: e.settler, poll: cfg.JobPollInterval,
 			maxWait: cfg.MaxWait, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
+		if cfg.AsyncCombine {
+			combine, ok := e.provider.(provider.CombinedJobProvider)
+			if !ok {
+				return fmt.Errorf("%w: %s cannot combine requests in a Batch API line", ErrNoBatchAPI, e.provider.Name())
+			}
+			e.async.combine = combine
+		}
+	}
+	e.shadowCfg = e.shadowCfg.WithDefaults()
+	if err := e.shadowCfg.Validate(); err != nil {
+		return fmt.Errorf("batch: invalid shadow config: %w", err)
+	}
+	if e.shadowCfg.Rate > 0 {
+		e.shadow = newShadow(e.shadowCfg, e)
 	}
 	e.window = newWindow(cfg.HoldMaxRequests, cfg.HoldMaxBytes)
 	e.batchLane = &batchLane{queue: e.queue, cfg: cfg, intake: e.intake, window: e.window, groups: e.groups,
 		slots: newSemaphore(cfg.MaxInflight), dispatch: e.dispatch, abandon: e.abandon, flushes: e.flushes,
-		handBack: handBack, expiries: expiries, paused: e.providerDown, lease: e.lease, stats: &e.stats, observer: e.observer,
+		handBack: handBack, expiries: expiries, paused: e.providerDown, lease: e.lease, cache: e.cache, stats: &e.stats, observer: e.observer,
 		log: e.log, freed: make(chan struct{}, 1)}
 	return nil
 }
@@ -175,6 +200,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		lanes.Go(func() { e.eagerLane(e.urgent, wire.TriggerUrgent, e.cfg.MaxBatchSize).run(ctx) })
 	}
 	lanes.Go(func() { e.probe(ctx) })
+	var shadows sync.WaitGroup
+	shadowCtx, stopShadows := context.WithCancel(procCtx)
+	defer stopShadows()
+	if e.shadow != nil {
+		shadows.Go(func() { e.shadow.run(shadowCtx) })
+	}
 	<-ctx.Done()
 	e.log.Info("shutting down: no more fetches; in-flight calls may finish",
 		zap.Int64("in_flight", e.stats.inFlight.Load()), zap.Duration("timeout", e.cfg.ShutdownTimeout))
@@ -192,6 +223,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		cancelProc()
 		<-done
 	}
+	// Samples still waiting are dropped: they are worth no delay.
+	stopShadows()
+	shadows.Wait()
 	return nil
 }
 
@@ -263,6 +297,12 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, items []*ite
 	stop := keepAlive(msgs, e.cfg.AckWait/3)
 	defer stop()
 
+	if e.cache != nil {
+		if hits := e.cache.answer(ctx, items); len(hits) > 0 {
+			e.settler.settle(ctx, hits)
+			items = uncached(items)
+		}
+	}
 	if e.async != nil && trigger != wire.TriggerUrgent {
 		var rejected []*item
 		for _, it := range items {
@@ -271,11 +311,22 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, items []*ite
 			}
 		}
 		e.settler.settle(ctx, rejected)
-		e.async.callAll(ctx, trigger, items)
+		heads := collapse(items)
+		e.stats.duplicates.Add(int64(len(items) - len(heads)))
+		e.async.callAll(ctx, trigger, heads)
+		// The heads were settled as their answers came; their duplicates
+		// follow them now, sharing no usage: the head's result reported it.
+		e.settler.settle(ctx, follow(heads))
 		return
 	}
-	e.caller.callAll(ctx, trigger, e.planner.plan(items))
+	heads := collapse(items)
+	e.stats.duplicates.Add(int64(len(items) - len(heads)))
+	e.caller.callAll(ctx, trigger, e.planner.plan(heads))
+	spread(heads)
 	e.settler.settle(ctx, items)
+	if e.shadow != nil {
+		e.shadow.offer(items)
+	}
 }
 
 // ProviderHealth returns nil while the provider serves calls, and an error
@@ -314,6 +365,17 @@ func (e *Engine) breakerChanged(st BreakerState) {
 func (e *Engine) groupResized(g GroupState) {
 	e.log.Info("group call size changed", zap.String("model", g.Model), zap.String("instructions", g.Instructions), zap.Int("size", g.Size))
 	e.observer.GroupResized(g)
+}
+
+// qualityLimited logs a change the quality guard made to a group's call
+// size, once, and reports it.
+func (e *Engine) qualityLimited(c QualityChange, st GroupState) {
+	e.log.Info("group call size changed for answer quality",
+		zap.String("model", c.Model), zap.String("instructions", c.Instructions), zap.String("topic", c.Topic),
+		zap.Int("from", c.From), zap.Int("to", c.To), zap.Int("limit", c.Limit),
+		zap.Float64("agreement", c.Agreement), zap.Float64("floor", c.Floor), zap.Int("window", c.Window))
+	e.observer.GroupResized(st)
+	e.observer.QualityLimited(c)
 }
 
 // outputLimits is a model's output limit per call: the configured one, else

@@ -43,9 +43,22 @@ type item struct {
 	output     string
 	usage      provider.Usage
 	batch      wire.BatchInfo
-	queued     time.Duration
+	// position is the request's index in the call that answered it.
+	position int
+	queued   time.Duration
+	// ended says the settler stored the request's outcome and acked it.
+	ended bool
 	// spent says the answer's usage was added to the topic's budget.
 	spent bool
+
+	// key is the request's key (requestKeyer): "" when it may not share an
+	// answer. looked says the response cache was asked for it; cached that
+	// the answer came from there. dupes are the requests of its group with
+	// the same key that this item answers too (collapse).
+	key    string
+	looked bool
+	cached bool
+	dupes  []*item
 }
 
 // outcome is what the stages found out about a request. What each outcome
@@ -117,6 +130,7 @@ type intake struct {
 	allowedModels        []string
 	maxOutputTokensLimit int
 	mixTopics            bool
+	keys                 requestKeyer
 }
 
 // budgetTimeout bounds one read of a topic's budget at intake.
@@ -138,6 +152,7 @@ func newIntake(cfg Config, attempts AttemptStore, budget Budget, log *zap.Logger
 		allowedReplies:       cfg.ReplySubjects,
 		allowedModels:        allowedModels(cfg.AllowedModels, cfg.DefaultModel),
 		maxOutputTokensLimit: cfg.MaxOutputTokensLimit,
+		keys:                 requestKeyer{nondeterministic: cfg.CacheNondeterministic},
 	}
 }
 
@@ -198,6 +213,9 @@ func (in intake) read(ctx context.Context, m Message) *item {
 		it.reject(fmt.Errorf("gave up after %d attempts (MAX_DELIVER is %d)", it.attempts.Spent, in.maxDeliver))
 	default:
 		in.checkBudget(ctx, it)
+	}
+	if it.outcome == outcomeNone {
+		it.key = in.keys.key(it.req)
 	}
 	return it
 }

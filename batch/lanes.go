@@ -37,7 +37,9 @@ type batchLane struct {
 	// paused reports whether the provider can serve no one now.
 	paused func() bool
 	// lease, when set, says whether this worker gathers partial groups.
-	lease    HoldLease
+	lease HoldLease
+	// cache, when on, answers what it can as a fetch comes in.
+	cache    *responseCache
 	stats    *stats
 	observer Observer
 	log      *zap.Logger
@@ -165,13 +167,26 @@ func (l *batchLane) fetch(ctx context.Context, room int) bool {
 // hold reads msgs into the window; requests that can never succeed are
 // settled at once.
 func (l *batchLane) hold(msgs []Message) {
-	var rejected []*item
+	var rejected, kept []*item
 	for _, m := range msgs {
 		it := l.intake.read(context.Background(), m)
 		if it.outcome != outcomeNone {
 			rejected = append(rejected, it)
 			continue
 		}
+		kept = append(kept, it)
+	}
+	if l.cache != nil {
+		// Looked up as the fetch comes in, so a hit does not wait for its
+		// group in the window.
+		if hits := l.cache.answer(context.Background(), kept); len(hits) > 0 {
+			n := int64(len(hits))
+			l.inFlight.Add(n)
+			l.dispatch(wire.TriggerCache, hits, func() { l.inFlight.Add(-n) })
+			kept = uncached(kept)
+		}
+	}
+	for _, it := range kept {
 		l.window.add(it)
 	}
 	if len(rejected) > 0 {

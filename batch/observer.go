@@ -28,6 +28,14 @@ type Observer interface {
 	BreakerChanged(b BreakerState)
 	// GroupResized reports a group whose call size changed.
 	GroupResized(g GroupState)
+	// CacheUsed reports a use of the response cache (WithResponseCache).
+	CacheUsed(r CacheReport)
+	// ShadowSampled reports a request answered in a combined call and
+	// again alone, compared (WithShadow).
+	ShadowSampled(s ShadowSample)
+	// QualityLimited reports a change the quality guard made to a group's
+	// call size; GroupResized reports the group's new state too.
+	QualityLimited(c QualityChange)
 }
 
 // CallReport describes one provider call.
@@ -35,8 +43,12 @@ type CallReport struct {
 	Provider string
 	Model    string
 	Trigger  wire.Trigger
-	// Size is the number of requests in the call.
-	Size    int
+	// Size is the number of items in the call: what the provider was sent.
+	Size int
+	// Served is the number of requests the call answers: Size, plus the
+	// duplicates that shared an item's answer (see collapse in dedupe.go).
+	// 0 means Size.
+	Served  int
 	Latency time.Duration
 	// Err is the whole-call error; nil when the call was answered.
 	Err error
@@ -48,9 +60,17 @@ type CallReport struct {
 	// Resumed is true for a job a previous worker submitted: it is not a
 	// new call, but its answers' usage is reported here.
 	Resumed bool
+	// ServiceTier is the provider's service tier that answered the call
+	// (OpenAI's service_tier: "default", "flex", "priority"); empty when
+	// the API did not say.
+	ServiceTier string
 	// Probe is true for a call made to find out whether an unavailable
 	// provider is back; it answers no request.
 	Probe bool
+	// Shadow is true for a shadow sample's call, made again alone to
+	// compare answers (WithShadow), and for the embedding call that scored
+	// it: it answers no request, and its cost is counted apart.
+	Shadow bool
 	// SoloPromptTokens estimates the prompt tokens the same requests would
 	// have needed sent one per call (each repeating the instructions and the
 	// call's framing), for the saving batching makes.
@@ -135,6 +155,24 @@ func (os observers) GroupResized(g GroupState) {
 	}
 }
 
+func (os observers) CacheUsed(r CacheReport) {
+	for _, o := range os {
+		o.CacheUsed(r)
+	}
+}
+
+func (os observers) ShadowSampled(s ShadowSample) {
+	for _, o := range os {
+		o.ShadowSampled(s)
+	}
+}
+
+func (os observers) QualityLimited(c QualityChange) {
+	for _, o := range os {
+		o.QualityLimited(c)
+	}
+}
+
 // NopObserver does nothing with what it is told. Embed it in an Observer
 // that cares about some reports only; methods added to Observer later then
 // need no change.
@@ -148,3 +186,6 @@ func (NopObserver) RequestDeferred()               {}
 func (NopObserver) BacklogRead(Backlog)            {}
 func (NopObserver) BreakerChanged(BreakerState)    {}
 func (NopObserver) GroupResized(GroupState)        {}
+func (NopObserver) CacheUsed(CacheReport)          {}
+func (NopObserver) ShadowSampled(ShadowSample)     {}
+func (NopObserver) QualityLimited(QualityChange)   {}

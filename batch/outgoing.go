@@ -41,13 +41,14 @@ func (o outgoing) resultMsg(it *item) Outgoing {
 		Output:   it.output,
 		Model:    it.req.Model,
 		Metadata: it.req.Metadata,
-		Usage:    wire.Usage{InputTokens: it.usage.InputTokens, OutputTokens: it.usage.OutputTokens},
+		Usage:    wire.Usage{InputTokens: it.usage.InputTokens, CachedInputTokens: it.usage.CachedInputTokens, OutputTokens: it.usage.OutputTokens},
 		Batch:    it.batch,
 		QueuedMS: it.queued.Milliseconds(),
 		Attempts: int(it.d.NumDelivered),
+		Cached:   it.cached,
 	}
 	if it.outcome != outcomeAnswered {
-		r.Status, r.Output, r.Error = wire.StatusError, "", errText(it.err)
+		r.Status, r.Output, r.Error, r.Cached = wire.StatusError, "", errText(it.err), false
 		if !json.Valid(r.Metadata) {
 			r.Metadata = nil
 		}

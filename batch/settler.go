@@ -155,9 +155,11 @@ type settler struct {
 	// paused lane fetches them to end them.
 	expiries   *handBacks
 	requestTTL time.Duration
-	stats      *stats
-	observer   Observer
-	log        *zap.Logger
+	// cache, when on, is given the answers whose ok result was stored.
+	cache    *responseCache
+	stats    *stats
+	observer Observer
+	log      *zap.Logger
 }
 
 // settle ends or hands back every item's message according to its outcome.
@@ -206,6 +208,11 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 		return
 	}
 	acks := s.publishResults(ctx, storing, results)
+	var remember []*item
+	if s.cache != nil {
+		// After the acks: a slow cache must not hold the messages.
+		defer func() { s.cache.remember(ctx, remember) }()
+	}
 
 	var deadFor []*item
 	var deadLetters []Outgoing
@@ -231,6 +238,9 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 		switch decide(f).step {
 		case stepAck:
 			s.ack(ctx, it, wire.StatusOK, false)
+			if f.result == storedNow {
+				remember = append(remember, it)
+			}
 		case stepStoreDeadLetter:
 			deadFor = append(deadFor, it)
 			deadLetters = append(deadLetters, s.out.deadLetter(it))
@@ -377,6 +387,7 @@ func (s *settler) nak(it *item, delay time.Duration) {
 
 // ack ends a request whose outcome is stored, and forgets its attempts.
 func (s *settler) ack(ctx context.Context, it *item, status string, deadLettered bool) {
+	it.ended = true
 	if err := it.msg.Ack(); err != nil {
 		// The outcome is stored; the redelivery after AckWait finds it by
 		// its Nats-Msg-Id, so look for it then.

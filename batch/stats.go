@@ -41,6 +41,13 @@ type Stats struct {
 	Triggers map[wire.Trigger]int64 `json:"triggers"`
 	// Usage sums the tokens providers reported.
 	Usage provider.Usage `json:"usage"`
+	// ProviderItems counts the items sent in provider calls; Duplicates
+	// the requests that shared an item's answer instead of an item of
+	// their own.
+	ProviderItems int64 `json:"provider_items"`
+	Duplicates    int64 `json:"duplicates"`
+	// Cache counts the response cache's use; all zero when it is off.
+	Cache CacheStats `json:"cache"`
 	// Breakers holds the provider's circuit breaker, and one per model an
 	// error named; empty until the first provider-scope failure.
 	Breakers []BreakerState `json:"breakers"`
@@ -51,6 +58,9 @@ type Stats struct {
 	// oldest requests. HeldRequests totals them.
 	Held         []HeldGroup `json:"held"`
 	HeldRequests int         `json:"held_requests"`
+	// Shadow is what shadow sampling measured (WithShadow); its Rate is 0
+	// when sampling is off.
+	Shadow ShadowStats `json:"shadow"`
 	// Holder is true when this worker gathers partial groups for the
 	// fleet (WithHoldLease), or has no fleet.
 	Holder    bool      `json:"holder"`
@@ -59,7 +69,25 @@ type Stats struct {
 	Started   time.Time `json:"started_at"`
 }
 
+// CacheStats counts the response cache's lookups and writes.
+type CacheStats struct {
+	// Hits and Misses count requests looked up; Failures count lookups and
+	// writes that failed (and entries that could not be used).
+	Hits     int64 `json:"hits"`
+	Misses   int64 `json:"misses"`
+	Failures int64 `json:"failures"`
+	// Writes counts answers stored.
+	Writes int64 `json:"writes"`
+	// BytesRead and BytesWritten count the entries' bytes served and stored.
+	BytesRead    int64 `json:"bytes_read"`
+	BytesWritten int64 `json:"bytes_written"`
+}
+
 type stats struct {
+	providerItems, duplicates                                                            atomic.Int64
+	cacheHits, cacheMisses, cacheFailures, cacheWrites                                   atomic.Int64
+	cacheBytesRead, cacheBytesWritten                                                    atomic.Int64
+	cachedInputTokens, cacheWriteTokens                                                  atomic.Int64
 	inFlight, requests, resultsOK, resultsError, deadLetters, retries, apiCalls, batches atomic.Int64
 	deferred, probes, jobsFailed                                                         atomic.Int64
 	inputTokens, outputTokens                                                            atomic.Int64
@@ -94,6 +122,8 @@ func (s *stats) batchSent(t wire.Trigger, n int, at time.Time) {
 func (s *stats) usage(u provider.Usage) {
 	s.inputTokens.Add(u.InputTokens)
 	s.outputTokens.Add(u.OutputTokens)
+	s.cachedInputTokens.Add(u.CachedInputTokens)
+	s.cacheWriteTokens.Add(u.CacheWriteTokens)
 }
 
 // Stats returns a snapshot of the engine's counters.
@@ -115,8 +145,13 @@ func (e *Engine) Stats() Stats {
 		Holder:       e.lease == nil || e.lease.Held(),
 		APICalls:     s.apiCalls.Load(),
 		Batches:      s.batches.Load(),
-		Usage:        provider.Usage{InputTokens: s.inputTokens.Load(), OutputTokens: s.outputTokens.Load()},
-		Triggers:     make(map[wire.Trigger]int64),
+		Usage: provider.Usage{InputTokens: s.inputTokens.Load(), OutputTokens: s.outputTokens.Load(),
+			CachedInputTokens: s.cachedInputTokens.Load(), CacheWriteTokens: s.cacheWriteTokens.Load()},
+		ProviderItems: s.providerItems.Load(),
+		Duplicates:    s.duplicates.Load(),
+		Cache: CacheStats{Hits: s.cacheHits.Load(), Misses: s.cacheMisses.Load(), Failures: s.cacheFailures.Load(),
+			Writes: s.cacheWrites.Load(), BytesRead: s.cacheBytesRead.Load(), BytesWritten: s.cacheBytesWritten.Load()},
+		Triggers: make(map[wire.Trigger]int64),
 	}
 	s.mu.Lock()
 	out.Pending = s.pending
@@ -128,6 +163,7 @@ func (e *Engine) Stats() Stats {
 	}
 	s.mu.Unlock()
 	out.FallbackFlushes = out.Triggers[wire.TriggerMaxWait]
+	out.Shadow = e.shadowStats()
 	for _, g := range out.Held {
 		out.HeldRequests += g.Requests
 	}

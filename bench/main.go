@@ -9,9 +9,10 @@
 // latency with calls in flight, the worker's peak memory, and the provider
 // calls spent when the model's answers are cut off at an output limit or it
 // refuses some inputs (the real openai provider against the fake OpenAI
-// server, over HTTP), and partitioned request streams: their ceiling on
-// one server, and one provider quota kept by fleets that grow over
-// partitions and workers. Every scenario runs against JetStream servers with
+// server, over HTTP), the Batch API lines and estimated cost of
+// ASYNC_COMBINE against plain async mode, and partitioned request streams:
+// their ceiling on one server, and one provider quota kept by fleets that
+// grow over partitions and workers. Every scenario runs against JetStream servers with
 // file storage on loopback; comparisons are measured side by side in each
 // run and reported as median, min and max over the runs.
 //
@@ -20,7 +21,7 @@
 //	go run ./bench -only rates  # one scenario
 //	go run ./bench -only fault-cap,fault-refusal  # the provider-fault scenarios
 //	go run ./bench -only e2e,mixed-burst,mixed-rates  # scenarios 9 and 10
-//	go run ./bench -only partition  # scenario 11
+//	go run ./bench -only partition  # scenario 12
 //
 // It prints one table on stdout (progress goes to stderr) and writes the
 // same figures, with the raw ones, as JSON (-out). Targets are reported,
@@ -135,7 +136,7 @@ func (o options) MarshalJSON() ([]byte, error) {
 
 // scenarios in the order they run.
 var scenarios = []string{"micro", "throughput", "rates", "latency", "inflight", "memory", "fault-cap", "fault-refusal",
-	"e2e", "mixed-burst", "mixed-rates", "partition"}
+	"e2e", "mixed-burst", "mixed-rates", "async-combine", "partition"}
 
 func main() {
 	if len(os.Args) > 1 {
@@ -182,8 +183,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.MemRequests, "mem-requests", 1_000_000, "scenario 5: backlog drained by each process")
 	fs.IntVar(&o.MemSize, "mem-bytes", 1024, "scenario 5: request body size")
 	fs.IntVar(&o.MemRuns, "mem-runs", 1, "scenario 5: runs")
-	fs.IntVar(&o.FaultRequests, "fault-requests", 1000, "scenarios 7-8: backlog drained per measurement")
-	fs.IntVar(&o.FaultBatch, "fault-batch", 50, "scenarios 7-8: MAX_BATCH_SIZE")
+	fs.IntVar(&o.FaultRequests, "fault-requests", 1000, "scenarios 7, 8 and 11: backlog drained per measurement")
+	fs.IntVar(&o.FaultBatch, "fault-batch", 50, "scenarios 7, 8 and 11: MAX_BATCH_SIZE")
 	fs.IntVar(&o.FaultCap, "fault-cap", 20, "scenario 7: the fake's answers fit this many items (openaitest SetOutputCap)")
 	fs.IntVar(&o.RefuseEvery, "refuse-every", 50, "scenario 8: the fake refuses one input in this many (openaitest RefuseInput)")
 	fs.IntVar(&o.E2ERequests, "e2e-requests", 200_000, "scenario 9: backlog drained by each process")
@@ -198,10 +199,10 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.MixLowDuration, "mix-low-duration", 90*time.Second, "scenario 10: low rate's arrivals last this long")
 	fs.DurationVar(&o.MixMaxWait, "mix-max-wait", 20*time.Second, "scenario 10: the workers' MAX_WAIT at the steady and low rates")
 	fs.IntVar(&o.MixWorkers, "mix-workers", 3, "scenario 10: worker processes of the fleet cells")
-	fs.IntVar(&o.PartRequests, "part-requests", 100_000, "scenario 11: backlog the fetch + ack loops drain, over every partition")
-	fs.IntVar(&o.PartE2ERequests, "part-e2e-requests", 50_000, "scenario 11: backlog the worker processes drain end to end")
-	fs.IntVar(&o.PartQuotaRPM, "part-quota-rpm", 600, "scenario 11: PROVIDER_RPM the fleets of the quota cells share")
-	fs.DurationVar(&o.PartQuotaWindow, "part-quota-window", 30*time.Second, "scenario 11: how long each quota cell's calls are counted")
+	fs.IntVar(&o.PartRequests, "part-requests", 100_000, "scenario 12: backlog the fetch + ack loops drain, over every partition")
+	fs.IntVar(&o.PartE2ERequests, "part-e2e-requests", 50_000, "scenario 12: backlog the worker processes drain end to end")
+	fs.IntVar(&o.PartQuotaRPM, "part-quota-rpm", 600, "scenario 12: PROVIDER_RPM the fleets of the quota cells share")
+	fs.DurationVar(&o.PartQuotaWindow, "part-quota-window", 30*time.Second, "scenario 12: how long each quota cell's calls are counted")
 	fs.StringVar(&o.ProfileDir, "profile", "", "directory for CPU profiles: scenario 1 per drain (server + drainer), scenarios 5 and 9 per drainer process (scenario 9 builds the worker with a profiling hook, bench/testdata/workerprofile.go)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -290,6 +291,7 @@ func run(args []string) int {
 		"e2e":           func() error { return scenarioE2E(ctx, o, r) },
 		"mixed-burst":   func() error { return scenarioMixedBurst(ctx, o, r) },
 		"mixed-rates":   func() error { return scenarioMixedRates(ctx, o, r) },
+		"async-combine": func() error { return scenarioAsyncCombine(ctx, o, r) },
 		"partition":     func() error { return scenarioPartition(ctx, o, r) },
 	}
 	code := 0

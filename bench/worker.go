@@ -26,7 +26,7 @@ type worker struct {
 
 // startWorker connects to url and runs an engine with cfg (DefaultModel is
 // filled in) until stop.
-func startWorker(ctx context.Context, url string, cfg batch.Config, prov provider.Provider) (*worker, error) {
+func startWorker(ctx context.Context, url string, cfg batch.Config, prov provider.Provider, opts ...batch.Option) (*worker, error) {
 	c, err := connect(url, "bench-worker")
 	if err != nil {
 		return nil, err
@@ -41,7 +41,7 @@ func startWorker(ctx context.Context, url string, cfg batch.Config, prov provide
 	}
 	obs := &waitObserver{}
 	lane := &timedQueue{q: bq}
-	e, err := batch.New(cfg, lane, pub, prov, batch.WithUrgentQueue(uq), batch.WithObserver(obs))
+	e, err := batch.New(cfg, lane, pub, prov, append([]batch.Option{batch.WithUrgentQueue(uq), batch.WithObserver(obs)}, opts...)...)
 	if err != nil {
 		c.close()
 		return nil, fmt.Errorf("create engine: %w", err)

@@ -21,7 +21,8 @@ const monitoringOverlay = "overlays/monitoring"
 // dashboardMetrics are what the dashboard must show (issue 14): calls
 // saved, backlog and oldest age per lane, batch sizes, wait times, results
 // by status, dead letters, the provider's breaker, deferred requests, group
-// sizes and the estimated cost.
+// sizes and the estimated cost, and (issue 15) the cost per model next to
+// one call per request, requests served and provider items.
 var dashboardMetrics = []string{
 	"aibatch_api_calls_total", "aibatch_requests_total",
 	"aibatch_pending_requests", "aibatch_ack_pending_requests", "aibatch_oldest_pending_timestamp_seconds",
@@ -30,6 +31,8 @@ var dashboardMetrics = []string{
 	"aibatch_results_total", "aibatch_dead_letters_total",
 	"aibatch_provider_up", "aibatch_breaker_open", "aibatch_deferred_total", "aibatch_group_batch_size",
 	"aibatch_estimated_cost_dollars", "aibatch_estimated_saving_dollars",
+	"aibatch_model_estimated_cost_dollars", "aibatch_model_one_by_one_cost_dollars",
+	"aibatch_requests_served_total", "aibatch_provider_items_total",
 }
 
 // usedMetrics returns the metric names qs select.

@@ -53,6 +53,10 @@ type Batch struct {
 	Instructions string
 	// Requests holds at least one request. Keys are unique within the batch.
 	Requests []Request
+	// ServiceTier is the provider's service tier to ask for (OpenAI's
+	// service_tier: "flex", "default", "priority"); empty means the
+	// provider's default. Providers without tiers ignore it.
+	ServiceTier string
 	// MaxOutputTokens is the call's output budget, planned by the caller
 	// to fit every request's expected answer within the model's limit; 0
 	// means the provider's default. It is the API's limit for the whole call
@@ -84,17 +88,39 @@ type Result struct {
 	Err error
 	// Usage is this request's share of the call's token usage.
 	Usage Usage
+	// ServiceTier is the service tier that answered, as the API reported
+	// it (OpenAI's service_tier: "default", "flex", "priority"); empty when
+	// the API does not say. It is priced: flex costs half.
+	ServiceTier string
 }
 
 // Usage counts tokens as the provider reported them.
+//
+// InputTokens counts every prompt token, whatever it was billed at; the
+// cached and cache-write counts are parts of it, each billed at its own
+// rate (Anthropic reports them apart from input_tokens; the provider adds
+// them up so the meaning is one for every provider).
 type Usage struct {
-	InputTokens  int64 `json:"input_tokens"`
-	OutputTokens int64 `json:"output_tokens"`
+	InputTokens int64 `json:"input_tokens"`
+	// CachedInputTokens is the part of InputTokens read from the
+	// provider's prompt cache (OpenAI's prompt_tokens_details.cached_tokens,
+	// Anthropic's cache_read_input_tokens).
+	CachedInputTokens int64 `json:"cached_input_tokens,omitempty"`
+	// CacheWriteTokens is the part of InputTokens written to the prompt
+	// cache (Anthropic's cache_creation_input_tokens); OpenAI caches
+	// without charging for it.
+	CacheWriteTokens int64 `json:"cache_write_tokens,omitempty"`
+	OutputTokens     int64 `json:"output_tokens"`
 }
 
 // Add returns the sum of u and o.
 func (u Usage) Add(o Usage) Usage {
-	return Usage{InputTokens: u.InputTokens + o.InputTokens, OutputTokens: u.OutputTokens + o.OutputTokens}
+	return Usage{
+		InputTokens:       u.InputTokens + o.InputTokens,
+		CachedInputTokens: u.CachedInputTokens + o.CachedInputTokens,
+		CacheWriteTokens:  u.CacheWriteTokens + o.CacheWriteTokens,
+		OutputTokens:      u.OutputTokens + o.OutputTokens,
+	}
 }
 
 // Split divides u over n results as evenly as whole tokens allow; the first
@@ -103,14 +129,22 @@ func (u Usage) Split(n int) []Usage {
 	if n <= 0 {
 		return nil
 	}
+	in, cached, write, out := splitCount(u.InputTokens, n), splitCount(u.CachedInputTokens, n), splitCount(u.CacheWriteTokens, n), splitCount(u.OutputTokens, n)
 	parts := make([]Usage, n)
 	for i := range parts {
-		parts[i] = Usage{InputTokens: u.InputTokens / int64(n), OutputTokens: u.OutputTokens / int64(n)}
-		if int64(i) < u.InputTokens%int64(n) {
-			parts[i].InputTokens++
-		}
-		if int64(i) < u.OutputTokens%int64(n) {
-			parts[i].OutputTokens++
+		parts[i] = Usage{InputTokens: in[i], CachedInputTokens: cached[i], CacheWriteTokens: write[i], OutputTokens: out[i]}
+	}
+	return parts
+}
+
+// splitCount divides v into n whole parts, the first ones taking the
+// remainder.
+func splitCount(v int64, n int) []int64 {
+	parts := make([]int64, n)
+	for i := range parts {
+		parts[i] = v / int64(n)
+		if int64(i) < v%int64(n) {
+			parts[i]++
 		}
 	}
 	return parts
@@ -265,6 +299,29 @@ type AsyncProvider interface {
 	// acted on.
 	CancelJob(ctx context.Context, jobID string) error
 }
+
+// CombinedJobProvider is an AsyncProvider that can put a combined call in
+// each line of a Batch API job, so the Batch API's discount and the prompt
+// cache of the shared instructions add up (ASYNC_COMBINE).
+type CombinedJobProvider interface {
+	AsyncProvider
+	// SubmitCombinedJob starts a job with one line per element of lines,
+	// each line the combined call Complete would make for it. The keys of
+	// line n's requests must be CombinedKey(n, 0) to CombinedKey(n,
+	// len-1): PollJob finds a line's keys from its index and size alone, so
+	// a worker that restarts can read the job it did not submit.
+	//
+	// PollJob returns one Result per request a line answered. A line that
+	// is cut off, refused, not the expected answer or failed as a whole
+	// gives each request it did not answer a Result whose Err has ScopeBatch
+	// (ErrCutOff for a cut-off line): the caller calls those again in
+	// smaller calls, spending no attempt. A line the job never ran is left
+	// out, like a plain line.
+	SubmitCombinedJob(ctx context.Context, lines []Batch) (string, error)
+}
+
+// CombinedKey is the key of request i of line n of a combined job.
+func CombinedKey(n, i int) string { return fmt.Sprintf("%d-%d", n, i) }
 
 // JobStatus is what PollJob found.
 type JobStatus struct {

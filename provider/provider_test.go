@@ -22,16 +22,20 @@ func TestUsageSplit(t *testing.T) {
 		{"one part is the whole", Usage{InputTokens: 10, OutputTokens: 4}, 1,
 			[]Usage{{InputTokens: 10, OutputTokens: 4}}},
 		{"even split", Usage{InputTokens: 9, OutputTokens: 6}, 3,
-			[]Usage{{3, 2}, {3, 2}, {3, 2}}},
+			[]Usage{{InputTokens: 3, OutputTokens: 2}, {InputTokens: 3, OutputTokens: 2}, {InputTokens: 3, OutputTokens: 2}}},
 		// 10 = 4+3+3, 5 = 2+2+1: the first parts get the remainder.
 		{"remainders go to the first parts", Usage{InputTokens: 10, OutputTokens: 5}, 3,
-			[]Usage{{4, 2}, {3, 2}, {3, 1}}},
+			[]Usage{{InputTokens: 4, OutputTokens: 2}, {InputTokens: 3, OutputTokens: 2}, {InputTokens: 3, OutputTokens: 1}}},
 		// 7/4 = 1 r3; 2/4 = 0 r2.
 		{"input and output remainders independent", Usage{InputTokens: 7, OutputTokens: 2}, 4,
-			[]Usage{{2, 1}, {2, 1}, {2, 0}, {1, 0}}},
+			[]Usage{{InputTokens: 2, OutputTokens: 1}, {InputTokens: 2, OutputTokens: 1}, {InputTokens: 2, OutputTokens: 0}, {InputTokens: 1, OutputTokens: 0}}},
 		{"more parts than tokens", Usage{InputTokens: 2, OutputTokens: 1}, 5,
-			[]Usage{{1, 1}, {1, 0}, {0, 0}, {0, 0}, {0, 0}}},
+			[]Usage{{InputTokens: 1, OutputTokens: 1}, {InputTokens: 1, OutputTokens: 0}, {InputTokens: 0, OutputTokens: 0}, {InputTokens: 0, OutputTokens: 0}, {InputTokens: 0, OutputTokens: 0}}},
 		{"nothing to split", Usage{}, 3, []Usage{{}, {}, {}}},
+		// Cached and cache-write tokens are parts of the input: split the
+		// same way, a part's cached tokens never exceed its input.
+		{"cached tokens split like the input", Usage{InputTokens: 7, CachedInputTokens: 5, CacheWriteTokens: 2, OutputTokens: 2}, 2,
+			[]Usage{{InputTokens: 4, CachedInputTokens: 3, CacheWriteTokens: 1, OutputTokens: 1}, {InputTokens: 3, CachedInputTokens: 2, CacheWriteTokens: 1, OutputTokens: 1}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,7 +52,8 @@ func TestUsageSplit(t *testing.T) {
 // made up and that parts differ by at most one token, never increasing.
 func TestUsageSplitProperties(t *testing.T) {
 	t.Parallel()
-	totals := []Usage{{0, 0}, {1, 0}, {0, 1}, {17, 3}, {1000, 999}, {123456789, 987654321}}
+	totals := []Usage{{}, {InputTokens: 1}, {OutputTokens: 1}, {InputTokens: 17, CachedInputTokens: 9, OutputTokens: 3},
+		{InputTokens: 1000, CachedInputTokens: 1000, CacheWriteTokens: 0, OutputTokens: 999}, {InputTokens: 123456789, CacheWriteTokens: 7, OutputTokens: 987654321}}
 	for _, u := range totals {
 		for n := 1; n <= 13; n++ {
 			parts := u.Split(n)
@@ -58,6 +63,9 @@ func TestUsageSplitProperties(t *testing.T) {
 			var sum Usage
 			for i, p := range parts {
 				sum = sum.Add(p)
+				if p.CachedInputTokens+p.CacheWriteTokens > p.InputTokens {
+					t.Errorf("%+v.Split(%d): part %d %+v has more cached than input tokens", u, n, i, p)
+				}
 				if i > 0 && (p.InputTokens > parts[i-1].InputTokens || p.OutputTokens > parts[i-1].OutputTokens) {
 					t.Errorf("%+v.Split(%d): part %d %+v is above part %d %+v", u, n, i, p, i-1, parts[i-1])
 				}

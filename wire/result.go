@@ -20,6 +20,20 @@ type Result struct {
 	Status string `json:"status"`
 	// Output is the model's answer when Status is StatusOK.
 	Output string `json:"output,omitempty"`
+	// FinishReason says why the answer ended, in OpenAI's terms: "stop",
+	// "length" (cut off at the request's output cap), "content_filter" or
+	// "tool_calls". Empty for embeddings and errors.
+	FinishReason string `json:"finish_reason,omitempty"`
+	// Embedding is the vector of an embedding request.
+	Embedding []float32 `json:"embedding,omitempty"`
+	// Cached is true when the answer came from the worker's response cache
+	// (RESPONSE_CACHE_TTL) without a provider call: its usage is zero and
+	// its batch trigger is TriggerCache. Since wire format 1.1.
+	Cached bool `json:"cached,omitempty"`
+	// Message is, for a request sent alone with provider_options, the
+	// provider's answer message verbatim (OpenAI's choices[0].message, with
+	// tool_calls and the rest); Output holds its text content.
+	Message json.RawMessage `json:"message,omitempty"`
 	// Error says what went wrong when Status is StatusError.
 	Error string `json:"error,omitempty"`
 	// Model is the model that answered (or was asked).
@@ -39,8 +53,14 @@ type Result struct {
 
 // Usage is the token usage reported with a result.
 type Usage struct {
-	InputTokens  int64 `json:"input_tokens"`
-	OutputTokens int64 `json:"output_tokens"`
+	// InputTokens counts every prompt token, cached ones included.
+	InputTokens int64 `json:"input_tokens"`
+	// CachedInputTokens is the part of InputTokens the provider read from
+	// its prompt cache and billed at its cached-input rate (OpenAI's
+	// cached_tokens, Anthropic's cache_read_input_tokens). Since wire
+	// format 1.1.
+	CachedInputTokens int64 `json:"cached_input_tokens,omitempty"`
+	OutputTokens      int64 `json:"output_tokens"`
 }
 
 // BatchInfo tells which call answered a request.
@@ -77,4 +97,8 @@ const (
 	// TriggerWindowFull: the worker's holding window was full, so the
 	// group waiting longest was sent before it filled up.
 	TriggerWindowFull Trigger = "window_full"
+	// TriggerCache: the answer came from the response cache
+	// (RESPONSE_CACHE_TTL); no provider call was made. Since wire format
+	// 1.1.
+	TriggerCache Trigger = "cache"
 )

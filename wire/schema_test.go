@@ -114,7 +114,7 @@ func TestTriggersMatchTheSchema(t *testing.T) {
 		inSchema = append(inSchema, v.(string))
 	}
 	all := []wire.Trigger{wire.TriggerSize, wire.TriggerInterval, wire.TriggerMaxWait, wire.TriggerUrgent,
-		wire.TriggerForced, wire.TriggerImmediate, wire.TriggerRetry, wire.TriggerWindowFull}
+		wire.TriggerForced, wire.TriggerImmediate, wire.TriggerRetry, wire.TriggerWindowFull, wire.TriggerCache}
 	var inCode []string
 	for _, tr := range all {
 		inCode = append(inCode, string(tr))
@@ -161,6 +161,10 @@ func TestValuesMatchTheSchemas(t *testing.T) {
 		{"ok", wire.Result{ID: "a", Status: wire.StatusOK, Output: "y", Model: "m", Metadata: json.RawMessage(`{"k":1}`),
 			Usage: wire.Usage{InputTokens: 3, OutputTokens: 4}, Batch: wire.BatchInfo{ID: "b-1", Size: 2, Trigger: wire.TriggerSize},
 			QueuedMS: 5, Attempts: 1}, true},
+		{"cache hit", wire.Result{ID: "a", Status: wire.StatusOK, Output: "y", Model: "m", Cached: true,
+			Batch: wire.BatchInfo{ID: "b-2", Size: 1, Trigger: wire.TriggerCache}, Attempts: 1}, true},
+		{"cached prompt tokens", wire.Result{ID: "a", Status: wire.StatusOK, Output: "y",
+			Usage: wire.Usage{InputTokens: 2000, CachedInputTokens: 1536, OutputTokens: 4}, Batch: wire.BatchInfo{ID: "b-1", Size: 2}, Attempts: 1}, true},
 		{"error before any call", wire.Result{ID: "a", Status: wire.StatusError, Error: "invalid request", Attempts: 1}, true},
 		{"unknown status", wire.Result{ID: "a", Status: "maybe", Attempts: 1}, false},
 		{"error without a reason", wire.Result{ID: "a", Status: wire.StatusError, Attempts: 1}, false},

@@ -61,6 +61,8 @@ type Summary struct {
 	ResultsByTrigger map[string]int `json:"results_by_trigger,omitempty"`
 	// wire.Usage sums the results' token usage.
 	Usage wire.Usage `json:"usage"`
+	// Cached counts results answered from the worker's response cache.
+	Cached int `json:"cached"`
 	// Latency is the time from a request's publish to its result's arrival.
 	Latency Latency `json:"latency_ms"`
 
@@ -81,6 +83,12 @@ type Summary struct {
 	// counter it came from.
 	APICalls       *int64 `json:"api_calls,omitempty"`
 	APICallsSource string `json:"api_calls_source,omitempty"`
+	// EstimatedCost and EstimatedSaving are what the run cost and saved
+	// against one call per request, in dollars, from the worker's
+	// estimated_cost and estimated_saving (--stats-url, PRICES set): after
+	// minus before. Absent when the worker reports no estimate.
+	EstimatedCost   *float64 `json:"estimated_cost,omitempty"`
+	EstimatedSaving *float64 `json:"estimated_saving,omitempty"`
 
 	// MissingIDs, DuplicateIDs and ErrorSamples list the first few offenders.
 	MissingIDs   []string `json:"missing_ids,omitempty"`
@@ -230,7 +238,10 @@ func (s *Summary) writeText(w io.Writer) error {
 			row("  trigger "+trig, "%d results in %d batches", s.ResultsByTrigger[trig], s.BatchesByTrigger[trig])
 		}
 		row("latency", "p50 %.1fms, p95 %.1fms, p99 %.1fms, max %.1fms", s.Latency.P50, s.Latency.P95, s.Latency.P99, s.Latency.Max)
-		row("tokens", "%d in, %d out", s.Usage.InputTokens, s.Usage.OutputTokens)
+		row("tokens", "%d in (%d cached), %d out", s.Usage.InputTokens, s.Usage.CachedInputTokens, s.Usage.OutputTokens)
+		if s.Cached > 0 {
+			row("from the cache", "%d results", s.Cached)
+		}
 	}
 	row("elapsed", "%s", roundDuration(time.Duration(s.ElapsedMS*float64(time.Millisecond))))
 	row("throughput", "%.1f %s", s.Throughput, unit)
@@ -256,7 +267,22 @@ func (s *Summary) writeText(w io.Writer) error {
 			return fmt.Errorf("write summary: %w", err)
 		}
 	}
+	if s.EstimatedCost != nil && s.EstimatedSaving != nil {
+		if _, err := fmt.Fprintln(w, s.costLine()); err != nil {
+			return fmt.Errorf("write summary: %w", err)
+		}
+	}
 	return nil
+}
+
+// costLine renders the estimate as "estimated cost $0.0123, saving $0.4567
+// (97.4%) against one call per request (worker stats)".
+func (s *Summary) costLine() string {
+	line := fmt.Sprintf("estimated cost $%.4f, saving $%.4f", *s.EstimatedCost, *s.EstimatedSaving)
+	if whole := *s.EstimatedCost + *s.EstimatedSaving; whole > 0 {
+		line += fmt.Sprintf(" (%.1f%%)", 100**s.EstimatedSaving/whole)
+	}
+	return line + " against one call per request (worker stats)"
 }
 
 // roundDuration keeps three significant digits or so: 1.235s, 12.3ms, 845µs.

@@ -57,6 +57,7 @@ type tracker struct {
 	batchTrigger                       map[string]string
 	resultsByTrigger                   map[string]int
 	usage                              wire.Usage
+	cached                             int
 	dupIDs, errSamples                 []string
 
 	first, lastAck, lastResult time.Time
@@ -180,7 +181,11 @@ func (t *tracker) result(r wire.Result, at time.Time) {
 	}
 	t.resultsByTrigger[trigger]++
 	t.usage.InputTokens += r.Usage.InputTokens
+	t.usage.CachedInputTokens += r.Usage.CachedInputTokens
 	t.usage.OutputTokens += r.Usage.OutputTokens
+	if r.Cached {
+		t.cached++
+	}
 	t.lastResult = at
 	t.checkDone()
 }
@@ -276,7 +281,7 @@ func (t *tracker) summarize() Summary {
 	completed := s.Sent
 	if t.wait {
 		s.OK, s.Error = t.ok, t.failed
-		s.Usage = t.usage
+		s.Usage, s.Cached = t.usage, t.cached
 		s.Batches = len(t.batchTrigger)
 		s.ResultsByTrigger = t.resultsByTrigger
 		s.BatchesByTrigger = make(map[string]int)

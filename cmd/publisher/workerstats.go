@@ -14,9 +14,11 @@ import (
 const workerStatsTimeout = 5 * time.Second
 
 // workerCalls is one reading of the API-call counters in the worker's
-// /admin/batch-stats JSON; a counter the JSON lacks is nil.
+// /admin/batch-stats JSON, and of its cost estimate; a figure the JSON
+// lacks (or has as null) is nil.
 type workerCalls struct {
 	fleet, worker *int64
+	cost, saving  *float64
 }
 
 // fetchWorkerCalls GETs url and reads fleet.api_calls and worker.api_calls
@@ -42,11 +44,13 @@ func fetchWorkerCalls(ctx context.Context, client *http.Client, url string) (wor
 	var body struct {
 		Fleet  *counters `json:"fleet"`
 		Worker *counters `json:"worker"`
+		Cost   *float64  `json:"estimated_cost"`
+		Saving *float64  `json:"estimated_saving"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&body); err != nil {
 		return workerCalls{}, fmt.Errorf("worker stats: decode %s: %w", url, err)
 	}
-	var c workerCalls
+	c := workerCalls{cost: body.Cost, saving: body.Saving}
 	if body.Fleet != nil {
 		c.fleet = body.Fleet.APICalls
 	}
@@ -92,5 +96,21 @@ func (s *Summary) setWorkerCalls(before workerCalls, beforeErr error, after work
 		source += " since the worker started"
 	}
 	s.APICalls, s.APICallsSource = best, source
+	s.setCost(before, beforeErr, after)
 	return nil
+}
+
+// setCost records the worker's estimated cost and saving of the run: after
+// minus before (before counts as 0 when the worker had no estimate yet). It
+// records nothing when the reading before failed, or the worker reports no
+// estimate (PRICES unset).
+func (s *Summary) setCost(before workerCalls, beforeErr error, after workerCalls) {
+	if beforeErr != nil || after.cost == nil || after.saving == nil {
+		return
+	}
+	c, sv := *after.cost, *after.saving
+	if before.cost != nil && before.saving != nil {
+		c, sv = c-*before.cost, sv-*before.saving
+	}
+	s.EstimatedCost, s.EstimatedSaving = &c, &sv
 }

@@ -124,6 +124,51 @@ func TestSendStatsURL(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, stdout)
 		}
 	})
+	t.Run("cost estimate", func(t *testing.T) {
+		// The worker's estimate before and after the run; null before any
+		// priced call, absent without PRICES.
+		for _, tc := range []struct {
+			name           string
+			before, after  string
+			wantLine       string
+			wantCost, save float64
+		}{
+			{"grew during the run", `"estimated_cost":0.01,"estimated_saving":0.1`, `"estimated_cost":0.03,"estimated_saving":0.5`,
+				"estimated cost $0.0200, saving $0.4000 (95.2%) against one call per request (worker stats)", 0.02, 0.4},
+			{"first priced call in the run", `"estimated_cost":null,"estimated_saving":null`, `"estimated_cost":0.002,"estimated_saving":0.018`,
+				"estimated cost $0.0020, saving $0.0180 (90.0%)", 0.002, 0.018},
+			{"no PRICES", `"estimated_cost":null,"estimated_saving":null`, `"estimated_cost":null,"estimated_saving":null`, "", 0, 0},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				var gets atomic.Int32
+				stats := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+					est := tc.after
+					if gets.Add(1) == 1 {
+						est = tc.before
+					}
+					fmt.Fprintf(rw, `{"worker":{"api_calls":%d},%s}`, calls(), est)
+				}))
+				t.Cleanup(stats.Close)
+				code, stdout, stderr := runCLI(t, "send", "--server", w.url(), "--synthetic", "20", "--wait", "--stats-url", stats.URL)
+				if code != exitOK {
+					t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+				}
+				if tc.wantLine == "" {
+					if strings.Contains(stdout, "estimated cost") {
+						t.Fatalf("a cost line without an estimate:\n%s", stdout)
+					}
+					return
+				}
+				if !strings.Contains(stdout, tc.wantLine) {
+					t.Fatalf("summary lacks %q:\n%s", tc.wantLine, stdout)
+				}
+				_, js, _ := runCLI(t, "send", "--server", w.url(), "--synthetic", "2", "--wait", "--json", "--stats-url", stats.URL)
+				if s := decodeSummary(t, js); s.EstimatedCost == nil || s.EstimatedSaving == nil {
+					t.Fatalf("JSON summary without the estimate: %s", js)
+				}
+			})
+		}
+	})
 }
 
 func TestProgress(t *testing.T) {
@@ -168,4 +213,5 @@ func TestProgress(t *testing.T) {
 			}
 		})
 	}
+
 }

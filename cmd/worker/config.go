@@ -121,6 +121,20 @@ type config struct {
 	MaxOutputTokensLimit int      `env:"MAX_OUTPUT_TOKENS_LIMIT, default=0"`
 	// TopicBudgets is "topic=tokens,..."; parsed by validateSecurity.
 	TopicBudgets string `env:"TOPIC_BUDGETS"`
+
+	// What the worker does to spend less (cost.go).
+	ResponseCacheTTL              time.Duration `env:"RESPONSE_CACHE_TTL, default=0"`
+	ResponseCacheNondeterministic bool          `env:"RESPONSE_CACHE_NONDETERMINISTIC, default=false"`
+	CacheBucket                   string        `env:"CACHE_BUCKET, default=AI_CACHE"`
+	AsyncCombine                  bool          `env:"ASYNC_COMBINE, default=false"`
+	BatchServiceTier              string        `env:"BATCH_SERVICE_TIER"`
+	UrgentServiceTier             string        `env:"URGENT_SERVICE_TIER"`
+	// Shadow sampling and the quality guard (shadow.go).
+	ShadowRate           float64 `env:"SHADOW_RATE, default=0"`
+	ShadowAgreeAt        float64 `env:"SHADOW_AGREE_AT, default=0.9"`
+	ShadowEmbeddingModel string  `env:"SHADOW_EMBEDDING_MODEL"`
+	QualityFloor         float64 `env:"QUALITY_FLOOR, default=0"`
+	ShadowWindow         int     `env:"SHADOW_WINDOW, default=50"`
 }
 
 // loadConfig reads the environment through lookup, with a .env file in the
@@ -311,6 +325,8 @@ func (c config) validate() error {
 	}
 	errs = append(errs, c.validateOps()...)
 	errs = append(errs, c.validateSecurity()...)
+	errs = append(errs, c.validateCost()...)
+	errs = append(errs, c.validateShadow()...)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -396,34 +412,38 @@ func secretSettings() []string {
 // engine returns the batching engine's settings.
 func (c config) engine() batch.Config {
 	return batch.Config{
-		Immediate:            !c.UseBatchedClient,
-		Async:                c.BatchMode == "async",
-		JobPollInterval:      c.JobPollInterval,
-		MaxBatchTokens:       c.MaxBatchTokens,
-		MaxBatchSize:         c.MaxBatchSize,
-		Interval:             c.BatchInterval,
-		MaxWait:              c.MaxWait,
-		PollInterval:         c.PollInterval,
-		MaxDeliver:           c.MaxDeliver,
-		MaxRequestBytes:      int(c.MaxRequestBytes),
-		MaxInflight:          c.MaxInflight,
-		CallTimeout:          c.ProviderTimeout,
-		AckWait:              c.AckWait,
-		RetryBackoff:         c.RetryBackoff,
-		RetryMaxBackoff:      c.RetryMaxBackoff,
-		ShutdownTimeout:      c.ShutdownTimeout,
-		RequestTTL:           c.RequestTTL,
-		ProbeInterval:        c.ProbeInterval,
-		ModelMaxOutputTokens: must(parseModelLimits(c.ModelMaxOutputTokens)),
-		DefaultOutputTokens:  c.DefaultOutputTokens,
-		DefaultModel:         c.Model,
-		RequestSubjects:      c.RequestSubjects,
-		UrgentSubjects:       c.UrgentSubjects,
-		ResultPrefix:         c.ResultsPrefix,
-		DeadPrefix:           c.DeadPrefix,
-		ReplySubjects:        c.ReplySubjects,
-		AllowedModels:        c.allowedModels(),
-		MaxOutputTokensLimit: c.MaxOutputTokensLimit,
+		Immediate:             !c.UseBatchedClient,
+		Async:                 c.BatchMode == "async",
+		JobPollInterval:       c.JobPollInterval,
+		MaxBatchTokens:        c.MaxBatchTokens,
+		MaxBatchSize:          c.MaxBatchSize,
+		Interval:              c.BatchInterval,
+		MaxWait:               c.MaxWait,
+		PollInterval:          c.PollInterval,
+		MaxDeliver:            c.MaxDeliver,
+		MaxRequestBytes:       int(c.MaxRequestBytes),
+		MaxInflight:           c.MaxInflight,
+		CallTimeout:           c.ProviderTimeout,
+		AckWait:               c.AckWait,
+		RetryBackoff:          c.RetryBackoff,
+		RetryMaxBackoff:       c.RetryMaxBackoff,
+		ShutdownTimeout:       c.ShutdownTimeout,
+		RequestTTL:            c.RequestTTL,
+		ProbeInterval:         c.ProbeInterval,
+		ModelMaxOutputTokens:  must(parseModelLimits(c.ModelMaxOutputTokens)),
+		DefaultOutputTokens:   c.DefaultOutputTokens,
+		DefaultModel:          c.Model,
+		RequestSubjects:       c.RequestSubjects,
+		UrgentSubjects:        c.UrgentSubjects,
+		ResultPrefix:          c.ResultsPrefix,
+		DeadPrefix:            c.DeadPrefix,
+		ReplySubjects:         c.ReplySubjects,
+		AllowedModels:         c.allowedModels(),
+		MaxOutputTokensLimit:  c.MaxOutputTokensLimit,
+		CacheNondeterministic: c.ResponseCacheNondeterministic,
+		AsyncCombine:          c.AsyncCombine,
+		BatchServiceTier:      c.BatchServiceTier,
+		UrgentServiceTier:     c.UrgentServiceTier,
 	}.WithDefaults()
 }
 

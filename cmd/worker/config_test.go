@@ -82,6 +82,10 @@ func defaults() config {
 		QuotaHeartbeat:     time.Second,
 
 		ReplySubjects: []string{"ai.results.>", "_INBOX.>"},
+
+		CacheBucket:   "AI_CACHE",
+		ShadowAgreeAt: 0.9,
+		ShadowWindow:  50,
 	}
 }
 
@@ -237,6 +241,16 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"DEFAULT_OUTPUT_TOKENS=0", "from 1"}},
 		{"attempts bucket with a dot", map[string]string{"ATTEMPTS_BUCKET": "AI.ATTEMPTS"},
 			[]string{"ATTEMPTS_BUCKET", "AI.ATTEMPTS", "letters, digits"}},
+		{"cache bucket with a dot", map[string]string{"CACHE_BUCKET": "AI.CACHE"},
+			[]string{"CACHE_BUCKET", "AI.CACHE", "letters, digits"}},
+		{"async combine without async mode", map[string]string{"ASYNC_COMBINE": "true"},
+			[]string{"ASYNC_COMBINE=true", "BATCH_MODE=async and PROVIDER=openai or anthropic"}},
+		{"unknown service tier", map[string]string{"BATCH_SERVICE_TIER": "cheap"},
+			[]string{"BATCH_SERVICE_TIER=\"cheap\"", "flex, default, priority"}},
+		{"service tier of another provider", map[string]string{"URGENT_SERVICE_TIER": "flex", "PROVIDER": "anthropic", "ANTHROPIC_API_KEY": "k"},
+			[]string{"URGENT_SERVICE_TIER=\"flex\"", "PROVIDER=anthropic has none"}},
+		{"response cache TTL below a second", map[string]string{"RESPONSE_CACHE_TTL": "10ms"},
+			[]string{"RESPONSE_CACHE_TTL=10ms", "0 (no response cache)", "24h"}},
 		{"negative wait", map[string]string{"MAX_WAIT": "-1s"},
 			[]string{"MAX_WAIT=-1s", "at least 1ms", "5m"}},
 		{"wait in words", map[string]string{"MAX_WAIT": "5 minutes"},

@@ -26,6 +26,7 @@ import (
 	"github.com/aibatch/aibatch/internal/cost"
 	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/internal/jobstore"
+	"github.com/aibatch/aibatch/internal/respcache"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/provider/ratelimit"
@@ -108,6 +109,15 @@ var ownerDefaults = []struct {
 
 	{"REPLY_SUBJECTS", "batch.DefaultReplySubjects() (wire.ReplySubjects)", batch.DefaultReplySubjects()},
 	{"MAX_OUTPUT_TOKENS_LIMIT", "batch.DefaultMaxOutputTokensLimit", batch.DefaultMaxOutputTokensLimit},
+
+	{"RESPONSE_CACHE_TTL", "respcache.DefaultTTL", respcache.DefaultTTL},
+	{"RESPONSE_CACHE_NONDETERMINISTIC", "batch.Config{}.CacheNondeterministic", batch.Config{}.CacheNondeterministic},
+	{"CACHE_BUCKET", "respcache.DefaultBucket", respcache.DefaultBucket},
+	{"ASYNC_COMBINE", "batch.Config{}.AsyncCombine", batch.Config{}.AsyncCombine},
+	{"SHADOW_RATE", "batch.DefaultShadowRate", batch.DefaultShadowRate},
+	{"SHADOW_AGREE_AT", "batch.DefaultShadowAgreeAt", batch.DefaultShadowAgreeAt},
+	{"QUALITY_FLOOR", "batch.DefaultQualityFloor", batch.DefaultQualityFloor},
+	{"SHADOW_WINDOW", "batch.DefaultShadowWindow", batch.DefaultShadowWindow},
 }
 
 // manifestOverrides are the Kubernetes values that deliberately differ from

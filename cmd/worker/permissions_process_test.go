@@ -113,6 +113,7 @@ func TestProcessLeastPrivilegePermissions(t *testing.T) {
 		"MAX_WAIT":             "300ms",
 		"STATS_FLUSH_INTERVAL": "100ms",
 		"TOPIC_BUDGETS":        "perm=1000000",
+		"RESPONSE_CACHE_TTL":   "1h",
 	}
 	worker := startWorker(t, "", workerEnv)
 	api := workerAdmin(t, worker)
@@ -155,6 +156,30 @@ func TestProcessLeastPrivilegePermissions(t *testing.T) {
 		}
 		if want[r.ID] != r.Status || m.Header.Get(wire.HeaderMsgID) == "" {
 			t.Errorf("producer: result %s %s (%s) with Nats-Msg-Id %q", r.ID, r.Status, r.Error, m.Header.Get(wire.HeaderMsgID))
+		}
+	}
+	// The same input again: answered from the response cache (AI_CACHE),
+	// written once the first answer's result was stored.
+	deadline := time.Now().Add(20 * time.Second)
+	for n := 0; ; n++ {
+		id := fmt.Sprintf("p-again-%d", n)
+		publish("ai.urgent.perm", `{"id":"`+id+`","input":"urgent via inbox"}`)
+		m, err := replies.NextMsg(20 * time.Second)
+		if err != nil {
+			t.Fatalf("producer: waiting for %s: %v", id, err)
+		}
+		var r wire.Result
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != wire.StatusOK || r.Output != openaitest.Answer("urgent via inbox") {
+			t.Fatalf("producer: %s: %+v", id, r)
+		}
+		if r.Cached {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("producer: the repeated input was never answered from the response cache")
 		}
 	}
 

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/aibatch/aibatch/batch"
@@ -89,7 +91,10 @@ func (c config) auth() jetstream.AuthConfig {
 // Retry-After. In async mode the limits apply to the synchronous calls
 // (the MAX_WAIT fallback); Batch API jobs wait for room in the provider's
 // batch queue instead (PROVIDER_QUEUE_TOKENS, PROVIDER_QUEUE_REQUESTS).
-func newProvider(c config, fq *fleetQuota) (provider.Provider, *quota, error) {
+//
+// A service tier a model refuses (BATCH_SERVICE_TIER, URGENT_SERVICE_TIER)
+// is logged once; its calls go to the default tier.
+func newProvider(c config, log *zap.Logger, fq *fleetQuota) (provider.Provider, *quota, error) {
 	var (
 		p        provider.Provider
 		err      error
@@ -105,7 +110,8 @@ func newProvider(c config, fq *fleetQuota) (provider.Provider, *quota, error) {
 			key = "unused"
 		}
 		// The base URLs may be written with or without /v1.
-		p, err = openai.New(openai.Config{APIKey: key, BaseURL: openai.NormalizeBaseURL(c.OpenAIBaseURL), Mode: openai.Mode(c.BatchMode), HTTPClient: client})
+		p, err = openai.New(openai.Config{APIKey: key, BaseURL: openai.NormalizeBaseURL(c.OpenAIBaseURL), Mode: openai.Mode(c.BatchMode),
+			HTTPClient: client, TierRejected: tierRejectedLogger(log)})
 	case "anthropic":
 		key := c.AnthropicAPIKey
 		if key == "" {
@@ -135,14 +141,18 @@ func newProvider(c config, fq *fleetQuota) (provider.Provider, *quota, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("set up PROVIDER_QUEUE_TOKENS/PROVIDER_QUEUE_REQUESTS: %w", err)
 	}
-	return limitedAsync{Provider: limited, jobs: q.queue}, q, nil
+	async := limitedAsync{Provider: limited, jobs: q.queue}
+	if _, ok := p.(provider.CombinedJobProvider); ok {
+		return limitedCombined{async, q.queue}, q, nil
+	}
+	return async, q, nil
 }
 
 // limitedAsync is an async provider whose synchronous calls are rate
 // limited and whose Batch API jobs wait for room in the provider's queue.
 type limitedAsync struct {
 	*ratelimit.Provider
-	jobs *ratelimit.Queue
+	jobs provider.AsyncProvider
 }
 
 func (l limitedAsync) SubmitJob(ctx context.Context, b provider.Batch) (string, error) {
@@ -155,6 +165,17 @@ func (l limitedAsync) PollJob(ctx context.Context, id string) (provider.JobStatu
 
 func (l limitedAsync) CancelJob(ctx context.Context, id string) error {
 	return l.jobs.CancelJob(ctx, id)
+}
+
+// limitedCombined is limitedAsync for a provider that can combine requests
+// in a Batch API line (ASYNC_COMBINE).
+type limitedCombined struct {
+	limitedAsync
+	combined provider.CombinedJobProvider
+}
+
+func (l limitedCombined) SubmitCombinedJob(ctx context.Context, lines []provider.Batch) (string, error) {
+	return l.combined.SubmitCombinedJob(ctx, lines)
 }
 
 // newAccountant prices calls with PRICES; calls in async mode get
@@ -175,6 +196,8 @@ type costObserver struct {
 
 func (o costObserver) CallFinished(c batch.CallReport) { o.a.CallFinished(c) }
 
+func (o costObserver) CacheUsed(r batch.CacheReport) { o.a.CacheUsed(r) }
+
 // registerCost exposes the estimated spend and saving as gauges, in
 // dollars (PRICES are dollars per million tokens):
 // aibatch_estimated_cost_dollars and aibatch_estimated_saving_dollars.
@@ -193,7 +216,13 @@ var (
 	costDesc = prometheus.NewDesc("aibatch_estimated_cost_dollars",
 		"Estimated spend on provider calls since the worker started, in dollars, from PRICES; absent until a call of a priced model was answered.", nil, nil)
 	savingDesc = prometheus.NewDesc("aibatch_estimated_saving_dollars",
-		"Estimated saving of batching against one call per request since the worker started, in dollars; absent until a call of a priced model was answered.", nil, nil)
+		"Estimated saving of batching, the response cache and prompt caching against one call per request since the worker started, in dollars; absent until a call of a priced model was answered.", nil, nil)
+	modelCostDesc = prometheus.NewDesc("aibatch_model_estimated_cost_dollars",
+		"Estimated spend on a model's calls since the worker started, in dollars, from PRICES; absent for models not in PRICES.", []string{"model"}, nil)
+	modelSoloDesc = prometheus.NewDesc("aibatch_model_one_by_one_cost_dollars",
+		"Estimated cost of the same requests of a model sent one per call at the standard rate with no cache, in dollars; absent for models not in PRICES.", []string{"model"}, nil)
+	shadowCostDesc = prometheus.NewDesc("aibatch_estimated_shadow_cost_dollars",
+		"Estimated spend on shadow calls (SHADOW_RATE) since the worker started, in dollars, apart from aibatch_estimated_cost_dollars; absent until one of a priced model was answered.", nil, nil)
 )
 
 // costCollector reads the accountant's totals at scrape time.
@@ -202,13 +231,25 @@ type costCollector struct{ a *cost.Accountant }
 func (c costCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- costDesc
 	ch <- savingDesc
+	ch <- modelCostDesc
+	ch <- modelSoloDesc
+	ch <- shadowCostDesc
 }
 
 func (c costCollector) Collect(ch chan<- prometheus.Metric) {
 	t := c.a.Totals()
-	if t.PricedCalls == 0 {
+	if t.ShadowCalls > 0 {
+		ch <- prometheus.MustNewConstMetric(shadowCostDesc, prometheus.GaugeValue, t.Shadow)
+	}
+	if !t.Estimated() {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(costDesc, prometheus.GaugeValue, t.Spend)
 	ch <- prometheus.MustNewConstMetric(savingDesc, prometheus.GaugeValue, t.Saving)
+	for _, m := range t.ByModel {
+		if m.Priced {
+			ch <- prometheus.MustNewConstMetric(modelCostDesc, prometheus.GaugeValue, m.Cost, m.Model)
+			ch <- prometheus.MustNewConstMetric(modelSoloDesc, prometheus.GaugeValue, m.OneByOne, m.Model)
+		}
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/anthropic"
@@ -38,12 +40,19 @@ func TestNewProviderWrapsTheRateLimiter(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c := config{Provider: "openai", BatchMode: tt.mode, OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: tt.rpm}
-			p, q, err := newProvider(c, &fleetQuota{})
+			p, q, err := newProvider(c, zap.NewNop(), &fleetQuota{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			_, plainLimited := p.(*ratelimit.Provider)
 			_, asyncLimited := p.(limitedAsync)
+			_, combinedLimited := p.(limitedCombined)
+			asyncLimited = asyncLimited || combinedLimited
+			// The openai provider's combined jobs (ASYNC_COMBINE) go
+			// through the queue too.
+			if _, combines := p.(provider.CombinedJobProvider); tt.wantAsync && !combines {
+				t.Fatalf("%T lost SubmitCombinedJob", p)
+			}
 			if tt.wantAsync != asyncLimited || tt.wantAsync == plainLimited {
 				t.Fatalf("%T: async %v, limited %v; want async %v, limited", p, asyncLimited, plainLimited, tt.wantAsync)
 			}
@@ -56,7 +65,7 @@ func TestNewProviderWrapsTheRateLimiter(t *testing.T) {
 	// The wrapped async provider's jobs reach the Batch API and are
 	// counted in the queue; the headers of the answers are read.
 	fake.SetRateLimit(600, 0)
-	p, q, err := newProvider(config{Provider: "openai", BatchMode: "async", OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: 60}, &fleetQuota{})
+	p, q, err := newProvider(config{Provider: "openai", BatchMode: "async", OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: 60}, zap.NewNop(), &fleetQuota{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +111,7 @@ func TestBaseURLsWithAndWithoutVersion(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			tt.cfg.BatchMode, tt.cfg.OpenAIAPIKey, tt.cfg.AnthropicAPIKey = "combined", "k", "k"
-			p, _, err := newProvider(tt.cfg, &fleetQuota{})
+			p, _, err := newProvider(tt.cfg, zap.NewNop(), &fleetQuota{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -191,6 +200,11 @@ func TestCostGaugesAbsentUntilAPricedCall(t *testing.T) {
 		// 1M input at $1 and 1M output at $2; alone, 3M input: $5, so $2 saved.
 		if got["aibatch_estimated_cost_dollars"] != 3 || got["aibatch_estimated_saving_dollars"] != 2 {
 			t.Errorf("after a priced call: %v, want cost 3 and saving 2 dollars", got)
+		}
+		// Per model: the cost next to what one call per request would
+		// have cost.
+		if got["aibatch_model_estimated_cost_dollars"] != 3 || got["aibatch_model_one_by_one_cost_dollars"] != 5 {
+			t.Errorf("after a priced call: %v, want the model's cost 3 and one-by-one cost 5 dollars", got)
 		}
 	}
 }

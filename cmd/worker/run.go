@@ -111,7 +111,7 @@ func buildEngine(ctx context.Context, cfg config, log *zap.Logger, b *broker) (*
 	if err != nil {
 		return nil, fmt.Errorf("set up streams: %w", err)
 	}
-	p, quota, err := newProvider(cfg, &fleetQuota{})
+	p, quota, err := newProvider(cfg, log, &fleetQuota{})
 	if err != nil {
 		return nil, err
 	}
@@ -170,8 +170,15 @@ func engineOptions(ctx context.Context, cfg config, log *zap.Logger, b *broker, 
 	if err != nil {
 		return nil, fmt.Errorf("set up ATTEMPTS_BUCKET=%s: %w", cfg.AttemptsBucket, err)
 	}
-	opts = append(opts, batch.WithAttemptStore(attemptStore))
+	shadow, err := cfg.shadow()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, batch.WithAttemptStore(attemptStore), batch.WithShadow(shadow))
 	if opts, err = withBudgets(ctx, cfg, b.js, opts); err != nil {
+		return nil, err
+	}
+	if opts, err = withResponseCache(ctx, cfg, b.js, opts); err != nil {
 		return nil, err
 	}
 	if cfg.BatchMode != "async" {

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/cost"
 	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/ratelimit"
@@ -32,6 +33,9 @@ type StatsResponse struct {
 	// model with a known price (PRICES) was answered.
 	EstimatedCost   *float64 `json:"estimated_cost"`
 	EstimatedSaving *float64 `json:"estimated_saving"`
+	// EstimatedShadowCost is what shadow calls (SHADOW_RATE) cost, counted
+	// apart from EstimatedCost; null until one of a priced model was made.
+	EstimatedShadowCost *float64 `json:"estimated_shadow_cost"`
 	// UnpricedCalls counts calls of models missing from PRICES, so a
 	// partial estimate is not taken for a whole one.
 	UnpricedCalls int64 `json:"unpriced_calls"`
@@ -40,6 +44,11 @@ type StatsResponse struct {
 	// is left, and in async mode the provider's batch queue; null when the
 	// worker does not say.
 	Quota *QuotaStats `json:"quota"`
+	// Models holds, per model, the requests served, provider items, prompt
+	// tokens read from the provider's cache, response cache hits, and the
+	// estimated cost next to what the same requests would have cost sent
+	// one by one; empty before the first answer.
+	Models []cost.ModelTotals `json:"models"`
 	// Config is the effective settings, secrets redacted.
 	Config map[string]string `json:"config"`
 }
@@ -105,6 +114,16 @@ type WorkerStats struct {
 	Held         []batch.HeldGroup `json:"held"`
 	HeldRequests int               `json:"held_requests"`
 	Holder       bool              `json:"holder"`
+	// ProviderItems counts the items sent in provider calls; Duplicates
+	// the requests that shared an item's answer instead (sent once).
+	ProviderItems int64 `json:"provider_items"`
+	Duplicates    int64 `json:"duplicates"`
+	// Cache counts the response cache's hits, misses, failures, writes
+	// and bytes; zero when RESPONSE_CACHE_TTL is 0.
+	Cache batch.CacheStats `json:"cache"`
+	// Shadow is what shadow sampling measured: per group, the samples,
+	// their agreement and mean score, by batch size and by position.
+	Shadow batch.ShadowStats `json:"shadow"`
 }
 
 // figures derives the ratios from c.
@@ -151,14 +170,23 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 			Held:            nonNil(st.Held),
 			HeldRequests:    st.HeldRequests,
 			Holder:          st.Holder,
+			ProviderItems:   st.ProviderItems,
+			Duplicates:      st.Duplicates,
+			Cache:           st.Cache,
+			Shadow:          st.Shadow,
 		},
 		Config: v.settings,
+		Models: []cost.ModelTotals{},
 	}
 	if v.cfg.Cost != nil {
 		t := v.cfg.Cost.Totals()
 		resp.UnpricedCalls = t.Unpriced
-		if t.PricedCalls > 0 {
+		if t.Estimated() {
 			resp.EstimatedCost, resp.EstimatedSaving = &t.Spend, &t.Saving
+		}
+		resp.Models = nonNil(t.ByModel)
+		if t.ShadowCalls > 0 {
+			resp.EstimatedShadowCost = &t.Shadow
 		}
 	}
 	if v.cfg.Quota != nil {

@@ -102,6 +102,7 @@ type findings struct {
 	urgent      int // urgent requests accepted
 
 	resultsOK    int // requests with an ok result
+	cached       int // of them, answered from the response cache
 	resultsError int // requests with an error result
 	deadLetters  int // dead letters stored
 
@@ -266,6 +267,9 @@ func (f *findings) checkOne(s *sentRequest, rs []parsedResult, ds []storedMsg) {
 	switch r.Status {
 	case wire.StatusOK:
 		f.resultsOK++
+		if r.Cached {
+			f.cached++
+		}
 		if len(ds) > 0 {
 			f.violations++
 			f.note("ok with dead letter", "request %s ended ok (AI_RESULTS seq %d) and has a dead letter (AI_DEAD seq %d: %q)", s.id, r.seq, ds[0].seq, ds[0].header.Get(wire.HeaderError))

@@ -216,7 +216,7 @@ func TestReadStreamReadsEverythingStored(t *testing.T) {
 func TestPlanTrafficMixesPoisonOfEveryKind(t *testing.T) {
 	t.Parallel()
 	const maxBytes = 16 << 10
-	reqs := planTraffic("plan", 2000, 0.2, 0.1, maxBytes, rand.New(rand.NewPCG(1, 2)))
+	reqs := planTraffic("plan", 2000, 0.2, 0.1, maxBytes, 0, rand.New(rand.NewPCG(1, 2)))
 	seen := map[PoisonKind]int{}
 	ids := map[string]bool{}
 	urgent := 0

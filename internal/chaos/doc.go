@@ -29,6 +29,10 @@
 //   - Poison: invalid bodies are mixed into the traffic (PoisonKinds).
 //   - LoseWorker: a worker is killed
 //     mid-call near the end of the traffic and never restarted.
+//   - ResponseCache: the workers' response cache is on and the traffic asks
+//     a few inputs over and over, so answers come from the cache and from
+//     calls duplicates share, while workers are killed and the provider
+//     misbehaves.
 //
 // DefaultScenarios runs each fault alone, then all together: the long form,
 // with an outage of 2 minutes and a key rejected for 1 (`make chaos`);

@@ -63,7 +63,9 @@ type Period struct {
 	Kind string
 	// Statuses are the HTTP statuses answered, in turn.
 	Statuses []int
-	// Start and End bound the period.
+	// Start and End bound the period. A period that has failed no call by
+	// its planned end lasts until it fails one, so that it always tests
+	// something; End is then that call's arrival.
 	Start, End time.Time
 	// Failed counts the calls answered with the period's failure, and
 	// ByStatus the same calls by status.
@@ -273,7 +275,7 @@ func (p *Proxy) Stats() ProxyStats {
 }
 
 // StartOutage makes the proxy answer every call, from now until d has
-// passed, with OpenAI's error JSON and the statuses in turn (default
+// passed and at least one call was failed (see Period), with OpenAI's error JSON and the statuses in turn (default
 // OutageStatuses): the provider is down for everyone. It fails for a
 // status that is not 5xx or a d that is not positive.
 func (p *Proxy) StartOutage(d time.Duration, statuses ...int) error {
@@ -414,7 +416,7 @@ func (p *Proxy) decide(slot int, completion bool, now time.Time) (fault string, 
 func (p *Proxy) periodFault(now time.Time) (fault string, status int) {
 	var in *Period
 	for _, pd := range p.periods {
-		if now.Before(pd.Start) || !now.Before(pd.End) {
+		if now.Before(pd.Start) || (!now.Before(pd.End) && pd.Failed > 0) {
 			continue
 		}
 		if in == nil || pd.Kind == PeriodKeyRejected {
@@ -423,6 +425,11 @@ func (p *Proxy) periodFault(now time.Time) (fault string, status int) {
 	}
 	if in == nil {
 		return "", 0
+	}
+	if !now.Before(in.End) {
+		// No call came while the period lasted (workers starting on a busy
+		// machine): it ends with the first call it fails instead.
+		in.End = now
 	}
 	status = in.Statuses[in.Failed%int64(len(in.Statuses))]
 	in.Failed++

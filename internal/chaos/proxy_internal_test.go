@@ -67,3 +67,38 @@ func TestProxyPeriodsFollowTheClock(t *testing.T) {
 		t.Errorf("stats %+v, want 7 chat completion calls, 5 outage and 2 key faults", st)
 	}
 }
+
+// TestProxyPeriodLastsUntilItFailsACall: a period no call met by its
+// planned end (workers still starting on a busy machine) fails the next
+// call and ends there, so the scenario's fault always happens; the call
+// after it is answered.
+func TestProxyPeriodLastsUntilItFailsACall(t *testing.T) {
+	t.Parallel()
+	p, err := NewProxy(ProxyConfig{Upstream: "http://127.0.0.1:1/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	clock := t0
+	p.now = func() time.Time { return clock }
+	if err := p.StartKeyRejection(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	late := t0.Add(5 * time.Second)
+	if fault, status := p.decide(0, true, late); fault != FaultKeyRejected || status != 401 {
+		t.Fatalf("first call, 4s after the planned end: %q %d, want the key rejection", fault, status)
+	}
+	if fault, _ := p.decide(0, true, late.Add(time.Millisecond)); fault != "" {
+		t.Errorf("the call after the one the period failed got %q, want it answered", fault)
+	}
+	p.answeredOK(late.Add(time.Millisecond))
+	st := p.Stats()
+	if len(st.Periods) != 1 {
+		t.Fatalf("periods %+v, want 1", st.Periods)
+	}
+	pd := st.Periods[0]
+	if pd.Failed != 1 || !pd.End.Equal(late) || !pd.Recovered.Equal(late.Add(time.Millisecond)) {
+		t.Errorf("period %+v, want 1 call failed, ended at +5s, recovered 1ms later", pd)
+	}
+}

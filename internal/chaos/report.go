@@ -54,6 +54,8 @@ type ScenarioReport struct {
 	// ResultsOK and Errors count requests by the status of their result;
 	// DeadLetters counts the dead letters stored.
 	ResultsOK, Errors, DeadLetters int
+	// Cached counts ok results answered from the response cache.
+	Cached int
 	// Duplicates counts results and dead letters beyond the first for a
 	// request; must be 0.
 	Duplicates int
@@ -93,6 +95,10 @@ type ScenarioReport struct {
 	// WorkerExits lists exits the harness did not cause.
 	WorkerRestarts int
 	WorkerExits    []string
+	// ShadowSamples counts the shadow samples the workers compared, as the
+	// ones that stopped cleanly logged them (a SIGKILLed worker's are not
+	// counted).
+	ShadowSamples int64
 	// ServerRestarts counts NATS nodes shut down and started again;
 	// LeaderMoves describes each loss of the AI_REQUESTS leader.
 	ServerRestarts int
@@ -215,7 +221,7 @@ func (s ScenarioReport) write(b *strings.Builder) {
 	row := func(name, value string) { fmt.Fprintf(tw, "  %s\t%s\n", name, value) }
 	row("requests sent", fmt.Sprintf("%d (accepted %d, unconfirmed %d, publish retries %d; poison %d, urgent %d)",
 		s.Sent, s.Accepted, s.Unconfirmed, s.PublishRetries, s.Poison, s.Urgent))
-	row("results ok", fmt.Sprint(s.ResultsOK))
+	row("results ok", fmt.Sprintf("%d (from the response cache %d)", s.ResultsOK, s.Cached))
 	row("errors", fmt.Sprint(s.Errors))
 	row("dead letters", fmt.Sprint(s.DeadLetters))
 	row("duplicates found", fmt.Sprintf("%d (must be 0)", s.Duplicates))
@@ -231,6 +237,9 @@ func (s ScenarioReport) write(b *strings.Builder) {
 	row("worker kills", fmt.Sprintf("%d (%s)", s.kills(), countsText(s.WorkerKills, "none")))
 	row("worker restarts", fmt.Sprintf("%d (exits the harness did not cause: %d)", s.WorkerRestarts, len(s.WorkerExits)))
 	row("server restarts", fmt.Sprint(s.ServerRestarts))
+	if s.ShadowSamples > 0 {
+		row("shadow samples", fmt.Sprintf("%d (compared by workers that stopped cleanly)", s.ShadowSamples))
+	}
 	for _, m := range s.LeaderMoves {
 		row("leader lost", m)
 	}

@@ -219,8 +219,14 @@ func (r *scenarioRun) execute(ctx context.Context) error {
 	}
 	env["NATS_URL"] = b.urls()
 	env["STREAM_REPLICAS"] = "1"
+	if r.sc.ResponseCache {
+		env["RESPONSE_CACHE_TTL"] = "1h"
+	}
 	if r.sc.Cluster {
 		env["STREAM_REPLICAS"] = "3"
+	}
+	if r.sc.ShadowRate > 0 {
+		env["SHADOW_RATE"] = strconv.FormatFloat(r.sc.ShadowRate, 'g', -1, 64)
 	}
 	maxBytes, err := parseSize(env["MAX_REQUEST_BYTES"])
 	if err != nil {
@@ -270,7 +276,11 @@ func (r *scenarioRun) execute(ctx context.Context) error {
 	if r.sc.Poison {
 		poisonShare = r.cfg.PoisonShare
 	}
-	reqs := planTraffic(r.sc.Name, r.n, poisonShare, r.cfg.UrgentShare, maxBytes, rng)
+	repeat := 0
+	if r.sc.ResponseCache {
+		repeat = repeatedInputs
+	}
+	reqs := planTraffic(r.sc.Name, r.n, poisonShare, r.cfg.UrgentShare, maxBytes, repeat, rng)
 	r.inject(ctx, reqs, rng)
 	r.drain(ctx)
 
@@ -357,7 +367,7 @@ func (r *scenarioRun) collect(ctx context.Context, reqs []*sentRequest) error {
 		rep.PublishRetries += max(q.attempts-1, 0)
 	}
 	rep.Accepted, rep.Unconfirmed, rep.Poison, rep.Urgent = f.accepted, f.unconfirmed, f.poison, f.urgent
-	rep.ResultsOK, rep.Errors, rep.DeadLetters = f.resultsOK, f.resultsError, f.deadLetters
+	rep.ResultsOK, rep.Errors, rep.DeadLetters, rep.Cached = f.resultsOK, f.resultsError, f.deadLetters, f.cached
 	rep.Duplicates, rep.Lost, rep.Phantoms, rep.WrongOutputs = f.duplicates, f.lost, f.phantoms, f.wrongOutputs
 	rep.Innocent, rep.Violations = f.innocent, f.violations
 	rep.MaxQueuedBatch, rep.MaxQueuedUrgent = f.maxQueuedBatch, f.maxQueuedUrgent
@@ -369,6 +379,7 @@ func (r *scenarioRun) collect(ctx context.Context, reqs []*sentRequest) error {
 		rep.Violations++
 		rep.Evidence = append(rep.Evidence, bad)
 	}
+	rep.ShadowSamples = r.pool.shadowSamples()
 	ps := r.proxy.Stats()
 	rep.ProviderCalls, rep.ProviderFaults = ps.Calls, ps.Faults
 	for _, pd := range ps.Periods {

@@ -79,8 +79,13 @@ type sentRequest struct {
 	duplicate bool // the PubAck said the stream already had it
 }
 
+// repeatedInputs is how many distinct inputs the traffic of a
+// ResponseCache scenario asks.
+const repeatedInputs = 40
+
 // planTraffic decides every request of a scenario: its id, kind and body.
-func planTraffic(scenario string, n int, poisonShare, urgentShare float64, maxRequestBytes int, rng *rand.Rand) []*sentRequest {
+// With repeat above 0 the normal requests ask only repeat distinct inputs.
+func planTraffic(scenario string, n int, poisonShare, urgentShare float64, maxRequestBytes int, repeat int, rng *rand.Rand) []*sentRequest {
 	kinds := PoisonKinds()
 	reqs := make([]*sentRequest, n)
 	for i := range n {
@@ -90,6 +95,9 @@ func planTraffic(scenario string, n int, poisonShare, urgentShare float64, maxRe
 			r.body, r.header = poisonBody(r.poison, r.id, maxRequestBytes, rng)
 		} else {
 			r.input = fmt.Sprintf("chaos %s request %d %08x", scenario, i, rng.Uint32())
+			if repeat > 0 {
+				r.input = fmt.Sprintf("chaos %s input %d", scenario, i%repeat)
+			}
 			r.meta = `{"n":` + strconv.Itoa(i) + `}`
 			req := wire.Request{ID: r.id, Input: r.input, Metadata: json.RawMessage(r.meta)}
 			if i%3 == 0 {

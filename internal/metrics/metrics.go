@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,11 @@ const ModeSingle = "single"
 
 // ModeAsync is the mode label of Batch API jobs.
 const ModeAsync = "async"
+
+// ModeShadow is the mode label of shadow calls: a request sent again alone
+// to compare its answer with the combined call's, and the embedding calls
+// that score them.
+const ModeShadow = "shadow"
 
 // Metrics holds the engine's Prometheus metrics. Create it with New; its
 // methods are safe for concurrent use.
@@ -56,6 +62,13 @@ type Metrics struct {
 	providerUp     prometheus.Gauge
 	breakerOpen    *prometheus.GaugeVec
 	groupSize      *prometheus.GaugeVec
+	providerItems  *prometheus.CounterVec
+	servedByCalls  *prometheus.CounterVec
+	cacheEvents    *prometheus.CounterVec
+	cacheBytes     *prometheus.CounterVec
+	shadowSamples  *prometheus.CounterVec
+	shadowScore    *prometheus.HistogramVec
+	qualityResizes *prometheus.CounterVec
 	openBreakers   sync.Map // model -> struct{}
 	reg            prometheus.Registerer
 	inFlightJoined atomic.Bool
@@ -111,7 +124,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "aibatch_tokens_total",
-			Help: "Tokens the provider reported, by provider, model and direction (input or output).",
+			Help: "Tokens the provider reported, by provider, model and direction: input (all prompt tokens), output, and the parts of the input read from (cached_input) or written to (cache_write) the provider's prompt cache.",
 		}, []string{"provider", "model", "direction"}),
 		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "aibatch_batch_size",
@@ -167,6 +180,35 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			Name: "aibatch_group_batch_size",
 			Help: "Most requests one call of a group may carry now (adaptive: halves on a cut-off answer, grows back while calls succeed); instructions is a short hash.",
 		}, []string{"model", "instructions"}),
+		providerItems: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_provider_items_total",
+			Help: "Items sent in answered provider calls, by provider and model: what the provider was asked (duplicates inside a call are one item).",
+		}, []string{"provider", "model"}),
+		servedByCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_requests_served_total",
+			Help: "Requests answered, by model and source: call (a provider call, duplicates included) or cache (the response cache).",
+		}, []string{"model", "source"}),
+		cacheEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_response_cache_total",
+			Help: "Uses of the response cache (RESPONSE_CACHE_TTL), by model and event: hit, miss, stored, failed (unreadable, corrupt or not written).",
+		}, []string{"model", "event"}),
+		cacheBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_response_cache_bytes_total",
+			Help: "Bytes of response cache entries, by direction: read (hits) or written.",
+		}, []string{"direction"}),
+		shadowSamples: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_shadow_samples_total",
+			Help: "Requests answered in a combined call and again alone (SHADOW_RATE), by model and whether the two answers agree (score at least SHADOW_AGREE_AT).",
+		}, []string{"model", "agree"}),
+		shadowScore: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "aibatch_shadow_score",
+			Help:    "How alike a combined call's answer and the same request's answer alone are (1: the same), by the combined call's size bucket.",
+			Buckets: []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1},
+		}, []string{"batch_size"}),
+		qualityResizes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_quality_resizes_total",
+			Help: "Changes the quality guard (QUALITY_FLOOR) made to a group's call size, by model and direction (shrink, grow).",
+		}, []string{"model", "direction"}),
 	}
 	for _, o := range opts {
 		o(m)
@@ -178,6 +220,8 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		m.requests, m.batches, m.results, m.apiCalls, m.retries, m.deadLetters, m.tokens,
 		m.batchSize, m.callLatency, m.queueWait, m.attempts, m.pending, m.ackPending, m.oldestPending,
 		m.deferred, m.probes, m.providerUp, m.breakerOpen, m.groupSize,
+		m.providerItems, m.servedByCalls, m.cacheEvents, m.cacheBytes,
+		m.shadowSamples, m.shadowScore, m.qualityResizes,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
@@ -230,7 +274,14 @@ func (m *Metrics) CallFinished(c batch.CallReport) {
 		return
 	}
 	mode := m.syncMode
-	if c.Async {
+	switch {
+	case c.Shadow:
+		// A shadow call is no batch: it is counted, its size is not.
+		m.apiCalls.WithLabelValues(c.Provider, string(c.Trigger), ModeShadow, status).Inc()
+		m.callLatency.WithLabelValues(c.Provider, ModeShadow).Observe(c.Latency.Seconds())
+		m.countTokens(c)
+		return
+	case c.Async:
 		mode = ModeAsync
 	}
 	if !c.Resumed {
@@ -240,6 +291,23 @@ func (m *Metrics) CallFinished(c batch.CallReport) {
 	}
 	m.callLatency.WithLabelValues(c.Provider, mode).Observe(c.Latency.Seconds())
 	m.countTokens(c)
+	if c.Err == nil && !c.Resumed {
+		m.providerItems.WithLabelValues(c.Provider, c.Model).Add(float64(c.Size))
+		m.servedByCalls.WithLabelValues(c.Model, "call").Add(float64(max(c.Served, c.Size)))
+	}
+}
+
+// CacheUsed counts a use of the response cache, its bytes, and a hit as a
+// request served from the cache.
+func (m *Metrics) CacheUsed(r batch.CacheReport) {
+	m.cacheEvents.WithLabelValues(r.Model, string(r.Event)).Inc()
+	switch r.Event {
+	case batch.CacheHit:
+		m.cacheBytes.WithLabelValues("read").Add(float64(r.Bytes))
+		m.servedByCalls.WithLabelValues(r.Model, "cache").Inc()
+	case batch.CacheStored:
+		m.cacheBytes.WithLabelValues("written").Add(float64(r.Bytes))
+	}
 }
 
 func (m *Metrics) countTokens(c batch.CallReport) {
@@ -248,6 +316,13 @@ func (m *Metrics) countTokens(c batch.CallReport) {
 	}
 	if c.Usage.OutputTokens > 0 {
 		m.tokens.WithLabelValues(c.Provider, c.Model, "output").Add(float64(c.Usage.OutputTokens))
+	}
+	// Parts of the input, billed at their own rates.
+	if c.Usage.CachedInputTokens > 0 {
+		m.tokens.WithLabelValues(c.Provider, c.Model, "cached_input").Add(float64(c.Usage.CachedInputTokens))
+	}
+	if c.Usage.CacheWriteTokens > 0 {
+		m.tokens.WithLabelValues(c.Provider, c.Model, "cache_write").Add(float64(c.Usage.CacheWriteTokens))
 	}
 }
 
@@ -301,6 +376,23 @@ func (m *Metrics) BreakerChanged(b batch.BreakerState) {
 // GroupResized sets aibatch_group_batch_size for the group.
 func (m *Metrics) GroupResized(g batch.GroupState) {
 	m.groupSize.WithLabelValues(g.Model, g.Instructions).Set(float64(g.Size))
+}
+
+// ShadowSampled counts a shadow sample by model and agreement, and
+// observes its score by batch-size bucket.
+func (m *Metrics) ShadowSampled(s batch.ShadowSample) {
+	m.shadowSamples.WithLabelValues(s.Model, strconv.FormatBool(s.Agree)).Inc()
+	m.shadowScore.WithLabelValues(s.SizeBucket).Observe(s.Score)
+}
+
+// QualityLimited counts a change the quality guard made; GroupResized sets
+// the group's size gauge.
+func (m *Metrics) QualityLimited(c batch.QualityChange) {
+	direction := "grow"
+	if c.Shrinks() {
+		direction = "shrink"
+	}
+	m.qualityResizes.WithLabelValues(c.Model, direction).Inc()
 }
 
 // BuildInfo returns the gauge aibatch_build_info, always 1, whose labels

@@ -129,6 +129,33 @@ func TestCounters(t *testing.T) {
 				{"tokens", map[string]string{"provider": "openai", "model": "m1", "direction": "output"}, 90},
 			},
 		},
+		{
+			name: "cached tokens, items, requests served and the response cache",
+			observe: func(m *metrics.Metrics) {
+				u := provider.Usage{InputTokens: 2000, CachedInputTokens: 1536, CacheWriteTokens: 100, OutputTokens: 45}
+				// 10 items answering 100 requests (duplicates).
+				m.CallFinished(batch.CallReport{Provider: "openai", Model: "m1", Trigger: wire.TriggerSize, Size: 10, Served: 100, Usage: u})
+				m.CallFinished(batch.CallReport{Provider: "openai", Model: "m1", Trigger: wire.TriggerSize, Size: 5, Err: errors.New("503")})
+				m.CacheUsed(batch.CacheReport{Model: "m1", Event: batch.CacheHit, Bytes: 300})
+				m.CacheUsed(batch.CacheReport{Model: "m1", Event: batch.CacheHit, Bytes: 200})
+				m.CacheUsed(batch.CacheReport{Model: "m1", Event: batch.CacheMiss})
+				m.CacheUsed(batch.CacheReport{Model: "m1", Event: batch.CacheStored, Bytes: 250})
+				m.CacheUsed(batch.CacheReport{Model: "m1", Event: batch.CacheFailed})
+			},
+			want: []want{
+				{"tokens", map[string]string{"provider": "openai", "model": "m1", "direction": "cached_input"}, 1536},
+				{"tokens", map[string]string{"provider": "openai", "model": "m1", "direction": "cache_write"}, 100},
+				{"provider_items", map[string]string{"provider": "openai", "model": "m1"}, 10},
+				{"requests_served", map[string]string{"model": "m1", "source": "call"}, 100},
+				{"requests_served", map[string]string{"model": "m1", "source": "cache"}, 2},
+				{"response_cache", map[string]string{"model": "m1", "event": "hit"}, 2},
+				{"response_cache", map[string]string{"model": "m1", "event": "miss"}, 1},
+				{"response_cache", map[string]string{"model": "m1", "event": "stored"}, 1},
+				{"response_cache", map[string]string{"model": "m1", "event": "failed"}, 1},
+				{"response_cache_bytes", map[string]string{"direction": "read"}, 500},
+				{"response_cache_bytes", map[string]string{"direction": "written"}, 250},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

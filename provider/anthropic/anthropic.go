@@ -285,7 +285,7 @@ func (p *Provider) newParams(b provider.Batch) (anthropic.MessageNewParams, erro
 	return anthropic.MessageNewParams{
 		Model:     b.Model,
 		MaxTokens: p.maxTokensFor(b.MaxOutputTokens),
-		System:    []anthropic.TextBlockParam{{Text: system}},
+		System:    systemBlocks(b.Model, system),
 		Messages: []anthropic.MessageParam{
 			anthropic.NewUserMessage(anthropic.NewTextBlock(string(bytes.TrimSpace(user.Bytes())))),
 		},
@@ -355,13 +355,4 @@ func batchError(permanent bool, err error) *provider.Error {
 // requestError is the ScopeRequest *provider.Error whose cause is err.
 func requestError(permanent bool, err error) *provider.Error {
 	return &provider.Error{Permanent: permanent, Scope: provider.ScopeRequest, Err: err}
-}
-
-// usage is the call's token usage; cached prompt tokens count as input.
-func usage(msg *anthropic.Message) provider.Usage {
-	u := msg.Usage
-	return provider.Usage{
-		InputTokens:  u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens,
-		OutputTokens: u.OutputTokens,
-	}
 }

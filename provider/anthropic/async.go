@@ -41,7 +41,7 @@ func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, err
 			Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(r.Input))},
 		}
 		if b.Instructions != "" {
-			req.System = []anthropic.TextBlockParam{{Text: b.Instructions}}
+			req.System = systemBlocks(b.Model, b.Instructions)
 		}
 		params.Requests[i] = anthropic.MessageBatchNewParamsRequest{CustomID: r.Key, Params: req}
 	}
@@ -135,14 +135,16 @@ func (p *Provider) readResults(ctx context.Context, jobID string) ([]provider.Re
 			continue
 		}
 		seen[line.CustomID] = true
-		r, ok := resultOf(line)
+		rs, ok := lineResults(line)
 		if !ok {
 			continue
 		}
-		if r.Err != nil {
-			r.Err = p.redact(fmt.Errorf("anthropic: message batch %q, request %q: %w", jobID, r.Key, r.Err))
+		for _, r := range rs {
+			if r.Err != nil {
+				r.Err = p.redact(fmt.Errorf("anthropic: message batch %q, request %q: %w", jobID, r.Key, r.Err))
+			}
+			results = append(results, r)
 		}
-		results = append(results, r)
 	}
 	if err := stream.Err(); err != nil {
 		var apiErr *anthropic.Error

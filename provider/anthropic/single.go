@@ -30,7 +30,7 @@ func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider
 		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(r.Input))},
 	}
 	if b.Instructions != "" {
-		params.System = []anthropic.TextBlockParam{{Text: b.Instructions}}
+		params.System = systemBlocks(b.Model, b.Instructions)
 	}
 
 	var raw *http.Response

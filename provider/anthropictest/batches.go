@@ -408,8 +408,12 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 	case s.isUnknownModel(wr.Model):
 		return errored("not_found_error", "model: "+wr.Model)
 	}
-	if batch, err := isBatch(wr); err != nil || batch {
-		return errored("invalid_request_error", "the fake answers only plain requests in a message batch")
+	batch, err := isBatch(wr)
+	if err != nil {
+		return errored("invalid_request_error", err.Error())
+	}
+	if batch {
+		return s.combinedResultLocked(wr, rec, user.Content, errored)
 	}
 	if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
 		if retryable {
@@ -432,7 +436,7 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 		Model:      wr.Model,
 		Content:    []any{textBlock{Type: "text", Text: out}},
 		StopReason: "end_turn",
-		Usage:      wireUsage{InputTokens: fake.Tokens(prompt), OutputTokens: fake.Tokens(len(out)), ServiceTier: "batch"},
+		Usage:      s.batchUsage(wr, prompt, fake.Tokens(len(out))),
 	}}, true
 }
 
@@ -464,4 +468,49 @@ func (b *msgBatch) wire(r *http.Request) wireBatch {
 		w.RequestCounts.Processing = len(b.entries)
 	}
 	return w
+}
+
+// batchUsage is a batch request's usage: prompt caching applies to Message
+// Batches too.
+func (s *Server) batchUsage(wr wireRequest, prompt int, out int64) wireUsage {
+	u := s.prompts.usage(wr, prompt, out)
+	u.ServiceTier = "batch"
+	return u
+}
+
+// combinedResultLocked answers a combined call in a Message Batch
+// (ASYNC_COMBINE) as a synchronous combined call is answered: a tool_use
+// of every item, but for those OmitInput leaves out; cut off at
+// SetOutputCap or the request's max_tokens (stop_reason "max_tokens");
+// refused whole when RefuseInput names an item's input.
+func (s *Server) combinedResultLocked(wr wireRequest, rec Request, content string, errored func(typ, msg string) (wireResult, bool)) (wireResult, bool) {
+	var wi struct {
+		Items []Item `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(content), &wi); err != nil || len(wi.Items) == 0 {
+		return errored("invalid_request_error", `with the batch_results tool the user message must be {"items":[{"id":"...","input":"..."}]}`)
+	}
+	inputs := make([]string, len(wi.Items))
+	for i, it := range wi.Items {
+		inputs[i] = it.Input
+	}
+	answer := &wireAnswer{ID: "msg_fake" + strconv.FormatInt(s.seq.Add(1), 10), Type: "message", Role: "assistant", Model: wr.Model}
+	var out string
+	if s.ctl.Refused(inputs...) {
+		answer.Content, answer.StopReason, answer.StopDetails = []any{}, "refusal", refusalDetails()
+	} else {
+		out = resultsJSON(wi.Items, behaviour{Behaviour: s.ctl.Behaviour()}, s.ctl.AnswerAt)
+		written, cut := fake.CutAnswer(out, len(wi.Items), s.ctl.OutputCap(), s.ctl.CutOff(len(wi.Items)), rec.MaxTokens)
+		input, stop := json.RawMessage(out), "tool_use"
+		if cut {
+			input, out, stop = partialInput(out, len(written)), written, "max_tokens"
+		}
+		answer.Content, answer.StopReason = []any{s.toolUse(input)}, stop
+	}
+	prompt := len(rec.System)
+	for _, m := range rec.Messages {
+		prompt += len(m.Content)
+	}
+	answer.Usage = s.batchUsage(wr, prompt, fake.Tokens(len(out)))
+	return wireResult{Type: "succeeded", Message: answer}, true
 }

@@ -26,6 +26,9 @@ type Request struct {
 	MaxTokens int64
 	// System is the system prompt, text blocks joined.
 	System string
+	// CacheControl is true when a system block carries cache_control
+	// {"type":"ephemeral"} (see promptcache.go).
+	CacheControl bool
 	// Messages are the request's messages in order, text blocks joined.
 	Messages []Message
 	// Tools are the declared tools.
@@ -279,7 +282,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 	case b.refuse || s.ctl.Refused(inputs...):
 		answer.Content, answer.StopReason, answer.StopDetails = []any{}, "refusal", refusalDetails()
 	case batch:
-		out = resultsJSON(items, b)
+		out = resultsJSON(items, b, s.ctl.AnswerAt)
 		switch {
 		case b.truncate:
 			answer.Content = []any{s.toolUse(json.RawMessage("{}"))}
@@ -312,7 +315,8 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 	for _, m := range rec.Messages {
 		prompt += len(m.Content)
 	}
-	answer.Usage = wireUsage{InputTokens: fake.Tokens(prompt), OutputTokens: fake.Tokens(len(out)), ServiceTier: "standard"}
+	answer.Usage = s.prompts.usage(req, prompt, fake.Tokens(len(out)))
+	answer.Usage.ServiceTier = "standard"
 
 	fake.WriteAnswer(w, answer, b.malformed)
 }
@@ -364,7 +368,7 @@ func decodeRequest(req wireRequest, h http.Header, body []byte) (Request, error)
 	if err != nil {
 		return Request{}, fmt.Errorf("system: %w", err)
 	}
-	rec.System = sys
+	rec.System, rec.CacheControl = sys, marked(req)
 	for i, m := range req.Messages {
 		if m.Role != "user" && m.Role != "assistant" {
 			return Request{}, fmt.Errorf("messages.%d.role: Input should be 'user' or 'assistant'", i)
@@ -431,12 +435,13 @@ func idEnum(tools []Tool) []string {
 	return nil
 }
 
-// resultsJSON builds the tool input answering items as b says.
-func resultsJSON(items []Item, b behaviour) string {
+// resultsJSON builds the tool input answering items as b and answerAt
+// (SetWrongAfter) say.
+func resultsJSON(items []Item, b behaviour, answerAt func(i, n int, right string) string) string {
 	results := make([]Result, 0, len(items))
-	for _, it := range items[:b.Kept(len(items))] {
+	for i, it := range items[:b.Kept(len(items))] {
 		if !b.LeftOut(it.Input) {
-			results = append(results, Result{ID: it.ID, Output: Answer(it.Input)})
+			results = append(results, Result{ID: it.ID, Output: answerAt(i, len(items), Answer(it.Input))})
 		}
 	}
 	results = b.Finish(results, func(x, y Result) bool { return x == y }, func(first Result) (Result, Result) {

@@ -17,10 +17,11 @@
 //   - answers: DropItems, OmitInput, RejectInput, Shuffle, RepeatIDs,
 //     SetResultsFunc, SetMalformedNext;
 //   - faults of real endpoints: SetOutputCap (an answer cut off, "truncated":
-//     true; a call's max_output_tokens is honoured too), RefuseInput (the
-//     item's own non-retryable "error"), RequireKey (401; the token may
-//     rotate), FailFor (an outage of 5xx for a while), HangFor (no answer
-//     for a while), FailNext and SetDelay;
+//     true; a call's max_output_tokens is honoured too), SetWrongAfter
+//     (wrong answers past a position of a call of several items),
+//     RefuseInput (the item's own non-retryable "error"), RequireKey (401;
+//     the token may rotate), FailFor (an outage of 5xx for a while), HangFor
+//     (no answer for a while), FailNext and SetDelay;
 //   - rate limits: SetRateLimit makes calls keep to requests and tokens per
 //     minute, with OpenAI's x-ratelimit-* headers on every answer (or
 //     Anthropic's anthropic-ratelimit-* ones, WithAnthropicRateHeaders) and
@@ -216,6 +217,17 @@ func (s *Server) Requests() []Request { return s.requests.All() }
 // max_output_tokens*4 bytes, with "truncated": true.
 func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
 
+// WrongAnswer is the output SetWrongAfter gives the items past its
+// position.
+const WrongAnswer = fake.WrongAnswer
+
+// SetWrongAfter makes each answer wrong for every item after position n of
+// its call (positions count from 1, in request order): their output is
+// WrongAnswer instead of Answer(input), as a model that lost track of the
+// items of a long prompt answers. A call of one item stays right, so a test
+// can tell what combining did to the answers. n <= 0 turns it off.
+func (s *Server) SetWrongAfter(n int) { s.ctl.SetWrongAfter(n) }
+
 // RefuseInput makes the fake model refuse every item whose input is input,
 // alone: its result is {"id","error":"refused: ...","retryable":false}
 // while the other items of the call are answered.
@@ -344,7 +356,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.ctl.RecordSize(len(req.Items))
 
 	malformed := s.ctl.TakeMalformed()
-	results := answer(req.Items, s.ctl.Behaviour(), s.ctl.Refused)
+	results := answer(req.Items, s.ctl.Behaviour(), s.ctl.Refused, s.ctl.AnswerAt)
 	results, truncated := s.limit(req.Items, req.MaxOutputTokens, results)
 	fake.WriteAnswer(w, wireAnswer{Results: results, Truncated: truncated}, malformed)
 }
@@ -420,17 +432,18 @@ func (s *Server) limit(items []Item, maxTokens int, results []Result) ([]Result,
 	return results, false
 }
 
-// answer builds the results for items as b and refused (RefuseInput) say.
-func answer(items []Item, b fake.Behaviour[Result], refused func(...string) bool) []Result {
+// answer builds the results for items as b, refused (RefuseInput) and
+// answerAt (SetWrongAfter) say.
+func answer(items []Item, b fake.Behaviour[Result], refused func(...string) bool, answerAt func(i, n int, right string) string) []Result {
 	results := make([]Result, 0, len(items))
-	for _, it := range items[:b.Kept(len(items))] {
+	for i, it := range items[:b.Kept(len(items))] {
 		switch retryable, rejected := b.Reject[it.Input]; {
 		case refused(it.Input):
 			results = append(results, Result{ID: it.ID, Error: "refused: the model declined to answer this input"})
 		case rejected:
 			results = append(results, Result{ID: it.ID, Error: "rejected by the fake endpoint", Retryable: retryable})
 		case !b.Omit[it.Input]:
-			out := Answer(it.Input)
+			out := answerAt(i, len(items), Answer(it.Input))
 			results = append(results, Result{ID: it.ID, Output: &out, Usage: &Usage{
 				InputTokens:  fake.Tokens(len(it.Instructions) + len(it.Input)),
 				OutputTokens: fake.Tokens(len(out)),

@@ -59,7 +59,12 @@ func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, err
 	if err != nil {
 		return "", fmt.Errorf("openai: submit batch job: %w", provider.Permanent(err))
 	}
+	return p.submitInput(ctx, input, b.ID)
+}
 
+// submitInput uploads a job's input file and creates the job, its metadata
+// naming the engine's batch batchID.
+func (p *Provider) submitInput(ctx context.Context, input []byte, batchID string) (string, error) {
 	var raw *http.Response
 	file, err := p.files.New(ctx, openai.FileNewParams{
 		File:    openai.File(bytes.NewReader(input), "aibatch.jsonl", "application/jsonl"),
@@ -77,8 +82,8 @@ func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, err
 		Endpoint:         openai.BatchNewParamsEndpointV1ChatCompletions,
 		CompletionWindow: openai.BatchNewParamsCompletionWindow24h,
 	}
-	if b.ID != "" && len(b.ID) <= 512 {
-		params.Metadata = shared.Metadata{JobMetadataKey: b.ID}
+	if batchID != "" && len(batchID) <= 512 {
+		params.Metadata = shared.Metadata{JobMetadataKey: batchID}
 	}
 	raw = nil
 	job, err := p.batches.New(ctx, params, option.WithResponseInto(&raw))
@@ -308,15 +313,17 @@ func (p *Provider) readJobFile(ctx context.Context, jobID, fileID string, seen m
 			continue
 		}
 		seen[line.CustomID] = true
-		r, ok := lineResult(line)
+		rs, size, ok := lineResults(line)
 		if !ok {
-			*notRun++
+			*notRun += size
 			continue
 		}
-		if r.Err != nil {
-			r.Err = p.redact(fmt.Errorf("openai: batch job %q, request %q: %w", jobID, r.Key, r.Err))
+		for _, r := range rs {
+			if r.Err != nil {
+				r.Err = p.redact(fmt.Errorf("openai: batch job %q, request %q: %w", jobID, r.Key, r.Err))
+			}
+			results = append(results, r)
 		}
-		results = append(results, r)
 	}
 }
 
@@ -326,7 +333,7 @@ func lineResult(line outputLine) (provider.Result, bool) {
 	r := provider.Result{Key: line.CustomID}
 	switch {
 	case line.Response != nil && line.Response.StatusCode == http.StatusOK:
-		var resp openai.ChatCompletion
+		var resp chatAnswer
 		if err := json.Unmarshal(line.Response.Body, &resp); err != nil {
 			r.Err = requestError(false, fmt.Errorf("parse answer: %w", err))
 			return r, true

@@ -55,6 +55,11 @@ type Config struct {
 	// Concurrency bounds the calls one Complete makes at once in ModeSingle.
 	// 0 means DefaultConcurrency; negative is invalid. Combined mode ignores it.
 	Concurrency int
+	// TierRejected, when set, is told the first time a model refuses a
+	// batch's service tier (HTTP 400 naming service_tier); the call, and
+	// every later one of that model, then goes to the default tier. It
+	// must return quickly. nil: nobody is told.
+	TierRejected func(model, tier, reason string)
 }
 
 // Validate reports the first problem with c, naming the field. It does not

@@ -36,7 +36,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync/atomic"
 
 	"github.com/openai/openai-go/v3"
@@ -113,6 +112,7 @@ type Provider struct {
 	redactor    httpcall.Redactor // the same, for strings
 	mode        Mode
 	concurrency int
+	tiers       tiers // the service tiers models refused (tier.go)
 
 	fileDeleteFailures atomic.Int64 // see FileDeleteFailures
 }
@@ -151,6 +151,7 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 		redactor:    redactor,
 		mode:        cfg.Mode,
 		concurrency: cfg.Concurrency,
+		tiers:       tiers{refused: cfg.TierRejected},
 	}
 	if p.mode == "" {
 		p.mode = ModeCombined
@@ -227,15 +228,13 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	if err != nil {
 		return nil, fmt.Errorf("openai: chat completion: %w", provider.Permanent(err))
 	}
-	var raw *http.Response
-	resp, err := p.chat.New(ctx, params, option.WithResponseInto(&raw))
-	if err != nil {
+	var resp chatAnswer
+	if raw, err := p.create(ctx, params, b, &resp); err != nil {
 		return nil, p.redact(fmt.Errorf("openai: chat completion: %w", callError(ctx, err, raw)))
 	}
-	results, err := parseAnswer(b, resp)
-	usage := provider.Usage{InputTokens: resp.Usage.PromptTokens, OutputTokens: resp.Usage.CompletionTokens}
-	for i, u := range usage.Split(len(results)) {
-		results[i].Usage = u
+	results, err := parseAnswer(b, &resp)
+	for i, u := range resp.Usage.usage().Split(len(results)) {
+		results[i].Usage, results[i].ServiceTier = u, resp.ServiceTier
 	}
 	if err != nil {
 		// A cut-off answer keeps the results it completed.
@@ -286,6 +285,7 @@ func newParams(b provider.Batch) (openai.ChatCompletionNewParams, error) {
 	if b.MaxOutputTokens > 0 {
 		params.MaxCompletionTokens = openai.Int(int64(b.MaxOutputTokens))
 	}
+	withPromptCacheKey(&params, b)
 	return params, nil
 }
 
@@ -294,7 +294,7 @@ func newParams(b provider.Batch) (openai.ChatCompletionNewParams, error) {
 // provider.ErrRefused) or an answer cut off (wrapping provider.ErrCutOff,
 // returned with the results the answer completed before the cut), transient
 // for an answer without choices or content that is not the expected JSON.
-func parseAnswer(b provider.Batch, resp *openai.ChatCompletion) ([]provider.Result, error) {
+func parseAnswer(b provider.Batch, resp *chatAnswer) ([]provider.Result, error) {
 	if resp == nil || len(resp.Choices) == 0 {
 		return nil, batchError(false, errors.New("answer has no choices"))
 	}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/internal/fanout"
@@ -24,17 +22,16 @@ func (p *Provider) completeSingle(ctx context.Context, b provider.Batch) ([]prov
 
 // completeOne makes the call for one request.
 func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider.Request) provider.Result {
-	var raw *http.Response
-	resp, err := p.chat.New(ctx, singleParams(b, r), option.WithResponseInto(&raw))
-	if err != nil {
+	var resp chatAnswer
+	if raw, err := p.create(ctx, singleParams(b, r), b, &resp); err != nil {
 		cerr, _ := httpcall.Plain(callError(ctx, err, raw))
 		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, cerr)}
 	}
-	out, usage, err := singleAnswer(resp)
+	out, usage, err := singleAnswer(&resp)
 	if err != nil {
 		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, err)}
 	}
-	return provider.Result{Key: r.Key, Output: out, Usage: usage}
+	return provider.Result{Key: r.Key, Output: out, Usage: usage, ServiceTier: resp.ServiceTier}
 }
 
 // singleParams is the plain Chat Completions request for r, one request of
@@ -50,6 +47,7 @@ func singleParams(b provider.Batch, r provider.Request) openai.ChatCompletionNew
 	if n := outputLimit(b, r); n > 0 {
 		params.MaxCompletionTokens = openai.Int(int64(n))
 	}
+	withPromptCacheKey(&params, b)
 	return params
 }
 
@@ -66,7 +64,7 @@ func outputLimit(b provider.Batch, r provider.Request) int {
 // usage. A refusal (message.refusal, finish_reason "content_filter") is a
 // permanent ScopeRequest error, an answer with no choices a transient one.
 // finish_reason "length" is not an error: the content is what fitted.
-func singleAnswer(resp *openai.ChatCompletion) (string, provider.Usage, error) {
+func singleAnswer(resp *chatAnswer) (string, provider.Usage, error) {
 	if resp == nil || len(resp.Choices) == 0 {
 		return "", provider.Usage{}, requestError(false, errors.New("answer has no choices"))
 	}
@@ -77,7 +75,7 @@ func singleAnswer(resp *openai.ChatCompletion) (string, provider.Usage, error) {
 	case choice.FinishReason == "content_filter":
 		return "", provider.Usage{}, requestError(true, errors.New("answer withheld by the content filter (finish_reason content_filter)"))
 	}
-	return choice.Message.Content, provider.Usage{InputTokens: resp.Usage.PromptTokens, OutputTokens: resp.Usage.CompletionTokens}, nil
+	return choice.Message.Content, resp.Usage.usage(), nil
 }
 
 // requestError is the ScopeRequest *provider.Error whose cause is err.

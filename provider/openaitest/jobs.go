@@ -158,6 +158,19 @@ type wireResponse struct {
 // Jobs returns how many batches the server has created.
 func (s *Server) Jobs() int64 { return s.jobsMade.Load() }
 
+// JobLines returns how many lines the input files of every batch created
+// held: the requests sent through the Batch API (one per line, or one
+// combined call per line with ASYNC_COMBINE).
+func (s *Server) JobLines() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, j := range s.jobs {
+		n += len(j.requests)
+	}
+	return n
+}
+
 // Cancelled returns how many batches a cancel call moved to cancelling (a
 // cancel call for a batch already cancelling or ended does not count).
 func (s *Server) Cancelled() int64 { return s.cancelled.Load() }
@@ -645,24 +658,34 @@ func (s *Server) answerLineLocked(req JobRequest) (wireOutputLine, bool) {
 	if status := s.failLines.Get(user.Content); status != 0 {
 		return fail(status, failure(status))
 	}
+	content, finish := Answer(user.Content), "stop"
+	var refusal *string
 	if req.ResponseFormat != nil {
-		if batch, err := isBatch(req.ResponseFormat); err != nil || batch {
-			return fail(http.StatusBadRequest, newAPIError("The fake answers only plain requests in a batch job.", "invalid_request_error", "response_format", ""))
+		batch, err := isBatch(req.ResponseFormat)
+		if err != nil {
+			return fail(http.StatusBadRequest, newAPIError(err.Error(), "invalid_request_error", "response_format", ""))
+		}
+		if batch {
+			var wi wireItems
+			if err := json.Unmarshal([]byte(user.Content), &wi); err != nil || len(wi.Items) == 0 {
+				return fail(http.StatusBadRequest, newAPIError(`with response_format batch_results the user message must be {"items":[{"id":"...","input":"..."}]}`, "invalid_request_error", "messages", ""))
+			}
+			content, finish, refusal = s.combinedLine(wi.Items, req.MaxCompletionTokens)
 		}
 	}
-	content := Answer(user.Content)
 	var prompt int
 	for _, m := range req.Messages {
 		prompt += len(m.Content)
 	}
 	usage := wireUsage{PromptTokens: fake.Tokens(prompt), CompletionTokens: fake.Tokens(len(content))}
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
+	usage.PromptTokensDetails.CachedTokens = s.cachedTokens(req.Request)
 	line.Response = &wireResponse{StatusCode: http.StatusOK, RequestID: s.newID("req_fake"), Body: wireCompletion{
 		ID:      s.newID("chatcmpl-fake"),
 		Object:  "chat.completion",
 		Created: time.Now().Unix(),
 		Model:   req.Model,
-		Choices: []wireChoice{{Message: wireAnswer{Role: "assistant", Content: &content}, Logprobs: json.RawMessage("null"), FinishReason: "stop"}},
+		Choices: []wireChoice{{Message: lineAnswer(content, refusal), Logprobs: json.RawMessage("null"), FinishReason: finish}},
 		Usage:   usage,
 	}}
 	return line, true
@@ -712,3 +735,33 @@ func (j *job) wire() wireBatch {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// combinedLine answers a combined call in a job line (ASYNC_COMBINE) as a
+// synchronous combined call is answered: every item, but for those OmitInput
+// leaves out; cut off at SetOutputCap or the line's max_completion_tokens
+// (finish_reason "length"); refused whole when RefuseInput names an item's
+// input.
+func (s *Server) combinedLine(items []Item, maxTokens int64) (content, finish string, refusal *string) {
+	inputs := make([]string, len(items))
+	for i, it := range items {
+		inputs[i] = it.Input
+	}
+	if s.ctl.Refused(inputs...) {
+		r := "I'm sorry, but I can't help with that request."
+		return r, "stop", &r
+	}
+	content = batchContent(items, behaviour{Behaviour: s.ctl.Behaviour()}, s.ctl.AnswerAt)
+	content, cut := fake.CutAnswer(content, len(items), s.ctl.OutputCap(), s.ctl.CutOff(len(items)), maxTokens)
+	if cut {
+		return content, "length", nil
+	}
+	return content, "stop", nil
+}
+
+// lineAnswer is a job line's answer message: content, or a refusal.
+func lineAnswer(content string, refusal *string) wireAnswer {
+	if refusal != nil {
+		return wireAnswer{Role: "assistant", Refusal: refusal}
+	}
+	return wireAnswer{Role: "assistant", Content: &content}
+}

@@ -15,9 +15,10 @@
 //     is answered as one request with plain text content. This is what the
 //     openai provider's single mode sends.
 //
-// It also serves the Batch API (see jobs.go): file upload, download and
-// deletion (POST /v1/files, GET /v1/files/{id}/content, DELETE
-// /v1/files/{id}) and batches (POST /v1/batches, GET /v1/batches/{id}, POST
+// It also serves embeddings (POST /v1/embeddings, see embeddings.go:
+// Embedding is the fake model's vector of a text) and the Batch API (see
+// jobs.go): file upload, download and deletion (POST /v1/files, GET
+// /v1/files/{id}/content, DELETE /v1/files/{id}) and batches (POST /v1/batches, GET /v1/batches/{id}, POST
 // /v1/batches/{id}/cancel). A job's lines are plain requests, answered like
 // plain calls once the test ends the job with CompleteJobs or ExpireJob (or
 // WithCompleteAfter does), unless FailJob fails it whole.
@@ -30,7 +31,8 @@
 //     SetResultsFunc, SetMalformedNext, RefuseNext, TruncateNext;
 //   - faults of real providers: SetOutputCap (a combined answer cut off,
 //     finish_reason "length"; a call's max_completion_tokens is honoured
-//     too), RefuseInput (message.refusal), RequireKey (401
+//     too), SetWrongAfter (wrong answers past a position of a combined
+//     call), RefuseInput (message.refusal), RequireKey (401
 //     invalid_api_key; the key may rotate), FailFor (an outage of 5xx for a
 //     while), HangFor (no answer for a while), FailNext and SetDelay;
 //   - rate limits: SetRateLimit makes chat completions keep to requests
@@ -43,7 +45,10 @@
 //     Jobs, Cancelled, JobRequests, DeletedFiles, HasFile;
 //   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines, and
 //     SetEnqueuedTokenLimit (a batch over the model's enqueued token limit
-//     fails with token_limit_exceeded; QueueRefused counts them).
+//     fails with token_limit_exceeded; QueueRefused counts them);
+//   - costs (costs.go): service_tier answered back, RejectTier,
+//     FlexUnavailableNext, and usage.prompt_tokens_details.cached_tokens
+//     for a repeated prefix of 1,024 tokens or more.
 package openaitest
 
 import (
@@ -76,17 +81,20 @@ type Server struct {
 	unknownModels map[string]bool // models answered with 404 model_not_found
 
 	// Behaviour controls and records, each safe for concurrent use.
-	ctl       fake.Controls[Result]
-	refuse    fake.Countdown
-	truncate  fake.Countdown
-	requests  fake.Log[Request]
-	failLines fake.PerInput[int] // job inputs answered with this status
+	ctl        fake.Controls[Result]
+	refuse     fake.Countdown
+	truncate   fake.Countdown
+	requests   fake.Log[Request]
+	failLines  fake.PerInput[int] // job inputs answered with this status
+	embeddings embeddingCalls
 
 	seq       atomic.Int64 // completion, file, batch and line ids
 	jobsMade  atomic.Int64 // batches created
 	cancelled atomic.Int64 // batches moved to cancelling
 
 	completeAfter int // a job completes on this GET of it; 0: only CompleteJobs
+
+	costs costs // service tiers and the prompt cache (costs.go)
 
 	mu            sync.Mutex // guards what follows
 	files         map[string]*storedFile
@@ -138,6 +146,7 @@ func NewUnstartedServer(opts ...Option) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+ChatCompletionsPath, s.ctl.Counted(s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveChatCompletions)))
+	mux.HandleFunc("POST "+EmbeddingsPath, s.countEmbedding(s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveEmbeddings)))
 	mux.HandleFunc("POST "+FilesPath, s.jobCall(s.serveFileUpload))
 	mux.HandleFunc("GET "+FilesPath+"/{id}/content", s.jobCall(s.serveFileContent))
 	mux.HandleFunc("DELETE "+FilesPath+"/{id}", s.jobCall(s.serveFileDelete))
@@ -244,8 +253,20 @@ func (s *Server) Requests() []Request { return s.requests.All() }
 // Whatever the cap, a call's own max_completion_tokens is honoured: an
 // answer longer than it (counting a token per 4 bytes) is cut off the same
 // way, a plain answer's text too (its first max_completion_tokens*4
-// bytes), with finish_reason "length". Batch API jobs are not affected.
+// bytes), with finish_reason "length". In Batch API jobs, combined lines
+// (ASYNC_COMBINE) are cut off the same way; plain lines are not affected.
 func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
+
+// WrongAnswer is the output SetWrongAfter gives the items past its
+// position.
+const WrongAnswer = fake.WrongAnswer
+
+// SetWrongAfter makes each batch answer wrong for every item after position n
+// of its call (positions count from 1, in request order): their output is
+// WrongAnswer instead of Answer(input), as a model that lost track of the
+// items of a long prompt answers. A call of one request stays right, so a
+// test can tell what combining did to the answers. Plain answers and Batch API jobs are not affected. n <= 0 turns it off.
+func (s *Server) SetWrongAfter(n int) { s.ctl.SetWrongAfter(n) }
 
 // RefuseInput makes the fake model refuse every call that contains input,
 // as OpenAI answers a refusal: message.refusal holds the model's words,

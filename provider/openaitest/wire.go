@@ -30,6 +30,10 @@ type Request struct {
 	IDEnum []string
 	// MaxCompletionTokens is max_completion_tokens; 0 when absent.
 	MaxCompletionTokens int64
+	// ServiceTier and PromptCacheKey are service_tier and
+	// prompt_cache_key; empty when absent.
+	ServiceTier    string
+	PromptCacheKey string
 	// Body is the raw request body.
 	Body []byte
 }
@@ -58,6 +62,8 @@ type wireRequest struct {
 	Messages            []wireMessage   `json:"messages"`
 	ResponseFormat      json.RawMessage `json:"response_format"`
 	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+	ServiceTier         string          `json:"service_tier"`
+	PromptCacheKey      string          `json:"prompt_cache_key"`
 }
 
 type wireMessage struct {
@@ -114,6 +120,8 @@ type wireCompletion struct {
 	Model   string       `json:"model"`
 	Choices []wireChoice `json:"choices"`
 	Usage   wireUsage    `json:"usage"`
+	// ServiceTier is the tier that answered (costs.go).
+	ServiceTier string `json:"service_tier,omitempty"`
 }
 
 type wireChoice struct {
@@ -130,9 +138,14 @@ type wireAnswer struct {
 }
 
 type wireUsage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
+	PromptTokens        int64             `json:"prompt_tokens"`
+	CompletionTokens    int64             `json:"completion_tokens"`
+	TotalTokens         int64             `json:"total_tokens"`
+	PromptTokensDetails wirePromptDetails `json:"prompt_tokens_details"`
+}
+
+type wirePromptDetails struct {
+	CachedTokens int64 `json:"cached_tokens"`
 }
 
 // apiError is an OpenAI error body's "error" object.
@@ -196,6 +209,13 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		writeError(w, http.StatusNotFound, fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", req.Model), "invalid_request_error", "", "model_not_found")
 		return
 	}
+	if status, e := s.tierFailure(req.Model, req.ServiceTier); status != 0 {
+		if status == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "1")
+		}
+		fake.WriteJSON(w, status, map[string]apiError{"error": e})
+		return
+	}
 
 	user := lastUser(rec.Messages)
 	if user == nil {
@@ -244,7 +264,7 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 	}
 	var content string
 	if batch {
-		content = batchContent(items, b)
+		content = batchContent(items, b, s.ctl.AnswerAt)
 	} else {
 		content = Answer(user.Content)
 	}
@@ -278,6 +298,7 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		prompt += len(m.Content)
 	}
 	usage := wireUsage{PromptTokens: fake.Tokens(prompt), CompletionTokens: fake.Tokens(len(content))}
+	usage.PromptTokensDetails.CachedTokens = s.cachedTokens(rec)
 	choices := []wireChoice{{Message: answer, Logprobs: json.RawMessage("null"), FinishReason: finish}}
 	if !batch && b.LeftOut(user.Content) {
 		choices, usage.CompletionTokens = []wireChoice{}, 0
@@ -291,6 +312,8 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		Model:   req.Model,
 		Choices: choices,
 		Usage:   usage,
+
+		ServiceTier: answeredTier(req.ServiceTier),
 	}
 	fake.WriteAnswer(w, completion, !batch && b.malformed) // a batch answer's content is malformed instead
 }
@@ -334,7 +357,7 @@ func mask(key string) string {
 
 // decodeRequest turns the wire request into the record Requests returns.
 func decodeRequest(req wireRequest, body []byte) (Request, error) {
-	rec := Request{Model: req.Model, ResponseFormat: req.ResponseFormat, Body: body}
+	rec := Request{Model: req.Model, ResponseFormat: req.ResponseFormat, Body: body, ServiceTier: req.ServiceTier, PromptCacheKey: req.PromptCacheKey}
 	if string(rec.ResponseFormat) == "null" {
 		rec.ResponseFormat = nil
 	}
@@ -400,12 +423,13 @@ func batchFormat(raw json.RawMessage) (ids []string, batch bool, err error) {
 	}
 }
 
-// batchContent builds the JSON content answering items as b says.
-func batchContent(items []Item, b behaviour) string {
+// batchContent builds the JSON content answering items as b and answerAt
+// (SetWrongAfter) say.
+func batchContent(items []Item, b behaviour, answerAt func(i, n int, right string) string) string {
 	results := make([]Result, 0, len(items))
-	for _, it := range items[:b.Kept(len(items))] {
+	for i, it := range items[:b.Kept(len(items))] {
 		if !b.LeftOut(it.Input) {
-			results = append(results, Result{ID: it.ID, Output: Answer(it.Input)})
+			results = append(results, Result{ID: it.ID, Output: answerAt(i, len(items), Answer(it.Input))})
 		}
 	}
 	results = b.Finish(results, func(x, y Result) bool { return x == y }, func(first Result) (Result, Result) {

@@ -100,7 +100,7 @@ func WithQueueClock(c Clock) QueueOption { return func(q *Queue) { q.clock = c }
 // again.
 const queueRecheck = time.Second
 
-var _ provider.AsyncProvider = (*Queue)(nil)
+var _ provider.CombinedJobProvider = (*Queue)(nil)
 
 // Queue is a provider.AsyncProvider whose SubmitJob keeps the fleet's jobs
 // within the provider's batch queue limits: it waits for room before it
@@ -160,6 +160,30 @@ func (q *Queue) Complete(ctx context.Context, b provider.Batch) ([]provider.Resu
 // error wrapping ctx.Err().
 func (q *Queue) SubmitJob(ctx context.Context, b provider.Batch) (string, error) {
 	job := Job{Model: b.Model, Tokens: EstimateJobTokens(b), Requests: int64(len(b.Requests))}
+	return q.submit(ctx, job, func(ctx context.Context) (string, error) { return q.next.SubmitJob(ctx, b) })
+}
+
+// SubmitCombinedJob is SubmitJob for a job whose lines are combined calls
+// (ASYNC_COMBINE): each line holds its batch's prompt (EstimateTokens, the
+// instructions once) and is one request in the provider's queue. The
+// wrapped provider must be a provider.CombinedJobProvider; otherwise it
+// fails at once, permanent.
+func (q *Queue) SubmitCombinedJob(ctx context.Context, lines []provider.Batch) (string, error) {
+	cp, ok := q.next.(provider.CombinedJobProvider)
+	if !ok {
+		return "", fmt.Errorf("ratelimit: submit a combined job to %s: %w", q.next.Name(), provider.Permanent(errors.New("the provider has no combined Batch API jobs")))
+	}
+	job := Job{Requests: int64(len(lines))}
+	for _, l := range lines {
+		job.Model = l.Model
+		job.Tokens += int64(EstimateTokens(l))
+	}
+	return q.submit(ctx, job, func(ctx context.Context) (string, error) { return cp.SubmitCombinedJob(ctx, lines) })
+}
+
+// submit waits for room for job, submits it with send and records it, as
+// SubmitJob says.
+func (q *Queue) submit(ctx context.Context, job Job, send func(context.Context) (string, error)) (string, error) {
 	q.mu.Lock()
 	q.waiting++
 	q.mu.Unlock()
@@ -175,7 +199,7 @@ func (q *Queue) SubmitJob(ctx context.Context, b provider.Batch) (string, error)
 			}
 		}
 		enqueued := q.jobs.Enqueued()
-		id, err := q.next.SubmitJob(ctx, b)
+		id, err := send(ctx)
 		var pe *provider.Error
 		if err != nil && errors.As(err, &pe) && pe.StatusCode == http.StatusTooManyRequests && ctx.Err() == nil {
 			q.learnRequests(enqueued)

@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -124,6 +125,10 @@ type Provider struct {
 	// callBurst and tokenBurst are WithBurst's sizes; 0: the defaults.
 	callBurst, tokenBurst int
 	calls, tokens         *bucket
+
+	// waiting counts the Completes waiting for their turn: TryComplete
+	// never goes ahead of them.
+	waiting atomic.Int64
 
 	mu          sync.Mutex
 	pausedUntil time.Time
@@ -334,6 +339,8 @@ func (b *bucket) take(now time.Time, n int) (bool, time.Duration) {
 
 // wait blocks until b may be sent.
 func (p *Provider) wait(ctx context.Context, b provider.Batch) error {
+	p.waiting.Add(1)
+	defer p.waiting.Add(-1)
 	needCall, needTokens := true, EstimateTokens(b)
 	for {
 		now := p.clock.Now()

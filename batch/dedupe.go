@@ -1,0 +1,160 @@
+package batch
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+
+	"github.com/aibatch/aibatch/wire"
+)
+
+// Requests that ask the same thing share one answer: inside a call, the
+// requests of a group with the same key go as one item and each gets the
+// answer (collapse, spread); with the response cache on, a later request
+// with that key is answered from the cache (cache.go).
+//
+// A request has a key unless its answer may differ from another's asked
+// the same way:
+//
+//   - provider_options: never. What they ask (tools, n, logprobs, ...) is
+//     outside the wire format, and such a request is sent alone anyway.
+//   - embeddings: not yet. An answer is kept and shared as its output text;
+//     a vector (and a chat answer's finish_reason and message) is not, so
+//     an embedding request shares nothing until the cache entry and spread
+//     carry it.
+//   - temperature above 0: only with RESPONSE_CACHE_NONDETERMINISTIC=true.
+//     A producer that sets a temperature above 0 asks for a sample, and two
+//     samples should be two answers.
+//   - temperature unset: a key. The provider's default temperature is 1
+//     (OpenAI, Anthropic), so answers vary a little, but the producer did
+//     not ask for variety, and the operator opted in to the cache; a
+//     producer that wants a fresh sample sets a temperature above 0.
+
+// requestKeyer computes request keys.
+type requestKeyer struct {
+	// nondeterministic gives requests with a temperature above 0 a key.
+	nondeterministic bool
+}
+
+// key returns r's key: a SHA-256 over everything that decides its answer
+// (kind, model, instructions, the prompt or the messages, the
+// answer-changing parameters and max_output_tokens), hex-encoded. It
+// returns "" when r may not share an answer.
+func (k requestKeyer) key(r wire.Request) string {
+	if len(r.ProviderOptions) > 0 || r.IsEmbedding() {
+		return ""
+	}
+	if t := r.Temperature; t != nil && *t > 0 && !k.nondeterministic {
+		return ""
+	}
+	canon := struct {
+		Kind         string         `json:"k,omitempty"`
+		Model        string         `json:"m"`
+		Instructions string         `json:"i,omitempty"`
+		Prompt       *string        `json:"p,omitempty"`
+		Messages     []wire.Message `json:"msgs,omitempty"`
+		Params       string         `json:"x,omitempty"`
+		MaxOutput    int            `json:"o,omitempty"`
+	}{Kind: r.Kind, Model: r.Model, Instructions: r.Instructions, Params: r.ParamsKey(), MaxOutput: r.MaxOutputTokens}
+	if canon.Kind == wire.KindChat {
+		canon.Kind = ""
+	}
+	// A single user message of text asks what the same Input asks.
+	if prompt, ok := r.Prompt(); ok {
+		canon.Prompt = &prompt
+	} else {
+		canon.Messages = r.Messages
+	}
+	body, err := json.Marshal(canon)
+	if err != nil {
+		return "" // Messages hold checked JSON: cannot fail
+	}
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// collapse returns items less every duplicate: an item without an outcome
+// whose group and key are those of an earlier one (its head). The
+// duplicates are kept on their heads, for spread to answer.
+func collapse(items []*item) []*item {
+	type dupKey struct {
+		group groupKey
+		key   string
+	}
+	heads := map[dupKey]*item{}
+	out := items[:0:0]
+	for _, it := range items {
+		if it.outcome != outcomeNone || it.key == "" {
+			out = append(out, it)
+			continue
+		}
+		k := dupKey{keyOf(it), it.key}
+		if head, ok := heads[k]; ok {
+			head.dupes = append(head.dupes, it)
+			continue
+		}
+		heads[k] = it
+		out = append(out, it)
+	}
+	return out
+}
+
+// spread gives each duplicate its head's outcome and splits the head's
+// usage evenly over the head and its duplicates: together they cost what
+// the one item cost.
+func spread(heads []*item) {
+	for _, h := range heads {
+		if len(h.dupes) == 0 {
+			continue
+		}
+		shares := h.usage.Split(1 + len(h.dupes))
+		h.usage = shares[0]
+		for i, d := range h.dupes {
+			d.outcome, d.err, d.retryAfter, d.output, d.usage = h.outcome, h.err, h.retryAfter, h.output, shares[i+1]
+			d.batch, d.position = h.batch, h.position
+			d.queued = h.queued + h.d.Published.Sub(d.d.Published)
+		}
+	}
+}
+
+// served is how many requests the items answer, duplicates included.
+func served(items []*item) int {
+	n := 0
+	for _, it := range items {
+		n += 1 + len(it.dupes)
+	}
+	return n
+}
+
+// soloTokens estimates the prompt tokens of one request sent alone: a
+// plain call's framing, the instructions and the input.
+func soloTokens(instructions, input string) int64 {
+	return int64(soloCallOverheadTokens + EstimateTokens(instructions) + EstimateTokens(input))
+}
+
+// soloPromptTokensOf is soloPromptTokens for the items of a call, each
+// counted once per request it answers.
+func soloPromptTokensOf(items []*item) int64 {
+	var n int64
+	for _, it := range items {
+		n += int64(1+len(it.dupes)) * soloTokens(it.req.Instructions, it.req.Input)
+	}
+	return n
+}
+
+// follow gives each duplicate its head's outcome once the head was settled
+// (async mode, where a head's result is stored as its job answers it,
+// with the whole item's usage) and returns the duplicates. They report no
+// usage of their own: their heads' results did.
+func follow(heads []*item) []*item {
+	var out []*item
+	for _, h := range heads {
+		for _, d := range h.dupes {
+			d.outcome, d.err, d.retryAfter, d.output = h.outcome, h.err, h.retryAfter, h.output
+			d.batch, d.position = h.batch, h.position
+			d.queued = h.queued + h.d.Published.Sub(d.d.Published)
+			out = append(out, d)
+		}
+	}
+	return out
+}
