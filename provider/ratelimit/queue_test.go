@@ -203,3 +203,51 @@ func TestNewQueueRefusesBadLimits(t *testing.T) {
 		t.Error("NewQueue accepted no provider")
 	}
 }
+
+// A job of combined lines (ASYNC_COMBINE) waits for room as a plain one
+// does: each line is one request in the queue, holding its batch's prompt.
+func TestQueueCombinedJobs(t *testing.T) {
+	t.Parallel()
+	srv := openaitest.NewServer()
+	t.Cleanup(srv.Close)
+	inner, err := openai.New(openai.Config{APIKey: "sk-test", BaseURL: srv.URL, Mode: openai.ModeAsync})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two lines of 10 requests: 2 × 100 estimated tokens; room for one job.
+	q, err := ratelimit.NewQueue(inner, ratelimit.QueueLimits{Tokens: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := []provider.Batch{jobBatch(10), jobBatch(10)}
+	for n, l := range lines {
+		for i := range l.Requests {
+			l.Requests[i].Key = provider.CombinedKey(n, i)
+		}
+	}
+	combined := func() <-chan string {
+		done := make(chan string, 1)
+		go func() {
+			id, err := q.SubmitCombinedJob(t.Context(), lines)
+			if err != nil {
+				id = "error: " + err.Error()
+			}
+			done <- id
+		}()
+		return done
+	}
+	first := receive(t, combined())
+	if st := q.Status(); st.Enqueued["gpt-test"].Requests != 2 || st.Enqueued["gpt-test"].Tokens != 200 {
+		t.Fatalf("Status() = %+v, want one job of 2 lines and 200 tokens", st)
+	}
+	second := combined()
+	stillWaiting(t, second, "a combined job over the limit")
+	srv.CompleteJobs()
+	if _, err := q.PollJob(t.Context(), first); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, second)
+	if srv.Jobs() != 2 {
+		t.Errorf("%d jobs made, want 2", srv.Jobs())
+	}
+}
