@@ -68,6 +68,8 @@ func defaults() config {
 		Provider:            "openai",
 		BatchMode:           "combined",
 		Model:               "gpt-4o-mini",
+		EmbeddingModel:      "text-embedding-3-small",
+		EmbeddingMaxInputs:  2048,
 		MaxBatchTokens:      100000,
 		JobPollInterval:     30 * time.Second,
 		JobsBucket:          "AI_JOBS",

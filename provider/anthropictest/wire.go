@@ -421,8 +421,8 @@ func isBatch(req wireRequest) (bool, error) {
 func idEnum(tools []Tool) []string {
 	for _, t := range tools {
 		if t.Name == ToolName {
-			ids, _, _ := fake.ParseBatchSchema(t.InputSchema)
-			return ids
+			answer, _, _ := fake.ParseBatchSchema(t.InputSchema)
+			return answer.IDs
 		}
 	}
 	return nil

@@ -70,11 +70,16 @@ type Server struct {
 	unknownModels map[string]bool // models answered with 404 model_not_found
 
 	// Behaviour controls and records, each safe for concurrent use.
-	ctl       fake.Controls[Result]
-	refuse    fake.Countdown
-	truncate  fake.Countdown
-	requests  fake.Log[Request]
-	failLines fake.PerInput[int] // job inputs answered with this status
+	ctl      fake.Controls[Result]
+	refuse   fake.Countdown
+	truncate fake.Countdown
+	requests fake.Log[Request]
+
+	embedCalls    atomic.Int64
+	embedRequests fake.Log[EmbeddingRequest]
+	noData        fake.Countdown
+	wrongDims     fake.Countdown
+	failLines     fake.PerInput[int] // job inputs answered with this status
 
 	seq       atomic.Int64 // completion, file, batch and line ids
 	jobsMade  atomic.Int64 // batches created
@@ -130,6 +135,10 @@ func NewUnstartedServer(opts ...Option) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+ChatCompletionsPath, s.ctl.Counted(s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveChatCompletions)))
+	mux.HandleFunc("POST "+EmbeddingsPath, func(w http.ResponseWriter, r *http.Request) {
+		s.embedCalls.Add(1)
+		s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveEmbeddings)(w, r)
+	})
 	mux.HandleFunc("POST "+FilesPath, s.jobCall(s.serveFileUpload))
 	mux.HandleFunc("GET "+FilesPath+"/{id}/content", s.jobCall(s.serveFileContent))
 	mux.HandleFunc("DELETE "+FilesPath+"/{id}", s.jobCall(s.serveFileDelete))
