@@ -38,7 +38,6 @@
 package anthropic
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,41 +56,9 @@ import (
 // ToolName is the name of the tool a combined call forces.
 const ToolName = "batch_results"
 
-// resultsSchema is the "results" property of the tool's input_schema for a
-// call answering requests: the id is one of their keys (an "enum").
-func resultsSchema(requests []provider.Request) json.RawMessage {
-	keys := make([]string, len(requests))
-	for i, r := range requests {
-		keys[i] = r.Key
-	}
-	schema := map[string]any{"results": map[string]any{
-		"type": "array",
-		"items": map[string]any{
-			"type": "object",
-			"properties": map[string]any{
-				"id":     map[string]any{"type": "string", "enum": keys},
-				"output": map[string]any{"type": "string"},
-			},
-			"required":             []string{"id", "output"},
-			"additionalProperties": false,
-		},
-	}}
-	raw, err := json.Marshal(schema)
-	if err != nil {
-		panic(err) // strings, maps and bools only
-	}
-	return raw
-}
-
 // toolDescription tells the model what the tool is for.
 const toolDescription = "Record the answer to every item of the user message: one result per item, " +
 	"the item's id copied unchanged, your answer to its input as output."
-
-// formatLine ends every combined system prompt: it tells the model what the
-// user message holds and how to answer it.
-const formatLine = `The user message is a JSON object {"items":[{"id":"...","input":"..."}]}. ` +
-	`Treat each item's input as a separate request and answer it on its own. ` +
-	`Give all answers in one call of the batch_results tool: one result per item, the item's id copied unchanged, your answer as output.`
 
 // requestTimeout is the per-attempt timeout given to the SDK. Setting one
 // keeps the SDK from refusing a large max_tokens without streaming; the
@@ -213,6 +180,9 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	if b.Model == "" {
 		return nil, fmt.Errorf("anthropic: messages: %w", provider.Permanent(errors.New("batch has no model")))
 	}
+	if err := checkBatch(b); err != nil {
+		return refuseAll(b, err), nil
+	}
 	if p.mode == ModeSingle || len(b.Requests) == 1 {
 		return p.completeSingle(ctx, b)
 	}
@@ -259,50 +229,36 @@ func (p *Provider) plainMaxTokens(b provider.Batch, r provider.Request) int64 {
 	return p.maxTokensFor(b.MaxOutputTokens)
 }
 
-// newParams builds the combined Messages request for b.
+// newParams builds the combined Messages request for b: the system
+// prompt, the items, the forced batch_results tool and the batch's
+// sampling parameters (its stop sequences are applied to each answer
+// instead, see combined.Finish).
 func (p *Provider) newParams(b provider.Batch) (anthropic.MessageNewParams, error) {
-	type item struct {
-		ID    string `json:"id"`
-		Input string `json:"input"`
+	user, err := combined.UserMessage(b)
+	if err != nil {
+		return anthropic.MessageNewParams{}, err
 	}
-	items := make([]item, len(b.Requests))
-	for i, r := range b.Requests {
-		items[i] = item{ID: r.Key, Input: r.Input}
+	tool, err := combinedTool(b)
+	if err != nil {
+		return anthropic.MessageNewParams{}, err
 	}
-	var user bytes.Buffer
-	enc := json.NewEncoder(&user)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(struct {
-		Items []item `json:"items"`
-	}{items}); err != nil {
-		return anthropic.MessageNewParams{}, fmt.Errorf("encode items: %w", err)
-	}
-
-	system := formatLine
+	system := formatLine(b)
 	if b.Instructions != "" {
-		system = b.Instructions + "\n\n" + formatLine
+		system = b.Instructions + "\n\n" + system
 	}
-	return anthropic.MessageNewParams{
+	params := anthropic.MessageNewParams{
 		Model:     b.Model,
 		MaxTokens: p.maxTokensFor(b.MaxOutputTokens),
 		System:    []anthropic.TextBlockParam{{Text: system}},
-		Messages: []anthropic.MessageParam{
-			anthropic.NewUserMessage(anthropic.NewTextBlock(string(bytes.TrimSpace(user.Bytes())))),
-		},
-		Tools: []anthropic.ToolUnionParam{{OfTool: &anthropic.ToolParam{
-			Name:        ToolName,
-			Description: anthropic.String(toolDescription),
-			InputSchema: anthropic.ToolInputSchemaParam{
-				Properties:  resultsSchema(b.Requests),
-				Required:    []string{"results"},
-				ExtraFields: map[string]any{"additionalProperties": false},
-			},
-		}}},
+		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(user))},
+		Tools:     []anthropic.ToolUnionParam{{OfTool: &tool}},
 		ToolChoice: anthropic.ToolChoiceUnionParam{OfTool: &anthropic.ToolChoiceToolParam{
 			Name:                   ToolName,
 			DisableParallelToolUse: anthropic.Bool(true),
 		}},
-	}, nil
+	}
+	setSampling(&params, b.Params)
+	return params, nil
 }
 
 // parseAnswer matches the tool_use answer's results to b's requests. Its

@@ -330,7 +330,7 @@ func TestErrors(t *testing.T) {
 		{name: "bad role", body: `{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"a"}]}`, wantStatus: 400, wantType: "invalid_request_error"},
 		{name: "forced tool not declared", body: strings.Replace(batchBody("m"), `"name":"batch_results","description"`, `"name":"other","description"`, 1), wantStatus: 400, wantType: "invalid_request_error"},
 		{name: "other schema", body: strings.Replace(batchBody("m"), `"results":{"type":"array"`, `"results":{"type":"object"`, 1), wantStatus: 400, wantType: "invalid_request_error"},
-		{name: "tool_choice any", body: strings.Replace(batchBody("m"), `"type":"tool","name":"batch_results"`, `"type":"any"`, 1), wantStatus: 400, wantType: "invalid_request_error"},
+		{name: "unknown tool_choice", body: strings.Replace(batchBody("m"), `"type":"tool","name":"batch_results"`, `"type":"some"`, 1), wantStatus: 400, wantType: "invalid_request_error"},
 		{name: "batch without items", body: strings.Replace(batchBody("m"), `{\"items\"`, `{\"things\"`, 1), wantStatus: 400, wantType: "invalid_request_error"},
 		{name: "injected 400", arrange: func(s *anthropictest.Server) { s.FailNext(1, 400) }, body: batchBody("m"), wantStatus: 400, wantType: "invalid_request_error"},
 		{name: "injected 403", arrange: func(s *anthropictest.Server) { s.FailNext(1, 403) }, body: batchBody("m"), wantStatus: 403, wantType: "permission_error"},

@@ -87,24 +87,19 @@ type Result struct {
 	Output string `json:"output"`
 	// JSON, when set, is the output as a JSON value (structured output)
 	// instead of the string Output.
-	JSON json.RawMessage `json:"-"`
+	JSON string `json:"-"`
 }
 
 // MarshalJSON writes the output as JSON when it is set, else as Output.
 func (r Result) MarshalJSON() ([]byte, error) {
 	out := json.RawMessage(fake.MarshalJSON(r.Output))
-	if len(r.JSON) > 0 {
-		out = r.JSON
+	if r.JSON != "" {
+		out = json.RawMessage(r.JSON)
 	}
 	return fake.MarshalJSON(struct {
 		ID     string          `json:"id"`
 		Output json.RawMessage `json:"output"`
 	}{r.ID, out}), nil
-}
-
-// same reports whether two results are alike.
-func same(x, y Result) bool {
-	return x.ID == y.ID && x.Output == y.Output && string(x.JSON) == string(y.JSON)
 }
 
 // wireRequest is the part of the chat completion request body the fake reads.
@@ -580,13 +575,13 @@ func batchContent(items []Item, answer fake.BatchAnswer, object bool, b behaviou
 			if err != nil {
 				out = `"` + err.Error() + `"` // the model could not follow the schema
 			}
-			res.JSON = json.RawMessage(out)
+			res.JSON = out
 		case object:
 			res.Output = string(fake.MarshalJSON(map[string]string{"output": Answer(it.Prompt())}))
 		}
 		results = append(results, res)
 	}
-	results = b.Finish(results, same, func(first Result) (Result, Result) {
+	results = b.Finish(results, func(x, y Result) bool { return x == y }, func(first Result) (Result, Result) {
 		again := first
 		again.Output = "repeated: " + first.Output
 		return Result{ID: "not-asked", Output: Answer("not asked")}, again
