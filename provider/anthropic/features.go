@@ -80,17 +80,15 @@ func combinedTool(b provider.Batch) (anthropic.ToolParam, error) {
 	if err != nil {
 		return anthropic.ToolParam{}, err
 	}
-	extra := map[string]any{"additionalProperties": false}
-	for _, k := range []string{"$defs", "definitions"} {
-		if v, ok := root[k]; ok {
-			extra[k] = v
-		}
+	data, err := json.Marshal(root)
+	if err != nil {
+		return anthropic.ToolParam{}, fmt.Errorf("encode the answer schema: %w", err)
 	}
-	return anthropic.ToolParam{
-		Name:        ToolName,
-		Description: anthropic.String(toolDescription),
-		InputSchema: anthropic.ToolInputSchemaParam{Properties: root["properties"], Required: []string{"results"}, ExtraFields: extra},
-	}, nil
+	tool, err := schemaTool(ToolName, toolDescription, data)
+	if err != nil {
+		return anthropic.ToolParam{}, err
+	}
+	return tool, nil
 }
 
 // formatLine ends every combined system prompt: it tells the model what
@@ -118,21 +116,22 @@ func formatTool(f wire.ResponseFormat) (anthropic.ToolParam, error) {
 // schemaTool is a tool whose input_schema is schema, a JSON schema whose
 // root is an object.
 func schemaTool(name, description string, schema json.RawMessage) (anthropic.ToolParam, error) {
-	var root map[string]any
-	dec := json.NewDecoder(bytes.NewReader(schema))
-	dec.UseNumber()
-	if err := dec.Decode(&root); err != nil || root == nil {
+	// Raw JSON values, not decoded ones: the SDK would write a json.Number
+	// as a string, and a float64 may lose a large integer.
+	var root map[string]json.RawMessage
+	if err := json.Unmarshal(schema, &root); err != nil || root == nil {
 		return anthropic.ToolParam{}, fmt.Errorf("schema of %q is not a JSON object: %v", name, err)
 	}
-	if t, ok := root["type"]; ok && t != "object" {
+	if t, ok := root["type"]; ok && string(bytes.TrimSpace(t)) != `"object"` {
 		return anthropic.ToolParam{}, fmt.Errorf("%w: the schema of %q must be an object at its root for a tool's input_schema", provider.ErrUnsupported, name)
 	}
-	in := anthropic.ToolInputSchemaParam{Properties: root["properties"], ExtraFields: map[string]any{}}
-	if req, ok := root["required"].([]any); ok {
-		for _, r := range req {
-			if s, ok := r.(string); ok {
-				in.Required = append(in.Required, s)
-			}
+	in := anthropic.ToolInputSchemaParam{ExtraFields: map[string]any{}}
+	if props, ok := root["properties"]; ok {
+		in.Properties = props
+	}
+	if req, ok := root["required"]; ok {
+		if err := json.Unmarshal(req, &in.Required); err != nil {
+			return anthropic.ToolParam{}, fmt.Errorf("schema of %q: \"required\" is not a list of names: %w", name, err)
 		}
 	}
 	for k, v := range root {

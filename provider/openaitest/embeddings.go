@@ -131,7 +131,7 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, _ *http.Request, body []
 			writeError(w, http.StatusBadRequest, "'$.input' is invalid: an input is empty.", "invalid_request_error", "input", "")
 			return
 		}
-		if rejected, retryable := b.Reject[in]; rejected {
+		if retryable, rejected := b.Reject[in]; rejected {
 			if retryable {
 				writeFailure(w, http.StatusServiceUnavailable)
 			} else {
