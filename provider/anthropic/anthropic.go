@@ -13,12 +13,35 @@
 // item alone: an item the model leaves out is missing from the results, and
 // the caller retries it.
 //
+// A combined call's user message may carry conversations ("messages" in
+// an item) and caps ("max_output_tokens"), as the openai provider's does;
+// it carries the batch's temperature and top_p (the Messages API has no
+// seed: it is ignored; a temperature over 1, the API's most, fails each
+// request at once, wrapping provider.ErrUnsupported). Stop sequences and
+// caps are applied to each answer, as in the openai provider. With a
+// structured-output Format the tool's output schema is the request's own
+// (Anthropic's tool use is its documented way to get JSON of a schema), and
+// each Output is the answer's JSON text.
+//
 // A batch of one request, in any mode, and every request in ModeSingle, is
-// a plain call (system = Instructions when set, user message = Input, no
-// tools): its text blocks are the request's output, a refusal or a
-// rejection is that request's own Result.Err (ScopeRequest), and an answer
-// cut off at max_tokens is still its answer. ModeSingle makes up to
-// Config.Concurrency such calls at once.
+// a plain call: system = Instructions, then the request's system and
+// developer turns; its other turns mapped to the Messages API (text and
+// image_url parts, tool_calls as tool_use blocks, tool turns as
+// tool_result blocks, turns of one role merged); its temperature, top_p
+// and stop_sequences; for structured output a forced tool whose
+// input_schema is the request's schema (any object for json_object), whose
+// input is the Output; and its provider Options mapped where the API has an
+// equivalent (tools, tool_choice, parallel_tool_calls, user), any other
+// failing the request, permanent, ScopeRequest, naming it. Its text blocks
+// are the request's output, its stop_reason its FinishReason in OpenAI's
+// terms, and with Options Result.Message is the answer in OpenAI's message
+// shape. A refusal or a rejection is that request's own Result.Err
+// (ScopeRequest), and an answer cut off at max_tokens is still its answer.
+// ModeSingle makes up to Config.Concurrency such calls at once.
+//
+// Anthropic has no embeddings API: Supports refuses wire.KindEmbedding, and
+// an embedding batch's requests fail at once, without a call
+// (ErrNoEmbeddings).
 //
 // max_tokens, which the Messages API requires, is the call's planned
 // budget, Batch.MaxOutputTokens, or Config.MaxTokens when that is 0; a

@@ -17,7 +17,8 @@
 //	  ...
 //	]}
 //
-// Every item has "id" (unique within the call), "input" (never empty),
+// Every item has "id" (unique within the call), "input" (never empty; a
+// conversation has "messages" instead, see Wire format 1.1),
 // "instructions" and "model" (the same for every item of a call: a call only
 // combines requests that share them). An item's "max_output_tokens" is
 // present only when the request set a cap of its own. The top-level
@@ -72,6 +73,47 @@
 // Config.MaxResponseBytes, fails the call as too large or garbled for one
 // call (ScopeBatch, transient). The start of an error answer's body appears
 // in the error message, so it must not echo secrets.
+//
+// # Wire format 1.1
+//
+// Since wire format 1.1 a call may also carry, each only when set:
+//
+//	{"temperature": 0.2, "top_p": 0.9, "seed": 7, "stop": ["\n\n"],
+//	 "response_format": {"type": "json_schema", "json_schema": {"name": "...", "schema": {...}, "strict": true}},
+//	 "items": [
+//	  {"id": "0", "messages": [{"role": "user", "content": "..."}, ...], "instructions": "", "model": "..."},
+//	  {"id": "1", "input": "...", "instructions": "", "model": "...", "provider_options": {"tools": [...]}}
+//	]}
+//
+// The sampling parameters and "response_format" are the same for every item
+// of a call (they are part of what decides which requests share one), in
+// OpenAI's shapes; the endpoint applies them to each item, "stop" to each
+// answer alone. An item has "messages" (chat turns in OpenAI's shape, the
+// last one to be answered) instead of "input" when its request is a
+// conversation, and "provider_options" (further fields of a chat request,
+// a JSON object) only in a call of one item. An answer's entry may carry
+// "finish_reason" ("stop", "length", "tool_calls", "content_filter";
+// "stop" when absent); with a "response_format" its "output" is the
+// answer's JSON, as a JSON value or as a string holding it.
+//
+// # Embeddings
+//
+// Embedding requests go to the same URL, in calls of their own:
+//
+//	{"kind": "embedding", "dimensions": 256,
+//	 "items": [{"id": "0", "input": "text to embed", "instructions": "", "model": "text-embedding-3-small"}, ...]}
+//
+// "dimensions" is present only when the requests asked for a length. The
+// answer is the same JSON as a chat call's, each entry with "embedding" (an
+// array of numbers) instead of "output":
+//
+//	{"results": [{"id": "0", "embedding": [0.01, -0.2, ...], "usage": {"input_tokens": 3, "output_tokens": 0}}]}
+//
+// Entries are matched by id, may come in any order, and may carry "error"
+// as a chat call's do. An entry without "embedding" fails its request for
+// good (an endpoint that does not serve embeddings, answering as if for
+// chat, gets there), and an embedding of another length than "dimensions"
+// asked fails it for this attempt.
 //
 // The package reads no environment variables: everything comes from Config.
 package httpapi
@@ -239,6 +281,9 @@ type wireResult struct {
 // A batch of one request is that request's call: a 4xx other than 404
 // model_not_found is its Result.Err (permanent, ScopeRequest), and a
 // truncated answer's output is its Output.
+//
+// An embedding batch is sent with "kind": "embedding" (see the package doc)
+// and its answers' "embedding" are the results' Embedding.
 func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	if len(b.Requests) == 0 {
 		return nil, nil

@@ -11,6 +11,14 @@
 // "model_not_found"} with 404 for an unknown model). It answers
 // deterministically: the output for an input is always Answer(input).
 //
+// Wire format 1.1: an item may have "messages" instead of "input"
+// (answered for its last user message); a call's "stop" cuts each answer,
+// and its "response_format" makes each output a JSON value (an instance of
+// the json_schema, or {"output":...}); a call with "kind": "embedding" is
+// answered with each input's Embedding(input, dimensions), the answer
+// controls applying as to a chat call, and WrongDimensionsNext spoiling the
+// lengths.
+//
 // Behaviour controls are methods on *Server and are safe to call while the
 // server runs:
 //

@@ -29,7 +29,14 @@ type embeddingAnswer struct {
 }
 
 // embed makes one Embeddings API call for every input of b, an embedding
-// batch (see Complete), and matches the vectors to requests by index.
+// batch (see Complete), and matches the vectors to requests by index (see
+// embeddingResults); the call's prompt tokens are split evenly over the
+// results. The call's errors are classified as a combined call's (see
+// Complete: 5xx, 429, 401 and no answer ScopeProvider; 404 model_not_found
+// provider.ErrUnknownModel; other 4xx, such as one input the API refuses,
+// permanent ScopeUnknown, so the caller splits the call until the input is
+// alone); a batch over MaxEmbeddingInputs fails at once, permanent,
+// ScopeBatch.
 func (p *Provider) embed(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	if len(b.Requests) > MaxEmbeddingInputs {
 		return nil, fmt.Errorf("openai: embeddings: %w", batchError(true, fmt.Errorf("%d inputs, over the API's %d per call", len(b.Requests), MaxEmbeddingInputs)))

@@ -4,19 +4,44 @@
 // In ModeCombined (the default) a batch of several requests goes out as one
 // call. The system message carries the batch's Instructions followed by a
 // short fixed line that explains the answer format; the user message is the
-// JSON {"items":[{"id":Key,"input":Input}]}; response_format is a strict
-// json_schema named "batch_results", built for the call, that makes the
-// model answer {"results":[{"id":...,"output":...}]} with every id one of
-// the batch's keys (an "enum"), so the model cannot invent ids. This answer
-// has no way to refuse one item alone: an item the model leaves out is
-// simply missing from the results, and the caller retries it.
+// JSON {"items":[{"id":Key,"input":Input}]} (a conversation's item has
+// "messages" instead of "input", and a request with its own cap
+// "max_output_tokens"); response_format is a strict json_schema named
+// "batch_results", built for the call, that makes the model answer
+// {"results":[{"id":...,"output":...}]} with every id one of the batch's
+// keys (an "enum"), so the model cannot invent ids. This answer has no way
+// to refuse one item alone: an item the model leaves out is simply missing
+// from the results, and the caller retries it.
+//
+// A combined call carries the batch's temperature, top_p and seed. Its stop
+// sequences are not sent (the first met would end every answer): each
+// answer is cut before the first of them instead, and an answer longer
+// than its request's MaxOutputTokens is cut to about that length (4 bytes a
+// token) with FinishReason "length". With a structured-output Format the
+// output's schema is the request's own (see structured.go: its definitions
+// move to the root, and strict mode's rules and limits are checked by
+// CombinesFormat; a batch whose format fails them is sent as plain calls),
+// and each Output is the answer's JSON text; a json_object output is the
+// text of an object, and an output that is not one leaves its request
+// unanswered.
 //
 // A batch of one request, in any mode, and every request in ModeSingle, is
-// a plain call (system message = Instructions when set, user message =
-// Input, no response_format): its answer's text is the request's output, a
+// a plain call: system message = Instructions when set, then the request's
+// Messages as given (or Input as user message), its sampling parameters
+// and stop sequences, response_format as the request gave it (strict or
+// not), and its provider Options merged in field by field (they may not set
+// model, messages, stream or stream_options: such a request fails,
+// permanent, ScopeRequest, wrapping provider.ErrUnsupported). Its answer's
+// text is the request's output and finish_reason its FinishReason; with
+// Options, Result.Message is choices[0].message as the API wrote it. A
 // refusal or a rejection is that request's own Result.Err (ScopeRequest),
 // and an answer cut off at the output limit is still its answer. ModeSingle
 // makes up to Config.Concurrency such calls at once.
+//
+// An embedding batch (Kind wire.KindEmbedding) is one Embeddings API call
+// for all its inputs (at most MaxEmbeddingInputs), encoding_format float,
+// dimensions when the batch asks: see embeddings.go for how the answer is
+// matched and what its faults mean.
 //
 // In ModeAsync a batch becomes one Batch API job (see SubmitJob): a JSONL
 // file with one plain Chat Completions request per line, the same request

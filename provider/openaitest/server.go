@@ -9,11 +9,26 @@
 // Two request shapes are accepted:
 //
 //   - batch mode: response_format is the strict json_schema named
-//     "batch_results" and the last user message is {"items":[{"id","input"}]};
-//     the content of the answer is {"results":[{"id","output"}]}.
-//   - plain mode: no response_format (or type "text"); the last user message
-//     is answered as one request with plain text content. This is what the
-//     openai provider's single mode sends.
+//     "batch_results" and the last user message is {"items":[{"id","input"}]}
+//     (an item may have "messages" instead of "input", answered for its last
+//     user turn, and "max_output_tokens"); the content of the answer is
+//     {"results":[{"id","output"}]}. When the schema gives "output" a schema
+//     of its own (structured output), each output is a small instance of it
+//     (see fake.Instance: every property, strings holding the answer), valid
+//     against it; when the system message asks for JSON objects, each output
+//     is the text of one.
+//   - plain mode: any other response_format, or none; the last user message
+//     is answered as one request: with text content (cut at the first "stop"
+//     sequence), an instance of a json_schema, {"output":...} for
+//     json_object, or, when the request declares "tools" (and tool_choice is
+//     not "none"), a call of the first tool with an instance of its
+//     parameters (finish_reason "tool_calls"). "n" repeats the choice and
+//     "logprobs" adds an empty logprobs object. This is what the openai
+//     provider's single mode sends.
+//
+// Embeddings are served on POST /v1/embeddings (see embeddings.go): the
+// vector of an input is Embedding(input, dimensions), so a test can check
+// every vector, and the call can fail as the real one does.
 //
 // It also serves the Batch API (see jobs.go): file upload, download and
 // deletion (POST /v1/files, GET /v1/files/{id}/content, DELETE
@@ -35,8 +50,11 @@
 //     while), HangFor (no answer for a while), FailNext and SetDelay;
 //   - unknown models (WithUnknownModels, and any model named "unknown...")
 //     get 404 model_not_found;
-//   - records: Calls, MaxConcurrent, CallSizes, Requests, and for jobs
-//     Jobs, Cancelled, JobRequests, DeletedFiles, HasFile;
+//   - records: Calls, MaxConcurrent, CallSizes, Requests, for embeddings
+//     EmbeddingCalls and EmbeddingRequests, and for jobs Jobs, Cancelled,
+//     JobRequests, DeletedFiles, HasFile;
+//   - embeddings: NoDataNext, WrongDimensionsNext, and the answer controls
+//     above (see serveEmbeddings);
 //   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines.
 package openaitest
 
