@@ -300,3 +300,42 @@ func TestEngineEmbeddingRejectedAloneEndsAlone(t *testing.T) {
 		}
 	})
 }
+
+func TestEngineAsyncSendsEmbeddingsAndOptionsAtOnce(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := batchtest.NewBroker()
+		api := &jobAPI{Provider: batchtest.NewProvider(), jobs: map[string]provider.Batch{}, finished: true}
+		cfg := engineConfig(b)
+		cfg.Async, cfg.MaxBatchSize, cfg.EmbeddingMaxInputs = true, 4, 2
+		for i := range 4 {
+			publishRequest(t, b, wire.Request{ID: "plain-" + strconv.Itoa(i), Input: "plain " + strconv.Itoa(i)})
+		}
+		publishRequest(t, b, wire.Request{ID: "e-0", Kind: wire.KindEmbedding, Input: "e 0"})
+		publishRequest(t, b, wire.Request{ID: "e-1", Kind: wire.KindEmbedding, Input: "e 1"})
+		publishRequest(t, b, wire.Request{ID: "tools", Input: "t", ProviderOptions: json.RawMessage(`{"tools":[]}`)})
+		startEngine(t, b, api, cfg, batch.WithJobStore(batchtest.NewJobStore()))
+		time.Sleep(batch.DefaultJobPollInterval + time.Second)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 7 || len(b.DeadLetters()) != 0 {
+			t.Fatalf("%d results, %d dead letters", len(got), len(b.DeadLetters()))
+		}
+		if api.submitted() != 1 || len(api.jobs["job-1"].Requests) != 4 {
+			t.Fatalf("%d jobs (%+v), want one of the 4 plain requests", api.submitted(), api.jobs)
+		}
+		var kinds []string
+		for _, call := range api.Batches() {
+			kinds = append(kinds, fmt.Sprintf("%s/%d", call.Kind, len(call.Requests)))
+		}
+		slices.Sort(kinds)
+		// The synchronous calls: the embeddings, the request with options;
+		// then the job's answers (PollJob answers through Complete).
+		if want := []string{"/1", "/4", "embedding/2"}; !slices.Equal(kinds, want) {
+			t.Fatalf("provider calls %v, want %v", kinds, want)
+		}
+		if r := got["e-1"]; !slices.Equal(r.Embedding, batchtest.Vector("e 1")) {
+			t.Fatalf("e-1: %+v", r)
+		}
+	})
+}

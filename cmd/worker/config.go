@@ -294,9 +294,6 @@ func (c config) validate() error {
 	if c.Model == "" {
 		errs = append(errs, errors.New(`MODEL="": want the model name for requests that name none`))
 	}
-	if c.EmbeddingModel == "" {
-		errs = append(errs, errors.New(`EMBEDDING_MODEL="": want the model name for embedding requests that name none`))
-	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:

@@ -124,6 +124,10 @@ func TestConfigValidValues(t *testing.T) {
 			func(c config) bool { return c.BatchInterval == 30*time.Minute }},
 		{"interval", map[string]string{"BATCH_INTERVAL": "90s"},
 			func(c config) bool { return c.BatchInterval == 90*time.Second }},
+		{"embeddings", map[string]string{"PROVIDER": "http", "HTTP_PROVIDER_URL": "http://127.0.0.1:1/bulk", "EMBEDDING_MAX_INPUTS": "5000", "EMBEDDING_MODEL": "e5"},
+			func(c config) bool {
+				return c.engine().EmbeddingMaxInputs == 5000 && c.engine().EmbeddingModel == "e5"
+			}},
 		{"sizes", map[string]string{"MAX_BATCH_SIZE": "10000", "MAX_WAIT": "1ms"},
 			func(c config) bool { return c.MaxBatchSize == 10000 && c.MaxWait == time.Millisecond }},
 		{"bytes KiB", map[string]string{"MAX_REQUEST_BYTES": "64KiB"},
@@ -236,6 +240,10 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"PROVIDER_PROBE_INTERVAL=0s"}},
 		{"default output tokens of zero", map[string]string{"DEFAULT_OUTPUT_TOKENS": "0"},
 			[]string{"DEFAULT_OUTPUT_TOKENS=0", "from 1"}},
+		{"embedding inputs of zero", map[string]string{"EMBEDDING_MAX_INPUTS": "0"},
+			[]string{"EMBEDDING_MAX_INPUTS=0", "from 1 to 100000"}},
+		{"embedding inputs over OpenAI's", map[string]string{"EMBEDDING_MAX_INPUTS": "2049"},
+			[]string{"EMBEDDING_MAX_INPUTS=2049", "PROVIDER=openai takes at most 2048"}},
 		{"attempts bucket with a dot", map[string]string{"ATTEMPTS_BUCKET": "AI.ATTEMPTS"},
 			[]string{"ATTEMPTS_BUCKET", "AI.ATTEMPTS", "letters, digits"}},
 		{"negative wait", map[string]string{"MAX_WAIT": "-1s"},

@@ -14,6 +14,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
+	"github.com/aibatch/aibatch/provider/anthropictest"
 	"github.com/aibatch/aibatch/provider/openaitest"
 	"github.com/aibatch/aibatch/wire"
 )
@@ -225,6 +226,56 @@ func TestProcessStructuredOutputSharesCalls(t *testing.T) {
 	t.Logf("100 structured requests: %d provider calls", fake.Calls())
 	if calls := fake.Calls(); calls > 4 {
 		t.Fatalf("100 structured requests took %d calls, want them combined (2 at MAX_BATCH_SIZE 50)", calls)
+	}
+	w.stop(t)
+}
+
+// TestProcessAnthropicRefusesEmbeddings runs a worker with PROVIDER=anthropic:
+// an embedding request ends at once as an error result and a dead letter
+// that say Anthropic has no embeddings, without a call; chat is answered.
+func TestProcessAnthropicRefusesEmbeddings(t *testing.T) {
+	t.Parallel()
+	ns := jetstreamtest.RunServer(t, "")
+	_, js := jetstreamtest.Connect(t, ns)
+	logQueueOnFailure(t, js)
+	fake := anthropictest.NewServer()
+	t.Cleanup(fake.Close)
+	w := startWorker(t, "", map[string]string{
+		"NATS_URL":           ns.ClientURL(),
+		"PROVIDER":           "anthropic",
+		"MODEL":              "claude-test",
+		"ANTHROPIC_BASE_URL": fake.URL,
+		"ANTHROPIC_API_KEY":  procSecret,
+		"MAX_WAIT":           "500ms",
+	})
+	waitStreams(t, js)
+	publishBodies(t, js, [][]byte{
+		mustJSON(t, wire.Request{ID: "embed", Kind: wire.KindEmbedding, Input: "a text"}),
+		mustJSON(t, wire.Request{ID: "chat", Input: "a question"}),
+	})
+	jetstreamtest.Eventually(t, 20*time.Second, "both results stored", func() bool {
+		return jetstreamtest.Count(t, js, "AI_RESULTS") == 2 && jetstreamtest.Count(t, js, "AI_REQUESTS") == 0
+	})
+	got := map[string]wire.Result{}
+	for _, m := range jetstreamtest.Messages(t, js, "AI_RESULTS") {
+		var r wire.Result
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatal(err)
+		}
+		got[r.ID] = r
+	}
+	if r := got["embed"]; r.Status != wire.StatusError || !strings.Contains(r.Error, "Anthropic has no embeddings API") || r.Batch.Size != 0 {
+		t.Fatalf("embedding result %+v, want an error saying Anthropic has no embeddings, before any call", r)
+	}
+	if r := got["chat"]; r.Status != wire.StatusOK || r.Output != anthropictest.Answer("a question") {
+		t.Fatalf("chat result %+v", r)
+	}
+	dead := jetstreamtest.Messages(t, js, "AI_DEAD")
+	if len(dead) != 1 || !strings.Contains(dead[0].Header.Get(wire.HeaderError), "no embeddings API") {
+		t.Fatalf("dead letters %+v, want the embedding's", dead)
+	}
+	if fake.Calls() != 1 {
+		t.Fatalf("%d calls to the Messages API, want 1 (the chat request's)", fake.Calls())
 	}
 	w.stop(t)
 }
