@@ -6,8 +6,9 @@
 //
 // It serves chat completions (with structured outputs and tool calls),
 // embeddings (POST /v1/embeddings, deterministic vectors) and the Batch API.
-// GET /stats answers {"calls": N, "embedding_calls": M}: the chat completion
-// and the embeddings calls served.
+// GET /stats answers {"calls": N, "embedding_calls": M}: the API calls
+// served (chat completions and embeddings), and the embeddings calls among
+// them.
 // SIGINT or SIGTERM stops it.
 package main
 

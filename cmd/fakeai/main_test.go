@@ -84,8 +84,8 @@ func TestRun(t *testing.T) {
 		Calls          int64
 		EmbeddingCalls int64 `json:"embedding_calls"`
 	}
-	if err := json.NewDecoder(res.Body).Decode(&stats); err != nil || stats.Calls != 1 || stats.EmbeddingCalls != 1 {
-		t.Errorf("stats = %+v (%v), want 1 call of each", stats, err)
+	if err := json.NewDecoder(res.Body).Decode(&stats); err != nil || stats.Calls != 2 || stats.EmbeddingCalls != 1 {
+		t.Errorf("stats = %+v (%v), want 2 calls, 1 of them embeddings", stats, err)
 	}
 
 	cancel()

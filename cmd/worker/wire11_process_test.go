@@ -165,8 +165,8 @@ func TestProcessEmbeddingsAreBatchedNatively(t *testing.T) {
 	if calls := fake.EmbeddingCalls(); calls < 1 || calls > 2 {
 		t.Fatalf("500 embedding requests took %d embeddings calls, want 1 or 2", calls)
 	}
-	if fake.Calls() != 0 {
-		t.Fatalf("%d chat calls for embedding requests, want none", fake.Calls())
+	if n := len(fake.Requests()); n != 0 {
+		t.Fatalf("%d chat calls for embedding requests, want none", n)
 	}
 	w.stop(t)
 }

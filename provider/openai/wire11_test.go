@@ -45,7 +45,7 @@ func TestEmbeddingsAreExact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(results) != 300 || s.srv.EmbeddingCalls() != 1 || s.srv.Calls() != 0 {
+			if len(results) != 300 || s.srv.EmbeddingCalls() != 1 || s.srv.Calls() != 1 || len(s.srv.Requests()) != 0 {
 				t.Fatalf("%d results in %d embeddings calls (%d chat calls)", len(results), s.srv.EmbeddingCalls(), s.srv.Calls())
 			}
 			want := dims

@@ -21,9 +21,16 @@ const EmbeddingsPath = "/v1/embeddings"
 const MaxEmbeddingInputs = 2048
 
 // Embedding is the fake model's vector for input: dims numbers derived
-// from a hash of input, of length 1. dims 0 is the model's own length
-// (DefaultDimensions).
-func Embedding(input string, dims int) []float32 { return fake.Embedding(input, dims) }
+// from a hash of input, of length 1. dims <= 0 is 1536, the length of
+// text-embedding-3-small's vectors (the default embedding model's); a call
+// to text-embedding-3-large without dimensions gets
+// Embedding(input, DefaultDimensions("text-embedding-3-large")).
+func Embedding(input string, dims int) []float32 {
+	if dims <= 0 {
+		dims = DefaultDimensions("")
+	}
+	return fake.Embedding(input, dims)
+}
 
 // DefaultDimensions is the length of model's vectors when a call asks for
 // none: 3072 for text-embedding-3-large, 1536 for the others.
@@ -44,8 +51,8 @@ type EmbeddingRequest struct {
 }
 
 // EmbeddingCalls returns how many embeddings calls the server has
-// received, including the ones it answered with an error. Calls does not
-// count them.
+// received, including the ones it answered with an error. Calls counts
+// them too.
 func (s *Server) EmbeddingCalls() int64 { return s.embedCalls.Load() }
 
 // EmbeddingRequests returns the embeddings requests received so far whose
@@ -125,6 +132,7 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, _ *http.Request, body []
 		writeError(w, http.StatusBadRequest, "encoding_format must be float or base64", "invalid_request_error", "encoding_format", "")
 		return
 	}
+	s.ctl.RecordSize(len(rec.Inputs))
 	b := s.ctl.Behaviour()
 	for _, in := range rec.Inputs {
 		if in == "" {

@@ -153,10 +153,10 @@ func NewUnstartedServer(opts ...Option) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+ChatCompletionsPath, s.ctl.Counted(s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveChatCompletions)))
-	mux.HandleFunc("POST "+EmbeddingsPath, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+EmbeddingsPath, s.ctl.Counted(func(w http.ResponseWriter, r *http.Request) {
 		s.embedCalls.Add(1)
 		s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveEmbeddings)(w, r)
-	})
+	}))
 	mux.HandleFunc("POST "+FilesPath, s.jobCall(s.serveFileUpload))
 	mux.HandleFunc("GET "+FilesPath+"/{id}/content", s.jobCall(s.serveFileContent))
 	mux.HandleFunc("DELETE "+FilesPath+"/{id}", s.jobCall(s.serveFileDelete))
@@ -182,12 +182,13 @@ func (s *Server) Close() {
 // paths under /v1, so mount it at the root of a server.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Calls returns how many chat completion calls the server has received,
-// including the ones it answered with an error.
+// Calls returns how many chat completion and embeddings calls the server
+// has received, including the ones it answered with an error
+// (EmbeddingCalls counts the embeddings calls alone).
 func (s *Server) Calls() int64 { return s.ctl.Calls() }
 
-// MaxConcurrent returns the largest number of chat completion calls the
-// server was handling at the same moment.
+// MaxConcurrent returns the largest number of chat completion and
+// embeddings calls the server was handling at the same moment.
 func (s *Server) MaxConcurrent() int64 { return s.ctl.MaxConcurrent() }
 
 // FailNext makes the next n calls answer status with OpenAI's error JSON
@@ -297,9 +298,10 @@ func (s *Server) FailFor(d time.Duration, status int) { s.ctl.FailFor(d, status)
 func (s *Server) HangFor(d time.Duration) { s.ctl.HangFor(d) }
 
 // CallSizes returns the number of requests each chat completion call
-// carried (the items of a batch call, 1 for a plain call), oldest first,
-// for the calls that reached the model: past the key, failure and hang
-// controls, with a valid body and a known model.
+// carried (the items of a batch call, 1 for a plain call) and each
+// embeddings call (its inputs), oldest first, for the calls that reached
+// the model: past the key, failure and hang controls, with a valid body
+// and a known model.
 func (s *Server) CallSizes() []int { return s.ctl.CallSizes() }
 
 // behaviour is what one call does.
