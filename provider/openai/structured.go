@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/internal/combined"
@@ -243,17 +242,4 @@ func formatLine(b provider.Batch) string {
 // combinable reports whether b's requests may share one call here.
 func (p *Provider) combinable(b provider.Batch) bool {
 	return b.Format == nil || p.CombinesFormat(*b.Format) == nil
-}
-
-// schemaName is the name of a json_schema the way the API takes it.
-func schemaName(name string) string {
-	if name == "" {
-		return "output"
-	}
-	return strings.Map(func(r rune) rune {
-		if r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
-			return r
-		}
-		return '_'
-	}, name)
 }
