@@ -77,34 +77,40 @@ func (in intake) classify(it *item) error {
 // newBatch is the provider batch for items, one group's requests, keyed
 // "0", "1", ... in order, and the items by key.
 func newBatch(id string, items []*item, maxOutputTokens int) (provider.Batch, map[string]*item) {
-	first := items[0].req
-	b := provider.Batch{
-		ID:              id,
-		Model:           first.Model,
-		Instructions:    first.Instructions,
-		Requests:        make([]provider.Request, len(items)),
-		MaxOutputTokens: maxOutputTokens,
-		Kind:            first.Kind,
-		Params:          provider.Params{Temperature: first.Temperature, TopP: first.TopP, Seed: first.Seed, Stop: first.Stop},
-		Format:          first.ResponseFormat,
-		Dimensions:      first.Dimensions,
-	}
-	if first.IsEmbedding() {
-		b.MaxOutputTokens = 0
-	}
+	b := withParams(provider.Batch{ID: id, Model: items[0].req.Model, Instructions: items[0].req.Instructions,
+		Requests: make([]provider.Request, len(items)), MaxOutputTokens: maxOutputTokens}, items[0].req)
 	byKey := make(map[string]*item, len(items))
 	for i, it := range items {
 		key := strconv.Itoa(i)
-		r := provider.Request{Key: key, MaxOutputTokens: it.req.MaxOutputTokens, Options: it.req.ProviderOptions}
-		if prompt, ok := it.req.Prompt(); ok {
-			r.Input = prompt
-		} else {
-			r.Messages = it.req.Messages
-		}
-		b.Requests[i] = r
+		b.Requests[i] = providerRequest(key, it.req)
 		byKey[key] = it
 	}
 	return b, byKey
+}
+
+// withParams returns b with the fields every request of req's group
+// shares: the kind, the sampling parameters, the response format and the
+// dimensions (an embedding call has no output budget).
+func withParams(b provider.Batch, req wire.Request) provider.Batch {
+	b.Kind, b.Format, b.Dimensions = req.Kind, req.ResponseFormat, req.Dimensions
+	b.Params = provider.Params{Temperature: req.Temperature, TopP: req.TopP, Seed: req.Seed, Stop: req.Stop}
+	if req.IsEmbedding() {
+		b.MaxOutputTokens = 0
+	}
+	return b
+}
+
+// providerRequest is what a call carries of req, under key: its prompt as
+// Input when it has one (wire.Request.Prompt), else its Messages; its cap
+// and its provider options. A shadow call carries the same.
+func providerRequest(key string, req wire.Request) provider.Request {
+	r := provider.Request{Key: key, MaxOutputTokens: req.MaxOutputTokens, Options: req.ProviderOptions}
+	if prompt, ok := req.Prompt(); ok {
+		r.Input = prompt
+	} else {
+		r.Messages = req.Messages
+	}
+	return r
 }
 
 // promptBytes is the size of the prompt the request adds to a call: its

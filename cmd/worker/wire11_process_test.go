@@ -154,7 +154,7 @@ func TestProcessEmbeddingsAreBatchedNatively(t *testing.T) {
 	got := storedResults(t, js, 500)
 	for i := range 500 {
 		r := got["e-"+strconv.Itoa(i)]
-		if want := openaitest.Embedding("text "+strconv.Itoa(i), dims); !slices.Equal(r.Embedding, want) {
+		if want := openaitest.Vector("text "+strconv.Itoa(i), dims); !slices.Equal(r.Embedding, want) {
 			t.Fatalf("result e-%d: vector of %d numbers, not the one of its input", i, len(r.Embedding))
 		}
 		if r.Model != "text-embedding-3-small" || r.Output != "" || r.FinishReason != "" || r.Usage.InputTokens == 0 {
