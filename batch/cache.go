@@ -180,7 +180,7 @@ func (c *responseCache) answer(ctx context.Context, items []*item) []*item {
 			continue
 		}
 		for _, it := range group {
-			it.answered(e.Output, provider.Usage{})
+			it.answered(provider.Result{Output: e.Output})
 			it.cached = true
 			it.queued = now.Sub(it.d.Published)
 			hits = append(hits, it)

@@ -3,7 +3,6 @@ package batch
 import (
 	"context"
 	"errors"
-	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -19,6 +18,7 @@ import (
 //     make of the group (up to the group's call size, within its token and
 //     output budgets), each line the combined call: the Batch API's
 //     discount and the prompt cache of the shared instructions add up.
+//     Groups sent alone (request.go) are laid out plain.
 //
 // A combined line that fails as a whole (cut off at the output limit,
 // refused, not the expected answer, or rejected) has batch scope, as a
@@ -40,30 +40,27 @@ type jobLayout struct {
 	unplanned []*item
 }
 
-// layout lays out a new job for items, which share a group.
+// layout lays out a new job for items, which share a group. A group sent
+// alone (see request.go) is laid out plain even with ASYNC_COMBINE: its
+// requests cannot share a call, so a line carries one request as its plain
+// call would.
 func (a *asyncCaller) layout(batchID string, items []*item) jobLayout {
 	first := items[0]
-	job := jobLayout{
-		batch:   provider.Batch{ID: batchID, Model: first.req.Model, Instructions: first.req.Instructions},
-		waiting: make(map[string]*item, len(items)),
+	if a.combine == nil || first.alone {
+		b, waiting := newBatch(batchID, items, 0)
+		return jobLayout{batch: b, waiting: waiting, lines: len(items),
+			submit: func(ctx context.Context) (string, error) { return a.api.SubmitJob(ctx, b) }}
 	}
-	if a.combine == nil {
-		for i, it := range items {
-			key := strconv.Itoa(i)
-			job.batch.Requests = append(job.batch.Requests, provider.Request{Key: key, Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens})
-			job.waiting[key] = it
-		}
-		b := job.batch
-		job.lines = len(items)
-		job.submit = func(ctx context.Context) (string, error) { return a.api.SubmitJob(ctx, b) }
-		return job
+	job := jobLayout{
+		batch:   withParams(provider.Batch{ID: batchID, Model: first.req.Model, Instructions: first.req.Instructions}, first.req),
+		waiting: make(map[string]*item, len(items)),
 	}
 	calls := a.sync.planner.planGroup(items)
 	lines := make([]provider.Batch, len(calls))
 	for n, cl := range calls {
-		lines[n] = provider.Batch{ID: batchID, Model: first.req.Model, Instructions: first.req.Instructions, MaxOutputTokens: cl.maxOutputTokens}
+		lines[n] = withParams(provider.Batch{ID: batchID, Model: first.req.Model, Instructions: first.req.Instructions, MaxOutputTokens: cl.maxOutputTokens}, first.req)
 		for i, it := range cl.items {
-			r := provider.Request{Key: provider.CombinedKey(n, i), Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens}
+			r := providerRequest(provider.CombinedKey(n, i), it.req)
 			lines[n].Requests = append(lines[n].Requests, r)
 			job.batch.Requests = append(job.batch.Requests, r)
 			job.waiting[r.Key] = it
