@@ -73,14 +73,16 @@ func NewProvider() *Provider {
 // Echo is the Provider's default answer to input.
 func Echo(input string) string { return "echo: " + input }
 
-// Vector is the Provider's embedding of input: its length in bytes and
-// the sum of its bytes, so that each input has a vector of its own.
+// Vector is the Provider's embedding of input: its length in bytes, the
+// sum of its bytes and their mean, so that each input has a vector of its
+// own, and one with a fraction in it (a vector that loses precision on its
+// way shows).
 func Vector(input string) []float32 {
 	var sum float32
 	for i := range len(input) {
 		sum += float32(input[i])
 	}
-	return []float32{float32(len(input)), sum}
+	return []float32{float32(len(input)), sum, sum / float32(max(len(input), 1))}
 }
 
 // RefuseKind makes Supports answer err for requests of kind (an
