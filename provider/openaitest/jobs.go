@@ -158,6 +158,18 @@ type wireResponse struct {
 // Jobs returns how many batches the server has created.
 func (s *Server) Jobs() int64 { return s.jobsMade.Load() }
 
+// JobIDs returns the ids of the batches the server has created, in no
+// particular order (see JobRequests).
+func (s *Server) JobIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.jobs))
+	for id := range s.jobs {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // JobLines returns how many lines the input files of every batch created
 // held: the requests sent through the Batch API (one per line, or one
 // combined call per line with ASYNC_COMBINE).

@@ -51,8 +51,8 @@
 //   - unknown models (WithUnknownModels, and any model named "unknown...")
 //     get 404 model_not_found;
 //   - records: Calls, MaxConcurrent, CallSizes, Requests, for embeddings
-//     EmbeddingCalls and EmbeddingRequests, and for jobs Jobs, Cancelled,
-//     JobRequests, DeletedFiles, HasFile;
+//     EmbeddingCalls and EmbeddingRequests, and for jobs Jobs, JobIDs,
+//     Cancelled, JobRequests, DeletedFiles, HasFile;
 //   - embeddings: NoDataNext, WrongDimensionsNext, and the answer controls
 //     above (see serveEmbeddings);
 //   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines;
