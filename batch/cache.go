@@ -193,7 +193,7 @@ func (c *responseCache) answer(ctx context.Context, items []*item) []*item {
 			c.stats.cacheHits.Add(1)
 			c.stats.cacheBytesRead.Add(int64(len(bodies[i])))
 			c.observer.CacheUsed(CacheReport{Model: model, Event: CacheHit, Bytes: len(bodies[i]), Saved: e.Usage,
-				SoloPromptTokens: soloTokens(it.req.Instructions, it.req.Input)})
+				SoloPromptTokens: soloTokens(it.req)})
 		}
 	}
 	for _, it := range hits {

@@ -134,10 +134,17 @@ func served(items []*item) int {
 	return n
 }
 
-// soloTokens estimates the prompt tokens of one request sent alone: a
-// plain call's framing, the instructions and the input.
-func soloTokens(instructions, input string) int64 {
-	return int64(soloCallOverheadTokens + EstimateTokens(instructions) + EstimateTokens(input))
+// soloTokens estimates the prompt tokens of req sent alone, as
+// soloPromptTokens does for a batch of one.
+func soloTokens(req wire.Request) int64 {
+	n := int64(EstimateTokens(req.Input))
+	for _, m := range req.Messages {
+		n += int64(EstimateTokens(string(m.Content)))
+	}
+	if !req.IsEmbedding() {
+		n += int64(soloCallOverheadTokens + EstimateTokens(req.Instructions))
+	}
+	return n
 }
 
 // soloPromptTokensOf is soloPromptTokens for the items of a call, each
@@ -145,7 +152,7 @@ func soloTokens(instructions, input string) int64 {
 func soloPromptTokensOf(items []*item) int64 {
 	var n int64
 	for _, it := range items {
-		n += int64(1+len(it.dupes)) * soloTokens(it.req.Instructions, it.req.Input)
+		n += int64(1+len(it.dupes)) * soloTokens(it.req)
 	}
 	return n
 }
