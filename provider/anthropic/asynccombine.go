@@ -65,7 +65,7 @@ func (p *Provider) SubmitCombinedJob(ctx context.Context, lines []provider.Batch
 			CustomID: combinedLineID(n, len(b.Requests)),
 			Params: anthropic.MessageBatchNewParamsRequestParams{
 				Model: call.Model, MaxTokens: call.MaxTokens, System: call.System, Messages: call.Messages,
-				Tools: call.Tools, ToolChoice: call.ToolChoice,
+				Tools: call.Tools, ToolChoice: call.ToolChoice, Temperature: call.Temperature, TopP: call.TopP,
 			},
 		}
 	}
