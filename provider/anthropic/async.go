@@ -54,14 +54,20 @@ func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, err
 }
 
 // jobParams is the request of a Message Batch for r: the plain call
-// singleParams builds, in the Message Batches API's type (the same fields).
+// singleParams builds, in the Message Batches API's type (batchParams).
 func (p *Provider) jobParams(b provider.Batch, r provider.Request) (anthropic.MessageBatchNewParamsRequestParams, error) {
-	var req anthropic.MessageBatchNewParamsRequestParams
 	plain, err := p.singleParams(b, r)
 	if err != nil {
-		return req, err
+		return anthropic.MessageBatchNewParamsRequestParams{}, err
 	}
-	data, err := json.Marshal(plain)
+	return batchParams(plain)
+}
+
+// batchParams is call in the Message Batches API's type: the same fields,
+// every one of them carried over.
+func batchParams(call anthropic.MessageNewParams) (anthropic.MessageBatchNewParamsRequestParams, error) {
+	var req anthropic.MessageBatchNewParamsRequestParams
+	data, err := json.Marshal(call)
 	if err != nil {
 		return req, fmt.Errorf("encode request: %w", err)
 	}
