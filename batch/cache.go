@@ -60,15 +60,21 @@ const (
 	// writes: a slow cache costs provider calls, never a stalled lane.
 	cacheTimeout = 2 * time.Second
 	// cacheEntryVersion is the layout of cacheEntry; entries of another
-	// layout are misses.
-	cacheEntryVersion = 1
+	// layout are misses. 2: the whole answer (finish_reason, embedding,
+	// message), not only its output.
+	cacheEntryVersion = 2
 )
 
-// cacheEntry is what the cache stores for one answer.
+// cacheEntry is what the cache stores for one answer: all of it, so a hit's
+// result is the one the provider's answer gave (an embedding's exact
+// vector, a chat answer's finish_reason and message).
 type cacheEntry struct {
-	Version int    `json:"v"`
-	Model   string `json:"model"`
-	Output  string `json:"output"`
+	Version      int             `json:"v"`
+	Model        string          `json:"model"`
+	Output       string          `json:"output"`
+	FinishReason string          `json:"finish_reason,omitempty"`
+	Embedding    []float32       `json:"embedding,omitempty"`
+	Message      json.RawMessage `json:"message,omitempty"`
 	// Usage is what the answer cost when it was paid for: the saving of
 	// each hit.
 	Usage  provider.Usage `json:"usage"`
@@ -180,14 +186,14 @@ func (c *responseCache) answer(ctx context.Context, items []*item) []*item {
 			continue
 		}
 		for _, it := range group {
-			it.answered(e.Output, provider.Usage{})
+			it.answered(provider.Result{Output: e.Output, FinishReason: e.FinishReason, Embedding: e.Embedding, Message: e.Message})
 			it.cached = true
 			it.queued = now.Sub(it.d.Published)
 			hits = append(hits, it)
 			c.stats.cacheHits.Add(1)
 			c.stats.cacheBytesRead.Add(int64(len(bodies[i])))
 			c.observer.CacheUsed(CacheReport{Model: model, Event: CacheHit, Bytes: len(bodies[i]), Saved: e.Usage,
-				SoloPromptTokens: soloTokens(it.req.Instructions, it.req.Input)})
+				SoloPromptTokens: soloTokens(it.req)})
 		}
 	}
 	for _, it := range hits {
@@ -197,17 +203,21 @@ func (c *responseCache) answer(ctx context.Context, items []*item) []*item {
 }
 
 // remember writes the answers of items whose ok result was stored, except
-// those that came from the cache.
+// those that came from the cache; one write a key (a head and its
+// duplicates hold one answer).
 func (c *responseCache) remember(ctx context.Context, items []*item) {
 	var put []*item
 	var bodies [][]byte
+	written := map[string]bool{}
 	for _, it := range items {
-		if it.cached || it.key == "" || it.outcome != outcomeAnswered {
+		if it.cached || it.key == "" || it.outcome != outcomeAnswered || written[it.key] {
 			continue
 		}
-		body, err := json.Marshal(cacheEntry{Version: cacheEntryVersion, Model: it.req.Model, Output: it.output, Usage: it.usage, Stored: time.Now().UTC()})
+		written[it.key] = true
+		body, err := json.Marshal(cacheEntry{Version: cacheEntryVersion, Model: it.req.Model, Output: it.output,
+			FinishReason: it.finishReason, Embedding: it.embedding, Message: it.message, Usage: it.usage, Stored: time.Now().UTC()})
 		if err != nil {
-			continue // strings and numbers only: cannot fail
+			continue // strings, numbers and the provider's checked JSON: cannot fail
 		}
 		put = append(put, it)
 		bodies = append(bodies, body)

@@ -3,6 +3,7 @@ package batch_test
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 	"testing/synctest"
@@ -204,19 +205,55 @@ func TestSamplesAreNeitherCachedNorShared(t *testing.T) {
 	}
 }
 
-func TestEmbeddingsAreNeitherCachedNorShared(t *testing.T) {
+func TestEmbeddingsAreSharedAndCachedWithTheirVectors(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		// The answer kept and shared is text: a vector would be lost.
 		b, p, cache := batchtest.NewBroker(), batchtest.NewProvider(), batchtest.NewCache()
-		startEngine(t, b, p, engineConfig(b), batch.WithResponseCache(cache))
-		req := func(id string) wire.Request {
-			return wire.Request{ID: id, Kind: wire.KindEmbedding, Input: "vector me"}
+		embed := func(prefix string, n, distinct int) []wire.Request {
+			reqs := repeated(prefix, n, distinct)
+			for i := range reqs {
+				reqs[i].Kind, reqs[i].Input = wire.KindEmbedding, "text to embed "+reqs[i].Input
+			}
+			return reqs
 		}
-		publishBodies(t, b, urgentSubject, req("a"), req("b"))
+		// 30 requests over 10 inputs, fetched together: each input is sent
+		// once, and every request gets its input's vector.
+		publishBodies(t, b, reqSubject, embed("first", 30, 10)...)
+		e, _ := startEngine(t, b, p, engineConfig(b), batch.WithResponseCache(cache))
+		time.Sleep(batch.DefaultMaxWait + batch.DefaultPollInterval) // the group is due (fake time)
 		synctest.Wait()
-		if got := results(t, b); len(got) != 2 || got["b"].Cached || cache.Len() != 0 || providerItems(p) != 2 {
-			t.Fatalf("results %+v, %d entries, %d items; want two items and nothing cached", got, cache.Len(), providerItems(p))
+		got := results(t, b)
+		if len(got) != 30 || providerItems(p) != 10 {
+			t.Fatalf("%d results from %d provider items, want 30 from 10", len(got), providerItems(p))
+		}
+		for _, bt := range p.Batches() {
+			if bt.Kind != wire.KindEmbedding {
+				t.Fatalf("a call of kind %q, want embeddings only", bt.Kind)
+			}
+		}
+		for i := range 30 {
+			input := "text to embed q " + strconv.Itoa(i%10)
+			if r := got["first-"+strconv.Itoa(i)]; r.Status != wire.StatusOK || r.Cached || !slices.Equal(r.Embedding, batchtest.Vector(input)) {
+				t.Fatalf("first-%d: %+v, want the vector of %q", i, r, input)
+			}
+		}
+		if cache.Len() != 10 || e.Stats().Duplicates != 20 {
+			t.Fatalf("%d cache entries, %d duplicates; want 10 and 20", cache.Len(), e.Stats().Duplicates)
+		}
+		// The same inputs again: every vector from the cache, exactly.
+		publishBodies(t, b, urgentSubject, embed("second", 10, 10)...)
+		synctest.Wait()
+		got = results(t, b)
+		if providerItems(p) != 10 {
+			t.Fatalf("%d provider items in all, want the first 10 only", providerItems(p))
+		}
+		for i := range 10 {
+			input := "text to embed q " + strconv.Itoa(i)
+			r := got["second-"+strconv.Itoa(i)]
+			if r.Status != wire.StatusOK || !r.Cached || r.Batch.Trigger != wire.TriggerCache || r.FinishReason != "" ||
+				!slices.Equal(r.Embedding, batchtest.Vector(input)) {
+				t.Fatalf("second-%d: %+v, want the cached vector of %q", i, r, input)
+			}
 		}
 	})
 }
@@ -247,7 +284,7 @@ func TestCacheFallsBackToTheProvider(t *testing.T) {
 	}{
 		{"entry not JSON", func(c *batchtest.Cache) { c.Corrupt([]byte("{not json")) }},
 		{"entry of another layout", func(c *batchtest.Cache) { c.Corrupt([]byte(`{"v":99,"output":"stale"}`)) }},
-		{"entry of another model", func(c *batchtest.Cache) { c.Corrupt([]byte(`{"v":1,"model":"other","output":"stale"}`)) }},
+		{"entry of another model", func(c *batchtest.Cache) { c.Corrupt([]byte(`{"v":2,"model":"other","output":"stale"}`)) }},
 		{"entry missing", func(c *batchtest.Cache) { c.Clear() }},
 		{"cache unreachable", func(c *batchtest.Cache) { c.FailGets(batchtest.ErrCacheDown) }},
 	} {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -187,20 +186,10 @@ func (c *caller) deferAll(group []*item, st BreakerState, err error) {
 // answers it completed.
 func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, error) {
 	group := cl.items
-	b := provider.Batch{
-		ID:              c.ids.next(),
-		Model:           group[0].req.Model,
-		Instructions:    group[0].req.Instructions,
-		Requests:        make([]provider.Request, len(group)),
-		MaxOutputTokens: cl.maxOutputTokens,
-		ServiceTier:     c.tiers.of(trigger),
-	}
-	waiting := make(map[string]*item, len(group))
+	b, waiting := newBatch(c.ids.next(), group, cl.maxOutputTokens)
+	b.ServiceTier = c.tiers.of(trigger)
 	start := time.Now()
 	for i, it := range group {
-		key := strconv.Itoa(i)
-		b.Requests[i] = providerRequest(key, it.req)
-		waiting[key] = it
 		it.batch = wire.BatchInfo{ID: b.ID, Size: len(group), Trigger: trigger}
 		it.position = i
 		it.queued = start.Sub(it.d.Published)
@@ -244,12 +233,6 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 	return answered, nil
 }
 
-// providerRequest is what a call carries of req, under key; a shadow call
-// carries the same.
-func providerRequest(key string, req wire.Request) provider.Request {
-	return provider.Request{Key: key, Input: req.Input, MaxOutputTokens: req.MaxOutputTokens}
-}
-
 // record sets each result's outcome on the item waiting for it and removes
 // that item from waiting. Results for unknown or already answered keys are
 // ignored and counted. It returns how many items it recorded, the ignored
@@ -266,7 +249,7 @@ func (c *caller) record(waiting map[string]*item, results []provider.Result) (re
 		c.stats.usage(r.Usage)
 		usage = usage.Add(r.Usage)
 		if r.Err == nil {
-			it.answered(r.Output, r.Usage)
+			it.answered(r)
 			continue
 		}
 		// A request's own error is its own unless it says otherwise: one

@@ -158,10 +158,10 @@ func (a *asyncCaller) runJob(ctx context.Context, trigger wire.Trigger, part job
 		}
 		a.log.Info("batch job resumed", zap.String("job", part.jobID), zap.Int("size", len(part.items)))
 	}
-	b := provider.Batch{Instructions: part.items[0].req.Instructions}
+	b := withParams(provider.Batch{Instructions: part.items[0].req.Instructions}, part.items[0].req)
 	for _, it := range part.items {
 		it.queued = part.submitted.Sub(it.d.Published)
-		b.Requests = append(b.Requests, provider.Request{Input: it.req.Input})
+		b.Requests = append(b.Requests, providerRequest("", it.req))
 	}
 	finished, usage := a.waitForJob(ctx, trigger, part.jobID, waiting)
 	a.observer.CallFinished(CallReport{Provider: a.api.Name(), Model: part.items[0].req.Model, Trigger: trigger,

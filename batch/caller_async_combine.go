@@ -3,12 +3,12 @@ package batch
 import (
 	"context"
 	"errors"
-	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Async mode lays out a job in one of two ways:
@@ -19,6 +19,8 @@ import (
 //     make of the group (up to the group's call size, within its token and
 //     output budgets), each line the combined call: the Batch API's
 //     discount and the prompt cache of the shared instructions add up.
+//     Groups that cannot be read back from a combined line (combinesInJob)
+//     are laid out plain.
 //
 // A combined line that fails as a whole (cut off at the output limit,
 // refused, not the expected answer, or rejected) has batch scope, as a
@@ -40,30 +42,26 @@ type jobLayout struct {
 	unplanned []*item
 }
 
-// layout lays out a new job for items, which share a group.
+// layout lays out a new job for items, which share a group; plain unless
+// Config.AsyncCombine is set and the group may go in combined lines
+// (combinesInJob).
 func (a *asyncCaller) layout(batchID string, items []*item) jobLayout {
 	first := items[0]
-	job := jobLayout{
-		batch:   provider.Batch{ID: batchID, Model: first.req.Model, Instructions: first.req.Instructions},
-		waiting: make(map[string]*item, len(items)),
+	if a.combine == nil || !combinesInJob(first) {
+		b, waiting := newBatch(batchID, items, 0)
+		return jobLayout{batch: b, waiting: waiting, lines: len(items),
+			submit: func(ctx context.Context) (string, error) { return a.api.SubmitJob(ctx, b) }}
 	}
-	if a.combine == nil {
-		for i, it := range items {
-			key := strconv.Itoa(i)
-			job.batch.Requests = append(job.batch.Requests, provider.Request{Key: key, Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens})
-			job.waiting[key] = it
-		}
-		b := job.batch
-		job.lines = len(items)
-		job.submit = func(ctx context.Context) (string, error) { return a.api.SubmitJob(ctx, b) }
-		return job
+	job := jobLayout{
+		batch:   withParams(provider.Batch{ID: batchID, Model: first.req.Model, Instructions: first.req.Instructions}, first.req),
+		waiting: make(map[string]*item, len(items)),
 	}
 	calls := a.sync.planner.planGroup(items)
 	lines := make([]provider.Batch, len(calls))
 	for n, cl := range calls {
-		lines[n] = provider.Batch{ID: batchID, Model: first.req.Model, Instructions: first.req.Instructions, MaxOutputTokens: cl.maxOutputTokens}
+		lines[n] = withParams(provider.Batch{ID: batchID, Model: first.req.Model, Instructions: first.req.Instructions, MaxOutputTokens: cl.maxOutputTokens}, first.req)
 		for i, it := range cl.items {
-			r := provider.Request{Key: provider.CombinedKey(n, i), Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens}
+			r := providerRequest(provider.CombinedKey(n, i), it.req)
 			lines[n].Requests = append(lines[n].Requests, r)
 			job.batch.Requests = append(job.batch.Requests, r)
 			job.waiting[r.Key] = it
@@ -77,6 +75,18 @@ func (a *asyncCaller) layout(batchID string, items []*item) jobLayout {
 	job.lines = len(lines)
 	job.submit = func(ctx context.Context) (string, error) { return a.combine.SubmitCombinedJob(ctx, lines) }
 	return job
+}
+
+// combinesInJob reports whether the requests of it's group may go in
+// combined job lines. Not those sent alone (request.go): they cannot share a
+// call. Nor those with a response format or stop sequences: a combined
+// line's answer is read back from the line's index and size alone (a
+// restarted worker knows no more), so it cannot be read by a format or cut
+// at stop sequences, whereas a plain line carries them to the API as the
+// request gave them.
+func combinesInJob(it *item) bool {
+	f := it.req.ResponseFormat
+	return !it.alone && (f == nil || f.Type == wire.FormatText) && len(it.req.Stop) == 0
 }
 
 // takeLineFailures removes from status the results whose line failed as a

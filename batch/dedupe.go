@@ -18,10 +18,9 @@ import (
 //
 //   - provider_options: never. What they ask (tools, n, logprobs, ...) is
 //     outside the wire format, and such a request is sent alone anyway.
-//   - embeddings: not yet. An answer is kept and shared as its output text;
-//     a vector (and a chat answer's finish_reason and message) is not, so
-//     an embedding request shares nothing until the cache entry and spread
-//     carry it.
+//   - embeddings: a key. The vector is the answer, kept and shared exactly
+//     as a chat answer's output, finish_reason and message are (cacheEntry,
+//     copyOutcome).
 //   - temperature above 0: only with RESPONSE_CACHE_NONDETERMINISTIC=true.
 //     A producer that sets a temperature above 0 asks for a sample, and two
 //     samples should be two answers.
@@ -41,7 +40,7 @@ type requestKeyer struct {
 // answer-changing parameters and max_output_tokens), hex-encoded. It
 // returns "" when r may not share an answer.
 func (k requestKeyer) key(r wire.Request) string {
-	if len(r.ProviderOptions) > 0 || r.IsEmbedding() {
+	if len(r.ProviderOptions) > 0 {
 		return ""
 	}
 	if t := r.Temperature; t != nil && *t > 0 && !k.nondeterministic {
@@ -110,11 +109,20 @@ func spread(heads []*item) {
 		shares := h.usage.Split(1 + len(h.dupes))
 		h.usage = shares[0]
 		for i, d := range h.dupes {
-			d.outcome, d.err, d.retryAfter, d.output, d.usage = h.outcome, h.err, h.retryAfter, h.output, shares[i+1]
-			d.batch, d.position = h.batch, h.position
+			d.copyOutcome(h)
+			d.usage = shares[i+1]
 			d.queued = h.queued + h.d.Published.Sub(d.d.Published)
 		}
 	}
+}
+
+// copyOutcome gives it h's outcome and the whole of h's answer (output,
+// finish_reason, embedding, message), the call that answered it and its
+// place there; not h's usage.
+func (it *item) copyOutcome(h *item) {
+	it.outcome, it.err, it.retryAfter = h.outcome, h.err, h.retryAfter
+	it.output, it.finishReason, it.embedding, it.message = h.output, h.finishReason, h.embedding, h.message
+	it.batch, it.position = h.batch, h.position
 }
 
 // served is how many requests the items answer, duplicates included.
@@ -126,10 +134,17 @@ func served(items []*item) int {
 	return n
 }
 
-// soloTokens estimates the prompt tokens of one request sent alone: a
-// plain call's framing, the instructions and the input.
-func soloTokens(instructions, input string) int64 {
-	return int64(soloCallOverheadTokens + EstimateTokens(instructions) + EstimateTokens(input))
+// soloTokens estimates the prompt tokens of req sent alone, as
+// soloPromptTokens does for a batch of one.
+func soloTokens(req wire.Request) int64 {
+	n := int64(EstimateTokens(req.Input))
+	for _, m := range req.Messages {
+		n += int64(EstimateTokens(string(m.Content)))
+	}
+	if !req.IsEmbedding() {
+		n += int64(soloCallOverheadTokens + EstimateTokens(req.Instructions))
+	}
+	return n
 }
 
 // soloPromptTokensOf is soloPromptTokens for the items of a call, each
@@ -137,7 +152,7 @@ func soloTokens(instructions, input string) int64 {
 func soloPromptTokensOf(items []*item) int64 {
 	var n int64
 	for _, it := range items {
-		n += int64(1+len(it.dupes)) * soloTokens(it.req.Instructions, it.req.Input)
+		n += int64(1+len(it.dupes)) * soloTokens(it.req)
 	}
 	return n
 }
@@ -150,8 +165,7 @@ func follow(heads []*item) []*item {
 	var out []*item
 	for _, h := range heads {
 		for _, d := range h.dupes {
-			d.outcome, d.err, d.retryAfter, d.output = h.outcome, h.err, h.retryAfter, h.output
-			d.batch, d.position = h.batch, h.position
+			d.copyOutcome(h)
 			d.queued = h.queued + h.d.Published.Sub(d.d.Published)
 			out = append(out, d)
 		}

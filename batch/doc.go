@@ -15,10 +15,12 @@
 //	scheduler  scheduler.go, lanes.go,   WHEN to fetch, and WHEN a held group is due
 //	           holding.go                (size, max_wait, retry, interval, window_full,
 //	                                     forced, urgent, immediate); the holding window
-//	intake     item.go                   reads each message; rejects what can never succeed
+//	intake     item.go, request.go       reads each message; rejects what can never succeed;
+//	                                     its group key, and whether it goes alone
 //	cache      cache.go                  answers repeats from the response cache
 //	planner    planner.go, dedupe.go     WHICH requests share a call (model, instructions,
-//	                                     token budget); duplicates go as one item
+//	                                     topic, parameters; token and output budgets);
+//	                                     duplicates go as one item
 //	caller     caller.go,                the provider calls (combined, or Batch API jobs),
 //	           caller_async.go,          recording each request's answer or failure
 //	           caller_async_combine.go

@@ -117,8 +117,8 @@ func (e *Engine) wire() error {
 	handBack, expiries := &handBacks{}, &handBacks{}
 	ids := newBatchIDs()
 	e.breakers = newBreakers(min(firstProbe, cfg.ProbeInterval), cfg.ProbeInterval, e.breakerChanged)
-	e.groups = newGroups(cfg.MaxBatchSize, e.groupResized)
-	e.intake = newIntake(cfg, e.attempts, e.budget, e.log)
+	e.groups = newGroups(cfg.MaxBatchSize, cfg.EmbeddingMaxInputs, e.groupResized)
+	e.intake = newIntake(cfg, e.provider, e.attempts, e.budget, e.log)
 	e.planner = planner{maxBatchTokens: cfg.MaxBatchTokens, defaultOutputTokens: cfg.DefaultOutputTokens,
 		outputLimit: outputLimits(cfg.ModelMaxOutputTokens, e.provider), groups: e.groups}
 	if e.cacheStore != nil {
@@ -304,15 +304,29 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, items []*ite
 		}
 	}
 	if e.async != nil && trigger != wire.TriggerUrgent {
-		var rejected []*item
+		var rejected, now, jobs []*item
 		for _, it := range items {
-			if it.outcome != outcomeNone {
+			switch {
+			case it.outcome != outcomeNone:
 				rejected = append(rejected, it)
+			case !jobCarries(it):
+				now = append(now, it)
+			default:
+				jobs = append(jobs, it)
 			}
 		}
 		e.settler.settle(ctx, rejected)
-		heads := collapse(items)
-		e.stats.duplicates.Add(int64(len(items) - len(heads)))
+		if len(now) > 0 {
+			// Embeddings and requests with provider options: a job line
+			// cannot carry them, they are called at once.
+			heads := collapse(now)
+			e.stats.duplicates.Add(int64(len(now) - len(heads)))
+			e.caller.callAll(ctx, trigger, e.planner.plan(heads))
+			spread(heads)
+			e.settler.settle(ctx, now)
+		}
+		heads := collapse(jobs)
+		e.stats.duplicates.Add(int64(len(jobs) - len(heads)))
 		e.async.callAll(ctx, trigger, heads)
 		// The heads were settled as their answers came; their duplicates
 		// follow them now, sharing no usage: the head's result reported it.

@@ -1,9 +1,13 @@
 package batch
 
 import (
+	"encoding/json"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/wire"
 )
 
@@ -76,5 +80,31 @@ func TestGroupForCalls(t *testing.T) {
 				t.Errorf("groupForCalls = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestSoloTokensCountWhatARequestSendsAlone(t *testing.T) {
+	long := strings.Repeat("word ", 200)
+	text := wire.Request{Instructions: "be brief", Input: long}
+	conversation := wire.Request{Instructions: "be brief", Messages: []wire.Message{
+		{Role: wire.RoleUser, Content: json.RawMessage(strconv.Quote(long))},
+		{Role: wire.RoleAssistant, Content: json.RawMessage(`"ok"`)},
+		{Role: wire.RoleUser, Content: json.RawMessage(`"and then?"`)},
+	}}
+	embedding := wire.Request{Kind: wire.KindEmbedding, Input: long}
+	// A conversation costs at least what its first turn would as an input;
+	// an embedding call has no instructions or framing to repeat.
+	if c, i := soloTokens(conversation), soloTokens(text); c <= i {
+		t.Errorf("conversation estimated at %d tokens, the same text as input at %d", c, i)
+	}
+	if e := soloTokens(embedding); e != int64(EstimateTokens(long)) {
+		t.Errorf("embedding estimated at %d tokens, its input is %d", e, EstimateTokens(long))
+	}
+	// One request alone, estimated as soloPromptTokens estimates a call.
+	for _, r := range []wire.Request{text, conversation, embedding} {
+		b := withParams(provider.Batch{Instructions: r.Instructions, Requests: []provider.Request{providerRequest("0", r)}}, r)
+		if got, want := soloTokens(r), soloPromptTokens(b); got != want {
+			t.Errorf("%+v: soloTokens %d, soloPromptTokens of it alone %d", r, got, want)
+		}
 	}
 }

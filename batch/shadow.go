@@ -200,13 +200,13 @@ func (s *shadow) take(ctx context.Context, smp sample) {
 		s.dropped.Add(1)
 		return
 	}
-	b := provider.Batch{
+	b := withParams(provider.Batch{
 		ID:              "shadow-" + s.ids.next(),
 		Model:           model,
 		Instructions:    smp.key.instructions,
 		Requests:        []provider.Request{providerRequest("0", smp.req)},
 		MaxOutputTokens: s.outputLimit(model),
-	}
+	}, smp.req)
 	callCtx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	start := time.Now()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -233,4 +234,53 @@ func TestAsyncCombineCallsACutOffLineAgainWithoutSpendingAttempts(t *testing.T) 
 		t.Fatalf("%d dead letters", dead)
 	}
 	b.waitDrained(t, 5*time.Second)
+}
+
+func TestEngineSharesAndCachesEmbeddingsWithTheirExactVectors(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := testConfig()
+	cfg.MaxWait = 300 * time.Millisecond
+	b.startCached(t, cfg)
+	embeddings := func(prefix string, n, distinct int) []req {
+		out := make([]req, n)
+		for i := range out {
+			body, _ := json.Marshal(wire.Request{ID: prefix + "-" + strconv.Itoa(i), Kind: wire.KindEmbedding, Input: "doc " + strconv.Itoa(i%distinct)})
+			out[i] = req{subject: "ai.requests.t", body: string(body)}
+		}
+		return out
+	}
+	// 30 requests over 10 inputs: each input is embedded once.
+	b.publish(t, embeddings("first", 30, 10)...)
+	b.waitResults(t, 30, 30*time.Second)
+	b.waitDrained(t, 10*time.Second)
+	var sent []string
+	for _, r := range b.fake.EmbeddingRequests() {
+		sent = append(sent, r.Inputs...)
+	}
+	if len(sent) != 10 {
+		t.Fatalf("30 requests over 10 inputs sent %d inputs to the Embeddings API, want 10", len(sent))
+	}
+	jetstreamEventuallyStats(t, b, func(s batch.Stats) bool { return s.Cache.Writes == 10 })
+
+	// The same inputs again: every vector from the cache, number for number.
+	calls := b.fake.EmbeddingCalls()
+	b.publish(t, embeddings("second", 10, 10)...)
+	all := b.waitResults(t, 40, 30*time.Second)
+	b.waitDrained(t, 10*time.Second)
+	if n := b.fake.EmbeddingCalls(); n != calls {
+		t.Fatalf("%d more embeddings calls for inputs in the cache, want none", n-calls)
+	}
+	for i := range 30 {
+		in := "doc " + strconv.Itoa(i%10)
+		want := openaitest.Vector(in, 0)
+		for _, id := range []string{"first-" + strconv.Itoa(i), "second-" + strconv.Itoa(i%10)} {
+			if r := all[id]; r.Status != wire.StatusOK || !slices.Equal(r.Embedding, want) {
+				t.Fatalf("%s: status %s, %d numbers, error %q; want the %d numbers of %q exactly", id, r.Status, len(r.Embedding), r.Error, len(want), in)
+			}
+		}
+	}
+	if r := all["second-0"]; !r.Cached || r.Batch.Trigger != wire.TriggerCache {
+		t.Fatalf("second-0: cached %v, trigger %s; want it from the cache", r.Cached, r.Batch.Trigger)
+	}
 }

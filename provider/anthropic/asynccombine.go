@@ -61,13 +61,11 @@ func (p *Provider) SubmitCombinedJob(ctx context.Context, lines []provider.Batch
 		if err != nil {
 			return "", fmt.Errorf("anthropic: submit combined message batch: %w", provider.Permanent(err))
 		}
-		params.Requests[n] = anthropic.MessageBatchNewParamsRequest{
-			CustomID: combinedLineID(n, len(b.Requests)),
-			Params: anthropic.MessageBatchNewParamsRequestParams{
-				Model: call.Model, MaxTokens: call.MaxTokens, System: call.System, Messages: call.Messages,
-				Tools: call.Tools, ToolChoice: call.ToolChoice,
-			},
+		req, err := batchParams(call)
+		if err != nil {
+			return "", fmt.Errorf("anthropic: submit combined message batch: %w", provider.Permanent(err))
 		}
+		params.Requests[n] = anthropic.MessageBatchNewParamsRequest{CustomID: combinedLineID(n, len(b.Requests)), Params: req}
 	}
 	var raw *http.Response
 	batch, err := p.messages.Batches.New(ctx, params, option.WithResponseInto(&raw))

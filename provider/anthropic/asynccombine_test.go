@@ -62,6 +62,25 @@ func TestCombinedMessageBatchAnswersEveryLine(t *testing.T) {
 	}
 }
 
+func TestCombinedMessageBatchLinesCarryTheSamplingParameters(t *testing.T) {
+	t.Parallel()
+	srv, p := setup(t, anthropic.Config{Mode: anthropic.ModeAsync})
+	temperature, topP := 0.3, 0.8
+	lines := combinedLines(2, 2)
+	for n := range lines {
+		lines[n].Params = provider.Params{Temperature: &temperature, TopP: &topP}
+	}
+	id, err := p.SubmitCombinedJob(t.Context(), lines)
+	if err != nil {
+		t.Fatalf("SubmitCombinedJob: %v", err)
+	}
+	for _, r := range srv.BatchRequests(id) {
+		if r.Temperature == nil || *r.Temperature != temperature || r.TopP == nil || *r.TopP != topP {
+			t.Fatalf("request %s: temperature %v, top_p %v; want %v and %v", r.CustomID, r.Temperature, r.TopP, temperature, topP)
+		}
+	}
+}
+
 func TestCombinedMessageBatchLinesThatFailHaveBatchScope(t *testing.T) {
 	t.Parallel()
 	t.Run("cut off", func(t *testing.T) {

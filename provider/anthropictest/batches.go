@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aibatch/aibatch/provider/internal/fake"
@@ -408,12 +409,12 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 	case s.isUnknownModel(wr.Model):
 		return errored("not_found_error", "model: "+wr.Model)
 	}
-	batch, err := isBatch(wr)
+	use, err := toolUse(wr)
 	if err != nil {
 		return errored("invalid_request_error", err.Error())
 	}
-	if batch {
-		return s.combinedResultLocked(wr, rec, user.Content, errored)
+	if use.batch {
+		return s.combinedResultLocked(wr, rec, user.Content, use.answer, errored)
 	}
 	if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
 		if retryable {
@@ -425,6 +426,14 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 		return errored(typ, "Injected failure.")
 	}
 	out := Answer(user.Content)
+	content, stop := []any{textBlock{Type: "text", Text: out}}, "end_turn"
+	if use.tool != nil {
+		input, err := fake.Instance(use.tool.InputSchema, nil, out)
+		if err != nil {
+			return errored("invalid_request_error", "tools: input_schema: "+err.Error())
+		}
+		out, content, stop = input, []any{s.toolUse(use.tool.Name, json.RawMessage(input))}, "tool_use"
+	}
 	prompt := len(rec.System)
 	for _, m := range rec.Messages {
 		prompt += len(m.Content)
@@ -434,8 +443,8 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 		Type:       "message",
 		Role:       "assistant",
 		Model:      wr.Model,
-		Content:    []any{textBlock{Type: "text", Text: out}},
-		StopReason: "end_turn",
+		Content:    content,
+		StopReason: stop,
 		Usage:      s.batchUsage(wr, prompt, fake.Tokens(len(out))),
 	}}, true
 }
@@ -483,29 +492,32 @@ func (s *Server) batchUsage(wr wireRequest, prompt int, out int64) wireUsage {
 // of every item, but for those OmitInput leaves out; cut off at
 // SetOutputCap or the request's max_tokens (stop_reason "max_tokens");
 // refused whole when RefuseInput names an item's input.
-func (s *Server) combinedResultLocked(wr wireRequest, rec Request, content string, errored func(typ, msg string) (wireResult, bool)) (wireResult, bool) {
+func (s *Server) combinedResultLocked(wr wireRequest, rec Request, content string, format fake.BatchAnswer, errored func(typ, msg string) (wireResult, bool)) (wireResult, bool) {
 	var wi struct {
 		Items []Item `json:"items"`
 	}
 	if err := json.Unmarshal([]byte(content), &wi); err != nil || len(wi.Items) == 0 {
-		return errored("invalid_request_error", `with the batch_results tool the user message must be {"items":[{"id":"...","input":"..."}]}`)
+		return errored("invalid_request_error", `with the batch_results tool the user message must be {"items":[{"id":"...","input":"..."}]} (or "messages" instead of "input")`)
 	}
 	inputs := make([]string, len(wi.Items))
 	for i, it := range wi.Items {
-		inputs[i] = it.Input
+		if (it.Input == "") == (len(it.Messages) == 0) {
+			return errored("invalid_request_error", fmt.Sprintf(`items[%d] must have "input" or "messages"`, i))
+		}
+		inputs[i] = it.Prompt()
 	}
 	answer := &wireAnswer{ID: "msg_fake" + strconv.FormatInt(s.seq.Add(1), 10), Type: "message", Role: "assistant", Model: wr.Model}
 	var out string
 	if s.ctl.Refused(inputs...) {
 		answer.Content, answer.StopReason, answer.StopDetails = []any{}, "refusal", refusalDetails()
 	} else {
-		out = resultsJSON(wi.Items, behaviour{Behaviour: s.ctl.Behaviour()}, s.ctl.AnswerAt)
+		out = resultsJSON(wi.Items, format, strings.Contains(rec.System, "JSON object: a string"), behaviour{Behaviour: s.ctl.Behaviour()}, s.ctl.AnswerAt)
 		written, cut := fake.CutAnswer(out, len(wi.Items), s.ctl.OutputCap(), s.ctl.CutOff(len(wi.Items)), rec.MaxTokens)
 		input, stop := json.RawMessage(out), "tool_use"
 		if cut {
 			input, out, stop = partialInput(out, len(written)), written, "max_tokens"
 		}
-		answer.Content, answer.StopReason = []any{s.toolUse(input)}, stop
+		answer.Content, answer.StopReason = []any{s.toolUse(ToolName, input)}, stop
 	}
 	prompt := len(rec.System)
 	for _, m := range rec.Messages {

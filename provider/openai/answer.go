@@ -1,5 +1,10 @@
 package openai
 
+import (
+	"encoding/json"
+	"fmt"
+)
+
 // chatAnswer is the part of a Chat Completions response the provider reads.
 // Responses are decoded straight into it (option.WithResponseBodyInto)
 // rather than into the SDK's openai.ChatCompletion: the SDK type keeps every
@@ -21,6 +26,37 @@ type chatChoice struct {
 type chatMessage struct {
 	Content string `json:"content"`
 	Refusal string `json:"refusal"`
+	// Raw is the message as the API wrote it (tool calls, annotations and
+	// the rest), set only in an answer decoded through keptAnswer: a
+	// request with provider options gets it back, for its producer to read.
+	Raw json.RawMessage `json:"-"`
+}
+
+// keptAnswer decodes a chatAnswer whose messages are also kept as the API
+// wrote them (chatMessage.Raw), in the same one pass over the body: its
+// Choices shadow chatAnswer's, and answer reads each message from there.
+// Only a request with provider options pays for the copy.
+type keptAnswer struct {
+	chatAnswer
+	Choices []struct {
+		FinishReason string          `json:"finish_reason"`
+		Message      json.RawMessage `json:"message"`
+	} `json:"choices"`
+}
+
+// answer is the chatAnswer a kept, each message with its Raw.
+func (a *keptAnswer) answer() (chatAnswer, error) {
+	out := a.chatAnswer
+	out.Choices = make([]chatChoice, len(a.Choices))
+	for i, c := range a.Choices {
+		var m chatMessage
+		if err := json.Unmarshal(c.Message, &m); err != nil {
+			return chatAnswer{}, fmt.Errorf("parse answer: choices[%d].message: %w", i, err)
+		}
+		m.Raw = c.Message
+		out.Choices[i] = chatChoice{FinishReason: c.FinishReason, Message: m}
+	}
+	return out, nil
 }
 
 type chatUsage struct {

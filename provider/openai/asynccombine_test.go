@@ -64,6 +64,25 @@ func TestCombinedJobAnswersEveryLine(t *testing.T) {
 	}
 }
 
+func TestCombinedJobLinesCarryTheSamplingParameters(t *testing.T) {
+	t.Parallel()
+	srv, p := asyncSetup(t)
+	temperature, topP, seed := 0.3, 0.8, int64(7)
+	lines := combinedLines(2, 2)
+	for n := range lines {
+		lines[n].Params = provider.Params{Temperature: &temperature, TopP: &topP, Seed: &seed}
+	}
+	id, err := p.SubmitCombinedJob(t.Context(), lines)
+	if err != nil {
+		t.Fatalf("SubmitCombinedJob: %v", err)
+	}
+	for _, r := range srv.JobRequests(id) {
+		if r.Temperature == nil || *r.Temperature != temperature || r.TopP == nil || *r.TopP != topP || r.Seed == nil || *r.Seed != seed {
+			t.Fatalf("line %s: temperature %v, top_p %v, seed %v; want %v, %v, %v", r.CustomID, r.Temperature, r.TopP, r.Seed, temperature, topP, seed)
+		}
+	}
+}
+
 func TestCombinedJobLinesThatFailHaveBatchScope(t *testing.T) {
 	t.Parallel()
 	t.Run("cut off", func(t *testing.T) {

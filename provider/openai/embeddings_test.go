@@ -29,8 +29,8 @@ func TestEmbeddings(t *testing.T) {
 			t.Errorf("vector %d is not the embedding of %q", i, in)
 		}
 	}
-	if b.srv.EmbeddingCalls() != 1 || b.srv.Calls() != 0 {
-		t.Errorf("%d embeddings calls, %d chat calls; want 1 and 0", b.srv.EmbeddingCalls(), b.srv.Calls())
+	if b.srv.EmbeddingCalls() != 1 || len(b.srv.Requests()) != 0 {
+		t.Errorf("%d embeddings calls, %d chat calls; want 1 and 0", b.srv.EmbeddingCalls(), len(b.srv.Requests()))
 	}
 	if got, _, err := b.p.Embeddings(t.Context(), "m", nil); got != nil || err != nil || b.srv.EmbeddingCalls() != 1 {
 		t.Errorf("no inputs: %v, %v, and %d calls; want nothing called", got, err, b.srv.EmbeddingCalls())

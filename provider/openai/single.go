@@ -2,14 +2,18 @@ package openai
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/shared"
 
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/internal/fanout"
 	"github.com/aibatch/aibatch/provider/internal/httpcall"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // completeSingle makes one plain call per request of b, at most
@@ -22,33 +26,135 @@ func (p *Provider) completeSingle(ctx context.Context, b provider.Batch) ([]prov
 
 // completeOne makes the call for one request.
 func (p *Provider) completeOne(ctx context.Context, b provider.Batch, r provider.Request) provider.Result {
+	params, err := singleParams(b, r)
+	if err != nil {
+		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, requestError(true, err))}
+	}
 	var resp chatAnswer
-	if raw, err := p.create(ctx, singleParams(b, r), b, &resp); err != nil {
+	var kept keptAnswer // with Options: the message is kept as the API wrote it
+	into := any(&resp)
+	if len(r.Options) > 0 {
+		into = &kept
+	}
+	if raw, err := p.create(ctx, params, b, into); err != nil {
 		cerr, _ := httpcall.Plain(callError(ctx, err, raw))
 		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, cerr)}
 	}
-	out, usage, err := singleAnswer(&resp)
+	if len(r.Options) > 0 {
+		if resp, err = kept.answer(); err != nil {
+			return provider.Result{Key: r.Key, Err: p.singleError(r.Key, requestError(false, err))}
+		}
+	}
+	res, err := singleAnswer(&resp)
 	if err != nil {
 		return provider.Result{Key: r.Key, Err: p.singleError(r.Key, err)}
 	}
-	return provider.Result{Key: r.Key, Output: out, Usage: usage, ServiceTier: resp.ServiceTier}
+	res.Key, res.ServiceTier = r.Key, resp.ServiceTier
+	if len(r.Options) > 0 {
+		res.Message = resp.Choices[0].Message.Raw
+	}
+	return res
 }
 
 // singleParams is the plain Chat Completions request for r, one request of
-// b: the Instructions as system message when set, the Input as user
-// message, max_completion_tokens from outputLimit.
-func singleParams(b provider.Batch, r provider.Request) openai.ChatCompletionNewParams {
+// b: the Instructions as system message when set, then r's Messages as
+// given (or its Input as user message), max_completion_tokens from
+// outputLimit, b's sampling parameters and response_format as the request
+// gave them, and r's Options merged in. It fails when a message is not
+// one the API takes or an option is one the provider sets itself.
+func singleParams(b provider.Batch, r provider.Request) (openai.ChatCompletionNewParams, error) {
 	var msgs []openai.ChatCompletionMessageParamUnion
 	if b.Instructions != "" {
 		msgs = append(msgs, openai.SystemMessage(b.Instructions))
 	}
-	msgs = append(msgs, openai.UserMessage(r.Input))
+	if len(r.Messages) == 0 {
+		msgs = append(msgs, openai.UserMessage(r.Input))
+	}
+	for i, m := range r.Messages {
+		raw, err := json.Marshal(m)
+		if err != nil {
+			return openai.ChatCompletionNewParams{}, fmt.Errorf("messages[%d]: %w", i, err)
+		}
+		var u openai.ChatCompletionMessageParamUnion
+		if err := json.Unmarshal(raw, &u); err != nil {
+			return openai.ChatCompletionNewParams{}, fmt.Errorf("messages[%d] is not a message the API takes: %w", i, err)
+		}
+		msgs = append(msgs, u)
+	}
 	params := openai.ChatCompletionNewParams{Model: b.Model, Messages: msgs}
 	if n := outputLimit(b, r); n > 0 {
 		params.MaxCompletionTokens = openai.Int(int64(n))
 	}
 	withPromptCacheKey(&params, b)
-	return params
+	setSampling(&params, b.Params)
+	if len(b.Params.Stop) > 0 {
+		params.Stop = openai.ChatCompletionNewParamsStopUnion{OfStringArray: b.Params.Stop}
+	}
+	if b.Format != nil {
+		params.ResponseFormat = responseFormat(*b.Format)
+	}
+	if err := setOptions(&params, r.Options); err != nil {
+		return openai.ChatCompletionNewParams{}, err
+	}
+	return params, nil
+}
+
+// setSampling sets the temperature, top_p and seed of ps; the stop
+// sequences are the caller's (a combined call does not send them).
+func setSampling(params *openai.ChatCompletionNewParams, ps provider.Params) {
+	if ps.Temperature != nil {
+		params.Temperature = openai.Float(*ps.Temperature)
+	}
+	if ps.TopP != nil {
+		params.TopP = openai.Float(*ps.TopP)
+	}
+	if ps.Seed != nil {
+		params.Seed = openai.Int(*ps.Seed)
+	}
+}
+
+// responseFormat is f as the SDK takes it, strict as the request asked.
+func responseFormat(f wire.ResponseFormat) openai.ChatCompletionNewParamsResponseFormatUnion {
+	switch {
+	case f.Type == wire.FormatJSONObject:
+		return openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONObject: &shared.ResponseFormatJSONObjectParam{}}
+	case f.Type == wire.FormatJSONSchema && f.JSONSchema != nil:
+		js := shared.ResponseFormatJSONSchemaJSONSchemaParam{Name: f.JSONSchema.Name, Schema: f.JSONSchema.Schema}
+		if f.JSONSchema.Description != "" {
+			js.Description = openai.String(f.JSONSchema.Description)
+		}
+		if f.JSONSchema.Strict != nil {
+			js.Strict = openai.Bool(*f.JSONSchema.Strict)
+		}
+		return openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &shared.ResponseFormatJSONSchemaParam{JSONSchema: js}}
+	}
+	return openai.ChatCompletionNewParamsResponseFormatUnion{OfText: &shared.ResponseFormatTextParam{}}
+}
+
+// ownOptions are the request fields the provider sets itself: a request's
+// provider_options may not set them.
+var ownOptions = []string{"model", "messages", "stream", "stream_options"}
+
+// setOptions merges options, a JSON object of further request fields
+// (tools, tool_choice, n, logprobs, ...), into params; each replaces the
+// field of that name.
+func setOptions(params *openai.ChatCompletionNewParams, options json.RawMessage) error {
+	if len(options) == 0 {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(options, &fields); err != nil {
+		return fmt.Errorf("provider_options is not a JSON object: %w", err)
+	}
+	extra := make(map[string]any, len(fields))
+	for k, v := range fields {
+		if slices.Contains(ownOptions, k) {
+			return fmt.Errorf("%w: provider_options may not set %q: the worker sets it", provider.ErrUnsupported, k)
+		}
+		extra[k] = v
+	}
+	params.SetExtraFields(extra)
+	return nil
 }
 
 // outputLimit is the API's output limit of a plain call for r, one request
@@ -60,22 +166,23 @@ func outputLimit(b provider.Batch, r provider.Request) int {
 	return max(b.MaxOutputTokens, 0)
 }
 
-// singleAnswer reads the answer to one plain request: its content and
-// usage. A refusal (message.refusal, finish_reason "content_filter") is a
-// permanent ScopeRequest error, an answer with no choices a transient one.
-// finish_reason "length" is not an error: the content is what fitted.
-func singleAnswer(resp *chatAnswer) (string, provider.Usage, error) {
+// singleAnswer reads the answer to one plain request: its content, finish
+// reason and usage. A refusal (message.refusal, finish_reason
+// "content_filter") is a permanent ScopeRequest error, an answer with no
+// choices a transient one. finish_reason "length" is not an error: the
+// content is what fitted.
+func singleAnswer(resp *chatAnswer) (provider.Result, error) {
 	if resp == nil || len(resp.Choices) == 0 {
-		return "", provider.Usage{}, requestError(false, errors.New("answer has no choices"))
+		return provider.Result{}, requestError(false, errors.New("answer has no choices"))
 	}
 	choice := resp.Choices[0]
 	switch {
 	case choice.Message.Refusal != "":
-		return "", provider.Usage{}, requestError(true, fmt.Errorf("model refused the request: %q", shorten(choice.Message.Refusal)))
+		return provider.Result{}, requestError(true, fmt.Errorf("model refused the request: %q", shorten(choice.Message.Refusal)))
 	case choice.FinishReason == "content_filter":
-		return "", provider.Usage{}, requestError(true, errors.New("answer withheld by the content filter (finish_reason content_filter)"))
+		return provider.Result{}, requestError(true, errors.New("answer withheld by the content filter (finish_reason content_filter)"))
 	}
-	return choice.Message.Content, resp.Usage.usage(), nil
+	return provider.Result{Output: choice.Message.Content, FinishReason: choice.FinishReason, Usage: resp.Usage.usage()}, nil
 }
 
 // requestError is the ScopeRequest *provider.Error whose cause is err.

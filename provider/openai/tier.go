@@ -81,9 +81,11 @@ func tierRefused(err error) (string, bool) {
 }
 
 // create makes a Chat Completions call with b's service tier (see tiers),
-// decoding the answer into resp; raw is the HTTP response of the last
-// attempt, for callError.
-func (p *Provider) create(ctx context.Context, params openai.ChatCompletionNewParams, b provider.Batch, resp *chatAnswer) (raw *http.Response, err error) {
+// decoding the answer into resp (a *chatAnswer or a *keptAnswer); raw is
+// the HTTP response of the last attempt, for callError. The SDK decodes a
+// body only when the call succeeded, so a refused first attempt leaves resp
+// as it was.
+func (p *Provider) create(ctx context.Context, params openai.ChatCompletionNewParams, b provider.Batch, resp any) (raw *http.Response, err error) {
 	tier := p.tiers.tierFor(b.Model, b.ServiceTier)
 	if tier != "" {
 		params.ServiceTier = openai.ChatCompletionNewParamsServiceTier(tier)
@@ -98,7 +100,7 @@ func (p *Provider) create(ctx context.Context, params openai.ChatCompletionNewPa
 	}
 	p.tiers.refuse(b.Model, tier, reason)
 	params.ServiceTier = ""
-	*resp, raw = chatAnswer{}, nil
+	raw = nil
 	_, err = p.chat.New(ctx, params, option.WithResponseInto(&raw), option.WithResponseBodyInto(resp))
 	return raw, err
 }

@@ -56,8 +56,8 @@ func TestEmbeddingsEndpoint(t *testing.T) {
 		t.Fatalf("answer %s", body)
 	}
 	// The fake's vectors: unit length, alike for the same words whatever
-	// their case and punctuation, orthogonal for texts with none in common
-	// (these two happen not to share a bucket).
+	// their case and punctuation, nearly orthogonal for texts with none in
+	// common, closer the more words they share.
 	dot := func(x, y []float64) (s float64) {
 		for i := range x {
 			s += x[i] * y[i]
@@ -65,14 +65,17 @@ func TestEmbeddingsEndpoint(t *testing.T) {
 		return s
 	}
 	v := openaitest.Embedding("hello world")
-	if math.Abs(dot(v, v)-1) > 1e-9 || math.Abs(dot(v, openaitest.Embedding("HELLO... world!"))-1) > 1e-9 {
+	if math.Abs(dot(v, v)-1) > 1e-6 || !slices.Equal(v, openaitest.Embedding("HELLO... world!")) {
 		t.Errorf("embeddings of the same words differ")
 	}
-	if d := dot(openaitest.Embedding("cat"), openaitest.Embedding("dog")); d != 0 {
-		t.Errorf("cat·dog = %v, want 0", d)
+	if d := dot(openaitest.Embedding("cat"), openaitest.Embedding("dog")); math.Abs(d) > 0.5 {
+		t.Errorf("cat·dog = %v, want about 0", d)
+	}
+	if s, d := dot(openaitest.Embedding("the cat sat"), openaitest.Embedding("the cat ran")), dot(openaitest.Embedding("the cat sat"), openaitest.Embedding("a dog ran")); s <= d {
+		t.Errorf("two texts sharing two words are less alike (%v) than two sharing none (%v)", s, d)
 	}
 
-	for _, bad := range []string{`{"model":"e","input":[]}`, `{"model":"e","input":"x","encoding_format":"base64"}`, `{"input":"x"}`} {
+	for _, bad := range []string{`{"model":"e","input":[]}`, `{"model":"e","input":"x","encoding_format":"hex"}`, `{"input":"x"}`} {
 		if status, body := embed(t, srv, bad); status != http.StatusBadRequest {
 			t.Errorf("%s: %d %s, want 400", bad, status, body)
 		}
@@ -80,7 +83,7 @@ func TestEmbeddingsEndpoint(t *testing.T) {
 	if status, _ := embed(t, srv, `{"model":"unknown-e","input":"x"}`); status != http.StatusNotFound {
 		t.Errorf("unknown model: %d, want 404", status)
 	}
-	if srv.EmbeddingCalls() != 5 || srv.Calls() != 0 {
-		t.Errorf("%d embeddings calls, %d chat calls; want 5 and 0", srv.EmbeddingCalls(), srv.Calls())
+	if srv.EmbeddingCalls() != 5 || srv.Calls() != 5 || len(srv.Requests()) != 0 {
+		t.Errorf("%d embeddings calls, %d calls, %d chat requests; want 5, 5 and 0", srv.EmbeddingCalls(), srv.Calls(), len(srv.Requests()))
 	}
 }

@@ -158,6 +158,18 @@ type wireResponse struct {
 // Jobs returns how many batches the server has created.
 func (s *Server) Jobs() int64 { return s.jobsMade.Load() }
 
+// JobIDs returns the ids of the batches the server has created, in no
+// particular order (see JobRequests).
+func (s *Server) JobIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.jobs))
+	for id := range s.jobs {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // JobLines returns how many lines the input files of every batch created
 // held: the requests sent through the Batch API (one per line, or one
 // combined call per line with ASYNC_COMBINE).
@@ -630,8 +642,10 @@ func (s *Server) lineFileLocked(j *job, kind string, lines []wireOutputLine) *st
 	return s.storeFileLocked(j.id+"_"+kind+".jsonl", "batch_output", fake.JSONL(lines, s.ctl.Shuffling()))
 }
 
-// answerLineLocked answers one job request as the controls say; false means
-// the request gets no line at all.
+// answerLineLocked answers one job request as the controls say (a combined
+// call as combinedLine does, a plain one as a plain call is answered, its
+// stop sequences and response format included); false means the request
+// gets no line at all.
 func (s *Server) answerLineLocked(req JobRequest) (wireOutputLine, bool) {
 	line := wireOutputLine{ID: s.newID("batch_req_fake"), CustomID: req.CustomID}
 	fail := func(status int, e apiError) (wireOutputLine, bool) {
@@ -658,19 +672,22 @@ func (s *Server) answerLineLocked(req JobRequest) (wireOutputLine, bool) {
 	if status := s.failLines.Get(user.Content); status != 0 {
 		return fail(status, failure(status))
 	}
-	content, finish := Answer(user.Content), "stop"
+	f, err := readFormat(req.ResponseFormat)
+	if err != nil {
+		return fail(http.StatusBadRequest, newAPIError(err.Error(), "invalid_request_error", "response_format", ""))
+	}
+	var content, finish string
 	var refusal *string
-	if req.ResponseFormat != nil {
-		batch, err := isBatch(req.ResponseFormat)
+	if f.batch {
+		items, err := batchItems(user.Content)
+		if err != nil {
+			return fail(http.StatusBadRequest, newAPIError(err.Error(), "invalid_request_error", "messages", ""))
+		}
+		content, finish, refusal = s.combinedLine(items, f.answer, objectOutputs(req.Messages), req.MaxCompletionTokens)
+	} else {
+		content, _, finish, err = plainContent(wireRequest{}, req.Request, f, user.Content, 0)
 		if err != nil {
 			return fail(http.StatusBadRequest, newAPIError(err.Error(), "invalid_request_error", "response_format", ""))
-		}
-		if batch {
-			var wi wireItems
-			if err := json.Unmarshal([]byte(user.Content), &wi); err != nil || len(wi.Items) == 0 {
-				return fail(http.StatusBadRequest, newAPIError(`with response_format batch_results the user message must be {"items":[{"id":"...","input":"..."}]}`, "invalid_request_error", "messages", ""))
-			}
-			content, finish, refusal = s.combinedLine(wi.Items, req.MaxCompletionTokens)
 		}
 	}
 	var prompt int
@@ -741,16 +758,16 @@ func ptr[T any](v T) *T { return &v }
 // leaves out; cut off at SetOutputCap or the line's max_completion_tokens
 // (finish_reason "length"); refused whole when RefuseInput names an item's
 // input.
-func (s *Server) combinedLine(items []Item, maxTokens int64) (content, finish string, refusal *string) {
+func (s *Server) combinedLine(items []Item, answer fake.BatchAnswer, object bool, maxTokens int64) (content, finish string, refusal *string) {
 	inputs := make([]string, len(items))
 	for i, it := range items {
-		inputs[i] = it.Input
+		inputs[i] = it.Prompt()
 	}
 	if s.ctl.Refused(inputs...) {
 		r := "I'm sorry, but I can't help with that request."
 		return r, "stop", &r
 	}
-	content = batchContent(items, behaviour{Behaviour: s.ctl.Behaviour()}, s.ctl.AnswerAt)
+	content = batchContent(items, answer, object, behaviour{Behaviour: s.ctl.Behaviour()}, s.ctl.AnswerAt)
 	content, cut := fake.CutAnswer(content, len(items), s.ctl.OutputCap(), s.ctl.CutOff(len(items)), maxTokens)
 	if cut {
 		return content, "length", nil
