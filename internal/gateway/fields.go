@@ -90,4 +90,3 @@ func isDefault(raw json.RawMessage, defaults ...string) bool {
 	}
 	return false
 }
-

@@ -62,8 +62,8 @@ type Server struct {
 	broker   atomic.Pointer[broker]
 	starting atomic.Pointer[string]
 
-	stopping  chan struct{} // closed when waits must end
-	stopOnce  sync.Once
+	stopping chan struct{} // closed when waits must end
+	stopOnce sync.Once
 
 	mu  sync.Mutex
 	srv *http.Server
