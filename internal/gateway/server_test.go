@@ -109,7 +109,7 @@ func TestConversationAndSoloFields(t *testing.T) {
 			openai.UserMessage("Bye"),
 		},
 		ResponseFormat:   openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONObject: &shared.ResponseFormatJSONObjectParam{}},
-		FrequencyPenalty: openai.Float(0),  // the default: the request stays combinable
+		FrequencyPenalty: openai.Float(0),   // the default: the request stays combinable
 		PresencePenalty:  openai.Float(0.5), // changes the answer: sent alone
 		User:             openai.String("u-1"),
 	}, option.WithHeader("X-Batch-Priority", "urgent"))
