@@ -34,7 +34,7 @@ func TestAcceptanceConcurrentChatCompletions(t *testing.T) {
 			var resp *http.Response
 			input := "question " + strconv.Itoa(i)
 			got, err := c.Chat.Completions.New(testCtx(t), openai.ChatCompletionNewParams{
-				Model: openai.ChatModelGPT4oMini,
+				Model: "gpt-4o-mini",
 				Messages: []openai.ChatCompletionMessageParamUnion{
 					openai.SystemMessage("Answer in one line."),
 					openai.UserMessage(input),
@@ -78,7 +78,7 @@ func TestAcceptanceStreamedCompletion(t *testing.T) {
 	c := s.client(apiKey)
 	// Urgent: answered at once, without waiting for a batch.
 	stream := c.Chat.Completions.NewStreaming(testCtx(t), openai.ChatCompletionNewParams{
-		Model:         openai.ChatModelGPT4oMini,
+		Model:         "gpt-4o-mini",
 		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Tell me about streams.")},
 		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
 	}, option.WithHeader("X-Batch-Priority", "urgent"))
@@ -105,7 +105,7 @@ func TestAcceptanceErrors(t *testing.T) {
 		map[string]string{"GATEWAY_TIMEOUT": "1s"})
 	s.fake.SetDelay(4 * time.Second)
 	params := func(input string) openai.ChatCompletionNewParams {
-		return openai.ChatCompletionNewParams{Model: openai.ChatModelGPT4oMini, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(input)}}
+		return openai.ChatCompletionNewParams{Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(input)}}
 	}
 	var apiErr *openai.Error
 
@@ -173,7 +173,7 @@ func TestAcceptanceIdempotencyKey(t *testing.T) {
 	var ids []string
 	for range 2 {
 		got, err := c.Chat.Completions.New(testCtx(t), openai.ChatCompletionNewParams{
-			Model: openai.ChatModelGPT4oMini, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("pay once")},
+			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("pay once")},
 		}, option.WithHeader("Idempotency-Key", "invoice-7"))
 		if err != nil {
 			t.Fatal(err)

@@ -102,7 +102,7 @@ func TestAcceptanceStructuredOutput(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			got, err := c.Chat.Completions.New(testCtx(t), openai.ChatCompletionNewParams{
-				Model:    openai.ChatModelGPT4oMini,
+				Model:    "gpt-4o-mini",
 				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Review " + strconv.Itoa(i) + ": fine.")},
 				ResponseFormat: openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &shared.ResponseFormatJSONSchemaParam{
 					JSONSchema: shared.ResponseFormatJSONSchemaJSONSchemaParam{Name: "sentiment", Schema: schema, Strict: openai.Bool(true)},

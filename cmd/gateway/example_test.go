@@ -33,7 +33,7 @@ func Example_openaiSDK() {
 		option.WithAPIKey("demo-key"),  // a key of GATEWAY_KEYS instead of an OpenAI key
 	)
 	completion, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    "gpt-4o-mini",
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("What is NATS?")},
 	})
 	if err != nil {

@@ -28,7 +28,7 @@ func TestChatCompletionThroughTheSDK(t *testing.T) {
 	var resp *http.Response
 	c := s.client(testKey)
 	got, err := c.Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
-		Model: openai.ChatModelGPT4oMini,
+		Model: "gpt-4o-mini",
 		Messages: []openai.ChatCompletionMessageParamUnion{
 			openai.SystemMessage("Answer in one line."),
 			openai.UserMessage("What is NATS?"),
@@ -101,7 +101,7 @@ func TestConversationAndSoloFields(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	c := s.client(testKey)
 	_, err := c.Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
-		Model: openai.ChatModelGPT4oMini,
+		Model: "gpt-4o-mini",
 		Messages: []openai.ChatCompletionMessageParamUnion{
 			openai.DeveloperMessage("Be terse."),
 			openai.UserMessage("Hi"),
@@ -143,7 +143,7 @@ func TestStreamedCompletionReadBySDK(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	c := s.client(testKey)
 	stream := c.Chat.Completions.NewStreaming(ctxT(t), openai.ChatCompletionNewParams{
-		Model:         openai.ChatModelGPT4oMini,
+		Model:         "gpt-4o-mini",
 		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("stream me")},
 		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
 	})
@@ -173,7 +173,7 @@ func TestToolCallsPassThrough(t *testing.T) {
 	})
 	c := s.client(testKey)
 	params := openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    "gpt-4o-mini",
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Weather in Oslo?")},
 		Tools: []openai.ChatCompletionToolUnionParam{openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
 			Name: "weather", Parameters: shared.FunctionParameters{"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string"}}},
@@ -330,7 +330,7 @@ func TestTimeoutIs504WithTheID(t *testing.T) {
 	})
 	var resp *http.Response
 	_, err := s.client(testKey, option.WithMaxRetries(2)).Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
-		Model: openai.ChatModelGPT4oMini, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("slow")},
+		Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("slow")},
 	}, option.WithResponseInto(&resp))
 	var apiErr *openai.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusGatewayTimeout {
@@ -393,7 +393,7 @@ func TestErrorResults(t *testing.T) {
 		})
 		var resp *http.Response
 		_, err := s.client(testKey, option.WithMaxRetries(2)).Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
-			Model: openai.ChatModelGPT4oMini, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
+			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
 		}, option.WithResponseInto(&resp))
 		var apiErr *openai.Error
 		if !errors.As(err, &apiErr) || apiErr.StatusCode != tt.status || apiErr.Code != tt.code || !strings.Contains(apiErr.Message, tt.error) {
@@ -417,7 +417,7 @@ func TestIdempotencyKey(t *testing.T) {
 	c := s.client(testKey)
 	ask := func(key, input string) (string, error) {
 		got, err := c.Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
-			Model: openai.ChatModelGPT4oMini, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(input)},
+			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(input)},
 		}, option.WithHeader("Idempotency-Key", key))
 		if err != nil {
 			return "", err
@@ -484,7 +484,7 @@ func TestIdempotencyKeysOfTenantsDoNotCollide(t *testing.T) {
 	s := newStack(t, stackOptions{config: gateway.Config{Keys: keys}})
 	for _, key := range []string{"sk-a", "sk-b"} {
 		got, err := s.client(key).Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
-			Model: openai.ChatModelGPT4oMini, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(key)},
+			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(key)},
 		}, option.WithHeader("Idempotency-Key", "same"))
 		if err != nil || got.Choices[0].Message.Content != "echo: "+key {
 			t.Fatalf("tenant %s: %v %+v, want its own answer", key, err, got)
@@ -530,7 +530,7 @@ func TestShutdownAnswersWaitingRequests(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		_, err := s.client(testKey).Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
-			Model: openai.ChatModelGPT4oMini, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
+			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
 		})
 		done <- err
 	}()
@@ -549,7 +549,7 @@ func TestMetrics(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	c := s.client(testKey)
 	if _, err := c.Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
-		Model: openai.ChatModelGPT4oMini, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
+		Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
 	}); err != nil {
 		t.Fatal(err)
 	}
