@@ -128,9 +128,18 @@ func (s submission) msgID(i int) string {
 	return "gateway:" + s.key + ":" + strconv.Itoa(i)
 }
 
-// do publishes s and waits until every request has its result, in the
-// order of s.ids, or ctx ends (then it returns ctx's error; the requests
-// are answered and stored anyway).
+// pending is a published submission whose results are on their way.
+// Results fill collector; call release once done with it (after the
+// results, a timeout or a caller who left), after which no more are routed
+// to it.
+type pending struct {
+	*collector
+	release func()
+}
+
+// submit publishes s and returns at once with the handle its results
+// arrive in (in the order of s.ids). The requests are answered and stored
+// whatever the caller does with the handle.
 //
 // A keyed submission's results go to the key's own subject under
 // ai.results.gateway.key., which the broker subscribes to for the wait.
@@ -140,12 +149,13 @@ func (s submission) msgID(i int) string {
 // without a second provider call. Within the window a retry of a request
 // not yet answered is dropped by the stream and waits for the first one's
 // result.
-func (b *broker) do(ctx context.Context, s submission) ([]wire.Result, error) {
+func (b *broker) submit(ctx context.Context, s submission) (*pending, error) {
 	c := newCollector(s.ids)
+	p := &pending{collector: c}
 	reply := b.reply
 	if s.key == "" {
 		b.register(c)
-		defer b.unregister(c)
+		p.release = func() { b.unregister(c) }
 	} else {
 		reply = keySubject(s.key)
 		sub, err := b.nc.Subscribe(reply, func(m *nats.Msg) {
@@ -156,20 +166,17 @@ func (b *broker) do(ctx context.Context, s submission) ([]wire.Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: subscribe to %s: %w", errUnconfirmed, reply, err)
 		}
-		defer func() { _ = sub.Unsubscribe() }()
+		p.release = func() { _ = sub.Unsubscribe() }
 		if err := b.stored(ctx, reply, c); err != nil {
+			p.release()
 			return nil, err
 		}
 	}
 	if err := b.publish(ctx, s, reply, c.missing()); err != nil {
+		p.release()
 		return nil, err
 	}
-	select {
-	case <-c.done:
-		return c.results, nil
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
-	}
+	return p, nil
 }
 
 // stored adds to c the results the result stream holds on subject.
@@ -297,25 +304,49 @@ func (b *broker) deliver(data []byte) {
 }
 
 // collector gathers the results of one HTTP request's wire requests, in
-// order, each once.
+// order, each once. done is closed when it has them all.
 type collector struct {
 	ids  []string
 	done chan struct{}
+	// then, when set, is called once it has them all.
+	then func()
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// index finds an id's place; nil for a few ids, which are searched.
 	index   map[string]int
 	results []wire.Result
 	have    []bool
 	n       int
 }
 
+// indexAbove is the number of ids from which a collector keeps a map
+// rather than searching: most waits are for one result, and a waiting
+// request should hold as little memory as it can.
+const indexAbove = 8
+
 func newCollector(ids []string) *collector {
-	c := &collector{ids: ids, done: make(chan struct{}), index: make(map[string]int, len(ids)),
-		results: make([]wire.Result, len(ids)), have: make([]bool, len(ids))}
-	for i, id := range ids {
-		c.index[id] = i
+	c := &collector{ids: ids, done: make(chan struct{}), results: make([]wire.Result, len(ids)), have: make([]bool, len(ids))}
+	if len(ids) > indexAbove {
+		c.index = make(map[string]int, len(ids))
+		for i, id := range ids {
+			c.index[id] = i
+		}
 	}
 	return c
+}
+
+// place returns the index of id among c's ids.
+func (c *collector) place(id string) (int, bool) {
+	if c.index != nil {
+		i, ok := c.index[id]
+		return i, ok
+	}
+	for i, x := range c.ids {
+		if x == id {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // add records the result in data if it answers one of c's requests that
@@ -327,7 +358,7 @@ func (c *collector) add(data []byte) bool {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i, ok := c.index[r.ID]
+	i, ok := c.place(r.ID)
 	if !ok || c.have[i] {
 		return false
 	}
@@ -335,8 +366,23 @@ func (c *collector) add(data []byte) bool {
 	c.n++
 	if c.n == len(c.ids) {
 		close(c.done)
+		if c.then != nil {
+			go c.then()
+		}
 	}
 	return true
+}
+
+// whenDone calls f, in a goroutine of its own, once c has every result:
+// at once if it has them already.
+func (c *collector) whenDone(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == len(c.ids) {
+		go f()
+		return
+	}
+	c.then = f
 }
 
 func (c *collector) complete() bool {

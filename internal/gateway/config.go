@@ -77,6 +77,10 @@ type Config struct {
 	// ShutdownTimeout is how long Shutdown lets waiting requests be
 	// answered before it answers them 503. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// ParkAfter is how long a request waits on net/http's goroutine before
+	// the gateway takes its connection over (park.go). Default
+	// DefaultParkAfter.
+	ParkAfter time.Duration
 	// Log receives one line per failed request and the gateway's own
 	// events; default none. Keys are never logged.
 	Log *zap.Logger
@@ -96,6 +100,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.ParkAfter == 0 {
+		c.ParkAfter = DefaultParkAfter
 	}
 	if c.Log == nil {
 		c.Log = zap.NewNop()
@@ -132,6 +139,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("SHUTDOWN_TIMEOUT=%s: want 0 or more", c.ShutdownTimeout))
+	}
+	if c.ParkAfter < 0 {
+		errs = append(errs, fmt.Errorf("park after %s: want 0 or more", c.ParkAfter))
 	}
 	for _, m := range c.Models {
 		if strings.TrimSpace(m) == "" {

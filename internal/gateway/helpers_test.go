@@ -51,6 +51,9 @@ type responder struct {
 	got    []seen
 	answer answerFunc
 	cc     []natsjs.ConsumeContext
+	// busy counts requests being answered, each in a goroutine of its
+	// own, so an answer function may wait without holding up the others.
+	busy sync.WaitGroup
 }
 
 // echo answers a chat request with "echo: <prompt>" and an embedding with
@@ -87,6 +90,10 @@ func (r *responder) requests() []seen {
 }
 
 func (r *responder) handle(m natsjs.Msg) {
+	r.busy.Go(func() { r.answerOne(m) })
+}
+
+func (r *responder) answerOne(m natsjs.Msg) {
 	var req wire.Request
 	if err := json.Unmarshal(m.Data(), &req); err != nil {
 		r.t.Errorf("responder: request is not JSON: %v: %s", err, m.Data())
@@ -217,6 +224,7 @@ func (r *responder) stop() {
 		cc.Stop()
 		<-cc.Closed()
 	}
+	r.busy.Wait()
 }
 
 // client is an official openai-go client of the gateway with key, without

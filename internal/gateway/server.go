@@ -65,6 +65,13 @@ type Server struct {
 	stopping chan struct{} // closed when waits must end
 	stopOnce sync.Once
 
+	// parked are the requests whose connections the gateway took over
+	// (park.go); parkWG counts the answers being written.
+	parkMu     sync.Mutex
+	parked     map[*parked]struct{}
+	parkClosed bool
+	parkWG     sync.WaitGroup
+
 	mu  sync.Mutex
 	srv *http.Server
 	ln  net.Listener
@@ -81,7 +88,7 @@ func New(cfg Config, reg prometheus.Registerer, gather prometheus.Gatherer) (*Se
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, name: cfg.Name, now: time.Now, stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, name: cfg.Name, now: time.Now, stopping: make(chan struct{}), parked: map[*parked]struct{}{}}
 	if s.name == "" {
 		s.name = nuid.Next()
 	}
@@ -199,6 +206,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	s.stopOnce.Do(func() { close(s.stopping) })
+	s.stopParked()
 	if b := s.broker.Swap(nil); b != nil {
 		b.stop()
 	}
@@ -293,6 +301,9 @@ func (s *Server) api(endpoint string, h handlerFunc) http.Handler {
 			} else {
 				e = h(sw, r, c)
 			}
+		}
+		if e == errParked {
+			return // answered and recorded when its results come
 		}
 		if e != nil {
 			if e.status >= 500 {
@@ -397,29 +408,64 @@ func (s *Server) prepare(r *http.Request, c call, endpoint, prefix string, reqs 
 	return sub, nil
 }
 
-// wait publishes sub and waits for its results, at most Timeout. Every
-// error is answered as OpenAI's SDKs expect it: see docs/gateway.md.
-func (s *Server) wait(r *http.Request, c call, endpoint string, sub submission) ([]wire.Result, *apiError) {
+// respondFunc answers results that all arrived.
+type respondFunc func(w http.ResponseWriter, results []wire.Result) *apiError
+
+// errParked is what a handler returns when its request was parked: it is
+// answered later, on a connection the HTTP server no longer holds.
+var errParked = &apiError{status: statusParked}
+
+// statusParked marks errParked; it is never written or recorded.
+const statusParked = -1
+
+// await publishes sub, waits for its results and answers them with
+// respond, or answers the error that ended the wait, as OpenAI's SDKs
+// expect it (docs/gateway.md). The wait is bounded by Timeout. A wait that
+// lasts ParkAfter is parked: it goes on without the goroutine and buffers
+// net/http keeps for the request (see park).
+func (s *Server) await(w http.ResponseWriter, r *http.Request, c call, endpoint string, sub submission, respond respondFunc) *apiError {
+	start := s.now()
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.cfg.Timeout, errTimedOut)
 	defer cancel()
-	ctx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	go func() {
+	p, err := c.broker.submit(ctx, sub)
+	if err != nil {
+		return s.waitError(sub, err)
+	}
+	s.waiting(endpoint, 1)
+	park := time.NewTimer(s.cfg.ParkAfter)
+	defer park.Stop()
+	for {
 		select {
-		case <-s.stopping:
-			stop(errStopping)
+		case <-p.done:
 		case <-ctx.Done():
+			err = context.Cause(ctx)
+		case <-s.stopping:
+			err = errStopping
+		case <-park.C:
+			if s.park(w, r, start, endpoint, sub, p, respond) {
+				return errParked
+			}
+			continue // not a connection that can be taken over: wait on
 		}
-	}()
+		break
+	}
+	p.release()
+	s.waiting(endpoint, -1)
+	if err != nil {
+		return s.waitError(sub, err)
+	}
+	return respond(w, p.results)
+}
+
+// waiting adds d to the requests waiting at endpoint.
+func (s *Server) waiting(endpoint string, d float64) {
 	if s.metrics != nil {
-		g := s.metrics.waiting.WithLabelValues(endpoint)
-		g.Inc()
-		defer g.Dec()
+		s.metrics.waiting.WithLabelValues(endpoint).Add(d)
 	}
-	results, err := c.broker.do(ctx, sub)
-	if err == nil {
-		return results, nil
-	}
+}
+
+// waitError is the answer to a wait for sub that ended with err.
+func (s *Server) waitError(sub submission, err error) *apiError {
 	id := sub.ids[0]
 	ids := id
 	if len(sub.ids) > 1 {
@@ -428,23 +474,23 @@ func (s *Server) wait(r *http.Request, c call, endpoint string, sub submission) 
 	keyed := sub.key != ""
 	switch {
 	case errors.Is(err, errStreamFull):
-		return nil, &apiError{status: http.StatusTooManyRequests, typ: typeRateLimit, code: codeRateLimit, retryAfter: RetryAfter,
+		return &apiError{status: http.StatusTooManyRequests, typ: typeRateLimit, code: codeRateLimit, retryAfter: RetryAfter,
 			message: fmt.Sprintf("The request stream is full (%v): slow down and send the request again.", err)}
 	case errors.Is(err, errNoStream):
-		return nil, &apiError{status: http.StatusServiceUnavailable, typ: typeServer, code: codeUnavailable, retryAfter: time.Second,
+		return &apiError{status: http.StatusServiceUnavailable, typ: typeServer, code: codeUnavailable, retryAfter: time.Second,
 			message: "No stream stores the request subject: have the workers started?"}
 	case errors.Is(err, errUnconfirmed):
-		return nil, &apiError{status: http.StatusServiceUnavailable, typ: typeServer, code: codeUnavailable, noRetry: !keyed, requestID: id,
+		return &apiError{status: http.StatusServiceUnavailable, typ: typeServer, code: codeUnavailable, noRetry: !keyed, requestID: id,
 			message: fmt.Sprintf("The request stream did not confirm storing request %s (%v): it may be answered all the same; its result would be stored in AI_RESULTS. Send it with an Idempotency-Key to retry it safely.", ids, err)}
 	case errors.Is(err, errTimedOut):
-		return nil, &apiError{status: http.StatusGatewayTimeout, typ: typeTimeout, code: codeTimeout, noRetry: !keyed, requestID: id,
+		return &apiError{status: http.StatusGatewayTimeout, typ: typeTimeout, code: codeTimeout, noRetry: !keyed, requestID: id,
 			message: fmt.Sprintf("Request %s was not answered within GATEWAY_TIMEOUT (%s). It stays queued and will be answered; its result is stored in AI_RESULTS (publisher results --id %s).", ids, s.cfg.Timeout, id)}
 	case errors.Is(err, errStopping):
-		return nil, &apiError{status: http.StatusServiceUnavailable, typ: typeServer, code: codeGatewayStopping, noRetry: !keyed, requestID: id,
+		return &apiError{status: http.StatusServiceUnavailable, typ: typeServer, code: codeGatewayStopping, noRetry: !keyed, requestID: id,
 			message: fmt.Sprintf("The gateway is stopping. Request %s stays queued and will be answered; its result is stored in AI_RESULTS (publisher results --id %s).", ids, id)}
 	}
 	// The caller left: nobody reads the answer.
-	return nil, &apiError{status: statusClientGone, message: err.Error()}
+	return &apiError{status: statusClientGone, message: err.Error()}
 }
 
 // setBatchHeaders says how results were batched: each distinct call's id,
@@ -485,23 +531,23 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, c call) *apiError 
 	if e != nil {
 		return e
 	}
-	results, e := s.wait(r, c, endpointChat, sub)
-	if e != nil {
-		return e
-	}
-	res := results[0]
-	if res.Status != wire.StatusOK {
-		return resultError(res, "messages")
-	}
-	setBatchHeaders(w, results)
-	w.Header().Set("X-Request-Id", res.ID)
-	created := s.now().Unix()
-	if cr.stream {
-		writeStream(w, streamChunks(res, cr.req.Model, created, cr.includeUsage))
+	// What the answer needs, and no more: a parked wait keeps it.
+	model, stream, includeUsage := cr.req.Model, cr.stream, cr.includeUsage
+	return s.await(w, r, c, endpointChat, sub, func(w http.ResponseWriter, results []wire.Result) *apiError {
+		res := results[0]
+		if res.Status != wire.StatusOK {
+			return resultError(res, "messages")
+		}
+		setBatchHeaders(w, results)
+		w.Header().Set("X-Request-Id", res.ID)
+		created := s.now().Unix()
+		if stream {
+			writeStream(w, streamChunks(res, model, created, includeUsage))
+			return nil
+		}
+		writeJSON(w, http.StatusOK, completion(res, model, created))
 		return nil
-	}
-	writeJSON(w, http.StatusOK, completion(res, cr.req.Model, created))
-	return nil
+	})
 }
 
 // embeddings serves POST /v1/embeddings.
@@ -514,8 +560,9 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, c call) *api
 	if e != nil {
 		return e
 	}
+	n := len(er.reqs)
 	param := func(i int) string {
-		if len(er.reqs) == 1 {
+		if n == 1 {
 			return "input"
 		}
 		return "input[" + strconv.Itoa(i) + "]"
@@ -524,19 +571,18 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, c call) *api
 	if e != nil {
 		return e
 	}
-	results, e := s.wait(r, c, endpointEmbeddings, sub)
-	if e != nil {
-		return e
-	}
-	for i, res := range results {
-		if res.Status != wire.StatusOK {
-			return resultError(res, param(i))
+	er.reqs = nil // encoded in sub; a parked wait keeps only what the answer needs
+	return s.await(w, r, c, endpointEmbeddings, sub, func(w http.ResponseWriter, results []wire.Result) *apiError {
+		for i, res := range results {
+			if res.Status != wire.StatusOK {
+				return resultError(res, param(i))
+			}
 		}
-	}
-	setBatchHeaders(w, results)
-	w.Header().Set("X-Request-Id", strings.TrimSuffix(sub.ids[0], "-0"))
-	writeJSON(w, http.StatusOK, embeddings(er, results))
-	return nil
+		setBatchHeaders(w, results)
+		w.Header().Set("X-Request-Id", strings.TrimSuffix(sub.ids[0], "-0"))
+		writeJSON(w, http.StatusOK, embeddings(er, results))
+		return nil
+	})
 }
 
 // modelObject is OpenAI's model object.

@@ -598,3 +598,119 @@ func equalJSON(t *testing.T, a, b any) bool {
 	t.Helper()
 	return mustMarshal(a) == mustMarshal(b)
 }
+
+// TestParkedRequests runs requests that wait longer than ParkAfter: the
+// gateway takes their connections over and answers on them later.
+func TestParkedRequests(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{config: gateway.Config{ParkAfter: 10 * time.Millisecond, Timeout: 3 * time.Second}})
+	var mu sync.Mutex
+	hold := map[string]bool{"never": true}
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	open := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(open) // before the responder stops, should the test fail early
+	s.resp.setAnswer(func(req wire.Request) (wire.Result, bool) {
+		prompt, _ := req.Prompt()
+		mu.Lock()
+		h := hold[prompt]
+		mu.Unlock()
+		if h {
+			return wire.Result{}, true
+		}
+		<-release // answered only after the gateway parked the wait
+		return echo(req)
+	})
+	c := s.client(testKey)
+	var wg sync.WaitGroup
+	var plain *openai.ChatCompletion
+	var resp *http.Response
+	var acc openai.ChatCompletionAccumulator
+	var emb *openai.CreateEmbeddingResponse
+	errs := make([]error, 4)
+	wg.Go(func() {
+		plain, errs[0] = c.Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
+			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("parked")},
+		}, option.WithResponseInto(&resp))
+	})
+	wg.Go(func() {
+		stream := c.Chat.Completions.NewStreaming(ctxT(t), openai.ChatCompletionNewParams{
+			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("streamed")},
+		})
+		for stream.Next() {
+			acc.AddChunk(stream.Current())
+		}
+		errs[1] = stream.Err()
+	})
+	wg.Go(func() {
+		emb, errs[2] = c.Embeddings.New(ctxT(t), openai.EmbeddingNewParams{
+			Model: openai.EmbeddingModelTextEmbedding3Small, Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{"x", "yy"}},
+		})
+	})
+	var timeoutResp *http.Response
+	wg.Go(func() {
+		_, errs[3] = c.Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
+			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("never")},
+		}, option.WithResponseInto(&timeoutResp))
+	})
+	jetstreamtest.Eventually(t, 10*time.Second, "every request was published", func() bool { return len(s.resp.requests()) == 5 })
+	jetstreamtest.Eventually(t, 10*time.Second, "the waits were parked", func() bool {
+		return strings.Contains(scrape(t, s), `aibatch_gateway_waiting_requests{endpoint="chat_completions"} 3`)
+	})
+	open()
+	wg.Wait()
+	for i, err := range errs[:3] {
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if plain.Choices[0].Message.Content != "echo: parked" || !resp.Close || resp.Header.Get("X-Batch-Size") != "1" {
+		t.Errorf("parked answer %q, headers %v", plain.Choices[0].Message.Content, resp.Header)
+	}
+	if acc.Choices[0].Message.Content != "echo: streamed" || acc.Choices[0].FinishReason != "stop" {
+		t.Errorf("parked stream %+v", acc.ChatCompletion)
+	}
+	if len(emb.Data) != 2 || emb.Data[1].Embedding[0] != 2 {
+		t.Errorf("parked embeddings %+v", emb.Data)
+	}
+	var apiErr *openai.Error
+	if !errors.As(errs[3], &apiErr) || apiErr.StatusCode != http.StatusGatewayTimeout || timeoutResp.Header.Get("X-Should-Retry") != "false" {
+		t.Errorf("a parked request past GATEWAY_TIMEOUT: %v, want a 504 the SDK does not retry", errs[3])
+	}
+	metrics := scrape(t, s)
+	for _, want := range []string{
+		`aibatch_gateway_requests_total{endpoint="chat_completions",status="200"} 2`,
+		`aibatch_gateway_requests_total{endpoint="chat_completions",status="504"} 1`,
+		`aibatch_gateway_requests_total{endpoint="embeddings",status="200"} 1`,
+		`aibatch_gateway_waiting_requests{endpoint="chat_completions"} 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
+	// Stopping answers a parked request 503 with its id.
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
+			Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("never")},
+		})
+		done <- err
+	}()
+	jetstreamtest.Eventually(t, 10*time.Second, "the last request was parked", func() bool {
+		return strings.Contains(scrape(t, s), `aibatch_gateway_waiting_requests{endpoint="chat_completions"} 1`) && len(s.resp.requests()) == 6
+	})
+	time.Sleep(50 * time.Millisecond) // past ParkAfter
+	if err := s.srv.Shutdown(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable || !strings.Contains(apiErr.Message, s.resp.requests()[5].req.ID) {
+		t.Fatalf("a parked request at shutdown: %v, want 503 naming its id", err)
+	}
+}
+
+func scrape(t *testing.T, s *stack) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, s.base+"/metrics", nil)
+	_, body := do(t, s.httpClient(), req)
+	return body
+}
