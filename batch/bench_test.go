@@ -183,7 +183,7 @@ func BenchmarkBuildCall(b *testing.B) {
 func BenchmarkResultMessage(b *testing.B) {
 	e := newBenchEngine(b)
 	it := e.intake.read(context.Background(), benchMessages(1)[0])
-	it.answered("echo: observation 1", provider.Usage{InputTokens: 125, OutputTokens: 10})
+	it.answered(provider.Result{Output: "echo: observation 1", Usage: provider.Usage{InputTokens: 125, OutputTokens: 10}})
 	it.batch = wire.BatchInfo{ID: "0123abcd-1", Size: benchBatch, Trigger: wire.TriggerSize}
 	m := newReqMeter(b, 1)
 	for range b.N {

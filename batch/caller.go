@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -186,19 +185,9 @@ func (c *caller) deferAll(group []*item, st BreakerState, err error) {
 // answers it completed.
 func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, error) {
 	group := cl.items
-	b := provider.Batch{
-		ID:              c.ids.next(),
-		Model:           group[0].req.Model,
-		Instructions:    group[0].req.Instructions,
-		Requests:        make([]provider.Request, len(group)),
-		MaxOutputTokens: cl.maxOutputTokens,
-	}
-	waiting := make(map[string]*item, len(group))
+	b, waiting := newBatch(c.ids.next(), group, cl.maxOutputTokens)
 	start := time.Now()
-	for i, it := range group {
-		key := strconv.Itoa(i)
-		b.Requests[i] = provider.Request{Key: key, Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens}
-		waiting[key] = it
+	for _, it := range group {
 		it.batch = wire.BatchInfo{ID: b.ID, Size: len(group), Trigger: trigger}
 		it.queued = start.Sub(it.d.Published)
 		it.err = nil
@@ -256,7 +245,7 @@ func (c *caller) record(waiting map[string]*item, results []provider.Result) (re
 		c.stats.usage(r.Usage)
 		usage = usage.Add(r.Usage)
 		if r.Err == nil {
-			it.answered(r.Output, r.Usage)
+			it.answered(r)
 			continue
 		}
 		// A request's own error is its own unless it says otherwise: one

@@ -3,7 +3,6 @@ package batch
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -106,12 +105,8 @@ func (a *asyncCaller) runJob(ctx context.Context, trigger wire.Trigger, part job
 	var recs []JobRecord
 	resumed := part.jobID != ""
 	if !resumed {
-		b := provider.Batch{ID: batchID, Model: part.items[0].req.Model, Instructions: part.items[0].req.Instructions}
-		for i, it := range part.items {
-			key := strconv.Itoa(i)
-			b.Requests = append(b.Requests, provider.Request{Key: key, Input: it.req.Input, MaxOutputTokens: it.req.MaxOutputTokens})
-			waiting[key] = it
-		}
+		var b provider.Batch
+		b, waiting = newBatch(batchID, part.items, 0)
 		for key, it := range waiting {
 			recs = append(recs, JobRecord{BatchID: batchID, Key: key, Stream: it.d.Stream, StreamSeq: it.d.StreamSeq})
 		}

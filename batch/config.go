@@ -98,6 +98,14 @@ type Config struct {
 	DefaultOutputTokens int
 	// DefaultModel is used for requests that name no model. Required.
 	DefaultModel string
+	// EmbeddingModel is used for embedding requests (kind "embedding")
+	// that name no model (EMBEDDING_MODEL). Like DefaultModel it is always
+	// allowed. Default DefaultEmbeddingModel.
+	EmbeddingModel string
+	// EmbeddingMaxInputs is the most embedding requests one embeddings
+	// call carries (EMBEDDING_MAX_INPUTS); an embedding group fills a call
+	// at this size. Default 2048, OpenAI's limit per call.
+	EmbeddingMaxInputs int
 	// RequestSubjects and UrgentSubjects are the subject filters of the two
 	// lanes; the topic of a request is what their > wildcard covers.
 	// Defaults "ai.requests.>" and "ai.urgent.>".
@@ -161,6 +169,12 @@ const (
 	DefaultMaxOutputTokensLimit = 0
 	// AnyModel in AllowedModels allows every model.
 	AnyModel = "*"
+	// DefaultEmbeddingModel is the model of embedding requests that name
+	// none.
+	DefaultEmbeddingModel = "text-embedding-3-small"
+	// DefaultEmbeddingMaxInputs is OpenAI's limit of inputs per
+	// embeddings call.
+	DefaultEmbeddingMaxInputs = 2048
 )
 
 // DefaultReplySubjects are ReplySubjects' default filters: wire.ReplySubjects.
@@ -190,6 +204,8 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.RequestTTL, DefaultRequestTTL)
 	setDefault(&c.ProbeInterval, DefaultProbeInterval)
 	setDefault(&c.DefaultOutputTokens, DefaultOutputTokens)
+	setDefault(&c.EmbeddingModel, DefaultEmbeddingModel)
+	setDefault(&c.EmbeddingMaxInputs, DefaultEmbeddingMaxInputs)
 	setDefault(&c.ResultPrefix, wire.ResultPrefix)
 	setDefault(&c.DeadPrefix, wire.DeadPrefix)
 	if len(c.RequestSubjects) == 0 {
@@ -249,6 +265,7 @@ func (c Config) Validate() error {
 	positiveDur("RequestTTL", c.RequestTTL)
 	positiveDur("ProbeInterval", c.ProbeInterval)
 	positive("DefaultOutputTokens", c.DefaultOutputTokens)
+	positive("EmbeddingMaxInputs", c.EmbeddingMaxInputs)
 	for model, n := range c.ModelMaxOutputTokens {
 		if n <= 0 || model == "" {
 			errs = append(errs, fmt.Errorf("ModelMaxOutputTokens[%q] is %d, want a model name and a whole number of 1 or more", model, n))

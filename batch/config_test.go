@@ -30,6 +30,8 @@ func TestWithDefaults(t *testing.T) {
 		RequestTTL:          24 * time.Hour,
 		ProbeInterval:       time.Minute,
 		DefaultOutputTokens: 256,
+		EmbeddingModel:      "text-embedding-3-small",
+		EmbeddingMaxInputs:  2048,
 		RequestSubjects:     []string{"ai.requests.>"},
 		UrgentSubjects:      []string{"ai.urgent.>"},
 		ResultPrefix:        "ai.results",
@@ -68,6 +70,8 @@ func TestWithDefaultsKeepsSetFields(t *testing.T) {
 		ModelMaxOutputTokens: map[string]int{"m": 100},
 		DefaultOutputTokens:  17,
 		DefaultModel:         "m",
+		EmbeddingModel:       "e",
+		EmbeddingMaxInputs:   9,
 		RequestSubjects:      []string{"jobs.>"},
 		UrgentSubjects:       []string{"hot.>", "pager.>"},
 		ResultPrefix:         "out",
@@ -189,16 +193,16 @@ func TestValidateReportsEverything(t *testing.T) {
 	for _, field := range []string{
 		"MaxBatchSize", "HoldMaxRequests", "HoldMaxBytes", "MaxDeliver", "MaxRequestBytes", "MaxResultBytes", "MaxInflight",
 		"Interval", "MaxWait", "PollInterval", "CallTimeout", "AckWait", "RetryBackoff", "ShutdownTimeout", "JobPollInterval",
-		"RequestTTL", "ProbeInterval", "DefaultOutputTokens", "DefaultModel", "ResultPrefix", "DeadPrefix",
+		"RequestTTL", "ProbeInterval", "DefaultOutputTokens", "EmbeddingMaxInputs", "DefaultModel", "ResultPrefix", "DeadPrefix",
 	} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("Config{}.Validate() does not name %s: %v", field, err)
 		}
 	}
-	// 8 counts + 10 durations + the AckWait floor + DefaultModel + prefixes;
+	// 9 counts + 10 durations + the AckWait floor + DefaultModel + prefixes;
 	// RetryMaxBackoff (0) is not below RetryBackoff (0).
-	if n := len(joined(err)); n != 21 {
-		t.Errorf("Config{}.Validate() reported %d errors, want 21: %v", n, err)
+	if n := len(joined(err)); n != 22 {
+		t.Errorf("Config{}.Validate() reported %d errors, want 22: %v", n, err)
 	}
 }
 

@@ -15,9 +15,10 @@
 //	scheduler  scheduler.go, lanes.go,   WHEN to fetch, and WHEN a held group is due
 //	           holding.go                (size, max_wait, retry, interval, window_full,
 //	                                     forced, urgent, immediate); the holding window
-//	intake     item.go                   reads each message; rejects what can never succeed
+//	intake     item.go, request.go       reads each message; rejects what can never succeed;
+//	                                     its group key, and whether it goes alone
 //	planner    planner.go                WHICH requests share a call (model, instructions,
-//	                                     token budget)
+//	                                     topic, parameters; token and output budgets)
 //	caller     caller.go,                the provider calls (combined, or Batch API jobs),
 //	           caller_async.go           recording each request's answer or failure
 //	settler    settler.go, outgoing.go   WHAT each outcome does to its message: the only

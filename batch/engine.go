@@ -110,8 +110,8 @@ func (e *Engine) wire() error {
 	handBack, expiries := &handBacks{}, &handBacks{}
 	ids := newBatchIDs()
 	e.breakers = newBreakers(min(firstProbe, cfg.ProbeInterval), cfg.ProbeInterval, e.breakerChanged)
-	e.groups = newGroups(cfg.MaxBatchSize, e.groupResized)
-	e.intake = newIntake(cfg, e.attempts, e.budget, e.log)
+	e.groups = newGroups(cfg.MaxBatchSize, cfg.EmbeddingMaxInputs, e.groupResized)
+	e.intake = newIntake(cfg, e.provider, e.attempts, e.budget, e.log)
 	e.planner = planner{maxBatchTokens: cfg.MaxBatchTokens, defaultOutputTokens: cfg.DefaultOutputTokens,
 		outputLimit: outputLimits(cfg.ModelMaxOutputTokens, e.provider), groups: e.groups}
 	e.settler = &settler{
@@ -264,14 +264,23 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, items []*ite
 	defer stop()
 
 	if e.async != nil && trigger != wire.TriggerUrgent {
-		var rejected []*item
+		var rejected, now, jobs []*item
 		for _, it := range items {
-			if it.outcome != outcomeNone {
+			switch {
+			case it.outcome != outcomeNone:
 				rejected = append(rejected, it)
+			case !jobCarries(it):
+				now = append(now, it)
+			default:
+				jobs = append(jobs, it)
 			}
 		}
 		e.settler.settle(ctx, rejected)
-		e.async.callAll(ctx, trigger, items)
+		if len(now) > 0 {
+			e.caller.callAll(ctx, trigger, e.planner.plan(now))
+			e.settler.settle(ctx, now)
+		}
+		e.async.callAll(ctx, trigger, jobs)
 		return
 	}
 	e.caller.callAll(ctx, trigger, e.planner.plan(items))

@@ -7,16 +7,32 @@ import (
 	"sync"
 )
 
-// groupKey names the requests that may share a call: the same model and
-// instructions, and the same topic unless topics may mix.
-type groupKey struct{ model, instructions, topic string }
+// groupKey names the requests that may share a call: the same model,
+// instructions and parameters (wire.Request.ParamsKey), and the same topic
+// unless topics may mix. A request sent alone (request.go) has a group of
+// its own kind; embeddings are told apart by params, and marked to size
+// their calls.
+type groupKey struct {
+	model, instructions, topic, params string
+	alone, embedding                   bool
+}
 
-func keyOf(it *item) groupKey { return groupKey{it.req.Model, it.req.Instructions, it.groupTopic} }
+func keyOf(it *item) groupKey {
+	return groupKey{model: it.req.Model, instructions: it.req.Instructions, topic: it.groupTopic,
+		params: it.params, alone: it.alone, embedding: it.req.IsEmbedding()}
+}
+
+// fixed reports whether k's call size is fixed rather than learned: one
+// for requests sent alone, the provider's native limit for embeddings.
+func (k groupKey) fixed() bool { return k.alone || k.embedding }
 
 // GroupState is what the engine has learned about one group of requests
 // that share calls (same model and instructions).
 type GroupState struct {
 	Model string `json:"model"`
+	// Params identifies the group's parameters (kind, sampling, response
+	// format, dimensions) by the start of a SHA-256 of them ("" for none).
+	Params string `json:"params,omitempty"`
 	// Topic is the group's topic; empty when topics may share a call.
 	Topic string `json:"topic,omitempty"`
 	// Instructions identifies the group's instructions by the start of a
@@ -39,7 +55,9 @@ const growAgainAfter = 20
 // length. The caller writes to it; the planner reads it.
 type groups struct {
 	maxSize int
-	changed func(GroupState)
+	// embedSize is the size of every call of an embedding group.
+	embedSize int
+	changed   func(GroupState)
 
 	mu sync.Mutex
 	m  map[groupKey]*groupMemory
@@ -56,8 +74,8 @@ type groupMemory struct {
 	outSamples       int
 }
 
-func newGroups(maxSize int, changed func(GroupState)) *groups {
-	return &groups{maxSize: maxSize, changed: changed, m: map[groupKey]*groupMemory{}}
+func newGroups(maxSize, embedSize int, changed func(GroupState)) *groups {
+	return &groups{maxSize: maxSize, embedSize: embedSize, changed: changed, m: map[groupKey]*groupMemory{}}
 }
 
 func (g *groups) get(k groupKey) *groupMemory {
@@ -69,8 +87,15 @@ func (g *groups) get(k groupKey) *groupMemory {
 	return m
 }
 
-// size is the most requests a call of group k may carry now.
+// size is the most requests a call of group k may carry now: one for
+// requests sent alone, embedSize for embeddings, else what was learned.
 func (g *groups) size(k groupKey) int {
+	switch {
+	case k.alone:
+		return 1
+	case k.embedding:
+		return g.embedSize
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if m, ok := g.m[k]; ok {
@@ -94,6 +119,9 @@ func (g *groups) outputTokens(k groupKey) (float64, bool) {
 // when the answer completed some, else to the largest call that fitted below
 // n, else to half of n.
 func (g *groups) cutOff(k groupKey, n, fit int) {
+	if k.fixed() {
+		return
+	}
 	g.mu.Lock()
 	m := g.get(k)
 	before := m.size
@@ -120,6 +148,9 @@ func (g *groups) cutOff(k groupKey, n, fit int) {
 // tokens its answers used: the group grows back towards maxSize, never to a
 // size that was cut off until growAgainAfter calls in a row succeeded.
 func (g *groups) answered(k groupKey, n int, outputTokens int64) {
+	if k.fixed() {
+		return
+	}
 	g.mu.Lock()
 	m := g.get(k)
 	before := m.size
@@ -151,7 +182,8 @@ func (g *groups) answered(k groupKey, n int, outputTokens int64) {
 }
 
 func (g *groups) state(k groupKey, m *groupMemory) GroupState {
-	return GroupState{Model: k.model, Instructions: instructionsID(k.instructions), Topic: k.topic, Size: m.size, OutputTokens: int(m.outAvg + 0.5)}
+	return GroupState{Model: k.model, Params: instructionsID(k.params), Instructions: instructionsID(k.instructions), Topic: k.topic,
+		Size: m.size, OutputTokens: int(m.outAvg + 0.5)}
 }
 
 // states returns every group's state, by model and then instructions.
@@ -169,12 +201,16 @@ func (g *groups) states() []GroupState {
 		if out[i].Instructions != out[j].Instructions {
 			return out[i].Instructions < out[j].Instructions
 		}
+		if out[i].Params != out[j].Params {
+			return out[i].Params < out[j].Params
+		}
 		return out[i].Topic < out[j].Topic
 	})
 	return out
 }
 
-// instructionsID is a short, stable id of a prompt that does not show it.
+// instructionsID is a short, stable id of a prompt (or of parameters) that
+// does not show it.
 func instructionsID(instructions string) string {
 	if instructions == "" {
 		return ""

@@ -191,6 +191,11 @@ func WithHoldLease(l HoldLease) Option { return func(e *Engine) { e.lease = l } 
 // to fill a call.
 type HeldGroup struct {
 	Model string `json:"model"`
+	// Params identifies the parameters (kind, sampling, response format,
+	// dimensions) by a short hash; "" for none.
+	Params string `json:"params,omitempty"`
+	// Alone is true for requests each sent in a call of their own.
+	Alone bool `json:"alone,omitempty"`
 	// Instructions identifies the instructions by a short hash.
 	Instructions string `json:"instructions,omitempty"`
 	// Topic is the group's topic; empty when topics may share a call.
@@ -207,7 +212,8 @@ func (w *window) states() []HeldGroup {
 	snap := w.snapshot()
 	out := make([]HeldGroup, 0, len(snap))
 	for _, g := range snap {
-		out = append(out, HeldGroup{Model: g.key.model, Instructions: instructionsID(g.key.instructions), Topic: g.key.topic,
+		out = append(out, HeldGroup{Model: g.key.model, Params: instructionsID(g.key.params), Alone: g.key.alone,
+			Instructions: instructionsID(g.key.instructions), Topic: g.key.topic,
 			Requests: len(g.items), Bytes: g.bytes, Oldest: g.oldest})
 	}
 	return out

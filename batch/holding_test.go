@@ -28,7 +28,7 @@ func TestWindowHoldsByGroup(t *testing.T) {
 	if len(snap) != 3 {
 		t.Fatalf("%d groups, want 3 (model and topic both part of the key)", len(snap))
 	}
-	if g := snap[0]; g.key != (groupKey{"m1", "", "a"}) || len(g.items) != 2 || g.bytes != 6 || !g.oldest.Equal(t0.Add(time.Second)) {
+	if g := snap[0]; g.key != (groupKey{model: "m1", topic: "a"}) || len(g.items) != 2 || g.bytes != 6 || !g.oldest.Equal(t0.Add(time.Second)) {
 		t.Fatalf("first group %+v", g)
 	}
 	if w.room() != 1 || w.full() {
@@ -40,14 +40,14 @@ func TestWindowHoldsByGroup(t *testing.T) {
 	if len(snap[0].items) != 2 || snap[0].retries != 1 || w.room() != 1 {
 		t.Fatalf("after a redelivery: %+v, room %d", snap[0], w.room())
 	}
-	got := w.take(groupKey{"m1", "", "a"}, 1)
+	got := w.take(groupKey{model: "m1", topic: "a"}, 1)
 	if len(got) != 1 || got[0].d.StreamSeq != 1 {
 		t.Fatalf("take = %+v, want the oldest", got)
 	}
 	if g := w.snapshot()[0]; len(g.items) != 1 || g.retries != 1 || !g.oldest.Equal(t0.Add(4*time.Second)) {
 		t.Fatalf("after take: %+v", g)
 	}
-	w.take(groupKey{"m1", "", "a"}, 5)
+	w.take(groupKey{model: "m1", topic: "a"}, 5)
 	if snap := w.snapshot(); len(snap) != 2 || snap[0].key.model != "m2" {
 		t.Fatalf("an emptied group must go: %+v", snap)
 	}
@@ -69,7 +69,7 @@ func TestWindowIsBoundedByBytes(t *testing.T) {
 	if !w.full() || w.room() != 0 {
 		t.Fatalf("10 bytes held in a window of 10 bytes: room %d", w.room())
 	}
-	w.take(groupKey{"m", "", ""}, 1)
+	w.take(groupKey{model: "m"}, 1)
 	if w.full() {
 		t.Fatal("an empty window is full")
 	}

@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -27,6 +28,11 @@ type item struct {
 	// groupTopic is the topic in the item's group key: its topic, or ""
 	// when topics may share a call.
 	groupTopic string
+	// params is the request's wire.Request.ParamsKey; alone says it is
+	// sent in a call of its own (see request.go). Both are part of its
+	// group key.
+	params string
+	alone  bool
 
 	// attempts is what earlier deliveries spent, as the AttemptStore
 	// recorded it; stored says whether it holds a record to delete.
@@ -41,9 +47,14 @@ type item struct {
 	err        error
 	retryAfter time.Duration
 	output     string
-	usage      provider.Usage
-	batch      wire.BatchInfo
-	queued     time.Duration
+	// finishReason, embedding and message are the rest of the answer (see
+	// provider.Result).
+	finishReason string
+	embedding    []float32
+	message      json.RawMessage
+	usage        provider.Usage
+	batch        wire.BatchInfo
+	queued       time.Duration
 	// spent says the answer's usage was added to the topic's budget.
 	spent bool
 }
@@ -71,9 +82,13 @@ const (
 	outcomeDeferred
 )
 
-// answered records the provider's answer.
-func (it *item) answered(output string, u provider.Usage) {
-	it.outcome, it.output, it.usage, it.err = outcomeAnswered, output, u, nil
+// answered records the provider's answer, r.
+func (it *item) answered(r provider.Result) {
+	it.outcome, it.output, it.usage, it.err = outcomeAnswered, r.Output, r.Usage, nil
+	it.finishReason, it.embedding, it.message = r.FinishReason, r.Embedding, r.Message
+	if it.finishReason == "" && !it.req.IsEmbedding() {
+		it.finishReason = "stop"
+	}
 }
 
 // defer records that the request waits for the provider to come back.
@@ -101,6 +116,7 @@ func (it *item) failed(err error) {
 type intake struct {
 	maxRequestBytes int
 	defaultModel    string
+	embeddingModel  string
 	maxDeliver      int
 	ttl             time.Duration
 	attempts        AttemptStore // nil: NumDelivered counts every attempt
@@ -117,16 +133,19 @@ type intake struct {
 	allowedModels        []string
 	maxOutputTokensLimit int
 	mixTopics            bool
+	// can says what the provider serves and combines.
+	can capabilities
 }
 
 // budgetTimeout bounds one read of a topic's budget at intake.
 const budgetTimeout = 5 * time.Second
 
-func newIntake(cfg Config, attempts AttemptStore, budget Budget, log *zap.Logger) intake {
+func newIntake(cfg Config, p provider.Provider, attempts AttemptStore, budget Budget, log *zap.Logger) intake {
 	lanes := append(append([]string{}, cfg.RequestSubjects...), cfg.UrgentSubjects...)
 	return intake{
 		maxRequestBytes:      cfg.MaxRequestBytes,
 		defaultModel:         cfg.DefaultModel,
+		embeddingModel:       cfg.EmbeddingModel,
 		maxDeliver:           cfg.MaxDeliver,
 		ttl:                  cfg.RequestTTL,
 		attempts:             attempts,
@@ -138,20 +157,24 @@ func newIntake(cfg Config, attempts AttemptStore, budget Budget, log *zap.Logger
 		allowedReplies:       cfg.ReplySubjects,
 		allowedModels:        allowedModels(cfg.AllowedModels, cfg.DefaultModel),
 		maxOutputTokensLimit: cfg.MaxOutputTokensLimit,
+		can:                  capabilitiesOf(p),
 	}
 }
 
 // allowedModels is the allow-list the intake checks: nil (any model) when
-// the setting is empty or holds AnyModel, else the setting with the default
-// model added.
-func allowedModels(setting []string, defaultModel string) []string {
+// the setting is empty or holds AnyModel, else the setting with the
+// default models added.
+func allowedModels(setting []string, defaults ...string) []string {
 	if len(setting) == 0 || slices.Contains(setting, AnyModel) {
 		return nil
 	}
-	if slices.Contains(setting, defaultModel) {
-		return setting
+	out := setting
+	for _, m := range defaults {
+		if m != "" && !slices.Contains(out, m) {
+			out = append(slices.Clone(out), m)
+		}
 	}
-	return append(slices.Clone(setting), defaultModel)
+	return out
 }
 
 // read turns one message into an item.
@@ -166,6 +189,9 @@ func (in intake) read(ctx context.Context, m Message) *item {
 	it.id = requestID(req, m, it.d)
 	if it.req.Model == "" {
 		it.req.Model = in.defaultModel
+		if it.req.IsEmbedding() {
+			it.req.Model = in.embeddingModel
+		}
 	}
 	if reply := m.Header(wire.HeaderReplyTo); reply != "" {
 		rerr := checkReplySubject(reply, in.forbiddenReplies)
@@ -180,6 +206,9 @@ func (in intake) read(ctx context.Context, m Message) *item {
 	}
 	if err == nil {
 		err = in.checkAsks(it.req)
+	}
+	if err == nil {
+		err = in.classify(it)
 	}
 	unexplained := in.readAttempts(ctx, it)
 	it.uncertain = unexplained > 0 || (in.attempts == nil && it.d.NumDelivered > 1)
@@ -202,11 +231,13 @@ func (in intake) read(ctx context.Context, m Message) *item {
 	return it
 }
 
-// checkAsks refuses a request for a model outside ALLOWED_MODELS, or for
+// checkAsks refuses a request for a model outside ALLOWED_MODELS (an
+// embedding request may always name EMBEDDING_MODEL), or for
 // more output tokens than MAX_OUTPUT_TOKENS_LIMIT: what it asks would be
 // paid with the organisation's key.
 func (in intake) checkAsks(r wire.Request) error {
-	if in.allowedModels != nil && !slices.Contains(in.allowedModels, r.Model) {
+	embeddingDefault := r.IsEmbedding() && r.Model == in.embeddingModel
+	if in.allowedModels != nil && !slices.Contains(in.allowedModels, r.Model) && !embeddingDefault {
 		return fmt.Errorf("%w: model %q is not in ALLOWED_MODELS (%s)", wire.ErrInvalidRequest, r.Model, strings.Join(in.allowedModels, ","))
 	}
 	if in.maxOutputTokensLimit > 0 && r.MaxOutputTokens > in.maxOutputTokensLimit {

@@ -65,7 +65,7 @@ func TestIntake(t *testing.T) {
 	t.Parallel()
 	cfg := Config{DefaultModel: "default-model", MaxDeliver: 3, MaxRequestBytes: 256}.WithDefaults()
 	lanes := []string{"ai.requests.>", "ai.urgent.>"}
-	in := newIntake(cfg, nil, nil, zap.NewNop())
+	in := newIntake(cfg, nil, nil, nil, zap.NewNop())
 	if !slices.Equal(in.laneFilters, lanes) || !slices.Equal(in.forbiddenReplies, append(slices.Clone(lanes), "ai.dead.>")) {
 		t.Fatalf("intake filters %v, forbidden replies %v", in.laneFilters, in.forbiddenReplies)
 	}
@@ -209,7 +209,7 @@ func TestIntakeChecksWhatARequestAsks(t *testing.T) {
 			cfg := tt.cfg
 			cfg.DefaultModel = "default-model"
 			b := &fakeBudget{refuse: budget.refuse}
-			in := newIntake(cfg.WithDefaults(), nil, b, zap.NewNop())
+			in := newIntake(cfg.WithDefaults(), nil, nil, b, zap.NewNop())
 			n := max(tt.delivery, 1)
 			it := in.read(context.Background(), fakeMessage{subject: tt.subject, data: []byte(tt.body),
 				d: Delivery{Stream: "AI_REQUESTS", StreamSeq: uint64(i + 1), NumDelivered: n}})

@@ -36,18 +36,23 @@ func (o outgoing) result(it *item) Outgoing {
 
 func (o outgoing) resultMsg(it *item) Outgoing {
 	r := wire.Result{
-		ID:       it.id,
-		Status:   wire.StatusOK,
-		Output:   it.output,
-		Model:    it.req.Model,
-		Metadata: it.req.Metadata,
-		Usage:    wire.Usage{InputTokens: it.usage.InputTokens, OutputTokens: it.usage.OutputTokens},
-		Batch:    it.batch,
-		QueuedMS: it.queued.Milliseconds(),
-		Attempts: int(it.d.NumDelivered),
+		ID:     it.id,
+		Status: wire.StatusOK,
+		Output: it.output,
+		// The rest of the answer (wire format 1.1).
+		FinishReason: it.finishReason,
+		Embedding:    it.embedding,
+		Message:      it.message,
+		Model:        it.req.Model,
+		Metadata:     it.req.Metadata,
+		Usage:        wire.Usage{InputTokens: it.usage.InputTokens, OutputTokens: it.usage.OutputTokens},
+		Batch:        it.batch,
+		QueuedMS:     it.queued.Milliseconds(),
+		Attempts:     int(it.d.NumDelivered),
 	}
 	if it.outcome != outcomeAnswered {
 		r.Status, r.Output, r.Error = wire.StatusError, "", errText(it.err)
+		r.FinishReason, r.Embedding, r.Message = "", nil, nil
 		if !json.Valid(r.Metadata) {
 			r.Metadata = nil
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // planner decides which requests share a call: requests of one group (the
@@ -39,8 +40,18 @@ func (p planner) plan(items []*item) []call {
 	return calls
 }
 
-// planGroup cuts one group's items into calls.
+// planGroup cuts one group's items into calls. An embedding group's calls
+// have no output to plan; a group of requests sent alone has calls of one.
 func (p planner) planGroup(group []*item) []call {
+	if k := keyOf(group[0]); k.embedding {
+		var calls []call
+		for _, bySize := range evenChunks(group, p.groups.size(k)) {
+			for _, part := range p.splitForTokens(bySize) {
+				calls = append(calls, call{items: part})
+			}
+		}
+		return calls
+	}
 	model := group[0].req.Model
 	limit := p.outputLimit(model)
 	var calls []call
@@ -145,7 +156,7 @@ func (p planner) splitForTokens(group []*item) [][]*item {
 	var cur []*item
 	used := base
 	for _, it := range group {
-		need := itemOverheadTokens + EstimateTokens(it.req.Input)
+		need := itemOverheadTokens + (it.promptBytes()+bytesPerToken-1)/bytesPerToken
 		if base+need > limit {
 			it.reject(fmt.Errorf("request needs about %d prompt tokens with its instructions, over MAX_BATCH_TOKENS (%d)", base+need, limit))
 			continue
@@ -185,12 +196,19 @@ func EstimateTokens(text string) int {
 }
 
 // soloPromptTokens estimates the prompt tokens b's requests would need sent
-// one per call: each call repeats the instructions and the framing.
+// one per call: each call repeats the instructions and the framing. An
+// embeddings call has neither, so batching saves no prompt tokens there.
 func soloPromptTokens(b provider.Batch) int64 {
 	per := soloCallOverheadTokens + EstimateTokens(b.Instructions)
+	if b.Kind == wire.KindEmbedding {
+		per = 0
+	}
 	var n int64
 	for _, r := range b.Requests {
 		n += int64(per + EstimateTokens(r.Input))
+		for _, m := range r.Messages {
+			n += int64(EstimateTokens(string(m.Content)))
+		}
 	}
 	return n
 }

@@ -222,14 +222,14 @@ func (c *Client) submit(ctx context.Context, subject string, req wire.Request) (
 	return p, nil
 }
 
-// checkRequest refuses what the worker would dead-letter at once.
+// checkRequest refuses what the worker would dead-letter at once: what
+// wire.Request.Validate refuses (no input, both input and messages,
+// parameters out of range, ...), and an id with control characters.
 func checkRequest(req wire.Request) error {
-	switch {
-	case strings.TrimSpace(req.Input) == "":
-		return fmt.Errorf("%w: Input is empty", ErrInvalidRequest)
-	case req.MaxOutputTokens < 0:
-		return fmt.Errorf("%w: MaxOutputTokens is %d, want 0 or more", ErrInvalidRequest, req.MaxOutputTokens)
-	case strings.ContainsFunc(req.ID, func(r rune) bool { return r < ' ' || r == 0x7f }):
+	if err := req.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	if strings.ContainsFunc(req.ID, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		return fmt.Errorf("%w: ID %q has control characters", ErrInvalidRequest, req.ID)
 	}
 	return nil

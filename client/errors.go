@@ -7,9 +7,11 @@ var (
 	// option; the message names the option.
 	ErrInvalidOption = errors.New("client: invalid option")
 	// ErrInvalidRequest is wrapped by the errors Submit returns for a
-	// request the worker would refuse (blank input, negative
-	// max_output_tokens, metadata that is not valid JSON, an id with
-	// control characters).
+	// request the worker would refuse: what wire.Request.Validate refuses
+	// (blank input, both input and messages, parameters out of range,
+	// negative max_output_tokens, ...; the error wraps
+	// wire.ErrInvalidRequest too), metadata that is not valid JSON, an id
+	// with control characters.
 	ErrInvalidRequest = errors.New("client: invalid request")
 	// ErrDuplicateID is wrapped by the error Submit returns when a request
 	// with the same id is already waiting on this client.

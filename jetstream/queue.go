@@ -106,6 +106,11 @@ const (
 // Wait blocks until a request arrives or ctx ends, then returns it with
 // whatever else is available at that moment, up to max.
 func (q *Queue) Wait(ctx context.Context, max int) ([]batch.Message, error) {
+	// nats.go may send the pull request before it looks at the context,
+	// and then hand back a request to a caller that had already given up.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	wctx, cancel := context.WithTimeout(ctx, waitSlice)
 	defer cancel()
 	opts := []jetstream.FetchOpt{jetstream.FetchContext(wctx)}

@@ -9,9 +9,12 @@ package provider
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Provider sends one batch to an AI API.
@@ -40,8 +43,17 @@ type Provider interface {
 	Complete(ctx context.Context, b Batch) ([]Result, error)
 }
 
-// Batch is what one combined call carries: requests that share Model and
-// Instructions.
+// Batch is what one combined call carries: requests that share Model,
+// Instructions and everything else of the batch (Kind, Params, Format,
+// Dimensions): only requests whose wire.Request.ParamsKey is equal share a
+// batch.
+//
+// A chat batch (Kind wire.KindChat, or empty) asks for one answer per
+// request. An embedding batch (Kind wire.KindEmbedding) asks for the vector
+// of each request's Input, in one embeddings call where the API takes many
+// inputs: each Result carries its Embedding, and Instructions, Params,
+// Format and MaxOutputTokens are empty. A provider without an embeddings
+// API implements Supporter and fails such a batch at once, without a call.
 type Batch struct {
 	// ID identifies the batch in logs and results.
 	ID string
@@ -59,26 +71,65 @@ type Batch struct {
 	// (max_completion_tokens, max_tokens), never a sum of the requests' own
 	// caps.
 	MaxOutputTokens int
+	// Kind is wire.KindChat (or empty) or wire.KindEmbedding.
+	Kind string
+	// Params are the sampling parameters every request of the batch asked
+	// for; the zero value leaves them to the provider.
+	Params Params
+	// Format is the structured output every request of the batch asked
+	// for; nil means free text. With a FormatJSONSchema format each
+	// request's Output is its answer's JSON text, valid against the schema
+	// as far as the API guarantees it; with FormatJSONObject it is the text
+	// of a JSON object.
+	Format *wire.ResponseFormat
+	// Dimensions is the length of the vectors an embedding batch asks for;
+	// 0 means the model's own.
+	Dimensions int
 }
 
 // Request is one prompt inside a batch.
 type Request struct {
 	// Key identifies the request within its batch; answers are matched by it.
 	Key string
-	// Input is the prompt text; never empty.
+	// Input is the prompt text (or, in an embedding batch, the text to
+	// embed). It is empty exactly when Messages is set.
 	Input string
+	// Messages are the request's chat turns, oldest first, when it is more
+	// than one user message of text: a conversation, which a combined call
+	// carries as its item's "messages", or (in a batch of one only) turns
+	// with content other than text or tool calls.
+	Messages []wire.Message
 	// MaxOutputTokens caps this request's answer; 0 means no cap of its
-	// own. In a plain (one-request) call it is the API's limit; in a combined
-	// call it is part of the planned budget only.
+	// own. In a plain (one-request) call it is the API's limit. In a combined
+	// call it is part of the planned budget; a provider that cannot make
+	// the API keep to it per item tells the model and cuts a longer answer
+	// to about that length, with FinishReason "length".
 	MaxOutputTokens int
+	// Options are the request's provider_options, a JSON object of further
+	// fields of the provider's request; set only in a batch of one. A
+	// provider merges what it can express and fails the request (permanent,
+	// ScopeRequest) naming the option it cannot.
+	Options json.RawMessage
 }
 
 // Result is the answer to one request of a batch.
 type Result struct {
 	// Key is the Key of the request this answers.
 	Key string
-	// Output is the model's answer; meaningful only when Err is nil.
+	// Output is the model's answer; meaningful only when Err is nil. For
+	// structured output it is the answer's JSON text.
 	Output string
+	// FinishReason says why the answer ended, in OpenAI's terms: "stop",
+	// "length" (cut off at the request's own MaxOutputTokens),
+	// "tool_calls" or "content_filter". Empty means "stop" for a chat
+	// answer; it is empty for an embedding.
+	FinishReason string
+	// Embedding is the vector of a request of an embedding batch.
+	Embedding []float32
+	// Message is the provider's answer message, in OpenAI's shape
+	// (choices[0].message, with tool_calls), for a request that had
+	// Options; nil otherwise.
+	Message json.RawMessage
 	// Err, when set, says why this one request failed while the rest of the
 	// batch did not. Wrap it in an *Error to say whether retrying can help.
 	Err error

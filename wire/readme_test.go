@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/aibatch/aibatch/wire"
 )
 
 // readmeJSON returns the first ```json block after heading in README.md.
@@ -45,5 +47,49 @@ func TestREADMEExamplesMatchTheSchemas(t *testing.T) {
 		if err := s.Validate(inst); err != nil {
 			t.Errorf("README.md example under %s does not match %s: %v", ex.heading, ex.schema, err)
 		}
+	}
+}
+
+// The examples of docs/wire-format.md's "Wire format 1.1" section are
+// valid by the schemas and accepted by the worker: each request example
+// decodes with DecodeRequest, and each result example (those with a
+// "status") matches the result schema.
+func TestWireFormat11ExamplesMatchTheSchemas(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../docs/wire-format.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(raw), "\n## Wire format 1.1\n")
+	if !ok {
+		t.Fatal(`docs/wire-format.md has no "## Wire format 1.1" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	reqSchema, _ := loadSchema(t, "request.schema.json")
+	resSchema, _ := loadSchema(t, "result.schema.json")
+	var requests, results int
+	for _, chunk := range strings.Split(section, "```json\n")[1:] {
+		block, _, _ := strings.Cut(chunk, "```")
+		inst, err := jsonschema.UnmarshalJSON(bytes.NewReader([]byte(block)))
+		if err != nil {
+			t.Fatalf("example is not JSON: %v\n%s", err, block)
+		}
+		if obj, _ := inst.(map[string]any); obj["status"] != nil {
+			results++
+			if err := resSchema.Validate(inst); err != nil {
+				t.Errorf("result example does not match the schema: %v\n%s", err, block)
+			}
+			continue
+		}
+		requests++
+		if err := reqSchema.Validate(inst); err != nil {
+			t.Errorf("request example does not match the schema: %v\n%s", err, block)
+		}
+		if _, err := wire.DecodeRequest([]byte(block), 0); err != nil {
+			t.Errorf("the worker refuses the request example: %v\n%s", err, block)
+		}
+	}
+	if requests < 4 || results < 4 {
+		t.Fatalf("%d request and %d result examples, want one of each kind", requests, results)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"strings"
 )
@@ -412,13 +411,8 @@ func DecodeRequest(body []byte, maxBytes int) (Request, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return r, invalid("empty body, want a JSON object with \"input\"")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	if err := unmarshalStrict(body, &r); err != nil {
 		return r, invalid("body is not a JSON request object: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return r, invalid("body is not a JSON request object: more than one JSON value")
 	}
 	return r, r.Validate()
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Provider is a provider.Provider that answers every request of a call
@@ -42,6 +43,8 @@ type Provider struct {
 	failErr   error
 	cutOff    int
 	refuse    map[string]bool
+	// unsupported maps the kinds Supports refuses to its error.
+	unsupported map[string]error
 }
 
 type itemFault struct {
@@ -49,7 +52,10 @@ type itemFault struct {
 	times int
 }
 
-var _ provider.Provider = (*Provider)(nil)
+var (
+	_ provider.Provider  = (*Provider)(nil)
+	_ provider.Supporter = (*Provider)(nil)
+)
 
 // ProviderName is the Name of every Provider.
 const ProviderName = "batchtest"
@@ -62,6 +68,39 @@ func NewProvider() *Provider {
 
 // Echo is the Provider's default answer to input.
 func Echo(input string) string { return "echo: " + input }
+
+// Vector is the Provider's embedding of input: its length in bytes and
+// the sum of its bytes, so that each input has a vector of its own.
+func Vector(input string) []float32 {
+	var sum float32
+	for i := range len(input) {
+		sum += float32(input[i])
+	}
+	return []float32{float32(len(input)), sum}
+}
+
+// RefuseKind makes Supports answer err for requests of kind (an
+// embedding, say: a provider without an embeddings API), and calls of it
+// fail each request with err; nil err serves the kind again.
+func (p *Provider) RefuseKind(kind string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.unsupported == nil {
+		p.unsupported = map[string]error{}
+	}
+	if err == nil {
+		delete(p.unsupported, kind)
+		return
+	}
+	p.unsupported[kind] = err
+}
+
+// Supports returns what RefuseKind set for kind; nil by default.
+func (p *Provider) Supports(kind string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.unsupported[kind]
+}
 
 // Name returns ProviderName.
 func (p *Provider) Name() string { return ProviderName }
@@ -212,7 +251,9 @@ func (p *Provider) Batches() []provider.Batch {
 	return out
 }
 
-// Complete answers b as the Provider's settings say.
+// Complete answers b as the Provider's settings say. A request's input is
+// its Input, or the text of its last message; an embedding batch is
+// answered with each input's Vector instead of an output.
 func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	p.mu.Lock()
 	p.calls++
@@ -257,8 +298,19 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	if answer == nil {
 		answer = Echo
 	}
+	kind := b.Kind
+	if kind == "" {
+		kind = wire.KindChat
+	}
 	out := make([]provider.Result, 0, len(requests))
 	for _, r := range requests {
+		if err := p.unsupported[kind]; err != nil {
+			out = append(out, provider.Result{Key: r.Key, Err: &provider.Error{Permanent: true, Scope: provider.ScopeRequest, Err: err}})
+			continue
+		}
+		if len(r.Messages) > 0 {
+			r.Input, _ = r.Messages[len(r.Messages)-1].Text()
+		}
 		if n, ok := p.omit[r.Input]; ok && n != 0 {
 			p.omit[r.Input] = n - 1
 			continue
@@ -272,6 +324,10 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 			f.times--
 			p.itemErr[r.Input] = f
 			out = append(out, provider.Result{Key: r.Key, Err: f.err})
+			continue
+		}
+		if kind == wire.KindEmbedding {
+			out = append(out, provider.Result{Key: r.Key, Embedding: Vector(r.Input), Usage: provider.Usage{InputTokens: int64(len(r.Input))}})
 			continue
 		}
 		output := answer(r.Input)

@@ -4,7 +4,11 @@
 //	fakeai -addr 127.0.0.1:8089
 //	OPENAI_BASE_URL=http://127.0.0.1:8089/v1 OPENAI_API_KEY=anything worker
 //
-// GET /stats answers {"calls": N}, the number of chat completion calls served.
+// It serves chat completions (with structured outputs and tool calls),
+// embeddings (POST /v1/embeddings, deterministic vectors) and the Batch API.
+// GET /stats answers {"calls": N, "embedding_calls": M}: the API calls
+// served (chat completions and embeddings), and the embeddings calls among
+// them.
 // SIGINT or SIGTERM stops it.
 package main
 
@@ -55,7 +59,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(baseUR
 	mux.Handle("/", fake.Handler())
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]int64{"calls": fake.Calls()})
+		_ = json.NewEncoder(w).Encode(map[string]int64{"calls": fake.Calls(), "embedding_calls": fake.EmbeddingCalls()})
 	})
 
 	ln, err := net.Listen("tcp", *addr)

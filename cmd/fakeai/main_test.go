@@ -59,15 +59,33 @@ func TestRun(t *testing.T) {
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("chat completion status = %d", res.StatusCode)
 	}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/embeddings",
+		strings.NewReader(`{"model":"text-embedding-3-small","input":["a","b"],"dimensions":4}`))
+	req.Header.Set("Authorization", "Bearer k")
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var embeddings struct {
+		Data []struct{ Embedding []float32 }
+	}
+	err = json.NewDecoder(res.Body).Decode(&embeddings)
+	res.Body.Close()
+	if err != nil || res.StatusCode != http.StatusOK || len(embeddings.Data) != 2 || len(embeddings.Data[0].Embedding) != 4 {
+		t.Fatalf("embeddings status = %d, data %+v (%v)", res.StatusCode, embeddings.Data, err)
+	}
 
 	res, err = http.Get(strings.TrimSuffix(baseURL, "/v1") + "/stats")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var stats struct{ Calls int64 }
-	if err := json.NewDecoder(res.Body).Decode(&stats); err != nil || stats.Calls != 1 {
-		t.Errorf("stats = %+v (%v), want calls 1", stats, err)
+	var stats struct {
+		Calls          int64
+		EmbeddingCalls int64 `json:"embedding_calls"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&stats); err != nil || stats.Calls != 2 || stats.EmbeddingCalls != 1 {
+		t.Errorf("stats = %+v (%v), want 2 calls, 1 of them embeddings", stats, err)
 	}
 
 	cancel()

@@ -82,22 +82,25 @@ type config struct {
 	NATSTLSCert  string `env:"NATS_TLS_CERT"`
 	NATSTLSKey   string `env:"NATS_TLS_KEY"`
 
-	Provider          string        `env:"PROVIDER, default=openai"`
-	BatchMode         string        `env:"BATCH_MODE, default=combined"`
-	Model             string        `env:"MODEL, default=gpt-4o-mini"`
-	OpenAIAPIKey      string        `env:"OPENAI_API_KEY" secret:"true"`
-	OpenAIBaseURL     string        `env:"OPENAI_BASE_URL"`
-	AnthropicAPIKey   string        `env:"ANTHROPIC_API_KEY" secret:"true"`
-	AnthropicBaseURL  string        `env:"ANTHROPIC_BASE_URL"`
-	HTTPProviderURL   string        `env:"HTTP_PROVIDER_URL"`
-	HTTPProviderToken string        `env:"HTTP_PROVIDER_TOKEN" secret:"true"`
-	ProviderRPM       int           `env:"PROVIDER_RPM, default=0"`
-	ProviderTPM       int           `env:"PROVIDER_TPM, default=0"`
-	MaxBatchTokens    int           `env:"MAX_BATCH_TOKENS, default=100000"`
-	JobPollInterval   time.Duration `env:"JOB_POLL_INTERVAL, default=30s"`
-	JobsBucket        string        `env:"JOBS_BUCKET, default=AI_JOBS"`
-	Prices            string        `env:"PRICES"`
-	BatchDiscount     float64       `env:"BATCH_DISCOUNT, default=0.5"`
+	Provider       string `env:"PROVIDER, default=openai"`
+	BatchMode      string `env:"BATCH_MODE, default=combined"`
+	Model          string `env:"MODEL, default=gpt-4o-mini"`
+	EmbeddingModel string `env:"EMBEDDING_MODEL, default=text-embedding-3-small"`
+	// EmbeddingMaxInputs is the most inputs of one embeddings call.
+	EmbeddingMaxInputs int           `env:"EMBEDDING_MAX_INPUTS, default=2048"`
+	OpenAIAPIKey       string        `env:"OPENAI_API_KEY" secret:"true"`
+	OpenAIBaseURL      string        `env:"OPENAI_BASE_URL"`
+	AnthropicAPIKey    string        `env:"ANTHROPIC_API_KEY" secret:"true"`
+	AnthropicBaseURL   string        `env:"ANTHROPIC_BASE_URL"`
+	HTTPProviderURL    string        `env:"HTTP_PROVIDER_URL"`
+	HTTPProviderToken  string        `env:"HTTP_PROVIDER_TOKEN" secret:"true"`
+	ProviderRPM        int           `env:"PROVIDER_RPM, default=0"`
+	ProviderTPM        int           `env:"PROVIDER_TPM, default=0"`
+	MaxBatchTokens     int           `env:"MAX_BATCH_TOKENS, default=100000"`
+	JobPollInterval    time.Duration `env:"JOB_POLL_INTERVAL, default=30s"`
+	JobsBucket         string        `env:"JOBS_BUCKET, default=AI_JOBS"`
+	Prices             string        `env:"PRICES"`
+	BatchDiscount      float64       `env:"BATCH_DISCOUNT, default=0.5"`
 
 	LogLevel  string `env:"LOG_LEVEL, default=info"`
 	LogFormat string `env:"LOG_FORMAT, default=json"`
@@ -223,6 +226,7 @@ func (c config) validate() error {
 		{"STREAM_REPLICAS", c.StreamReplicas, 1, 5},
 		{"DEFAULT_OUTPUT_TOKENS", c.DefaultOutputTokens, 1, 10_000_000},
 		{"HOLD_MAX_REQUESTS", c.HoldMaxRequests, 1, 10_000_000},
+		{"EMBEDDING_MAX_INPUTS", c.EmbeddingMaxInputs, 1, 100_000},
 	}
 	for _, i := range ints {
 		if i.v < i.lo || i.v > i.h {
@@ -405,6 +409,8 @@ func (c config) engine() batch.Config {
 		ModelMaxOutputTokens: must(parseModelLimits(c.ModelMaxOutputTokens)),
 		DefaultOutputTokens:  c.DefaultOutputTokens,
 		DefaultModel:         c.Model,
+		EmbeddingModel:       c.EmbeddingModel,
+		EmbeddingMaxInputs:   c.EmbeddingMaxInputs,
 		RequestSubjects:      c.RequestSubjects,
 		UrgentSubjects:       c.UrgentSubjects,
 		ResultPrefix:         c.ResultsPrefix,

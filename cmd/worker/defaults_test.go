@@ -94,6 +94,8 @@ var ownerDefaults = []struct {
 	// An empty openai.Config.Mode, PROVIDER's default, means ModeCombined.
 	{"BATCH_MODE", "openai.ModeCombined", string(openai.ModeCombined)},
 	{"MODEL", "defaultModel", defaultModel},
+	{"EMBEDDING_MODEL", "batch.DefaultEmbeddingModel", batch.DefaultEmbeddingModel},
+	{"EMBEDDING_MAX_INPUTS", "batch.DefaultEmbeddingMaxInputs", batch.DefaultEmbeddingMaxInputs},
 	{"PROVIDER_RPM", "ratelimit.NoLimit", ratelimit.NoLimit},
 	{"PROVIDER_TPM", "ratelimit.NoLimit", ratelimit.NoLimit},
 	{"MAX_BATCH_TOKENS", "defaultMaxBatchTokens", defaultMaxBatchTokens},

@@ -42,6 +42,9 @@ func (c config) validateProvider() []error {
 	}
 	switch c.Provider {
 	case "openai":
+		if c.EmbeddingMaxInputs > openai.MaxEmbeddingInputs {
+			errs = append(errs, fmt.Errorf("EMBEDDING_MAX_INPUTS=%d: PROVIDER=openai takes at most %d inputs per embeddings call", c.EmbeddingMaxInputs, openai.MaxEmbeddingInputs))
+		}
 		if c.OpenAIAPIKey == "" && c.OpenAIBaseURL == "" {
 			errs = append(errs, errors.New("OPENAI_API_KEY is empty: PROVIDER=openai needs it (or OPENAI_BASE_URL for an OpenAI-compatible server that needs no key)"))
 		}

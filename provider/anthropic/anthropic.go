@@ -13,12 +13,35 @@
 // item alone: an item the model leaves out is missing from the results, and
 // the caller retries it.
 //
+// A combined call's user message may carry conversations ("messages" in
+// an item) and caps ("max_output_tokens"), as the openai provider's does;
+// it carries the batch's temperature and top_p (the Messages API has no
+// seed: it is ignored; a temperature over 1, the API's most, fails each
+// request at once, wrapping provider.ErrUnsupported). Stop sequences and
+// caps are applied to each answer, as in the openai provider. With a
+// structured-output Format the tool's output schema is the request's own
+// (Anthropic's tool use is its documented way to get JSON of a schema), and
+// each Output is the answer's JSON text.
+//
 // A batch of one request, in any mode, and every request in ModeSingle, is
-// a plain call (system = Instructions when set, user message = Input, no
-// tools): its text blocks are the request's output, a refusal or a
-// rejection is that request's own Result.Err (ScopeRequest), and an answer
-// cut off at max_tokens is still its answer. ModeSingle makes up to
-// Config.Concurrency such calls at once.
+// a plain call: system = Instructions, then the request's system and
+// developer turns; its other turns mapped to the Messages API (text and
+// image_url parts, tool_calls as tool_use blocks, tool turns as
+// tool_result blocks, turns of one role merged); its temperature, top_p
+// and stop_sequences; for structured output a forced tool whose
+// input_schema is the request's schema (any object for json_object), whose
+// input is the Output; and its provider Options mapped where the API has an
+// equivalent (tools, tool_choice, parallel_tool_calls, user), any other
+// failing the request, permanent, ScopeRequest, naming it. Its text blocks
+// are the request's output, its stop_reason its FinishReason in OpenAI's
+// terms, and with Options Result.Message is the answer in OpenAI's message
+// shape. A refusal or a rejection is that request's own Result.Err
+// (ScopeRequest), and an answer cut off at max_tokens is still its answer.
+// ModeSingle makes up to Config.Concurrency such calls at once.
+//
+// Anthropic has no embeddings API: Supports refuses wire.KindEmbedding, and
+// an embedding batch's requests fail at once, without a call
+// (ErrNoEmbeddings).
 //
 // max_tokens, which the Messages API requires, is the call's planned
 // budget, Batch.MaxOutputTokens, or Config.MaxTokens when that is 0; a
@@ -38,7 +61,6 @@
 package anthropic
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,41 +79,9 @@ import (
 // ToolName is the name of the tool a combined call forces.
 const ToolName = "batch_results"
 
-// resultsSchema is the "results" property of the tool's input_schema for a
-// call answering requests: the id is one of their keys (an "enum").
-func resultsSchema(requests []provider.Request) json.RawMessage {
-	keys := make([]string, len(requests))
-	for i, r := range requests {
-		keys[i] = r.Key
-	}
-	schema := map[string]any{"results": map[string]any{
-		"type": "array",
-		"items": map[string]any{
-			"type": "object",
-			"properties": map[string]any{
-				"id":     map[string]any{"type": "string", "enum": keys},
-				"output": map[string]any{"type": "string"},
-			},
-			"required":             []string{"id", "output"},
-			"additionalProperties": false,
-		},
-	}}
-	raw, err := json.Marshal(schema)
-	if err != nil {
-		panic(err) // strings, maps and bools only
-	}
-	return raw
-}
-
 // toolDescription tells the model what the tool is for.
 const toolDescription = "Record the answer to every item of the user message: one result per item, " +
 	"the item's id copied unchanged, your answer to its input as output."
-
-// formatLine ends every combined system prompt: it tells the model what the
-// user message holds and how to answer it.
-const formatLine = `The user message is a JSON object {"items":[{"id":"...","input":"..."}]}. ` +
-	`Treat each item's input as a separate request and answer it on its own. ` +
-	`Give all answers in one call of the batch_results tool: one result per item, the item's id copied unchanged, your answer as output.`
 
 // requestTimeout is the per-attempt timeout given to the SDK. Setting one
 // keeps the SDK from refusing a large max_tokens without streaming; the
@@ -213,6 +203,9 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	if b.Model == "" {
 		return nil, fmt.Errorf("anthropic: messages: %w", provider.Permanent(errors.New("batch has no model")))
 	}
+	if err := checkBatch(b); err != nil {
+		return refuseAll(b, err), nil
+	}
 	if p.mode == ModeSingle || len(b.Requests) == 1 {
 		return p.completeSingle(ctx, b)
 	}
@@ -259,50 +252,36 @@ func (p *Provider) plainMaxTokens(b provider.Batch, r provider.Request) int64 {
 	return p.maxTokensFor(b.MaxOutputTokens)
 }
 
-// newParams builds the combined Messages request for b.
+// newParams builds the combined Messages request for b: the system
+// prompt, the items, the forced batch_results tool and the batch's
+// sampling parameters (its stop sequences are applied to each answer
+// instead, see combined.Finish).
 func (p *Provider) newParams(b provider.Batch) (anthropic.MessageNewParams, error) {
-	type item struct {
-		ID    string `json:"id"`
-		Input string `json:"input"`
+	user, err := combined.UserMessage(b)
+	if err != nil {
+		return anthropic.MessageNewParams{}, err
 	}
-	items := make([]item, len(b.Requests))
-	for i, r := range b.Requests {
-		items[i] = item{ID: r.Key, Input: r.Input}
+	tool, err := combinedTool(b)
+	if err != nil {
+		return anthropic.MessageNewParams{}, err
 	}
-	var user bytes.Buffer
-	enc := json.NewEncoder(&user)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(struct {
-		Items []item `json:"items"`
-	}{items}); err != nil {
-		return anthropic.MessageNewParams{}, fmt.Errorf("encode items: %w", err)
-	}
-
-	system := formatLine
+	system := formatLine(b)
 	if b.Instructions != "" {
-		system = b.Instructions + "\n\n" + formatLine
+		system = b.Instructions + "\n\n" + system
 	}
-	return anthropic.MessageNewParams{
+	params := anthropic.MessageNewParams{
 		Model:     b.Model,
 		MaxTokens: p.maxTokensFor(b.MaxOutputTokens),
 		System:    []anthropic.TextBlockParam{{Text: system}},
-		Messages: []anthropic.MessageParam{
-			anthropic.NewUserMessage(anthropic.NewTextBlock(string(bytes.TrimSpace(user.Bytes())))),
-		},
-		Tools: []anthropic.ToolUnionParam{{OfTool: &anthropic.ToolParam{
-			Name:        ToolName,
-			Description: anthropic.String(toolDescription),
-			InputSchema: anthropic.ToolInputSchemaParam{
-				Properties:  resultsSchema(b.Requests),
-				Required:    []string{"results"},
-				ExtraFields: map[string]any{"additionalProperties": false},
-			},
-		}}},
+		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(user))},
+		Tools:     []anthropic.ToolUnionParam{{OfTool: &tool}},
 		ToolChoice: anthropic.ToolChoiceUnionParam{OfTool: &anthropic.ToolChoiceToolParam{
 			Name:                   ToolName,
 			DisableParallelToolUse: anthropic.Bool(true),
 		}},
-	}, nil
+	}
+	setSampling(&params, b.Params)
+	return params, nil
 }
 
 // parseAnswer matches the tool_use answer's results to b's requests. Its

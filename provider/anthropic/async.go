@@ -2,6 +2,7 @@ package anthropic
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -35,13 +36,9 @@ func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, err
 	}
 	params := anthropic.MessageBatchNewParams{Requests: make([]anthropic.MessageBatchNewParamsRequest, len(b.Requests))}
 	for i, r := range b.Requests {
-		req := anthropic.MessageBatchNewParamsRequestParams{
-			Model:     b.Model,
-			MaxTokens: p.plainMaxTokens(b, r),
-			Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(r.Input))},
-		}
-		if b.Instructions != "" {
-			req.System = []anthropic.TextBlockParam{{Text: b.Instructions}}
+		req, err := p.jobParams(b, r)
+		if err != nil {
+			return "", fmt.Errorf("anthropic: submit message batch: request %q: %w", r.Key, provider.Permanent(err))
 		}
 		params.Requests[i] = anthropic.MessageBatchNewParamsRequest{CustomID: r.Key, Params: req}
 	}
@@ -54,6 +51,24 @@ func (p *Provider) SubmitJob(ctx context.Context, b provider.Batch) (string, err
 		return "", fmt.Errorf("anthropic: submit message batch: %w", provider.Transient(errors.New("answer has no batch id")))
 	}
 	return batch.ID, nil
+}
+
+// jobParams is the request of a Message Batch for r: the plain call
+// singleParams builds, in the Message Batches API's type (the same fields).
+func (p *Provider) jobParams(b provider.Batch, r provider.Request) (anthropic.MessageBatchNewParamsRequestParams, error) {
+	var req anthropic.MessageBatchNewParamsRequestParams
+	plain, err := p.singleParams(b, r)
+	if err != nil {
+		return req, err
+	}
+	data, err := json.Marshal(plain)
+	if err != nil {
+		return req, fmt.Errorf("encode request: %w", err)
+	}
+	if err := json.Unmarshal(data, &req); err != nil {
+		return req, fmt.Errorf("encode request: %w", err)
+	}
+	return req, nil
 }
 
 // validateJob checks the Provider can submit b.
@@ -162,10 +177,12 @@ func resultOf(line anthropic.MessageBatchIndividualResponse) (provider.Result, b
 	switch line.Result.Type {
 	case "succeeded":
 		msg := line.Result.AsSucceeded().Message
-		r.Output, r.Err = singleAnswer(&msg)
-		if r.Err == nil {
-			r.Usage = usage(&msg)
+		res, err := singleAnswer(&msg, false)
+		res.Key, res.Err = r.Key, err
+		if err == nil {
+			res.Usage = usage(&msg)
 		}
+		r = res
 	case "errored":
 		e := line.Result.AsErrored().Error.Error
 		cause := fmt.Errorf("request errored (type %s): %q", e.Type, shorten(e.Message))

@@ -31,6 +31,7 @@ func TestConformance(t *testing.T) {
 				Name:          "anthropic",
 				Mode:          tt.pt,
 				PerItemErrors: false, // a forced tool_use answer has no per-item error
+				Embeddings:    false,
 				IDEnum:        true,
 				Concurrency:   concurrency,
 				Secret:        testKey,

@@ -370,7 +370,8 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 	case s.isUnknownModel(wr.Model):
 		return errored("not_found_error", "model: "+wr.Model)
 	}
-	if batch, err := isBatch(wr); err != nil || batch {
+	use, err := toolUse(wr)
+	if err != nil || use.batch {
 		return errored("invalid_request_error", "the fake answers only plain requests in a message batch")
 	}
 	if rejected, retryable := s.ctl.Rejected(user.Content); rejected {
@@ -383,6 +384,14 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 		return errored(typ, "Injected failure.")
 	}
 	out := Answer(user.Content)
+	content, stop := []any{textBlock{Type: "text", Text: out}}, "end_turn"
+	if use.tool != nil {
+		input, err := fake.Instance(use.tool.InputSchema, nil, out)
+		if err != nil {
+			return errored("invalid_request_error", "tools: input_schema: "+err.Error())
+		}
+		out, content, stop = input, []any{s.toolUse(use.tool.Name, json.RawMessage(input))}, "tool_use"
+	}
 	prompt := len(rec.System)
 	for _, m := range rec.Messages {
 		prompt += len(m.Content)
@@ -392,8 +401,8 @@ func (s *Server) resultLocked(e batchEntry) (wireResult, bool) {
 		Type:       "message",
 		Role:       "assistant",
 		Model:      wr.Model,
-		Content:    []any{textBlock{Type: "text", Text: out}},
-		StopReason: "end_turn",
+		Content:    content,
+		StopReason: stop,
 		Usage:      wireUsage{InputTokens: fake.Tokens(prompt), OutputTokens: fake.Tokens(len(out)), ServiceTier: "batch"},
 	}}, true
 }

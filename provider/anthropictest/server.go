@@ -14,11 +14,18 @@
 //
 //   - batch mode: tool_choice is {"type":"tool","name":"batch_results"}, tools
 //     holds that tool with the batch input_schema, and the last user message
-//     is {"items":[{"id","input"}]}. The answer's content is one tool_use
-//     block for the tool whose input is {"results":[{"id","output"}]}, and
-//     stop_reason is "tool_use".
-//   - plain mode: no forced tool; the last user message is answered as one
-//     request with a text block, stop_reason "end_turn".
+//     is {"items":[{"id","input"}]} (or "messages" instead of "input", and
+//     "max_output_tokens"). The answer's content is one tool_use block for
+//     the tool whose input is {"results":[{"id","output"}]}, and stop_reason
+//     is "tool_use". An output schema of its own (structured output) is
+//     answered with an instance of it (fake.Instance).
+//   - plain mode: no batch tool; the last user message is answered as one
+//     request with a text block, stop_reason "end_turn" (or
+//     "stop_sequence", cut at the first of stop_sequences); when a tool is
+//     forced (tool_choice "tool"), or tools are declared with tool_choice
+//     "auto" or "any", with a tool_use block of that (or the first) tool
+//     whose input is an instance of its input_schema, stop_reason
+//     "tool_use".
 //
 // It also serves the Message Batches API (see batches.go): POST
 // /v1/messages/batches, GET /v1/messages/batches/{id}, POST

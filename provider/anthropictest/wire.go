@@ -35,6 +35,16 @@ type Request struct {
 	IDEnum []string
 	// ToolChoice is the tool_choice object; nil when absent.
 	ToolChoice *ToolChoice
+	// Temperature and TopP are the sampling parameters; nil when absent.
+	Temperature *float64
+	TopP        *float64
+	// StopSequences are the stop sequences; nil when absent.
+	StopSequences []string
+	// Output is the schema a batch answer's outputs must match
+	// ({"type":"string"} for free text); nil for a plain call.
+	Output json.RawMessage
+	// Items are a batch request's items; nil for a plain call.
+	Items []Item
 	// Header holds the request's HTTP headers.
 	Header http.Header
 	// Body is the raw request body.
@@ -61,25 +71,83 @@ type ToolChoice struct {
 	DisableParallelToolUse bool   `json:"disable_parallel_tool_use"`
 }
 
-// Item is one entry of a batch request's user message {"items":[...]}.
+// Item is one entry of a batch request's user message {"items":[...]}:
+// an input, or a conversation (Messages), and the item's own cap.
 type Item struct {
-	ID    string `json:"id"`
-	Input string `json:"input"`
+	ID              string `json:"id"`
+	Input           string `json:"input,omitempty"`
+	Messages        []Turn `json:"messages,omitempty"`
+	MaxOutputTokens int    `json:"max_output_tokens,omitempty"`
+}
+
+// Turn is one turn of an item's conversation.
+type Turn struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Prompt is what the fake model answers for the item: its input, or the
+// content of its conversation's last user turn.
+func (it Item) Prompt() string {
+	if len(it.Messages) == 0 {
+		return it.Input
+	}
+	for i := len(it.Messages) - 1; i >= 0; i-- {
+		if it.Messages[i].Role == "user" {
+			return it.Messages[i].Content
+		}
+	}
+	return ""
 }
 
 // Result is one entry of a batch answer's tool input {"results":[...]}.
 type Result struct {
 	ID     string `json:"id"`
 	Output string `json:"output"`
+	// JSON, when set, is the output as a JSON value (structured output)
+	// instead of the string Output.
+	JSON string `json:"-"`
+}
+
+// MarshalJSON writes the output as JSON when it is set, else as Output.
+func (r Result) MarshalJSON() ([]byte, error) {
+	out := json.RawMessage(fake.MarshalJSON(r.Output))
+	if r.JSON != "" {
+		out = json.RawMessage(r.JSON)
+	}
+	return fake.MarshalJSON(struct {
+		ID     string          `json:"id"`
+		Output json.RawMessage `json:"output"`
+	}{r.ID, out}), nil
+}
+
+// UnmarshalJSON reads an output that is a string into Output, and any
+// other JSON into JSON.
+func (r *Result) UnmarshalJSON(data []byte) error {
+	var raw struct {
+		ID     string          `json:"id"`
+		Output json.RawMessage `json:"output"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	r.ID, r.Output, r.JSON = raw.ID, "", ""
+	if err := json.Unmarshal(raw.Output, &r.Output); err != nil {
+		r.JSON = string(raw.Output)
+	}
+	return nil
 }
 
 type wireRequest struct {
-	Model      string          `json:"model"`
-	MaxTokens  *int64          `json:"max_tokens"`
-	System     json.RawMessage `json:"system"`
-	Messages   []wireMessage   `json:"messages"`
-	Tools      []Tool          `json:"tools"`
-	ToolChoice *ToolChoice     `json:"tool_choice"`
+	Model         string          `json:"model"`
+	MaxTokens     *int64          `json:"max_tokens"`
+	System        json.RawMessage `json:"system"`
+	Messages      []wireMessage   `json:"messages"`
+	Tools         []Tool          `json:"tools"`
+	ToolChoice    *ToolChoice     `json:"tool_choice"`
+	Temperature   *float64        `json:"temperature"`
+	TopP          *float64        `json:"top_p"`
+	StopSequences []string        `json:"stop_sequences"`
 }
 
 type wireMessage struct {
@@ -226,11 +294,12 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 		writeError(w, http.StatusBadRequest, "invalid_request_error", "messages: the last message must have role \"user\"")
 		return
 	}
-	batch, err := isBatch(req)
+	use, err := toolUse(req)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 		return
 	}
+	batch := use.batch
 	var items []Item
 	inputs := []string{user.Content}
 	if batch {
@@ -240,13 +309,17 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 		dec := json.NewDecoder(strings.NewReader(user.Content))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&wi); err != nil || len(wi.Items) == 0 {
-			writeError(w, http.StatusBadRequest, "invalid_request_error", `with the batch_results tool the user message must be {"items":[{"id":"...","input":"..."}]}`)
+			writeError(w, http.StatusBadRequest, "invalid_request_error", `with the batch_results tool the user message must be {"items":[{"id":"...","input":"..."}]} (or "messages" instead of "input")`)
 			return
 		}
 		items = wi.Items
 		inputs = make([]string, len(items))
 		for i, it := range items {
-			inputs[i] = it.Input
+			if (it.Input == "") == (len(it.Messages) == 0) {
+				writeError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf(`items[%d] must have "input" or "messages"`, i))
+				return
+			}
+			inputs[i] = it.Prompt()
 		}
 		s.ctl.RecordSize(len(items))
 	} else {
@@ -276,10 +349,10 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 	case b.refuse || s.ctl.Refused(inputs...):
 		answer.Content, answer.StopReason, answer.StopDetails = []any{}, "refusal", refusalDetails()
 	case batch:
-		out = resultsJSON(items, b)
+		out = resultsJSON(items, use.answer, strings.Contains(rec.System, "JSON object: a string"), b)
 		switch {
 		case b.truncate:
-			answer.Content = []any{s.toolUse(json.RawMessage("{}"))}
+			answer.Content = []any{s.toolUse(ToolName, json.RawMessage("{}"))}
 			answer.StopReason, out = "max_tokens", out[:len(out)/2]
 		case b.noTool:
 			answer.Content, answer.StopReason = []any{textBlock{Type: "text", Text: out}}, "end_turn"
@@ -290,13 +363,27 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 			if cut {
 				input, out, answer.StopReason = partialInput(out, len(written)), written, "max_tokens"
 			}
-			answer.Content = []any{s.toolUse(input)}
+			answer.Content = []any{s.toolUse(ToolName, input)}
 		}
 	case b.LeftOut(user.Content):
 		answer.Content, answer.StopReason = []any{}, "end_turn"
+	case use.tool != nil:
+		input, err := fake.Instance(use.tool.InputSchema, nil, Answer(user.Content))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "tools: input_schema: "+err.Error())
+			return
+		}
+		out = input
+		answer.Content, answer.StopReason = []any{s.toolUse(use.tool.Name, json.RawMessage(input))}, "tool_use"
 	default:
 		out = Answer(user.Content)
 		answer.StopReason = "end_turn"
+		for _, stop := range req.StopSequences {
+			if i := strings.Index(out, stop); i >= 0 && stop != "" {
+				out, answer.StopReason = out[:i], "stop_sequence"
+				answer.StopSequence = &stop
+			}
+		}
 		if b.truncate {
 			out, answer.StopReason = out[:len(out)/2], "max_tokens"
 		} else if written, cut := fake.CutAnswer(out, 1, 0, false, rec.MaxTokens); cut {
@@ -314,9 +401,9 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 	fake.WriteAnswer(w, answer, b.malformed)
 }
 
-// toolUse is a tool_use block for the batch tool with input.
-func (s *Server) toolUse(input json.RawMessage) toolUseBlock {
-	return toolUseBlock{Type: "tool_use", ID: "toolu_fake" + strconv.FormatInt(s.seq.Add(1), 10), Name: ToolName, Input: input}
+// toolUse is a tool_use block for the tool name with input.
+func (s *Server) toolUse(name string, input json.RawMessage) toolUseBlock {
+	return toolUseBlock{Type: "tool_use", ID: "toolu_fake" + strconv.FormatInt(s.seq.Add(1), 10), Name: name, Input: input}
 }
 
 // partialInput is the tool input the API makes of a results JSON full that
@@ -353,7 +440,19 @@ func partialInput(full string, n int) json.RawMessage {
 
 // decodeRequest turns the wire request into the record Requests returns.
 func decodeRequest(req wireRequest, h http.Header, body []byte) (Request, error) {
-	rec := Request{Model: req.Model, Tools: req.Tools, IDEnum: idEnum(req.Tools), ToolChoice: req.ToolChoice, Header: h.Clone(), Body: body}
+	rec := Request{Model: req.Model, Tools: req.Tools, IDEnum: idEnum(req.Tools), ToolChoice: req.ToolChoice, Header: h.Clone(), Body: body,
+		Temperature: req.Temperature, TopP: req.TopP, StopSequences: req.StopSequences}
+	if use, err := toolUse(req); err == nil && use.batch {
+		rec.Output = use.answer.Output
+		var wi struct {
+			Items []Item `json:"items"`
+		}
+		if len(req.Messages) > 0 {
+			if t, err := text(req.Messages[len(req.Messages)-1].Content); err == nil && json.Unmarshal([]byte(t), &wi) == nil {
+				rec.Items = wi.Items
+			}
+		}
+	}
 	if req.MaxTokens != nil {
 		rec.MaxTokens = *req.MaxTokens
 	}
@@ -383,37 +482,51 @@ func lastUser(msgs []Message) *Message {
 	return &msgs[len(msgs)-1]
 }
 
-// isBatch reports whether req forces the batch tool, and errors when its
-// tools or tool_choice are inconsistent or something the fake does not serve.
-func isBatch(req wireRequest) (bool, error) {
+// use is the tool a request makes the model use: the batch tool (a
+// combined answer, as answer declares), another tool, or none (text).
+type use struct {
+	batch  bool
+	answer fake.BatchAnswer
+	tool   *Tool
+}
+
+// toolUse reads which tool req makes the model use: the one tool_choice
+// "tool" names (the batch tool makes a combined answer), the first tool
+// for "any" and "auto", none for "none" or without tools. It errors when
+// its tools or tool_choice are inconsistent.
+func toolUse(req wireRequest) (use, error) {
 	tools := map[string]Tool{}
 	for i, t := range req.Tools {
 		if t.Name == "" || len(t.InputSchema) == 0 {
-			return false, fmt.Errorf("tools.%d: name and input_schema are required", i)
+			return use{}, fmt.Errorf("tools.%d: name and input_schema are required", i)
 		}
 		tools[t.Name] = t
 	}
 	tc := req.ToolChoice
-	if tc == nil || tc.Type == "auto" || tc.Type == "none" {
-		return false, nil
-	}
-	if tc.Type != "tool" {
-		return false, fmt.Errorf("tool_choice.type %q is not supported by the fake; force the %q tool", tc.Type, ToolName)
+	switch {
+	case len(req.Tools) == 0 || (tc != nil && tc.Type == "none"):
+		return use{}, nil
+	case tc == nil || tc.Type == "auto" || tc.Type == "any":
+		t := req.Tools[0]
+		return use{tool: &t}, nil
+	case tc.Type != "tool":
+		return use{}, fmt.Errorf("tool_choice.type %q is not one the API takes", tc.Type)
 	}
 	t, ok := tools[tc.Name]
 	if !ok {
-		return false, fmt.Errorf("tool_choice.name: tool %q not found in tools", tc.Name)
+		return use{}, fmt.Errorf("tool_choice.name: tool %q not found in tools", tc.Name)
 	}
 	if t.Name != ToolName {
-		return false, fmt.Errorf("tool_choice.name %q: the fake only serves the %q tool", tc.Name, ToolName)
+		return use{tool: &t}, nil
 	}
-	switch _, same, err := fake.ParseBatchSchema(t.InputSchema); {
+	switch answer, same, err := fake.ParseBatchSchema(t.InputSchema); {
 	case err != nil:
-		return false, fmt.Errorf("tools: input_schema: %w", err)
+		return use{}, fmt.Errorf("tools: input_schema: %w", err)
 	case !same:
-		return false, errors.New("tools: the batch_results input_schema is not the batch schema")
+		return use{}, errors.New("tools: the batch_results input_schema is not the batch schema")
+	default:
+		return use{batch: true, answer: answer}, nil
 	}
-	return true, nil
 }
 
 // idEnum is the enum of ids the batch tool's input_schema declares, nil
@@ -421,23 +534,41 @@ func isBatch(req wireRequest) (bool, error) {
 func idEnum(tools []Tool) []string {
 	for _, t := range tools {
 		if t.Name == ToolName {
-			ids, _, _ := fake.ParseBatchSchema(t.InputSchema)
-			return ids
+			answer, _, _ := fake.ParseBatchSchema(t.InputSchema)
+			return answer.IDs
 		}
 	}
 	return nil
 }
 
-// resultsJSON builds the tool input answering items as b says.
-func resultsJSON(items []Item, b behaviour) string {
+// resultsJSON builds the tool input answering items as b says: each
+// output the answer to the item's prompt, as JSON valid against the output
+// schema when it is structured, or as the text of a JSON object when
+// object says the instructions ask for that.
+func resultsJSON(items []Item, answer fake.BatchAnswer, object bool, b behaviour) string {
+	structured := answer.Structured()
 	results := make([]Result, 0, len(items))
 	for _, it := range items[:b.Kept(len(items))] {
-		if !b.LeftOut(it.Input) {
-			results = append(results, Result{ID: it.ID, Output: Answer(it.Input)})
+		if b.LeftOut(it.Prompt()) {
+			continue
 		}
+		res := Result{ID: it.ID, Output: Answer(it.Prompt())}
+		switch {
+		case structured:
+			out, err := fake.Instance(answer.Output, answer.Root, Answer(it.Prompt()))
+			if err != nil {
+				out = string(fake.MarshalJSON(err.Error())) // the model could not follow the schema
+			}
+			res.JSON = out
+		case object:
+			res.Output = string(fake.MarshalJSON(map[string]string{"output": Answer(it.Prompt())}))
+		}
+		results = append(results, res)
 	}
 	results = b.Finish(results, func(x, y Result) bool { return x == y }, func(first Result) (Result, Result) {
-		return Result{ID: "not-asked", Output: Answer("not asked")}, Result{ID: first.ID, Output: "repeated: " + first.Output}
+		again := first
+		again.Output = "repeated: " + first.Output
+		return Result{ID: "not-asked", Output: Answer("not asked")}, again
 	})
 	return string(fake.MarshalJSON(struct {
 		Results []Result `json:"results"`

@@ -17,6 +17,7 @@ func TestConformance(t *testing.T) {
 		Name:          "http",
 		Mode:          providertest.Combined,
 		PerItemErrors: true, // {"id","error","retryable"} results
+		Embeddings:    true,
 		Secret:        testToken,
 		Answer:        httpapitest.Answer,
 		New: func(t *testing.T) (provider.Provider, providertest.Fake) {

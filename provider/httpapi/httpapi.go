@@ -17,7 +17,8 @@
 //	  ...
 //	]}
 //
-// Every item has "id" (unique within the call), "input" (never empty),
+// Every item has "id" (unique within the call), "input" (never empty; a
+// conversation has "messages" instead, see Wire format 1.1),
 // "instructions" and "model" (the same for every item of a call: a call only
 // combines requests that share them). An item's "max_output_tokens" is
 // present only when the request set a cap of its own. The top-level
@@ -73,6 +74,47 @@
 // call (ScopeBatch, transient). The start of an error answer's body appears
 // in the error message, so it must not echo secrets.
 //
+// # Wire format 1.1
+//
+// Since wire format 1.1 a call may also carry, each only when set:
+//
+//	{"temperature": 0.2, "top_p": 0.9, "seed": 7, "stop": ["\n\n"],
+//	 "response_format": {"type": "json_schema", "json_schema": {"name": "...", "schema": {...}, "strict": true}},
+//	 "items": [
+//	  {"id": "0", "messages": [{"role": "user", "content": "..."}, ...], "instructions": "", "model": "..."},
+//	  {"id": "1", "input": "...", "instructions": "", "model": "...", "provider_options": {"tools": [...]}}
+//	]}
+//
+// The sampling parameters and "response_format" are the same for every item
+// of a call (they are part of what decides which requests share one), in
+// OpenAI's shapes; the endpoint applies them to each item, "stop" to each
+// answer alone. An item has "messages" (chat turns in OpenAI's shape, the
+// last one to be answered) instead of "input" when its request is a
+// conversation, and "provider_options" (further fields of a chat request,
+// a JSON object) only in a call of one item. An answer's entry may carry
+// "finish_reason" ("stop", "length", "tool_calls", "content_filter";
+// "stop" when absent); with a "response_format" its "output" is the
+// answer's JSON, as a JSON value or as a string holding it.
+//
+// # Embeddings
+//
+// Embedding requests go to the same URL, in calls of their own:
+//
+//	{"kind": "embedding", "dimensions": 256,
+//	 "items": [{"id": "0", "input": "text to embed", "instructions": "", "model": "text-embedding-3-small"}, ...]}
+//
+// "dimensions" is present only when the requests asked for a length. The
+// answer is the same JSON as a chat call's, each entry with "embedding" (an
+// array of numbers) instead of "output":
+//
+//	{"results": [{"id": "0", "embedding": [0.01, -0.2, ...], "usage": {"input_tokens": 3, "output_tokens": 0}}]}
+//
+// Entries are matched by id, may come in any order, and may carry "error"
+// as a chat call's do. An entry without "embedding" fails its request for
+// good (an endpoint that does not serve embeddings, answering as if for
+// chat, gets there), and an embedding of another length than "dimensions"
+// asked fails it for this attempt.
+//
 // The package reads no environment variables: everything comes from Config.
 package httpapi
 
@@ -89,6 +131,7 @@ import (
 
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/internal/httpcall"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Mode says how a batch is turned into calls. The http provider has one
@@ -194,20 +237,24 @@ func (p *Provider) Name() string { return "http" }
 
 // item is one entry of a call's "items".
 type item struct {
-	ID              string `json:"id"`
-	Input           string `json:"input"`
-	Instructions    string `json:"instructions"`
-	Model           string `json:"model"`
-	MaxOutputTokens int    `json:"max_output_tokens,omitempty"`
+	ID              string          `json:"id"`
+	Input           string          `json:"input,omitempty"`
+	Messages        []wire.Message  `json:"messages,omitempty"`
+	Instructions    string          `json:"instructions"`
+	Model           string          `json:"model"`
+	MaxOutputTokens int             `json:"max_output_tokens,omitempty"`
+	ProviderOptions json.RawMessage `json:"provider_options,omitempty"`
 }
 
 // wireResult is one entry of an answer's "results".
 type wireResult struct {
-	ID        string          `json:"id"`
-	Output    *string         `json:"output"`
-	Error     string          `json:"error"`
-	Retryable bool            `json:"retryable"`
-	Usage     *provider.Usage `json:"usage"`
+	ID           string          `json:"id"`
+	Output       json.RawMessage `json:"output"`
+	FinishReason string          `json:"finish_reason"`
+	Embedding    []float32       `json:"embedding"`
+	Error        string          `json:"error"`
+	Retryable    bool            `json:"retryable"`
+	Usage        *provider.Usage `json:"usage"`
 }
 
 // Complete POSTs b to the endpoint and returns one result per item the
@@ -234,6 +281,9 @@ type wireResult struct {
 // A batch of one request is that request's call: a 4xx other than 404
 // model_not_found is its Result.Err (permanent, ScopeRequest), and a
 // truncated answer's output is its Output.
+//
+// An embedding batch is sent with "kind": "embedding" (see the package doc)
+// and its answers' "embedding" are the results' Embedding.
 func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
 	if len(b.Requests) == 0 {
 		return nil, nil
@@ -258,19 +308,38 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 
 // body is a call's JSON body.
 type body struct {
-	MaxOutputTokens int    `json:"max_output_tokens,omitempty"`
-	Items           []item `json:"items"`
+	Kind            string               `json:"kind,omitempty"`
+	MaxOutputTokens int                  `json:"max_output_tokens,omitempty"`
+	Temperature     *float64             `json:"temperature,omitempty"`
+	TopP            *float64             `json:"top_p,omitempty"`
+	Seed            *int64               `json:"seed,omitempty"`
+	Stop            []string             `json:"stop,omitempty"`
+	ResponseFormat  *wire.ResponseFormat `json:"response_format,omitempty"`
+	Dimensions      int                  `json:"dimensions,omitempty"`
+	Items           []item               `json:"items"`
+}
+
+// bodyOf is the JSON body of the call for b.
+func bodyOf(b provider.Batch) body {
+	embedding := b.Kind == wire.KindEmbedding
+	items := make([]item, len(b.Requests))
+	for i, r := range b.Requests {
+		items[i] = item{ID: r.Key, Input: r.Input, Messages: r.Messages, Instructions: b.Instructions, Model: b.Model,
+			MaxOutputTokens: max(r.MaxOutputTokens, 0), ProviderOptions: r.Options}
+	}
+	out := body{MaxOutputTokens: max(b.MaxOutputTokens, 0), Temperature: b.Params.Temperature, TopP: b.Params.TopP,
+		Seed: b.Params.Seed, Stop: b.Params.Stop, ResponseFormat: b.Format, Items: items}
+	if embedding {
+		out = body{Kind: wire.KindEmbedding, Dimensions: b.Dimensions, Items: items}
+	}
+	return out
 }
 
 func (p *Provider) complete(ctx context.Context, b provider.Batch) ([]provider.Result, error) {
-	items := make([]item, len(b.Requests))
-	for i, r := range b.Requests {
-		items[i] = item{ID: r.Key, Input: r.Input, Instructions: b.Instructions, Model: b.Model, MaxOutputTokens: max(r.MaxOutputTokens, 0)}
-	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(body{MaxOutputTokens: max(b.MaxOutputTokens, 0), Items: items}); err != nil {
+	if err := enc.Encode(bodyOf(b)); err != nil {
 		return nil, provider.Permanent(fmt.Errorf("encode items: %w", err))
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, &buf)
@@ -330,11 +399,14 @@ func parseAnswer(b provider.Batch, data []byte) ([]provider.Result, error) {
 	}
 	results := make([]provider.Result, 0, len(b.Requests))
 	for _, a := range *answer.Results {
-		if !pending[a.ID] || (a.Output == nil && a.Error == "") {
-			continue // unknown id, repeated id, or neither output nor error
+		if string(a.Output) == "null" {
+			a.Output = nil
+		}
+		if !pending[a.ID] || (len(a.Output) == 0 && a.Error == "" && a.Embedding == nil) {
+			continue // unknown id, repeated id, or no answer at all
 		}
 		pending[a.ID] = false
-		r := provider.Result{Key: a.ID}
+		r := provider.Result{Key: a.ID, FinishReason: a.FinishReason}
 		if a.Usage != nil {
 			// The endpoint is the user's own: a negative count is a bug
 			// there, not tokens to subtract from the totals.
@@ -344,12 +416,48 @@ func parseAnswer(b provider.Batch, data []byte) ([]provider.Result, error) {
 		case a.Error != "":
 			cause := fmt.Errorf("endpoint refused it: %s", shorten(a.Error))
 			r.Err = fmt.Errorf("httpapi: item %q: %w", a.ID, &provider.Error{Permanent: !a.Retryable, Scope: provider.ScopeRequest, Err: cause})
+		case b.Kind == wire.KindEmbedding:
+			r.Embedding, r.Err = embeddingOf(b, a)
 		default:
-			r.Output = *a.Output
+			r.Output, r.Err = outputOf(b, a)
 		}
 		results = append(results, r)
 	}
 	return results, cut
+}
+
+// outputOf is the output of an answer's entry: a JSON string, or for
+// structured output any JSON value (its compact text). Anything else is
+// that item's error (transient, ScopeRequest).
+func outputOf(b provider.Batch, a wireResult) (string, error) {
+	var text string
+	if json.Unmarshal(a.Output, &text) == nil {
+		return text, nil
+	}
+	if b.Format != nil && b.Format.Type != wire.FormatText {
+		var compact bytes.Buffer
+		if json.Compact(&compact, a.Output) == nil {
+			return compact.String(), nil
+		}
+	}
+	return "", fmt.Errorf("httpapi: item %q: %w", a.ID, &provider.Error{Scope: provider.ScopeRequest,
+		Err: errors.New(`"output" is not a string (nor, for structured output, JSON)`)})
+}
+
+// embeddingOf is the vector of an answer's entry to an embedding call. An
+// entry without "embedding" (an endpoint that does not serve embeddings
+// answered it as chat) is a permanent error, one of another length than
+// b.Dimensions a transient one (ScopeRequest both).
+func embeddingOf(b provider.Batch, a wireResult) ([]float32, error) {
+	switch {
+	case len(a.Embedding) == 0:
+		return nil, fmt.Errorf("httpapi: item %q: %w", a.ID, &provider.Error{Permanent: true, Scope: provider.ScopeRequest,
+			Err: fmt.Errorf(`%w: the endpoint answered no "embedding": does it serve "kind": "embedding"?`, provider.ErrUnsupported)})
+	case b.Dimensions > 0 && len(a.Embedding) != b.Dimensions:
+		return nil, fmt.Errorf("httpapi: item %q: %w", a.ID, &provider.Error{Scope: provider.ScopeRequest,
+			Err: fmt.Errorf("the endpoint answered a vector of %d dimensions, %d were asked", len(a.Embedding), b.Dimensions)})
+	}
+	return a.Embedding, nil
 }
 
 // batchError is the ScopeBatch *provider.Error whose cause is err.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -91,7 +92,7 @@ func TestRequestWireFormat(t *testing.T) {
 	}
 	for i, it := range req.Items {
 		want := httpapitest.Item{ID: b.Requests[i].Key, Input: b.Requests[i].Input, Instructions: b.Instructions, Model: b.Model, MaxOutputTokens: b.Requests[i].MaxOutputTokens}
-		if it != want {
+		if !reflect.DeepEqual(it, want) {
 			t.Errorf("item %d = %+v, want %+v", i, it, want)
 		}
 	}

@@ -11,6 +11,14 @@
 // "model_not_found"} with 404 for an unknown model). It answers
 // deterministically: the output for an input is always Answer(input).
 //
+// Wire format 1.1: an item may have "messages" instead of "input"
+// (answered for its last user message); a call's "stop" cuts each answer,
+// and its "response_format" makes each output a JSON value (an instance of
+// the json_schema, or {"output":...}); a call with "kind": "embedding" is
+// answered with each input's Embedding(input, dimensions), the answer
+// controls applying as to a chat call, and WrongDimensionsNext spoiling the
+// lengths.
+//
 // Behaviour controls are methods on *Server and are safe to call while the
 // server runs:
 //
@@ -49,21 +57,82 @@ func Answer(input string) string { return "processed: " + input }
 
 // Item is one entry of a request's "items".
 type Item struct {
-	ID              string `json:"id"`
-	Input           string `json:"input"`
-	Instructions    string `json:"instructions"`
-	Model           string `json:"model"`
-	MaxOutputTokens int    `json:"max_output_tokens,omitempty"`
+	ID              string          `json:"id"`
+	Input           string          `json:"input,omitempty"`
+	Messages        []Message       `json:"messages,omitempty"`
+	Instructions    string          `json:"instructions"`
+	Model           string          `json:"model"`
+	MaxOutputTokens int             `json:"max_output_tokens,omitempty"`
+	ProviderOptions json.RawMessage `json:"provider_options,omitempty"`
 }
 
-// Result is one entry of an answer's "results". Exactly one of Output and
-// Error is set by the fake; SetResultsFunc may write any combination.
+// Message is one chat turn of an item, in OpenAI's shape.
+type Message struct {
+	Role       string          `json:"role"`
+	Content    json.RawMessage `json:"content,omitempty"`
+	Name       string          `json:"name,omitempty"`
+	ToolCallID string          `json:"tool_call_id,omitempty"`
+	ToolCalls  json.RawMessage `json:"tool_calls,omitempty"`
+}
+
+// Prompt is what the fake model answers for the item: its input, or the
+// text of its last user message.
+func (it Item) Prompt() string {
+	if len(it.Messages) == 0 {
+		return it.Input
+	}
+	for i := len(it.Messages) - 1; i >= 0; i-- {
+		if m := it.Messages[i]; m.Role == "user" {
+			var text string
+			if json.Unmarshal(m.Content, &text) == nil {
+				return text
+			}
+			var parts []struct {
+				Type, Text string
+			}
+			_ = json.Unmarshal(m.Content, &parts)
+			var texts []string
+			for _, p := range parts {
+				if p.Type == "text" {
+					texts = append(texts, p.Text)
+				}
+			}
+			return strings.Join(texts, "\n")
+		}
+	}
+	return ""
+}
+
+// Result is one entry of an answer's "results". Exactly one of Output
+// (OutputJSON for structured output, Embedding for an embedding) and Error
+// is set by the fake; SetResultsFunc may write any combination.
 type Result struct {
-	ID        string  `json:"id"`
-	Output    *string `json:"output,omitempty"`
-	Error     string  `json:"error,omitempty"`
-	Retryable bool    `json:"retryable,omitempty"`
-	Usage     *Usage  `json:"usage,omitempty"`
+	ID string `json:"id"`
+	// Output is a text answer, written as a JSON string.
+	Output *string `json:"-"`
+	// OutputJSON is a structured answer, written as the JSON value it is.
+	OutputJSON   json.RawMessage `json:"-"`
+	FinishReason string          `json:"finish_reason,omitempty"`
+	Embedding    []float32       `json:"embedding,omitempty"`
+	Error        string          `json:"error,omitempty"`
+	Retryable    bool            `json:"retryable,omitempty"`
+	Usage        *Usage          `json:"usage,omitempty"`
+}
+
+// MarshalJSON writes "output" from OutputJSON when set, else from Output.
+func (r Result) MarshalJSON() ([]byte, error) {
+	type plain Result
+	var output json.RawMessage
+	switch {
+	case r.OutputJSON != nil:
+		output = r.OutputJSON
+	case r.Output != nil:
+		output = fake.MarshalJSON(*r.Output)
+	}
+	return json.Marshal(struct {
+		plain
+		Output json.RawMessage `json:"output,omitempty"`
+	}{plain(r), output})
 }
 
 // Usage is a result's token counts.
@@ -72,11 +141,47 @@ type Usage struct {
 	OutputTokens int64 `json:"output_tokens"`
 }
 
+// UnmarshalJSON reads an "output" that is a string into Output, and any
+// other JSON into OutputJSON.
+func (r *Result) UnmarshalJSON(data []byte) error {
+	type plain Result
+	var raw struct {
+		plain
+		Output json.RawMessage `json:"output"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	*r = Result(raw.plain)
+	if len(raw.Output) == 0 || string(raw.Output) == "null" {
+		return nil
+	}
+	var text string
+	if json.Unmarshal(raw.Output, &text) == nil {
+		r.Output = &text
+	} else {
+		r.OutputJSON = raw.Output
+	}
+	return nil
+}
+
 // Request is one decoded call, as Requests returns it.
 type Request struct {
+	// Kind is the call's "kind": "" (chat) or "embedding".
+	Kind string
 	// MaxOutputTokens is the call's top-level max_output_tokens; 0 when
 	// absent.
 	MaxOutputTokens int
+	// Temperature, TopP, Seed and Stop are the call's sampling
+	// parameters; nil when absent.
+	Temperature *float64
+	TopP        *float64
+	Seed        *int64
+	Stop        []string
+	// ResponseFormat is the raw response_format; nil when absent.
+	ResponseFormat json.RawMessage
+	// Dimensions is an embedding call's "dimensions"; 0 when absent.
+	Dimensions int
 	// Items are the call's items in order.
 	Items []Item
 	// Header holds the call's HTTP headers.
@@ -96,6 +201,7 @@ type Server struct {
 
 	ctl           fake.Controls[Result]
 	requests      fake.Log[Request]
+	wrongDims     fake.Countdown
 	unknownModels map[string]bool // models answered with 404 model_not_found
 
 	mu    sync.Mutex // guards token
@@ -278,8 +384,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req struct {
-		MaxOutputTokens int    `json:"max_output_tokens"`
-		Items           []Item `json:"items"`
+		Kind            string          `json:"kind"`
+		MaxOutputTokens int             `json:"max_output_tokens"`
+		Temperature     *float64        `json:"temperature"`
+		TopP            *float64        `json:"top_p"`
+		Seed            *int64          `json:"seed"`
+		Stop            []string        `json:"stop"`
+		ResponseFormat  json.RawMessage `json:"response_format"`
+		Dimensions      int             `json:"dimensions"`
+		Items           []Item          `json:"items"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -287,16 +400,27 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body is not {\"items\":[...]}: "+err.Error())
 		return
 	}
-	s.requests.Add(Request{MaxOutputTokens: req.MaxOutputTokens, Items: req.Items, Header: r.Header.Clone(), Body: body})
+	s.requests.Add(Request{Kind: req.Kind, MaxOutputTokens: req.MaxOutputTokens, Temperature: req.Temperature, TopP: req.TopP,
+		Seed: req.Seed, Stop: req.Stop, ResponseFormat: req.ResponseFormat, Dimensions: req.Dimensions,
+		Items: req.Items, Header: r.Header.Clone(), Body: body})
 	if len(req.Items) == 0 {
 		writeError(w, http.StatusBadRequest, "items is empty")
 		return
 	}
+	if req.Kind != "" && req.Kind != "embedding" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("kind %q: want embedding, or none for chat", req.Kind))
+		return
+	}
 	for i, it := range req.Items {
-		if it.ID == "" || it.Input == "" || it.Model == "" {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("items[%d]: id, input and model are required", i))
+		if it.ID == "" || (it.Input == "") == (len(it.Messages) == 0) || it.Model == "" {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("items[%d]: id, input or messages, and model are required", i))
 			return
 		}
+	}
+	f, err := readFormat(req.ResponseFormat)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	if model := req.Items[0].Model; strings.HasPrefix(model, "unknown") || s.unknownModels[model] {
 		fake.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "model " + model + " not found", "code": "model_not_found"})
@@ -305,9 +429,76 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.ctl.RecordSize(len(req.Items))
 
 	malformed := s.ctl.TakeMalformed()
-	results := answer(req.Items, s.ctl.Behaviour(), s.ctl.Refused)
+	if req.Kind == "embedding" {
+		dims := req.Dimensions
+		if dims == 0 {
+			dims = fake.DefaultDimensions(req.Items[0].Model)
+		}
+		if s.wrongDims.Take() {
+			dims--
+		}
+		fake.WriteAnswer(w, wireAnswer{Results: embed(req.Items, dims, s.ctl.Behaviour())}, malformed)
+		return
+	}
+	results := answer(req.Items, f, req.Stop, s.ctl.Behaviour(), s.ctl.Refused)
 	results, truncated := s.limit(req.Items, req.MaxOutputTokens, results)
 	fake.WriteAnswer(w, wireAnswer{Results: results, Truncated: truncated}, malformed)
+}
+
+// WrongDimensionsNext makes the next n embedding answers hold vectors one
+// number shorter than asked.
+func (s *Server) WrongDimensionsNext(n int) { s.wrongDims.Set(n) }
+
+// Embedding is the fake model's vector for input: dims numbers derived
+// from a hash of input, of length 1 (dims 0: 1536).
+func Embedding(input string, dims int) []float32 { return fake.Embedding(input, dims) }
+
+// embed answers an embedding call: each item's vector, with the answer
+// controls applied as to a chat call (a refused or rejected input gets its
+// "error").
+func embed(items []Item, dims int, b fake.Behaviour[Result]) []Result {
+	results := make([]Result, 0, len(items))
+	for _, it := range items[:b.Kept(len(items))] {
+		switch retryable, rejected := b.Reject[it.Input]; {
+		case rejected:
+			results = append(results, Result{ID: it.ID, Error: "rejected by the fake endpoint", Retryable: retryable})
+		case !b.Omit[it.Input]:
+			results = append(results, Result{ID: it.ID, Embedding: Embedding(it.Input, dims),
+				Usage: &Usage{InputTokens: fake.Tokens(len(it.Input))}})
+		}
+	}
+	return b.Finish(results, func(x, y Result) bool { return x.ID == y.ID }, func(first Result) (Result, Result) {
+		return Result{ID: "not-asked", Embedding: Embedding("not asked", dims)}, first
+	})
+}
+
+// format is what a call's response_format asks: "text" (also when
+// absent), "json_object", or "json_schema" with its schema.
+type format struct {
+	typ    string
+	schema json.RawMessage
+}
+
+func readFormat(raw json.RawMessage) (format, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return format{typ: "text"}, nil
+	}
+	var f struct {
+		Type       string `json:"type"`
+		JSONSchema *struct {
+			Schema json.RawMessage `json:"schema"`
+		} `json:"json_schema"`
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return format{}, fmt.Errorf("response_format: %w", err)
+	}
+	switch {
+	case f.Type == "text" || f.Type == "json_object":
+		return format{typ: f.Type}, nil
+	case f.Type == "json_schema" && f.JSONSchema != nil && len(f.JSONSchema.Schema) > 0:
+		return format{typ: f.Type, schema: f.JSONSchema.Schema}, nil
+	}
+	return format{}, fmt.Errorf("response_format %s: want text, json_object or json_schema with a schema", raw)
 }
 
 // wireAnswer is a 2xx answer's body.
@@ -360,21 +551,42 @@ func (s *Server) limit(items []Item, maxTokens int, results []Result) ([]Result,
 	return results, false
 }
 
-// answer builds the results for items as b and refused (RefuseInput) say.
-func answer(items []Item, b fake.Behaviour[Result], refused func(...string) bool) []Result {
+// answer builds the results for items as f (structured output: a JSON
+// instance of the schema, or an object), the stop sequences, b and refused
+// (RefuseInput) say.
+func answer(items []Item, f format, stop []string, b fake.Behaviour[Result], refused func(...string) bool) []Result {
 	results := make([]Result, 0, len(items))
 	for _, it := range items[:b.Kept(len(items))] {
-		switch retryable, rejected := b.Reject[it.Input]; {
-		case refused(it.Input):
+		prompt := it.Prompt()
+		switch retryable, rejected := b.Reject[prompt]; {
+		case refused(prompt):
 			results = append(results, Result{ID: it.ID, Error: "refused: the model declined to answer this input"})
 		case rejected:
 			results = append(results, Result{ID: it.ID, Error: "rejected by the fake endpoint", Retryable: retryable})
-		case !b.Omit[it.Input]:
-			out := Answer(it.Input)
-			results = append(results, Result{ID: it.ID, Output: &out, Usage: &Usage{
-				InputTokens:  fake.Tokens(len(it.Instructions) + len(it.Input)),
+		case !b.Omit[prompt]:
+			out := Answer(prompt)
+			r := Result{ID: it.ID, Output: &out, FinishReason: "stop", Usage: &Usage{
+				InputTokens:  fake.Tokens(len(it.Instructions) + len(prompt)),
 				OutputTokens: fake.Tokens(len(out)),
-			}})
+			}}
+			switch f.typ {
+			case "json_schema":
+				v, err := fake.Instance(f.schema, nil, out)
+				if err != nil {
+					v = string(fake.MarshalJSON(err.Error()))
+				}
+				r.OutputJSON = json.RawMessage(v)
+			case "json_object":
+				r.OutputJSON = fake.MarshalJSON(map[string]string{"output": out})
+			default:
+				for _, s := range stop {
+					if i := strings.Index(out, s); i >= 0 && s != "" {
+						out = out[:i]
+					}
+				}
+				r.Output = &out
+			}
+			results = append(results, r)
 		}
 	}
 	return b.Finish(results, func(x, y Result) bool { return x.ID == y.ID }, func(first Result) (Result, Result) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -132,7 +133,7 @@ func TestUsageAndRequests(t *testing.T) {
 	}
 	reqs := srv.Requests()
 	if len(reqs) != 1 || len(reqs[0].Items) != 3 || reqs[0].Items[2].MaxOutputTokens != 5 ||
-		reqs[0].Items[0] != (httpapitest.Item{ID: "a", Input: "x", Instructions: "i", Model: "m"}) || len(reqs[0].Body) == 0 {
+		!reflect.DeepEqual(reqs[0].Items[0], httpapitest.Item{ID: "a", Input: "x", Instructions: "i", Model: "m"}) || len(reqs[0].Body) == 0 {
 		t.Errorf("Requests() = %+v", reqs)
 	}
 }

@@ -115,7 +115,11 @@ func jobInput(b provider.Batch) ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	for _, r := range b.Requests {
-		if err := enc.Encode(jobLine{CustomID: r.Key, Method: http.MethodPost, URL: JobEndpoint, Body: singleParams(b, r)}); err != nil {
+		params, err := singleParams(b, r)
+		if err != nil {
+			return nil, fmt.Errorf("request %q: %w", r.Key, err)
+		}
+		if err := enc.Encode(jobLine{CustomID: r.Key, Method: http.MethodPost, URL: JobEndpoint, Body: params}); err != nil {
 			return nil, fmt.Errorf("encode request %q: %w", r.Key, err)
 		}
 	}
@@ -326,12 +330,14 @@ func lineResult(line outputLine) (provider.Result, bool) {
 	r := provider.Result{Key: line.CustomID}
 	switch {
 	case line.Response != nil && line.Response.StatusCode == http.StatusOK:
-		var resp openai.ChatCompletion
+		var resp chatAnswer
 		if err := json.Unmarshal(line.Response.Body, &resp); err != nil {
 			r.Err = requestError(false, fmt.Errorf("parse answer: %w", err))
 			return r, true
 		}
-		r.Output, r.Usage, r.Err = singleAnswer(&resp)
+		res, err := singleAnswer(&resp)
+		res.Key, res.Err = r.Key, err
+		r = res
 	case line.Response != nil:
 		status := line.Response.StatusCode
 		var body struct {

@@ -31,6 +31,7 @@ func TestConformance(t *testing.T) {
 				Name:          "openai",
 				Mode:          tt.pt,
 				PerItemErrors: false, // a strict json_schema answer has no per-item error
+				Embeddings:    true,
 				IDEnum:        true,
 				Concurrency:   concurrency,
 				Secret:        testKey,

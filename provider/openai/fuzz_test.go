@@ -9,8 +9,6 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/openai/openai-go/v3"
-
 	"github.com/aibatch/aibatch/provider"
 )
 
@@ -90,9 +88,9 @@ func FuzzParseAnswer(f *testing.F) {
 			finishReason = finishReason[:64]
 		}
 		b := fuzzBatch(n)
-		resp := &openai.ChatCompletion{Choices: []openai.ChatCompletionChoice{{
+		resp := &chatAnswer{Choices: []chatChoice{{
 			FinishReason: finishReason,
-			Message:      openai.ChatCompletionMessage{Content: content, Refusal: refusal},
+			Message:      chatMessage{Content: content, Refusal: refusal},
 		}}}
 		results, err := parseAnswer(b, resp)
 		checkParsed(t, b, results, err)
@@ -111,7 +109,7 @@ func FuzzParseAnswer(f *testing.F) {
 // FuzzAnswerRoundTrip builds a well-formed Chat Completions response for a
 // batch of n keys (any key text, any output text, answered in any order,
 // optionally with unknown ids, null outputs and repeated ids after the
-// real answers), decodes it as the SDK does, and checks that parseAnswer
+// real answers), decodes it as the provider does, and checks that parseAnswer
 // matches exactly one result to each key, with the output the answer gave
 // it first.
 func FuzzAnswerRoundTrip(f *testing.F) {
@@ -135,9 +133,9 @@ func FuzzAnswerRoundTrip(f *testing.F) {
 		if err != nil {
 			t.Fatalf("encode response: %v", err)
 		}
-		var resp openai.ChatCompletion
+		var resp chatAnswer
 		if err := json.Unmarshal(body, &resp); err != nil {
-			t.Fatalf("decode response as the SDK does: %v", err)
+			t.Fatalf("decode response as the provider does: %v", err)
 		}
 		results, err := parseAnswer(b, &resp)
 		if err != nil {

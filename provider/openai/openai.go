@@ -4,19 +4,44 @@
 // In ModeCombined (the default) a batch of several requests goes out as one
 // call. The system message carries the batch's Instructions followed by a
 // short fixed line that explains the answer format; the user message is the
-// JSON {"items":[{"id":Key,"input":Input}]}; response_format is a strict
-// json_schema named "batch_results", built for the call, that makes the
-// model answer {"results":[{"id":...,"output":...}]} with every id one of
-// the batch's keys (an "enum"), so the model cannot invent ids. This answer
-// has no way to refuse one item alone: an item the model leaves out is
-// simply missing from the results, and the caller retries it.
+// JSON {"items":[{"id":Key,"input":Input}]} (a conversation's item has
+// "messages" instead of "input", and a request with its own cap
+// "max_output_tokens"); response_format is a strict json_schema named
+// "batch_results", built for the call, that makes the model answer
+// {"results":[{"id":...,"output":...}]} with every id one of the batch's
+// keys (an "enum"), so the model cannot invent ids. This answer has no way
+// to refuse one item alone: an item the model leaves out is simply missing
+// from the results, and the caller retries it.
+//
+// A combined call carries the batch's temperature, top_p and seed. Its stop
+// sequences are not sent (the first met would end every answer): each
+// answer is cut before the first of them instead, and an answer longer
+// than its request's MaxOutputTokens is cut to about that length (4 bytes a
+// token) with FinishReason "length". With a structured-output Format the
+// output's schema is the request's own (see structured.go: its definitions
+// move to the root, and strict mode's rules and limits are checked by
+// CombinesFormat; a batch whose format fails them is sent as plain calls),
+// and each Output is the answer's JSON text; a json_object output is the
+// text of an object, and an output that is not one leaves its request
+// unanswered.
 //
 // A batch of one request, in any mode, and every request in ModeSingle, is
-// a plain call (system message = Instructions when set, user message =
-// Input, no response_format): its answer's text is the request's output, a
+// a plain call: system message = Instructions when set, then the request's
+// Messages as given (or Input as user message), its sampling parameters
+// and stop sequences, response_format as the request gave it (strict or
+// not), and its provider Options merged in field by field (they may not set
+// model, messages, stream or stream_options: such a request fails,
+// permanent, ScopeRequest, wrapping provider.ErrUnsupported). Its answer's
+// text is the request's output and finish_reason its FinishReason; with
+// Options, Result.Message is choices[0].message as the API wrote it. A
 // refusal or a rejection is that request's own Result.Err (ScopeRequest),
 // and an answer cut off at the output limit is still its answer. ModeSingle
 // makes up to Config.Concurrency such calls at once.
+//
+// An embedding batch (Kind wire.KindEmbedding) is one Embeddings API call
+// for all its inputs (at most MaxEmbeddingInputs), encoding_format float,
+// dimensions when the batch asks: see embeddings.go for how the answer is
+// matched and what its faults mean.
 //
 // In ModeAsync a batch becomes one Batch API job (see SubmitJob): a JSONL
 // file with one plain Chat Completions request per line, the same request
@@ -31,9 +56,7 @@
 package openai
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -46,60 +69,11 @@ import (
 	"github.com/aibatch/aibatch/provider"
 	"github.com/aibatch/aibatch/provider/internal/combined"
 	"github.com/aibatch/aibatch/provider/internal/httpcall"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // SchemaName is the name of the json_schema response format of a batch call.
 const SchemaName = "batch_results"
-
-// Limits of a strict json_schema on enums: at most maxEnumValues values,
-// and when there are more than longEnumValues, at most maxEnumChars
-// characters in all. A batch over them is sent without the enum of ids.
-const (
-	maxEnumValues  = 1000
-	longEnumValues = 250
-	maxEnumChars   = 15000
-)
-
-// batchSchema is the strict JSON schema of the answer to a call for
-// requests: {"results":[{"id":...,"output":...}]}, the id restricted to the
-// requests' keys (an "enum") when the API's limits on enums allow.
-func batchSchema(requests []provider.Request) json.RawMessage {
-	id := map[string]any{"type": "string"}
-	var chars int
-	keys := make([]string, len(requests))
-	for i, r := range requests {
-		keys[i] = r.Key
-		chars += len(r.Key)
-	}
-	if n := len(keys); n <= maxEnumValues && (n <= longEnumValues || chars <= maxEnumChars) {
-		id["enum"] = keys
-	}
-	schema := map[string]any{
-		"type": "object",
-		"properties": map[string]any{"results": map[string]any{
-			"type": "array",
-			"items": map[string]any{
-				"type":                 "object",
-				"properties":           map[string]any{"id": id, "output": map[string]any{"type": "string"}},
-				"required":             []string{"id", "output"},
-				"additionalProperties": false,
-			},
-		}},
-		"required":             []string{"results"},
-		"additionalProperties": false,
-	}
-	raw, err := json.Marshal(schema)
-	if err != nil {
-		panic(err) // strings, maps and bools only
-	}
-	return raw
-}
-
-// formatLine ends every system message: it tells the model what the user
-// message holds and how to answer it.
-const formatLine = `The user message is a JSON object {"items":[{"id":"...","input":"..."}]}. ` +
-	`Treat each item's input as a separate request and answer it on its own. ` +
-	`Reply with {"results":[{"id":"...","output":"..."}]}: one result per item, the item's id copied unchanged, your answer as output.`
 
 var _ provider.Provider = (*Provider)(nil)
 
@@ -107,6 +81,7 @@ var _ provider.Provider = (*Provider)(nil)
 // concurrent use.
 type Provider struct {
 	chat        openai.ChatCompletionService
+	embeddings  openai.EmbeddingService
 	files       openai.FileService
 	batches     openai.BatchService
 	redact      func(error) error // hides the API key in an error message
@@ -145,6 +120,7 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 	redactor := httpcall.NewRedactor(cfg.APIKey)
 	p := &Provider{
 		chat:        openai.NewChatCompletionService(reqOpts...),
+		embeddings:  openai.NewEmbeddingService(reqOpts...),
 		files:       openai.NewFileService(reqOpts...),
 		batches:     openai.NewBatchService(reqOpts...),
 		redact:      redactor.Redact,
@@ -220,7 +196,10 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	if b.Model == "" {
 		return nil, fmt.Errorf("openai: chat completion: %w", provider.Permanent(errors.New("batch has no model")))
 	}
-	if p.mode == ModeSingle || len(b.Requests) == 1 {
+	if b.Kind == wire.KindEmbedding {
+		return p.embed(ctx, b)
+	}
+	if p.mode == ModeSingle || len(b.Requests) == 1 || !p.combinable(b) {
 		return p.completeSingle(ctx, b)
 	}
 	params, err := newParams(b)
@@ -228,11 +207,11 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 		return nil, fmt.Errorf("openai: chat completion: %w", provider.Permanent(err))
 	}
 	var raw *http.Response
-	resp, err := p.chat.New(ctx, params, option.WithResponseInto(&raw))
-	if err != nil {
+	var resp chatAnswer
+	if _, err := p.chat.New(ctx, params, option.WithResponseInto(&raw), option.WithResponseBodyInto(&resp)); err != nil {
 		return nil, p.redact(fmt.Errorf("openai: chat completion: %w", callError(ctx, err, raw)))
 	}
-	results, err := parseAnswer(b, resp)
+	results, err := parseAnswer(b, &resp)
 	usage := provider.Usage{InputTokens: resp.Usage.PromptTokens, OutputTokens: resp.Usage.CompletionTokens}
 	for i, u := range usage.Split(len(results)) {
 		results[i].Usage = u
@@ -244,41 +223,35 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	return results, nil
 }
 
-// newParams builds the Chat Completions request for b.
+// newParams builds the combined Chat Completions request for b: the
+// system message, the items, the strict answer schema and the batch's
+// sampling parameters (its stop sequences are applied to each answer
+// instead, see combined.Finish).
 func newParams(b provider.Batch) (openai.ChatCompletionNewParams, error) {
-	type item struct {
-		ID    string `json:"id"`
-		Input string `json:"input"`
+	user, err := combined.UserMessage(b)
+	if err != nil {
+		return openai.ChatCompletionNewParams{}, err
 	}
-	items := make([]item, len(b.Requests))
-	for i, r := range b.Requests {
-		items[i] = item{ID: r.Key, Input: r.Input}
+	schema, err := answerSchema(b)
+	if err != nil {
+		return openai.ChatCompletionNewParams{}, err
 	}
-	var user bytes.Buffer
-	enc := json.NewEncoder(&user)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(struct {
-		Items []item `json:"items"`
-	}{items}); err != nil {
-		return openai.ChatCompletionNewParams{}, fmt.Errorf("encode items: %w", err)
-	}
-
-	system := formatLine
+	system := formatLine(b)
 	if b.Instructions != "" {
-		system = b.Instructions + "\n\n" + formatLine
+		system = b.Instructions + "\n\n" + system
 	}
 	params := openai.ChatCompletionNewParams{
 		Model: b.Model,
 		Messages: []openai.ChatCompletionMessageParamUnion{
 			openai.SystemMessage(system),
-			openai.UserMessage(string(bytes.TrimSpace(user.Bytes()))),
+			openai.UserMessage(user),
 		},
 		ResponseFormat: openai.ChatCompletionNewParamsResponseFormatUnion{
 			OfJSONSchema: &shared.ResponseFormatJSONSchemaParam{
 				JSONSchema: shared.ResponseFormatJSONSchemaJSONSchemaParam{
 					Name:   SchemaName,
 					Strict: openai.Bool(true),
-					Schema: batchSchema(b.Requests),
+					Schema: schema,
 				},
 			},
 		},
@@ -286,6 +259,7 @@ func newParams(b provider.Batch) (openai.ChatCompletionNewParams, error) {
 	if b.MaxOutputTokens > 0 {
 		params.MaxCompletionTokens = openai.Int(int64(b.MaxOutputTokens))
 	}
+	setSampling(&params, b.Params)
 	return params, nil
 }
 
@@ -294,7 +268,7 @@ func newParams(b provider.Batch) (openai.ChatCompletionNewParams, error) {
 // provider.ErrRefused) or an answer cut off (wrapping provider.ErrCutOff,
 // returned with the results the answer completed before the cut), transient
 // for an answer without choices or content that is not the expected JSON.
-func parseAnswer(b provider.Batch, resp *openai.ChatCompletion) ([]provider.Result, error) {
+func parseAnswer(b provider.Batch, resp *chatAnswer) ([]provider.Result, error) {
 	if resp == nil || len(resp.Choices) == 0 {
 		return nil, batchError(false, errors.New("answer has no choices"))
 	}

@@ -65,7 +65,7 @@ func TestBatchControls(t *testing.T) {
 				t.Fatalf("results %v, want %v", got, tt.want)
 			}
 			for i := range got {
-				if got[i] != tt.want[i] {
+				if got[i].ID != tt.want[i].ID || got[i].Output != tt.want[i].Output {
 					t.Errorf("result %d = %+v, want %+v", i, got[i], tt.want[i])
 				}
 			}

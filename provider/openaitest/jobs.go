@@ -579,12 +579,14 @@ func (s *Server) answerLineLocked(req JobRequest) (wireOutputLine, bool) {
 	if status := s.failLines.Get(user.Content); status != 0 {
 		return fail(status, failure(status))
 	}
-	if req.ResponseFormat != nil {
-		if batch, err := isBatch(req.ResponseFormat); err != nil || batch {
-			return fail(http.StatusBadRequest, newAPIError("The fake answers only plain requests in a batch job.", "invalid_request_error", "response_format", ""))
-		}
+	f, err := readFormat(req.ResponseFormat)
+	if err != nil || f.batch {
+		return fail(http.StatusBadRequest, newAPIError("The fake answers only plain requests in a batch job.", "invalid_request_error", "response_format", ""))
 	}
-	content := Answer(user.Content)
+	content, _, _, err := plainContent(wireRequest{}, Request{}, f, user.Content, 0)
+	if err != nil {
+		return fail(http.StatusBadRequest, newAPIError(err.Error(), "invalid_request_error", "response_format", ""))
+	}
 	var prompt int
 	for _, m := range req.Messages {
 		prompt += len(m.Content)

@@ -9,11 +9,26 @@
 // Two request shapes are accepted:
 //
 //   - batch mode: response_format is the strict json_schema named
-//     "batch_results" and the last user message is {"items":[{"id","input"}]};
-//     the content of the answer is {"results":[{"id","output"}]}.
-//   - plain mode: no response_format (or type "text"); the last user message
-//     is answered as one request with plain text content. This is what the
-//     openai provider's single mode sends.
+//     "batch_results" and the last user message is {"items":[{"id","input"}]}
+//     (an item may have "messages" instead of "input", answered for its last
+//     user turn, and "max_output_tokens"); the content of the answer is
+//     {"results":[{"id","output"}]}. When the schema gives "output" a schema
+//     of its own (structured output), each output is a small instance of it
+//     (see fake.Instance: every property, strings holding the answer), valid
+//     against it; when the system message asks for JSON objects, each output
+//     is the text of one.
+//   - plain mode: any other response_format, or none; the last user message
+//     is answered as one request: with text content (cut at the first "stop"
+//     sequence), an instance of a json_schema, {"output":...} for
+//     json_object, or, when the request declares "tools" (and tool_choice is
+//     not "none"), a call of the first tool with an instance of its
+//     parameters (finish_reason "tool_calls"). "n" repeats the choice and
+//     "logprobs" adds an empty logprobs object. This is what the openai
+//     provider's single mode sends.
+//
+// Embeddings are served on POST /v1/embeddings (see embeddings.go): the
+// vector of an input is Embedding(input, dimensions), so a test can check
+// every vector, and the call can fail as the real one does.
 //
 // It also serves the Batch API (see jobs.go): file upload, download and
 // deletion (POST /v1/files, GET /v1/files/{id}/content, DELETE
@@ -35,8 +50,11 @@
 //     while), HangFor (no answer for a while), FailNext and SetDelay;
 //   - unknown models (WithUnknownModels, and any model named "unknown...")
 //     get 404 model_not_found;
-//   - records: Calls, MaxConcurrent, CallSizes, Requests, and for jobs
-//     Jobs, Cancelled, JobRequests, DeletedFiles, HasFile;
+//   - records: Calls, MaxConcurrent, CallSizes, Requests, for embeddings
+//     EmbeddingCalls and EmbeddingRequests, and for jobs Jobs, Cancelled,
+//     JobRequests, DeletedFiles, HasFile;
+//   - embeddings: NoDataNext, WrongDimensionsNext, and the answer controls
+//     above (see serveEmbeddings);
 //   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines.
 package openaitest
 
@@ -70,11 +88,16 @@ type Server struct {
 	unknownModels map[string]bool // models answered with 404 model_not_found
 
 	// Behaviour controls and records, each safe for concurrent use.
-	ctl       fake.Controls[Result]
-	refuse    fake.Countdown
-	truncate  fake.Countdown
-	requests  fake.Log[Request]
-	failLines fake.PerInput[int] // job inputs answered with this status
+	ctl      fake.Controls[Result]
+	refuse   fake.Countdown
+	truncate fake.Countdown
+	requests fake.Log[Request]
+
+	embedCalls    atomic.Int64
+	embedRequests fake.Log[EmbeddingRequest]
+	noData        fake.Countdown
+	wrongDims     fake.Countdown
+	failLines     fake.PerInput[int] // job inputs answered with this status
 
 	seq       atomic.Int64 // completion, file, batch and line ids
 	jobsMade  atomic.Int64 // batches created
@@ -130,6 +153,10 @@ func NewUnstartedServer(opts ...Option) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+ChatCompletionsPath, s.ctl.Counted(s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveChatCompletions)))
+	mux.HandleFunc("POST "+EmbeddingsPath, s.ctl.Counted(func(w http.ResponseWriter, r *http.Request) {
+		s.embedCalls.Add(1)
+		s.apiCall(http.StatusBadRequest, "We could not read the body of your request.", s.serveEmbeddings)(w, r)
+	}))
 	mux.HandleFunc("POST "+FilesPath, s.jobCall(s.serveFileUpload))
 	mux.HandleFunc("GET "+FilesPath+"/{id}/content", s.jobCall(s.serveFileContent))
 	mux.HandleFunc("DELETE "+FilesPath+"/{id}", s.jobCall(s.serveFileDelete))
@@ -155,12 +182,13 @@ func (s *Server) Close() {
 // paths under /v1, so mount it at the root of a server.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Calls returns how many chat completion calls the server has received,
-// including the ones it answered with an error.
+// Calls returns how many chat completion and embeddings calls the server
+// has received, including the ones it answered with an error
+// (EmbeddingCalls counts the embeddings calls alone).
 func (s *Server) Calls() int64 { return s.ctl.Calls() }
 
-// MaxConcurrent returns the largest number of chat completion calls the
-// server was handling at the same moment.
+// MaxConcurrent returns the largest number of chat completion and
+// embeddings calls the server was handling at the same moment.
 func (s *Server) MaxConcurrent() int64 { return s.ctl.MaxConcurrent() }
 
 // FailNext makes the next n calls answer status with OpenAI's error JSON
@@ -270,9 +298,10 @@ func (s *Server) FailFor(d time.Duration, status int) { s.ctl.FailFor(d, status)
 func (s *Server) HangFor(d time.Duration) { s.ctl.HangFor(d) }
 
 // CallSizes returns the number of requests each chat completion call
-// carried (the items of a batch call, 1 for a plain call), oldest first,
-// for the calls that reached the model: past the key, failure and hang
-// controls, with a valid body and a known model.
+// carried (the items of a batch call, 1 for a plain call) and each
+// embeddings call (its inputs), oldest first, for the calls that reached
+// the model: past the key, failure and hang controls, with a valid body
+// and a known model.
 func (s *Server) CallSizes() []int { return s.ctl.CallSizes() }
 
 // behaviour is what one call does.

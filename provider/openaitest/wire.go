@@ -30,6 +30,18 @@ type Request struct {
 	IDEnum []string
 	// MaxCompletionTokens is max_completion_tokens; 0 when absent.
 	MaxCompletionTokens int64
+	// Temperature, TopP and Seed are the sampling parameters; nil when
+	// absent.
+	Temperature *float64
+	TopP        *float64
+	Seed        *int64
+	// Stop holds the stop sequences; nil when absent.
+	Stop []string
+	// Output is the schema a batch answer's outputs must match
+	// ({"type":"string"} for free text); nil for a plain call.
+	Output json.RawMessage
+	// Items are a batch request's items; nil for a plain call.
+	Items []Item
 	// Body is the raw request body.
 	Body []byte
 }
@@ -40,16 +52,54 @@ type Message struct {
 	Content string
 }
 
-// Item is one entry of a batch request's user message {"items":[...]}.
+// Item is one entry of a batch request's user message {"items":[...]}:
+// an input, or a conversation (Messages), and the item's own cap.
 type Item struct {
-	ID    string `json:"id"`
-	Input string `json:"input"`
+	ID              string `json:"id"`
+	Input           string `json:"input,omitempty"`
+	Messages        []Turn `json:"messages,omitempty"`
+	MaxOutputTokens int    `json:"max_output_tokens,omitempty"`
+}
+
+// Turn is one turn of an item's conversation.
+type Turn struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Prompt is what the fake model answers for the item: its input, or the
+// content of its conversation's last user turn.
+func (it Item) Prompt() string {
+	if len(it.Messages) == 0 {
+		return it.Input
+	}
+	for i := len(it.Messages) - 1; i >= 0; i-- {
+		if it.Messages[i].Role == "user" {
+			return it.Messages[i].Content
+		}
+	}
+	return ""
 }
 
 // Result is one entry of a batch answer's content {"results":[...]}.
 type Result struct {
 	ID     string `json:"id"`
 	Output string `json:"output"`
+	// JSON, when set, is the output as a JSON value (structured output)
+	// instead of the string Output.
+	JSON string `json:"-"`
+}
+
+// MarshalJSON writes the output as JSON when it is set, else as Output.
+func (r Result) MarshalJSON() ([]byte, error) {
+	out := json.RawMessage(fake.MarshalJSON(r.Output))
+	if r.JSON != "" {
+		out = json.RawMessage(r.JSON)
+	}
+	return fake.MarshalJSON(struct {
+		ID     string          `json:"id"`
+		Output json.RawMessage `json:"output"`
+	}{r.ID, out}), nil
 }
 
 // wireRequest is the part of the chat completion request body the fake reads.
@@ -58,11 +108,28 @@ type wireRequest struct {
 	Messages            []wireMessage   `json:"messages"`
 	ResponseFormat      json.RawMessage `json:"response_format"`
 	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+	Temperature         *float64        `json:"temperature"`
+	TopP                *float64        `json:"top_p"`
+	Seed                *int64          `json:"seed"`
+	Stop                json.RawMessage `json:"stop"`
+	Tools               []wireTool      `json:"tools"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
+	N                   *int            `json:"n"`
+	Logprobs            *bool           `json:"logprobs"`
 }
 
 type wireMessage struct {
 	Role    string          `json:"role"`
 	Content json.RawMessage `json:"content"`
+}
+
+// wireTool is a function tool of a request.
+type wireTool struct {
+	Type     string `json:"type"`
+	Function struct {
+		Name       string          `json:"name"`
+		Parameters json.RawMessage `json:"parameters"`
+	} `json:"function"`
 }
 
 // text returns the message content, joining text parts of an array content.
@@ -103,6 +170,17 @@ type wireItems struct {
 	Items []Item `json:"items"`
 }
 
+// format is what a request's response_format asks.
+type format struct {
+	// batch: a combined answer, as answer declares.
+	batch  bool
+	answer fake.BatchAnswer
+	// typ is the response_format type of a plain call ("text" when none),
+	// schema its json_schema.
+	typ    string
+	schema json.RawMessage
+}
+
 type wireResults struct {
 	Results []Result `json:"results"`
 }
@@ -124,9 +202,20 @@ type wireChoice struct {
 }
 
 type wireAnswer struct {
-	Role    string  `json:"role"`
-	Content *string `json:"content"`
-	Refusal *string `json:"refusal"`
+	Role      string         `json:"role"`
+	Content   *string        `json:"content"`
+	Refusal   *string        `json:"refusal"`
+	ToolCalls []wireToolCall `json:"tool_calls,omitempty"`
+}
+
+// wireToolCall is a tool call of an answer.
+type wireToolCall struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
 }
 
 type wireUsage struct {
@@ -183,6 +272,14 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		writeError(w, http.StatusBadRequest, err.Error(), "invalid_request_error", "messages", "")
 		return
 	}
+	f, ferr := readFormat(req.ResponseFormat)
+	var items []Item
+	var itemsErr error
+	user := lastUser(rec.Messages)
+	if ferr == nil && f.batch && user != nil {
+		items, itemsErr = batchItems(user.Content)
+		rec.Items, rec.Output = items, f.answer.Output
+	}
 	s.requests.Add(rec)
 
 	switch {
@@ -192,29 +289,18 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 	case s.isUnknownModel(req.Model):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", req.Model), "invalid_request_error", "", "model_not_found")
 		return
-	}
-
-	user := lastUser(rec.Messages)
-	if user == nil {
+	case user == nil:
 		writeError(w, http.StatusBadRequest, "messages must contain a user message", "invalid_request_error", "messages", "")
 		return
-	}
-	batch, err := isBatch(req.ResponseFormat)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), "invalid_request_error", "response_format", "")
+	case ferr != nil:
+		writeError(w, http.StatusBadRequest, ferr.Error(), "invalid_request_error", "response_format", "")
+		return
+	case itemsErr != nil:
+		writeError(w, http.StatusBadRequest, itemsErr.Error(), "invalid_request_error", "messages", "")
 		return
 	}
 
-	var items []Item
-	if batch {
-		var wi wireItems
-		dec := json.NewDecoder(strings.NewReader(user.Content))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&wi); err != nil || len(wi.Items) == 0 {
-			writeError(w, http.StatusBadRequest, `with response_format batch_results the user message must be {"items":[{"id":"...","input":"..."}]}`, "invalid_request_error", "messages", "")
-			return
-		}
-		items = wi.Items
+	if f.batch {
 		s.ctl.RecordSize(len(items))
 	} else {
 		s.ctl.RecordSize(1)
@@ -229,38 +315,46 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 	}
 
 	b := s.takeBehaviour()
-	if !batch && b.Shuffle && !fake.Sleep(r, time.Duration(rand.IntN(10_001))*time.Microsecond) {
+	if !f.batch && b.Shuffle && !fake.Sleep(r, time.Duration(rand.IntN(10_001))*time.Microsecond) {
 		return
 	}
 	inputs := []string{user.Content}
-	if batch {
+	var content string
+	var toolCalls []wireToolCall
+	finish := "stop"
+	switch {
+	case f.batch:
 		inputs = make([]string, len(items))
 		for i, it := range items {
-			inputs[i] = it.Input
+			inputs[i] = it.Prompt()
+		}
+		content = batchContent(items, f.answer, objectOutputs(rec.Messages), b)
+	default:
+		content, toolCalls, finish, err = plainContent(req, rec, f, user.Content, s.seq.Add(1))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error(), "invalid_request_error", "", "")
+			return
 		}
 	}
-	var content string
-	if batch {
-		content = batchContent(items, b)
-	} else {
-		content = Answer(user.Content)
-	}
 
-	answer := wireAnswer{Role: "assistant", Content: &content}
-	finish := "stop"
+	answer := wireAnswer{Role: "assistant", Content: &content, ToolCalls: toolCalls}
+	if toolCalls != nil {
+		answer.Content = nil
+	}
 	switch {
 	case b.refuse || s.ctl.Refused(inputs...):
 		refusal := "I'm sorry, but I can't help with that request."
-		answer.Content, answer.Refusal = nil, &refusal
-		content = refusal
+		answer.Content, answer.Refusal, answer.ToolCalls = nil, &refusal, nil
+		content, finish = refusal, "stop"
 	case b.truncate:
 		content = content[:len(content)/2]
 		finish = "length"
-	case b.malformed && batch:
+	case b.malformed && f.batch:
 		content = `{"results": [{"id": "oops", "output": ` // cut off: not JSON
+	case toolCalls != nil:
 	default:
 		var cut bool
-		if batch {
+		if f.batch {
 			content, cut = fake.CutAnswer(content, len(items), s.ctl.OutputCap(), s.ctl.CutOff(len(items)), rec.MaxCompletionTokens)
 		} else {
 			content, cut = fake.CutAnswer(content, 1, 0, false, rec.MaxCompletionTokens)
@@ -275,8 +369,19 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		prompt += len(m.Content)
 	}
 	usage := wireUsage{PromptTokens: fake.Tokens(prompt), CompletionTokens: fake.Tokens(len(content))}
-	choices := []wireChoice{{Message: answer, Logprobs: json.RawMessage("null"), FinishReason: finish}}
-	if !batch && b.LeftOut(user.Content) {
+	logprobs := json.RawMessage("null")
+	if req.Logprobs != nil && *req.Logprobs {
+		logprobs = json.RawMessage(`{"content":[],"refusal":null}`)
+	}
+	n := 1
+	if req.N != nil && *req.N > 1 && !f.batch {
+		n = *req.N
+	}
+	choices := make([]wireChoice, n)
+	for i := range choices {
+		choices[i] = wireChoice{Index: i, Message: answer, Logprobs: logprobs, FinishReason: finish}
+	}
+	if !f.batch && b.LeftOut(user.Content) {
 		choices, usage.CompletionTokens = []wireChoice{}, 0
 	}
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
@@ -289,7 +394,69 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		Choices: choices,
 		Usage:   usage,
 	}
-	fake.WriteAnswer(w, completion, !batch && b.malformed) // a batch answer's content is malformed instead
+	fake.WriteAnswer(w, completion, !f.batch && b.malformed) // a batch answer's content is malformed instead
+}
+
+// batchItems reads the items of a batch request's user message.
+func batchItems(content string) ([]Item, error) {
+	var wi wireItems
+	dec := json.NewDecoder(strings.NewReader(content))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&wi); err != nil || len(wi.Items) == 0 {
+		return nil, errors.New(`with response_format batch_results the user message must be {"items":[{"id":"...","input":"..."}]} (or "messages" instead of "input")`)
+	}
+	for i, it := range wi.Items {
+		if (it.Input == "") == (len(it.Messages) == 0) {
+			return nil, fmt.Errorf(`items[%d] must have "input" or "messages"`, i)
+		}
+	}
+	return wi.Items, nil
+}
+
+// objectOutputs reports whether the system message asks for each output
+// to be the text of a JSON object (a json_object batch), as a model reads
+// its instructions.
+func objectOutputs(msgs []Message) bool {
+	for _, m := range msgs {
+		if m.Role == "system" && strings.Contains(m.Content, "JSON object: a string") {
+			return true
+		}
+	}
+	return false
+}
+
+// plainContent is the answer to a plain call for prompt: a tool call when
+// the request declares tools (and does not turn them off), else text, a
+// JSON object or an instance of the json_schema, cut at the first stop
+// sequence. It returns the content, the tool calls and the finish reason.
+func plainContent(req wireRequest, rec Request, f format, prompt string, seq int64) (string, []wireToolCall, string, error) {
+	if len(req.Tools) > 0 && string(req.ToolChoice) != `"none"` {
+		t := req.Tools[0].Function
+		args, err := fake.Instance(t.Parameters, nil, Answer(prompt))
+		if len(t.Parameters) == 0 {
+			args, err = "{}", nil
+		}
+		if err != nil {
+			return "", nil, "", fmt.Errorf("tools[0].function.parameters: %w", err)
+		}
+		call := wireToolCall{ID: "call_fake" + strconv.FormatInt(seq, 10), Type: "function"}
+		call.Function.Name, call.Function.Arguments = t.Name, args
+		return "", []wireToolCall{call}, "tool_calls", nil
+	}
+	switch f.typ {
+	case "json_schema":
+		out, err := fake.Instance(f.schema, nil, Answer(prompt))
+		return out, nil, "stop", err
+	case "json_object":
+		return string(fake.MarshalJSON(map[string]string{"output": Answer(prompt)})), nil, "stop", nil
+	}
+	out := Answer(prompt)
+	for _, stop := range rec.Stop {
+		if i := strings.Index(out, stop); i >= 0 {
+			out = out[:i]
+		}
+	}
+	return out, nil, "stop", nil
 }
 
 // bearer returns the call's bearer token, and false when it has none.
@@ -313,13 +480,24 @@ func mask(key string) string {
 
 // decodeRequest turns the wire request into the record Requests returns.
 func decodeRequest(req wireRequest, body []byte) (Request, error) {
-	rec := Request{Model: req.Model, ResponseFormat: req.ResponseFormat, Body: body}
+	rec := Request{Model: req.Model, ResponseFormat: req.ResponseFormat, Body: body,
+		Temperature: req.Temperature, TopP: req.TopP, Seed: req.Seed}
 	if string(rec.ResponseFormat) == "null" {
 		rec.ResponseFormat = nil
 	}
-	rec.IDEnum, _, _ = batchFormat(rec.ResponseFormat)
+	if f, err := readFormat(rec.ResponseFormat); err == nil && f.batch {
+		rec.IDEnum = f.answer.IDs
+	}
 	if req.MaxCompletionTokens != nil {
 		rec.MaxCompletionTokens = *req.MaxCompletionTokens
+	}
+	if len(req.Stop) > 0 && string(req.Stop) != "null" {
+		var one string
+		if json.Unmarshal(req.Stop, &one) == nil {
+			rec.Stop = []string{one}
+		} else if err := json.Unmarshal(req.Stop, &rec.Stop); err != nil {
+			return Request{}, fmt.Errorf("stop: want a string or an array of strings: %w", err)
+		}
 	}
 	for i, m := range req.Messages {
 		text, err := m.text()
@@ -340,55 +518,73 @@ func lastUser(msgs []Message) *Message {
 	return nil
 }
 
-// isBatch reports whether raw asks for a batch answer, and errors when it is
-// a response_format the fake does not serve.
-func isBatch(raw json.RawMessage) (bool, error) {
-	_, batch, err := batchFormat(raw)
-	return batch, err
-}
-
-// batchFormat reports whether raw asks for a batch answer, with the enum
-// of ids its schema lists (nil when none), and errors when it is a
+// readFormat reads a response_format: a batch answer (a strict
+// json_schema named "batch_results" whose schema is the batch schema), or
+// a plain call's text, json_object or json_schema. It errors when it is a
 // response_format the fake does not serve.
-func batchFormat(raw json.RawMessage) (ids []string, batch bool, err error) {
+func readFormat(raw json.RawMessage) (format, error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return nil, false, nil
+		return format{typ: "text"}, nil
 	}
 	var rf wireResponseFormat
 	if err := json.Unmarshal(raw, &rf); err != nil {
-		return nil, false, fmt.Errorf("invalid response_format: %w", err)
+		return format{}, fmt.Errorf("invalid response_format: %w", err)
 	}
 	switch rf.Type {
-	case "text":
-		return nil, false, nil
+	case "text", "json_object":
+		return format{typ: rf.Type}, nil
 	case "json_schema":
 	default:
-		return nil, false, fmt.Errorf("response_format type %q is not supported here; use a strict json_schema named %q", rf.Type, SchemaName)
+		return format{}, fmt.Errorf("response_format type %q is not supported; use text, json_object or json_schema", rf.Type)
 	}
 	js := rf.JSONSchema
-	if js == nil || js.Name != SchemaName || js.Strict == nil || !*js.Strict {
-		return nil, false, fmt.Errorf("response_format must be a strict json_schema named %q", SchemaName)
+	if js == nil || js.Name == "" || len(js.Schema) == 0 {
+		return format{}, errors.New("response_format json_schema needs a name and a schema")
 	}
-	switch ids, same, err := fake.ParseBatchSchema(js.Schema); {
+	if js.Name != SchemaName {
+		return format{typ: rf.Type, schema: js.Schema}, nil
+	}
+	if js.Strict == nil || !*js.Strict {
+		return format{}, fmt.Errorf("response_format must be a strict json_schema named %q", SchemaName)
+	}
+	switch answer, same, err := fake.ParseBatchSchema(js.Schema); {
 	case err != nil:
-		return nil, false, fmt.Errorf("invalid response_format.json_schema.schema: %w", err)
+		return format{}, fmt.Errorf("invalid response_format.json_schema.schema: %w", err)
 	case !same:
-		return nil, false, errors.New("response_format.json_schema.schema is not the batch_results schema")
+		return format{}, errors.New("response_format.json_schema.schema is not the batch_results schema")
 	default:
-		return ids, true, nil
+		return format{batch: true, answer: answer, typ: rf.Type}, nil
 	}
 }
 
-// batchContent builds the JSON content answering items as b says.
-func batchContent(items []Item, b behaviour) string {
+// batchContent builds the JSON content answering items as b says: each
+// output the answer to the item's prompt, as JSON valid against the
+// output schema when it is structured, or as the text of a JSON object
+// when object says the instructions ask for that.
+func batchContent(items []Item, answer fake.BatchAnswer, object bool, b behaviour) string {
+	structured := answer.Structured()
 	results := make([]Result, 0, len(items))
 	for _, it := range items[:b.Kept(len(items))] {
-		if !b.LeftOut(it.Input) {
-			results = append(results, Result{ID: it.ID, Output: Answer(it.Input)})
+		if b.LeftOut(it.Prompt()) {
+			continue
 		}
+		res := Result{ID: it.ID, Output: Answer(it.Prompt())}
+		switch {
+		case structured:
+			out, err := fake.Instance(answer.Output, answer.Root, Answer(it.Prompt()))
+			if err != nil {
+				out = `"` + err.Error() + `"` // the model could not follow the schema
+			}
+			res.JSON = out
+		case object:
+			res.Output = string(fake.MarshalJSON(map[string]string{"output": Answer(it.Prompt())}))
+		}
+		results = append(results, res)
 	}
 	results = b.Finish(results, func(x, y Result) bool { return x == y }, func(first Result) (Result, Result) {
-		return Result{ID: "not-asked", Output: Answer("not asked")}, Result{ID: first.ID, Output: "repeated: " + first.Output}
+		again := first
+		again.Output = "repeated: " + first.Output
+		return Result{ID: "not-asked", Output: Answer("not asked")}, again
 	})
 	return string(fake.MarshalJSON(wireResults{Results: results}))
 }

@@ -6,7 +6,10 @@
 // through real HTTP, and how the provider reports the faults of real APIs
 // (see Faults): an answer cut off at the output limit, a refused input, a
 // wrong key, an outage, a hang, an unknown model, and what a call sends
-// (the enum of ids, the output budget).
+// (the enum of ids, the output budget); and wire format 1.1 (see
+// wire11.go): conversations, structured output (also under an outage and
+// an unreadable answer) and embeddings (exact vectors, their faults, or
+// their refusal without a call when Target.Embeddings is false).
 //
 // A provider's test builds a Target: how to start a fresh fake server and a
 // provider talking to it, and what the provider can express. Capabilities
@@ -149,6 +152,10 @@ type Target struct {
 	// batch's keys as the enum of ids (Call.IDs), so that the model cannot
 	// answer for an id it was not given.
 	IDEnum bool
+	// Embeddings reports whether the provider serves embedding batches
+	// (wire.KindEmbedding); one that does not must refuse them, each
+	// request for good, without a call.
+	Embeddings bool
 	// Concurrency is the bound on concurrent calls the provider was built
 	// with in Single mode; the suite checks it is kept. Ignored in Combined.
 	Concurrency int
@@ -201,6 +208,7 @@ func Run(t *testing.T, tg Target) {
 	t.Run("CallsPerBatch", s.testCallsPerBatch)
 	t.Run("Faults", s.testFaults)
 	t.Run("Sent", s.testSent)
+	t.Run("Wire11", s.testWire11)
 }
 
 type suite struct{ tg Target }

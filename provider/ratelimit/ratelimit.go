@@ -7,6 +7,10 @@
 // Limits are per wrapper, that is per worker process: with several workers,
 // give each its share of the account's limits.
 //
+// The wrapper passes on what the wrapped provider says of itself
+// (provider.Supporter, provider.FormatCombiner, provider.OutputLimiter), so
+// the engine plans as it would without it.
+//
 // Pacing uses token buckets (golang.org/x/time/rate) that refill
 // continuously at RPM/60 calls and TPM/60 tokens per second and hold at most
 // a minute's worth by default (WithBurst changes that), the way the APIs
@@ -24,6 +28,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // Limits are the rates a Provider keeps to. A field of NoLimit (0, the
@@ -234,4 +239,37 @@ func (systemClock) Sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+var (
+	_ provider.Supporter      = (*Provider)(nil)
+	_ provider.FormatCombiner = (*Provider)(nil)
+	_ provider.OutputLimiter  = (*Provider)(nil)
+)
+
+// Supports asks the wrapped provider, when it implements
+// provider.Supporter; otherwise every kind is served.
+func (p *Provider) Supports(kind string) error {
+	if s, ok := p.next.(provider.Supporter); ok {
+		return s.Supports(kind)
+	}
+	return nil
+}
+
+// CombinesFormat asks the wrapped provider, when it implements
+// provider.FormatCombiner; otherwise every format may be combined.
+func (p *Provider) CombinesFormat(f wire.ResponseFormat) error {
+	if c, ok := p.next.(provider.FormatCombiner); ok {
+		return c.CombinesFormat(f)
+	}
+	return nil
+}
+
+// MaxOutputTokens asks the wrapped provider, when it implements
+// provider.OutputLimiter; otherwise it is 0 (unknown).
+func (p *Provider) MaxOutputTokens(model string) int {
+	if l, ok := p.next.(provider.OutputLimiter); ok {
+		return l.MaxOutputTokens(model)
+	}
+	return 0
 }

@@ -2,6 +2,7 @@ package ratelimit_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"github.com/aibatch/aibatch/provider/openai"
 	"github.com/aibatch/aibatch/provider/openaitest"
 	"github.com/aibatch/aibatch/provider/ratelimit"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // fakeClock is a Clock whose Sleep returns at once, moving the time on by
@@ -420,5 +422,43 @@ func TestEmptyBatchPassesThrough(t *testing.T) {
 	}
 	if got := clock.takeSleeps(); len(got) != 0 || srv.Calls() != 0 {
 		t.Errorf("empty batches slept %v and made %d calls", got, srv.Calls())
+	}
+}
+
+// TestPassesOnWhatTheProviderSays checks that the wrapper answers the
+// engine's planning questions as the wrapped provider does.
+func TestPassesOnWhatTheProviderSays(t *testing.T) {
+	t.Parallel()
+	o, err := openai.New(openai.Config{APIKey: "k", BaseURL: "http://127.0.0.1:1/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := httpapi.New(httpapi.Config{URL: "http://127.0.0.1:1/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loose := wire.ResponseFormat{Type: wire.FormatJSONSchema, JSONSchema: &wire.JSONSchema{Name: "x", Schema: json.RawMessage(`{"type":"object","properties":{"a":{"type":"string"}}}`)}}
+	for _, inner := range []provider.Provider{o, h} {
+		w, err := ratelimit.New(inner, ratelimit.Limits{RPM: 60})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantLimit := 0
+		if l, ok := inner.(provider.OutputLimiter); ok {
+			wantLimit = l.MaxOutputTokens("gpt-4o-mini")
+		}
+		if got := w.MaxOutputTokens("gpt-4o-mini"); got != wantLimit {
+			t.Errorf("%s: MaxOutputTokens = %d, want %d", inner.Name(), got, wantLimit)
+		}
+		var wantCombine error
+		if c, ok := inner.(provider.FormatCombiner); ok {
+			wantCombine = c.CombinesFormat(loose)
+		}
+		if got := w.CombinesFormat(loose); (got == nil) != (wantCombine == nil) {
+			t.Errorf("%s: CombinesFormat = %v, want %v", inner.Name(), got, wantCombine)
+		}
+		if err := w.Supports(wire.KindEmbedding); err != nil {
+			t.Errorf("%s: Supports(embedding) = %v, want nil", inner.Name(), err)
+		}
 	}
 }

@@ -197,15 +197,37 @@ func CutAnswer(full string, items, capItems int, cut bool, maxTokens int64) (str
 	return CutBytes(full, max(n, 0)), true
 }
 
+// BatchAnswer is what the schema of a combined answer declares, as
+// ParseBatchSchema reads it.
+type BatchAnswer struct {
+	// IDs is the "enum" of "id": the batch's ids; nil when there is none.
+	IDs []string
+	// Output is the schema of each result's "output": {"type":"string"},
+	// or a request's own schema (structured output).
+	Output json.RawMessage
+	// Root is the whole schema, against which Output's "$ref"s resolve.
+	Root json.RawMessage
+}
+
+// Structured reports whether outputs are structured (their schema is not
+// the plain string).
+func (a BatchAnswer) Structured() bool {
+	var out any
+	_ = json.Unmarshal(a.Output, &out)
+	return !reflect.DeepEqual(out, map[string]any{"type": "string"})
+}
+
 // ParseBatchSchema reads raw, the JSON schema of a combined answer a
 // request declared: it must be BatchSchema, whose "id" property may also
-// list the batch's ids as an "enum" of strings. It returns that enum (nil
-// when there is none) and whether raw is the batch schema; it fails when
-// raw is not JSON or the enum is not an array of strings.
-func ParseBatchSchema(raw json.RawMessage) (ids []string, ok bool, err error) {
+// list the batch's ids as an "enum" of strings, whose "output" may be any
+// schema (a request's own, for structured output), and whose root may hold
+// the definitions ("$defs", "definitions") that schema refers to. ok
+// reports whether raw is such a schema; it fails when raw is not JSON or
+// the enum is not an array of strings.
+func ParseBatchSchema(raw json.RawMessage) (answer BatchAnswer, ok bool, err error) {
 	var got, want any
 	if err := json.Unmarshal(raw, &got); err != nil {
-		return nil, false, err
+		return BatchAnswer{}, false, err
 	}
 	if err := json.Unmarshal([]byte(BatchSchema), &want); err != nil {
 		panic(err) // a constant
@@ -214,32 +236,50 @@ func ParseBatchSchema(raw json.RawMessage) (ids []string, ok bool, err error) {
 		if enum, has := id["enum"]; has {
 			list, isList := enum.([]any)
 			if !isList {
-				return nil, false, errors.New(`the "enum" of "id" is not an array`)
+				return BatchAnswer{}, false, errors.New(`the "enum" of "id" is not an array`)
 			}
-			ids = make([]string, len(list))
+			answer.IDs = make([]string, len(list))
 			for i, v := range list {
 				s, isString := v.(string)
 				if !isString {
-					return nil, false, fmt.Errorf(`"enum" of "id": entry %d is not a string`, i)
+					return BatchAnswer{}, false, fmt.Errorf(`"enum" of "id": entry %d is not a string`, i)
 				}
-				ids[i] = s
+				answer.IDs[i] = s
 			}
 			delete(id, "enum")
 		}
 	}
-	if !reflect.DeepEqual(got, want) {
-		return nil, false, nil
+	if props := itemProperties(got); props != nil {
+		if out, has := props["output"]; has {
+			answer.Output = MarshalJSON(out)
+			props["output"] = map[string]any{"type": "string"}
+		}
 	}
-	return ids, true, nil
+	if root, isObject := got.(map[string]any); isObject {
+		delete(root, "$defs")
+		delete(root, "definitions")
+	}
+	if !reflect.DeepEqual(got, want) {
+		return BatchAnswer{}, false, nil
+	}
+	answer.Root = raw
+	return answer, true, nil
+}
+
+// itemProperties returns the "properties" of a batch schema's result item,
+// decoded as any, or nil when it has none.
+func itemProperties(schema any) map[string]any {
+	step := func(v any, key string) any {
+		m, _ := v.(map[string]any)
+		return m[key]
+	}
+	props, _ := step(step(step(step(schema, "properties"), "results"), "items"), "properties").(map[string]any)
+	return props
 }
 
 // idProperty returns the schema of "id" in a batch schema decoded as any,
 // or nil when it has none.
 func idProperty(schema any) map[string]any {
-	step := func(v any, key string) any {
-		m, _ := v.(map[string]any)
-		return m[key]
-	}
-	id, _ := step(step(step(step(step(schema, "properties"), "results"), "items"), "properties"), "id").(map[string]any)
+	id, _ := itemProperties(schema)["id"].(map[string]any)
 	return id
 }

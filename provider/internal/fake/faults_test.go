@@ -212,14 +212,15 @@ func TestParseBatchSchema(t *testing.T) {
 		{"enum not a list", strings.Replace(withEnum, `["a","b"]`, `"a"`, 1), nil, false, true},
 		{"enum of numbers", strings.Replace(withEnum, `["a","b"]`, `[1]`, 1), nil, false, true},
 		{"not JSON", `{`, nil, false, true},
-		{"enum elsewhere", strings.Replace(fake.BatchSchema, `"output":{"type":"string"}`, `"output":{"type":"string","enum":["x"]}`, 1), nil, false, false},
+		{"structured output", strings.Replace(fake.BatchSchema, `"output":{"type":"string"}`, `"output":{"type":"string","enum":["x"]}`, 1), nil, true, false},
+		{"enum at the root", strings.Replace(fake.BatchSchema, `"required":["results"]`, `"required":["results"],"enum":["x"]`, 1), nil, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			ids, ok, err := fake.ParseBatchSchema(json.RawMessage(tt.raw))
-			if (err != nil) != tt.wantErr || ok != tt.wantOK || !slices.Equal(ids, tt.wantIDs) {
-				t.Errorf("ParseBatchSchema = %v, %v, %v; want %v, %v, error %v", ids, ok, err, tt.wantIDs, tt.wantOK, tt.wantErr)
+			answer, ok, err := fake.ParseBatchSchema(json.RawMessage(tt.raw))
+			if (err != nil) != tt.wantErr || ok != tt.wantOK || !slices.Equal(answer.IDs, tt.wantIDs) {
+				t.Errorf("ParseBatchSchema = %v, %v, %v; want %v, %v, error %v", answer.IDs, ok, err, tt.wantIDs, tt.wantOK, tt.wantErr)
 			}
 		})
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/wire"
 )
 
 // First returns the first of errs that is not nil, or nil. Pass it the
@@ -77,14 +78,23 @@ func BaseURL(raw string) error {
 	return nil
 }
 
-// Batch reports the permanent error of a batch that cannot be sent: one with
-// no requests or no model.
+// Batch reports the permanent error of a batch that cannot be sent as a
+// Batch API job: one with no requests or no model, an embedding batch (the
+// jobs carry chat requests; embeddings are batched natively by Complete),
+// or a request with provider options (a job line has no place for them).
 func Batch(b provider.Batch) error {
 	switch {
 	case len(b.Requests) == 0:
 		return provider.Permanent(errors.New("batch has no requests"))
 	case b.Model == "":
 		return provider.Permanent(errors.New("batch has no model"))
+	case b.Kind == wire.KindEmbedding:
+		return provider.Permanent(errors.New("a Batch API job carries chat requests, not embeddings"))
+	}
+	for _, r := range b.Requests {
+		if len(r.Options) > 0 {
+			return provider.Permanent(fmt.Errorf("request %q has provider options: it is sent alone, not in a job", r.Key))
+		}
 	}
 	return nil
 }
