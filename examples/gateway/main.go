@@ -63,12 +63,11 @@ func run(ctx context.Context, baseURL, key, statsURL string, chats, embeddings, 
 	if err != nil {
 		return err
 	}
-	calls := 0
-	for name, n := range after {
-		d := n - before[name]
-		fmt.Printf("provider calls (%s, fake provider's /stats): %d\n", name, d)
-		calls += d
-	}
+	// /stats: "calls" counts every API call, "embedding_calls" those of
+	// the embeddings endpoint among them.
+	calls := after["calls"] - before["calls"]
+	embeddingCalls := after["embedding_calls"] - before["embedding_calls"]
+	fmt.Printf("provider calls (the fake provider's /stats): %d chat completions, %d embeddings\n", calls-embeddingCalls, embeddingCalls)
 	fmt.Printf("%d requests -> %d provider calls\n", chats+embeddings, calls)
 	return nil
 }

@@ -1,13 +1,7 @@
-//go:build wire11
-
-// The acceptance tests that need the worker side of wire format 1.1
-// (native embedding batching, combined structured output), which another
-// branch (wt-wire11) builds. They are kept out of the build by the wire11
-// tag until that branch is merged: then remove the tag line, point
-// fakeEmbedding at the fake provider's own embedding function, and run
-// them with the rest.
-
 package main
+
+// The acceptance tests of wire format 1.1 through the gateway: native
+// embedding batching and structured output combined in shared calls.
 
 import (
 	"bytes"
@@ -23,8 +17,9 @@ import (
 	"github.com/aibatch/aibatch/provider/openaitest"
 )
 
-// fakeEmbedding is the fake provider's vector for input.
-var fakeEmbedding = openaitest.Embedding
+// fakeEmbedding is the fake provider's vector for input, at the default
+// model's length.
+func fakeEmbedding(input string) []float32 { return openaitest.Embedding(input, 0) }
 
 func TestAcceptanceEmbeddings(t *testing.T) {
 	t.Parallel()
