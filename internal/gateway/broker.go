@@ -288,17 +288,15 @@ func (b *broker) unregister(c *collector) {
 
 // deliver hands a result from the gateway's reply subject to its waiter.
 func (b *broker) deliver(data []byte) {
-	var head struct {
-		ID string `json:"id"`
-	}
-	if json.Unmarshal(data, &head) != nil {
+	var r wire.Result
+	if json.Unmarshal(data, &r) != nil {
 		b.unclaimed.Add(1)
 		return
 	}
 	b.mu.Lock()
-	c := b.waiting[head.ID]
+	c := b.waiting[r.ID]
 	b.mu.Unlock()
-	if c == nil || !c.add(data) {
+	if c == nil || !c.put(r) {
 		b.unclaimed.Add(1)
 	}
 }
@@ -356,6 +354,12 @@ func (c *collector) add(data []byte) bool {
 	if json.Unmarshal(data, &r) != nil {
 		return false
 	}
+	return c.put(r)
+}
+
+// put records r if it answers one of c's requests that had none yet, and
+// reports whether it did.
+func (c *collector) put(r wire.Result) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	i, ok := c.place(r.ID)
