@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,10 +37,16 @@ var (
 const errCodeStoreFailed jetstream.ErrorCode = 10077
 
 // broker publishes the gateway's wire requests and hands each result to
-// the HTTP request waiting for it. Results of requests without an
-// Idempotency-Key come on the gateway's own reply subject through one
-// ordered consumer of the result stream, which resumes where it was after
-// a reconnect; those of a key come on the key's subject (see do).
+// the HTTP request waiting for it.
+//
+// Results of requests without an Idempotency-Key come on the gateway's own
+// reply subject, read with one plain subscription: the fastest way, with no
+// consumer of the stream to keep alive. A subscription misses what is
+// published while the connection is down, or what it drops when it falls
+// behind (a slow consumer); the stream has those results, so after a
+// reconnect or a drop the broker reads the reply subject's results from
+// the stream since a little before the gap and hands on those still awaited
+// (catchUp). Results of a key come on the key's subject (see submit).
 type broker struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
@@ -47,7 +54,9 @@ type broker struct {
 	reply   string
 	log     *zap.Logger
 
-	cc jetstream.ConsumeContext
+	sub      *nats.Subscription
+	statuses chan nats.Status
+	watched  chan struct{} // closed when watch has returned
 
 	mu      sync.Mutex
 	waiting map[string]*collector
@@ -57,9 +66,17 @@ type broker struct {
 	unclaimed atomic.Uint64
 }
 
-// startBroker finds the streams the workers created and starts reading
-// results sent to reply from now on. It fails while no stream stores the
-// request or reply subjects.
+// Catching up: how far before a gap the stream is read again (clocks of
+// the gateway and the server may differ a little), and how often the
+// subscription is checked for dropped messages.
+const (
+	catchUpMargin   = 10 * time.Second
+	dropCheckPeriod = time.Second
+	catchUpTimeout  = time.Minute
+)
+
+// startBroker finds the streams the workers created and subscribes to
+// reply. It fails while no stream stores the request or reply subjects.
 func startBroker(ctx context.Context, nc *nats.Conn, reply string, log *zap.Logger) (*broker, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -77,34 +94,112 @@ func startBroker(ctx context.Context, nc *nats.Conn, reply string, log *zap.Logg
 	if err != nil {
 		return nil, fmt.Errorf("open result stream %s: %w", name, err)
 	}
-	info, err := stream.Info(ctx)
+	b := &broker{nc: nc, js: js, results: stream, reply: reply, log: log, waiting: map[string]*collector{}, watched: make(chan struct{})}
+	b.sub, err = nc.Subscribe(reply, func(m *nats.Msg) { b.deliver(m.Data, true) })
 	if err != nil {
-		return nil, fmt.Errorf("read result stream %s: %w", name, err)
+		return nil, fmt.Errorf("subscribe to %s: %w", reply, err)
 	}
-	b := &broker{nc: nc, js: js, results: stream, reply: reply, log: log, waiting: map[string]*collector{}}
-	// From the sequence after what the stream holds now rather than "new":
-	// a consumer reset before the first result still resumes from here.
-	cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{reply},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    info.State.LastSeq + 1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create the results consumer on %s: %w", reply, err)
+	// Room for bursts of results: 64 MiB, whatever their number.
+	if err := b.sub.SetPendingLimits(-1, 64<<20); err != nil {
+		_ = b.sub.Unsubscribe()
+		return nil, fmt.Errorf("subscribe to %s: %w", reply, err)
 	}
-	b.cc, err = cons.Consume(func(m jetstream.Msg) { b.deliver(m.Data()) }, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		log.Warn("results consumer", zap.String("subject", reply), zap.Error(err))
-	}))
-	if err != nil {
-		return nil, fmt.Errorf("consume results on %s: %w", reply, err)
+	// The server has the subscription before any request is published.
+	if err := nc.FlushWithContext(ctx); err != nil {
+		_ = b.sub.Unsubscribe()
+		return nil, fmt.Errorf("subscribe to %s: %w", reply, err)
 	}
+	b.statuses = nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CONNECTED, nats.CLOSED)
+	go b.watch()
 	return b, nil
 }
 
 // stop stops reading results.
 func (b *broker) stop() {
-	b.cc.Stop()
-	<-b.cc.Closed()
+	b.nc.RemoveStatusListener(b.statuses)
+	<-b.watched
+	_ = b.sub.Unsubscribe()
+}
+
+// watch catches up after every gap in the subscription: a disconnect, or
+// messages it dropped.
+func (b *broker) watch() {
+	defer close(b.watched)
+	tick := time.NewTicker(dropCheckPeriod)
+	defer tick.Stop()
+	var lost time.Time // when the connection went down; zero while up
+	dropped, checked := 0, time.Now()
+	for {
+		select {
+		case st, ok := <-b.statuses:
+			switch {
+			case !ok || st == nats.CLOSED:
+				return
+			case st == nats.CONNECTED && !lost.IsZero():
+				b.catchUp(lost.Add(-catchUpMargin), "reconnected")
+				lost = time.Time{}
+			case st != nats.CONNECTED && lost.IsZero():
+				lost = time.Now()
+			}
+		case now := <-tick.C:
+			if n, err := b.sub.Dropped(); err == nil && n > dropped {
+				dropped = n
+				b.catchUp(checked.Add(-catchUpMargin), "the subscription dropped results")
+			}
+			checked = now
+		}
+	}
+}
+
+// catchUp reads the results stored on the reply subject since since and
+// hands on those still awaited.
+func (b *broker) catchUp(since time.Time, why string) {
+	ctx, cancel := context.WithTimeout(context.Background(), catchUpTimeout)
+	defer cancel()
+	n, err := b.read(ctx, b.reply, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{b.reply}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
+	}, func(data []byte) bool {
+		b.deliver(data, false)
+		return false
+	})
+	if err != nil {
+		b.log.Warn("catch up on results", zap.String("why", why), zap.Error(err))
+		return
+	}
+	b.log.Info("caught up on results", zap.String("why", why), zap.Time("since", since), zap.Int("read", n))
+}
+
+// read passes the results stored on subject, from where cfg says, to f
+// until f returns true or none is left, and returns how many it read.
+func (b *broker) read(ctx context.Context, subject string, cfg jetstream.OrderedConsumerConfig, f func(data []byte) (enough bool)) (int, error) {
+	cons, err := b.results.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("read stored results on %s: %w", subject, err)
+	}
+	read := 0
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return read, fmt.Errorf("read stored results on %s: %w", subject, err)
+		}
+		n, pending := 0, uint64(0)
+		for m := range batch.Messages() {
+			n++
+			if f(m.Data()) {
+				return read + n, nil
+			}
+			if meta, err := m.Metadata(); err == nil {
+				pending = meta.NumPending
+			}
+		}
+		read += n
+		if err := batch.Error(); err != nil {
+			return read, fmt.Errorf("read stored results on %s: %w", subject, err)
+		}
+		if n == 0 || pending == 0 {
+			return read, nil
+		}
+	}
 }
 
 // submission is what one HTTP request publishes: its wire requests (with
@@ -193,26 +288,12 @@ func (b *broker) stored(ctx context.Context, subject string, c *collector) error
 		return nil
 	}
 	// An array's earlier results: read the key's subject from the start.
-	cons, err := b.results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	_, err = b.read(ctx, subject, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}, func(data []byte) bool {
+		c.add(data)
+		return c.complete()
+	})
 	if err != nil {
-		return fmt.Errorf("%w: read stored results on %s: %w", errUnconfirmed, subject, err)
-	}
-	for !c.complete() {
-		batch, err := cons.FetchNoWait(len(c.ids))
-		if err != nil {
-			return fmt.Errorf("%w: read stored results on %s: %w", errUnconfirmed, subject, err)
-		}
-		n, pending := 0, uint64(0)
-		for m := range batch.Messages() {
-			n++
-			c.add(m.Data())
-			if meta, err := m.Metadata(); err == nil {
-				pending = meta.NumPending
-			}
-		}
-		if n == 0 || pending == 0 {
-			break
-		}
+		return fmt.Errorf("%w: %w", errUnconfirmed, err)
 	}
 	return nil
 }
@@ -287,16 +368,20 @@ func (b *broker) unregister(c *collector) {
 }
 
 // deliver hands a result from the gateway's reply subject to its waiter.
-func (b *broker) deliver(data []byte) {
+// count says whether a result nobody takes counts as unclaimed: not when
+// catching up, which reads results delivered already.
+func (b *broker) deliver(data []byte, count bool) {
 	var r wire.Result
 	if json.Unmarshal(data, &r) != nil {
-		b.unclaimed.Add(1)
+		if count {
+			b.unclaimed.Add(1)
+		}
 		return
 	}
 	b.mu.Lock()
 	c := b.waiting[r.ID]
 	b.mu.Unlock()
-	if c == nil || !c.put(r) {
+	if (c == nil || !c.put(r)) && count {
 		b.unclaimed.Add(1)
 	}
 }

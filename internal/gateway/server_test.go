@@ -2,19 +2,24 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/shared"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/aibatch/aibatch/internal/gateway"
 	"github.com/aibatch/aibatch/jetstream"
@@ -713,4 +718,70 @@ func scrape(t *testing.T, s *stack) string {
 	req, _ := http.NewRequest(http.MethodGet, s.base+"/metrics", nil)
 	_, body := do(t, s.httpClient(), req)
 	return body
+}
+
+// TestResultsAcrossANATSRestart restarts the server while requests wait:
+// their results, stored after it, still reach the callers.
+func TestResultsAcrossANATSRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ns := jetstreamtest.RunServer(t, dir)
+	_, js := jetstreamtest.Connect(t, ns)
+	ctx := ctxT(t)
+	topo := jetstream.Topology{}.WithDefaults()
+	if _, _, _, err := jetstream.Ensure(ctx, js, topo); err != nil {
+		t.Fatal(err)
+	}
+	gnc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gnc.Close)
+	reg := prometheus.NewRegistry()
+	srv, err := gateway.New(gateway.Config{Addr: "127.0.0.1:0", Timeout: 30 * time.Second, Log: zaptest.NewLogger(t)}, reg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	if err := srv.Connect(ctx, gnc); err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := openai.NewClient(option.WithBaseURL("http://"+srv.Addr()+"/v1"), option.WithAPIKey("x"), option.WithMaxRetries(0),
+		option.WithHTTPClient(&http.Client{Transport: tr}))
+	const n = 5
+	answers := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			got, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+				Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("q" + strconv.Itoa(i))},
+			})
+			errs[i] = err
+			if err == nil {
+				answers[i] = got.Choices[0].Message.Content
+			}
+		})
+	}
+	jetstreamtest.Eventually(t, 10*time.Second, "every request stored", func() bool {
+		return jetstreamtest.Count(t, js, wire.RequestStream) == n
+	})
+	// The broker restarts with the requests in its store; a responder then
+	// answers them, perhaps before the gateway is connected again.
+	ns = jetstreamtest.RestartServer(t, ns, dir)
+	_, rjs := jetstreamtest.Connect(t, ns)
+	resp := &responder{t: t, js: rjs, answer: echo}
+	resp.start(ctx, topo)
+	t.Cleanup(resp.stop)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || answers[i] != "echo: q"+strconv.Itoa(i) {
+			t.Errorf("request %d across the restart: %q %v", i, answers[i], errs[i])
+		}
+	}
 }
