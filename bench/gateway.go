@@ -157,7 +157,7 @@ func startGatewayProcess(ctx context.Context, bin, dir, natsURL string, timeout 
 	cmd := exec.Command(bin)
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "NATS_URL=" + natsURL,
-		"GATEWAY_ADDR=" + addr, "GATEWAY_TIMEOUT=" + timeout.String(), "LOG_LEVEL=debug", "SHUTDOWN_TIMEOUT=1s"}
+		"GATEWAY_ADDR=" + addr, "GATEWAY_TIMEOUT=" + timeout.String(), "LOG_LEVEL=warn", "SHUTDOWN_TIMEOUT=1s"}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()
@@ -280,12 +280,11 @@ func runGatewayLatency(ctx context.Context, o *options, root, bin string, seed u
 		return gatewayLatency{}, err
 	}
 	defer w.stop()
-	gw, err := startGatewayProcess(ctx, bin, root, b.url(), 20*time.Second)
+	gw, err := startGatewayProcess(ctx, bin, root, b.url(), time.Minute)
 	if err != nil {
 		return gatewayLatency{}, err
 	}
 	defer gw.stop()
-	defer func() { exec.Command("cp", gw.log.Name(), "/tmp/gwdebug.log").Run() }() // DEBUG
 	cc, err := connect(b.url(), "bench-client")
 	if err != nil {
 		return gatewayLatency{}, err
