@@ -53,8 +53,7 @@ type parked struct {
 // park takes r's connection over and answers it later. It returns false,
 // having changed nothing, when the connection cannot be taken over (HTTP/2,
 // or a connection with a further request already read).
-func (s *Server) park(w http.ResponseWriter, r *http.Request, start time.Time, endpoint string, sub submission, p *pending, respond respondFunc) bool {
-	deadline, _ := r.Context().Deadline()
+func (s *Server) park(w http.ResponseWriter, start time.Time, endpoint string, sub submission, p *pending, respond respondFunc) bool {
 	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return false
@@ -74,9 +73,6 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request, start time.Time, e
 	s.parked[pr] = struct{}{}
 	s.parkMu.Unlock()
 	left := s.cfg.Timeout - s.now().Sub(start)
-	if !deadline.IsZero() {
-		left = min(left, time.Until(deadline))
-	}
 	pr.mu.Lock()
 	pr.timer = time.AfterFunc(max(left, 0), func() { pr.finish(errTimedOut) })
 	pr.mu.Unlock()

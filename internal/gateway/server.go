@@ -431,6 +431,7 @@ func (s *Server) await(w http.ResponseWriter, r *http.Request, c call, endpoint 
 	if err != nil {
 		return s.waitError(sub, err)
 	}
+	sub.bodies = nil // published: a parked wait keeps only the ids
 	s.waiting(endpoint, 1)
 	park := time.NewTimer(s.cfg.ParkAfter)
 	defer park.Stop()
@@ -442,7 +443,7 @@ func (s *Server) await(w http.ResponseWriter, r *http.Request, c call, endpoint 
 		case <-s.stopping:
 			err = errStopping
 		case <-park.C:
-			if s.park(w, r, start, endpoint, sub, p, respond) {
+			if s.park(w, start, endpoint, sub, p, respond) {
 				return errParked
 			}
 			continue // not a connection that can be taken over: wait on
