@@ -47,6 +47,9 @@ type gatewayLatency struct {
 	// GatewayCPUUS is the gateway process's CPU time per request.
 	GatewayCPUUS float64 `json:"gateway_cpu_us_per_req"`
 	GatewayFirst bool    `json:"gateway_first"`
+	// Parked counts the gateway's waits that lasted its ParkAfter (1s) and
+	// were handed off (a sign the machine was overloaded in the run).
+	Parked float64 `json:"parked"`
 }
 
 // gatewayMemory is one run of the memory measurement.
@@ -80,8 +83,8 @@ func scenarioGateway(ctx context.Context, o *options, r *report) error {
 			return fmt.Errorf("latency run %d: %w", run+1, err)
 		}
 		lat = append(lat, l)
-		r.progress("11 gateway: run %d, %d requests per path at %g/s: client p50 %.2fms p99 %.2fms, gateway p50 %.2fms p99 %.2fms: +%.2fms at p50; gateway CPU %.0fµs/req",
-			run+1, l.Requests, o.GWRate, l.ClientP50MS, l.ClientP99MS, l.GatewayP50MS, l.GatewayP99MS, l.AddedP50MS, l.GatewayCPUUS)
+		r.progress("11 gateway: run %d, %d requests per path at %g/s: client p50 %.2fms p99 %.2fms, gateway p50 %.2fms p99 %.2fms: +%.2fms at p50; gateway CPU %.0fµs/req, %.0f waits parked",
+			run+1, l.Requests, o.GWRate, l.ClientP50MS, l.ClientP99MS, l.GatewayP50MS, l.GatewayP99MS, l.AddedP50MS, l.GatewayCPUUS, l.Parked)
 	}
 	var mem []gatewayMemory
 	for run := range o.MemRuns {
@@ -377,6 +380,11 @@ func runGatewayLatency(ctx context.Context, o *options, root, bin string, seed u
 		GatewayFirst: gatewayFirst,
 	}
 	res.AddedP50MS = res.GatewayP50MS - res.ClientP50MS
+	rt, err := runtimeMetrics(gw)
+	if err != nil {
+		return gatewayLatency{}, err
+	}
+	res.Parked = rt[`aibatch_gateway_parked_total{endpoint="chat_completions"}`]
 	return res, nil
 }
 
@@ -501,8 +509,8 @@ func waitWaiting(ctx context.Context, gw *gatewayProcess, n int, timeout time.Du
 	}
 }
 
-// runtimeMetrics reads the Go runtime's memory figures and goroutine count
-// from the gateway's /metrics.
+// runtimeMetrics reads the Go runtime's memory figures, the goroutine
+// count and the parked waits from the gateway's /metrics.
 func runtimeMetrics(gw *gatewayProcess) (map[string]float64, error) {
 	resp, err := http.Get(gw.base + "/metrics")
 	if err != nil {
@@ -516,7 +524,8 @@ func runtimeMetrics(gw *gatewayProcess) (map[string]float64, error) {
 	out := map[string]float64{}
 	for line := range strings.SplitSeq(string(text), "\n") {
 		name, v, ok := strings.Cut(line, " ")
-		if !ok || !(strings.HasPrefix(name, "go_memstats_") && strings.HasSuffix(name, "_bytes") || name == "go_goroutines") {
+		if !ok || !(strings.HasPrefix(name, "go_memstats_") && strings.HasSuffix(name, "_bytes") || name == "go_goroutines" ||
+			strings.HasPrefix(name, "aibatch_gateway_parked_total")) {
 			continue
 		}
 		if f, err := strconv.ParseFloat(v, 64); err == nil {

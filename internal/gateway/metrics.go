@@ -21,6 +21,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	waiting  *prometheus.GaugeVec
+	parked   *prometheus.CounterVec
 	results  prometheus.CounterFunc
 }
 
@@ -42,18 +43,23 @@ func newMetrics(reg prometheus.Registerer, unclaimed func() float64) (*metrics, 
 			Name: "aibatch_gateway_waiting_requests",
 			Help: "HTTP requests waiting for their results now, by endpoint.",
 		}, []string{"endpoint"}),
+		parked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_gateway_parked_total",
+			Help: "Waits handed off from the HTTP server after ParkAfter (1s), by endpoint: their connections are answered and closed by the gateway.",
+		}, []string{"endpoint"}),
 		results: prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "aibatch_gateway_unclaimed_results_total",
 			Help: "Results that arrived with nobody waiting for them: after a timeout or a disconnect, or a second copy.",
 		}, unclaimed),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.waiting, m.results} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.waiting, m.parked, m.results} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register gateway metrics: %w", err)
 		}
 	}
 	for _, e := range []string{endpointChat, endpointEmbeddings} {
 		m.waiting.WithLabelValues(e)
+		m.parked.WithLabelValues(e)
 	}
 	return m, nil
 }

@@ -28,9 +28,10 @@ import (
 // their connection alive.
 
 // DefaultParkAfter is Config.ParkAfter's default: far above an urgent
-// request's milliseconds with an instant provider, below a model's answer
-// time, so only waits that can pile up are parked.
-const DefaultParkAfter = 250 * time.Millisecond
+// request's milliseconds with a fast provider, even on a loaded machine
+// (where parking short waits would add new connections to the load),
+// and far below the seconds to minutes a batch waits.
+const DefaultParkAfter = time.Second
 
 // parkWriteTimeout bounds writing a parked request's answer.
 const parkWriteTimeout = 10 * time.Second
@@ -72,6 +73,9 @@ func (s *Server) park(w http.ResponseWriter, start time.Time, endpoint string, s
 	}
 	s.parked[pr] = struct{}{}
 	s.parkMu.Unlock()
+	if s.metrics != nil {
+		s.metrics.parked.WithLabelValues(endpoint).Inc()
+	}
 	left := s.cfg.Timeout - s.now().Sub(start)
 	pr.mu.Lock()
 	pr.timer = time.AfterFunc(max(left, 0), func() { pr.finish(errTimedOut) })

@@ -688,6 +688,8 @@ func TestParkedRequests(t *testing.T) {
 		`aibatch_gateway_requests_total{endpoint="chat_completions",status="504"} 1`,
 		`aibatch_gateway_requests_total{endpoint="embeddings",status="200"} 1`,
 		`aibatch_gateway_waiting_requests{endpoint="chat_completions"} 0`,
+		`aibatch_gateway_parked_total{endpoint="chat_completions"} 3`,
+		`aibatch_gateway_parked_total{endpoint="embeddings"} 1`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics has no %s", want)
