@@ -25,13 +25,19 @@ import (
 // nothing next to the wait). A caller that leaves a parked request is not
 // noticed until the answer is written; its request is answered and stored
 // all the same. Short waits (the urgent lane) are never parked and keep
-// their connection alive.
+// their connection alive, unless parkAbove waits are unparked already.
 
 // DefaultParkAfter is Config.ParkAfter's default: far above an urgent
 // request's milliseconds with a fast provider, even on a loaded machine
 // (where parking short waits would add new connections to the load),
 // and far below the seconds to minutes a batch waits.
 const DefaultParkAfter = time.Second
+
+// parkAbove is how many waits may hold net/http's goroutines and buffers
+// at once: a wait that starts with more waiting unparked is parked at
+// once, so a burst of callers costs what parked waits cost, not 20-30 KiB
+// each until ParkAfter.
+const parkAbove = 1000
 
 // parkWriteTimeout bounds writing a parked request's answer.
 const parkWriteTimeout = 10 * time.Second

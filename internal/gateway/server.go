@@ -64,6 +64,8 @@ type Server struct {
 
 	stopping chan struct{} // closed when waits must end
 	stopOnce sync.Once
+	// unparked counts the waits on net/http's goroutines now.
+	unparked atomic.Int64
 
 	// parked are the requests whose connections the gateway took over
 	// (park.go); parkWG counts the answers being written.
@@ -433,7 +435,11 @@ func (s *Server) await(w http.ResponseWriter, r *http.Request, c call, endpoint 
 	}
 	sub.bodies = nil // published: a parked wait keeps only the ids
 	s.waiting(endpoint, 1)
-	park := time.NewTimer(s.cfg.ParkAfter)
+	parkAfter := s.cfg.ParkAfter
+	if s.unparked.Add(1) > parkAbove {
+		parkAfter = 0
+	}
+	park := time.NewTimer(parkAfter)
 	defer park.Stop()
 	for {
 		select {
@@ -444,12 +450,14 @@ func (s *Server) await(w http.ResponseWriter, r *http.Request, c call, endpoint 
 			err = errStopping
 		case <-park.C:
 			if s.park(w, start, endpoint, sub, p, respond) {
+				s.unparked.Add(-1)
 				return errParked
 			}
 			continue // not a connection that can be taken over: wait on
 		}
 		break
 	}
+	s.unparked.Add(-1)
 	p.release()
 	s.waiting(endpoint, -1)
 	if err != nil {

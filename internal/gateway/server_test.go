@@ -660,7 +660,9 @@ func TestParkedRequests(t *testing.T) {
 	})
 	jetstreamtest.Eventually(t, 10*time.Second, "every request was published", func() bool { return len(s.resp.requests()) == 5 })
 	jetstreamtest.Eventually(t, 10*time.Second, "the waits were parked", func() bool {
-		return strings.Contains(scrape(t, s), `aibatch_gateway_waiting_requests{endpoint="chat_completions"} 3`)
+		m := scrape(t, s)
+		return strings.Contains(m, `aibatch_gateway_parked_total{endpoint="chat_completions"} 3`) &&
+			strings.Contains(m, `aibatch_gateway_parked_total{endpoint="embeddings"} 1`)
 	})
 	open()
 	wg.Wait()
@@ -704,9 +706,8 @@ func TestParkedRequests(t *testing.T) {
 		done <- err
 	}()
 	jetstreamtest.Eventually(t, 10*time.Second, "the last request was parked", func() bool {
-		return strings.Contains(scrape(t, s), `aibatch_gateway_waiting_requests{endpoint="chat_completions"} 1`) && len(s.resp.requests()) == 6
+		return strings.Contains(scrape(t, s), `aibatch_gateway_parked_total{endpoint="chat_completions"} 4`)
 	})
-	time.Sleep(50 * time.Millisecond) // past ParkAfter
 	if err := s.srv.Shutdown(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
