@@ -187,8 +187,9 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 	group := cl.items
 	b, waiting := newBatch(c.ids.next(), group, cl.maxOutputTokens)
 	start := time.Now()
-	for _, it := range group {
+	for i, it := range group {
 		it.batch = wire.BatchInfo{ID: b.ID, Size: len(group), Trigger: trigger}
+		it.position = i
 		it.queued = start.Sub(it.d.Published)
 		it.err = nil
 	}

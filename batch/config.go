@@ -99,8 +99,9 @@ type Config struct {
 	// DefaultModel is used for requests that name no model. Required.
 	DefaultModel string
 	// EmbeddingModel is used for embedding requests (kind "embedding")
-	// that name no model (EMBEDDING_MODEL). Like DefaultModel it is always
-	// allowed. Default DefaultEmbeddingModel.
+	// that name no model (EMBEDDING_MODEL). An embedding request may always
+	// name it, as any request may name DefaultModel. Default
+	// DefaultEmbeddingModel.
 	EmbeddingModel string
 	// EmbeddingMaxInputs is the most embedding requests one embeddings
 	// call carries (EMBEDDING_MAX_INPUTS); an embedding group fills a call

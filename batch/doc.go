@@ -24,8 +24,13 @@
 //	settler    settler.go, outgoing.go   WHAT each outcome does to its message: the only
 //	                                     code that acks or hands back (Nak), and publishes
 //	                                     results and dead letters
+//	shadow     shadow.go, agreement.go,  after settling, in the background: a sample of the
+//	           quality.go                requests answered in combined calls sent again
+//	                                     alone, the answers compared, agreement recorded by
+//	                                     batch size and position; the quality guard
 //
 // Engine (engine.go) wires the stages and owns their lifecycles. The settler
 // tells the scheduler when handed-back requests return (handbacks.go), so the
-// lane fetches them then.
+// lane fetches them then; the quality guard limits a group's call size
+// through the planner's adaptive sizes (groups_quality.go).
 package batch

@@ -51,6 +51,9 @@ type Engine struct {
 	async   *asyncCaller // set in async mode
 	settler *settler
 
+	shadowCfg ShadowConfig
+	shadow    *shadow // set when shadow sampling is on
+
 	batchLane *batchLane
 	window    *window
 	flushes   chan flushRequest
@@ -143,6 +146,13 @@ func (e *Engine) wire() error {
 		e.async = &asyncCaller{api: api, jobs: e.jobs, sync: e.caller, settler: e.settler, poll: cfg.JobPollInterval,
 			maxWait: cfg.MaxWait, ids: ids, stats: &e.stats, observer: e.observer, log: e.log}
 	}
+	e.shadowCfg = e.shadowCfg.WithDefaults()
+	if err := e.shadowCfg.Validate(); err != nil {
+		return fmt.Errorf("batch: invalid shadow config: %w", err)
+	}
+	if e.shadowCfg.Rate > 0 {
+		e.shadow = newShadow(e.shadowCfg, e)
+	}
 	e.window = newWindow(cfg.HoldMaxRequests, cfg.HoldMaxBytes)
 	e.batchLane = &batchLane{queue: e.queue, cfg: cfg, intake: e.intake, window: e.window, groups: e.groups,
 		slots: newSemaphore(cfg.MaxInflight), dispatch: e.dispatch, abandon: e.abandon, flushes: e.flushes,
@@ -175,6 +185,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		lanes.Go(func() { e.eagerLane(e.urgent, wire.TriggerUrgent, e.cfg.MaxBatchSize).run(ctx) })
 	}
 	lanes.Go(func() { e.probe(ctx) })
+	var shadows sync.WaitGroup
+	shadowCtx, stopShadows := context.WithCancel(procCtx)
+	defer stopShadows()
+	if e.shadow != nil {
+		shadows.Go(func() { e.shadow.run(shadowCtx) })
+	}
 	<-ctx.Done()
 	e.log.Info("shutting down: no more fetches; in-flight calls may finish",
 		zap.Int64("in_flight", e.stats.inFlight.Load()), zap.Duration("timeout", e.cfg.ShutdownTimeout))
@@ -192,6 +208,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		cancelProc()
 		<-done
 	}
+	// Samples still waiting are dropped: they are worth no delay.
+	stopShadows()
+	shadows.Wait()
 	return nil
 }
 
@@ -285,6 +304,9 @@ func (e *Engine) process(ctx context.Context, trigger wire.Trigger, items []*ite
 	}
 	e.caller.callAll(ctx, trigger, e.planner.plan(items))
 	e.settler.settle(ctx, items)
+	if e.shadow != nil {
+		e.shadow.offer(items)
+	}
 }
 
 // ProviderHealth returns nil while the provider serves calls, and an error
@@ -323,6 +345,17 @@ func (e *Engine) breakerChanged(st BreakerState) {
 func (e *Engine) groupResized(g GroupState) {
 	e.log.Info("group call size changed", zap.String("model", g.Model), zap.String("instructions", g.Instructions), zap.Int("size", g.Size))
 	e.observer.GroupResized(g)
+}
+
+// qualityLimited logs a change the quality guard made to a group's call
+// size, once, and reports it.
+func (e *Engine) qualityLimited(c QualityChange, st GroupState) {
+	e.log.Info("group call size changed for answer quality",
+		zap.String("model", c.Model), zap.String("instructions", c.Instructions), zap.String("topic", c.Topic),
+		zap.Int("from", c.From), zap.Int("to", c.To), zap.Int("limit", c.Limit),
+		zap.Float64("agreement", c.Agreement), zap.Float64("floor", c.Floor), zap.Int("window", c.Window))
+	e.observer.GroupResized(st)
+	e.observer.QualityLimited(c)
 }
 
 // outputLimits is a model's output limit per call: the configured one, else

@@ -40,8 +40,13 @@ type GroupState struct {
 	Instructions string `json:"instructions,omitempty"`
 	// Size is the most requests one call of the group may carry now: it
 	// halves when an answer is cut off at the output limit and grows back
-	// towards MaxBatchSize while calls succeed.
+	// towards MaxBatchSize while calls succeed, and stays within
+	// QualityLimit.
 	Size int `json:"size"`
+	// QualityLimit is the most requests the quality guard lets one call of
+	// the group carry (ShadowConfig.QualityFloor); 0 when it does not limit
+	// the group.
+	QualityLimit int `json:"quality_limit,omitempty"`
 	// OutputTokens is the learned average answer length, 0 before any.
 	OutputTokens int `json:"output_tokens"`
 }
@@ -72,6 +77,18 @@ type groupMemory struct {
 	streak           int
 	outAvg           float64
 	outSamples       int
+	// qualityLimit caps size for answer quality (groups_quality.go); 0
+	// when it does not.
+	qualityLimit int
+}
+
+// effective is the group's call size: its adaptive size within its
+// quality limit.
+func (m *groupMemory) effective() int {
+	if m.qualityLimit > 0 {
+		return min(m.size, m.qualityLimit)
+	}
+	return m.size
 }
 
 func newGroups(maxSize, embedSize int, changed func(GroupState)) *groups {
@@ -99,7 +116,7 @@ func (g *groups) size(k groupKey) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if m, ok := g.m[k]; ok {
-		return m.size
+		return m.effective()
 	}
 	return g.maxSize
 }
@@ -124,7 +141,7 @@ func (g *groups) cutOff(k groupKey, n, fit int) {
 	}
 	g.mu.Lock()
 	m := g.get(k)
-	before := m.size
+	before := m.effective()
 	m.streak = 0
 	switch {
 	case fit > 0:
@@ -153,7 +170,7 @@ func (g *groups) answered(k groupKey, n int, outputTokens int64) {
 	}
 	g.mu.Lock()
 	m := g.get(k)
-	before := m.size
+	before := m.effective()
 	if n > 0 && outputTokens > 0 {
 		per := float64(outputTokens) / float64(n)
 		m.outSamples++
@@ -183,7 +200,7 @@ func (g *groups) answered(k groupKey, n int, outputTokens int64) {
 
 func (g *groups) state(k groupKey, m *groupMemory) GroupState {
 	return GroupState{Model: k.model, Params: instructionsID(k.params), Instructions: instructionsID(k.instructions), Topic: k.topic,
-		Size: m.size, OutputTokens: int(m.outAvg + 0.5)}
+		Size: m.effective(), QualityLimit: m.qualityLimit, OutputTokens: int(m.outAvg + 0.5)}
 }
 
 // states returns every group's state, by model and then instructions.

@@ -54,7 +54,11 @@ type item struct {
 	message      json.RawMessage
 	usage        provider.Usage
 	batch        wire.BatchInfo
-	queued       time.Duration
+	// position is the request's index in the call that answered it.
+	position int
+	queued   time.Duration
+	// ended says the settler stored the request's outcome and acked it.
+	ended bool
 	// spent says the answer's usage was added to the topic's budget.
 	spent bool
 }

@@ -28,6 +28,12 @@ type Observer interface {
 	BreakerChanged(b BreakerState)
 	// GroupResized reports a group whose call size changed.
 	GroupResized(g GroupState)
+	// ShadowSampled reports a request answered in a combined call and
+	// again alone, compared (WithShadow).
+	ShadowSampled(s ShadowSample)
+	// QualityLimited reports a change the quality guard made to a group's
+	// call size; GroupResized reports the group's new state too.
+	QualityLimited(c QualityChange)
 }
 
 // CallReport describes one provider call.
@@ -51,6 +57,10 @@ type CallReport struct {
 	// Probe is true for a call made to find out whether an unavailable
 	// provider is back; it answers no request.
 	Probe bool
+	// Shadow is true for a shadow sample's call, made again alone to
+	// compare answers (WithShadow), and for the embedding call that scored
+	// it: it answers no request, and its cost is counted apart.
+	Shadow bool
 	// SoloPromptTokens estimates the prompt tokens the same requests would
 	// have needed sent one per call (each repeating the instructions and the
 	// call's framing), for the saving batching makes.
@@ -135,6 +145,18 @@ func (os observers) GroupResized(g GroupState) {
 	}
 }
 
+func (os observers) ShadowSampled(s ShadowSample) {
+	for _, o := range os {
+		o.ShadowSampled(s)
+	}
+}
+
+func (os observers) QualityLimited(c QualityChange) {
+	for _, o := range os {
+		o.QualityLimited(c)
+	}
+}
+
 // NopObserver does nothing with what it is told. Embed it in an Observer
 // that cares about some reports only; methods added to Observer later then
 // need no change.
@@ -148,3 +170,5 @@ func (NopObserver) RequestDeferred()               {}
 func (NopObserver) BacklogRead(Backlog)            {}
 func (NopObserver) BreakerChanged(BreakerState)    {}
 func (NopObserver) GroupResized(GroupState)        {}
+func (NopObserver) ShadowSampled(ShadowSample)     {}
+func (NopObserver) QualityLimited(QualityChange)   {}

@@ -2,6 +2,7 @@ package batch
 
 import (
 	"strconv"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -33,10 +34,13 @@ import (
 type capabilities struct {
 	supports       func(kind string) error
 	combinesFormat func(wire.ResponseFormat) error
+	// verdicts remembers combinesFormat's answers by parameters key: a
+	// schema is checked once, not for every request that carries it.
+	verdicts *verdicts
 }
 
 func capabilitiesOf(p provider.Provider) capabilities {
-	var c capabilities
+	c := capabilities{verdicts: &verdicts{m: map[string]error{}}}
 	if s, ok := p.(provider.Supporter); ok {
 		c.supports = s.Supports
 	}
@@ -46,7 +50,38 @@ func capabilitiesOf(p provider.Provider) capabilities {
 	return c
 }
 
-// classify fills in it's group key beyond model, instructions and topic,
+// maxVerdicts bounds the formats remembered: producers may send any
+// number of schemas, the memory stays small.
+const maxVerdicts = 1024
+
+// verdicts is a bounded memo of CombinesFormat's answers.
+type verdicts struct {
+	mu sync.Mutex
+	m  map[string]error
+}
+
+// combines answers whether requests of format f (whose parameters key is
+// key) may share a call, asking the provider once per key.
+func (c capabilities) combines(key string, f wire.ResponseFormat) error {
+	if c.combinesFormat == nil {
+		return nil
+	}
+	c.verdicts.mu.Lock()
+	err, known := c.verdicts.m[key]
+	c.verdicts.mu.Unlock()
+	if known {
+		return err
+	}
+	err = c.combinesFormat(f)
+	c.verdicts.mu.Lock()
+	if len(c.verdicts.m) < maxVerdicts {
+		c.verdicts.m[key] = err
+	}
+	c.verdicts.mu.Unlock()
+	return err
+}
+
+// classify fills in its group key beyond model, instructions and topic,
 // and refuses a request of a kind the provider does not serve.
 func (in intake) classify(it *item) error {
 	r := it.req
@@ -65,8 +100,8 @@ func (in intake) classify(it *item) error {
 	}
 	structured := r.ResponseFormat != nil && r.ResponseFormat.Type != wire.FormatText
 	it.alone = !r.Combinable() || (structured && len(r.Stop) > 0)
-	if !it.alone && r.ResponseFormat != nil && in.can.combinesFormat != nil {
-		if err := in.can.combinesFormat(*r.ResponseFormat); err != nil {
+	if !it.alone && r.ResponseFormat != nil {
+		if err := in.can.combines(it.params, *r.ResponseFormat); err != nil {
 			it.alone = true
 			in.log.Debug("request sent alone: its response format cannot be combined", zap.String("id", it.id), zap.Error(err))
 		}
@@ -77,34 +112,40 @@ func (in intake) classify(it *item) error {
 // newBatch is the provider batch for items, one group's requests, keyed
 // "0", "1", ... in order, and the items by key.
 func newBatch(id string, items []*item, maxOutputTokens int) (provider.Batch, map[string]*item) {
-	first := items[0].req
-	b := provider.Batch{
-		ID:              id,
-		Model:           first.Model,
-		Instructions:    first.Instructions,
-		Requests:        make([]provider.Request, len(items)),
-		MaxOutputTokens: maxOutputTokens,
-		Kind:            first.Kind,
-		Params:          provider.Params{Temperature: first.Temperature, TopP: first.TopP, Seed: first.Seed, Stop: first.Stop},
-		Format:          first.ResponseFormat,
-		Dimensions:      first.Dimensions,
-	}
-	if first.IsEmbedding() {
-		b.MaxOutputTokens = 0
-	}
+	b := withParams(provider.Batch{ID: id, Model: items[0].req.Model, Instructions: items[0].req.Instructions,
+		Requests: make([]provider.Request, len(items)), MaxOutputTokens: maxOutputTokens}, items[0].req)
 	byKey := make(map[string]*item, len(items))
 	for i, it := range items {
 		key := strconv.Itoa(i)
-		r := provider.Request{Key: key, MaxOutputTokens: it.req.MaxOutputTokens, Options: it.req.ProviderOptions}
-		if prompt, ok := it.req.Prompt(); ok {
-			r.Input = prompt
-		} else {
-			r.Messages = it.req.Messages
-		}
-		b.Requests[i] = r
+		b.Requests[i] = providerRequest(key, it.req)
 		byKey[key] = it
 	}
 	return b, byKey
+}
+
+// withParams returns b with the fields every request of req's group
+// shares: the kind, the sampling parameters, the response format and the
+// dimensions (an embedding call has no output budget).
+func withParams(b provider.Batch, req wire.Request) provider.Batch {
+	b.Kind, b.Format, b.Dimensions = req.Kind, req.ResponseFormat, req.Dimensions
+	b.Params = provider.Params{Temperature: req.Temperature, TopP: req.TopP, Seed: req.Seed, Stop: req.Stop}
+	if req.IsEmbedding() {
+		b.MaxOutputTokens = 0
+	}
+	return b
+}
+
+// providerRequest is what a call carries of req, under key: its prompt as
+// Input when it has one (wire.Request.Prompt), else its Messages; its cap
+// and its provider options. A shadow call carries the same.
+func providerRequest(key string, req wire.Request) provider.Request {
+	r := provider.Request{Key: key, MaxOutputTokens: req.MaxOutputTokens, Options: req.ProviderOptions}
+	if prompt, ok := req.Prompt(); ok {
+		r.Input = prompt
+	} else {
+		r.Messages = req.Messages
+	}
+	return r
 }
 
 // promptBytes is the size of the prompt the request adds to a call: its

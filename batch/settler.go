@@ -377,6 +377,7 @@ func (s *settler) nak(it *item, delay time.Duration) {
 
 // ack ends a request whose outcome is stored, and forgets its attempts.
 func (s *settler) ack(ctx context.Context, it *item, status string, deadLettered bool) {
+	it.ended = true
 	if err := it.msg.Ack(); err != nil {
 		// The outcome is stored; the redelivery after AckWait finds it by
 		// its Nats-Msg-Id, so look for it then.

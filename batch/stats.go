@@ -51,6 +51,9 @@ type Stats struct {
 	// oldest requests. HeldRequests totals them.
 	Held         []HeldGroup `json:"held"`
 	HeldRequests int         `json:"held_requests"`
+	// Shadow is what shadow sampling measured (WithShadow); its Rate is 0
+	// when sampling is off.
+	Shadow ShadowStats `json:"shadow"`
 	// Holder is true when this worker gathers partial groups for the
 	// fleet (WithHoldLease), or has no fleet.
 	Holder    bool      `json:"holder"`
@@ -128,6 +131,7 @@ func (e *Engine) Stats() Stats {
 	}
 	s.mu.Unlock()
 	out.FallbackFlushes = out.Triggers[wire.TriggerMaxWait]
+	out.Shadow = e.shadowStats()
 	for _, g := range out.Held {
 		out.HeldRequests += g.Requests
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -336,6 +337,58 @@ func TestEngineAsyncSendsEmbeddingsAndOptionsAtOnce(t *testing.T) {
 		}
 		if r := got["e-1"]; !slices.Equal(r.Embedding, batchtest.Vector("e 1")) {
 			t.Fatalf("e-1: %+v", r)
+		}
+	})
+}
+
+// pickyProvider combines only formats whose schema name is "ok", and counts
+// how often it is asked.
+type pickyProvider struct {
+	*batchtest.Provider
+	mu    sync.Mutex
+	asked int
+}
+
+func (p *pickyProvider) CombinesFormat(f wire.ResponseFormat) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.asked++
+	if f.JSONSchema != nil && f.JSONSchema.Name != "ok" {
+		return errors.New("not one strict mode takes")
+	}
+	return nil
+}
+
+func TestEngineSendsAloneAFormatTheProviderCannotCombine(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), &pickyProvider{Provider: batchtest.NewProvider()}
+		format := func(name string) *wire.ResponseFormat {
+			return &wire.ResponseFormat{Type: wire.FormatJSONSchema, JSONSchema: &wire.JSONSchema{Name: name, Schema: json.RawMessage(`{"type":"object"}`)}}
+		}
+		for i := range 4 {
+			publishRequest(t, b, wire.Request{ID: "ok-" + strconv.Itoa(i), Input: "ok " + strconv.Itoa(i), ResponseFormat: format("ok")})
+			publishRequest(t, b, wire.Request{ID: "loose-" + strconv.Itoa(i), Input: "loose " + strconv.Itoa(i), ResponseFormat: format("loose")})
+		}
+		startEngine(t, b, p, engineConfig(b))
+		time.Sleep(batch.DefaultMaxWait + time.Second)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 8 {
+			t.Fatalf("%d results", len(got))
+		}
+		for i := range 4 {
+			if r := got["ok-"+strconv.Itoa(i)]; r.Batch.Size != 4 {
+				t.Errorf("ok-%d: %+v, want the four combined", i, r.Batch)
+			}
+			if r := got["loose-"+strconv.Itoa(i)]; r.Batch.Size != 1 {
+				t.Errorf("loose-%d: %+v, want it alone", i, r.Batch)
+			}
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.asked != 2 {
+			t.Errorf("the provider was asked %d times, want once per format", p.asked)
 		}
 	})
 }

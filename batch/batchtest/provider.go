@@ -16,14 +16,15 @@ import (
 // itself, by a function of its input ("echo: " + input unless SetAnswer says
 // otherwise), counts its calls and records each call's batch. On command it
 // misbehaves: it fails whole calls, leaves requests out of its answer, fails
-// single requests, is slow, holds calls until released, or panics. It is safe
+// single requests, answers a combined call's later requests wrongly, is
+// slow, holds calls until released, or panics. It is safe
 // for concurrent use; create it with NewProvider.
 //
 // A call does, in order: record the batch; panic if PanicNext says so; wait
 // for SetDelay's delay and for any Hold to be released (returning a
 // transient error if ctx ends first); fail as FailNext, FailFor, CutOffAbove
 // and Refuse say; answer each request, except those Omit leaves out and
-// those FailItem fails. The usage
+// those FailItem fails, wrongly past WrongAfter's position. The usage
 // of an answer counts one token per byte of input and of output.
 type Provider struct {
 	mu      sync.Mutex
@@ -45,6 +46,9 @@ type Provider struct {
 	refuse    map[string]bool
 	// unsupported maps the kinds Supports refuses to its error.
 	unsupported map[string]error
+	// wrongAfter: a combined call's answers past this position are
+	// WrongAnswer; 0 when off.
+	wrongAfter int
 }
 
 type itemFault struct {
@@ -186,6 +190,20 @@ func (p *Provider) Refuse(input string) {
 	p.refuse[input] = true
 }
 
+// WrongAnswer is the answer WrongAfter gives the requests of a combined
+// call past its position.
+const WrongAnswer = "an answer meant for another request of the call"
+
+// WrongAfter makes every call of several requests answer those after
+// position n (positions count from 1, in the call's order) with
+// WrongAnswer, as a model that lost track of the items of a long prompt
+// does; a call of one request stays right. 0 turns it off.
+func (p *Provider) WrongAfter(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.wrongAfter = max(n, 0)
+}
+
 // PanicNext makes the next n calls panic, as a bug in a provider would.
 func (p *Provider) PanicNext(n int) {
 	p.mu.Lock()
@@ -303,7 +321,7 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 		kind = wire.KindChat
 	}
 	out := make([]provider.Result, 0, len(requests))
-	for _, r := range requests {
+	for i, r := range requests {
 		if err := p.unsupported[kind]; err != nil {
 			out = append(out, provider.Result{Key: r.Key, Err: &provider.Error{Permanent: true, Scope: provider.ScopeRequest, Err: err}})
 			continue
@@ -331,6 +349,9 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 			continue
 		}
 		output := answer(r.Input)
+		if p.wrongAfter > 0 && len(b.Requests) > 1 && i >= p.wrongAfter {
+			output = WrongAnswer
+		}
 		out = append(out, provider.Result{Key: r.Key, Output: output,
 			Usage: provider.Usage{InputTokens: int64(len(r.Input)), OutputTokens: int64(len(output))}})
 	}

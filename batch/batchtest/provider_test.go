@@ -189,3 +189,25 @@ func TestProviderHold(t *testing.T) {
 		mustComplete(t, p, testBatch("a")) // no hold any more
 	})
 }
+
+func TestProviderWrongAfter(t *testing.T) {
+	t.Parallel()
+	p := batchtest.NewProvider()
+	p.WrongAfter(2)
+	rs, err := p.Complete(t.Context(), testBatch("a", "b", "c", "d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"0": "echo: a", "1": "echo: b", "2": batchtest.WrongAnswer, "3": batchtest.WrongAnswer}
+	if got := outputs(rs); len(got) != 4 || got["0"] != want["0"] || got["1"] != want["1"] || got["2"] != want["2"] || got["3"] != want["3"] {
+		t.Fatalf("combined answers %v, want %v", got, want)
+	}
+	// Alone, every request is answered right.
+	if rs, _ := p.Complete(t.Context(), testBatch("d")); rs[0].Output != batchtest.Echo("d") {
+		t.Errorf("a call of one answered %q", rs[0].Output)
+	}
+	p.WrongAfter(0)
+	if rs, _ := p.Complete(t.Context(), testBatch("a", "b", "c")); outputs(rs)["2"] != batchtest.Echo("c") {
+		t.Errorf("after WrongAfter(0): %v", outputs(rs))
+	}
+}

@@ -6,6 +6,7 @@
 //	publisher results --id r-1 --id r-2
 //	publisher dead --error "model_not_found"
 //	publisher replay --error "HTTP 503"
+//	publisher quality --stats-url http://127.0.0.1:8080/admin/batch-stats
 //
 // Run "publisher --help" for the commands and "publisher <command> --help" for
 // their flags. Exit codes: 0 all ok, 1 some requests failed or timed out,
@@ -76,6 +77,7 @@ func commands() []command {
 		{name: "results", summary: "print results as they are stored (or stored ones, by id)", run: (*app).results},
 		{name: "dead", summary: "list dead letters with their error", run: (*app).dead},
 		{name: "replay", summary: "re-publish dead letters once their cause is fixed", run: (*app).replay},
+		{name: "quality", summary: "print how often combined answers agree with answers alone (SHADOW_RATE)", run: (*app).quality},
 	}
 }
 

@@ -50,8 +50,8 @@ func workerConfig() batch.Config {
 	}
 }
 
-// startWorker runs a worker with cfg until the test ends.
-func startWorker(t *testing.T, cfg batch.Config) *workerEnv {
+// startWorker runs a worker with cfg and opts until the test ends.
+func startWorker(t *testing.T, cfg batch.Config, opts ...batch.Option) *workerEnv {
 	t.Helper()
 	w := &workerEnv{topo: ajs.Topology{}.WithDefaults()}
 	w.srv = jetstreamtest.RunServer(t, "")
@@ -70,8 +70,8 @@ func startWorker(t *testing.T, cfg batch.Config) *workerEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.engine, err = batch.New(cfg, bq, pub, p, batch.WithUrgentQueue(uq),
-		batch.WithLogger(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))))
+	opts = append([]batch.Option{batch.WithUrgentQueue(uq), batch.WithLogger(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))}, opts...)
+	w.engine, err = batch.New(cfg, bq, pub, p, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -118,6 +118,13 @@ type config struct {
 	MaxOutputTokensLimit int      `env:"MAX_OUTPUT_TOKENS_LIMIT, default=0"`
 	// TopicBudgets is "topic=tokens,..."; parsed by validateSecurity.
 	TopicBudgets string `env:"TOPIC_BUDGETS"`
+
+	// Shadow sampling and the quality guard (shadow.go).
+	ShadowRate           float64 `env:"SHADOW_RATE, default=0"`
+	ShadowAgreeAt        float64 `env:"SHADOW_AGREE_AT, default=0.9"`
+	ShadowEmbeddingModel string  `env:"SHADOW_EMBEDDING_MODEL"`
+	QualityFloor         float64 `env:"QUALITY_FLOOR, default=0"`
+	ShadowWindow         int     `env:"SHADOW_WINDOW, default=50"`
 }
 
 // loadConfig reads the environment through lookup, with a .env file in the
@@ -306,6 +313,7 @@ func (c config) validate() error {
 	}
 	errs = append(errs, c.validateOps()...)
 	errs = append(errs, c.validateSecurity()...)
+	errs = append(errs, c.validateShadow()...)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

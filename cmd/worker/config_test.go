@@ -83,6 +83,9 @@ func defaults() config {
 		StatsFlushInterval: 5 * time.Second,
 
 		ReplySubjects: []string{"ai.results.>", "_INBOX.>"},
+
+		ShadowAgreeAt: 0.9,
+		ShadowWindow:  50,
 	}
 }
 

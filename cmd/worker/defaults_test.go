@@ -107,6 +107,11 @@ var ownerDefaults = []struct {
 
 	{"REPLY_SUBJECTS", "batch.DefaultReplySubjects() (wire.ReplySubjects)", batch.DefaultReplySubjects()},
 	{"MAX_OUTPUT_TOKENS_LIMIT", "batch.DefaultMaxOutputTokensLimit", batch.DefaultMaxOutputTokensLimit},
+
+	{"SHADOW_RATE", "batch.DefaultShadowRate", batch.DefaultShadowRate},
+	{"SHADOW_AGREE_AT", "batch.DefaultShadowAgreeAt", batch.DefaultShadowAgreeAt},
+	{"QUALITY_FLOOR", "batch.DefaultQualityFloor", batch.DefaultQualityFloor},
+	{"SHADOW_WINDOW", "batch.DefaultShadowWindow", batch.DefaultShadowWindow},
 }
 
 // manifestOverrides are the Kubernetes values that deliberately differ from

@@ -186,6 +186,8 @@ var (
 		"Estimated spend on provider calls since the worker started, in dollars, from PRICES; absent until a call of a priced model was answered.", nil, nil)
 	savingDesc = prometheus.NewDesc("aibatch_estimated_saving_dollars",
 		"Estimated saving of batching against one call per request since the worker started, in dollars; absent until a call of a priced model was answered.", nil, nil)
+	shadowCostDesc = prometheus.NewDesc("aibatch_estimated_shadow_cost_dollars",
+		"Estimated spend on shadow calls (SHADOW_RATE) since the worker started, in dollars, apart from aibatch_estimated_cost_dollars; absent until one of a priced model was answered.", nil, nil)
 )
 
 // costCollector reads the accountant's totals at scrape time.
@@ -194,10 +196,14 @@ type costCollector struct{ a *cost.Accountant }
 func (c costCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- costDesc
 	ch <- savingDesc
+	ch <- shadowCostDesc
 }
 
 func (c costCollector) Collect(ch chan<- prometheus.Metric) {
 	t := c.a.Totals()
+	if t.ShadowCalls > 0 {
+		ch <- prometheus.MustNewConstMetric(shadowCostDesc, prometheus.GaugeValue, t.Shadow)
+	}
 	if t.PricedCalls == 0 {
 		return
 	}

@@ -165,7 +165,11 @@ func engineOptions(ctx context.Context, cfg config, log *zap.Logger, b *broker, 
 	if err != nil {
 		return nil, fmt.Errorf("set up ATTEMPTS_BUCKET=%s: %w", cfg.AttemptsBucket, err)
 	}
-	opts = append(opts, batch.WithAttemptStore(attemptStore))
+	shadow, err := cfg.shadow()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, batch.WithAttemptStore(attemptStore), batch.WithShadow(shadow))
 	if opts, err = withBudgets(ctx, cfg, b.js, opts); err != nil {
 		return nil, err
 	}

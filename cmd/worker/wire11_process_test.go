@@ -23,21 +23,29 @@ import (
 // openai provider against the fake OpenAI API: the acceptance of chat
 // requests, embeddings and structured output.
 
-// startWire11 runs a NATS server, the fake API and a worker whose groups go
-// out at MAX_BATCH_SIZE 50 or after MAX_WAIT.
-func startWire11(t *testing.T) (*openaitest.Server, natsjs.JetStream, *workerProc) {
+// startWire11 runs a NATS server, the fake API (arranged by arrange, when
+// set, before the worker starts) and a worker whose groups go out at
+// MAX_BATCH_SIZE 50 or after MAX_WAIT, with extra settings.
+func startWire11(t *testing.T, arrange func(*openaitest.Server), extra ...string) (*openaitest.Server, natsjs.JetStream, *workerProc) {
 	t.Helper()
 	ns := jetstreamtest.RunServer(t, "")
 	_, js := jetstreamtest.Connect(t, ns)
 	logQueueOnFailure(t, js)
 	fake := newFake(t)
-	w := startWorker(t, "", map[string]string{
+	if arrange != nil {
+		arrange(fake)
+	}
+	env := map[string]string{
 		"NATS_URL":        ns.ClientURL(),
 		"OPENAI_BASE_URL": fake.URL,
 		"OPENAI_API_KEY":  procSecret,
 		"MAX_BATCH_SIZE":  "50",
 		"MAX_WAIT":        "2s",
-	})
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		env[extra[i]] = extra[i+1]
+	}
+	w := startWorker(t, "", env)
 	waitStreams(t, js)
 	return fake, js, w
 }
@@ -113,7 +121,7 @@ func mustJSON(t *testing.T, v any) []byte {
 // provider calls: at MAX_BATCH_SIZE 50 they take 4, well within 10.
 func TestProcessChatCompletionsShareCalls(t *testing.T) {
 	t.Parallel()
-	fake, js, w := startWire11(t)
+	fake, js, w := startWire11(t, nil)
 	temp := 0.2
 	bodies := make([][]byte, 200)
 	for i := range bodies {
@@ -144,7 +152,7 @@ func TestProcessChatCompletionsShareCalls(t *testing.T) {
 // most 2 embeddings calls, and each request gets exactly its own vector.
 func TestProcessEmbeddingsAreBatchedNatively(t *testing.T) {
 	t.Parallel()
-	fake, js, w := startWire11(t)
+	fake, js, w := startWire11(t, nil)
 	const dims = 64
 	bodies := make([][]byte, 500)
 	for i := range bodies {
@@ -154,7 +162,7 @@ func TestProcessEmbeddingsAreBatchedNatively(t *testing.T) {
 	got := storedResults(t, js, 500)
 	for i := range 500 {
 		r := got["e-"+strconv.Itoa(i)]
-		if want := openaitest.Embedding("text "+strconv.Itoa(i), dims); !slices.Equal(r.Embedding, want) {
+		if want := openaitest.Vector("text "+strconv.Itoa(i), dims); !slices.Equal(r.Embedding, want) {
 			t.Fatalf("result e-%d: vector of %d numbers, not the one of its input", i, len(r.Embedding))
 		}
 		if r.Model != "text-embedding-3-small" || r.Output != "" || r.FinishReason != "" || r.Usage.InputTokens == 0 {
@@ -187,7 +195,7 @@ const structuredSchema = `{"type":"object","properties":{
 // against the schema that answers its own input.
 func TestProcessStructuredOutputSharesCalls(t *testing.T) {
 	t.Parallel()
-	fake, js, w := startWire11(t)
+	fake, js, w := startWire11(t, nil)
 	strict := true
 	format := &wire.ResponseFormat{Type: wire.FormatJSONSchema, JSONSchema: &wire.JSONSchema{
 		Name: "review", Strict: &strict, Schema: json.RawMessage(structuredSchema)}}
@@ -277,5 +285,37 @@ func TestProcessAnthropicRefusesEmbeddings(t *testing.T) {
 	if fake.Calls() != 1 {
 		t.Fatalf("%d calls to the Messages API, want 1 (the chat request's)", fake.Calls())
 	}
+	w.stop(t)
+}
+
+// TestProcessEmbeddingsOutlastTheAPIsFaults sends embedding requests into
+// an outage (503 for a while), then an answer without "data" and one with
+// vectors of the wrong length: nothing is dead-lettered, and every request
+// ends with exactly its own vector.
+func TestProcessEmbeddingsOutlastTheAPIsFaults(t *testing.T) {
+	t.Parallel()
+	fake, js, w := startWire11(t, func(f *openaitest.Server) {
+		f.FailFor(1500*time.Millisecond, 503)
+		f.NoDataNext(1)
+		f.WrongDimensionsNext(1)
+	}, "MAX_WAIT", "200ms", "RETRY_BACKOFF", "100ms", "RETRY_MAX_BACKOFF", "200ms", "PROVIDER_PROBE_INTERVAL", "500ms")
+	const n, dims = 60, 16
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		bodies[i] = mustJSON(t, wire.Request{ID: "e-" + strconv.Itoa(i), Kind: wire.KindEmbedding, Input: "text " + strconv.Itoa(i), Dimensions: dims})
+	}
+	publishBodies(t, js, bodies)
+	got := storedResults(t, js, n)
+	for i := range n {
+		if r := got["e-"+strconv.Itoa(i)]; !slices.Equal(r.Embedding, openaitest.Vector("text "+strconv.Itoa(i), dims)) {
+			t.Fatalf("result e-%d: %+v, not its input's vector", i, r)
+		}
+	}
+	// At least: a call into the outage, the answer without data, the one
+	// with wrong vectors, and the calls that answered.
+	if calls := fake.EmbeddingCalls(); calls < 4 {
+		t.Fatalf("%d embeddings calls: the faults were not met", calls)
+	}
+	t.Logf("%d embedding requests through the faults: %d embeddings calls", n, fake.EmbeddingCalls())
 	w.stop(t)
 }

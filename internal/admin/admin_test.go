@@ -85,10 +85,14 @@ func TestBatchStatsReflectForcedFlush(t *testing.T) {
 
 	var raw map[string]json.RawMessage
 	b.getJSON(t, http.MethodGet, "/admin/batch-stats", "", http.StatusOK, &raw)
-	for _, k := range []string{"estimated_cost", "estimated_saving"} {
+	for _, k := range []string{"estimated_cost", "estimated_saving", "estimated_shadow_cost"} {
 		if string(raw[k]) != "null" {
 			t.Errorf("%s = %s, want null", k, raw[k])
 		}
+	}
+	// Shadow sampling is off: its settings, no figures, and a list.
+	if sh := w.Shadow; sh.Rate != 0 || sh.AgreeAt != batch.DefaultShadowAgreeAt || sh.Window != batch.DefaultShadowWindow || sh.Groups == nil || len(sh.Groups) != 0 {
+		t.Errorf("shadow = %+v, want it off with its defaults and no groups", sh)
 	}
 }
 

@@ -31,6 +31,9 @@ type StatsResponse struct {
 	// model with a known price (PRICES) was answered.
 	EstimatedCost   *float64 `json:"estimated_cost"`
 	EstimatedSaving *float64 `json:"estimated_saving"`
+	// EstimatedShadowCost is what shadow calls (SHADOW_RATE) cost, counted
+	// apart from EstimatedCost; null until one of a priced model was made.
+	EstimatedShadowCost *float64 `json:"estimated_shadow_cost"`
 	// UnpricedCalls counts calls of models missing from PRICES, so a
 	// partial estimate is not taken for a whole one.
 	UnpricedCalls int64 `json:"unpriced_calls"`
@@ -92,6 +95,9 @@ type WorkerStats struct {
 	Held         []batch.HeldGroup `json:"held"`
 	HeldRequests int               `json:"held_requests"`
 	Holder       bool              `json:"holder"`
+	// Shadow is what shadow sampling measured: per group, the samples,
+	// their agreement and mean score, by batch size and by position.
+	Shadow batch.ShadowStats `json:"shadow"`
 }
 
 // figures derives the ratios from c.
@@ -138,6 +144,7 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 			Held:            nonNil(st.Held),
 			HeldRequests:    st.HeldRequests,
 			Holder:          st.Holder,
+			Shadow:          st.Shadow,
 		},
 		Config: v.settings,
 	}
@@ -146,6 +153,9 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 		resp.UnpricedCalls = t.Unpriced
 		if t.PricedCalls > 0 {
 			resp.EstimatedCost, resp.EstimatedSaving = &t.Spend, &t.Saving
+		}
+		if t.ShadowCalls > 0 {
+			resp.EstimatedShadowCost = &t.Shadow
 		}
 	}
 	if v.cfg.Fleet != nil {

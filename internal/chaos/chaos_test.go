@@ -97,6 +97,7 @@ func TestChaosShort(t *testing.T) {
 			{sc.Poison, s.Poison > 0 && s.Errors >= s.Poison && s.DeadLetters >= s.Poison, "poison ended as errors and dead letters"},
 			{sc.Outage.For > 0, periods[chaos.PeriodOutage], "provider outage, then a call answered"},
 			{sc.KeyRejected.For > 0, periods[chaos.PeriodKeyRejected], "API key rejected, then a call answered"},
+			{sc.ShadowRate > 0, s.ShadowSamples > 0, "shadow samples compared"},
 		}
 		for _, c := range checks {
 			if c.on && !c.happened {

@@ -47,6 +47,11 @@ type Scenario struct {
 	// before the workers' secret was. No request may be dead-lettered for
 	// it.
 	KeyRejected ProviderPeriod
+	// ShadowRate turns the workers' shadow sampling on (SHADOW_RATE): that
+	// share of the requests answered in combined calls is sent again alone
+	// in the background, among the faults. The samples must change no
+	// result and dead-letter nothing. 0: off.
+	ShadowRate float64
 	// CrashAtOutage SIGKILLs every worker, just as the outage begins, the
 	// moment one of them has stored a result and before it acks: the
 	// requests of that call come back during the outage, their results
@@ -117,6 +122,9 @@ func (s Scenario) Faults() string {
 	if s.CrashAtOutage {
 		f = append(f, "every worker SIGKILLed as the outage begins, just after a result was stored")
 	}
+	if s.ShadowRate > 0 {
+		f = append(f, fmt.Sprintf("shadow sampling of %g of the requests", s.ShadowRate))
+	}
 	if len(f) == 0 {
 		return "none"
 	}
@@ -139,6 +147,8 @@ func (s Scenario) validate() error {
 		return fmt.Errorf("chaos: scenario %s: provider periods must not start or last a negative time", s.Name)
 	case s.CrashAtOutage && (!s.Outage.on() || s.LoseWorker):
 		return fmt.Errorf("chaos: scenario %s: CrashAtOutage needs Outage, and not LoseWorker", s.Name)
+	case !(s.ShadowRate >= 0 && s.ShadowRate <= 1):
+		return fmt.Errorf("chaos: scenario %s: ShadowRate %g: want 0 to 1", s.Name, s.ShadowRate)
 	}
 	return nil
 }
@@ -205,6 +215,10 @@ func scenarios(p periods) []Scenario {
 		// finds the provider back.
 		{Name: "provider-outage", Weight: 1, Outage: p.outage},
 		{Name: "key-rejected", Weight: 1, KeyRejected: p.key},
+		// Shadow samples of answer quality among the faults: they take
+		// provider calls of their own and must leave every result as it
+		// was, and dead-letter nothing.
+		{Name: "shadow-sampling", Weight: 1, ShadowRate: 0.5, KillWorkers: true, ProviderFaults: true},
 		{Name: "all-single-node", Weight: 2, KillWorkers: true, RestartServer: true, ProviderFaults: true, Poison: true, Outage: p.singleOutage, KeyRejected: p.singleKey},
 		{Name: "all-cluster", Weight: 2, Cluster: true, KillWorkers: true, KillLeader: true, ProviderFaults: true, Poison: true, Outage: p.clusterOutage, KeyRejected: p.clusterKey},
 	}

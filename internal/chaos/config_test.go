@@ -29,6 +29,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative key rejection", Config{Scenarios: []Scenario{{Name: "x", KeyRejected: ProviderPeriod{For: -time.Second}}}}, "provider periods"},
 		{"short scenarios", Config{Scenarios: ShortScenarios()}, ""},
 		{"crash at no outage", Config{Scenarios: []Scenario{{Name: "x", CrashAtOutage: true}}}, "CrashAtOutage needs Outage"},
+		{"shadow rate over 1", Config{Scenarios: []Scenario{{Name: "x", ShadowRate: 1.5}}}, "ShadowRate 1.5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

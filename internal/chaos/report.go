@@ -93,6 +93,10 @@ type ScenarioReport struct {
 	// WorkerExits lists exits the harness did not cause.
 	WorkerRestarts int
 	WorkerExits    []string
+	// ShadowSamples counts the shadow samples the workers compared, as the
+	// ones that stopped cleanly logged them (a SIGKILLed worker's are not
+	// counted).
+	ShadowSamples int64
 	// ServerRestarts counts NATS nodes shut down and started again;
 	// LeaderMoves describes each loss of the AI_REQUESTS leader.
 	ServerRestarts int
@@ -231,6 +235,9 @@ func (s ScenarioReport) write(b *strings.Builder) {
 	row("worker kills", fmt.Sprintf("%d (%s)", s.kills(), countsText(s.WorkerKills, "none")))
 	row("worker restarts", fmt.Sprintf("%d (exits the harness did not cause: %d)", s.WorkerRestarts, len(s.WorkerExits)))
 	row("server restarts", fmt.Sprint(s.ServerRestarts))
+	if s.ShadowSamples > 0 {
+		row("shadow samples", fmt.Sprintf("%d (compared by workers that stopped cleanly)", s.ShadowSamples))
+	}
 	for _, m := range s.LeaderMoves {
 		row("leader lost", m)
 	}

@@ -222,6 +222,9 @@ func (r *scenarioRun) execute(ctx context.Context) error {
 	if r.sc.Cluster {
 		env["STREAM_REPLICAS"] = "3"
 	}
+	if r.sc.ShadowRate > 0 {
+		env["SHADOW_RATE"] = strconv.FormatFloat(r.sc.ShadowRate, 'g', -1, 64)
+	}
 	maxBytes, err := parseSize(env["MAX_REQUEST_BYTES"])
 	if err != nil {
 		return err
@@ -369,6 +372,7 @@ func (r *scenarioRun) collect(ctx context.Context, reqs []*sentRequest) error {
 		rep.Violations++
 		rep.Evidence = append(rep.Evidence, bad)
 	}
+	rep.ShadowSamples = r.pool.shadowSamples()
 	ps := r.proxy.Stats()
 	rep.ProviderCalls, rep.ProviderFaults = ps.Calls, ps.Faults
 	for _, pd := range ps.Periods {

@@ -3,6 +3,7 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -294,4 +295,27 @@ func (p *workerPool) scanLogs(secret string) []string {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
+}
+
+// shadowSamples adds up the shadow samples the workers compared, from the
+// line each logs when it stops ("shadow sampling stopped"); a worker
+// killed with SIGKILL logs none.
+func (p *workerPool) shadowSamples() int64 {
+	var n int64
+	for i := range p.slots {
+		data, err := os.ReadFile(p.logPath(i))
+		if err != nil {
+			continue
+		}
+		for line := range bytes.Lines(data) {
+			var entry struct {
+				Msg     string `json:"msg"`
+				Samples int64  `json:"samples"`
+			}
+			if json.Unmarshal(line, &entry) == nil && entry.Msg == "shadow sampling stopped" {
+				n += entry.Samples
+			}
+		}
+	}
+	return n
 }

@@ -12,6 +12,9 @@
 //     a combined answer, which carries JSON framing.
 //   - Models missing from the table are not priced; their calls are counted
 //     in Unpriced so a partial figure is never mistaken for a whole one.
+//   - Shadow calls (a request sent again alone to measure answer quality,
+//     and the embedding calls that score it) are counted apart, in Shadow:
+//     they answer no request and save nothing.
 package cost
 
 import (
@@ -95,6 +98,11 @@ type Totals struct {
 	// the price table.
 	PricedCalls int64 `json:"priced_calls"`
 	Unpriced    int64 `json:"unpriced_calls"`
+	// Shadow is the estimated cost of shadow calls, counted apart from
+	// Spend and Saving; ShadowCalls counts the priced ones (unpriced ones
+	// count in Unpriced).
+	Shadow      float64 `json:"estimated_shadow_cost"`
+	ShadowCalls int64   `json:"shadow_calls"`
 }
 
 // Accountant adds up spend and saving from the engine's call reports. It
@@ -142,8 +150,13 @@ func (a *Accountant) Add(c batch.CallReport, discounted bool) {
 		a.t.Unpriced++
 		return
 	}
-	a.t.PricedCalls++
 	spend := (float64(c.Usage.InputTokens)*price.Input + float64(c.Usage.OutputTokens)*price.Output) / 1e6
+	if c.Shadow {
+		a.t.ShadowCalls++
+		a.t.Shadow += spend
+		return
+	}
+	a.t.PricedCalls++
 	if discounted {
 		spend *= 1 - a.discount
 	}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,11 @@ const ModeSingle = "single"
 
 // ModeAsync is the mode label of Batch API jobs.
 const ModeAsync = "async"
+
+// ModeShadow is the mode label of shadow calls: a request sent again alone
+// to compare its answer with the combined call's, and the embedding calls
+// that score them.
+const ModeShadow = "shadow"
 
 // Metrics holds the engine's Prometheus metrics. Create it with New; its
 // methods are safe for concurrent use.
@@ -56,6 +62,9 @@ type Metrics struct {
 	providerUp     prometheus.Gauge
 	breakerOpen    *prometheus.GaugeVec
 	groupSize      *prometheus.GaugeVec
+	shadowSamples  *prometheus.CounterVec
+	shadowScore    *prometheus.HistogramVec
+	qualityResizes *prometheus.CounterVec
 	openBreakers   sync.Map // model -> struct{}
 	reg            prometheus.Registerer
 	inFlightJoined atomic.Bool
@@ -167,6 +176,19 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			Name: "aibatch_group_batch_size",
 			Help: "Most requests one call of a group may carry now (adaptive: halves on a cut-off answer, grows back while calls succeed); instructions is a short hash.",
 		}, []string{"model", "instructions"}),
+		shadowSamples: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_shadow_samples_total",
+			Help: "Requests answered in a combined call and again alone (SHADOW_RATE), by model and whether the two answers agree (score at least SHADOW_AGREE_AT).",
+		}, []string{"model", "agree"}),
+		shadowScore: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "aibatch_shadow_score",
+			Help:    "How alike a combined call's answer and the same request's answer alone are (1: the same), by the combined call's size bucket.",
+			Buckets: []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1},
+		}, []string{"batch_size"}),
+		qualityResizes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aibatch_quality_resizes_total",
+			Help: "Changes the quality guard (QUALITY_FLOOR) made to a group's call size, by model and direction (shrink, grow).",
+		}, []string{"model", "direction"}),
 	}
 	for _, o := range opts {
 		o(m)
@@ -178,6 +200,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		m.requests, m.batches, m.results, m.apiCalls, m.retries, m.deadLetters, m.tokens,
 		m.batchSize, m.callLatency, m.queueWait, m.attempts, m.pending, m.ackPending, m.oldestPending,
 		m.deferred, m.probes, m.providerUp, m.breakerOpen, m.groupSize,
+		m.shadowSamples, m.shadowScore, m.qualityResizes,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
@@ -230,7 +253,14 @@ func (m *Metrics) CallFinished(c batch.CallReport) {
 		return
 	}
 	mode := m.syncMode
-	if c.Async {
+	switch {
+	case c.Shadow:
+		// A shadow call is no batch: it is counted, its size is not.
+		m.apiCalls.WithLabelValues(c.Provider, string(c.Trigger), ModeShadow, status).Inc()
+		m.callLatency.WithLabelValues(c.Provider, ModeShadow).Observe(c.Latency.Seconds())
+		m.countTokens(c)
+		return
+	case c.Async:
 		mode = ModeAsync
 	}
 	if !c.Resumed {
@@ -301,6 +331,23 @@ func (m *Metrics) BreakerChanged(b batch.BreakerState) {
 // GroupResized sets aibatch_group_batch_size for the group.
 func (m *Metrics) GroupResized(g batch.GroupState) {
 	m.groupSize.WithLabelValues(g.Model, g.Instructions).Set(float64(g.Size))
+}
+
+// ShadowSampled counts a shadow sample by model and agreement, and
+// observes its score by batch-size bucket.
+func (m *Metrics) ShadowSampled(s batch.ShadowSample) {
+	m.shadowSamples.WithLabelValues(s.Model, strconv.FormatBool(s.Agree)).Inc()
+	m.shadowScore.WithLabelValues(s.SizeBucket).Observe(s.Score)
+}
+
+// QualityLimited counts a change the quality guard made; GroupResized sets
+// the group's size gauge.
+func (m *Metrics) QualityLimited(c batch.QualityChange) {
+	direction := "grow"
+	if c.Shrinks() {
+		direction = "shrink"
+	}
+	m.qualityResizes.WithLabelValues(c.Model, direction).Inc()
 }
 
 // BuildInfo returns the gauge aibatch_build_info, always 1, whose labels

@@ -42,6 +42,7 @@
 //     SetResultsFunc, SetMalformedNext, RefuseNext, TruncateNext, NoToolNext;
 //   - faults of real providers: SetOutputCap (a batch answer cut off,
 //     stop_reason "max_tokens"; a call's max_tokens is honoured too),
+//     SetWrongAfter (wrong answers past a position of a combined call),
 //     RefuseInput (stop_reason "refusal"), RequireKey (401
 //     authentication_error; the key may rotate), FailFor (an outage of 5xx
 //     or 529 for a while), HangFor (no answer for a while), FailNext and
@@ -264,6 +265,17 @@ func (s *Server) Requests() []Request { return s.requests.All() }
 // answer's text too (its first max_tokens*4 bytes), with stop_reason
 // "max_tokens". Message Batches are not affected.
 func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
+
+// WrongAnswer is the output SetWrongAfter gives the items past its
+// position.
+const WrongAnswer = fake.WrongAnswer
+
+// SetWrongAfter makes each batch answer wrong for every item after position n
+// of its call (positions count from 1, in request order): their output is
+// WrongAnswer instead of Answer(input), as a model that lost track of the
+// items of a long prompt answers. A call of one request stays right, so a
+// test can tell what combining did to the answers. Plain answers and Message Batches are not affected. n <= 0 turns it off.
+func (s *Server) SetWrongAfter(n int) { s.ctl.SetWrongAfter(n) }
 
 // RefuseInput makes the fake model refuse every Messages call that contains
 // input, as the API's classifiers stop one: stop_reason "refusal",

@@ -349,7 +349,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 	case b.refuse || s.ctl.Refused(inputs...):
 		answer.Content, answer.StopReason, answer.StopDetails = []any{}, "refusal", refusalDetails()
 	case batch:
-		out = resultsJSON(items, use.answer, strings.Contains(rec.System, "JSON object: a string"), b)
+		out = resultsJSON(items, use.answer, strings.Contains(rec.System, "JSON object: a string"), b, s.ctl.AnswerAt)
 		switch {
 		case b.truncate:
 			answer.Content = []any{s.toolUse(ToolName, json.RawMessage("{}"))}
@@ -541,27 +541,28 @@ func idEnum(tools []Tool) []string {
 	return nil
 }
 
-// resultsJSON builds the tool input answering items as b says: each
-// output the answer to the item's prompt, as JSON valid against the output
-// schema when it is structured, or as the text of a JSON object when
-// object says the instructions ask for that.
-func resultsJSON(items []Item, answer fake.BatchAnswer, object bool, b behaviour) string {
+// resultsJSON builds the tool input answering items as b and answerAt
+// (SetWrongAfter) say: each output the answer to the item's prompt, as JSON
+// valid against the output schema when it is structured, or as the text
+// of a JSON object when object says the instructions ask for that.
+func resultsJSON(items []Item, answer fake.BatchAnswer, object bool, b behaviour, answerAt func(i, n int, right string) string) string {
 	structured := answer.Structured()
 	results := make([]Result, 0, len(items))
-	for _, it := range items[:b.Kept(len(items))] {
+	for i, it := range items[:b.Kept(len(items))] {
 		if b.LeftOut(it.Prompt()) {
 			continue
 		}
-		res := Result{ID: it.ID, Output: Answer(it.Prompt())}
+		text := answerAt(i, len(items), Answer(it.Prompt()))
+		res := Result{ID: it.ID, Output: text}
 		switch {
 		case structured:
-			out, err := fake.Instance(answer.Output, answer.Root, Answer(it.Prompt()))
+			out, err := fake.Instance(answer.Output, answer.Root, text)
 			if err != nil {
 				out = string(fake.MarshalJSON(err.Error())) // the model could not follow the schema
 			}
 			res.JSON = out
 		case object:
-			res.Output = string(fake.MarshalJSON(map[string]string{"output": Answer(it.Prompt())}))
+			res.Output = string(fake.MarshalJSON(map[string]string{"output": text}))
 		}
 		results = append(results, res)
 	}

@@ -91,7 +91,7 @@ func TestEmbeddingsThroughKind(t *testing.T) {
 			if !provider.IsPermanent(r.Err) || provider.ScopeOf(r.Err) != provider.ScopeRequest {
 				t.Fatalf("rejected input: %+v", r)
 			}
-		case r.Err != nil || !slices.Equal(r.Embedding, httpapitest.Embedding(b.Requests[i].Input, 12)):
+		case r.Err != nil || !slices.Equal(r.Embedding, httpapitest.Vector(b.Requests[i].Input, 12)):
 			t.Fatalf("result %s: %d numbers, error %v", r.Key, len(r.Embedding), r.Err)
 		}
 	}

@@ -15,7 +15,7 @@
 // (answered for its last user message); a call's "stop" cuts each answer,
 // and its "response_format" makes each output a JSON value (an instance of
 // the json_schema, or {"output":...}); a call with "kind": "embedding" is
-// answered with each input's Embedding(input, dimensions), the answer
+// answered with each input's Vector(input, dimensions), the answer
 // controls applying as to a chat call, and WrongDimensionsNext spoiling the
 // lengths.
 //
@@ -25,10 +25,11 @@
 //   - answers: DropItems, OmitInput, RejectInput, Shuffle, RepeatIDs,
 //     SetResultsFunc, SetMalformedNext;
 //   - faults of real endpoints: SetOutputCap (an answer cut off, "truncated":
-//     true; a call's max_output_tokens is honoured too), RefuseInput (the
-//     item's own non-retryable "error"), RequireKey (401; the token may
-//     rotate), FailFor (an outage of 5xx for a while), HangFor (no answer
-//     for a while), FailNext and SetDelay;
+//     true; a call's max_output_tokens is honoured too), SetWrongAfter
+//     (wrong answers past a position of a call of several items),
+//     RefuseInput (the item's own non-retryable "error"), RequireKey (401;
+//     the token may rotate), FailFor (an outage of 5xx for a while), HangFor
+//     (no answer for a while), FailNext and SetDelay;
 //   - unknown models (WithUnknownModels, and any model named "unknown...")
 //     get 404 model_not_found;
 //   - records: Calls, MaxConcurrent, CallSizes, Requests.
@@ -307,6 +308,17 @@ func (s *Server) Requests() []Request { return s.requests.All() }
 // max_output_tokens*4 bytes, with "truncated": true.
 func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
 
+// WrongAnswer is the output SetWrongAfter gives the items past its
+// position.
+const WrongAnswer = fake.WrongAnswer
+
+// SetWrongAfter makes each answer wrong for every item after position n of
+// its call (positions count from 1, in request order): their output is
+// WrongAnswer instead of Answer(input), as a model that lost track of the
+// items of a long prompt answers. A call of one item stays right, so a test
+// can tell what combining did to the answers. n <= 0 turns it off.
+func (s *Server) SetWrongAfter(n int) { s.ctl.SetWrongAfter(n) }
+
 // RefuseInput makes the fake model refuse every item whose input is input,
 // alone: its result is {"id","error":"refused: ...","retryable":false}
 // while the other items of the call are answered.
@@ -432,7 +444,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if req.Kind == "embedding" {
 		dims := req.Dimensions
 		if dims == 0 {
-			dims = fake.DefaultDimensions(req.Items[0].Model)
+			dims = fake.EmbeddingDims
 		}
 		if s.wrongDims.Take() {
 			dims--
@@ -440,7 +452,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		fake.WriteAnswer(w, wireAnswer{Results: embed(req.Items, dims, s.ctl.Behaviour())}, malformed)
 		return
 	}
-	results := answer(req.Items, f, req.Stop, s.ctl.Behaviour(), s.ctl.Refused)
+	results := answer(req.Items, f, req.Stop, s.ctl.Behaviour(), s.ctl.Refused, s.ctl.AnswerAt)
 	results, truncated := s.limit(req.Items, req.MaxOutputTokens, results)
 	fake.WriteAnswer(w, wireAnswer{Results: results, Truncated: truncated}, malformed)
 }
@@ -449,9 +461,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 // number shorter than asked.
 func (s *Server) WrongDimensionsNext(n int) { s.wrongDims.Set(n) }
 
-// Embedding is the fake model's vector for input: dims numbers derived
-// from a hash of input, of length 1 (dims 0: 1536).
-func Embedding(input string, dims int) []float32 { return fake.Embedding(input, dims) }
+// Vector is the fake model's vector for input: dims numbers (64 when
+// dims <= 0), of length 1, the same as openaitest.Vector.
+func Vector(input string, dims int) []float32 { return fake.Embedding(input, dims) }
 
 // embed answers an embedding call: each item's vector, with the answer
 // controls applied as to a chat call (a refused or rejected input gets its
@@ -463,12 +475,12 @@ func embed(items []Item, dims int, b fake.Behaviour[Result]) []Result {
 		case rejected:
 			results = append(results, Result{ID: it.ID, Error: "rejected by the fake endpoint", Retryable: retryable})
 		case !b.Omit[it.Input]:
-			results = append(results, Result{ID: it.ID, Embedding: Embedding(it.Input, dims),
+			results = append(results, Result{ID: it.ID, Embedding: Vector(it.Input, dims),
 				Usage: &Usage{InputTokens: fake.Tokens(len(it.Input))}})
 		}
 	}
 	return b.Finish(results, func(x, y Result) bool { return x.ID == y.ID }, func(first Result) (Result, Result) {
-		return Result{ID: "not-asked", Embedding: Embedding("not asked", dims)}, first
+		return Result{ID: "not-asked", Embedding: Vector("not asked", dims)}, first
 	})
 }
 
@@ -552,11 +564,12 @@ func (s *Server) limit(items []Item, maxTokens int, results []Result) ([]Result,
 }
 
 // answer builds the results for items as f (structured output: a JSON
-// instance of the schema, or an object), the stop sequences, b and refused
-// (RefuseInput) say.
-func answer(items []Item, f format, stop []string, b fake.Behaviour[Result], refused func(...string) bool) []Result {
+// instance of the schema, or an object), the stop sequences, b, refused
+// (RefuseInput) and answerAt (SetWrongAfter) say.
+func answer(items []Item, f format, stop []string, b fake.Behaviour[Result], refused func(...string) bool,
+	answerAt func(i, n int, right string) string) []Result {
 	results := make([]Result, 0, len(items))
-	for _, it := range items[:b.Kept(len(items))] {
+	for i, it := range items[:b.Kept(len(items))] {
 		prompt := it.Prompt()
 		switch retryable, rejected := b.Reject[prompt]; {
 		case refused(prompt):
@@ -564,7 +577,7 @@ func answer(items []Item, f format, stop []string, b fake.Behaviour[Result], ref
 		case rejected:
 			results = append(results, Result{ID: it.ID, Error: "rejected by the fake endpoint", Retryable: retryable})
 		case !b.Omit[prompt]:
-			out := Answer(prompt)
+			out := answerAt(i, len(items), Answer(prompt))
 			r := Result{ID: it.ID, Output: &out, FinishReason: "stop", Usage: &Usage{
 				InputTokens:  fake.Tokens(len(it.Instructions) + len(prompt)),
 				OutputTokens: fake.Tokens(len(out)),

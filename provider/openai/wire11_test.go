@@ -50,12 +50,12 @@ func TestEmbeddingsAreExact(t *testing.T) {
 			}
 			want := dims
 			if want == 0 {
-				want = openaitest.DefaultDimensions(b.Model)
+				want = openaitest.EmbeddingDims
 			}
 			var tokens int64
 			for _, r := range results {
 				i, _ := strconv.Atoi(r.Key)
-				if r.Err != nil || !slices.Equal(r.Embedding, openaitest.Embedding(b.Requests[i].Input, want)) || r.Output != "" {
+				if r.Err != nil || !slices.Equal(r.Embedding, openaitest.Vector(b.Requests[i].Input, want)) || r.Output != "" {
 					t.Fatalf("result %s: err %v, %d numbers, output %q", r.Key, r.Err, len(r.Embedding), r.Output)
 				}
 				tokens += r.Usage.InputTokens

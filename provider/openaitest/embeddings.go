@@ -20,21 +20,22 @@ const EmbeddingsPath = "/v1/embeddings"
 // the real API allows; more are refused with HTTP 400.
 const MaxEmbeddingInputs = 2048
 
-// Embedding is the fake model's vector for input: dims numbers derived
-// from a hash of input, of length 1. dims <= 0 is 1536, the length of
-// text-embedding-3-small's vectors (the default embedding model's); a call
-// to text-embedding-3-large without dimensions gets
-// Embedding(input, DefaultDimensions("text-embedding-3-large")).
-func Embedding(input string, dims int) []float32 {
-	if dims <= 0 {
-		dims = DefaultDimensions("")
-	}
-	return fake.Embedding(input, dims)
-}
+// EmbeddingDims is the length of the fake's vectors when a call asks for
+// no dimensions.
+const EmbeddingDims = fake.EmbeddingDims
 
-// DefaultDimensions is the length of model's vectors when a call asks for
-// none: 3072 for text-embedding-3-large, 1536 for the others.
-func DefaultDimensions(model string) int { return fake.DefaultDimensions(model) }
+// Vector is the fake model's embedding of input with dims numbers
+// (EmbeddingDims when dims <= 0), as a reader of float32s gets it: the sum
+// of a pseudo-random vector per word of input (lower-cased, without
+// punctuation), scaled to length 1. Texts with the same words embed
+// alike, each shared word adds to two texts' cosine similarity, and texts
+// with other words get other vectors.
+func Vector(input string, dims int) []float32 { return fake.Embedding(input, dims) }
+
+// Embedding is the fake model's embedding of input of EmbeddingDims
+// numbers (a call that asks for no dimensions), as a reader of float64s
+// gets it: Vector(input, 0), each number exactly its float32.
+func Embedding(input string) []float64 { return fake.Float64s(Vector(input, 0)) }
 
 // EmbeddingRequest is one decoded embeddings request, as
 // EmbeddingRequests returns it.
@@ -90,13 +91,18 @@ type wireEmbeddingAnswer struct {
 	} `json:"usage"`
 }
 
-// serveEmbeddings answers an embeddings call. Besides the controls every
-// call has (auth, FailNext, FailFor, HangFor, SetDelay), DropItems leaves
-// the last inputs out of "data", OmitInput leaves that input out,
-// RejectInput refuses the whole call (400 invalid_prompt, or 503 when
-// retryable), as the real API refuses a call with one bad input; Shuffle
-// lists "data" out of order, SetMalformedNext cuts the body in half, and
-// NoDataNext and WrongDimensionsNext spoil the answer as they say.
+// serveEmbeddings answers POST /v1/embeddings as the real API does: an
+// input string or array of strings (at most MaxEmbeddingInputs, none
+// empty), "dimensions" for text-embedding-3 models, encoding_format float
+// or base64, one "embedding" object per input with its index, usage in
+// prompt tokens (4 bytes a token). Besides the controls every call has
+// (auth, FailNext, FailFor, HangFor, SetDelay), DropItems leaves the last
+// inputs out of "data", OmitInput leaves that input out, RejectInput
+// refuses the whole call (400 invalid_prompt, or 503 when retryable), as
+// the real API refuses a call with one bad input; Shuffle lists "data" out
+// of order, SetMalformedNext cuts the body in half, and NoDataNext and
+// WrongDimensionsNext spoil the answer as they say. Unknown models get 404
+// model_not_found.
 func (s *Server) serveEmbeddings(w http.ResponseWriter, _ *http.Request, body []byte) {
 	var req wireEmbeddingRequest
 	if err := json.Unmarshal(body, &req); err != nil {
@@ -150,7 +156,7 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, _ *http.Request, body []
 	}
 	dims := rec.Dimensions
 	if dims == 0 {
-		dims = DefaultDimensions(req.Model)
+		dims = EmbeddingDims
 	}
 	if s.wrongDims.Take() {
 		dims--
@@ -162,11 +168,12 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, _ *http.Request, body []
 		if i >= b.Kept(len(rec.Inputs)) || b.Omit[in] {
 			continue
 		}
-		var v any = Embedding(in, dims)
+		v := Vector(in, dims)
+		var enc any = fake.Float64s(v)
 		if req.EncodingFormat == "base64" {
-			v = encodeVector(Embedding(in, dims))
+			enc = encodeVector(v)
 		}
-		data = append(data, wireEmbedding{Object: "embedding", Index: i, Embedding: v})
+		data = append(data, wireEmbedding{Object: "embedding", Index: i, Embedding: enc})
 	}
 	if b.Shuffle {
 		rand.Shuffle(len(data), func(i, j int) { data[i], data[j] = data[j], data[i] })

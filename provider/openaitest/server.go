@@ -26,13 +26,12 @@
 //     "logprobs" adds an empty logprobs object. This is what the openai
 //     provider's single mode sends.
 //
-// Embeddings are served on POST /v1/embeddings (see embeddings.go): the
-// vector of an input is Embedding(input, dimensions), so a test can check
-// every vector, and the call can fail as the real one does.
-//
-// It also serves the Batch API (see jobs.go): file upload, download and
-// deletion (POST /v1/files, GET /v1/files/{id}/content, DELETE
-// /v1/files/{id}) and batches (POST /v1/batches, GET /v1/batches/{id}, POST
+// It also serves embeddings (POST /v1/embeddings, see embeddings.go:
+// Vector and Embedding are the fake model's vector of a text, so a test
+// can check every vector; the call fails as the real one does) and the
+// Batch API (see
+// jobs.go): file upload, download and deletion (POST /v1/files, GET
+// /v1/files/{id}/content, DELETE /v1/files/{id}) and batches (POST /v1/batches, GET /v1/batches/{id}, POST
 // /v1/batches/{id}/cancel). A job's lines are plain requests, answered like
 // plain calls once the test ends the job with CompleteJobs or ExpireJob (or
 // WithCompleteAfter does), unless FailJob fails it whole.
@@ -45,7 +44,8 @@
 //     SetResultsFunc, SetMalformedNext, RefuseNext, TruncateNext;
 //   - faults of real providers: SetOutputCap (a combined answer cut off,
 //     finish_reason "length"; a call's max_completion_tokens is honoured
-//     too), RefuseInput (message.refusal), RequireKey (401
+//     too), SetWrongAfter (wrong answers past a position of a combined
+//     call), RefuseInput (message.refusal), RequireKey (401
 //     invalid_api_key; the key may rotate), FailFor (an outage of 5xx for a
 //     while), HangFor (no answer for a while), FailNext and SetDelay;
 //   - unknown models (WithUnknownModels, and any model named "unknown...")
@@ -266,6 +266,17 @@ func (s *Server) Requests() []Request { return s.requests.All() }
 // way, a plain answer's text too (its first max_completion_tokens*4
 // bytes), with finish_reason "length". Batch API jobs are not affected.
 func (s *Server) SetOutputCap(items int) { s.ctl.SetOutputCap(items) }
+
+// WrongAnswer is the output SetWrongAfter gives the items past its
+// position.
+const WrongAnswer = fake.WrongAnswer
+
+// SetWrongAfter makes each batch answer wrong for every item after position n
+// of its call (positions count from 1, in request order): their output is
+// WrongAnswer instead of Answer(input), as a model that lost track of the
+// items of a long prompt answers. A call of one request stays right, so a
+// test can tell what combining did to the answers. Plain answers and Batch API jobs are not affected. n <= 0 turns it off.
+func (s *Server) SetWrongAfter(n int) { s.ctl.SetWrongAfter(n) }
 
 // RefuseInput makes the fake model refuse every call that contains input,
 // as OpenAI answers a refusal: message.refusal holds the model's words,

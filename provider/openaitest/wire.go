@@ -328,7 +328,7 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		for i, it := range items {
 			inputs[i] = it.Prompt()
 		}
-		content = batchContent(items, f.answer, objectOutputs(rec.Messages), b)
+		content = batchContent(items, f.answer, objectOutputs(rec.Messages), b, s.ctl.AnswerAt)
 	default:
 		content, toolCalls, finish, err = plainContent(req, rec, f, user.Content, s.seq.Add(1))
 		if err != nil {
@@ -557,27 +557,28 @@ func readFormat(raw json.RawMessage) (format, error) {
 	}
 }
 
-// batchContent builds the JSON content answering items as b says: each
-// output the answer to the item's prompt, as JSON valid against the
-// output schema when it is structured, or as the text of a JSON object
-// when object says the instructions ask for that.
-func batchContent(items []Item, answer fake.BatchAnswer, object bool, b behaviour) string {
+// batchContent builds the JSON content answering items as b and answerAt
+// (SetWrongAfter) say: each output the answer to the item's prompt, as
+// JSON valid against the output schema when it is structured, or as the
+// text of a JSON object when object says the instructions ask for that.
+func batchContent(items []Item, answer fake.BatchAnswer, object bool, b behaviour, answerAt func(i, n int, right string) string) string {
 	structured := answer.Structured()
 	results := make([]Result, 0, len(items))
-	for _, it := range items[:b.Kept(len(items))] {
+	for i, it := range items[:b.Kept(len(items))] {
 		if b.LeftOut(it.Prompt()) {
 			continue
 		}
-		res := Result{ID: it.ID, Output: Answer(it.Prompt())}
+		text := answerAt(i, len(items), Answer(it.Prompt()))
+		res := Result{ID: it.ID, Output: text}
 		switch {
 		case structured:
-			out, err := fake.Instance(answer.Output, answer.Root, Answer(it.Prompt()))
+			out, err := fake.Instance(answer.Output, answer.Root, text)
 			if err != nil {
-				out = `"` + err.Error() + `"` // the model could not follow the schema
+				out = string(fake.MarshalJSON(err.Error())) // the model could not follow the schema
 			}
 			res.JSON = out
 		case object:
-			res.Output = string(fake.MarshalJSON(map[string]string{"output": Answer(it.Prompt())}))
+			res.Output = string(fake.MarshalJSON(map[string]string{"output": text}))
 		}
 		results = append(results, res)
 	}

@@ -5,38 +5,57 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"strings"
+	"unicode"
 )
 
-// Embedding is the fakes' embedding of input: a vector of dims numbers,
-// drawn from a generator seeded with the SHA-256 of input and scaled to
-// length 1 (as real embedding models answer), so that a test can compute
-// the vector every input must get. dims <= 0 gives nil.
+// EmbeddingDims is the length of the fakes' vectors when a call asks for
+// no dimensions.
+const EmbeddingDims = 64
+
+// Embedding is the fakes' embedding of input: dims numbers (EmbeddingDims
+// when dims <= 0), each a float32. It is the sum, over input's lower-cased
+// words (runs of letters and digits; a text without any counts as one word,
+// itself), of a vector drawn for the word from a generator seeded with its
+// SHA-256, scaled to length 1. So texts with the same words embed alike
+// whatever their case and punctuation, each shared word adds to two texts'
+// cosine similarity, and texts with other words get other vectors: a test
+// can compute the vector every input must get.
 func Embedding(input string, dims int) []float32 {
 	if dims <= 0 {
-		return nil
+		dims = EmbeddingDims
 	}
-	sum := sha256.Sum256([]byte(input))
-	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(sum[:8]), binary.LittleEndian.Uint64(sum[8:16])))
-	v := make([]float32, dims)
+	words := strings.FieldsFunc(strings.ToLower(input), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
+	if len(words) == 0 {
+		words = []string{input}
+	}
+	sum := make([]float64, dims)
+	for _, w := range words {
+		h := sha256.Sum256([]byte(w))
+		rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(h[:8]), binary.LittleEndian.Uint64(h[8:16])))
+		for i := range sum {
+			sum[i] += rng.NormFloat64()
+		}
+	}
 	var norm float64
-	for i := range v {
-		x := rng.NormFloat64()
-		v[i] = float32(x)
+	for _, x := range sum {
 		norm += x * x
 	}
 	norm = math.Sqrt(norm)
-	for i := range v {
-		v[i] = float32(float64(v[i]) / norm)
+	v := make([]float32, dims)
+	for i, x := range sum {
+		v[i] = float32(x / norm)
 	}
 	return v
 }
 
-// DefaultDimensions is the length of an embedding model's vectors when a
-// call asks for none: OpenAI's text-embedding-3-large has 3072, the other
-// models the fakes know 1536.
-func DefaultDimensions(model string) int {
-	if model == "text-embedding-3-large" {
-		return 3072
+// Float64s is v as float64s, each exactly its float32: what the fakes
+// write in JSON, so that a reader of float64s gets these values and a
+// reader of float32s gets v exactly.
+func Float64s(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
 	}
-	return 1536
+	return out
 }

@@ -3,7 +3,7 @@
 // controls every fake offers (FailNext, SetDelay, DropItems, Shuffle,
 // SetMalformedNext, OmitInput, RejectInput, RepeatIDs, SetResultsFunc), the
 // faults real providers show (SetOutputCap, RefuseInput, RequireKey,
-// FailFor, HangFor) and the record of call sizes (CallSizes), the counting
+// FailFor, HangFor, SetWrongAfter) and the record of call sizes (CallSizes), the counting
 // behind Calls and MaxConcurrent, the log behind Requests, and small HTTP
 // and JSON helpers (cutting an answer off, reading the batch schema).
 //
@@ -31,6 +31,7 @@ const MaxBodyBytes = 32 << 20
 // methods are safe for concurrent use.
 type Controls[R any] struct {
 	faults // SetOutputCap, RefuseInput, RequireKey, FailFor, HangFor, CallSizes
+	mixUp  // SetWrongAfter, AnswerAt
 
 	calls, inFlight, maxInFlight atomic.Int64
 	malformed                    Countdown
