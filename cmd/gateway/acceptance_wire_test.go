@@ -18,8 +18,8 @@ import (
 )
 
 // fakeEmbedding is the fake provider's vector for input, at the default
-// model's length.
-func fakeEmbedding(input string) []float32 { return openaitest.Embedding(input, 0) }
+// length.
+func fakeEmbedding(input string) []float32 { return openaitest.Vector(input, 0) }
 
 func TestAcceptanceEmbeddings(t *testing.T) {
 	t.Parallel()
