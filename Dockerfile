@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # The aibatch worker image: a static binary on distroless, running as the
 # non-root user 65532, with no shell. Build: make image
+# It holds the gateway too (/usr/local/bin/gateway, docs/gateway.md), run
+# with that as the command.
 #
 # The worker reads its configuration from the environment (README.md,
 # Configuration); in Kubernetes see k8s/ and docs/kubernetes.md.
@@ -28,12 +30,12 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
     GOEXPERIMENT=jsonv2 go build -trimpath \
       -ldflags "-s -w -X github.com/aibatch/aibatch/internal/buildinfo.version=${VERSION} -X github.com/aibatch/aibatch/internal/buildinfo.commit=${COMMIT}" \
-      -o /out/worker ./cmd/worker
+      -o /out/ ./cmd/worker ./cmd/gateway
 
 # distroless/static: CA certificates, /etc/passwd with the nonroot user, tzdata;
 # no shell, no package manager.
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/worker /usr/local/bin/worker
+COPY --from=build /out/worker /out/gateway /usr/local/bin/
 USER 65532:65532
 # Admin server (/healthz, /readyz, /metrics) when ADMIN_ADDR=0.0.0.0:8080.
 EXPOSE 8080

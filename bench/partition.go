@@ -20,7 +20,7 @@ import (
 	"github.com/aibatch/aibatch/provider/openaitest"
 )
 
-// Scenario 12: partitions. One request stream is one stream leader: every
+// Scenario 13: partitions. One request stream is one stream leader: every
 // request is stored, delivered and acked through it. Past what it carries,
 // requests are partitioned by subject mapping: the server rewrites a
 // producer's ai.requests.<topic> to ai.requests.<N>.<topic>, N =
@@ -200,11 +200,11 @@ func partName(p int) string {
 	return strconv.Itoa(p) + " partitions"
 }
 
-// scenarioPartition is scenario 12.
+// scenarioPartition is scenario 13.
 func scenarioPartition(ctx context.Context, o *options, r *report) error {
 	root := filepath.Join(o.TmpDir, "partition")
 	defer os.RemoveAll(root)
-	const sc = "12 partitions"
+	const sc = "13 partitions"
 	// Every topic gets whole calls: the end-to-end drain is not left
 	// waiting for MAX_WAIT with a partial group per topic.
 	whole := partitionTopics * o.TPBatches[0]
@@ -222,7 +222,7 @@ func scenarioPartition(ctx context.Context, o *options, r *report) error {
 				return fmt.Errorf("%s run %d: %w", partName(p), run+1, err)
 			}
 			rates[p] = append(rates[p], rate)
-			r.progress("12 partitions: run %d %-22s fetch + ack %8.0f req/s; requests per partition %v, topics in two partitions %d", run+1, partName(p), rate, counts, split)
+			r.progress("13 partitions: run %d %-22s fetch + ack %8.0f req/s; requests per partition %v, topics in two partitions %d", run+1, partName(p), rate, counts, split)
 			if run == 0 && p > 1 { // the spread is the same every run
 				detail[fmt.Sprintf("spread_%d", p)] = counts
 				r.add(row{Scenario: sc, Measure: fmt.Sprintf("%d partitions: topics found in more than one partition (groups split)", p), Unit: "count", summary: summarize([]float64{float64(split)}), Target: exactly(0)})
@@ -250,7 +250,7 @@ func scenarioPartition(ctx context.Context, o *options, r *report) error {
 				return fmt.Errorf("%s end to end run %d: %w", partName(p), run+1, err)
 			}
 			e2e[p] = append(e2e[p], rate)
-			r.progress("12 partitions: run %d %-22s end to end %8.0f req/s", run+1, partName(p), rate)
+			r.progress("13 partitions: run %d %-22s end to end %8.0f req/s", run+1, partName(p), rate)
 		}
 	}
 	for _, p := range partCounts[1:] {
@@ -266,7 +266,7 @@ func scenarioPartition(ctx context.Context, o *options, r *report) error {
 			return fmt.Errorf("quota %dx%d: %w", cell.partitions, cell.workers, err)
 		}
 		cells = append(cells, res.detail())
-		r.progress("12 partitions: quota, %d partitions x %d workers: %d calls in %s against %.0f allowed (%.2f), at most %d in any %s (%.2f of its share)",
+		r.progress("13 partitions: quota, %d partitions x %d workers: %d calls in %s against %.0f allowed (%.2f), at most %d in any %s (%.2f of its share)",
 			cell.partitions, cell.workers, res.calls, o.PartQuotaWindow, res.allowed, res.fill(), res.most, quotaBurstWindow, res.burst())
 		label := fmt.Sprintf("quota, %d partition(s) x %d worker(s) = %d, PROVIDER_RPM %d shared", cell.partitions, cell.workers, cell.partitions*cell.workers, o.PartQuotaRPM)
 		r.add(row{Scenario: sc, Measure: label + fmt.Sprintf(": calls in %s / allowed", o.PartQuotaWindow), Unit: "ratio", summary: summarize([]float64{res.fill()}), Target: atLeast(0.85)})
