@@ -86,7 +86,7 @@ lint: ## go vet and gofmt
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 .PHONY: bench
-bench: ## Micro-benchmarks, then the JetStream harness: one table, figures in bench/results.json (~11 min)
+bench: ## Micro-benchmarks, then the JetStream harness: one table, figures in bench/results.json (~15 min)
 	@set -euo pipefail; micro=$$(mktemp); trap 'rm -f "$$micro"' EXIT; \
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./batch/ ./jetstream/ | tee "$$micro"; \
 	$(GO) run ./bench -micro "$$micro"

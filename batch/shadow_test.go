@@ -397,8 +397,9 @@ func TestShadowCallsYieldToRateLimits(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		b, inner := batchtest.NewBroker(), batchtest.NewProvider()
-		// 20 calls a minute: the 10 real calls fit at once.
-		p, err := ratelimit.New(inner, ratelimit.Limits{RPM: 20})
+		// 20 calls a minute, a minute's worth at once: the 10 real calls
+		// fit at once.
+		p, err := ratelimit.New(inner, ratelimit.Limits{RPM: 20}, ratelimit.WithBurst(20, 1))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,9 +10,11 @@
 // calls spent when the model's answers are cut off at an output limit or it
 // refuses some inputs (the real openai provider against the fake OpenAI
 // server, over HTTP), the Batch API lines and estimated cost of
-// ASYNC_COMBINE against plain async mode, and the OpenAI-compatible
-// gateway's added latency and memory. Every scenario runs against
-// JetStream servers with
+// ASYNC_COMBINE against plain async mode, the OpenAI-compatible gateway's
+// added latency and memory, and partitioned request streams: their
+// ceiling on one server, and one provider quota kept by fleets that grow
+// over partitions and workers. Every scenario runs against JetStream
+// servers with
 // file storage on loopback; comparisons are measured side by side in each
 // run and reported as median, min and max over the runs.
 //
@@ -22,6 +24,7 @@
 //	go run ./bench -only fault-cap,fault-refusal  # the provider-fault scenarios
 //	go run ./bench -only e2e,mixed-burst,mixed-rates  # scenarios 9 and 10
 //	go run ./bench -only gateway  # scenario 11: the OpenAI-compatible gateway
+//	go run ./bench -only partition  # scenario 13: partitions and the fleet quota
 //
 // It prints one table on stdout (progress goes to stderr) and writes the
 // same figures, with the raw ones, as JSON (-out). Targets are reported,
@@ -105,6 +108,11 @@ type options struct {
 	GWDuration time.Duration `json:"gateway_duration"`
 	GWWaiting  int           `json:"gateway_waiting"`
 
+	PartRequests    int           `json:"partition_requests"`
+	PartE2ERequests int           `json:"partition_e2e_requests"`
+	PartQuotaRPM    int           `json:"partition_quota_rpm"`
+	PartQuotaWindow time.Duration `json:"partition_quota_window"`
+
 	// ProfileDir, when set, receives CPU profiles (go tool pprof) of each
 	// scenario 1 drain (the whole harness process: server and drainer) and
 	// of scenario 5's worker and loop processes (the drainer alone), and of
@@ -128,14 +136,16 @@ func (o options) MarshalJSON() ([]byte, error) {
 		MixLow         string `json:"mixed_low_duration"`
 		MixMaxWait     string `json:"mixed_max_wait"`
 		GWDuration     string `json:"gateway_duration"`
+		PartWindow     string `json:"partition_quota_window"`
 	}{plain(o), o.RateDuration.String(), o.RateInterval.String(), o.RateMaxWait.String(),
 		o.UrgentDuration.String(), o.LaneMaxWait.String(), o.LaneDuration.String(), o.SlowLatency.String(),
-		o.MixSteadyDuration.String(), o.MixLowDuration.String(), o.MixMaxWait.String(), o.GWDuration.String()})
+		o.MixSteadyDuration.String(), o.MixLowDuration.String(), o.MixMaxWait.String(), o.GWDuration.String(),
+		o.PartQuotaWindow.String()})
 }
 
 // scenarios in the order they run.
 var scenarios = []string{"micro", "throughput", "rates", "latency", "inflight", "memory", "fault-cap", "fault-refusal",
-	"e2e", "mixed-burst", "mixed-rates", "async-combine", "gateway"}
+	"e2e", "mixed-burst", "mixed-rates", "async-combine", "gateway", "partition"}
 
 func main() {
 	if len(os.Args) > 1 {
@@ -201,6 +211,10 @@ func parseOptions(args []string) (*options, error) {
 	fs.Float64Var(&o.GWRate, "gw-rate", 1000, "scenario 11: requests/s through each path (the Go client, the gateway)")
 	fs.DurationVar(&o.GWDuration, "gw-duration", 10*time.Second, "scenario 11: arrivals last this long per path")
 	fs.IntVar(&o.GWWaiting, "gw-waiting", 10_000, "scenario 11: HTTP requests held waiting at once for the gateway's RSS")
+	fs.IntVar(&o.PartRequests, "part-requests", 100_000, "scenario 13: backlog the fetch + ack loops drain, over every partition")
+	fs.IntVar(&o.PartE2ERequests, "part-e2e-requests", 50_000, "scenario 13: backlog the worker processes drain end to end")
+	fs.IntVar(&o.PartQuotaRPM, "part-quota-rpm", 600, "scenario 13: PROVIDER_RPM the fleets of the quota cells share")
+	fs.DurationVar(&o.PartQuotaWindow, "part-quota-window", 30*time.Second, "scenario 13: how long each quota cell's calls are counted")
 	fs.StringVar(&o.ProfileDir, "profile", "", "directory for CPU profiles: scenario 1 per drain (server + drainer), scenarios 5 and 9 per drainer process (scenario 9 builds the worker with a profiling hook, bench/testdata/workerprofile.go)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -217,6 +231,7 @@ func parseOptions(args []string) (*options, error) {
 			"lane-max-wait": "1s", "lane-duration": "3s", "rounds": "2", "mem-requests": "10000",
 			"e2e-requests": "10000", "mix-steady-duration": "5s", "mix-low-duration": "10s", "mix-max-wait": "3s",
 			"gw-duration": "2s", "gw-waiting": "2000",
+			"part-requests": "20000", "part-e2e-requests": "10000", "part-quota-window": "10s",
 		}
 		for name, v := range quick {
 			if !set[name] {
@@ -237,6 +252,9 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.GWRate <= 0 || o.GWDuration <= 0 || o.GWWaiting < 1 {
 		return nil, fmt.Errorf("-gw-rate and -gw-duration must be above 0, -gw-waiting 1 or more")
+	}
+	if o.PartRequests < 1 || o.PartE2ERequests < 1 || o.PartQuotaRPM < 1 || o.PartQuotaWindow < quotaBurstWindow {
+		return nil, fmt.Errorf("-part-requests, -part-e2e-requests and -part-quota-rpm must be 1 or more, -part-quota-window at least %s", quotaBurstWindow)
 	}
 	if o.MixSteadyRate <= 0 || o.MixLowRate <= 0 || o.MixSteadyDuration <= 0 || o.MixLowDuration <= 0 || o.MixMaxWait <= 0 {
 		return nil, fmt.Errorf("-mix-steady-rate, -mix-low-rate, -mix-steady-duration, -mix-low-duration and -mix-max-wait must be above 0")
@@ -291,6 +309,7 @@ func run(args []string) int {
 		"mixed-rates":   func() error { return scenarioMixedRates(ctx, o, r) },
 		"async-combine": func() error { return scenarioAsyncCombine(ctx, o, r) },
 		"gateway":       func() error { return scenarioGateway(ctx, o, r) },
+		"partition":     func() error { return scenarioPartition(ctx, o, r) },
 	}
 	code := 0
 	for _, name := range scenarios {

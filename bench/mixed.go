@@ -272,7 +272,8 @@ func waitWorkersReady(ctx context.Context, c *client, workers []*workerProcess, 
 	for {
 		kv, err := c.js.KeyValue(ctx, "AI_STATS")
 		if err == nil {
-			if _, err = kv.Get(ctx, "holder"); err == nil {
+			// The workers' lease of one stream and consumer (cmd/worker).
+			if _, err = kv.Get(ctx, "holder."+topology().RequestStream+"."+topology().Consumer); err == nil {
 				return nil
 			}
 		}

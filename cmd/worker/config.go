@@ -20,6 +20,7 @@ import (
 
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/admin"
+	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/wire"
 )
@@ -87,20 +88,25 @@ type config struct {
 	Model          string `env:"MODEL, default=gpt-4o-mini"`
 	EmbeddingModel string `env:"EMBEDDING_MODEL, default=text-embedding-3-small"`
 	// EmbeddingMaxInputs is the most inputs of one embeddings call.
-	EmbeddingMaxInputs int           `env:"EMBEDDING_MAX_INPUTS, default=2048"`
-	OpenAIAPIKey       string        `env:"OPENAI_API_KEY" secret:"true"`
-	OpenAIBaseURL      string        `env:"OPENAI_BASE_URL"`
-	AnthropicAPIKey    string        `env:"ANTHROPIC_API_KEY" secret:"true"`
-	AnthropicBaseURL   string        `env:"ANTHROPIC_BASE_URL"`
-	HTTPProviderURL    string        `env:"HTTP_PROVIDER_URL"`
-	HTTPProviderToken  string        `env:"HTTP_PROVIDER_TOKEN" secret:"true"`
-	ProviderRPM        int           `env:"PROVIDER_RPM, default=0"`
-	ProviderTPM        int           `env:"PROVIDER_TPM, default=0"`
-	MaxBatchTokens     int           `env:"MAX_BATCH_TOKENS, default=100000"`
-	JobPollInterval    time.Duration `env:"JOB_POLL_INTERVAL, default=30s"`
-	JobsBucket         string        `env:"JOBS_BUCKET, default=AI_JOBS"`
-	Prices             string        `env:"PRICES"`
-	BatchDiscount      float64       `env:"BATCH_DISCOUNT, default=0.5"`
+	EmbeddingMaxInputs int    `env:"EMBEDDING_MAX_INPUTS, default=2048"`
+	OpenAIAPIKey       string `env:"OPENAI_API_KEY" secret:"true"`
+	OpenAIBaseURL      string `env:"OPENAI_BASE_URL"`
+	AnthropicAPIKey    string `env:"ANTHROPIC_API_KEY" secret:"true"`
+	AnthropicBaseURL   string `env:"ANTHROPIC_BASE_URL"`
+	HTTPProviderURL    string `env:"HTTP_PROVIDER_URL"`
+	HTTPProviderToken  string `env:"HTTP_PROVIDER_TOKEN" secret:"true"`
+	ProviderRPM        int    `env:"PROVIDER_RPM, default=0"`
+	ProviderTPM        int    `env:"PROVIDER_TPM, default=0"`
+	// The fleet's share of them and the Batch API queue (quota.go).
+	QuotaScope            string        `env:"QUOTA_SCOPE"`
+	QuotaHeartbeat        time.Duration `env:"QUOTA_HEARTBEAT, default=1s"`
+	ProviderQueueTokens   int           `env:"PROVIDER_QUEUE_TOKENS, default=0"`
+	ProviderQueueRequests int           `env:"PROVIDER_QUEUE_REQUESTS, default=0"`
+	MaxBatchTokens        int           `env:"MAX_BATCH_TOKENS, default=100000"`
+	JobPollInterval       time.Duration `env:"JOB_POLL_INTERVAL, default=30s"`
+	JobsBucket            string        `env:"JOBS_BUCKET, default=AI_JOBS"`
+	Prices                string        `env:"PRICES"`
+	BatchDiscount         float64       `env:"BATCH_DISCOUNT, default=0.5"`
 
 	LogLevel  string `env:"LOG_LEVEL, default=info"`
 	LogFormat string `env:"LOG_FORMAT, default=json"`
@@ -236,6 +242,8 @@ func (c config) validate() error {
 		{"MAX_INFLIGHT_BATCHES", c.MaxInflight, 1, 1024},
 		{"PROVIDER_RPM", c.ProviderRPM, 0, 1_000_000},
 		{"PROVIDER_TPM", c.ProviderTPM, 0, 1_000_000_000},
+		{"PROVIDER_QUEUE_TOKENS", c.ProviderQueueTokens, 0, 1_000_000_000_000},
+		{"PROVIDER_QUEUE_REQUESTS", c.ProviderQueueRequests, 0, 1_000_000_000},
 		{"MAX_BATCH_TOKENS", c.MaxBatchTokens, 0, 10_000_000},
 		{"STREAM_REPLICAS", c.StreamReplicas, 1, 5},
 		{"DEFAULT_OUTPUT_TOKENS", c.DefaultOutputTokens, 1, 10_000_000},
@@ -265,6 +273,7 @@ func (c config) validate() error {
 		{"STATS_FLUSH_INTERVAL", c.StatsFlushInterval, 100 * time.Millisecond},
 		{"REQUEST_TTL", c.RequestTTL, time.Second},
 		{"PROVIDER_PROBE_INTERVAL", c.ProbeInterval, 10 * time.Millisecond},
+		{"QUOTA_HEARTBEAT", c.QuotaHeartbeat, 100 * time.Millisecond},
 	}
 	for _, d := range durs {
 		if d.v < d.min {
@@ -340,6 +349,9 @@ func (c config) validateOps() []error {
 		if err := admin.CheckExposure(c.AdminAddr, c.AdminToken); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.QuotaScope != "" && !fleet.ValidQuotaScope(c.QuotaScope) {
+		errs = append(errs, fmt.Errorf("QUOTA_SCOPE=%q: want letters, digits, - and _ only, such as openai-prod, or empty for <STREAM>-<PROVIDER>", c.QuotaScope))
 	}
 	if c.StatsBucket != "" && !bucketName.MatchString(c.StatsBucket) {
 		errs = append(errs, fmt.Errorf("STATS_BUCKET=%q: want letters, digits, - and _ only, such as AI_STATS, or empty to turn fleet totals off", c.StatsBucket))

@@ -81,6 +81,7 @@ func defaults() config {
 		AdminAddr:          "127.0.0.1:8080",
 		StatsBucket:        "AI_STATS",
 		StatsFlushInterval: 5 * time.Second,
+		QuotaHeartbeat:     time.Second,
 
 		ReplySubjects: []string{"ai.results.>", "_INBOX.>"},
 
@@ -325,6 +326,12 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"BATCH_MODE=async", "USE_BATCHED_CLIENT=false"}},
 		{"rpm", map[string]string{"PROVIDER_RPM": "-1"},
 			[]string{"PROVIDER_RPM=-1", "from 0 to"}},
+		{"quota scope", map[string]string{"QUOTA_SCOPE": "openai.prod"},
+			[]string{`QUOTA_SCOPE="openai.prod"`, "letters, digits, - and _"}},
+		{"quota heartbeat", map[string]string{"QUOTA_HEARTBEAT": "10ms"},
+			[]string{"QUOTA_HEARTBEAT=10ms", "at least 100ms"}},
+		{"queue tokens", map[string]string{"PROVIDER_QUEUE_TOKENS": "-1"},
+			[]string{"PROVIDER_QUEUE_TOKENS=-1", "from 0 to"}},
 		{"batch tokens", map[string]string{"MAX_BATCH_TOKENS": "-5"},
 			[]string{"MAX_BATCH_TOKENS=-5", "from 0 to"}},
 		{"prices", map[string]string{"PRICES": "gpt-4o-mini=cheap"},

@@ -99,6 +99,9 @@ var ownerDefaults = []struct {
 	{"EMBEDDING_MAX_INPUTS", "batch.DefaultEmbeddingMaxInputs", batch.DefaultEmbeddingMaxInputs},
 	{"PROVIDER_RPM", "ratelimit.NoLimit", ratelimit.NoLimit},
 	{"PROVIDER_TPM", "ratelimit.NoLimit", ratelimit.NoLimit},
+	{"QUOTA_HEARTBEAT", "fleet.DefaultQuotaHeartbeat", fleet.DefaultQuotaHeartbeat},
+	{"PROVIDER_QUEUE_TOKENS", "ratelimit.NoLimit", ratelimit.NoLimit},
+	{"PROVIDER_QUEUE_REQUESTS", "ratelimit.NoLimit", ratelimit.NoLimit},
 	{"MAX_BATCH_TOKENS", "defaultMaxBatchTokens", defaultMaxBatchTokens},
 	{"BATCH_DISCOUNT", "cost.DefaultBatchDiscount", cost.DefaultBatchDiscount},
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -64,6 +65,10 @@ func (o *ops) start(ctx context.Context, d opsDeps) error {
 // every STATS_FLUSH_INTERVAL until stop.
 func (o *ops) startFleet(ctx context.Context, d opsDeps) error {
 	if d.cfg.StatsBucket == "" {
+		if d.cfg.ProviderRPM > 0 || d.cfg.ProviderTPM > 0 {
+			o.log.Warn("STATS_BUCKET is empty: this worker keeps to the whole PROVIDER_RPM and PROVIDER_TPM alone, not its share of the fleet's",
+				zap.Int("provider_rpm", d.cfg.ProviderRPM), zap.Int("provider_tpm", d.cfg.ProviderTPM))
+		}
 		return nil
 	}
 	totals, err := fleet.Open(ctx, d.broker.js, fleet.Config{
@@ -76,7 +81,9 @@ func (o *ops) startFleet(ctx context.Context, d opsDeps) error {
 	o.fleet, o.stopFleet, o.fleetDone = totals, cancel, make(chan struct{})
 	engine := d.parts.engine
 	read := func() fleet.Counters { return fleet.CountersOf(engine.Stats()) }
-	lease, err := fleet.OpenLease(totals, fleet.LeaseConfig{Worker: o.worker})
+	// One holder per request stream and consumer: the fleet bucket may
+	// serve the workers of several partitions.
+	lease, err := fleet.OpenLease(totals, fleet.LeaseConfig{Worker: o.worker, Key: fleet.DefaultLeaseKey + "." + d.cfg.Stream + "." + d.cfg.Consumer})
 	if err != nil {
 		return err
 	}
@@ -86,15 +93,61 @@ func (o *ops) startFleet(ctx context.Context, d opsDeps) error {
 		defer close(leaseDone)
 		lease.Run(runCtx, func(err error) { o.log.Warn("holder lease", zap.Error(err)) })
 	}()
+	quotaDone, err := o.startQuota(ctx, runCtx, d, totals)
+	if err != nil {
+		cancel()
+		<-leaseDone
+		if quotaDone != nil {
+			<-quotaDone
+		}
+		close(o.fleetDone)
+		return err
+	}
 	go func() {
 		defer close(o.fleetDone)
-		defer func() { <-leaseDone }()
+		defer func() { <-leaseDone; <-quotaDone }()
 		err := totals.Run(runCtx, read, func(err error) { o.log.Warn("update fleet totals", zap.Error(err)) })
 		if err != nil {
 			o.log.Warn("final update of fleet totals", zap.Error(err))
 		}
 	}()
 	return nil
+}
+
+// startQuota opens the fleet's quota of the provider's limits, runs it
+// until runCtx ends (then its heartbeat is deleted: the others take this
+// worker's share at once) and hands it to the limiter once it has counted
+// the fleet, so the first call already keeps to this worker's share. The
+// returned channel, nil when nothing was started, is closed when it has
+// stopped.
+func (o *ops) startQuota(ctx, runCtx context.Context, d opsDeps, totals *fleet.Totals) (<-chan struct{}, error) {
+	scope := d.cfg.quotaScope()
+	q, err := fleet.OpenQuota(ctx, totals, fleet.QuotaConfig{Scope: scope, Worker: o.worker, Heartbeat: d.cfg.QuotaHeartbeat})
+	if err != nil {
+		return nil, fmt.Errorf("set up the fleet's quota (QUOTA_SCOPE=%s): %w", scope, err)
+	}
+	done := make(chan struct{})
+	var last atomic.Pointer[error]
+	go func() {
+		defer close(done)
+		q.Run(runCtx, func(err error) {
+			last.Store(&err)
+			o.log.Warn("fleet quota", zap.Error(err))
+		})
+	}()
+	select {
+	case <-q.Ready():
+	case <-ctx.Done():
+		err := ctx.Err()
+		if l := last.Load(); l != nil {
+			err = fmt.Errorf("%w (last: %w)", err, *l)
+		}
+		return done, fmt.Errorf("set up the fleet's quota (QUOTA_SCOPE=%s; the worker needs to watch %s in STATS_BUCKET): %w", scope, "quota."+scope+".>", err)
+	}
+	d.parts.quota.fleet.set(q)
+	o.log.Info("fleet quota", zap.String("scope", scope), zap.Int("workers", q.Workers()),
+		zap.Int("provider_rpm", d.cfg.ProviderRPM), zap.Int("provider_tpm", d.cfg.ProviderTPM))
+	return done, nil
 }
 
 // serveFlush answers flush requests on the control subject.
@@ -183,6 +236,9 @@ func (o *ops) adminConfig(d opsDeps) admin.Config {
 	}
 	if o.fleet != nil {
 		cfg.Fleet = o.fleet
+	}
+	if p.quota != nil {
+		cfg.Quota = p.quota.stats
 	}
 	return cfg
 }

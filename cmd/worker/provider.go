@@ -86,17 +86,23 @@ func (c config) auth() jetstream.AuthConfig {
 	}
 }
 
-// newProvider builds the configured provider, wrapped in the rate limiter
-// when PROVIDER_RPM or PROVIDER_TPM is set. In async mode the limits apply to
-// the synchronous calls (the MAX_WAIT fallback); Batch API jobs have the
-// provider's own, separate quotas.
+// newProvider builds the configured provider, its HTTP client reading the
+// rate-limit headers of every answer, wrapped in the rate limiter: the
+// limiter keeps to this worker's share of PROVIDER_RPM and PROVIDER_TPM in
+// fq's fleet (the whole limits while it has none), slows down when the
+// headers say the account has little left, and pauses the fleet on a
+// Retry-After. In async mode the limits apply to the synchronous calls
+// (the MAX_WAIT fallback); Batch API jobs wait for room in the provider's
+// batch queue instead (PROVIDER_QUEUE_TOKENS, PROVIDER_QUEUE_REQUESTS).
 //
 // A service tier a model refuses (BATCH_SERVICE_TIER, URGENT_SERVICE_TIER)
 // is logged once; its calls go to the default tier.
-func newProvider(c config, log *zap.Logger) (provider.Provider, error) {
+func newProvider(c config, log *zap.Logger, fq *fleetQuota) (provider.Provider, *quota, error) {
 	var (
-		p   provider.Provider
-		err error
+		p        provider.Provider
+		err      error
+		readings = &ratelimit.Readings{}
+		client   = readingClient(readings)
 	)
 	switch c.Provider {
 	case "openai":
@@ -108,39 +114,45 @@ func newProvider(c config, log *zap.Logger) (provider.Provider, error) {
 		}
 		// The base URLs may be written with or without /v1.
 		p, err = openai.New(openai.Config{APIKey: key, BaseURL: openai.NormalizeBaseURL(c.OpenAIBaseURL), Mode: openai.Mode(c.BatchMode),
-			TierRejected: tierRejectedLogger(log)})
+			HTTPClient: client, TierRejected: tierRejectedLogger(log)})
 	case "anthropic":
 		key := c.AnthropicAPIKey
 		if key == "" {
 			key = "unused"
 		}
-		p, err = anthropic.New(anthropic.Config{APIKey: key, BaseURL: anthropic.NormalizeBaseURL(c.AnthropicBaseURL), Mode: anthropic.Mode(c.BatchMode)})
+		p, err = anthropic.New(anthropic.Config{APIKey: key, BaseURL: anthropic.NormalizeBaseURL(c.AnthropicBaseURL), Mode: anthropic.Mode(c.BatchMode), HTTPClient: client})
 	case "http":
-		p, err = httpapi.New(httpapi.Config{URL: c.HTTPProviderURL, Token: c.HTTPProviderToken, Mode: httpapi.Mode(c.BatchMode)})
+		p, err = httpapi.New(httpapi.Config{URL: c.HTTPProviderURL, Token: c.HTTPProviderToken, Mode: httpapi.Mode(c.BatchMode), HTTPClient: client})
 	default:
 		err = fmt.Errorf("PROVIDER=%s: want openai, anthropic or http", c.Provider)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("set up provider %s: %w", c.Provider, err)
+		return nil, nil, fmt.Errorf("set up provider %s: %w", c.Provider, err)
 	}
-	if c.ProviderRPM == 0 && c.ProviderTPM == 0 {
-		return p, nil
-	}
-	limited, err := ratelimit.New(p, ratelimit.Limits{RPM: c.ProviderRPM, TPM: c.ProviderTPM})
+	limited, err := ratelimit.New(p, ratelimit.Limits{RPM: c.ProviderRPM, TPM: c.ProviderTPM},
+		ratelimit.WithFleet(fq), ratelimit.WithReadings(readings))
 	if err != nil {
-		return nil, fmt.Errorf("set up PROVIDER_RPM/PROVIDER_TPM: %w", err)
+		return nil, nil, fmt.Errorf("set up PROVIDER_RPM/PROVIDER_TPM: %w", err)
 	}
-	if cp, ok := p.(provider.CombinedJobProvider); ok && c.BatchMode == "async" {
-		return limitedCombined{limitedAsync{Provider: limited, jobs: cp}, cp}, nil
+	q := &quota{limiter: limited, fleet: fq}
+	ap, ok := p.(provider.AsyncProvider)
+	if !ok || c.BatchMode != "async" {
+		return limited, q, nil
 	}
-	if ap, ok := p.(provider.AsyncProvider); ok && c.BatchMode == "async" {
-		return limitedAsync{Provider: limited, jobs: ap}, nil
+	q.queue, err = ratelimit.NewQueue(ap, ratelimit.QueueLimits{Tokens: int64(c.ProviderQueueTokens), Requests: int64(c.ProviderQueueRequests)},
+		ratelimit.WithJobQueue(fq))
+	if err != nil {
+		return nil, nil, fmt.Errorf("set up PROVIDER_QUEUE_TOKENS/PROVIDER_QUEUE_REQUESTS: %w", err)
 	}
-	return limited, nil
+	async := limitedAsync{Provider: limited, jobs: q.queue}
+	if _, ok := p.(provider.CombinedJobProvider); ok {
+		return limitedCombined{async, q.queue}, q, nil
+	}
+	return async, q, nil
 }
 
 // limitedAsync is an async provider whose synchronous calls are rate
-// limited; its Batch API jobs go straight through.
+// limited and whose Batch API jobs wait for room in the provider's queue.
 type limitedAsync struct {
 	*ratelimit.Provider
 	jobs provider.AsyncProvider

@@ -18,49 +18,54 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Every provider goes through the rate limiter, limits set or not: it
+// reads the rate-limit headers of every answer and pauses on Retry-After.
+// In async mode the jobs go through the batch queue.
 func TestNewProviderWrapsTheRateLimiter(t *testing.T) {
 	t.Parallel()
 	fake := openaitest.NewServer()
 	t.Cleanup(fake.Close)
 	tests := []struct {
-		name        string
-		mode        string
-		rpm         int
-		wantAsync   bool
-		wantLimited bool
+		name      string
+		mode      string
+		rpm       int
+		wantAsync bool
 	}{
-		{"combined, no limits", "combined", 0, false, false},
-		{"combined, limited", "combined", 60, false, true},
-		{"async, no limits", "async", 0, true, false},
-		{"async, limited: the fallback calls are limited, jobs still async", "async", 60, true, true},
+		{"combined, no limits", "combined", 0, false},
+		{"combined, limited", "combined", 60, false},
+		{"async, no limits", "async", 0, true},
+		{"async, limited: the fallback calls are limited, jobs still async", "async", 60, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c := config{Provider: "openai", BatchMode: tt.mode, OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: tt.rpm}
-			p, err := newProvider(c, zap.NewNop())
+			p, q, err := newProvider(c, zap.NewNop(), &fleetQuota{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, isAsync := p.(provider.AsyncProvider)
 			_, plainLimited := p.(*ratelimit.Provider)
 			_, asyncLimited := p.(limitedAsync)
 			_, combinedLimited := p.(limitedCombined)
 			asyncLimited = asyncLimited || combinedLimited
-			// The SDK providers always have the job methods; what matters is
-			// that async mode keeps them through the limiter, and the
-			// openai provider's combined jobs (ASYNC_COMBINE) too.
+			// The openai provider's combined jobs (ASYNC_COMBINE) go
+			// through the queue too.
 			if _, combines := p.(provider.CombinedJobProvider); tt.wantAsync && !combines {
 				t.Fatalf("%T lost SubmitCombinedJob", p)
 			}
-			if (tt.wantAsync && !isAsync) || (plainLimited || asyncLimited) != tt.wantLimited {
-				t.Fatalf("%T: async %v, limited %v; want %v, %v", p, isAsync, plainLimited || asyncLimited, tt.wantAsync, tt.wantLimited)
+			if tt.wantAsync != asyncLimited || tt.wantAsync == plainLimited {
+				t.Fatalf("%T: async %v, limited %v; want async %v, limited", p, asyncLimited, plainLimited, tt.wantAsync)
+			}
+			if (q.queue != nil) != tt.wantAsync || q.limiter == nil || q.limiter.Status().RPM != tt.rpm {
+				t.Errorf("quota %+v: want a limiter of RPM %d and a queue in async mode only", q, tt.rpm)
 			}
 		})
 	}
 
-	// The wrapped async provider's jobs reach the Batch API.
-	p, err := newProvider(config{Provider: "openai", BatchMode: "async", OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: 60}, zap.NewNop())
+	// The wrapped async provider's jobs reach the Batch API and are
+	// counted in the queue; the headers of the answers are read.
+	fake.SetRateLimit(600, 0)
+	p, q, err := newProvider(config{Provider: "openai", BatchMode: "async", OpenAIBaseURL: fake.URL, OpenAIAPIKey: "k", ProviderRPM: 60}, zap.NewNop(), &fleetQuota{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +74,15 @@ func TestNewProviderWrapsTheRateLimiter(t *testing.T) {
 	id, err := p.(provider.AsyncProvider).SubmitJob(ctx, provider.Batch{Model: "m", Requests: []provider.Request{{Key: "0", Input: "x"}}})
 	if err != nil || id == "" || fake.Jobs() != 1 {
 		t.Fatalf("SubmitJob through the limiter: %q, %v, jobs %d", id, err, fake.Jobs())
+	}
+	if st := q.stats(); st.Queue == nil || st.Queue.Enqueued["m"].Requests != 1 {
+		t.Errorf("quota stats %+v: want the job in the queue", st)
+	}
+	if _, err := p.Complete(ctx, provider.Batch{Model: "m", Requests: []provider.Request{{Key: "0", Input: "x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.stats(); st.Remaining == nil || st.Remaining.Requests.Limit != 600 {
+		t.Errorf("quota stats %+v: want the rate-limit headers of the answer", st)
 	}
 }
 
@@ -97,7 +111,7 @@ func TestBaseURLsWithAndWithoutVersion(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			tt.cfg.BatchMode, tt.cfg.OpenAIAPIKey, tt.cfg.AnthropicAPIKey = "combined", "k", "k"
-			p, err := newProvider(tt.cfg, zap.NewNop())
+			p, _, err := newProvider(tt.cfg, zap.NewNop(), &fleetQuota{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -99,6 +99,8 @@ type engineParts struct {
 	provider string
 	registry *prometheus.Registry
 	cost     *cost.Accountant
+	// quota paces the provider calls; startFleet hands it the fleet.
+	quota *quota
 }
 
 // buildEngine creates the streams and consumers, the provider, the metrics
@@ -109,13 +111,16 @@ func buildEngine(ctx context.Context, cfg config, log *zap.Logger, b *broker) (*
 	if err != nil {
 		return nil, fmt.Errorf("set up streams: %w", err)
 	}
-	p, err := newProvider(cfg, log)
+	p, quota, err := newProvider(cfg, log, &fleetQuota{})
 	if err != nil {
 		return nil, err
 	}
 	obs, err := newObservers(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if err := registerQuota(obs.registry, quota); err != nil {
+		return nil, fmt.Errorf("set up metrics: %w", err)
 	}
 	opts, err := engineOptions(ctx, cfg, log, b, urgentLane, obs)
 	if err != nil {
@@ -137,7 +142,7 @@ func buildEngine(ctx context.Context, cfg config, log *zap.Logger, b *broker) (*
 	}
 	return &engineParts{
 		engine: engine, lease: lease, lanes: []*jetstream.Queue{batchLane, urgentLane},
-		provider: p.Name(), registry: obs.registry, cost: obs.cost,
+		provider: p.Name(), registry: obs.registry, cost: obs.cost, quota: quota,
 	}, nil
 }
 

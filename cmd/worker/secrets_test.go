@@ -24,7 +24,7 @@ var secretVars = []string{
 // tokens, and paths of credential files (their contents are never among
 // the settings). batch-stats shows them.
 var shownVars = []string{
-	"MAX_BATCH_TOKENS", "PROVIDER_TPM", "DEFAULT_OUTPUT_TOKENS", "MODEL_MAX_OUTPUT_TOKENS",
+	"MAX_BATCH_TOKENS", "PROVIDER_TPM", "PROVIDER_QUEUE_TOKENS", "DEFAULT_OUTPUT_TOKENS", "MODEL_MAX_OUTPUT_TOKENS",
 	"MAX_OUTPUT_TOKENS_LIMIT", "TOPIC_BUDGETS", "NATS_CREDS", "NATS_NKEY_SEED", "NATS_TLS_KEY",
 	"NATS_TLS_CERT", "NATS_TLS_CA", "NATS_USER", "HTTP_PROVIDER_URL",
 }

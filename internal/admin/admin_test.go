@@ -1,6 +1,7 @@
 package admin_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/jetstream/jetstreamtest"
 	"github.com/aibatch/aibatch/provider/openai"
+	"github.com/aibatch/aibatch/provider/ratelimit"
 	"github.com/aibatch/aibatch/wire"
 )
 
@@ -103,6 +105,38 @@ func TestBatchStatsBeforeAnyWork(t *testing.T) {
 	b.getJSON(t, http.MethodGet, "/admin/batch-stats", "", http.StatusOK, &st)
 	if st.Worker.CallReduction != 0 || st.Worker.AvgBatchSize != 0 || st.Worker.LastFlushAt != nil || st.Worker.NextFlushAt != nil {
 		t.Errorf("worker before any work = %+v, want zero ratios and null times", st.Worker)
+	}
+}
+
+// batch-stats shows what the worker paces its provider calls by under
+// "quota", as the worker reports it; null when it reports nothing.
+func TestBatchStatsQuota(t *testing.T) {
+	t.Parallel()
+	var none admin.StatsResponse
+	newBundle(t, options{noEngineRun: true}).getJSON(t, http.MethodGet, "/admin/batch-stats", "", http.StatusOK, &none)
+	if none.Quota != nil {
+		t.Errorf("quota = %+v without a reporter, want null", none.Quota)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	perMinute, fleetPerMinute := 10.0, 30.0
+	b := newBundle(t, options{noEngineRun: true, quota: func() admin.QuotaStats {
+		return admin.QuotaStats{Status: ratelimit.Status{RPM: 30, Workers: 3, Share: 1.0 / 3,
+			RequestsPerMinute: &perMinute, FleetRequestsPerMinute: &fleetPerMinute,
+			Remaining: &ratelimit.Reading{At: at, Requests: ratelimit.Window{Limit: 30, Remaining: 12, Reset: at.Add(36 * time.Second)}}}}
+	}})
+	var raw struct {
+		Quota map[string]json.RawMessage `json:"quota"`
+	}
+	b.getJSON(t, http.MethodGet, "/admin/batch-stats", "", http.StatusOK, &raw)
+	for k, want := range map[string]string{
+		"rpm": "30", "tpm": "0", "workers": "3", "requests_per_minute": "10", "fleet_requests_per_minute": "30",
+		"tokens_per_minute": "null", "paused_until": "null",
+		"remaining": `{"at":"2026-01-02T03:04:05Z","requests":{"limit":30,"remaining":12,"reset":"2026-01-02T03:04:41Z"}}`,
+	} {
+		var got bytes.Buffer
+		if err := json.Compact(&got, raw.Quota[k]); err != nil || got.String() != want {
+			t.Errorf("quota.%s = %s (%v), want %s", k, raw.Quota[k], err, want)
+		}
 	}
 }
 

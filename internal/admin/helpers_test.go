@@ -62,6 +62,7 @@ type options struct {
 	noEngineRun bool
 	fleetFlush  bool
 	provider    string // "" means openai, "-" none
+	quota       func() admin.QuotaStats
 }
 
 func newBundle(t *testing.T, o options) *bundle {
@@ -104,6 +105,7 @@ func newBundle(t *testing.T, o options) *bundle {
 		Gatherer: b.reg,
 		Settings: o.settings,
 		Secrets:  o.secrets,
+		Quota:    o.quota,
 		Ready: admin.Readiness{
 			NATS:      b.nc,
 			Consumers: []admin.Consumer{b.batch.Consumer(), b.urgent.Consumer()},

@@ -111,6 +111,9 @@ type Config struct {
 	Ready Readiness
 	// Cost, when set, adds the estimated spend and saving to batch-stats.
 	Cost CostTotals
+	// Quota, when set, adds what the worker paces its provider calls by to
+	// batch-stats.
+	Quota func() QuotaStats
 	// Gatherer is served on /metrics; when nil, /metrics answers 404.
 	Gatherer prometheus.Gatherer
 	// Settings are the effective settings shown in batch-stats, by name.

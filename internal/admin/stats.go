@@ -13,6 +13,7 @@ import (
 	"github.com/aibatch/aibatch/internal/cost"
 	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/ratelimit"
 	"github.com/aibatch/aibatch/wire"
 )
 
@@ -38,6 +39,11 @@ type StatsResponse struct {
 	// UnpricedCalls counts calls of models missing from PRICES, so a
 	// partial estimate is not taken for a whole one.
 	UnpricedCalls int64 `json:"unpriced_calls"`
+	// Quota is what the worker paces its provider calls by: the account's
+	// limits, the fleet's share of them, what the provider's headers say
+	// is left, and in async mode the provider's batch queue; null when the
+	// worker does not say.
+	Quota *QuotaStats `json:"quota"`
 	// Models holds, per model, the requests served, provider items, prompt
 	// tokens read from the provider's cache, response cache hits, and the
 	// estimated cost next to what the same requests would have cost sent
@@ -45,6 +51,13 @@ type StatsResponse struct {
 	Models []cost.ModelTotals `json:"models"`
 	// Config is the effective settings, secrets redacted.
 	Config map[string]string `json:"config"`
+}
+
+// QuotaStats is batch-stats' quota: the limiter's status and, in async
+// mode, the Batch API queue's.
+type QuotaStats struct {
+	ratelimit.Status
+	Queue *ratelimit.QueueStatus `json:"queue,omitempty"`
 }
 
 // Figures are counters with the figures derived from them.
@@ -175,6 +188,10 @@ func (s *Server) batchStats(w http.ResponseWriter, r *http.Request) {
 		if t.ShadowCalls > 0 {
 			resp.EstimatedShadowCost = &t.Shadow
 		}
+	}
+	if v.cfg.Quota != nil {
+		q := v.cfg.Quota()
+		resp.Quota = &q
 	}
 	if v.cfg.Fleet != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), v.cfg.Ready.Timeout)

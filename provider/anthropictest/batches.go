@@ -243,10 +243,48 @@ func (s *Server) serveBatchCreate(w http.ResponseWriter, r *http.Request, body [
 		created: time.Now().UTC(),
 	}
 	s.mu.Lock()
+	if s.queueLimit > 0 && s.queuedLocked()+len(entries) > s.queueLimit {
+		s.queueRefused++
+		s.mu.Unlock()
+		w.Header().Set("retry-after", "1")
+		writeError(w, http.StatusTooManyRequests, "rate_limit_error",
+			fmt.Sprintf("Number of batch requests in the processing queue would exceed your organization's limit of %d.", s.queueLimit))
+		return
+	}
 	s.batches[b.id] = b
 	s.mu.Unlock()
 	s.batchesMade.Add(1)
 	fake.WriteJSON(w, http.StatusOK, b.wire(r))
+}
+
+// SetQueueLimit makes the Message Batches API keep the requests of the
+// batches in progress (or canceling) to at most requests, as Anthropic
+// limits the batch requests in its processing queue: the creation of a
+// batch that would pass it is answered 429 rate_limit_error with
+// retry-after: 1, and no batch is made. 0 removes the limit.
+func (s *Server) SetQueueLimit(requests int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.queueLimit = max(requests, 0)
+}
+
+// QueueRefused returns how many batch creations SetQueueLimit refused.
+func (s *Server) QueueRefused() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queueRefused
+}
+
+// queuedLocked counts the requests of the batches that have not ended. It
+// is called with s.mu held.
+func (s *Server) queuedLocked() int {
+	var n int
+	for _, b := range s.batches {
+		if b.status != StatusEnded {
+			n += len(b.entries)
+		}
+	}
+	return n
 }
 
 // batch returns batch id, or answers 404 and returns nil. It is called

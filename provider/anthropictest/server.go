@@ -47,6 +47,12 @@
 //     authentication_error; the key may rotate), FailFor (an outage of 5xx
 //     or 529 for a while), HangFor (no answer for a while), FailNext and
 //     SetDelay;
+//   - rate limits: SetRateLimit makes Messages calls keep to requests and
+//     tokens per minute, with Anthropic's anthropic-ratelimit-* headers on
+//     every answer and 429 rate_limit_error with retry-after when a call
+//     finds a bucket empty (RateLimited counts them); SetQueueLimit bounds
+//     the requests of the Message Batches in progress, refusing a batch
+//     that would pass it with 429;
 //   - unknown models (WithUnknownModels, and any model named "unknown...")
 //     get 404 not_found_error "model: <name>";
 //   - records: Calls, MaxConcurrent, CallSizes, Requests, and for Message
@@ -105,8 +111,10 @@ type Server struct {
 
 	prompts promptCache // prefixes marked with cache_control (promptcache.go)
 
-	mu      sync.Mutex // guards what follows
-	batches map[string]*msgBatch
+	mu           sync.Mutex // guards what follows
+	batches      map[string]*msgBatch
+	queueLimit   int   // requests of the batches in progress at most; 0: none
+	queueRefused int64 // batch creations refused by queueLimit
 }
 
 // Option configures a Server at construction.
@@ -315,6 +323,29 @@ func (s *Server) HangFor(d time.Duration) { s.ctl.HangFor(d) }
 // that reached the model: past the key, failure and hang controls, with a
 // valid body and a known model.
 func (s *Server) CallSizes() []int { return s.ctl.CallSizes() }
+
+// SetRateLimit makes Messages calls keep to an account's limits of rpm
+// requests and tpm input tokens a minute (0: no limit of that kind; both 0
+// remove the limits), as Anthropic counts them: each limit is a bucket
+// holding a minute's worth, full at first, refilled continuously, that
+// each call draws one request and its input tokens from (a token per 4
+// bytes of the system prompt and messages). Every answer then carries
+// anthropic-ratelimit-requests-limit, -requests-remaining and
+// -requests-reset (an RFC 3339 time when the bucket is full again), and the
+// same for -tokens- and -input-tokens-; a call that finds a bucket too low
+// is answered 429 rate_limit_error with retry-after, the whole seconds until
+// it would pass, and takes nothing. Message Batches calls are not limited
+// by it (see SetQueueLimit).
+func (s *Server) SetRateLimit(rpm, tpm int) { s.ctl.SetRateLimit(rpm, tpm) }
+
+// RateLimited returns how many Messages calls SetRateLimit's limits refused
+// (429) since it was last called.
+func (s *Server) RateLimited() int64 { return s.ctl.RateLimited() }
+
+// LowestRemaining returns the fewest requests the RPM bucket held after a
+// call it admitted since SetRateLimit, or -1 before the first admitted
+// call or without an RPM limit.
+func (s *Server) LowestRemaining() int64 { return s.ctl.LowestRemaining() }
 
 // behaviour is what one call does.
 type behaviour struct {

@@ -274,6 +274,9 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, body []by
 		return
 	}
 	s.requests.Add(rec)
+	if !s.admit(w, rec) {
+		return
+	}
 
 	switch {
 	case req.Model == "":
@@ -578,6 +581,23 @@ func resultsJSON(items []Item, answer fake.BatchAnswer, object bool, b behaviour
 	return string(fake.MarshalJSON(struct {
 		Results []Result `json:"results"`
 	}{results}))
+}
+
+// admit charges the call against SetRateLimit's limits, its prompt
+// tokens counted as in the answer's usage, and writes the rate-limit
+// headers. A refused call is answered 429 rate_limit_error with
+// retry-after, as the real API refuses it, and admit returns false.
+func (s *Server) admit(w http.ResponseWriter, rec Request) bool {
+	prompt := len(rec.System)
+	for _, m := range rec.Messages {
+		prompt += len(m.Content)
+	}
+	st, ok := s.ctl.Admit(fake.Tokens(prompt))
+	fake.AnthropicRateHeaders(w.Header(), st, time.Now())
+	if !ok {
+		writeError(w, http.StatusTooManyRequests, "rate_limit_error", "This request would exceed your organization's rate limit. Please reduce the prompt length or the maximum tokens requested, or try again later.")
+	}
+	return ok
 }
 
 // writeFailure answers status with an error body like the real API's.

@@ -30,6 +30,11 @@
 //     RefuseInput (the item's own non-retryable "error"), RequireKey (401;
 //     the token may rotate), FailFor (an outage of 5xx for a while), HangFor
 //     (no answer for a while), FailNext and SetDelay;
+//   - rate limits: SetRateLimit makes calls keep to requests and tokens per
+//     minute, with OpenAI's x-ratelimit-* headers on every answer (or
+//     Anthropic's anthropic-ratelimit-* ones, WithAnthropicRateHeaders) and
+//     429 with Retry-After when a call finds a bucket empty (RateLimited
+//     counts them);
 //   - unknown models (WithUnknownModels, and any model named "unknown...")
 //     get 404 model_not_found;
 //   - records: Calls, MaxConcurrent, CallSizes, Requests.
@@ -205,6 +210,9 @@ type Server struct {
 	wrongDims     fake.Countdown
 	unknownModels map[string]bool // models answered with 404 model_not_found
 
+	// anthropicHeaders writes rate-limit headers as Anthropic does.
+	anthropicHeaders bool
+
 	mu    sync.Mutex // guards token
 	token string     // required bearer token; "" requires none
 }
@@ -228,6 +236,13 @@ func WithUnknownModels(models ...string) Option {
 			s.unknownModels[m] = true
 		}
 	}
+}
+
+// WithAnthropicRateHeaders makes the server report SetRateLimit's limits in
+// Anthropic's anthropic-ratelimit-* headers instead of OpenAI's
+// x-ratelimit-* ones.
+func WithAnthropicRateHeaders() Option {
+	return func(s *Server) { s.anthropicHeaders = true }
 }
 
 // NewServer starts a fake endpoint on a loopback port. Call Close when done.
@@ -354,6 +369,27 @@ func (s *Server) HangFor(d time.Duration) { s.ctl.HangFor(d) }
 // controls, with a valid body and a known model.
 func (s *Server) CallSizes() []int { return s.ctl.CallSizes() }
 
+// SetRateLimit makes calls keep to an account's limits of rpm requests and
+// tpm prompt tokens a minute (0: no limit of that kind; both 0 remove the
+// limits): each limit is a bucket holding a minute's worth, full at first,
+// refilled continuously, that each call draws one request and its prompt
+// tokens from (a token per 4 bytes of its items' inputs and instructions).
+// Every answer then carries the remaining requests and tokens and the time
+// until each bucket is full again, in OpenAI's x-ratelimit-* headers (or
+// Anthropic's, WithAnthropicRateHeaders); a call that finds a bucket too
+// low is answered 429 with Retry-After, the whole seconds until it would
+// pass, and takes nothing.
+func (s *Server) SetRateLimit(rpm, tpm int) { s.ctl.SetRateLimit(rpm, tpm) }
+
+// RateLimited returns how many calls SetRateLimit's limits refused (429)
+// since it was last called.
+func (s *Server) RateLimited() int64 { return s.ctl.RateLimited() }
+
+// LowestRemaining returns the fewest requests the RPM bucket held after a
+// call it admitted since SetRateLimit, or -1 before the first admitted
+// call or without an RPM limit.
+func (s *Server) LowestRemaining() int64 { return s.ctl.LowestRemaining() }
+
 // authorized reports whether r carries the token RequireKey set.
 func (s *Server) authorized(r *http.Request) bool {
 	s.mu.Lock()
@@ -438,6 +474,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		fake.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "model " + model + " not found", "code": "model_not_found"})
 		return
 	}
+	if !s.admit(w, req.Items) {
+		return
+	}
 	s.ctl.RecordSize(len(req.Items))
 
 	malformed := s.ctl.TakeMalformed()
@@ -455,6 +494,31 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	results := answer(req.Items, f, req.Stop, s.ctl.Behaviour(), s.ctl.Refused, s.ctl.AnswerAt)
 	results, truncated := s.limit(req.Items, req.MaxOutputTokens, results)
 	fake.WriteAnswer(w, wireAnswer{Results: results, Truncated: truncated}, malformed)
+}
+
+// admit charges the call against SetRateLimit's limits, its prompt tokens
+// a token per 4 bytes of its items' inputs (or messages' contents) and
+// instructions, and writes the
+// rate-limit headers in the style the server was built with. A refused call
+// is answered 429 with Retry-After, and admit returns false.
+func (s *Server) admit(w http.ResponseWriter, items []Item) bool {
+	var prompt int
+	for _, it := range items {
+		prompt += len(it.Input) + len(it.Instructions)
+		for _, m := range it.Messages {
+			prompt += len(m.Content)
+		}
+	}
+	st, ok := s.ctl.Admit(fake.Tokens(prompt))
+	if s.anthropicHeaders {
+		fake.AnthropicRateHeaders(w.Header(), st, time.Now())
+	} else {
+		fake.OpenAIRateHeaders(w.Header(), st)
+	}
+	if !ok {
+		writeError(w, http.StatusTooManyRequests, "rate limit reached; try again later")
+	}
+	return ok
 }
 
 // WrongDimensionsNext makes the next n embedding answers hold vectors one

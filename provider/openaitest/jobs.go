@@ -258,12 +258,74 @@ func (s *Server) FailJob(id string) error {
 	case j.status != StatusValidating && j.status != StatusInProgress:
 		return fmt.Errorf("openaitest: job %q is %s", id, j.status)
 	}
-	j.invalid = []wireBatchError{{
-		Code:    "token_limit_exceeded",
-		Message: "Enqueued token limit reached for " + j.model + " in organization org-fake. Limit: 90,000 enqueued tokens. Please try again once some in_progress batches have been completed.",
-	}}
+	j.invalid = []wireBatchError{tokenLimitExceeded(j.model, 90_000)}
 	j.status, j.failedAt = StatusFailed, time.Now().Unix()
 	return nil
+}
+
+// tokenLimitExceeded is the error of a batch refused because its model's
+// enqueued tokens would pass limit, worded as OpenAI words it.
+func tokenLimitExceeded(model string, limit int64) wireBatchError {
+	return wireBatchError{
+		Code: "token_limit_exceeded",
+		Message: "Enqueued token limit reached for " + model + " in organization org-fake. Limit: " + thousands(limit) +
+			" enqueued tokens. Please try again once some in_progress batches have been completed.",
+	}
+}
+
+// thousands writes n with thousands separators, as OpenAI's messages do.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// SetEnqueuedTokenLimit makes the Batch API keep the prompt tokens of each
+// model's batches that are validating or in progress to at most tokens, as
+// OpenAI limits an organization's enqueued tokens per model (a token per 4
+// bytes of each line's messages): a batch that would pass it is created,
+// and fails at its first GET with the error code token_limit_exceeded and
+// a message naming the limit ("Limit: 90,000 enqueued tokens"), none of its
+// requests run. 0 removes the limit.
+func (s *Server) SetEnqueuedTokenLimit(tokens int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.enqueuedLimit = int64(max(tokens, 0))
+}
+
+// QueueRefused returns how many batches SetEnqueuedTokenLimit made fail.
+func (s *Server) QueueRefused() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queueRefused
+}
+
+// tokens are the prompt tokens of j's requests, as the enqueued token
+// limit counts them.
+func (j *job) tokens() int64 {
+	var n int64
+	for _, r := range j.requests {
+		var prompt int
+		for _, m := range r.Messages {
+			prompt += len(m.Content)
+		}
+		n += fake.Tokens(prompt)
+	}
+	return n
+}
+
+// enqueuedLocked counts the prompt tokens of model's batches that are
+// validating or in progress, and valid. It is called with s.mu held.
+func (s *Server) enqueuedLocked(model string) int64 {
+	var n int64
+	for _, j := range s.jobs {
+		if j.model == model && len(j.invalid) == 0 && (j.status == StatusValidating || j.status == StatusInProgress) {
+			n += j.tokens()
+		}
+	}
+	return n
 }
 
 // DeletedFiles returns the ids of the files deleted with DELETE
@@ -415,6 +477,10 @@ func (s *Server) serveBatchCreate(w http.ResponseWriter, _ *http.Request, body [
 	j.requests, j.invalid = parseInput(f.data, req.Endpoint)
 	if len(j.requests) > 0 {
 		j.model = j.requests[0].Model
+	}
+	if s.enqueuedLimit > 0 && len(j.invalid) == 0 && s.enqueuedLocked(j.model)+j.tokens() > s.enqueuedLimit {
+		s.queueRefused++
+		j.invalid = []wireBatchError{tokenLimitExceeded(j.model, s.enqueuedLimit)}
 	}
 	s.jobs[j.id] = j
 	s.jobsMade.Add(1)

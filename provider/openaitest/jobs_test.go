@@ -90,8 +90,9 @@ type batchObject struct {
 	} `json:"request_counts"`
 	Errors *struct {
 		Data []struct {
-			Code string `json:"code"`
-			Line *int   `json:"line"`
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			Line    *int   `json:"line"`
 		} `json:"data"`
 	} `json:"errors"`
 }

@@ -48,6 +48,10 @@
 //     call), RefuseInput (message.refusal), RequireKey (401
 //     invalid_api_key; the key may rotate), FailFor (an outage of 5xx for a
 //     while), HangFor (no answer for a while), FailNext and SetDelay;
+//   - rate limits: SetRateLimit makes chat completions keep to requests
+//     and tokens per minute, with OpenAI's x-ratelimit-* headers on every
+//     answer and 429 rate_limit_exceeded with Retry-After when a call finds
+//     a bucket empty (RateLimited counts them);
 //   - unknown models (WithUnknownModels, and any model named "unknown...")
 //     get 404 model_not_found;
 //   - records: Calls, MaxConcurrent, CallSizes, Requests, for embeddings
@@ -55,7 +59,9 @@
 //     Cancelled, JobRequests, DeletedFiles, HasFile;
 //   - embeddings: NoDataNext, WrongDimensionsNext, and the answer controls
 //     above (see serveEmbeddings);
-//   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines;
+//   - jobs: CompleteJobs, ExpireJob, FailJob, FailLines, and
+//     SetEnqueuedTokenLimit (a batch over the model's enqueued token limit
+//     fails with token_limit_exceeded; QueueRefused counts them);
 //   - costs (costs.go): service_tier answered back, RejectTier,
 //     FlexUnavailableNext, and usage.prompt_tokens_details.cached_tokens
 //     for a repeated prefix of 1,024 tokens or more.
@@ -110,10 +116,12 @@ type Server struct {
 
 	costs costs // service tiers and the prompt cache (costs.go)
 
-	mu      sync.Mutex // guards what follows
-	files   map[string]*storedFile
-	jobs    map[string]*job
-	deleted []string // ids of the files a DELETE removed, in order
+	mu            sync.Mutex // guards what follows
+	files         map[string]*storedFile
+	jobs          map[string]*job
+	deleted       []string // ids of the files a DELETE removed, in order
+	enqueuedLimit int64    // prompt tokens per model in batches running; 0: none
+	queueRefused  int64    // batches enqueuedLimit made fail
 }
 
 // Option configures a Server at construction.
@@ -320,6 +328,29 @@ func (s *Server) HangFor(d time.Duration) { s.ctl.HangFor(d) }
 // the model: past the key, failure and hang controls, with a valid body
 // and a known model.
 func (s *Server) CallSizes() []int { return s.ctl.CallSizes() }
+
+// SetRateLimit makes chat completion calls keep to an account's limits of
+// rpm requests and tpm prompt tokens a minute (0: no limit of that kind;
+// both 0 remove the limits), as OpenAI counts them: each limit is a bucket
+// holding a minute's worth, full at first, refilled continuously, that
+// each call draws one request and its prompt tokens from (a token per 4
+// bytes of the messages). Every answer then carries
+// x-ratelimit-limit-requests, x-ratelimit-remaining-requests and
+// x-ratelimit-reset-requests (the time until the bucket is full again, as
+// "1s", "6m0s" or "250ms"), and the same for -tokens; a call that finds a
+// bucket too low is answered 429 (type "requests", code
+// rate_limit_exceeded) with Retry-After, the whole seconds until it would
+// pass, and takes nothing. Files and Batch calls are not limited.
+func (s *Server) SetRateLimit(rpm, tpm int) { s.ctl.SetRateLimit(rpm, tpm) }
+
+// RateLimited returns how many calls SetRateLimit's limits refused (429)
+// since it was last called.
+func (s *Server) RateLimited() int64 { return s.ctl.RateLimited() }
+
+// LowestRemaining returns the fewest requests the RPM bucket held after a
+// call it admitted since SetRateLimit, or -1 before the first admitted
+// call or without an RPM limit.
+func (s *Server) LowestRemaining() int64 { return s.ctl.LowestRemaining() }
 
 // behaviour is what one call does.
 type behaviour struct {

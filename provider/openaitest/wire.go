@@ -294,6 +294,9 @@ func (s *Server) serveChatCompletions(w http.ResponseWriter, r *http.Request, bo
 		rec.Items, rec.Output = items, f.answer.Output
 	}
 	s.requests.Add(rec)
+	if !s.admit(w, rec) {
+		return
+	}
 
 	switch {
 	case req.Model == "":
@@ -482,6 +485,24 @@ func plainContent(req wireRequest, rec Request, f format, prompt string, seq int
 		}
 	}
 	return out, nil, "stop", nil
+}
+
+// admit charges the call against SetRateLimit's limits, its prompt
+// tokens counted as in the answer's usage, and writes the rate-limit
+// headers. A refused call is answered 429 with Retry-After, as the real
+// API refuses it, and admit returns false.
+func (s *Server) admit(w http.ResponseWriter, rec Request) bool {
+	var prompt int
+	for _, m := range rec.Messages {
+		prompt += len(m.Content)
+	}
+	st, ok := s.ctl.Admit(fake.Tokens(prompt))
+	fake.OpenAIRateHeaders(w.Header(), st)
+	if !ok {
+		wait := strconv.FormatFloat(st.RetryAfter.Seconds(), 'f', 3, 64)
+		writeError(w, http.StatusTooManyRequests, "Rate limit reached for requests. Please try again in "+wait+"s.", "requests", "", "rate_limit_exceeded")
+	}
+	return ok
 }
 
 // bearer returns the call's bearer token, and false when it has none.

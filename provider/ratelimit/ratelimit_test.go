@@ -64,12 +64,6 @@ func batch(tokens int) provider.Batch {
 	return provider.Batch{ID: "b", Model: "m", Requests: []provider.Request{{Key: "0", Input: strings.Repeat("a", 4*tokens)}}}
 }
 
-// roughlyEqual compares waits to the microsecond: x/time/rate computes them
-// in floating point.
-func roughlyEqual(got, want []time.Duration) bool {
-	return slices.EqualFunc(got, want, func(g, w time.Duration) bool { return (g - w).Abs() <= time.Microsecond })
-}
-
 // httpTarget starts the fake bulk endpoint and an http provider for it.
 func httpTarget(t *testing.T) (*httpapitest.Server, provider.Provider) {
 	t.Helper()
@@ -138,32 +132,39 @@ func TestEstimateTokens(t *testing.T) {
 }
 
 // TestPacing proves the waits with a fake clock: each Complete's sleeps are
-// recorded, and the clock moves on by them.
+// recorded, and the clock moves on by them. A call waiting for more tokens
+// than the bucket holds sleeps once per bucketful: the test adds them up.
 func TestPacing(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
 		limits  ratelimit.Limits
 		opts    []ratelimit.Option
-		batches []int             // estimated tokens of each call, in order
-		want    [][]time.Duration // sleeps before each call
+		batches []int           // estimated tokens of each call, in order
+		want    []time.Duration // total sleep before each call
 	}{
-		{"no limits", ratelimit.Limits{}, nil, []int{5, 5, 5}, [][]time.Duration{nil, nil, nil}},
-		{"RPM burst then spaced", ratelimit.Limits{RPM: 2}, nil, []int{1, 1, 1, 1},
-			[][]time.Duration{nil, nil, {30 * time.Second}, {30 * time.Second}}},
+		{"no limits", ratelimit.Limits{}, nil, []int{5, 5, 5}, []time.Duration{0, 0, 0}},
+		// No start-up burst: the first call goes at once, the next ones
+		// 60s/RPM apart.
+		{"RPM evenly spaced from the start", ratelimit.Limits{RPM: 2}, nil, []int{1, 1, 1, 1},
+			[]time.Duration{0, 30 * time.Second, 30 * time.Second, 30 * time.Second}},
+		{"RPM burst then spaced", ratelimit.Limits{RPM: 2}, []ratelimit.Option{ratelimit.WithBurst(2, 1)}, []int{1, 1, 1, 1},
+			[]time.Duration{0, 0, 30 * time.Second, 30 * time.Second}},
 		{"RPM evenly spaced", ratelimit.Limits{RPM: 60}, []ratelimit.Option{ratelimit.WithBurst(1, 1)}, []int{1, 1, 1},
-			[][]time.Duration{nil, {time.Second}, {time.Second}}},
+			[]time.Duration{0, time.Second, time.Second}},
+		// 600 TPM: 10 tokens a second, and a bucket of 10 to start with.
 		{"TPM", ratelimit.Limits{TPM: 600}, nil, []int{300, 300, 300, 150},
-			[][]time.Duration{nil, nil, {30 * time.Second}, {15 * time.Second}}},
-		{"TPM batch over the bucket waits for a full bucket", ratelimit.Limits{TPM: 60}, nil, []int{1000, 1000, 30},
-			[][]time.Duration{nil, {60 * time.Second}, {30 * time.Second}}},
+			[]time.Duration{29 * time.Second, 30 * time.Second, 30 * time.Second, 15 * time.Second}},
+		{"TPM batch over the bucket is charged in full", ratelimit.Limits{TPM: 600}, []ratelimit.Option{ratelimit.WithBurst(1, 100)}, []int{500, 30},
+			[]time.Duration{40 * time.Second, 3 * time.Second}},
 		{"TPM small bucket", ratelimit.Limits{TPM: 600}, []ratelimit.Option{ratelimit.WithBurst(1, 100)}, []int{100, 500},
-			[][]time.Duration{nil, {10 * time.Second}}},
+			[]time.Duration{0, 50 * time.Second}},
 		// 6 RPM: a call every 10s; 120 TPM: 2 tokens a second. The second
-		// call waits for tokens (30s), the third for tokens only (0.5s),
-		// the fourth for its call slot (10s after the third).
+		// call waits for its call slot (10s), then for tokens (20s more),
+		// the third for tokens only (0.5s), the fourth for its call slot
+		// (10s after the third).
 		{"the longer wait wins", ratelimit.Limits{RPM: 6, TPM: 120}, []ratelimit.Option{ratelimit.WithBurst(1, 120)}, []int{120, 60, 1, 1},
-			[][]time.Duration{nil, {30 * time.Second}, {500 * time.Millisecond}, {9500 * time.Millisecond}}},
+			[]time.Duration{0, 30 * time.Second, 500 * time.Millisecond, 9500 * time.Millisecond}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -179,8 +180,14 @@ func TestPacing(t *testing.T) {
 				if err != nil || len(results) != 1 || results[0].Err != nil {
 					t.Fatalf("call %d: Complete = %+v, %v", i, results, err)
 				}
-				if got := clock.takeSleeps(); !roughlyEqual(got, tt.want[i]) {
-					t.Errorf("call %d (%d tokens): slept %v, want %v", i, n, got, tt.want[i])
+				var slept time.Duration
+				for _, d := range clock.takeSleeps() {
+					slept += d
+				}
+				// x/time/rate computes in floating point; the waits are
+				// rounded up to the microsecond, once per sleep.
+				if diff := slept - tt.want[i]; diff < -time.Microsecond || diff > time.Millisecond {
+					t.Errorf("call %d (%d tokens): slept %v in all, want %v", i, n, slept, tt.want[i])
 				}
 			}
 			if got := srv.Calls(); got != int64(len(tt.batches)) {

@@ -2,25 +2,27 @@ package ratelimit
 
 import (
 	"context"
+	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/aibatch/aibatch/provider"
 )
 
-// TryComplete makes b's call only if the limits allow it now, without
-// waiting, and leave room for the calls that matter more: it calls when
-// no pause from an earlier answer holds calls back and each bucket would
-// still hold at least half its size after b's share is taken. Then it
-// takes that share as Complete does, calls the wrapped provider and returns
-// what it returned, with called true (err is the call's own). Otherwise it
-// returns at once with called false, takes nothing from the buckets and
-// calls nothing.
+// TryComplete makes b's call only if the limits have room for it now,
+// room no other call is waiting for, without waiting itself: it calls when
+// no pause from an earlier answer holds calls back, no Complete is waiting
+// for its turn, and each bucket is full (the call bucket has gone a whole
+// spacing without a call, the token bucket has refilled). Then it takes
+// one call and EstimateTokens(b) tokens (at most the token bucket's size),
+// calls the wrapped provider and returns what it returned, with called
+// true (err is the call's own). Otherwise it returns at once with called
+// false, takes nothing from the buckets and calls nothing.
 //
 // It is for calls that matter less than the rest (shadow samples of answer
-// quality): they use the upper half of each bucket only, so the calls made
-// with Complete always have the lower half, and they never stand in line
-// ahead of one that waits.
+// quality): they use only the share of the limits that would go unused,
+// and they never stand in line ahead of one that waits. While a backlog
+// keeps the calls at the limit, they make none.
 func (p *Provider) TryComplete(ctx context.Context, b provider.Batch) (results []provider.Result, called bool, err error) {
 	if len(b.Requests) > 0 && !p.reserveNow(b) {
 		return nil, false, nil
@@ -30,40 +32,36 @@ func (p *Provider) TryComplete(ctx context.Context, b provider.Batch) (results [
 	return results, true, err
 }
 
-// reserveNow takes b's share of the buckets if each can give it now and
-// keep half its size, and reports whether they could.
+// reserveNow takes b's share of the buckets if every bucket is full and no
+// call waits, and reports whether it did.
 func (p *Provider) reserveNow(b provider.Batch) bool {
 	now := p.clock.Now()
-	if p.PausedUntil().After(now) {
+	if p.adjust(now).After(now) || p.waiting.Load() > 0 {
 		return false
 	}
-	type take struct {
-		l *rate.Limiter
-		n int
+	calls, ok := p.calls.reserveFull(now, 1)
+	if !ok {
+		return false
 	}
-	var takes []take
-	if p.calls != nil {
-		takes = append(takes, take{p.calls, 1})
-	}
-	if p.tokens != nil {
-		takes = append(takes, take{p.tokens, min(EstimateTokens(b), p.tokens.Burst())})
-	}
-	for _, t := range takes {
-		if t.l.TokensAt(now)-float64(t.n) < float64(t.l.Burst())/2 {
-			return false
+	if _, ok := p.tokens.reserveFull(now, EstimateTokens(b)); !ok {
+		if calls != nil {
+			calls.CancelAt(now)
 		}
-	}
-	// Another call may have taken from a bucket since: then give back.
-	var taken []*rate.Reservation
-	for _, t := range takes {
-		r := t.l.ReserveN(now, t.n)
-		taken = append(taken, r)
-		if r.DelayFrom(now) > 0 {
-			for _, r := range taken {
-				r.CancelAt(now)
-			}
-			return false
-		}
+		return false
 	}
 	return true
+}
+
+// reserveFull takes n (at most the bucket's size) at now if the bucket is
+// full, and returns the reservation (nil while nothing is limited).
+func (b *bucket) reserveFull(now time.Time, n int) (*rate.Reservation, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lim.Limit() == rate.Inf {
+		return nil, true
+	}
+	if b.lim.TokensAt(now) < float64(b.lim.Burst()) {
+		return nil, false
+	}
+	return b.lim.ReserveN(now, min(n, b.lim.Burst())), true
 }

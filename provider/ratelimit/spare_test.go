@@ -11,8 +11,8 @@ import (
 	"github.com/aibatch/aibatch/provider/ratelimit"
 )
 
-// TryComplete calls only when the limits allow it at once and leave each
-// bucket half full, takes nothing when they do not, and never waits.
+// TryComplete calls only when every bucket is full and no call waits,
+// takes nothing when it does not call, and never waits.
 func TestTryComplete(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -22,8 +22,9 @@ func TestTryComplete(t *testing.T) {
 		want    []bool // whether each call went out
 	}{
 		{"no limits", ratelimit.Limits{}, []int{5, 5, 5}, []bool{true, true, true}},
-		{"RPM: the upper half only", ratelimit.Limits{RPM: 4}, []int{1, 1, 1}, []bool{true, true, false}},
-		{"TPM: the upper half only", ratelimit.Limits{TPM: 600}, []int{300, 1}, []bool{true, false}},
+		// 4 a minute: a call every 15s; the first takes the bucket's call.
+		{"RPM: a full bucket only", ratelimit.Limits{RPM: 4}, []int{1, 1, 1}, []bool{true, false, false}},
+		{"TPM: a full bucket only", ratelimit.Limits{TPM: 600}, []int{300, 1}, []bool{true, false}},
 		{"RPM and TPM", ratelimit.Limits{RPM: 4, TPM: 100}, []int{50, 10}, []bool{true, false}},
 	}
 	for _, tt := range tests {
@@ -57,27 +58,32 @@ func TestTryComplete(t *testing.T) {
 		})
 	}
 
-	// A TryComplete the token bucket refuses takes no call slot either:
-	// three of the four calls a minute are left for Complete, at once.
+	// A TryComplete the token bucket refuses takes no call either. At 60
+	// calls and 60 tokens a minute, with a token bucket of 10, a Complete
+	// of 10 tokens empties both buckets; a second later the call bucket is
+	// full again and the token bucket is not, so TryComplete refuses, and
+	// the next Complete finds its call, and its token, at once.
 	_, inner := httpTarget(t)
 	clock := newFakeClock()
-	p, err := ratelimit.New(inner, ratelimit.Limits{RPM: 4, TPM: 100}, ratelimit.WithClock(clock))
+	p, err := ratelimit.New(inner, ratelimit.Limits{RPM: 60, TPM: 60}, ratelimit.WithClock(clock), ratelimit.WithBurst(1, 10))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, called, _ := p.TryComplete(t.Context(), batch(50)); !called {
-		t.Fatal("the first TryComplete did not call")
+	if _, err := p.Complete(t.Context(), batch(10)); err != nil {
+		t.Fatal(err)
 	}
-	if _, called, _ := p.TryComplete(t.Context(), batch(10)); called {
-		t.Fatal("TryComplete took the token bucket's lower half")
+	if err := clock.Sleep(t.Context(), time.Second); err != nil {
+		t.Fatal(err)
 	}
-	for range 3 {
-		if _, err := p.Complete(t.Context(), batch(10)); err != nil {
-			t.Fatal(err)
-		}
+	clock.takeSleeps()
+	if _, called, _ := p.TryComplete(t.Context(), batch(1)); called {
+		t.Fatal("TryComplete called with the token bucket not full")
+	}
+	if _, err := p.Complete(t.Context(), batch(1)); err != nil {
+		t.Fatal(err)
 	}
 	if got := clock.takeSleeps(); len(got) != 0 {
-		t.Errorf("Completes after a refused TryComplete slept %v: the refusal kept its call slot", got)
+		t.Errorf("a Complete after a refused TryComplete slept %v: the refusal kept the call", got)
 	}
 }
 

@@ -3,7 +3,9 @@
 // controls every fake offers (FailNext, SetDelay, DropItems, Shuffle,
 // SetMalformedNext, OmitInput, RejectInput, RepeatIDs, SetResultsFunc), the
 // faults real providers show (SetOutputCap, RefuseInput, RequireKey,
-// FailFor, HangFor, SetWrongAfter) and the record of call sizes (CallSizes), the counting
+// FailFor, HangFor, SetWrongAfter), an account's rate limits with the
+// headers that report them (SetRateLimit, Admit, OpenAIRateHeaders,
+// AnthropicRateHeaders) and the record of call sizes (CallSizes), the counting
 // behind Calls and MaxConcurrent, the log behind Requests, and small HTTP
 // and JSON helpers (cutting an answer off, reading the batch schema).
 //
@@ -32,6 +34,7 @@ const MaxBodyBytes = 32 << 20
 type Controls[R any] struct {
 	faults // SetOutputCap, RefuseInput, RequireKey, FailFor, HangFor, CallSizes
 	mixUp  // SetWrongAfter, AnswerAt
+	quota  // SetRateLimit, Admit, RateLimited, LowestRemaining
 
 	calls, inFlight, maxInFlight atomic.Int64
 	malformed                    Countdown
