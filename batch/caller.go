@@ -195,7 +195,7 @@ func (c *caller) call(ctx context.Context, trigger wire.Trigger, cl call) (int, 
 		it.queued = start.Sub(it.d.Published)
 		it.err = nil
 	}
-	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	callCtx, cancel := provider.CallContext(ctx, c.provider, c.timeout)
 	results, err := c.provider.Complete(callCtx, b)
 	cancel()
 	c.stats.apiCalls.Add(1)

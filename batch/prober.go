@@ -57,7 +57,7 @@ func (e *Engine) probeOnce(ctx context.Context, st BreakerState) {
 		Requests:        []provider.Request{{Key: "probe", Input: probeInput, MaxOutputTokens: 5}},
 		MaxOutputTokens: 5,
 	}
-	callCtx, cancel := context.WithTimeout(ctx, e.cfg.CallTimeout)
+	callCtx, cancel := provider.CallContext(ctx, e.provider, e.cfg.CallTimeout)
 	start := time.Now()
 	results, err := e.provider.Complete(callCtx, b)
 	cancel()

@@ -83,7 +83,7 @@ func scenarioGateway(ctx context.Context, o *options, r *report) error {
 			return fmt.Errorf("latency run %d: %w", run+1, err)
 		}
 		lat = append(lat, l)
-		r.progress("11 gateway: run %d, %d requests per path at %g/s: client p50 %.2fms p99 %.2fms, gateway p50 %.2fms p99 %.2fms: +%.2fms at p50; gateway CPU %.0fµs/req, %.0f waits parked",
+		r.progress("12 gateway: run %d, %d requests per path at %g/s: client p50 %.2fms p99 %.2fms, gateway p50 %.2fms p99 %.2fms: +%.2fms at p50; gateway CPU %.0fµs/req, %.0f waits parked",
 			run+1, l.Requests, o.GWRate, l.ClientP50MS, l.ClientP99MS, l.GatewayP50MS, l.GatewayP99MS, l.AddedP50MS, l.GatewayCPUUS, l.Parked)
 	}
 	var mem []gatewayMemory
@@ -93,7 +93,7 @@ func scenarioGateway(ctx context.Context, o *options, r *report) error {
 			return fmt.Errorf("memory run %d: %w", run+1, err)
 		}
 		mem = append(mem, m)
-		r.progress("11 gateway: run %d, %d requests waiting: RSS %.1f MiB (idle %.1f MiB, peak %.1f MiB, %.1f KiB per waiting request), all open after %.1fs",
+		r.progress("12 gateway: run %d, %d requests waiting: RSS %.1f MiB (idle %.1f MiB, peak %.1f MiB, %.1f KiB per waiting request), all open after %.1fs",
 			run+1, m.Waiting, m.RSSMiB, m.IdleMiB, m.PeakMiB, m.KiBPerReq, m.RampS)
 	}
 	pick := func(f func(gatewayLatency) float64) []float64 {
@@ -110,7 +110,7 @@ func scenarioGateway(ctx context.Context, o *options, r *report) error {
 		}
 		return v
 	}
-	const sc = "11 gateway"
+	const sc = "12 gateway"
 	at := fmt.Sprintf("at %g req/s, urgent lane", o.GWRate)
 	r.add(row{Scenario: sc, Measure: "Go client path p50 " + at, Unit: "ms", summary: summarize(pick(func(l gatewayLatency) float64 { return float64(l.ClientP50MS) }))})
 	r.add(row{Scenario: sc, Measure: "gateway path p50 " + at, Unit: "ms", summary: summarize(pick(func(l gatewayLatency) float64 { return float64(l.GatewayP50MS) }))})

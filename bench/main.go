@@ -23,7 +23,7 @@
 //	go run ./bench -only rates  # one scenario
 //	go run ./bench -only fault-cap,fault-refusal  # the provider-fault scenarios
 //	go run ./bench -only e2e,mixed-burst,mixed-rates  # scenarios 9 and 10
-//	go run ./bench -only gateway  # scenario 11: the OpenAI-compatible gateway
+//	go run ./bench -only gateway  # scenario 12: the OpenAI-compatible gateway
 //	go run ./bench -only partition  # scenario 13: partitions and the fleet quota
 //
 // It prints one table on stdout (progress goes to stderr) and writes the

@@ -117,7 +117,10 @@ func WithReadings(r *Readings) Option {
 // joining or leaving, or a new reading, takes effect within it.
 const recheck = 250 * time.Millisecond
 
-var _ provider.Provider = (*Provider)(nil)
+var (
+	_ provider.Provider = (*Provider)(nil)
+	_ provider.Pacer    = (*Provider)(nil)
+)
 
 // Provider is a provider.Provider that paces the calls of the one it wraps.
 // It is safe for concurrent use.
@@ -200,10 +203,19 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 			return nil, err
 		}
 	}
+	if d := provider.CallTimeoutOf(ctx); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
 	results, err := p.next.Complete(ctx, b)
 	p.observe(results, err)
 	return results, err
 }
+
+// PacesCalls reports true: Complete applies provider.CallTimeoutOf its
+// context only once the call's turn has come (see provider.Pacer).
+func (p *Provider) PacesCalls() bool { return true }
 
 // PausedUntil returns the time before which calls are held back because the
 // API asked for a wait (this worker's answers or, with a fleet, another

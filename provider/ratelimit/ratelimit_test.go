@@ -469,3 +469,43 @@ func TestPassesOnWhatTheProviderSays(t *testing.T) {
 		}
 	}
 }
+
+// TestCallTimeoutStartsWhenTheCallGoes: with the call timeout handed over
+// in the context (provider.CallContext, as the engine does), calls queued
+// behind the quota for longer than the timeout still go and succeed; a
+// call the API is slow to answer still times out.
+func TestCallTimeoutStartsWhenTheCallGoes(t *testing.T) {
+	t.Parallel()
+	srv, inner := httpTarget(t)
+	p, err := ratelimit.New(inner, ratelimit.Limits{RPM: 1200}, ratelimit.WithBurst(1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 50ms between calls: the fourth waits about 150ms for its turn.
+	const calls, timeout = 4, 40 * time.Millisecond
+	var wg sync.WaitGroup
+	for range calls {
+		wg.Go(func() {
+			ctx, cancel := provider.CallContext(t.Context(), p, timeout)
+			defer cancel()
+			if _, err := p.Complete(ctx, batch(1)); err != nil {
+				t.Errorf("a call queued for its turn failed: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if srv.Calls() != calls {
+		t.Errorf("endpoint got %d calls, want %d", srv.Calls(), calls)
+	}
+
+	srv.SetDelay(time.Second)
+	ctx, cancel := provider.CallContext(t.Context(), p, timeout)
+	defer cancel()
+	start := time.Now()
+	if _, err := p.Complete(ctx, batch(1)); err == nil {
+		t.Fatal("a call answered after a second, with a 40ms call timeout: no error")
+	}
+	if took := time.Since(start); took > 900*time.Millisecond {
+		t.Errorf("the slow call returned after %v, want the 40ms timeout (plus its turn) to end it", took)
+	}
+}
