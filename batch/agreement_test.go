@@ -131,6 +131,7 @@ func TestShadowConfigValidate(t *testing.T) {
 		{ShadowConfig{Rate: 0.1, QualityFloor: 2}, "Shadow.QualityFloor is 2"},
 		{ShadowConfig{QualityFloor: 0.9}, "needs samples"},
 		{ShadowConfig{Rate: 0.1, Window: -3}, "Shadow.Window is -3"},
+		{ShadowConfig{Rate: 0.1, QueueSize: -1}, "Shadow.QueueSize is -1"},
 		{ShadowConfig{Rate: 0.1, EmbeddingModel: "e"}, "go together"},
 	}
 	for _, tt := range tests {

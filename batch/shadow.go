@@ -88,10 +88,6 @@ type ShadowStats struct {
 	Groups []GroupQuality `json:"groups"`
 }
 
-// shadowQueue is how many picked samples wait for a shadow call at most;
-// more are dropped.
-const shadowQueue = 256
-
 // spareCaller is a provider that paces its calls and can make one only
 // when that needs no wait (provider/ratelimit): a shadow call then takes
 // spare capacity and never a turn a real call waits for.
@@ -138,7 +134,7 @@ func newShadow(cfg ShadowConfig, e *Engine) *shadow {
 		cfg: cfg, provider: e.provider, timeout: e.cfg.CallTimeout, outputLimit: e.planner.outputLimit,
 		breakers: e.breakers, agreement: agreement{embedder: cfg.Embedder, model: cfg.EmbeddingModel},
 		ids: e.caller.ids, workers: e.cfg.MaxInflight, observer: e.observer, log: e.log,
-		queue: make(chan sample, shadowQueue),
+		queue: make(chan sample, cfg.QueueSize),
 	}
 	s.spare, _ = e.provider.(spareCaller)
 	s.quality = newQuality(cfg.AgreeAt, cfg.QualityFloor, cfg.Window, e.groups, e.qualityLimited)

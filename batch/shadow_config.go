@@ -43,6 +43,10 @@ type ShadowConfig struct {
 	// is sampled when one is below Rate. Calls are serialised. Default
 	// math/rand/v2's Float64; tests pass a seeded source.
 	Random func() float64
+	// QueueSize is how many picked samples wait for a shadow call at most;
+	// more are dropped (counted in ShadowStats.Dropped), so sampling never
+	// holds up the real work. Default 256.
+	QueueSize int
 }
 
 // Defaults of ShadowConfig's fields.
@@ -51,6 +55,7 @@ const (
 	DefaultShadowAgreeAt = 0.9
 	DefaultQualityFloor  = 0.0
 	DefaultShadowWindow  = 50
+	DefaultShadowQueue   = 256
 )
 
 // WithShadow turns on shadow sampling as c says (see ShadowConfig). New
@@ -61,6 +66,7 @@ func WithShadow(c ShadowConfig) Option { return func(e *Engine) { e.shadowCfg = 
 func (c ShadowConfig) WithDefaults() ShadowConfig {
 	setDefault(&c.AgreeAt, DefaultShadowAgreeAt)
 	setDefault(&c.Window, DefaultShadowWindow)
+	setDefault(&c.QueueSize, DefaultShadowQueue)
 	return c
 }
 
@@ -82,6 +88,9 @@ func (c ShadowConfig) Validate() error {
 	fraction("Shadow.QualityFloor", c.QualityFloor, true)
 	if c.Window < 1 {
 		errs = append(errs, fmt.Errorf("Shadow.Window is %d, want a whole number of 1 or more", c.Window))
+	}
+	if c.QueueSize < 1 {
+		errs = append(errs, fmt.Errorf("Shadow.QueueSize is %d, want a whole number of 1 or more", c.QueueSize))
 	}
 	if (c.Embedder == nil) != (c.EmbeddingModel == "") {
 		errs = append(errs, errors.New("Shadow.Embedder and Shadow.EmbeddingModel go together: set both or neither"))

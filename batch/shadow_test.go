@@ -49,7 +49,9 @@ func TestShadowMeasuresDegradationByPosition(t *testing.T) {
 		b, p := batchtest.NewBroker(), batchtest.NewProvider()
 		p.WrongAfter(10)
 		publishInputs(t, b, reqSubject, "deg", 500)
-		e, _ := startEngine(t, b, p, engineConfig(b), batch.WithShadow(batch.ShadowConfig{Rate: 1}))
+		// Every sample fits the queue: the doubles answer the combined calls
+		// at once, before any shadow call is made.
+		e, _ := startEngine(t, b, p, engineConfig(b), batch.WithShadow(batch.ShadowConfig{Rate: 1, QueueSize: 500}))
 		synctest.Wait()
 
 		got := results(t, b)
