@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/jsutil"
 	"github.com/aibatch/aibatch/wire"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
@@ -223,7 +224,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (batchLane,
 	}
 	streams := make(map[string]jetstream.Stream, 3)
 	for _, cfg := range t.Streams() {
-		s, err := js.CreateOrUpdateStream(ctx, cfg)
+		s, err := jsutil.OpenStream(ctx, js, cfg)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("jetstream: create or update stream %q: %w", cfg.Name, err)
 		}

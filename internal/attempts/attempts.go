@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/jsutil"
 )
 
 // Defaults of Config's fields.
@@ -57,7 +58,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, er
 	if cfg.Replicas == 0 {
 		cfg.Replicas = DefaultReplicas
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := jsutil.OpenKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
 		Description: "aibatch: the attempts each request spent, apart from its deliveries",
 		TTL:         cfg.TTL,

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aibatch/aibatch/batch"
+	"github.com/aibatch/aibatch/internal/jsutil"
 )
 
 // Counters are counts of what engines did: one worker's share, or the
@@ -146,7 +147,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Totals, err
 // open creates the bucket, or opens it if it exists, and uses it from now
 // on.
 func (f *Totals) open(ctx context.Context) (jetstream.KeyValue, error) {
-	kv, err := f.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := jsutil.OpenKeyValue(ctx, f.js, jetstream.KeyValueConfig{
 		Bucket:      f.cfg.Bucket,
 		Description: "aibatch fleet-wide counters",
 		History:     1,
