@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/aibatch/aibatch/provider"
+	"github.com/aibatch/aibatch/provider/internal/combined"
 	"github.com/aibatch/aibatch/provider/internal/validate"
 )
 
@@ -52,7 +53,7 @@ func (p *Provider) SubmitCombinedJob(ctx context.Context, lines []provider.Batch
 				return "", fmt.Errorf("openai: submit combined batch job: %w", provider.Permanent(fmt.Errorf("line %d: request %d has key %q, want %q", n, i, r.Key, provider.CombinedKey(n, i))))
 			}
 		}
-		params, err := newParams(localKeys(b))
+		params, err := newParams(combined.LocalKeys(b))
 		if err != nil {
 			return "", fmt.Errorf("openai: submit combined batch job: %w", provider.Permanent(err))
 		}
@@ -98,31 +99,7 @@ func combinedLineResults(line outputLine, n, size int) ([]provider.Result, bool)
 	if lineErr == nil {
 		lineErr = batchError(false, errors.New("the combined line's answer left the request out"))
 	}
-	answered := make(map[string]bool, len(results))
-	for i, r := range results {
-		answered[r.Key] = true
-		local, _ := strconv.Atoi(r.Key) // one of b's keys: digits
-		results[i].Key = provider.CombinedKey(n, local)
-	}
-	for i, r := range b.Requests {
-		if !answered[r.Key] {
-			results = append(results, provider.Result{Key: provider.CombinedKey(n, i), Err: lineErr})
-		}
-	}
-	return results, true
-}
-
-// localKeys is line with its requests keyed "0" to "size-1" inside the
-// call: every line of a size then has the same answer schema, so the
-// lines share the cached prefix; the line's custom_id maps the keys back.
-func localKeys(line provider.Batch) provider.Batch {
-	reqs := make([]provider.Request, len(line.Requests))
-	for i, r := range line.Requests {
-		r.Key = strconv.Itoa(i)
-		reqs[i] = r
-	}
-	line.Requests = reqs
-	return line
+	return combined.LineResults(n, b, results, lineErr), true
 }
 
 // lineResults is the results of one line of a job's output: a combined
