@@ -8,13 +8,13 @@ import (
 	"os"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sethvargo/go-envconfig"
 
 	"github.com/aibatch/aibatch/internal/cost"
+	"github.com/aibatch/aibatch/internal/envconf"
 	"github.com/aibatch/aibatch/internal/gateway"
 	"github.com/aibatch/aibatch/jetstream"
 )
@@ -60,7 +60,7 @@ type config struct {
 // variable and what is allowed, never a key.
 func loadConfig(ctx context.Context, lookup envconfig.Lookuper) (config, gateway.Config, error) {
 	var c config
-	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: emptyIsUnset{lookup}}); err != nil {
+	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: envconf.EmptyIsUnset{L: lookup}}); err != nil {
 		return c, gateway.Config{}, fmt.Errorf("configuration: %s", envErrorText(err))
 	}
 	gc, err := c.gateway()
@@ -186,19 +186,6 @@ func (c config) auth() jetstream.AuthConfig {
 	}
 }
 
-// emptyIsUnset reads a variable set to "" (or blanks) as unset, so its
-// default applies: docker-compose's ${VAR} of an unset VAR and an empty
-// ConfigMap key give "".
-type emptyIsUnset struct{ l envconfig.Lookuper }
-
-func (e emptyIsUnset) Lookup(key string) (string, bool) {
-	v, ok := e.l.Lookup(key)
-	if ok && strings.TrimSpace(v) == "" {
-		return "", false
-	}
-	return v, ok
-}
-
 // envErrorText turns envconfig's "FieldName: cause" into "ENV_NAME: cause".
 func envErrorText(err error) string {
 	msg := err.Error()
@@ -216,27 +203,6 @@ func envErrorText(err error) string {
 	return msg
 }
 
-// byteSize is a size in bytes written as a number with an optional unit:
-// 65536, 64KiB, 1MiB, 64KB, 1MB, as the workers read MAX_REQUEST_BYTES.
-type byteSize int64
-
-// EnvDecode implements envconfig.Decoder.
-func (b *byteSize) EnvDecode(val string) error {
-	s := strings.TrimSpace(val)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}} {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/mult {
-		return fmt.Errorf("%q is not a size: want bytes such as 65536, or 64KiB, 1MiB", val)
-	}
-	*b = byteSize(n * mult)
-	return nil
-}
+// byteSize is a size in bytes with an optional unit, as the workers read
+// MAX_REQUEST_BYTES (envconf.ByteSize).
+type byteSize = envconf.ByteSize

@@ -20,6 +20,7 @@ import (
 
 	"github.com/aibatch/aibatch/batch"
 	"github.com/aibatch/aibatch/internal/admin"
+	"github.com/aibatch/aibatch/internal/envconf"
 	"github.com/aibatch/aibatch/internal/fleet"
 	"github.com/aibatch/aibatch/jetstream"
 	"github.com/aibatch/aibatch/wire"
@@ -144,7 +145,7 @@ type config struct {
 // working directory underneath it (the real environment wins), and checks
 // every value. Errors name the variable, its value and what is allowed.
 func loadConfig(ctx context.Context, lookup envconfig.Lookuper) (config, error) {
-	lookup = emptyIsUnset{lookup}
+	lookup = envconf.EmptyIsUnset{L: lookup, Except: emptyMeansOff}
 	var c config
 	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: lookup}); err != nil {
 		return c, fmt.Errorf("configuration: %s", envErrorText(err))
@@ -172,7 +173,7 @@ func withDotEnv(lookup envconfig.Lookuper, path string) (envconfig.Lookuper, err
 		return nil, fmt.Errorf("read %s: %s (want KEY=value lines; the text is not shown, it may hold a secret)", path, dotEnvProblem(err))
 	}
 	// An empty variable in the environment lets the file's value through.
-	return envconfig.MultiLookuper(emptyIsUnset{lookup}, envconfig.MapLookuper(vals)), nil
+	return envconfig.MultiLookuper(envconf.EmptyIsUnset{L: lookup, Except: emptyMeansOff}, envconfig.MapLookuper(vals)), nil
 }
 
 // emptyMeansOff are the variables whose empty value means something of its
@@ -180,18 +181,6 @@ func withDotEnv(lookup envconfig.Lookuper, path string) (envconfig.Lookuper, err
 // reads as unset, so its default applies: docker-compose's ${VAR} of an
 // unset VAR and an empty ConfigMap key give "".
 var emptyMeansOff = map[string]bool{"ADMIN_ADDR": true, "STATS_BUCKET": true}
-
-// emptyIsUnset is a Lookuper that reads a variable set to "" as unset,
-// except those in emptyMeansOff.
-type emptyIsUnset struct{ l envconfig.Lookuper }
-
-func (e emptyIsUnset) Lookup(key string) (string, bool) {
-	v, ok := e.l.Lookup(key)
-	if ok && strings.TrimSpace(v) == "" && !emptyMeansOff[key] {
-		return "", false
-	}
-	return v, ok
-}
 
 // dotEnvProblem says what is wrong with a .env file without quoting it:
 // godotenv's parse errors quote the file from the bad line on, secrets
@@ -475,32 +464,6 @@ func (c config) topology() jetstream.Topology {
 	}.WithDefaults()
 }
 
-// byteSize is a size in bytes written as a number with an optional unit:
-// 65536, 64KiB, 1MiB, 1GiB, 64KB, 1MB, 1GB.
-type byteSize int64
-
-// EnvDecode implements envconfig.Decoder.
-func (b *byteSize) EnvDecode(val string) error {
-	s := strings.TrimSpace(val)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/mult {
-		return fmt.Errorf("%q is not a size: want bytes such as 65536, or 64KiB, 1MiB, 1GiB", val)
-	}
-	*b = byteSize(n * mult)
-	return nil
-}
-
 // envErrorText turns envconfig's "FieldName: cause" into "ENV_NAME: cause"
 // so the message names the variable the operator set.
 func envErrorText(err error) string {
@@ -554,3 +517,6 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// byteSize is a size in bytes with an optional unit (envconf.ByteSize).
+type byteSize = envconf.ByteSize
