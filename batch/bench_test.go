@@ -187,7 +187,7 @@ func BenchmarkResultMessage(b *testing.B) {
 	it.batch = wire.BatchInfo{ID: "0123abcd-1", Size: benchBatch, Trigger: wire.TriggerSize}
 	m := newReqMeter(b, 1)
 	for range b.N {
-		if o := e.settler.out.resultMsg(it); len(o.Data) == 0 {
+		if o, err := e.settler.out.resultMsg(it); err != nil || len(o.Data) == 0 {
 			b.Fatal("empty result")
 		}
 	}

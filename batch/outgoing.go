@@ -20,21 +20,31 @@ type outgoing struct {
 // when answered, error otherwise. An answer too large for the broker rejects
 // the item with an error that says so, which fits.
 func (o outgoing) result(it *item) Outgoing {
-	msg := o.resultMsg(it)
+	msg, err := o.resultMsg(it)
+	if err != nil {
+		// The provider's answer cannot be written as JSON (a NaN in an
+		// embedding, say): the request fails rather than its result.
+		it.reject(fmt.Errorf("encode the provider's answer: %w", err))
+		msg, _ = o.resultMsg(it)
+		return msg
+	}
 	if len(msg.Data) <= o.maxResultBytes {
 		return msg
 	}
 	it.reject(fmt.Errorf("result is %d bytes, over the %d bytes the broker accepts (output %d bytes, metadata %d bytes)",
 		len(msg.Data), o.maxResultBytes, len(it.output), len(it.req.Metadata)))
-	msg = o.resultMsg(it)
+	msg, _ = o.resultMsg(it)
 	if len(msg.Data) > o.maxResultBytes {
 		it.req.Metadata = nil // the error result must get through
-		msg = o.resultMsg(it)
+		msg, _ = o.resultMsg(it)
 	}
 	return msg
 }
 
-func (o outgoing) resultMsg(it *item) Outgoing {
+// resultMsg encodes it's result. It fails only when the answer cannot be
+// encoded; an error result always can (Metadata that is not JSON is left
+// out).
+func (o outgoing) resultMsg(it *item) (Outgoing, error) {
 	r := wire.Result{
 		ID:     it.id,
 		Status: wire.StatusOK,
@@ -58,11 +68,15 @@ func (o outgoing) resultMsg(it *item) Outgoing {
 			r.Metadata = nil
 		}
 	}
-	body, err := json.Marshal(r)
-	if err != nil {
-		// Only Metadata can make this fail; drop it rather than the result.
+	body, err := wire.AppendResult(make([]byte, 0, wire.EncodedResultSize(&r)), &r)
+	if err != nil && r.Metadata != nil {
+		// Metadata is checked on intake, so this is a safety net: drop it
+		// rather than the result.
 		r.Metadata = nil
-		body, _ = json.Marshal(r)
+		body, err = wire.AppendResult(body[:0], &r)
+	}
+	if err != nil {
+		return Outgoing{}, err
 	}
 	subject := it.replyTo
 	if subject == "" {
@@ -73,7 +87,7 @@ func (o outgoing) resultMsg(it *item) Outgoing {
 		MsgID:   wire.ResultMsgID(it.d.Stream, it.d.StreamSeq),
 		Header:  map[string]string{wire.HeaderStreamSeq: strconv.FormatUint(it.d.StreamSeq, 10)},
 		Data:    body,
-	}
+	}, nil
 }
 
 // deadLetter builds the dead-letter copy of a failed request: the original

@@ -16,8 +16,12 @@ func topicOf(subject string, filters []string) string {
 		if !wire.SubjectMatches(subject, f) || !strings.HasSuffix(f, ">") {
 			continue
 		}
-		n := strings.Count(f, ".")
-		return strings.Join(strings.Split(subject, ".")[n:], ".")
+		// The topic is what follows the filter's tokens before ">".
+		rest := subject
+		for range strings.Count(f, ".") {
+			_, rest, _ = strings.Cut(rest, ".")
+		}
+		return rest
 	}
 	return subject[strings.LastIndexByte(subject, '.')+1:]
 }

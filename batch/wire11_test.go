@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -215,6 +217,41 @@ func TestEngineBatchesEmbeddingsNatively(t *testing.T) {
 		for _, call := range p.Batches() {
 			if call.Kind == wire.KindEmbedding && (call.Dimensions != 8 || call.MaxOutputTokens != 0 || call.Model != batch.DefaultEmbeddingModel) {
 				t.Fatalf("embedding call %+v", call)
+			}
+		}
+	})
+}
+
+// TestEngineEndsAnAnswerThatCannotBeEncoded: a vector holding NaN has no
+// JSON form; its request ends with an error result and a dead letter, and
+// the rest of the call is answered.
+func TestEngineEndsAnAnswerThatCannotBeEncoded(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		p.SetVector(func(input string) []float32 {
+			if input == "text 2" {
+				return []float32{0.5, float32(math.NaN())}
+			}
+			return batchtest.Vector(input)
+		})
+		for i := range 4 {
+			publishRequest(t, b, wire.Request{ID: "e-" + strconv.Itoa(i), Kind: wire.KindEmbedding, Input: "text " + strconv.Itoa(i)})
+		}
+		cfg := engineConfig(b)
+		cfg.EmbeddingMaxInputs = 4
+		startEngine(t, b, p, cfg)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 4 || len(b.DeadLetters()) != 1 || b.Requests() != 0 {
+			t.Fatalf("%d results, %d dead letters, %d left", len(got), len(b.DeadLetters()), b.Requests())
+		}
+		if r := got["e-2"]; r.Status != wire.StatusError || !strings.Contains(r.Error, "encode the provider's answer") || r.Embedding != nil {
+			t.Fatalf("e-2: %+v", r)
+		}
+		for _, id := range []string{"e-0", "e-1", "e-3"} {
+			if r := got[id]; r.Status != wire.StatusOK || len(r.Embedding) == 0 {
+				t.Fatalf("%s: %+v", id, r)
 			}
 		}
 	})

@@ -29,6 +29,7 @@ import (
 type Provider struct {
 	mu      sync.Mutex
 	answer  func(input string) string
+	vector  func(input string) []float32
 	calls   int
 	batches []provider.Batch
 	failing []error
@@ -117,6 +118,15 @@ func (p *Provider) SetAnswer(f func(input string) string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.answer = f
+}
+
+// SetVector makes later calls answer each embedding request with
+// f(input), which may return what a broken provider would (NaN, say); nil
+// restores Vector.
+func (p *Provider) SetVector(f func(input string) []float32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.vector = f
 }
 
 // FailNext makes the next n calls return err instead of answers. Wrap err
@@ -314,7 +324,10 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 	if refused && len(b.Requests) > 1 {
 		return nil, &provider.Error{Scope: provider.ScopeBatch, Err: fmt.Errorf("batchtest: the combined call: %w", provider.ErrRefused)}
 	}
-	answer := p.answer
+	answer, vector := p.answer, p.vector
+	if vector == nil {
+		vector = Vector
+	}
 	if answer == nil {
 		answer = Echo
 	}
@@ -347,7 +360,7 @@ func (p *Provider) Complete(ctx context.Context, b provider.Batch) ([]provider.R
 			continue
 		}
 		if kind == wire.KindEmbedding {
-			out = append(out, provider.Result{Key: r.Key, Embedding: Vector(r.Input), Usage: provider.Usage{InputTokens: int64(len(r.Input))}})
+			out = append(out, provider.Result{Key: r.Key, Embedding: vector(r.Input), Usage: provider.Usage{InputTokens: int64(len(r.Input))}})
 			continue
 		}
 		output := answer(r.Input)

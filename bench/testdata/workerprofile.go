@@ -2,7 +2,9 @@
 // harness adds it to cmd/worker with go build -overlay when it profiles the
 // worker process (go run ./bench -profile DIR). The binary then writes a CPU
 // profile to $AIBATCH_BENCH_CPUPROFILE from start until it gets SIGUSR2,
-// and creates <profile>.done when the profile is complete.
+// then the allocations since start to <profile>.allocs (go tool pprof
+// -sample_index=alloc_space), and creates <profile>.done when both are
+// complete.
 
 package main
 
@@ -32,6 +34,10 @@ func init() {
 		<-stop
 		pprof.StopCPUProfile()
 		f.Close()
+		if a, err := os.Create(path + ".allocs"); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(a, 0)
+			a.Close()
+		}
 		_ = os.WriteFile(path+".done", nil, 0o644)
 	}()
 }
