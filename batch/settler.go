@@ -174,8 +174,8 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 	// One jitter per settlement keeps a batch's retries together, so they
 	// come back as one batch, while batches of a fleet spread out.
 	jitter := 0.8 + 0.4*rand.Float64()
-	var storing []*item
-	var results []Outgoing
+	storing := make([]*item, 0, len(items))
+	results := make([]Outgoing, 0, len(items))
 	for _, it := range items {
 		v := decide(s.facts(it))
 		switch v.step {
@@ -285,8 +285,8 @@ func (s *settler) publishResults(ctx context.Context, storing []*item, results [
 		return s.pub.Publish(ctx, results)
 	}
 	acks := make([]PublishAck, len(results))
-	var send []Outgoing
-	var at []int
+	send := make([]Outgoing, 0, len(results))
+	at := make([]int, 0, len(results))
 	for i, it := range storing {
 		if it.uncertain && time.Since(it.d.Published) > s.dedupeWindow {
 			seq, found, err := finder.FindResult(ctx, results[i].Subject, results[i].MsgID, it.d.Published)

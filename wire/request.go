@@ -411,6 +411,9 @@ func DecodeRequest(body []byte, maxBytes int) (Request, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return r, invalid("empty body, want a JSON object with \"input\"")
 	}
+	if fast, ok := decodeRequestFast(body); ok {
+		return fast, fast.Validate()
+	}
 	if err := unmarshalStrict(body, &r); err != nil {
 		return r, invalid("body is not a JSON request object: %v", err)
 	}

@@ -94,13 +94,54 @@ func AppendResult(dst []byte, r *Result) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// EncodedResultSize is a close upper estimate of the length of r's
-// encoding when its strings need no escaping, to size a buffer for
-// AppendResult in one allocation.
+// EncodedResultSize is the length of r's encoding when its strings need
+// no escaping (and close to it otherwise; an embedding's numbers are
+// counted at their longest), to size a buffer for AppendResult in one
+// allocation.
 func EncodedResultSize(r *Result) int {
-	return 200 + len(r.ID) + len(r.Status) + len(r.Output) + len(r.FinishReason) +
-		16*len(r.Embedding) + len(r.Message) + len(r.Error) + len(r.Model) +
-		len(r.Metadata) + len(r.Batch.ID) + len(r.Batch.Trigger)
+	n := len(`{"id":"","status":"","usage":{"input_tokens":,"output_tokens":},"batch":{"size":},"queued_ms":,"attempts":}`) +
+		len(r.ID) + len(r.Status) + intLen(r.Usage.InputTokens) + intLen(r.Usage.OutputTokens) +
+		intLen(int64(r.Batch.Size)) + intLen(r.QueuedMS) + intLen(int64(r.Attempts))
+	optional := func(field string, value int) {
+		if value > 0 {
+			n += len(field) + value
+		}
+	}
+	optional(`,"output":""`, len(r.Output))
+	optional(`,"finish_reason":""`, len(r.FinishReason))
+	if len(r.Embedding) > 0 {
+		// -1.2345678e-38 is the longest float32.
+		n += len(`,"embedding":[]`) + len(r.Embedding)*len(`-1.2345678e-38,`) - 1
+	}
+	if r.Cached {
+		n += len(`,"cached":true`)
+	}
+	optional(`,"message":`, len(r.Message))
+	optional(`,"error":""`, len(r.Error))
+	optional(`,"model":""`, len(r.Model))
+	optional(`,"metadata":`, len(r.Metadata))
+	if r.Usage.CachedInputTokens != 0 {
+		n += len(`,"cached_input_tokens":`) + intLen(r.Usage.CachedInputTokens)
+	}
+	optional(`"id":"",`, len(r.Batch.ID))
+	optional(`,"trigger":""`, len(r.Batch.Trigger))
+	return n
+}
+
+// intLen is the number of bytes strconv.AppendInt writes for v.
+func intLen(v int64) int {
+	n := 1
+	if v < 0 {
+		n++
+		if v == math.MinInt64 {
+			return 20
+		}
+		v = -v
+	}
+	for ; v >= 10; v /= 10 {
+		n++
+	}
+	return n
 }
 
 // appendRaw appends raw compacted, with <, >, & and U+2028/U+2029 in its

@@ -97,15 +97,19 @@ func DeadMsgID(stream string, seq uint64) string {
 // which may hold the NATS wildcards * (one token) and > (one or more tokens,
 // last).
 func SubjectMatches(subject, filter string) bool {
-	st := strings.Split(subject, ".")
-	ft := strings.Split(filter, ".")
-	for i, f := range ft {
+	// Token by token, without splitting: the worker matches every request.
+	for {
+		f, fRest, fMore := strings.Cut(filter, ".")
 		if f == ">" {
-			return len(st) > i
+			return true // subject still has a token: the loop ends when it has none
 		}
-		if i >= len(st) || (f != "*" && f != st[i]) {
+		s, sRest, sMore := strings.Cut(subject, ".")
+		if f != "*" && f != s {
 			return false
 		}
+		if !fMore || !sMore {
+			return fMore == sMore
+		}
+		filter, subject = fRest, sRest
 	}
-	return len(st) == len(ft)
 }
