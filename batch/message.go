@@ -69,9 +69,26 @@ type Backlog struct {
 type Outgoing struct {
 	Subject string
 	// MsgID deduplicates the message in its stream (Nats-Msg-Id).
-	MsgID  string
-	Header map[string]string
+	MsgID string
+	// Header holds the message's other headers, each name once.
+	Header []HeaderField
 	Data   []byte
+}
+
+// HeaderField is one header of an Outgoing message. A message has a few,
+// so a slice costs less than a map for every result the engine publishes.
+type HeaderField struct {
+	Name, Value string
+}
+
+// HeaderValue returns the value of o's header name, "" when it has none.
+func (o Outgoing) HeaderValue(name string) string {
+	for _, f := range o.Header {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
 }
 
 // PublishAck is the broker's answer to one Outgoing.
@@ -91,7 +108,8 @@ type PublishAck struct {
 type Publisher interface {
 	// Publish sends every message and waits until the broker has stored each
 	// (or, for a subject no stream captures, until it was sent). The returned
-	// slice has one PublishAck per message, in order.
+	// slice has one PublishAck per message, in order. Publish must not keep
+	// the Data of a message it acked without error: the engine reuses it.
 	Publish(ctx context.Context, msgs []Outgoing) []PublishAck
 	// StoredResult returns the body of the result stored at seq in the
 	// results stream.

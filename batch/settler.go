@@ -208,6 +208,7 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 		return
 	}
 	acks := s.publishResults(ctx, storing, results)
+	recycleResultBodies(results, acks)
 	var remember []*item
 	if s.cache != nil {
 		// After the acks: a slow cache must not hold the messages.
@@ -265,7 +266,7 @@ func (s *settler) settle(ctx context.Context, items []*item) {
 			s.stats.deadLetters.Add(1)
 			s.log.Warn("request dead-lettered", zap.String("id", it.id), zap.String("subject", it.msg.Subject()),
 				zap.Uint64("stream_seq", it.d.StreamSeq), zap.Uint64("attempts", it.d.NumDelivered),
-				zap.String("error", deadLetters[i].Header[wire.HeaderError]))
+				zap.String("error", deadLetters[i].HeaderValue(wire.HeaderError)))
 		}
 		if decide(f).step == stepAck {
 			s.ack(ctx, it, wire.StatusError, true)

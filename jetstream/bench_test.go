@@ -104,7 +104,7 @@ func BenchmarkPublishResults(b *testing.B) {
 			seq++
 			s := strconv.Itoa(seq)
 			msgs[i] = batch.Outgoing{Subject: "ai.results.bench", MsgID: "result:AI_REQUESTS:" + s,
-				Header: map[string]string{wire.HeaderStreamSeq: s}, Data: benchResult}
+				Header: []batch.HeaderField{{Name: wire.HeaderStreamSeq, Value: s}}, Data: benchResult}
 		}
 		for _, a := range pub.Publish(ctx, msgs) {
 			if a.Err != nil || a.Duplicate {

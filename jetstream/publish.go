@@ -37,8 +37,8 @@ func (p *Publisher) Publish(ctx context.Context, msgs []batch.Outgoing) []batch.
 	nc := p.js.Conn()
 	for i, o := range msgs {
 		m := &nats.Msg{Subject: o.Subject, Data: o.Data, Header: make(nats.Header, len(o.Header)+1)}
-		for k, v := range o.Header {
-			m.Header.Set(k, v)
+		for _, f := range o.Header {
+			m.Header.Set(f.Name, f.Value)
 		}
 		if o.MsgID != "" {
 			m.Header.Set(wire.HeaderMsgID, o.MsgID) // what jetstream.WithMsgID sets

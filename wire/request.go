@@ -404,16 +404,23 @@ func isArray(raw json.RawMessage) bool {
 // carry is never dropped silently. Every error wraps ErrInvalidRequest and
 // says what is wrong; the returned Request holds whatever could be read.
 func DecodeRequest(body []byte, maxBytes int) (Request, error) {
-	var r Request
 	if maxBytes > 0 && len(body) > maxBytes {
-		return r, invalid("body is %d bytes, over MAX_REQUEST_BYTES (%d)", len(body), maxBytes)
+		return Request{}, invalid("body is %d bytes, over MAX_REQUEST_BYTES (%d)", len(body), maxBytes)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return r, invalid("empty body, want a JSON object with \"input\"")
+		return Request{}, invalid("empty body, want a JSON object with \"input\"")
 	}
 	if fast, ok := decodeRequestFast(body); ok {
 		return fast, fast.Validate()
 	}
+	return decodeRequestSlow(body)
+}
+
+// decodeRequestSlow decodes body with encoding/json. It is a function of
+// its own because its Request escapes to the heap, and the fast path's
+// must not.
+func decodeRequestSlow(body []byte) (Request, error) {
+	var r Request
 	if err := unmarshalStrict(body, &r); err != nil {
 		return r, invalid("body is not a JSON request object: %v", err)
 	}

@@ -666,7 +666,7 @@ func (b *Broker) publishLocked(o batch.Outgoing, now time.Time) batch.PublishAck
 		b.plain = append(b.plain, Stored{Subject: o.Subject, MsgID: o.MsgID, Header: withMsgID(o), Data: bytes.Clone(o.Data)})
 		if matchesAny(o.Subject, b.cfg.requestSubjects) {
 			// A plain publish still lands in a stream that listens.
-			b.storeRequestLocked(o.Subject, o.Data, o.Header, now)
+			b.storeRequestLocked(o.Subject, o.Data, headerMap(o), now)
 		}
 		return batch.PublishAck{}
 	}
@@ -683,12 +683,24 @@ func (b *Broker) publishLocked(o batch.Outgoing, now time.Time) batch.PublishAck
 // withMsgID is o's headers with its MsgID as Nats-Msg-Id, as the JetStream
 // adapter sends every message, stored or plain.
 func withMsgID(o batch.Outgoing) map[string]string {
-	h := maps.Clone(o.Header)
+	h := headerMap(o)
 	if o.MsgID != "" {
 		if h == nil {
 			h = make(map[string]string, 1)
 		}
 		h[wire.HeaderMsgID] = o.MsgID
+	}
+	return h
+}
+
+// headerMap is o's headers as a map, nil when it has none.
+func headerMap(o batch.Outgoing) map[string]string {
+	if len(o.Header) == 0 {
+		return nil
+	}
+	h := make(map[string]string, len(o.Header))
+	for _, f := range o.Header {
+		h[f.Name] = f.Value
 	}
 	return h
 }

@@ -93,9 +93,9 @@ func TestStoredMessagesCanBeReadBack(t *testing.T) {
 	t.Parallel()
 	b := batchtest.NewBroker()
 	acks := b.Publisher().Publish(t.Context(), []batch.Outgoing{
-		{Subject: resultSubject, MsgID: "result:s:1", Header: map[string]string{wire.HeaderStreamSeq: "1"}, Data: []byte("result")},
-		{Subject: deadSubject, MsgID: "dead:s:1", Header: map[string]string{wire.HeaderError: "bad"}, Data: []byte("dead")},
-		{Subject: "_INBOX.abc", MsgID: "result:s:2", Header: map[string]string{wire.HeaderStreamSeq: "2"}, Data: []byte("inbox")},
+		{Subject: resultSubject, MsgID: "result:s:1", Header: []batch.HeaderField{{Name: wire.HeaderStreamSeq, Value: "1"}}, Data: []byte("result")},
+		{Subject: deadSubject, MsgID: "dead:s:1", Header: []batch.HeaderField{{Name: wire.HeaderError, Value: "bad"}}, Data: []byte("dead")},
+		{Subject: "_INBOX.abc", MsgID: "result:s:2", Header: []batch.HeaderField{{Name: wire.HeaderStreamSeq, Value: "2"}}, Data: []byte("inbox")},
 	})
 	for i, a := range acks {
 		if a.Err != nil {

@@ -649,7 +649,7 @@ func testRequestDedupe(t *testing.T, c contractT) {
 func testPublisher(t *testing.T, c contractT) {
 	ctx := c.ctx
 	acks := c.h.Publisher.Publish(ctx, []batch.Outgoing{
-		{Subject: contractResult, MsgID: "result:contract:1", Header: map[string]string{wire.HeaderStreamSeq: "1"}, Data: []byte(`{"id":"one"}`)},
+		{Subject: contractResult, MsgID: "result:contract:1", Header: []batch.HeaderField{{Name: wire.HeaderStreamSeq, Value: "1"}}, Data: []byte(`{"id":"one"}`)},
 		{Subject: contractDead, MsgID: "dead:contract:1", Data: []byte("dead one")},
 		{Subject: contractResult, MsgID: "result:contract:2", Data: []byte(`{"id":"two"}`)},
 	})
