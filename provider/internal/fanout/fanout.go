@@ -33,21 +33,13 @@ func Complete(ctx context.Context, reqs []provider.Request, limit int,
 	one func(provider.Request) provider.Result, fail func(key string, err error) error, whole func(err error) error,
 ) ([]provider.Result, error) {
 	results := make([]provider.Result, len(reqs))
-	sem := make(chan struct{}, limit)
-	var wg sync.WaitGroup
-	for i, r := range reqs {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			results[i] = provider.Result{Key: r.Key, Err: fail(r.Key, interrupted(ctx))}
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			results[i] = one(r)
-		})
+	if len(reqs) == 1 && ctx.Err() == nil {
+		// A combined call is one request: made on this goroutine, the SDK's
+		// deep stack is not grown afresh on a new goroutine for every call.
+		results[0] = one(reqs[0])
+	} else {
+		spread(ctx, reqs, limit, results, one, fail)
 	}
-	wg.Wait()
 	if anyAnswered(results) {
 		return results, nil
 	}
@@ -63,6 +55,27 @@ func Complete(ctx context.Context, reqs []provider.Request, limit int,
 }
 
 // interrupted is the error of a call ctx ended.
+// spread makes one call per request, limit at a time, into results.
+func spread(ctx context.Context, reqs []provider.Request, limit int, results []provider.Result,
+	one func(provider.Request) provider.Result, fail func(key string, err error) error,
+) {
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			results[i] = provider.Result{Key: r.Key, Err: fail(r.Key, interrupted(ctx))}
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			results[i] = one(r)
+		})
+	}
+	wg.Wait()
+}
+
 func interrupted(ctx context.Context) error {
 	return &provider.Error{Scope: provider.ScopeProvider, Err: ctx.Err()}
 }
