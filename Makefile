@@ -95,6 +95,7 @@ FUZZTIME ?= 30s
 # Fuzz targets as package:FuzzName; their seed corpora are in each package's
 # testdata/fuzz/ and also run with every `go test`.
 FUZZ_TARGETS := ./batch:FuzzDecodeRequest ./batch:FuzzSubjects \
+	./wire:FuzzDecodeRequestFast ./wire:FuzzAppendResult \
 	./provider/openai:FuzzParseAnswer ./provider/openai:FuzzAnswerRoundTrip \
 	./provider/anthropic:FuzzParseAnswer ./provider/anthropic:FuzzAnswerRoundTrip \
 	./provider/httpapi:FuzzParseAnswer ./provider/httpapi:FuzzAnswerRoundTrip
