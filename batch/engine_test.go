@@ -593,6 +593,62 @@ func TestAFleetGathersPartialGroupsInOneWorker(t *testing.T) {
 	}
 }
 
+// TestABurstToAFleetIsGatheredByTheHolder: the holder holds a third of
+// every group of a burst over 3 templates and a follower takes the rest.
+// The follower sends its full calls and hands what is left back, unspent;
+// the holder gathers it into full calls: the fleet makes the calls one
+// worker makes, and nothing waits for MaxWait (5m). Before, the follower
+// sent its remainders as small calls and the holder's thirds waited for
+// MaxWait.
+func TestABurstToAFleetIsGatheredByTheHolder(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b, p := batchtest.NewBroker(), batchtest.NewProvider()
+		cfg := engineConfig(b) // MaxBatchSize 50, MaxWait 5m
+		attempts := batchtest.NewAttemptStore()
+		publish := func(from, to int) {
+			for i := from; i < to; i++ {
+				body, _ := json.Marshal(wire.Request{ID: fmt.Sprintf("r-%d", i), Input: fmt.Sprintf("in %d", i), Instructions: fmt.Sprintf("template %d", i%3)})
+				mustPublish(t, b, reqSubject, string(body), nil)
+			}
+		}
+		// 300 requests, 100 per template: ideally 2 calls each.
+		holder, _ := startEngine(t, b, p, cfg, batch.WithHoldLease(fixedLease(true)), batch.WithAttemptStore(attempts))
+		publish(0, 100)
+		time.Sleep(time.Second) // past a poll
+		synctest.Wait()
+		if held := holder.Stats().HeldRequests; held != 100 {
+			t.Fatalf("the holder holds %d, want the first 100", held)
+		}
+		// The follower polls as it starts, before the holder's next poll,
+		// and takes a share of the other 200 (a backlog of two calls' worth
+		// and more).
+		publish(100, 300)
+		follower, _ := startEngine(t, b, p, cfg, batch.WithHoldLease(fixedLease(false)), batch.WithAttemptStore(attempts))
+		synctest.Wait()
+		if taken := follower.Stats().Requests; taken < 100 {
+			t.Fatalf("the follower took %d, want a share of the other 200", taken)
+		}
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		got := results(t, b)
+		if len(got) != 300 || b.Requests() != 0 || len(b.DeadLetters()) != 0 {
+			t.Fatalf("%d results, %d left, %d dead letters 10s after the burst; want all 300 answered", len(got), b.Requests(), len(b.DeadLetters()))
+		}
+		for id, r := range got {
+			if r.Status != wire.StatusOK || r.Batch.Trigger != wire.TriggerSize || r.Batch.Size != 50 {
+				t.Fatalf("%s: %+v, want it in a full call", id, r)
+			}
+		}
+		if calls := p.Calls(); calls != 6 {
+			t.Errorf("%d calls, want the 6 one worker makes", calls)
+		}
+		if attempts.Len() != 0 {
+			t.Errorf("%d attempt records left", attempts.Len())
+		}
+	})
+}
+
 // TestAFollowerDoesNotHoldWhatIsLeftOfABurst: a follower (another worker
 // gathers partial groups) helps with a backlog; once it has drained, the
 // follower sends the partial groups it holds instead of keeping them until

@@ -32,8 +32,10 @@ type heldGroup struct {
 	bytes int
 	// oldest is when the oldest held request was published.
 	oldest time.Time
-	// retries counts held requests that were delivered before: they have
-	// waited already, so their group goes at once.
+	// retries counts held requests that come back from a failure of their
+	// own or from a delivery that ended without an outcome (retried): they
+	// have waited already, so their group goes at once. A request another
+	// worker handed back unspent joins its group like a new one.
 	retries int
 }
 
@@ -67,6 +69,10 @@ type seqKey struct {
 	seq    uint64
 }
 
+// retried reports whether it comes back after an attempt of its own failed
+// or after a delivery that ended without an outcome on record.
+func retried(it *item) bool { return it.attempts.Spent > 0 || it.uncertain }
+
 func seqOf(it *item) seqKey { return seqKey{it.d.Stream, it.d.StreamSeq} }
 
 // add holds it in its group. A request already held is replaced by this
@@ -82,7 +88,7 @@ func (w *window) add(it *item) {
 				break
 			}
 		}
-		if it.d.NumDelivered > 1 && old.d.NumDelivered <= 1 {
+		if retried(it) && !retried(old) {
 			g.retries++
 		}
 		w.bySeq[seqOf(it)] = it
@@ -102,7 +108,7 @@ func (w *window) add(it *item) {
 	if g.oldest.IsZero() || it.d.Published.Before(g.oldest) {
 		g.oldest = it.d.Published
 	}
-	if it.d.NumDelivered > 1 {
+	if retried(it) {
 		g.retries++
 	}
 	w.count++
@@ -126,7 +132,7 @@ func (w *window) take(k groupKey, n int) []*item {
 		g.bytes -= b
 		w.bytes -= b
 		w.count--
-		if it.d.NumDelivered > 1 {
+		if retried(it) {
 			g.retries--
 		}
 	}

@@ -7,9 +7,11 @@ import (
 	"github.com/aibatch/aibatch/wire"
 )
 
-// heldItem is a request of group (model, topic) at seq, delivered n times.
+// heldItem is a request of group (model, topic) at seq, delivered n times,
+// each earlier delivery a failed attempt.
 func heldItem(model, topic string, seq, n uint64, body string) *item {
 	return &item{
+		attempts:   AttemptRecord{Spent: int(n) - 1},
 		msg:        fakeMessage{data: []byte(body)},
 		d:          Delivery{Stream: "S", StreamSeq: seq, NumDelivered: n, Published: t0.Add(time.Duration(seq) * time.Second)},
 		req:        wire.Request{Model: model},
@@ -39,6 +41,13 @@ func TestWindowHoldsByGroup(t *testing.T) {
 	snap = w.snapshot()
 	if len(snap[0].items) != 2 || snap[0].retries != 1 || w.room() != 1 {
 		t.Fatalf("after a redelivery: %+v, room %d", snap[0], w.room())
+	}
+	// A request another worker handed back unspent is no retry.
+	unspent := heldItem("m2", "a", 2, 2, "xxx")
+	unspent.attempts = AttemptRecord{Free: 1}
+	w.add(unspent)
+	if g := w.snapshot()[1]; g.key.model != "m2" || g.retries != 0 {
+		t.Fatalf("after an unspent redelivery: %+v", g)
 	}
 	got := w.take(groupKey{model: "m1", topic: "a"}, 1)
 	if len(got) != 1 || got[0].d.StreamSeq != 1 {

@@ -28,7 +28,8 @@ type batchLane struct {
 	groups   *groups
 	slots    semaphore
 	dispatch dispatchFunc
-	// abandon hands held requests back when the lane stops.
+	// abandon hands held requests back unspent: when the lane stops, and
+	// partial groups a follower leaves to the holder.
 	abandon  func(items []*item)
 	flushes  chan flushRequest
 	handBack *handBacks
@@ -106,11 +107,13 @@ func (l *batchLane) pollOnce(ctx context.Context, s *schedule) {
 	s.paused = l.paused()
 	s.follower = l.lease != nil && !l.lease.Held()
 	s.drained = err == nil && b.Pending < 2*l.cfg.MaxBatchSize
+	s.handsBack = l.intake.attempts != nil
 	held := l.window.snapshot()
 	heldCount := 0
 	for _, g := range held {
 		heldCount += len(g.items)
 	}
+	s.gather = err == nil && l.lease != nil && !s.follower && b.AckPending > int(l.inFlight.Load())+heldCount
 	if err == nil && b.Pending == 0 && b.AckPending > int(l.inFlight.Load())+heldCount && s.orphanCheckAt.IsZero() {
 		// Requests are delivered to some worker and not acked, and no new
 		// request will trigger a fetch that would pick them up: if their
@@ -212,9 +215,26 @@ func (l *batchLane) sendDue(ctx context.Context, now time.Time, s *schedule) {
 			return
 		}
 	}
+	l.handBackPartial(s)
 	if intervalDue && l.window.empty() {
 		s.lastFlush = now
 	}
+}
+
+// handBackPartial hands the partial groups handBackDue names back to the
+// broker, unspent, for the holder to gather.
+func (l *batchLane) handBackPartial(s *schedule) {
+	var back []*item
+	for _, g := range l.window.snapshot() {
+		if handBackDue(g, l.groups.size(g.key), *s) {
+			back = append(back, l.window.take(g.key, len(g.items))...)
+		}
+	}
+	if len(back) == 0 {
+		return
+	}
+	l.log.Debug("handing partial groups back to the holder", zap.Int("requests", len(back)))
+	l.abandon(back)
 }
 
 // send dispatches n of group k's held requests, at most size per in-flight

@@ -31,9 +31,17 @@ type schedule struct {
 	// builds up.
 	follower bool
 	// drained is true when fewer than two calls' worth wait in the stream:
-	// a follower then sends the partial groups it holds instead of keeping
-	// them from the holder until MaxWait.
+	// a follower then hands the partial groups it holds back to the holder
+	// (or, when it cannot, sends them) instead of keeping them until
+	// MaxWait.
 	drained bool
+	// handsBack is true when the lane can hand requests back without
+	// spending a delivery (an AttemptStore records them as free).
+	handsBack bool
+	// gather is true when this worker holds the lease and requests
+	// delivered to other workers wait unacked: some may be partial groups
+	// handed back to it, deliverable again.
+	gather bool
 }
 
 // fetchReason says why the batch lane fetches.
@@ -50,7 +58,8 @@ const (
 
 // fetchDue decides whether the batch lane fetches now. A follower (another
 // worker gathers partial groups) fetches new requests only when two calls'
-// worth wait. While it is paused
+// worth wait; the holder also looks for requests followers handed back.
+// While it is paused
 // (the provider is unavailable) only requests past RequestTTL make a fetch,
 // so that they end as expired.
 func fetchDue(now time.Time, b Backlog, s schedule, c Config) fetchReason {
@@ -73,6 +82,10 @@ func fetchDue(now time.Time, b Backlog, s schedule, c Config) fetchReason {
 		return fetchBack
 	case b.Pending > 0 && (!s.follower || b.Pending >= 2*c.MaxBatchSize):
 		return fetchNew
+	case b.Pending == 0 && s.gather:
+		// Followers hand back what is left of a burst for the holder to
+		// gather; JetStream does not count redeliveries as pending.
+		return fetchBack
 	}
 	return fetchNone
 }
@@ -85,8 +98,9 @@ func fetchDue(now time.Time, b Backlog, s schedule, c Config) fetchReason {
 //   - size: it holds at least a call's worth (size, the group's current
 //     call size); every full call's worth goes, the rest keeps waiting.
 //   - max_wait: its oldest request has waited MaxWait, or this worker is a
-//     follower and the backlog it helped with has drained; the whole group
-//     goes.
+//     follower that cannot hand requests back (handsBack) and the backlog
+//     it helped with has drained; the whole group goes. A follower that can
+//     hands such a group back to the holder instead (handBackDue).
 //   - interval: Interval passed since the last such flush; the whole group
 //     goes.
 //   - window_full: the window is full and this group has waited longest;
@@ -102,7 +116,7 @@ func groupDue(now time.Time, g heldGroup, size int, s schedule, c Config, window
 		return wire.TriggerSize, n - n%size, true
 	case !g.oldest.IsZero() && now.Sub(g.oldest) >= c.MaxWait:
 		return wire.TriggerMaxWait, n, true
-	case s.follower && s.drained:
+	case s.follower && s.drained && !s.handsBack:
 		// The backlog this follower helped with is gone: new requests go
 		// to the holder, so nothing will fill this group here.
 		return wire.TriggerMaxWait, n, true
@@ -112,6 +126,17 @@ func groupDue(now time.Time, g heldGroup, size int, s schedule, c Config, window
 		return wire.TriggerWindowFull, n, true
 	}
 	return "", 0, false
+}
+
+// handBackDue reports whether a held group that is not due goes back to
+// the broker for the holder to gather: this worker is a follower, the
+// backlog it helped with has drained, so nothing will fill the group here,
+// and it can hand requests back without spending their deliveries. With
+// three workers sharing a burst, each held a third of every group: sent
+// where they were, they made half as many calls again as one worker, and
+// the holder's thirds waited for MaxWait.
+func handBackDue(g heldGroup, size int, s schedule) bool {
+	return s.follower && s.drained && s.handsBack && len(g.items) > 0 && len(g.items) < size && g.retries == 0
 }
 
 // nextDue is the earliest time a batch becomes due by the clock, assuming no

@@ -34,6 +34,8 @@ func TestFetchDue(t *testing.T) {
 		{"follower: a few new requests are left to the holder", Backlog{Pending: 19, Oldest: recent}, schedule{follower: true}, fetchNone},
 		{"follower: a backlog of two calls' worth is shared", Backlog{Pending: 20, Oldest: recent}, schedule{follower: true}, fetchNew},
 		{"follower: its own retries are its own", Backlog{Pending: 3}, schedule{follower: true, retryAt: now}, fetchBack},
+		{"holder: looks for what followers handed back", Backlog{AckPending: 30}, schedule{lastFlush: recent, gather: true}, fetchBack},
+		{"holder: new requests bring handed-back ones along", Backlog{Pending: 3, AckPending: 30}, schedule{lastFlush: recent, gather: true}, fetchNew},
 		{"paused: new requests wait", Backlog{Pending: 50, Oldest: recent}, schedule{paused: true}, fetchNone},
 		{"paused: a retry waits", Backlog{}, schedule{paused: true, retryAt: now}, fetchNone},
 		{"paused: the oldest past RequestTTL is fetched to end it", Backlog{Pending: 50, Oldest: now.Add(-24 * time.Hour)}, schedule{paused: true}, fetchNew},
@@ -92,6 +94,9 @@ func TestGroupDue(t *testing.T) {
 		{name: "follower: a partial group goes once the backlog drained", g: held(3, recent, 0), size: 10, s: schedule{lastFlush: recent, follower: true, drained: true}, want: wire.TriggerMaxWait, wantN: 3},
 		{name: "follower: a partial group waits while a backlog lasts", g: held(3, recent, 0), size: 10, s: schedule{lastFlush: recent, follower: true}},
 		{name: "holder: a partial group waits when drained", g: held(3, recent, 0), size: 10, s: schedule{lastFlush: recent, drained: true}},
+		{name: "follower that hands back: a partial group is not sent when drained", g: held(3, recent, 0), size: 10, s: schedule{lastFlush: recent, follower: true, drained: true, handsBack: true}},
+		{name: "follower that hands back: full calls still go", g: held(13, recent, 0), size: 10, s: schedule{lastFlush: recent, follower: true, drained: true, handsBack: true}, want: wire.TriggerSize, wantN: 10},
+		{name: "follower that hands back: its own retries go", g: held(3, recent, 1), size: 10, s: schedule{lastFlush: recent, follower: true, drained: true, handsBack: true}, want: wire.TriggerRetry, wantN: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,6 +104,34 @@ func TestGroupDue(t *testing.T) {
 			got, n, ok := groupDue(now, tt.g, tt.size, tt.s, c, tt.full, tt.longest)
 			if got != tt.want || n != tt.wantN || ok != (tt.want != "") {
 				t.Errorf("groupDue() = (%q, %d, %v), want (%q, %d)", got, n, ok, tt.want, tt.wantN)
+			}
+		})
+	}
+}
+
+func TestHandBackDue(t *testing.T) {
+	t.Parallel()
+	recent := t0
+	follower := schedule{follower: true, drained: true, handsBack: true}
+	tests := []struct {
+		name string
+		g    heldGroup
+		s    schedule
+		want bool
+	}{
+		{"a follower's partial group once drained", held(3, recent, 0), follower, true},
+		{"not while a backlog lasts", held(3, recent, 0), schedule{follower: true, handsBack: true}, false},
+		{"not without an attempt store (a delivery would be spent)", held(3, recent, 0), schedule{follower: true, drained: true}, false},
+		{"not by the holder", held(3, recent, 0), schedule{drained: true, handsBack: true}, false},
+		{"not a full call", held(10, recent, 0), follower, false},
+		{"not a group with retries (they go at once)", held(3, recent, 1), follower, false},
+		{"not an empty group", held(0, recent, 0), follower, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := handBackDue(tt.g, 10, tt.s); got != tt.want {
+				t.Errorf("handBackDue() = %v, want %v", got, tt.want)
 			}
 		})
 	}
