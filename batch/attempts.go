@@ -12,6 +12,11 @@ type AttemptRecord struct {
 	// Free counts deliveries handed back without spending one: the
 	// provider was unavailable, or the worker was shutting down.
 	Free int `json:"free"`
+	// Passed counts the Free deliveries a follower handed to the holder
+	// unsent, to fill the holder's groups: a request whose earlier
+	// deliveries were all passed on has not waited as a retry has, and
+	// joins its group like a new one.
+	Passed int `json:"passed,omitempty"`
 }
 
 // AttemptStore keeps each request's AttemptRecord where a restarted worker

@@ -32,10 +32,9 @@ type heldGroup struct {
 	bytes int
 	// oldest is when the oldest held request was published.
 	oldest time.Time
-	// retries counts held requests that come back from a failure of their
-	// own or from a delivery that ended without an outcome (retried): they
-	// have waited already, so their group goes at once. A request another
-	// worker handed back unspent joins its group like a new one.
+	// retries counts held requests delivered before (retried): they have
+	// waited already, so their group goes at once. A request a follower
+	// passed to the holder joins its group like a new one.
 	retries int
 }
 
@@ -69,9 +68,12 @@ type seqKey struct {
 	seq    uint64
 }
 
-// retried reports whether it comes back after an attempt of its own failed
-// or after a delivery that ended without an outcome on record.
-func retried(it *item) bool { return it.attempts.Spent > 0 || it.uncertain }
+// retried reports whether it was delivered before other than passed on by
+// a follower to the holder: after a failure of its own, an outage or a
+// delivery that ended without an outcome, it has waited already.
+func retried(it *item) bool {
+	return int(it.d.NumDelivered)-1 > it.attempts.Passed
+}
 
 func seqOf(it *item) seqKey { return seqKey{it.d.Stream, it.d.StreamSeq} }
 

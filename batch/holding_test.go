@@ -42,12 +42,12 @@ func TestWindowHoldsByGroup(t *testing.T) {
 	if len(snap[0].items) != 2 || snap[0].retries != 1 || w.room() != 1 {
 		t.Fatalf("after a redelivery: %+v, room %d", snap[0], w.room())
 	}
-	// A request another worker handed back unspent is no retry.
-	unspent := heldItem("m2", "a", 2, 2, "xxx")
-	unspent.attempts = AttemptRecord{Free: 1}
-	w.add(unspent)
+	// A request a follower passed on to the holder is no retry.
+	passed := heldItem("m2", "a", 2, 2, "xxx")
+	passed.attempts = AttemptRecord{Free: 1, Passed: 1}
+	w.add(passed)
 	if g := w.snapshot()[1]; g.key.model != "m2" || g.retries != 0 {
-		t.Fatalf("after an unspent redelivery: %+v", g)
+		t.Fatalf("after a request passed on: %+v", g)
 	}
 	got := w.take(groupKey{model: "m1", topic: "a"}, 1)
 	if len(got) != 1 || got[0].d.StreamSeq != 1 {

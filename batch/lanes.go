@@ -233,6 +233,9 @@ func (l *batchLane) handBackPartial(s *schedule) {
 	if len(back) == 0 {
 		return
 	}
+	for _, it := range back {
+		it.attempts.Passed++
+	}
 	l.log.Debug("handing partial groups back to the holder", zap.Int("requests", len(back)))
 	l.abandon(back)
 }
