@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
-	"sync"
 
 	"github.com/aibatch/aibatch/wire"
 )
@@ -68,26 +67,21 @@ func (k requestKeyer) key(r wire.Request) string {
 		form, prompt = "m", string(msgs)
 	}
 	fields := [...]string{keyLayout, kind, r.Model, r.Instructions, form, prompt, r.ParamsKey(), strconv.Itoa(r.MaxOutputTokens)}
-	bufp := keyBuffers.Get().(*[]byte)
-	buf := (*bufp)[:0]
+	bufp := keyBuffers.get(0)
+	buf := *bufp
 	for _, f := range fields {
 		buf = binary.AppendUvarint(buf, uint64(len(f)))
 		buf = append(buf, f...)
 	}
 	sum := sha256.Sum256(buf)
-	if cap(buf) <= maxPooledKeyBuffer {
-		*bufp = buf
-		keyBuffers.Put(bufp)
-	}
+	*bufp = buf
+	keyBuffers.put(bufp)
 	return hex.EncodeToString(sum[:])
 }
 
 // keyBuffers holds the buffers key lays requests out in before hashing:
 // allocating one per request was a tenth of the worker's allocations.
-var keyBuffers = sync.Pool{New: func() any { return new([]byte) }}
-
-// maxPooledKeyBuffer keeps a rare huge request from pinning its buffer.
-const maxPooledKeyBuffer = 64 << 10
+var keyBuffers = bufferPool{max: 64 << 10}
 
 // keyLayout names the way key hashes a request; a change to it makes every
 // stored cache entry a miss rather than a wrong answer.

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"sync"
 
 	"github.com/aibatch/aibatch/wire"
 )
@@ -69,7 +68,7 @@ func (o outgoing) resultMsg(it *item) (Outgoing, error) {
 			r.Metadata = nil
 		}
 	}
-	body, err := wire.AppendResult(resultBody(wire.EncodedResultSize(&r)), &r)
+	body, err := wire.AppendResult(*resultBodies.get(wire.EncodedResultSize(&r)), &r)
 	if err != nil && r.Metadata != nil {
 		// Metadata is checked on intake, so this is a safety net: drop it
 		// rather than the result.
@@ -122,26 +121,15 @@ func errText(err error) string {
 // resultBodies holds result bodies the broker has stored, for the next
 // results: allocating one per result was about a tenth of the worker's
 // allocations end to end.
-var resultBodies sync.Pool // of *[]byte
-
-// maxRecycledBody keeps a rare huge answer from pinning its buffer.
-const maxRecycledBody = 64 << 10
-
-// resultBody returns an empty buffer of at least size bytes.
-func resultBody(size int) []byte {
-	if p, _ := resultBodies.Get().(*[]byte); p != nil && cap(*p) >= size {
-		return (*p)[:0]
-	}
-	return make([]byte, 0, size)
-}
+var resultBodies = bufferPool{max: 64 << 10}
 
 // recycleResultBodies hands back the bodies of the results the broker
 // acked without error: the Publisher contract says it keeps none of them.
 func recycleResultBodies(results []Outgoing, acks []PublishAck) {
 	for i, ack := range acks {
-		if body := results[i].Data; ack.Err == nil && cap(body) > 0 && cap(body) <= maxRecycledBody {
+		if body := results[i].Data; ack.Err == nil {
+			resultBodies.put(&body)
 			results[i].Data = nil
-			resultBodies.Put(&body)
 		}
 	}
 }

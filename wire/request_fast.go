@@ -298,11 +298,8 @@ func hex4(b []byte) (rune, bool) {
 func (d *fastDecoder) int() (int, bool) {
 	start := d.pos
 	d.consume('-')
-	digits := d.pos
-	for d.pos < len(d.data) && '0' <= d.data[d.pos] && d.data[d.pos] <= '9' {
-		d.pos++
-	}
-	if d.pos == digits || (d.data[digits] == '0' && d.pos-digits > 1) {
+	first := d.pos
+	if !d.digits() || (d.data[first] == '0' && d.pos-first > 1) {
 		return 0, false
 	}
 	if d.pos < len(d.data) {
